@@ -1,0 +1,225 @@
+// The wasm export surface of vdpa-wasm's data plane (VIRTIO 1.3 §2.7 split, §2.8 packed).
+// Every export takes the offset of a queue state block (ring/state.ts) and works on one batch;
+// TypeScript (src/ring/) lays the memory out and calls these once per batch, never per
+// descriptor. Nothing here allocates: all state lives in memory the caller owns.
+
+import {
+  Q_SIZE, Q_FLAGS, Q_STATUS, Q_IOTLB, Q_AVAIL, Q_AVAIL_WRAP, Q_USED, Q_USED_WRAP, Q_SIGNALLED,
+  Q_NUM_ADDED, Q_FREE_HEAD, Q_NUM_FREE, Q_BATCH_ID, Q_BATCH_LEN, Q_NEXT_HEAD, Q_EVENT_SHADOW,
+  Q_STAT_CHAINS, Q_F_PACKED, Q_F_SIG_VALID, Q_F_CB_OFF,
+} from "./ring/state";
+import * as split from "./ring/split";
+import * as packed from "./ring/packed";
+import { STATUS_BROKEN, STATUS_INVALID_ARG } from "./status";
+import { copyBytes } from "./mem";
+import { chainAt, segAt, C_SEG, C_NREAD, C_NWRITE, C_WRITTEN } from "./ring/chain";
+
+export * from "./status";
+
+// @ts-ignore: decorator
+@inline function isPacked(q: usize): bool { return (load<u32>(q, Q_FLAGS) & Q_F_PACKED) != 0; }
+// @ts-ignore: decorator
+@inline function broken(q: usize): bool { return load<i32>(q, Q_STATUS) != 0; }
+
+/** Layout version of the state block and records; TS refuses a module that differs. */
+export function abi_version(): i32 { return 1; }
+
+// ─────────────────────────── device side ───────────────────────────
+
+/** Resets the device-side indices (split: 0/0; packed: slot 0, wrap counters 1) and the broken flag. */
+export function dev_reset(q: usize): void {
+  store<i32>(q, 0, Q_STATUS);
+  store<u32>(q, 0, Q_AVAIL);
+  store<u32>(q, 0, Q_USED);
+  store<u32>(q, 1, Q_AVAIL_WRAP);
+  store<u32>(q, 1, Q_USED_WRAP);
+  store<u32>(q, 0, Q_SIGNALLED);
+  store<u32>(q, load<u32>(q, Q_FLAGS) & ~Q_F_SIG_VALID, Q_FLAGS);
+  memory.fill(q + Q_STAT_CHAINS, 0, 32);
+}
+
+/**
+ * Pops up to maxChains chains into chain records and at most maxSegs segments.
+ * Returns chains popped (0: empty), or a negative status: STATUS_BROKEN if the queue was
+ * already broken, else the peer error that broke it now.
+ */
+export function dev_pop(q: usize, chains: usize, maxChains: i32, segs: usize, maxSegs: i32): i32 {
+  if (broken(q)) return STATUS_BROKEN;
+  const tbl = <usize>load<u32>(q, Q_IOTLB);
+  return isPacked(q)
+    ? packed.devPop(q, tbl, chains, maxChains, segs, maxSegs)
+    : split.devPop(q, tbl, chains, maxChains, segs, maxSegs);
+}
+
+/**
+ * Returns n chains (records from dev_pop, `written` filled in) to the driver as used.
+ * inOrderBatch != 0 writes one used element for the batch (only with VIRTIO_F_IN_ORDER).
+ * Returns n, STATUS_BROKEN, or STATUS_INVALID_ARG (a record that dev_pop cannot have made).
+ */
+export function dev_push(q: usize, chains: usize, n: i32, inOrderBatch: i32): i32 {
+  if (broken(q)) return STATUS_BROKEN;
+  if (n <= 0) return n == 0 ? 0 : STATUS_INVALID_ARG;
+  return isPacked(q) ? packed.devPush(q, chains, n, inOrderBatch != 0) : split.devPush(q, chains, n, inOrderBatch != 0);
+}
+
+/** Whether to notify the driver of used buffers now (event idx / flags). Returns 1 or 0. */
+export function dev_need_call(q: usize): i32 {
+  if (broken(q)) return 0;
+  return isPacked(q) ? packed.devNeedCall(q) : split.devNeedCall(q);
+}
+
+/** Enables kicks from the driver. Returns 1 if buffers are already available (poll again). */
+export function dev_enable_kick(q: usize): i32 {
+  if (broken(q)) return 0;
+  return isPacked(q) ? packed.devEnableKick(q) : split.devEnableKick(q);
+}
+
+/** Disables kicks from the driver. */
+export function dev_disable_kick(q: usize): void {
+  if (broken(q)) return;
+  if (isPacked(q)) packed.devDisableKick(q); else split.devDisableKick(q);
+}
+
+/** Split: number of chains available; packed: 1 if one is available. 0 when broken. */
+export function dev_available(q: usize): i32 {
+  if (broken(q)) return 0;
+  return isPacked(q) ? packed.devAvailable(q) : split.devAvailable(q);
+}
+
+/**
+ * Gathers the device-readable bytes of chains [0, n) into dst + i*stride (at most stride
+ * bytes each). Returns the total bytes copied.
+ */
+export function dev_copy_out(chains: usize, n: i32, segs: usize, dst: usize, stride: u32): u32 {
+  let total: u32 = 0;
+  for (let i: i32 = 0; i < n; i++) {
+    const rec = chainAt(chains, i);
+    const s0 = load<u32>(rec, C_SEG);
+    const nr = <u32>load<u16>(rec, C_NREAD);
+    let out = dst + <usize>i * stride;
+    let room = stride;
+    for (let j: u32 = 0; j < nr && room != 0; j++) {
+      const s = segAt(segs, s0 + j);
+      let len = load<u32>(s, 4);
+      if (len > room) len = room;
+      copyBytes(out, <usize>load<u32>(s), len);
+      out += len;
+      room -= len;
+    }
+    total += stride - room;
+  }
+  return total;
+}
+
+/**
+ * Scatters src + i*stride (lens[i] bytes, u32 each, at most the chain's writable size) into
+ * the device-writable segments of chains [0, n) and sets each record's `written`.
+ * Returns the total bytes written.
+ */
+export function dev_copy_in(chains: usize, n: i32, segs: usize, src: usize, stride: u32, lens: usize): u32 {
+  let total: u32 = 0;
+  for (let i: i32 = 0; i < n; i++) {
+    const rec = chainAt(chains, i);
+    const s0 = load<u32>(rec, C_SEG) + <u32>load<u16>(rec, C_NREAD);
+    const nw = <u32>load<u16>(rec, C_NWRITE);
+    let left = load<u32>(lens + (<usize>i << 2));
+    if (left > stride) left = stride;
+    let from = src + <usize>i * stride;
+    let done: u32 = 0;
+    for (let j: u32 = 0; j < nw && left != 0; j++) {
+      const s = segAt(segs, s0 + j);
+      let len = load<u32>(s, 4);
+      if (len > left) len = left;
+      copyBytes(<usize>load<u32>(s), from, len);
+      from += len;
+      left -= len;
+      done += len;
+    }
+    store<u32>(rec, done, C_WRITTEN);
+    total += done;
+  }
+  return total;
+}
+
+// ─────────────────────────── driver side ───────────────────────────
+
+/** Resets the driver side: zeroes its ring areas, frees every descriptor, clears counters. */
+export function drv_init(q: usize): void {
+  store<i32>(q, 0, Q_STATUS);
+  store<u32>(q, 0, Q_AVAIL);
+  store<u32>(q, 0, Q_USED);
+  store<u32>(q, 1, Q_AVAIL_WRAP);
+  store<u32>(q, 1, Q_USED_WRAP);
+  store<u32>(q, 0, Q_NUM_ADDED);
+  store<u32>(q, 0, Q_FREE_HEAD);
+  store<u32>(q, load<u32>(q, Q_SIZE), Q_NUM_FREE);
+  store<u32>(q, 0xFFFF_FFFF, Q_BATCH_ID);
+  store<u32>(q, 0, Q_BATCH_LEN);
+  store<u32>(q, 0, Q_NEXT_HEAD);
+  store<u32>(q, 0, Q_EVENT_SHADOW);
+  store<u32>(q, load<u32>(q, Q_FLAGS) & ~Q_F_CB_OFF, Q_FLAGS);
+  memory.fill(q + Q_STAT_CHAINS, 0, 32);
+  if (isPacked(q)) packed.drvInit(q); else split.drvInit(q);
+}
+
+/**
+ * Adds up to n requests as chains and publishes them with one index/flags store.
+ * Returns the number added (fewer when the ring is full), STATUS_BROKEN, or
+ * STATUS_INVALID_ARG when the first request is malformed.
+ */
+export function drv_add(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
+  if (broken(q)) return STATUS_BROKEN;
+  if (n <= 0) return n == 0 ? 0 : STATUS_INVALID_ARG;
+  return isPacked(q) ? packed.drvAdd(q, reqs, n, dsegs) : split.drvAdd(q, reqs, n, dsegs);
+}
+
+/** Whether the device needs a kick for the buffers added since the last call. Returns 1 or 0. */
+export function drv_kick_prepare(q: usize): i32 {
+  if (broken(q)) return 0;
+  return isPacked(q) ? packed.drvKickPrepare(q) : split.drvKickPrepare(q);
+}
+
+/**
+ * Reclaims up to max used buffers into used records {token, len}. Returns the number
+ * reclaimed (0: none), STATUS_BROKEN, or the peer error that broke the queue now.
+ */
+export function drv_get_used(q: usize, out: usize, max: i32): i32 {
+  if (broken(q)) return STATUS_BROKEN;
+  return isPacked(q) ? packed.drvGetUsed(q, out, max) : split.drvGetUsed(q, out, max);
+}
+
+/** Enables used-buffer notifications. Returns 1 if used buffers are already pending. */
+export function drv_enable_cb(q: usize): i32 {
+  if (broken(q)) return 0;
+  return isPacked(q) ? packed.drvEnableCb(q) : split.drvEnableCb(q);
+}
+
+/** Disables used-buffer notifications. */
+export function drv_disable_cb(q: usize): void {
+  if (broken(q)) return;
+  if (isPacked(q)) packed.drvDisableCb(q); else split.drvDisableCb(q);
+}
+
+/** Split: used buffers the device claims are pending; packed: 1 if one is. */
+export function drv_used_pending(q: usize): i32 {
+  if (broken(q)) return 0;
+  return isPacked(q) ? packed.drvUsedPending(q) : split.drvUsedPending(q);
+}
+
+/**
+ * Detaches up to max buffers still in flight (virtqueue_detach_unused_buf), writing their
+ * tokens to out (u32 each). Returns the number detached; call drv_init afterwards.
+ */
+export function drv_detach_unused(q: usize, st: usize, out: usize, max: i32): i32 {
+  const size = load<u32>(q, Q_SIZE);
+  let k: i32 = 0;
+  for (let i: u32 = 0; i < size && k < max; i++) {
+    const s = st + <usize>i * 16;
+    if (load<u32>(s, 4) != 0) {
+      store<u32>(out + (<usize>k << 2), load<u32>(s));
+      store<u32>(s, 0, 4);
+      k++;
+    }
+  }
+  return k;
+}

@@ -1,0 +1,80 @@
+// Descriptor-chain walking shared by both layouts: the checks of VIRTIO 1.3 §2.7.5.2 (total
+// length, readable-before-writable), §2.7.5.3 / §2.8.8 (indirect tables), and translation of
+// every buffer through the device's map into chain/segment records (defs.ts).
+
+import { translate, PERM_R, PERM_W } from "../mem";
+import { CHAIN_REC, SEG_REC, VRING_DESC_F_WRITE } from "./defs";
+import { STATUS_CHAIN_TOO_BIG, STATUS_WRITE_BEFORE_READ } from "../status";
+
+// Chain record field offsets (defs.ts).
+// @ts-ignore: decorator
+@inline export const C_ID: u32 = 0;
+// @ts-ignore: decorator
+@inline export const C_NDESC: u32 = 4;
+// @ts-ignore: decorator
+@inline export const C_SEG: u32 = 8;
+// @ts-ignore: decorator
+@inline export const C_NREAD: u32 = 12;
+// @ts-ignore: decorator
+@inline export const C_NWRITE: u32 = 14;
+// @ts-ignore: decorator
+@inline export const C_RBYTES: u32 = 16;
+// @ts-ignore: decorator
+@inline export const C_WBYTES: u32 = 20;
+// @ts-ignore: decorator
+@inline export const C_WRITTEN: u32 = 24;
+// @ts-ignore: decorator
+@inline export const C_SAWWRITE: u32 = 28;
+
+/** Largest indirect table we accept: 65536 descriptors (as vhost's get_indirect limit). */
+// @ts-ignore: decorator
+@inline export const INDIRECT_MAX_LEN: u32 = 65536 * 16;
+
+/** Starts a chain record whose segments begin at segIdx. */
+// @ts-ignore: decorator
+@inline export function beginChain(rec: usize, segIdx: i32): void {
+  store<u32>(rec, <u32>segIdx, C_SEG);
+  store<u32>(rec, 0, C_NREAD); // nRead and nWrite (two u16)
+  store<u64>(rec, 0, C_RBYTES); // readBytes and writeBytes
+  store<u64>(rec, 0, C_WRITTEN); // written and the walk's saw-write flag
+}
+
+/**
+ * Adds one data descriptor (addr, len, flags) to the chain in `rec`: enforces
+ * readable-before-writable and the 2^32-1 byte total, translates the buffer with the
+ * permission its direction needs. Returns the new segment count or a negative status
+ * (SEG_FULL when the segment array is full).
+ */
+export function addData(tbl: usize, rec: usize, addr: u64, len: u32, flags: u32, segs: usize, segIdx: i32, maxSegs: i32): i32 {
+  const rb = load<u32>(rec, C_RBYTES);
+  const wb = load<u32>(rec, C_WBYTES);
+  // VIRTIO 1.3 §2.7.5.2: drivers MUST NOT add a descriptor chain longer than 2^32 bytes in total.
+  if (<u64>rb + <u64>wb + <u64>len > 0xFFFF_FFFF) return STATUS_CHAIN_TOO_BIG;
+  if (flags & VRING_DESC_F_WRITE) {
+    const r = translate(tbl, addr, len, PERM_W, segs, segIdx, maxSegs);
+    if (r < 0) return r;
+    store<u16>(rec, load<u16>(rec, C_NWRITE) + <u16>(r - segIdx), C_NWRITE);
+    store<u32>(rec, wb + len, C_WBYTES);
+    store<u32>(rec, 1, C_SAWWRITE);
+    return r;
+  }
+  // §2.7.4.2: a driver MUST place any device-writable descriptor after any device-readable one.
+  if (load<u32>(rec, C_SAWWRITE) != 0) return STATUS_WRITE_BEFORE_READ;
+  const r = translate(tbl, addr, len, PERM_R, segs, segIdx, maxSegs);
+  if (r < 0) return r;
+  store<u16>(rec, load<u16>(rec, C_NREAD) + <u16>(r - segIdx), C_NREAD);
+  store<u32>(rec, rb + len, C_RBYTES);
+  return r;
+}
+
+/** Address of chain record i. */
+// @ts-ignore: decorator
+@inline export function chainAt(chains: usize, i: i32): usize {
+  return chains + <usize>i * CHAIN_REC;
+}
+
+/** Address of segment record i. */
+// @ts-ignore: decorator
+@inline export function segAt(segs: usize, i: u32): usize {
+  return segs + <usize>i * SEG_REC;
+}

@@ -1,0 +1,35 @@
+// The typed export surface of the wasm module (assembly/index.ts). Written by hand because
+// asc's generated bindings cannot take an imported memory; test/loader.test.ts checks it
+// against WebAssembly.Module.exports().
+
+/** The functions assembly/index.ts exports. Pointers are byte offsets in the shared memory. */
+export interface RingExports {
+  abi_version(): number;
+  dev_reset(q: number): void;
+  dev_pop(q: number, chains: number, maxChains: number, segs: number, maxSegs: number): number;
+  dev_push(q: number, chains: number, n: number, inOrderBatch: number): number;
+  dev_need_call(q: number): number;
+  dev_enable_kick(q: number): number;
+  dev_disable_kick(q: number): void;
+  dev_available(q: number): number;
+  dev_copy_out(chains: number, n: number, segs: number, dst: number, stride: number): number;
+  dev_copy_in(chains: number, n: number, segs: number, src: number, stride: number, lens: number): number;
+  drv_init(q: number): void;
+  drv_add(q: number, reqs: number, n: number, dsegs: number): number;
+  drv_kick_prepare(q: number): number;
+  drv_get_used(q: number, out: number, max: number): number;
+  drv_enable_cb(q: number): number;
+  drv_disable_cb(q: number): void;
+  drv_used_pending(q: number): number;
+  drv_detach_unused(q: number, dstate: number, out: number, max: number): number;
+}
+
+/** Names of the function exports, for checking a module. */
+export const RING_EXPORT_NAMES: readonly (keyof RingExports)[] = [
+  'abi_version', 'dev_reset', 'dev_pop', 'dev_push', 'dev_need_call', 'dev_enable_kick', 'dev_disable_kick',
+  'dev_available', 'dev_copy_out', 'dev_copy_in', 'drv_init', 'drv_add', 'drv_kick_prepare', 'drv_get_used',
+  'drv_enable_cb', 'drv_disable_cb', 'drv_used_pending', 'drv_detach_unused',
+];
+
+/** The ABI version this TypeScript layer speaks (assembly/index.ts abi_version). */
+export const ABI_VERSION = 1;

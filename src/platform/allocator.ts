@@ -1,0 +1,86 @@
+// A first-fit allocator with coalescing over one arena of the platform memory. TypeScript owns
+// the memory layout (DESIGN.md): rings, buffers and state blocks are carved out here and their
+// offsets handed to wasm. It keeps its bookkeeping in JS, never in the memory it manages.
+
+import { VirtioError, Code } from '../errors.ts';
+
+/** A free or used range [offset, offset + size). */
+interface Range {
+  offset: number;
+  size: number;
+}
+
+/** First-fit allocator over [base, base + size). */
+export class Allocator {
+  /** First byte of the arena. */
+  readonly base: number;
+  /** Bytes in the arena. */
+  readonly size: number;
+  /** Free ranges, sorted by offset, never adjacent. */
+  private free: Range[];
+  /** Live allocations: offset → size. */
+  private readonly live = new Map<number, number>();
+
+  constructor(base: number, size: number) {
+    this.base = base;
+    this.size = size;
+    this.free = size > 0 ? [{ offset: base, size }] : [];
+  }
+
+  /** Bytes not allocated (possibly fragmented). */
+  get available(): number {
+    let n = 0;
+    for (const r of this.free) n += r.size;
+    return n;
+  }
+
+  /**
+   * Allocates `size` bytes aligned to `align` (a power of two). Throws
+   * VirtioError(ResourceExhausted) when no free range fits.
+   */
+  alloc(size: number, align = 16): number {
+    if (!Number.isSafeInteger(size) || size <= 0) throw new VirtioError(Code.InvalidArgument, `allocation size ${size} must be a positive integer`);
+    if (!Number.isSafeInteger(align) || align <= 0 || (align & (align - 1)) !== 0) throw new VirtioError(Code.InvalidArgument, `alignment ${align} must be a power of two`);
+    for (let i = 0; i < this.free.length; i++) {
+      const r = this.free[i]!;
+      const start = Math.ceil(r.offset / align) * align;
+      const pad = start - r.offset;
+      if (pad + size > r.size) continue;
+      const tail = r.size - pad - size;
+      const repl: Range[] = [];
+      if (pad > 0) repl.push({ offset: r.offset, size: pad });
+      if (tail > 0) repl.push({ offset: start + size, size: tail });
+      this.free.splice(i, 1, ...repl);
+      this.live.set(start, size);
+      return start;
+    }
+    throw new VirtioError(Code.ResourceExhausted, `cannot allocate ${size} bytes (align ${align}) from an arena of ${this.size} with ${this.available} free`);
+  }
+
+  /** Returns an allocation. Throws VirtioError(InvalidArgument) for an offset that is not live. */
+  release(offset: number): void {
+    const size = this.live.get(offset);
+    if (size === undefined) throw new VirtioError(Code.InvalidArgument, `offset ${offset} is not an allocation of this arena`);
+    this.live.delete(offset);
+    let i = 0;
+    while (i < this.free.length && this.free[i]!.offset < offset) i++;
+    this.free.splice(i, 0, { offset, size });
+    // Coalesce with the neighbours.
+    const cur = this.free[i]!;
+    const next = this.free[i + 1];
+    if (next && cur.offset + cur.size === next.offset) {
+      cur.size += next.size;
+      this.free.splice(i + 1, 1);
+    }
+    const prev = this.free[i - 1];
+    if (prev && prev.offset + prev.size === cur.offset) {
+      prev.size += cur.size;
+      this.free.splice(i, 1);
+    }
+  }
+
+  /** Size of a live allocation, or undefined. */
+  sizeOf(offset: number): number | undefined {
+    return this.live.get(offset);
+  }
+}

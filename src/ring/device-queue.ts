@@ -1,0 +1,359 @@
+// The device side of a virtqueue (what Linux vringh / vhost do): pop available chains —
+// walked, validated and translated through the device's map in wasm — expose their
+// readable/writable segments, push used entries with the written length, and decide
+// notifications. Same methods for split (VIRTIO 1.3 §2.7) and packed (§2.8).
+
+import { VirtioError, Code } from '../errors.ts';
+import { Q, QF, REC, ringAreaAligns, ringAreaSizes } from './layout.ts';
+import { QueueBase, ringFeatures } from './queue-base.ts';
+import { PERM_R, PERM_RW, type Iotlb } from '../platform/iotlb.ts';
+import type { Platform } from '../platform/platform.ts';
+import { type VqState, checkVqState } from './vq-state.ts';
+
+/** Options of {@link DeviceQueue}. */
+export interface DeviceQueueOptions {
+  /** Queue size: 1..32768, a power of two for split. */
+  size: number;
+  /** Negotiated features (ring bits used: RING_PACKED, EVENT_IDX, INDIRECT_DESC, IN_ORDER). @default ringFeatures() */
+  features?: bigint;
+  /** IOVA of the descriptor area. */
+  descArea: number | bigint;
+  /** IOVA of the driver area (split avail ring / packed driver event suppression). */
+  driverArea: number | bigint;
+  /** IOVA of the device area (split used ring / packed device event suppression). */
+  deviceArea: number | bigint;
+  /** The device's address map. @default platform.identityMap */
+  iotlb?: Iotlb;
+  /** Most chains one pop() returns. @default min(size, 256) */
+  batch?: number;
+  /** Segment records per pop (a chain more fragmented than this breaks the queue). @default max(2 × size, 64) */
+  maxSegs?: number;
+}
+
+/** A readable or writable piece of a popped chain, as a memory offset (already translated). */
+export interface Segment {
+  /** Memory offset. */
+  addr: number;
+  /** Bytes. */
+  len: number;
+}
+
+/** A popped chain as plain data (see {@link DeviceQueue.chain}). */
+export interface Chain {
+  /** Head index (split) or buffer id (packed): what the used entry names. */
+  id: number;
+  /** Ring descriptors the chain occupies (packed: the used descriptor skips by it). */
+  ndesc: number;
+  /** Device-readable segments, in order. */
+  readable: Segment[];
+  /** Device-writable segments, in order. */
+  writable: Segment[];
+  /** Total readable bytes. */
+  readBytes: number;
+  /** Total writable bytes. */
+  writeBytes: number;
+}
+
+/** The device side of one virtqueue over rings the driver laid out. */
+export class DeviceQueue extends QueueBase {
+  /** Most chains one pop() returns. */
+  readonly batch: number;
+  /** Segment records per pop. */
+  readonly maxSegs: number;
+  /** The map ring and buffer addresses go through. */
+  readonly iotlb: Iotlb;
+  private readonly chains: number;
+  private readonly segs: number;
+  private readonly pushRecs: number;
+  private readonly u32: Uint32Array;
+  private readonly u16: Uint16Array;
+  private nPopped = 0;
+  private nPending = 0;
+  private readonly areas: { desc: bigint; driver: bigint; device: bigint };
+  private readonly unsubscribe: () => void;
+
+  constructor(platform: Platform, opts: DeviceQueueOptions) {
+    super(platform, opts.size, opts.features ?? ringFeatures());
+    this.batch = opts.batch ?? Math.min(this.size, 256);
+    this.maxSegs = opts.maxSegs ?? Math.max(2 * this.size, 64);
+    if (!Number.isInteger(this.batch) || this.batch < 1 || this.batch > 65536) throw new VirtioError(Code.InvalidArgument, `batch ${this.batch} must be 1..65536`);
+    if (!Number.isInteger(this.maxSegs) || this.maxSegs < 1 || this.maxSegs > 65535) throw new VirtioError(Code.InvalidArgument, `maxSegs ${this.maxSegs} must be 1..65535`);
+    this.iotlb = opts.iotlb ?? platform.identityMap;
+    this.areas = { desc: toIova(opts.descArea, 'descArea'), driver: toIova(opts.driverArea, 'driverArea'), device: toIova(opts.deviceArea, 'deviceArea') };
+    this.chains = this.allocPriv(this.batch * REC.CHAIN, 16);
+    this.segs = this.allocPriv(this.maxSegs * REC.SEG, 16);
+    this.pushRecs = this.allocPriv(this.batch * REC.CHAIN, 16);
+    this.u32 = platform.u32;
+    this.u16 = new Uint16Array(platform.memory.buffer);
+    this.mapRings(true);
+    this.setWord(Q.IOTLB, this.iotlb.offset);
+    this.platform.exports.dev_reset(this.qsb);
+    // A map change under a live ring re-translates it; a ring that lost its mapping breaks the queue.
+    this.unsubscribe = this.iotlb.onChange(() => this.mapRings(false));
+  }
+
+  /** Chains returned by the last pop(). */
+  get popped(): number {
+    return this.nPopped;
+  }
+
+  /**
+   * Pops up to `max` available chains (validated and translated in wasm). Returns the count
+   * (0: ring empty); read them with chain(i) or the index accessors until the next pop().
+   * Throws a VirtioError with the peer's error code when the driver broke the spec (the
+   * queue is then broken until reset: the device should set DEVICE_NEEDS_RESET).
+   */
+  pop(max = this.batch): number {
+    const m = Math.min(max, this.batch);
+    const r = this.platform.exports.dev_pop(this.qsb, this.chains, m, this.segs, this.maxSegs);
+    if (r < 0) {
+      this.nPopped = 0;
+      this.fail(r, 'dev_pop');
+    }
+    this.nPopped = r;
+    return r;
+  }
+
+  /** Head index / buffer id of popped chain i. */
+  chainId(i: number): number {
+    return this.u32[(this.chains >> 2) + 8 * i]!;
+  }
+
+  /** Ring descriptors chain i occupies. */
+  chainDescs(i: number): number {
+    return this.u32[(this.chains >> 2) + 8 * i + 1]!;
+  }
+
+  /** Readable bytes of chain i. */
+  readBytes(i: number): number {
+    return this.u32[(this.chains >> 2) + 8 * i + 4]!;
+  }
+
+  /** Writable bytes of chain i. */
+  writeBytes(i: number): number {
+    return this.u32[(this.chains >> 2) + 8 * i + 5]!;
+  }
+
+  /** Sets the bytes written into chain i (what its used entry reports). */
+  setWritten(i: number, n: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > this.writeBytes(i)) throw new VirtioError(Code.InvalidArgument, `written ${n} exceeds chain ${i}'s ${this.writeBytes(i)} writable bytes`);
+    this.u32[(this.chains >> 2) + 8 * i + 6] = n;
+  }
+
+  /** Chain i as plain data (allocates; the index accessors do not). */
+  chain(i: number): Chain {
+    this.checkIndex(i);
+    const b = (this.chains >> 2) + 8 * i;
+    const u = this.u32;
+    const start = u[b + 2]!;
+    const nr = this.u16[((this.chains + 32 * i + 12) >> 1)]!;
+    const nw = this.u16[((this.chains + 32 * i + 14) >> 1)]!;
+    const seg = (j: number): Segment => ({ addr: u[(this.segs >> 2) + 2 * j]!, len: u[(this.segs >> 2) + 2 * j + 1]! });
+    const readable: Segment[] = [];
+    const writable: Segment[] = [];
+    for (let j = 0; j < nr; j++) readable.push(seg(start + j));
+    for (let j = 0; j < nw; j++) writable.push(seg(start + nr + j));
+    return { id: u[b]!, ndesc: u[b + 1]!, readable, writable, readBytes: u[b + 4]!, writeBytes: u[b + 5]! };
+  }
+
+  /** Copies chain i's readable bytes out (allocates). */
+  read(i: number): Uint8Array {
+    const c = this.chain(i);
+    const out = new Uint8Array(c.readBytes);
+    let o = 0;
+    for (const s of c.readable) {
+      out.set(this.platform.u8.subarray(s.addr, s.addr + s.len), o);
+      o += s.len;
+    }
+    return out;
+  }
+
+  /** Writes `data` into chain i's writable segments and sets its written length. Returns bytes written. */
+  write(i: number, data: Uint8Array): number {
+    const c = this.chain(i);
+    if (data.length > c.writeBytes) throw new VirtioError(Code.InvalidArgument, `${data.length} bytes do not fit chain ${i}'s ${c.writeBytes} writable bytes`);
+    let o = 0;
+    for (const s of c.writable) {
+      if (o >= data.length) break;
+      const n = Math.min(s.len, data.length - o);
+      this.platform.u8.set(data.subarray(o, o + n), s.addr);
+      o += n;
+    }
+    this.u32[(this.chains >> 2) + 8 * i + 6] = o;
+    return o;
+  }
+
+  /**
+   * Gathers the readable bytes of popped chains [0, n) into memory at dst + i·stride (at most
+   * stride bytes each), in one wasm call. Returns the total bytes copied.
+   */
+  copyOut(n: number, dst: number, stride: number): number {
+    this.checkBatchRange(n, dst, stride);
+    return this.platform.exports.dev_copy_out(this.chains, n, this.segs, dst, stride);
+  }
+
+  /**
+   * Scatters src + i·stride (lens: memory offset of n u32 lengths) into the writable
+   * segments of popped chains [0, n), setting their written lengths, in one wasm call.
+   */
+  copyIn(n: number, src: number, stride: number, lens: number): number {
+    this.checkBatchRange(n, src, stride);
+    if (lens < 0 || lens + 4 * n > this.platform.u8.length) throw new VirtioError(Code.InvalidArgument, 'lens array is outside the memory');
+    return this.platform.exports.dev_copy_in(this.chains, n, this.segs, src, stride, lens);
+  }
+
+  /**
+   * Returns popped chains [0, n) as used, with the lengths set by setWritten/write/copyIn
+   * (0 otherwise). With `inOrderBatch` (only if IN_ORDER was negotiated) one used entry
+   * stands for the whole batch (§2.7.9, §2.8.10). Returns n.
+   */
+  pushPopped(n = this.nPopped, inOrderBatch = false): number {
+    if (!Number.isInteger(n) || n < 0 || n > this.nPopped) throw new VirtioError(Code.InvalidArgument, `cannot push ${n} of ${this.nPopped} popped chains`);
+    if (inOrderBatch && !this.inOrder) throw new VirtioError(Code.FailedPrecondition, 'inOrderBatch needs VIRTIO_F_IN_ORDER');
+    const r = this.platform.exports.dev_push(this.qsb, this.chains, n, inOrderBatch ? 1 : 0);
+    if (r < 0) this.fail(r, 'dev_push');
+    return r;
+  }
+
+  /**
+   * Stages one completed chain for {@link flushUsed}, for devices that complete out of pop
+   * order (save chainId/chainDescs at pop time).
+   */
+  complete(id: number, ndesc: number, written: number): void {
+    if (this.nPending >= this.batch) throw new VirtioError(Code.ResourceExhausted, 'completion staging is full: flushUsed() first');
+    if (!Number.isInteger(id) || id < 0 || id >= this.size) throw new VirtioError(Code.InvalidArgument, `id ${id} is not a buffer of a size-${this.size} queue`);
+    if (!Number.isInteger(ndesc) || ndesc < 1 || ndesc > this.size) throw new VirtioError(Code.InvalidArgument, `ndesc ${ndesc} must be 1..${this.size}`);
+    if (!Number.isInteger(written) || written < 0 || written > 0xffffffff) throw new VirtioError(Code.InvalidArgument, `written ${written} must be a u32`);
+    const b = (this.pushRecs >> 2) + 8 * this.nPending++;
+    this.u32[b] = id;
+    this.u32[b + 1] = ndesc;
+    this.u32[b + 6] = written;
+  }
+
+  /** Pushes the chains staged with complete(). Returns how many. */
+  flushUsed(inOrderBatch = false): number {
+    if (this.nPending === 0) return 0;
+    if (inOrderBatch && !this.inOrder) throw new VirtioError(Code.FailedPrecondition, 'inOrderBatch needs VIRTIO_F_IN_ORDER');
+    const n = this.nPending;
+    this.nPending = 0;
+    const r = this.platform.exports.dev_push(this.qsb, this.pushRecs, n, inOrderBatch ? 1 : 0);
+    if (r < 0) this.fail(r, 'dev_push');
+    return r;
+  }
+
+  /** Whether to send the driver a used-buffer notification now (event idx / flags). */
+  needCall(): boolean {
+    const c = this.platform.exports.dev_need_call(this.qsb) === 1;
+    if (c) this.countNotify();
+    return c;
+  }
+
+  /** Asks the driver for kicks. Returns true if buffers are already available (pop again). */
+  enableKick(): boolean {
+    return this.platform.exports.dev_enable_kick(this.qsb) === 1;
+  }
+
+  /** Tells the driver that kicks are not needed (the device is polling). */
+  disableKick(): void {
+    this.platform.exports.dev_disable_kick(this.qsb);
+  }
+
+  /** Split: chains available; packed: 1 if one is. */
+  available(): number {
+    return this.platform.exports.dev_available(this.qsb);
+  }
+
+  /** The ring position to migrate (Linux struct vdpa_vq_state). */
+  getState(): VqState {
+    if (this.layout === 'split') {
+      return { version: 1, layout: 'split', size: this.size, availIndex: this.word(Q.AVAIL), usedIndex: this.word(Q.USED) };
+    }
+    return {
+      version: 1, layout: 'packed', size: this.size,
+      lastAvailIdx: this.word(Q.AVAIL), lastAvailWrap: this.word(Q.AVAIL_WRAP) as 0 | 1,
+      lastUsedIdx: this.word(Q.USED), lastUsedWrap: this.word(Q.USED_WRAP) as 0 | 1,
+    };
+  }
+
+  /**
+   * Restores a ring position (set_vq_state), validated first: on error nothing changes.
+   * Split without usedIndex sets both indices to availIndex, as vdpa_sim does.
+   */
+  setState(s: VqState): void {
+    const v = checkVqState(s, this.layout, this.size);
+    this.platform.exports.dev_reset(this.qsb);
+    this.clearBroken();
+    this.mapRings(false);
+    if (v.layout === 'split') {
+      this.setWord(Q.AVAIL, v.availIndex);
+      this.setWord(Q.USED, v.usedIndex ?? v.availIndex);
+    } else {
+      this.setWord(Q.AVAIL, v.lastAvailIdx);
+      this.setWord(Q.AVAIL_WRAP, v.lastAvailWrap);
+      this.setWord(Q.USED, v.lastUsedIdx);
+      this.setWord(Q.USED_WRAP, v.lastUsedWrap);
+    }
+  }
+
+  /** Back to the initial position (indices 0, wrap counters 1), not broken, counters cleared. */
+  reset(): void {
+    this.platform.exports.dev_reset(this.qsb);
+    this.clearBroken();
+    this.nPopped = this.nPending = 0;
+    this.mapRings(false);
+  }
+
+  /** Frees this queue's records and stops following map changes. */
+  override destroy(): void {
+    this.unsubscribe();
+    super.destroy();
+  }
+
+  /** Translates the three ring areas through the map and checks their alignment. */
+  private mapRings(initial: boolean): void {
+    const packed = this.layout === 'packed';
+    const sz = ringAreaSizes(this.size, packed);
+    const al = ringAreaAligns(packed);
+    // The device writes the packed descriptor ring and both device areas.
+    const want: [keyof typeof sz, bigint, number][] = [
+      ['desc', this.areas.desc, packed ? PERM_RW : PERM_R],
+      ['driver', this.areas.driver, PERM_R],
+      ['device', this.areas.device, PERM_RW],
+    ];
+    const offs: number[] = [];
+    for (const [name, iova, perm] of want) {
+      const off = this.iotlb.translate(iova, sz[name], perm);
+      if (off < 0 || off % al[name] !== 0) {
+        const why = off < 0 ? `is not mapped whole with the permission the device needs` : `translates to offset ${off}, not ${al[name]}-aligned`;
+        if (initial) throw new VirtioError(Code.InvalidArgument, `${name} area at IOVA ${iova} (${sz[name]} bytes) ${why}`);
+        this.setWord(Q.STATUS, -17 /* STATUS_ADDRESS_UNMAPPED */);
+        return;
+      }
+      offs.push(off);
+    }
+    this.setWord(Q.DESC, offs[0]!);
+    this.setWord(Q.DRIVER, offs[1]!);
+    this.setWord(Q.DEVICE, offs[2]!);
+  }
+
+  private checkIndex(i: number): void {
+    if (!Number.isInteger(i) || i < 0 || i >= this.nPopped) throw new VirtioError(Code.InvalidArgument, `chain ${i} is not one of the ${this.nPopped} popped`);
+  }
+
+  private checkBatchRange(n: number, base: number, stride: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > this.nPopped) throw new VirtioError(Code.InvalidArgument, `${n} exceeds the ${this.nPopped} popped chains`);
+    if (!Number.isInteger(stride) || stride < 0 || !Number.isInteger(base) || base < 0 || base + n * stride > this.platform.u8.length) {
+      throw new VirtioError(Code.InvalidArgument, `buffer [${base}, +${n}×${stride}) is outside the memory`);
+    }
+  }
+}
+
+function toIova(v: number | bigint, name: string): bigint {
+  if (typeof v === 'number' && !Number.isSafeInteger(v)) throw new VirtioError(Code.InvalidArgument, `${name} ${v} must be an integer`);
+  const b = BigInt(v);
+  if (b < 0n || b >= 1n << 64n) throw new VirtioError(Code.InvalidArgument, `${name} ${v} must be a u64`);
+  return b;
+}
+
+/** Flag bit values, re-exported for tests that inspect a state block. */
+export const QUEUE_FLAGS = QF;

@@ -1,0 +1,293 @@
+// The driver side of a virtqueue (what Linux virtio_ring.c does): add chains of out/in
+// buffers with a token, decide kicks, reclaim used buffers, detach unused ones on reset.
+// Same methods for split (VIRTIO 1.3 §2.7) and packed (§2.8); the wasm core does the work,
+// one call per batch. Requests are staged in typed-array records (no allocation, no wasm call
+// per descriptor) and submitted together.
+
+import { VirtioError, Code } from '../errors.ts';
+import { Q, REC, ringAreaAligns, ringAreaSizes } from './layout.ts';
+import { QueueBase } from './queue-base.ts';
+import type { Platform } from '../platform/platform.ts';
+import { ringFeatures } from './queue-base.ts';
+
+/** A buffer for a chain: IOVA and length. */
+export interface Buf {
+  /** IOVA (with the default map and dmaBase 0: the memory offset). */
+  addr: number;
+  /** Bytes. */
+  len: number;
+}
+
+/** Options of {@link DriverQueue}. */
+export interface DriverQueueOptions {
+  /** Queue size: 1..32768, a power of two for split. */
+  size: number;
+  /** Negotiated features (ring bits used: RING_PACKED, EVENT_IDX, INDIRECT_DESC, IN_ORDER). @default ringFeatures() */
+  features?: bigint;
+  /** Descriptors per indirect table (used when INDIRECT_DESC is negotiated and a chain has > 1 buffer). @default 16 */
+  indirectMax?: number;
+  /** Requests that can be staged at once. @default size */
+  batch?: number;
+  /** Segments that can be staged at once. @default max(2 × batch, 64) */
+  maxSegs?: number;
+  /** IOVA of memory offset 0, for the ring areas and indirect tables this queue lays out. @default 0 */
+  dmaBase?: number;
+}
+
+/** Where the device finds the rings (what set_vq_address takes), as IOVAs. */
+export interface VqAddresses {
+  /** Descriptor area: split descriptor table / packed descriptor ring. */
+  descArea: number;
+  /** Driver area: split avail ring / packed driver event suppression. */
+  driverArea: number;
+  /** Device area: split used ring / packed device event suppression. */
+  deviceArea: number;
+}
+
+/** The driver side of one virtqueue, rings allocated in the platform's RAM. */
+export class DriverQueue extends QueueBase {
+  /** The ring addresses to give the device. */
+  readonly addresses: VqAddresses;
+  /** Requests that can be staged at once. */
+  readonly batch: number;
+  /** Segments that can be staged at once. */
+  readonly maxSegs: number;
+  /** Descriptors per indirect table (0: no tables). */
+  readonly indirectMax: number;
+  private readonly reqs: number;
+  private readonly segs: number;
+  private readonly usedOut: number;
+  private readonly dstate: number;
+  private staged = 0;
+  private stagedSegs = 0;
+  private nUsed = 0;
+  private readonly u32: Uint32Array;
+
+  constructor(platform: Platform, opts: DriverQueueOptions) {
+    super(platform, opts.size, opts.features ?? ringFeatures());
+    const size = this.size;
+    const packed = this.layout === 'packed';
+    this.batch = opts.batch ?? size;
+    this.maxSegs = opts.maxSegs ?? Math.max(2 * this.batch, 64);
+    this.indirectMax = this.indirect ? (opts.indirectMax ?? 16) : 0;
+    const dmaBase = opts.dmaBase ?? 0;
+    if (!Number.isInteger(this.batch) || this.batch < 1 || this.batch > 65536) throw new VirtioError(Code.InvalidArgument, `batch ${this.batch} must be 1..65536`);
+    if (!Number.isInteger(this.maxSegs) || this.maxSegs < 1 || this.maxSegs > 1 << 20) throw new VirtioError(Code.InvalidArgument, `maxSegs ${this.maxSegs} must be 1..2^20`);
+    if (!Number.isInteger(this.indirectMax) || this.indirectMax < 0 || this.indirectMax > 65536) throw new VirtioError(Code.InvalidArgument, `indirectMax ${this.indirectMax} must be 0..65536`);
+    if (!Number.isSafeInteger(dmaBase) || dmaBase < 0) throw new VirtioError(Code.InvalidArgument, `dmaBase ${dmaBase} must be a non-negative integer`);
+    const sz = ringAreaSizes(size, packed);
+    const al = ringAreaAligns(packed);
+    const desc = this.allocRam(sz.desc, al.desc);
+    const driver = this.allocRam(sz.driver, al.driver);
+    const device = this.allocRam(sz.device, al.device);
+    this.addresses = { descArea: desc + dmaBase, driverArea: driver + dmaBase, deviceArea: device + dmaBase };
+    this.reqs = this.allocPriv(this.batch * REC.REQ, 16);
+    this.segs = this.allocPriv(this.maxSegs * REC.DSEG, 16);
+    this.usedOut = this.allocPriv(this.batch * REC.USED, 16);
+    this.dstate = this.allocPriv(size * REC.DSTATE, 16);
+    const pool = this.indirectMax > 0 ? this.allocRam(size * this.indirectMax * 16, 16) : 0;
+    this.setWord(Q.DESC, desc);
+    this.setWord(Q.DRIVER, driver);
+    this.setWord(Q.DEVICE, device);
+    this.setWord(Q.DSTATE, this.dstate);
+    this.setWord(Q.INDIRECT, pool);
+    this.setWord(Q.INDIRECT_MAX, this.indirectMax);
+    this.setWord(Q.DMA_BASE, dmaBase % 2 ** 32);
+    this.setWord(Q.DMA_BASE + 4, Math.floor(dmaBase / 2 ** 32));
+    this.u32 = platform.u32;
+    this.reset();
+  }
+
+  /** Free descriptors (ring slots). */
+  get numFree(): number {
+    return this.word(Q.NUM_FREE);
+  }
+
+  /** Buffers added and not yet reclaimed. */
+  get inFlight(): number {
+    return this.stats.chains - this.stats.used;
+  }
+
+  /** Requests staged and not yet submitted. */
+  get stagedCount(): number {
+    return this.staged;
+  }
+
+  /**
+   * Stages a chain: `out` buffers the device reads, then `inp` buffers it writes. Throws
+   * InvalidArgument for an empty chain or a bad buffer, ResourceExhausted if staging is full.
+   */
+  stage(token: number, out: readonly Buf[], inp: readonly Buf[] = []): void {
+    const n = out.length + inp.length;
+    if (n === 0) throw new VirtioError(Code.InvalidArgument, 'a chain needs at least one buffer');
+    if (this.staged >= this.batch || this.stagedSegs + n > this.maxSegs) throw new VirtioError(Code.ResourceExhausted, 'staging area is full: submit() first');
+    this.checkToken(token);
+    let s = this.stagedSegs;
+    for (const b of out) this.putSeg(s++, b.addr, b.len, 0);
+    for (const b of inp) this.putSeg(s++, b.addr, b.len, 1);
+    this.putReq(token, n);
+  }
+
+  /** Stages a one-buffer chain without arrays (the hot path). */
+  stageOne(token: number, addr: number, len: number, writable = false): void {
+    if (this.staged >= this.batch || this.stagedSegs >= this.maxSegs) throw new VirtioError(Code.ResourceExhausted, 'staging area is full: submit() first');
+    this.checkToken(token);
+    this.putSeg(this.stagedSegs, addr, len, writable ? 1 : 0);
+    this.putReq(token, 1);
+  }
+
+  /**
+   * Adds the staged chains to the ring and publishes them with one index (split) or flags
+   * (packed) store. Returns how many were added: fewer than staged when the ring is full
+   * (the rest stay staged). With `keep`, a fully added batch stays staged, to be submitted
+   * again (buffers recycled as-is). Throws the peer's error if the queue is broken.
+   */
+  submit(keep = false): number {
+    if (this.staged === 0) return 0;
+    const r = this.platform.exports.drv_add(this.qsb, this.reqs, this.staged, this.segs);
+    if (r < 0) this.fail(r, 'drv_add');
+    if (r === this.staged) {
+      if (!keep) this.staged = this.stagedSegs = 0;
+    } else if (r > 0) {
+      this.dropStaged(r);
+    }
+    return r;
+  }
+
+  /** Stages and submits one chain. Returns false if the ring had no room (nothing staged remains). */
+  add(token: number, out: readonly Buf[], inp: readonly Buf[] = []): boolean {
+    if (this.staged !== 0) throw new VirtioError(Code.FailedPrecondition, 'add() with requests staged: submit() them first');
+    this.stage(token, out, inp);
+    const n = this.submit();
+    if (n === 0) this.staged = this.stagedSegs = 0;
+    return n === 1;
+  }
+
+  /** Drops every staged request. */
+  clearStaged(): void {
+    this.staged = this.stagedSegs = 0;
+  }
+
+  /** Whether the device wants a kick for what was added since the last call (kick_prepare). */
+  kickPrepare(): boolean {
+    const k = this.platform.exports.drv_kick_prepare(this.qsb) === 1;
+    if (k) this.countNotify();
+    return k;
+  }
+
+  /**
+   * Reclaims up to `max` used buffers. Returns the count; read each with usedToken(i) and
+   * usedLen(i) until the next call. Throws the peer's error if the device broke the ring.
+   */
+  getUsed(max = this.batch): number {
+    const m = Math.min(max, this.batch);
+    const r = this.platform.exports.drv_get_used(this.qsb, this.usedOut, m);
+    if (r < 0) {
+      this.nUsed = 0;
+      this.fail(r, 'drv_get_used');
+    }
+    this.nUsed = r;
+    return r;
+  }
+
+  /** Token of the i-th buffer of the last getUsed(). */
+  usedToken(i: number): number {
+    return this.u32[(this.usedOut >> 2) + 2 * i]!;
+  }
+
+  /** Bytes the device wrote into the i-th buffer of the last getUsed(). */
+  usedLen(i: number): number {
+    return this.u32[(this.usedOut >> 2) + 2 * i + 1]!;
+  }
+
+  /** Reclaims every used buffer as {token, len} objects (allocates; for convenience paths). */
+  reclaim(): { token: number; len: number }[] {
+    const out: { token: number; len: number }[] = [];
+    for (;;) {
+      const n = this.getUsed();
+      for (let i = 0; i < n; i++) out.push({ token: this.usedToken(i), len: this.usedLen(i) });
+      if (n < this.batch) return out;
+    }
+  }
+
+  /** Re-enables used-buffer notifications. Returns true if buffers are already used (poll again). */
+  enableCb(): boolean {
+    return this.platform.exports.drv_enable_cb(this.qsb) === 1;
+  }
+
+  /** Suppresses used-buffer notifications. */
+  disableCb(): void {
+    this.platform.exports.drv_disable_cb(this.qsb);
+  }
+
+  /** Split: used buffers the device claims are pending; packed: 1 if any. */
+  usedPending(): number {
+    return this.platform.exports.drv_used_pending(this.qsb);
+  }
+
+  /**
+   * Takes back every buffer still in flight (virtqueue_detach_unused_buf after a device reset)
+   * and re-initializes the rings. Returns their tokens.
+   */
+  detachUnused(): number[] {
+    const tokens: number[] = [];
+    const out = this.usedOut;
+    for (;;) {
+      const n = this.platform.exports.drv_detach_unused(this.qsb, this.dstate, out, this.batch * 2);
+      for (let i = 0; i < n; i++) tokens.push(this.u32[(out >> 2) + i]!);
+      if (n < this.batch * 2) break;
+    }
+    this.reset();
+    return tokens;
+  }
+
+  /** Re-initializes the rings and every counter; buffers in flight are forgotten. */
+  reset(): void {
+    this.platform.exports.drv_init(this.qsb);
+    this.staged = this.stagedSegs = this.nUsed = 0;
+    this.clearBroken();
+  }
+
+  private checkToken(token: number): void {
+    if (!Number.isInteger(token) || token < 0 || token > 0xffffffff) throw new VirtioError(Code.InvalidArgument, `token ${token} must be a u32`);
+  }
+
+  private putSeg(i: number, addr: number, len: number, flags: number): void {
+    if (!Number.isSafeInteger(addr) || addr < 0) throw new VirtioError(Code.InvalidArgument, `buffer address ${addr} must be a non-negative integer`);
+    if (!Number.isInteger(len) || len < 0 || len > 0xffffffff) throw new VirtioError(Code.InvalidArgument, `buffer length ${len} must be a u32`);
+    const w = (this.segs >> 2) + 4 * i;
+    const u = this.u32;
+    u[w] = addr >>> 0;
+    u[w + 1] = Math.floor(addr / 2 ** 32);
+    u[w + 2] = len;
+    u[w + 3] = flags;
+  }
+
+  private putReq(token: number, nsegs: number): void {
+    const w = (this.reqs >> 2) + 4 * this.staged;
+    const u = this.u32;
+    u[w] = token;
+    u[w + 1] = this.stagedSegs;
+    u[w + 2] = nsegs;
+    this.staged++;
+    this.stagedSegs += nsegs;
+  }
+
+  /** Removes the first k staged requests, compacting the rest. */
+  private dropStaged(k: number): void {
+    const u = this.u32;
+    const r0 = this.reqs >> 2;
+    const firstSeg = u[r0 + 4 * k + 1]!;
+    const s0 = this.segs >> 2;
+    u.copyWithin(s0, s0 + 4 * firstSeg, s0 + 4 * this.stagedSegs);
+    for (let i = k; i < this.staged; i++) {
+      const from = r0 + 4 * i;
+      const to = r0 + 4 * (i - k);
+      u[to] = u[from]!;
+      u[to + 1] = u[from + 1]! - firstSeg;
+      u[to + 2] = u[from + 2]!;
+    }
+    this.staged -= k;
+    this.stagedSegs -= firstSeg;
+  }
+}
