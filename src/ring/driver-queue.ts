@@ -26,7 +26,7 @@ export interface DriverQueueOptions {
   features?: bigint;
   /** Descriptors per indirect table (used when INDIRECT_DESC is negotiated and a chain has > 1 buffer). @default 16 */
   indirectMax?: number;
-  /** Requests that can be staged at once. @default size */
+  /** Requests that can be staged at once (and used buffers one getUsed() returns). @default max(size, 256) */
   batch?: number;
   /** Segments that can be staged at once. @default max(2 × batch, 64) */
   maxSegs?: number;
@@ -67,7 +67,7 @@ export class DriverQueue extends QueueBase {
     super(platform, opts.size, opts.features ?? ringFeatures());
     const size = this.size;
     const packed = this.layout === 'packed';
-    this.batch = opts.batch ?? size;
+    this.batch = opts.batch ?? Math.max(size, 256);
     this.maxSegs = opts.maxSegs ?? Math.max(2 * this.batch, 64);
     this.indirectMax = this.indirect ? (opts.indirectMax ?? 16) : 0;
     const dmaBase = opts.dmaBase ?? 0;
