@@ -78,3 +78,26 @@ export function addData(tbl: usize, rec: usize, addr: u64, len: u32, flags: u32,
 @inline export function segAt(segs: usize, i: u32): usize {
   return segs + <usize>i * SEG_REC;
 }
+
+/**
+ * Fills chain record `rec` for a chain of one direct descriptor already translated to `addr`
+ * (the hot path: no walk, no call). `write` says whether the buffer is device-writable.
+ */
+// @ts-ignore: decorator
+@inline export function oneSegChain(rec: usize, id: u32, segs: usize, segIdx: i32, addr: u32, len: u32, write: bool): void {
+  const s = segAt(segs, <u32>segIdx);
+  store<u32>(s, addr);
+  store<u32>(s, len, 4);
+  store<u32>(rec, id, C_ID);
+  store<u32>(rec, 1, C_NDESC);
+  store<u32>(rec, <u32>segIdx, C_SEG);
+  if (write) {
+    store<u32>(rec, 1 << 16, C_NREAD); // nRead 0, nWrite 1
+    store<u64>(rec, (<u64>len) << 32, C_RBYTES);
+    store<u64>(rec, (<u64>1) << 32, C_WRITTEN);
+  } else {
+    store<u32>(rec, 1, C_NREAD);
+    store<u64>(rec, <u64>len, C_RBYTES);
+    store<u64>(rec, 0, C_WRITTEN);
+  }
+}

@@ -29,9 +29,9 @@ import {
   STATUS_USED_ID_INVALID, STATUS_USED_ID_NOT_INFLIGHT, STATUS_BUFFER_ID_INVALID,
   STATUS_TOO_MANY_SEGMENTS, STATUS_INVALID_ARG,
 } from "../status";
-import { translateContig, PERM_R, SEG_FULL } from "../mem";
+import { translateContig, tlbHit, PERM_R, PERM_W, SEG_FULL } from "../mem";
 import { ald16, ald32, ast16, ast32 } from "../sync";
-import { beginChain, addData, chainAt, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
+import { beginChain, addData, chainAt, oneSegChain, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
 import { inFlight } from "./split";
 
 /** Flag bits that make a descriptor available (wrap=1: AVAIL; wrap=0: USED). */
@@ -122,9 +122,25 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
   let descs: u32 = 0;
   while (n < maxChains) {
     // Acquire: the head's flags are written last by the driver (§2.8.21.2).
-    const flags = <u32>ald16(ring + (<usize>pos << 4), 14);
+    const d = ring + (<usize>pos << 4);
+    const flags = <u32>ald16(d, 14);
     if (!isAvail(flags, wrap)) break;
     const rec = chainAt(chains, n);
+    // Hot path: one direct descriptor inside the last-used mapping. Anything else walks.
+    if ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) == 0 && segIdx < maxSegs) {
+      const len = load<u32>(d, 8);
+      const id = <u32>load<u16>(d, 12);
+      const w = (flags & VRING_DESC_F_WRITE) != 0;
+      const t = tlbHit(tbl, load<u64>(d), len, w ? PERM_W : PERM_R);
+      if (t >= 0 && id < size) {
+        oneSegChain(rec, id, segs, segIdx, <u32>t, len, w);
+        segIdx++;
+        descs++;
+        if (++pos == size) { pos = 0; wrap ^= 1; }
+        n++;
+        continue;
+      }
+    }
     const r = walk(q, tbl, pos, rec, segs, segIdx, maxSegs);
     if (r < 0) {
       if (r == SEG_FULL) {
@@ -287,6 +303,27 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     const token = load<u32>(r);
     const seg0 = dsegs + <usize>load<u32>(r, 4) * DSEG_REC;
     const nsegs = load<u32>(r, 8);
+    if (nsegs == 1 && !inOrder) {
+      // Hot path: a one-buffer chain is one descriptor, nothing to order-check.
+      if (numFree == 0) break;
+      const id = freeHead;
+      const hs = st + <usize>id * DSTATE_REC;
+      freeHead = load<u32>(hs, 8);
+      const d = ring + (<usize>pos << 4);
+      const wr = load<u32>(seg0, 12) & 1;
+      const len = load<u32>(seg0, 8);
+      store<u64>(d, load<u64>(seg0));
+      store<u32>(d, len, 8);
+      store<u16>(d, <u16>id, 12);
+      store<u32>(hs, token);
+      store<u32>(hs, 1, 4);
+      store<u32>(hs, wr ? len : 0, 12);
+      ast16(d, (wr ? VRING_DESC_F_WRITE : 0) | availBits(wrap), 14);
+      if (++pos == size) { pos = 0; wrap ^= 1; }
+      numFree--;
+      descs++;
+      continue;
+    }
     const useIndirect = (f & Q_F_INDIRECT) != 0 && pool != 0 && nsegs > 1 && nsegs <= imax;
     const need: u32 = useIndirect ? 1 : nsegs;
     if (nsegs == 0 || need > size) return k > 0 ? k : STATUS_INVALID_ARG;
@@ -440,8 +477,8 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
     pos += nd;
     if (pos >= size) { pos -= size; wrap ^= 1; }
     k++;
-    addStat(q, Q_STAT_USED, 1);
   }
+  addStat(q, Q_STAT_USED, <u64>k);
   store<u32>(q, pos, Q_USED);
   store<u32>(q, wrap, Q_USED_WRAP);
   store<u32>(q, freeHead, Q_FREE_HEAD);

@@ -24,9 +24,9 @@ import {
   STATUS_INDIRECT_INVALID, STATUS_ADDRESS_UNMAPPED, STATUS_AVAIL_IDX_INVALID, STATUS_USED_ID_INVALID,
   STATUS_USED_ID_NOT_INFLIGHT, STATUS_USED_IDX_INVALID, STATUS_TOO_MANY_SEGMENTS, STATUS_INVALID_ARG,
 } from "../status";
-import { translateContig, PERM_R, SEG_FULL } from "../mem";
+import { translateContig, tlbHit, PERM_R, PERM_W, SEG_FULL } from "../mem";
 import { ald16, ald32, ast16, ast32 } from "../sync";
-import { beginChain, addData, chainAt, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
+import { beginChain, addData, chainAt, oneSegChain, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
 
 // ───────────────────────────── device side ─────────────────────────────
 
@@ -90,6 +90,7 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
   // §2.7.13.3: avail->idx never runs more than the queue size ahead of what the device consumed.
   if (((availIdx - last) & 0xffff) > size) return fail(q, STATUS_AVAIL_IDX_INVALID);
   const mask = size - 1;
+  const desc = <usize>load<u32>(q, Q_DESC);
   let n: i32 = 0;
   let segIdx: i32 = 0;
   let descs: u32 = 0;
@@ -97,6 +98,22 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
     const head = <u32>load<u16>(avail + AVAIL_RING + ((<usize>(last & mask)) << 1));
     if (head >= size) return fail(q, STATUS_HEAD_OUT_OF_RANGE);
     const rec = chainAt(chains, n);
+    // Hot path: one direct descriptor inside the last-used mapping. Anything else walks.
+    const d = desc + (<usize>head << 4);
+    const flags = <u32>load<u16>(d, 12);
+    if ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) == 0 && segIdx < maxSegs) {
+      const len = load<u32>(d, 8);
+      const w = (flags & VRING_DESC_F_WRITE) != 0;
+      const t = tlbHit(tbl, load<u64>(d), len, w ? PERM_W : PERM_R);
+      if (t >= 0) {
+        oneSegChain(rec, head, segs, segIdx, <u32>t, len, w);
+        segIdx++;
+        descs++;
+        last = (last + 1) & 0xffff;
+        n++;
+        continue;
+      }
+    }
     const r = walk(q, tbl, head, rec, segs, segIdx, maxSegs);
     if (r < 0) {
       if (r == SEG_FULL) {
@@ -251,6 +268,28 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     const token = load<u32>(r);
     const seg0 = dsegs + <usize>load<u32>(r, 4) * DSEG_REC;
     const nsegs = load<u32>(r, 8);
+    if (nsegs == 1) {
+      // Hot path: a one-buffer chain is one descriptor, nothing to order-check.
+      if (numFree == 0) break;
+      const head = freeHead;
+      const hs = st + <usize>head * DSTATE_REC;
+      const d = desc + (<usize>head << 4);
+      const wr = load<u32>(seg0, 12) & 1;
+      const len = load<u32>(seg0, 8);
+      freeHead = load<u32>(hs, 8);
+      store<u64>(d, load<u64>(seg0));
+      store<u32>(d, len, 8);
+      store<u16>(d, wr ? <u16>VRING_DESC_F_WRITE : 0, 12);
+      store<u16>(d, <u16>freeHead, 14);
+      store<u32>(hs, token);
+      store<u32>(hs, 1, 4);
+      store<u32>(hs, wr ? len : 0, 12);
+      store<u16>(avail + AVAIL_RING + (<usize>(shadow & mask) << 1), <u16>head);
+      shadow = (shadow + 1) & 0xffff;
+      numFree--;
+      descs++;
+      continue;
+    }
     const useIndirect = (f & Q_F_INDIRECT) != 0 && pool != 0 && nsegs > 1 && nsegs <= imax;
     const need: u32 = useIndirect ? 1 : nsegs;
     if (nsegs == 0 || need > size) return k > 0 ? k : STATUS_INVALID_ARG;
@@ -424,8 +463,8 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
     store<u32>(s, 0, 4);
     last = (last + 1) & 0xffff;
     k++;
-    addStat(q, Q_STAT_USED, 1);
   }
+  addStat(q, Q_STAT_USED, <u64>k);
   store<u32>(q, last, Q_USED);
   store<u32>(q, freeHead, Q_FREE_HEAD);
   store<u32>(q, numFree, Q_NUM_FREE);
