@@ -3,7 +3,7 @@
 // every buffer through the device's map into chain/segment records (defs.ts).
 
 import { translate, PERM_R, PERM_W } from "../mem";
-import { CHAIN_REC, SEG_REC, VRING_DESC_F_WRITE } from "./defs";
+import { CHAIN_REC, SEG_REC, DSEG_REC, VRING_DESC_F_WRITE } from "./defs";
 import { STATUS_CHAIN_TOO_BIG, STATUS_WRITE_BEFORE_READ } from "../status";
 
 // Chain record field offsets (defs.ts).
@@ -100,4 +100,23 @@ export function addData(tbl: usize, rec: usize, addr: u64, len: u32, flags: u32,
     store<u64>(rec, <u64>len, C_RBYTES);
     store<u64>(rec, 0, C_WRITTEN);
   }
+}
+
+/**
+ * Driver side: checks that a request's readable segments precede its writable ones
+ * (§2.7.4.2, before anything touches the ring). Returns the writable bytes, or -1.
+ */
+export function requestInLen(seg0: usize, nsegs: u32): i64 {
+  let inLen: u64 = 0;
+  let sawWrite = false;
+  for (let j: u32 = 0; j < nsegs; j++) {
+    const s = seg0 + <usize>j * DSEG_REC;
+    if (load<u32>(s, 12) & 1) {
+      sawWrite = true;
+      inLen += load<u32>(s, 8);
+    } else if (sawWrite) {
+      return -1;
+    }
+  }
+  return <i64>inLen;
 }

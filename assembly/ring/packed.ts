@@ -31,7 +31,7 @@ import {
 } from "../status";
 import { translateContig, tlbHit, PERM_R, PERM_W, SEG_FULL } from "../mem";
 import { ald16, ald32, ast16, ast32 } from "../sync";
-import { beginChain, addData, chainAt, oneSegChain, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
+import { beginChain, addData, chainAt, oneSegChain, requestInLen, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
 import { inFlight } from "./split";
 
 /** Flag bits that make a descriptor available (wrap=1: AVAIL; wrap=0: USED). */
@@ -326,16 +326,9 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     }
     const useIndirect = (f & Q_F_INDIRECT) != 0 && pool != 0 && nsegs > 1 && nsegs <= imax;
     const need: u32 = useIndirect ? 1 : nsegs;
-    if (nsegs == 0 || need > size) return k > 0 ? k : STATUS_INVALID_ARG;
+    const inLen = requestInLen(seg0, nsegs);
+    if (nsegs == 0 || need > size || inLen < 0) return k > 0 ? k : STATUS_INVALID_ARG;
     if (need > numFree) break;
-    let inLen: u32 = 0;
-    let sawWrite = false;
-    let bad = false;
-    for (let j: u32 = 0; j < nsegs; j++) {
-      const s = seg0 + <usize>j * DSEG_REC;
-      if (load<u32>(s, 12) & 1) { sawWrite = true; inLen += load<u32>(s, 8); } else if (sawWrite) bad = true;
-    }
-    if (bad) return k > 0 ? k : STATUS_INVALID_ARG;
     // In order, the buffer id is the head slot: ids then come back in slot order.
     let id: u32;
     if (inOrder) {
@@ -380,7 +373,7 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     const hs = st + <usize>id * DSTATE_REC;
     store<u32>(hs, token);
     store<u32>(hs, need, 4);
-    store<u32>(hs, inLen, 12);
+    store<u32>(hs, <u32>inLen, 12);
     // Release: §2.8.21.2 the driver MUST NOT make the first descriptor available before the
     // rest of the chain: its flags go last.
     ast16(ring + (<usize>headPos << 4), <u16>headFlags, 14);

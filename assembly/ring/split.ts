@@ -26,7 +26,7 @@ import {
 } from "../status";
 import { translateContig, tlbHit, PERM_R, PERM_W, SEG_FULL } from "../mem";
 import { ald16, ald32, ast16, ast32 } from "../sync";
-import { beginChain, addData, chainAt, oneSegChain, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
+import { beginChain, addData, chainAt, oneSegChain, requestInLen, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
 
 // ───────────────────────────── device side ─────────────────────────────
 
@@ -292,17 +292,9 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     }
     const useIndirect = (f & Q_F_INDIRECT) != 0 && pool != 0 && nsegs > 1 && nsegs <= imax;
     const need: u32 = useIndirect ? 1 : nsegs;
-    if (nsegs == 0 || need > size) return k > 0 ? k : STATUS_INVALID_ARG;
+    const inLen = requestInLen(seg0, nsegs);
+    if (nsegs == 0 || need > size || inLen < 0) return k > 0 ? k : STATUS_INVALID_ARG;
     if (need > numFree) break;
-    // Readable segments must precede writable ones (§2.7.4.2): check before touching the ring.
-    let inLen: u32 = 0;
-    let sawWrite = false;
-    let bad = false;
-    for (let j: u32 = 0; j < nsegs; j++) {
-      const s = seg0 + <usize>j * DSEG_REC;
-      if (load<u32>(s, 12) & 1) { sawWrite = true; inLen += load<u32>(s, 8); } else if (sawWrite) bad = true;
-    }
-    if (bad) return k > 0 ? k : STATUS_INVALID_ARG;
     const head = freeHead;
     if (useIndirect) {
       const table = pool + <usize>head * <usize>imax * 16;
@@ -340,7 +332,7 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     const hs = st + <usize>head * DSTATE_REC;
     store<u32>(hs, token);
     store<u32>(hs, need, 4);
-    store<u32>(hs, inLen, 12);
+    store<u32>(hs, <u32>inLen, 12);
     store<u16>(avail + AVAIL_RING + (<usize>(shadow & mask) << 1), <u16>head);
     shadow = (shadow + 1) & 0xffff;
     numFree -= need;
