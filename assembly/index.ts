@@ -5,7 +5,7 @@
 
 import {
   Q_SIZE, Q_FLAGS, Q_STATUS, Q_IOTLB, Q_AVAIL, Q_AVAIL_WRAP, Q_USED, Q_USED_WRAP, Q_SIGNALLED,
-  Q_NUM_ADDED, Q_FREE_HEAD, Q_NUM_FREE, Q_BATCH_ID, Q_BATCH_LEN, Q_NEXT_HEAD, Q_EVENT_SHADOW,
+  Q_PENDING, Q_FREE_HEAD, Q_NUM_FREE, Q_BATCH_ID, Q_BATCH_LEN, Q_NEXT_HEAD, Q_EVENT_SHADOW,
   Q_STAT_CHAINS, Q_F_PACKED, Q_F_SIG_VALID, Q_F_CB_OFF,
 } from "./ring/state";
 import * as split from "./ring/split";
@@ -34,6 +34,7 @@ export function dev_reset(q: usize): void {
   store<u32>(q, 1, Q_AVAIL_WRAP);
   store<u32>(q, 1, Q_USED_WRAP);
   store<u32>(q, 0, Q_SIGNALLED);
+  store<u32>(q, 0, Q_PENDING);
   store<u32>(q, load<u32>(q, Q_FLAGS) & ~Q_F_SIG_VALID, Q_FLAGS);
   memory.fill(q + Q_STAT_CHAINS, 0, 32);
 }
@@ -150,7 +151,7 @@ export function drv_init(q: usize): void {
   store<u32>(q, 0, Q_USED);
   store<u32>(q, 1, Q_AVAIL_WRAP);
   store<u32>(q, 1, Q_USED_WRAP);
-  store<u32>(q, 0, Q_NUM_ADDED);
+  store<u32>(q, 0, Q_PENDING);
   store<u32>(q, 0, Q_FREE_HEAD);
   store<u32>(q, load<u32>(q, Q_SIZE), Q_NUM_FREE);
   store<u32>(q, 0xFFFF_FFFF, Q_BATCH_ID);

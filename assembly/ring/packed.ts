@@ -14,7 +14,7 @@
 
 import {
   Q_SIZE, Q_FLAGS, Q_DESC, Q_DRIVER, Q_DEVICE, Q_AVAIL, Q_AVAIL_WRAP, Q_USED, Q_USED_WRAP,
-  Q_SIGNALLED, Q_NUM_ADDED, Q_FREE_HEAD, Q_NUM_FREE, Q_DSTATE, Q_INDIRECT, Q_INDIRECT_MAX,
+  Q_SIGNALLED, Q_PENDING, Q_FREE_HEAD, Q_NUM_FREE, Q_DSTATE, Q_INDIRECT, Q_INDIRECT_MAX,
   Q_DMA_BASE, Q_BATCH_ID, Q_BATCH_LEN, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED,
   Q_F_EVENT_IDX, Q_F_INDIRECT, Q_F_IN_ORDER, Q_F_SIG_VALID, Q_F_CB_OFF,
   fail, addStat, needEvent,
@@ -207,6 +207,7 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
   ast16(ring + (<usize>headPos << 4), <u16>headFlags, 14);
   store<u32>(q, pos, Q_USED);
   store<u32>(q, wrap, Q_USED_WRAP);
+  store<u32>(q, load<u32>(q, Q_PENDING) + total, Q_PENDING);
   addStat(q, Q_STAT_USED, <u64>n);
   return n;
 }
@@ -226,7 +227,11 @@ export function devNeedCall(q: usize): i32 {
   const newIdx = load<u32>(q, Q_USED);
   const old = load<u32>(q, Q_SIGNALLED);
   const valid = (f & Q_F_SIG_VALID) != 0;
-  if (valid && newIdx == old) return 0;
+  // Slots used since the last decision. Slots alone cannot say it: after a whole ring the
+  // used slot is back where it was.
+  const pushed = load<u32>(q, Q_PENDING);
+  if (valid && pushed == 0) return 0;
+  store<u32>(q, 0, Q_PENDING);
   store<u32>(q, newIdx, Q_SIGNALLED);
   store<u32>(q, f | Q_F_SIG_VALID, Q_FLAGS);
   // One 32-bit read takes off_wrap (low half) and flags (high half) as one snapshot.
@@ -234,7 +239,9 @@ export function devNeedCall(q: usize): i32 {
   const evFlags = ev >> 16;
   if (evFlags == VRING_PACKED_EVENT_FLAG_DISABLE) return 0;
   if (evFlags != VRING_PACKED_EVENT_FLAG_DESC || !(f & Q_F_EVENT_IDX)) return 1;
-  if (!valid) return 1;
+  // A whole ring (or more) since the last decision passed every possible event offset; the
+  // slot arithmetic of vring_packed_need_event would see old == new and stay quiet.
+  if (!valid || pushed >= load<u32>(q, Q_SIZE)) return 1;
   return packedNeedEvent(load<u32>(q, Q_SIZE), load<u32>(q, Q_USED_WRAP), ev & 0xffff, newIdx, old) ? 1 : 0;
 }
 
@@ -385,7 +392,7 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     store<u32>(q, wrap, Q_AVAIL_WRAP);
     store<u32>(q, freeHead, Q_FREE_HEAD);
     store<u32>(q, numFree, Q_NUM_FREE);
-    store<u32>(q, load<u32>(q, Q_NUM_ADDED) + <u32>descs, Q_NUM_ADDED);
+    store<u32>(q, load<u32>(q, Q_PENDING) + <u32>descs, Q_PENDING);
     addStat(q, Q_STAT_CHAINS, <u64>k);
     addStat(q, Q_STAT_DESCS, <u64>descs);
   }
@@ -394,9 +401,9 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
 
 /** Kick decision from the device event suppression area (virtqueue_kick_prepare_packed). */
 export function drvKickPrepare(q: usize): i32 {
-  const added = load<u32>(q, Q_NUM_ADDED);
+  const added = load<u32>(q, Q_PENDING);
   if (added == 0) return 0;
-  store<u32>(q, 0, Q_NUM_ADDED);
+  store<u32>(q, 0, Q_PENDING);
   const ev = ald32(<usize>load<u32>(q, Q_DEVICE));
   const evFlags = ev >> 16;
   if (evFlags != VRING_PACKED_EVENT_FLAG_DESC || !(load<u32>(q, Q_FLAGS) & Q_F_EVENT_IDX)) {
@@ -405,6 +412,9 @@ export function drvKickPrepare(q: usize): i32 {
   // In slots: new = next avail slot, old = new - descriptors added (mod 2^16), as Linux.
   const size = load<u32>(q, Q_SIZE);
   const newIdx = load<u32>(q, Q_AVAIL);
+  // A whole ring added since the last decision passed every event offset (Linux's slot
+  // arithmetic would see old == new here and not kick).
+  if (added >= size) return 1;
   const old = (newIdx - added) & 0xffff;
   let event = ev & 0x7fff;
   if (((ev & 0xffff) >> VRING_PACKED_EVENT_F_WRAP_CTR) != load<u32>(q, Q_AVAIL_WRAP)) event -= size;

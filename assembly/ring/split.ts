@@ -8,7 +8,7 @@
 // Indices (avail->idx, used->idx, last_avail_idx, last_used_idx) are free-running u16.
 
 import {
-  Q_SIZE, Q_FLAGS, Q_DESC, Q_DRIVER, Q_DEVICE, Q_AVAIL, Q_USED, Q_SIGNALLED, Q_NUM_ADDED,
+  Q_SIZE, Q_FLAGS, Q_DESC, Q_DRIVER, Q_DEVICE, Q_AVAIL, Q_USED, Q_SIGNALLED, Q_PENDING,
   Q_FREE_HEAD, Q_NUM_FREE, Q_DSTATE, Q_INDIRECT, Q_INDIRECT_MAX, Q_DMA_BASE, Q_BATCH_ID,
   Q_BATCH_LEN, Q_NEXT_HEAD, Q_EVENT_SHADOW, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED,
   Q_F_EVENT_IDX, Q_F_INDIRECT, Q_F_IN_ORDER, Q_F_SIG_VALID, Q_F_CB_OFF,
@@ -164,6 +164,7 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
   // Release: §2.7.8.2 the device MUST write the used elements before updating used->idx.
   ast16(used, <u16>idx, USED_IDX);
   store<u32>(q, idx, Q_USED);
+  store<u32>(q, load<u32>(q, Q_PENDING) + <u32>n, Q_PENDING);
   addStat(q, Q_STAT_USED, <u64>n);
   return n;
 }
@@ -179,13 +180,16 @@ export function devNeedCall(q: usize): i32 {
   const old = load<u32>(q, Q_SIGNALLED);
   const valid = (f & Q_F_SIG_VALID) != 0;
   // Nothing used since the last decision: nothing to tell (Linux only asks after adding used).
-  if (valid && newIdx == old) return 0;
+  // used->idx alone cannot say it after exactly 2^16 elements, so count them.
+  const pushed = load<u32>(q, Q_PENDING);
+  if (valid && pushed == 0) return 0;
+  store<u32>(q, 0, Q_PENDING);
   store<u32>(q, newIdx, Q_SIGNALLED);
   store<u32>(q, f | Q_F_SIG_VALID, Q_FLAGS);
   if (!(f & Q_F_EVENT_IDX)) {
     return (ald16(avail) & VRING_AVAIL_F_NO_INTERRUPT) != 0 ? 0 : 1;
   }
-  if (!valid) return 1;
+  if (!valid || pushed >= 0x10000) return 1; // 2^16 used since: every event index was passed
   // §2.7.10: used_event sits after the avail ring entries.
   const size = load<u32>(q, Q_SIZE);
   const event = <u32>ald16(avail + AVAIL_RING + (<usize>size << 1));
@@ -344,7 +348,7 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     store<u32>(q, shadow, Q_AVAIL);
     store<u32>(q, freeHead, Q_FREE_HEAD);
     store<u32>(q, numFree, Q_NUM_FREE);
-    store<u32>(q, load<u32>(q, Q_NUM_ADDED) + <u32>k, Q_NUM_ADDED);
+    store<u32>(q, load<u32>(q, Q_PENDING) + <u32>k, Q_PENDING);
     addStat(q, Q_STAT_CHAINS, <u64>k);
     addStat(q, Q_STAT_DESCS, <u64>descs);
   }
@@ -356,10 +360,10 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
  * (virtqueue_kick_prepare_split). Returns 1 to kick.
  */
 export function drvKickPrepare(q: usize): i32 {
-  const added = load<u32>(q, Q_NUM_ADDED);
+  const added = load<u32>(q, Q_PENDING);
   // Nothing new since the last decision: nothing to kick for.
   if (added == 0) return 0;
-  store<u32>(q, 0, Q_NUM_ADDED);
+  store<u32>(q, 0, Q_PENDING);
   const newIdx = load<u32>(q, Q_AVAIL);
   const old = (newIdx - added) & 0xffff;
   const used = <usize>load<u32>(q, Q_DEVICE);

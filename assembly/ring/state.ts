@@ -28,7 +28,7 @@
 // @ts-ignore: decorator
 @inline export const Q_SIGNALLED: u32 = 44;  // device: used idx when we last decided to notify
 // @ts-ignore: decorator
-@inline export const Q_NUM_ADDED: u32 = 48;  // driver: buffers added since the last kick decision
+@inline export const Q_PENDING: u32 = 48;    // driver: added since the last kick decision (split buffers / packed slots); device: used since the last call decision (split elements / packed slots)
 // @ts-ignore: decorator
 @inline export const Q_FREE_HEAD: u32 = 52;  // driver: head of the private free list (split desc / packed id)
 // @ts-ignore: decorator

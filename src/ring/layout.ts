@@ -15,7 +15,7 @@ export const Q = {
   USED: 36,
   USED_WRAP: 40,
   SIGNALLED: 44,
-  NUM_ADDED: 48,
+  PENDING: 48,
   FREE_HEAD: 52,
   NUM_FREE: 56,
   DSTATE: 60,
