@@ -39,21 +39,6 @@ function findEntry(tbl: usize, iova: u64, perm: u32): i32 {
 }
 
 /**
- * Fast path: if the entry that served the previous lookup holds all of [iova, iova+len) with
- * `perm`, returns the memory offset of iova; otherwise -1 (len 0 also gives -1: use translate).
- */
-// @ts-ignore: decorator
-@inline export function tlbHit(tbl: usize, iova: u64, len: u32, perm: u32): i64 {
-  const hit = tbl + TLB_HDR + load<u32>(tbl, 4) * TLB_ENT;
-  const lastByte = iova + <u64>(len - 1);
-  if (len != 0 && lastByte >= iova && load<u32>(tbl) != 0 && iova >= load<u64>(hit) &&
-      lastByte <= load<u64>(hit, 8) && (load<u32>(hit, 20) & perm) == perm) {
-    return <i64>(load<u32>(hit, 16) + <u32>(iova - load<u64>(hit)));
-  }
-  return -1;
-}
-
-/**
  * Translates [iova, iova+len) into segments appended at segs[segIdx..], splitting at entry
  * boundaries. Returns the new segment count, SEG_FULL if `maxSegs` is reached, or
  * STATUS_ADDRESS_UNMAPPED if any byte is unmapped or lacks `perm`. len 0 adds nothing.

@@ -85,21 +85,12 @@ export function addData(tbl: usize, rec: usize, addr: u64, len: u32, flags: u32,
  */
 // @ts-ignore: decorator
 @inline export function oneSegChain(rec: usize, id: u32, segs: usize, segIdx: i32, addr: u32, len: u32, write: bool): void {
-  const s = segAt(segs, <u32>segIdx);
-  store<u32>(s, addr);
-  store<u32>(s, len, 4);
-  store<u32>(rec, id, C_ID);
-  store<u32>(rec, 1, C_NDESC);
-  store<u32>(rec, <u32>segIdx, C_SEG);
-  if (write) {
-    store<u32>(rec, 1 << 16, C_NREAD); // nRead 0, nWrite 1
-    store<u64>(rec, (<u64>len) << 32, C_RBYTES);
-    store<u64>(rec, (<u64>1) << 32, C_WRITTEN);
-  } else {
-    store<u32>(rec, 1, C_NREAD);
-    store<u64>(rec, <u64>len, C_RBYTES);
-    store<u64>(rec, 0, C_WRITTEN);
-  }
+  store<u64>(segAt(segs, <u32>segIdx), <u64>addr | (<u64>len << 32));
+  store<u64>(rec, <u64>id | (<u64>1 << 32), C_ID); // id, ndesc = 1
+  // segStart, then nRead/nWrite as two u16: one readable or one writable segment.
+  store<u64>(rec, <u64>(<u32>segIdx) | (<u64>(write ? 1 << 16 : 1) << 32), C_SEG);
+  store<u64>(rec, write ? <u64>len << 32 : <u64>len, C_RBYTES); // readBytes, writeBytes
+  store<u64>(rec, write ? <u64>1 << 32 : 0, C_WRITTEN); // written 0, saw-write flag
 }
 
 /**

@@ -29,7 +29,7 @@ import {
   STATUS_USED_ID_INVALID, STATUS_USED_ID_NOT_INFLIGHT, STATUS_BUFFER_ID_INVALID,
   STATUS_TOO_MANY_SEGMENTS, STATUS_INVALID_ARG,
 } from "../status";
-import { translateContig, tlbHit, PERM_R, PERM_W, SEG_FULL } from "../mem";
+import { translateContig, PERM_R, PERM_W, SEG_FULL, TLB_HDR, TLB_ENT } from "../mem";
 import { ald16, ald32, ast16, ast32 } from "../sync";
 import { beginChain, addData, chainAt, oneSegChain, requestInLen, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
 import { inFlight } from "./split";
@@ -49,13 +49,13 @@ import { inFlight } from "./split";
 /** True if flags mark a descriptor available for the device with avail wrap counter `wrap`. */
 // @ts-ignore: decorator
 @inline function isAvail(flags: u32, wrap: u32): bool {
-  return ((flags >> 7) & 1) == wrap && ((flags >> 15) & 1) != wrap;
+  return (flags & (VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED)) == availBits(wrap);
 }
 
 /** True if flags mark a descriptor used for the driver with used wrap counter `wrap`. */
 // @ts-ignore: decorator
 @inline function isUsed(flags: u32, wrap: u32): bool {
-  return ((flags >> 7) & 1) == wrap && ((flags >> 15) & 1) == wrap;
+  return (flags & (VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED)) == usedBits(wrap);
 }
 
 // ───────────────────────────── device side ─────────────────────────────
@@ -120,6 +120,13 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
   let n: i32 = 0;
   let segIdx: i32 = 0;
   let descs: u32 = 0;
+  // The IOTLB entry that served the last lookup, kept in locals for the batch (stores to the
+  // records would otherwise force the engine to reload it per chain); reloaded after a walk.
+  let hPerm: u32 = 0;
+  let hFirst: u64 = 0;
+  let hLast: u64 = 0;
+  let hTarget: u32 = 0;
+  let stale = true;
   while (n < maxChains) {
     // Acquire: the head's flags are written last by the driver (§2.8.21.2).
     const d = ring + (<usize>pos << 4);
@@ -127,13 +134,23 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
     if (!isAvail(flags, wrap)) break;
     const rec = chainAt(chains, n);
     // Hot path: one direct descriptor inside the last-used mapping. Anything else walks.
+    if (stale) {
+      const e = tbl + TLB_HDR + load<u32>(tbl, 4) * TLB_ENT;
+      hPerm = load<u32>(tbl) != 0 ? load<u32>(e, 20) : 0; // no entries: nothing hits
+      hFirst = load<u64>(e);
+      hLast = load<u64>(e, 8);
+      hTarget = load<u32>(e, 16);
+      stale = false;
+    }
     if ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) == 0 && segIdx < maxSegs) {
       const len = load<u32>(d, 8);
       const id = <u32>load<u16>(d, 12);
       const w = (flags & VRING_DESC_F_WRITE) != 0;
-      const t = tlbHit(tbl, load<u64>(d), len, w ? PERM_W : PERM_R);
-      if (t >= 0 && id < size) {
-        oneSegChain(rec, id, segs, segIdx, <u32>t, len, w);
+      const a = load<u64>(d);
+      const end = a + <u64>len - 1;
+      const want = w ? PERM_W : PERM_R;
+      if ((hPerm & want) == want && len != 0 && a >= hFirst && end <= hLast && end >= a && id < size) {
+        oneSegChain(rec, id, segs, segIdx, hTarget + <u32>(a - hFirst), len, w);
         segIdx++;
         descs++;
         if (++pos == size) { pos = 0; wrap ^= 1; }
@@ -142,6 +159,7 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
       }
     }
     const r = walk(q, tbl, pos, rec, segs, segIdx, maxSegs);
+    stale = true;
     if (r < 0) {
       if (r == SEG_FULL) {
         if (n > 0) break;
@@ -196,10 +214,19 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
     for (let k: i32 = 0; k < n; k++) {
       const rec = chainAt(chains, k);
       const d = ring + (<usize>pos << 4);
-      store<u32>(d, load<u32>(rec, C_WRITTEN), 8);
-      store<u16>(d, <u16>load<u32>(rec, C_ID), 12);
-      if (k > 0) ast16(d, <u16>usedBits(wrap), 14);
-      pos += load<u32>(rec, C_NDESC);
+      const idNd = load<u64>(rec, C_ID); // id | ndesc << 32
+      const lenId = <u64>load<u32>(rec, C_WRITTEN) | ((idNd & 0xffff) << 32);
+      if (k == 0) {
+        store<u32>(d, <u32>lenId, 8);
+        store<u16>(d, <u16>idNd, 12);
+      } else {
+        // len, id and flags in one store: the driver reads this slot only after the head's
+        // flags (stored last, below) say the batch is there.
+        store<u32>(d, <u32>lenId, 8);
+        store<u16>(d, <u16>idNd, 12);
+        ast16(d, <u16>usedBits(wrap), 14);
+      }
+      pos += <u32>(idNd >> 32);
       if (pos >= size) { pos -= size; wrap ^= 1; }
     }
   }
@@ -468,12 +495,11 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
     }
     const s = st + <usize>id * DSTATE_REC;
     const nd = load<u32>(s, 4);
-    const o = out + <usize>k * USED_REC;
-    store<u32>(o, load<u32>(s));
-    store<u32>(o, len, 4);
-    store<u32>(s, 0, 4);
-    if (!inOrder) {
-      store<u32>(s, freeHead, 8);
+    store<u64>(out + <usize>k * USED_REC, <u64>load<u32>(s) | (<u64>len << 32));
+    if (inOrder) {
+      store<u32>(s, 0, 4);
+    } else {
+      store<u64>(s, <u64>freeHead << 32, 4); // ndesc = 0 (not in flight), next = free list
       freeHead = id;
     }
     numFree += nd;

@@ -24,7 +24,7 @@ import {
   STATUS_INDIRECT_INVALID, STATUS_ADDRESS_UNMAPPED, STATUS_AVAIL_IDX_INVALID, STATUS_USED_ID_INVALID,
   STATUS_USED_ID_NOT_INFLIGHT, STATUS_USED_IDX_INVALID, STATUS_TOO_MANY_SEGMENTS, STATUS_INVALID_ARG,
 } from "../status";
-import { translateContig, tlbHit, PERM_R, PERM_W, SEG_FULL } from "../mem";
+import { translateContig, PERM_R, PERM_W, SEG_FULL, TLB_HDR, TLB_ENT } from "../mem";
 import { ald16, ald32, ast16, ast32 } from "../sync";
 import { beginChain, addData, chainAt, oneSegChain, requestInLen, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
 
@@ -94,6 +94,13 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
   let n: i32 = 0;
   let segIdx: i32 = 0;
   let descs: u32 = 0;
+  // The IOTLB entry that served the last lookup, kept in locals for the batch (stores to the
+  // records would otherwise force the engine to reload it per chain); reloaded after a walk.
+  let hPerm: u32 = 0;
+  let hFirst: u64 = 0;
+  let hLast: u64 = 0;
+  let hTarget: u32 = 0;
+  let stale = true;
   while (n < maxChains && ((availIdx - last) & 0xffff) != 0) {
     const head = <u32>load<u16>(avail + AVAIL_RING + ((<usize>(last & mask)) << 1));
     if (head >= size) return fail(q, STATUS_HEAD_OUT_OF_RANGE);
@@ -101,12 +108,22 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
     // Hot path: one direct descriptor inside the last-used mapping. Anything else walks.
     const d = desc + (<usize>head << 4);
     const flags = <u32>load<u16>(d, 12);
+    if (stale) {
+      const e = tbl + TLB_HDR + load<u32>(tbl, 4) * TLB_ENT;
+      hPerm = load<u32>(tbl) != 0 ? load<u32>(e, 20) : 0; // no entries: nothing hits
+      hFirst = load<u64>(e);
+      hLast = load<u64>(e, 8);
+      hTarget = load<u32>(e, 16);
+      stale = false;
+    }
     if ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) == 0 && segIdx < maxSegs) {
       const len = load<u32>(d, 8);
       const w = (flags & VRING_DESC_F_WRITE) != 0;
-      const t = tlbHit(tbl, load<u64>(d), len, w ? PERM_W : PERM_R);
-      if (t >= 0) {
-        oneSegChain(rec, head, segs, segIdx, <u32>t, len, w);
+      const a = load<u64>(d);
+      const end = a + <u64>len - 1;
+      const want = w ? PERM_W : PERM_R;
+      if ((hPerm & want) == want && len != 0 && a >= hFirst && end <= hLast && end >= a) {
+        oneSegChain(rec, head, segs, segIdx, hTarget + <u32>(a - hFirst), len, w);
         segIdx++;
         descs++;
         last = (last + 1) & 0xffff;
@@ -115,6 +132,7 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
       }
     }
     const r = walk(q, tbl, head, rec, segs, segIdx, maxSegs);
+    stale = true;
     if (r < 0) {
       if (r == SEG_FULL) {
         if (n > 0) break; // retry this chain in the next batch
@@ -155,9 +173,8 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
       const rec = chainAt(chains, k);
       const id = load<u32>(rec, C_ID);
       if (id >= size) return STATUS_INVALID_ARG;
-      const e = used + USED_RING + (<usize>((idx + <u32>k) & mask) << 3);
-      store<u32>(e, id);
-      store<u32>(e, load<u32>(rec, C_WRITTEN), 4);
+      // struct vring_used_elem { le32 id; le32 len; } in one store.
+      store<u64>(used + USED_RING + (<usize>((idx + <u32>k) & mask) << 3), <u64>id | (<u64>load<u32>(rec, C_WRITTEN) << 32));
     }
   }
   idx = (idx + <u32>n) & 0xffff;
@@ -442,9 +459,9 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
       store<u32>(q, nh, Q_NEXT_HEAD);
       numFree += nd;
     } else {
-      const e = used + USED_RING + (<usize>(last & mask) << 3);
-      id = load<u32>(e);
-      len = load<u32>(e, 4);
+      const e = load<u64>(used + USED_RING + (<usize>(last & mask) << 3)); // { id, len }
+      id = <u32>e;
+      len = <u32>(e >> 32);
       if (id >= size) return fail(q, STATUS_USED_ID_INVALID);
       const s = st + <usize>id * DSTATE_REC;
       const nd = load<u32>(s, 4);
@@ -453,9 +470,7 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
       numFree += nd;
     }
     const s = st + <usize>id * DSTATE_REC;
-    const o = out + <usize>k * USED_REC;
-    store<u32>(o, load<u32>(s));
-    store<u32>(o, len, 4);
+    store<u64>(out + <usize>k * USED_REC, <u64>load<u32>(s) | (<u64>len << 32));
     store<u32>(s, 0, 4);
     last = (last + 1) & 0xffff;
     k++;
