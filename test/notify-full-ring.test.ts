@@ -23,7 +23,7 @@ for (const build of BUILDS) {
           assert.equal(drv.submit(), n);
           kicks.push(drv.kickPrepare());
           assert.equal(dev.pop(), n);
-          assert.equal(drv.enableCb(), false);
+          assert.equal(drv.enableCb(), true);
           dev.pushPopped();
           calls.push(dev.needCall());
           assert.equal(drv.getUsed(), n);

@@ -91,6 +91,19 @@ for (const build of BUILDS) {
         assert.deepEqual(drv.reclaim().map((u) => u.token), [3, 2, 4, 5]);
       });
 
+      test('pushPopped returns popped chains in pop order, each once, across several calls', () => {
+        const { p, drv, dev } = pair(build, layout, 8);
+        const buf = p.allocBuffer(64);
+        for (let t = 0; t < 5; t++) drv.stageOne(t, buf, 8);
+        drv.submit();
+        assert.equal(dev.pop(), 5);
+        assert.equal(dev.pushPopped(2), 2);
+        assert.deepEqual(drv.reclaim().map((u) => u.token), [0, 1]);
+        assert.equal(dev.pushPopped(), 3, 'the rest');
+        assert.deepEqual(drv.reclaim().map((u) => u.token), [2, 3, 4]);
+        assert.equal(dev.pushPopped(), 0, 'nothing left to push');
+      });
+
       test('chains longer than the free space wait; multi-descriptor chains skip correctly', () => {
         const { p, drv, dev } = pair(build, layout, 8);
         const buf = p.allocBuffer(1024);

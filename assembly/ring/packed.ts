@@ -202,11 +202,15 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
   }
   if (total > size) return STATUS_INVALID_ARG;
   const headPos = pos;
-  const headFlags = usedBits(wrap);
+  // §2.8.3/§2.8.4: WRITE in a used descriptor says the device wrote `len` bytes; without it
+  // len is reserved. (QEMU leaves WRITE out; Linux drivers read len either way.)
+  let headFlags = usedBits(wrap);
   if (inOrderBatch && (load<u32>(q, Q_FLAGS) & Q_F_IN_ORDER)) {
     const rec = chainAt(chains, n - 1);
     const d = ring + (<usize>pos << 4);
-    store<u32>(d, load<u32>(rec, C_WRITTEN), 8);
+    const written = load<u32>(rec, C_WRITTEN);
+    if (written != 0) headFlags |= VRING_DESC_F_WRITE;
+    store<u32>(d, written, 8);
     store<u16>(d, <u16>load<u32>(rec, C_ID), 12);
     pos += total;
     if (pos >= size) { pos -= size; wrap ^= 1; }
@@ -215,8 +219,11 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
       const rec = chainAt(chains, k);
       const d = ring + (<usize>pos << 4);
       const idNd = load<u64>(rec, C_ID); // id | ndesc << 32
-      const lenId = <u64>load<u32>(rec, C_WRITTEN) | ((idNd & 0xffff) << 32);
+      const written = load<u32>(rec, C_WRITTEN);
+      const lenId = <u64>written | ((idNd & 0xffff) << 32);
+      const wf: u32 = written != 0 ? VRING_DESC_F_WRITE : 0;
       if (k == 0) {
+        headFlags |= wf;
         store<u32>(d, <u32>lenId, 8);
         store<u16>(d, <u16>idNd, 12);
       } else {
@@ -224,7 +231,7 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
         // flags (stored last, below) say the batch is there.
         store<u32>(d, <u32>lenId, 8);
         store<u16>(d, <u16>idNd, 12);
-        ast16(d, <u16>usedBits(wrap), 14);
+        ast16(d, usedBits(wrap) | wf, 14);
       }
       pos += <u32>(idNd >> 32);
       if (pos >= size) { pos -= size; wrap ^= 1; }
@@ -487,6 +494,7 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
     } else {
       const d = ring + (<usize>pos << 4);
       // Acquire: id and len are read after the flags that say the descriptor is used.
+      // len is taken whether or not WRITE is set, as Linux does (QEMU never sets WRITE).
       if (!isUsed(<u32>ald16(d, 14), wrap)) break;
       id = <u32>load<u16>(d, 12);
       len = load<u32>(d, 8);

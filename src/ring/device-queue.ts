@@ -68,6 +68,7 @@ export class DeviceQueue extends QueueBase {
   private readonly u32: Uint32Array;
   private readonly u16: Uint16Array;
   private nPopped = 0;
+  private nPushed = 0;
   private nPending = 0;
   private readonly areas: { desc: bigint; driver: bigint; device: bigint };
   private readonly unsubscribe: () => void;
@@ -107,10 +108,11 @@ export class DeviceQueue extends QueueBase {
     const m = Math.min(max, this.batch);
     const r = this.platform.exports.dev_pop(this.qsb, this.chains, m, this.segs, this.maxSegs);
     if (r < 0) {
-      this.nPopped = 0;
+      this.nPopped = this.nPushed = 0;
       this.fail(r, 'dev_pop');
     }
     this.nPopped = r;
+    this.nPushed = 0;
     return r;
   }
 
@@ -136,6 +138,7 @@ export class DeviceQueue extends QueueBase {
 
   /** Sets the bytes written into chain i (what its used entry reports). */
   setWritten(i: number, n: number): void {
+    this.checkIndex(i);
     if (!Number.isInteger(n) || n < 0 || n > this.writeBytes(i)) throw new VirtioError(Code.InvalidArgument, `written ${n} exceeds chain ${i}'s ${this.writeBytes(i)} writable bytes`);
     this.u32[(this.chains >> 2) + 8 * i + 6] = n;
   }
@@ -203,15 +206,20 @@ export class DeviceQueue extends QueueBase {
   }
 
   /**
-   * Returns popped chains [0, n) as used, with the lengths set by setWritten/write/copyIn
-   * (0 otherwise). With `inOrderBatch` (only if IN_ORDER was negotiated) one used entry
-   * stands for the whole batch (§2.7.9, §2.8.10). Returns n.
+   * Returns the next n popped chains (in pop order, each at most once) as used, with the
+   * lengths set by setWritten/write/copyIn (0 otherwise). By default all that remain. With
+   * `inOrderBatch` (only if IN_ORDER was negotiated) one used entry stands for the whole
+   * batch (§2.7.9, §2.8.10). Returns n. Chains to finish later: save chainId/chainDescs and
+   * use complete() + flushUsed().
    */
-  pushPopped(n = this.nPopped, inOrderBatch = false): number {
-    if (!Number.isInteger(n) || n < 0 || n > this.nPopped) throw new VirtioError(Code.InvalidArgument, `cannot push ${n} of ${this.nPopped} popped chains`);
+  pushPopped(n = this.nPopped - this.nPushed, inOrderBatch = false): number {
+    const left = this.nPopped - this.nPushed;
+    if (!Number.isInteger(n) || n < 0 || n > left) throw new VirtioError(Code.InvalidArgument, `cannot push ${n} chains: ${left} popped and not yet pushed`);
     if (inOrderBatch && !this.inOrder) throw new VirtioError(Code.FailedPrecondition, 'inOrderBatch needs VIRTIO_F_IN_ORDER');
-    const r = this.platform.exports.dev_push(this.qsb, this.chains, n, inOrderBatch ? 1 : 0);
+    if (n === 0) return 0;
+    const r = this.platform.exports.dev_push(this.qsb, this.chains + 32 * this.nPushed, n, inOrderBatch ? 1 : 0);
     if (r < 0) this.fail(r, 'dev_push');
+    this.nPushed += n;
     return r;
   }
 
@@ -299,7 +307,7 @@ export class DeviceQueue extends QueueBase {
   reset(): void {
     this.platform.exports.dev_reset(this.qsb);
     this.clearBroken();
-    this.nPopped = this.nPending = 0;
+    this.nPopped = this.nPushed = this.nPending = 0;
     this.mapRings(false);
   }
 

@@ -210,9 +210,12 @@ export class DriverQueue extends QueueBase {
     }
   }
 
-  /** Re-enables used-buffer notifications. Returns true if buffers are already used (poll again). */
+  /**
+   * Re-enables used-buffer notifications. As Linux virtqueue_enable_cb: returns false if used
+   * buffers are already pending (reclaim them: no notification will come for them), else true.
+   */
   enableCb(): boolean {
-    return this.platform.exports.drv_enable_cb(this.qsb) === 1;
+    return this.platform.exports.drv_enable_cb(this.qsb) === 0;
   }
 
   /** Suppresses used-buffer notifications. */

@@ -221,7 +221,7 @@ async function runWorker(p, inbox, worker, bells, cfg, id) {
     if (req.reclaim() > 0 || added > 0) continue;
     // Nothing to add, nothing used: ask for a call, re-check, then sleep on the call word.
     const seq = Atomics.load(i32, bells.call >> 2);
-    if (dq.enableCb()) {
+    if (!dq.enableCb()) {
       dq.disableCb();
       continue;
     }
