@@ -207,7 +207,7 @@ export function devNeedCall(q: usize): i32 {
     return (ald16(avail) & VRING_AVAIL_F_NO_INTERRUPT) != 0 ? 0 : 1;
   }
   if (!valid || pushed >= 0x10000) return 1; // 2^16 used since: every event index was passed
-  // §2.7.10: used_event sits after the avail ring entries.
+  // §2.7.6 layout, §2.7.7 use: used_event sits after the avail ring entries.
   const size = load<u32>(q, Q_SIZE);
   const event = <u32>ald16(avail + AVAIL_RING + (<usize>size << 1));
   return needEvent(event, newIdx, old) ? 1 : 0;
@@ -223,7 +223,7 @@ export function devEnableKick(q: usize): i32 {
   const avail = <usize>load<u32>(q, Q_DRIVER);
   const last = load<u32>(q, Q_AVAIL);
   if (load<u32>(q, Q_FLAGS) & Q_F_EVENT_IDX) {
-    // §2.7.10: avail_event after the used ring elements: "kick me when you pass `last`".
+    // §2.7.8 layout, §2.7.10 use: avail_event after the used ring elements: "kick me when you pass `last`".
     ast16(used + USED_RING + (<usize>size << 3), <u16>last);
   } else {
     ast16(used, ald16(used) & ~<u16>VRING_USED_F_NO_NOTIFY);
@@ -492,7 +492,7 @@ export function drvEnableCb(q: usize): i32 {
   const last = load<u32>(q, Q_USED);
   store<u32>(q, f & ~Q_F_CB_OFF, Q_FLAGS);
   if (f & Q_F_EVENT_IDX) {
-    // §2.7.10: used_event = "interrupt me once you pass last_used_idx".
+    // §2.7.7: used_event = "interrupt me once you pass last_used_idx".
     const size = load<u32>(q, Q_SIZE);
     ast16(avail + AVAIL_RING + (<usize>size << 1), <u16>last);
   } else {
@@ -513,7 +513,7 @@ export function drvDisableCb(q: usize): void {
   store<u32>(q, fl, Q_EVENT_SHADOW);
   if (f & Q_F_EVENT_IDX) {
     // Linux writes used_event = 0 here ("a hack", virtio_ring.c); the device then notifies
-    // only when its used idx passes 0 again. The driver MUST keep avail->flags 0 (§2.7.10).
+    // only when its used idx passes 0 again. The driver MUST keep avail->flags 0 (§2.7.7).
     const size = load<u32>(q, Q_SIZE);
     ast16(avail + AVAIL_RING + (<usize>size << 1), 0);
   } else {
