@@ -4,7 +4,7 @@
 // Run directly for a table:  node --import tsx bench/native/run.ts [seconds-per-combination]
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +28,9 @@ interface RingLine extends NativeResult {
 
 const LAYOUTS = ['split', 'packed'] as const;
 const BATCHES = [1, 32, 256] as const;
-const SOURCE = fileURLToPath(new URL('./ring.c', import.meta.url));
+// Next to this file when run from source; from the repository root when run compiled (build/js).
+const LOCAL_SOURCE = fileURLToPath(new URL('./ring.c', import.meta.url));
+const SOURCE = existsSync(LOCAL_SOURCE) ? LOCAL_SOURCE : resolve('bench/native/ring.c');
 
 /**
  * Compiles ring.c with the system `cc` into a temporary directory, runs its self-test, then runs
