@@ -11,6 +11,12 @@ export const Code = {
   FailedPrecondition: 'failed_precondition',
   /** Out of memory in the platform's allocator, or a ring is full where the caller needed room. */
   ResourceExhausted: 'resource_exhausted',
+  /** A name that must be unique is taken (a device or management device on the bus). */
+  AlreadyExists: 'already_exists',
+  /** No such device, management device or driver. */
+  NotFound: 'not_found',
+  /** The operation is not supported by this device or management device. */
+  Unsupported: 'unsupported',
   /** Something that must not happen happened inside wasm (an abort). */
   Internal: 'internal',
   /** The queue was already broken by an earlier peer error. */

@@ -12,6 +12,14 @@ export { Q, QF, QSB_SIZE, REC, TLB, ringAreaSizes, ringAreaAligns } from './ring
 export { hasSimd, ringModule, defaultModule, instantiate } from './loader/wasm.ts';
 export { ABI_VERSION, RING_EXPORT_NAMES } from './loader/exports.ts';
 export * from './virtio/constants.ts';
+export { VdpaBus } from './bus/bus.ts';
+export { VdpaSim, features } from './devices/sim-core.ts';
+export { VdpaSimNet, VDPASIM_NET_FEATURES, VDPASIM_NET_MAX_VQP, VIRTIO_NET_HDR_SIZE, randomMac } from './devices/net.ts';
+export {
+  VdpaSimBlk, VDPASIM_BLK_FEATURES, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE,
+} from './devices/blk.ts';
+export { MgmtDevice, VdpaSimNetMgmt, VdpaSimBlkMgmt, parseMac, formatMac } from './mgmt/mgmtdev.ts';
 
 export type { PlatformOptions, PlatformHandle } from './platform/platform.ts';
 export type { IotlbEntry } from './platform/iotlb.ts';
@@ -21,3 +29,9 @@ export type { Layout, RingFeatureOptions, QueueState, QueueStats } from './ring/
 export type { VqState, SplitVqState, PackedVqState } from './ring/vq-state.ts';
 export type { RingExports } from './loader/exports.ts';
 export type { WasmVariant } from './loader/wasm.ts';
+export type { VdpaConfigOps, VqNotification, VqVendorStats } from './bus/config-ops.ts';
+export type { VdpaDevice, VdpaBusDriver } from './bus/bus.ts';
+export type { VdpaSimAttrs, NeedsResetDetail } from './devices/sim-core.ts';
+export type { VdpaSimNetOptions, NetPairStats } from './devices/net.ts';
+export type { VdpaSimBlkOptions } from './devices/blk.ts';
+export type { MgmtDevAttrs, MgmtAttrName } from './mgmt/mgmtdev.ts';

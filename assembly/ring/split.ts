@@ -199,7 +199,7 @@ export function devNeedCall(q: usize): i32 {
   // Nothing used since the last decision: nothing to tell (Linux only asks after adding used).
   // used->idx alone cannot say it after exactly 2^16 elements, so count them.
   const pushed = load<u32>(q, Q_PENDING);
-  if (valid && pushed == 0) return 0;
+  if (pushed == 0) return 0; // nothing used since the last decision (or ever)
   store<u32>(q, 0, Q_PENDING);
   store<u32>(q, newIdx, Q_SIGNALLED);
   store<u32>(q, f | Q_F_SIG_VALID, Q_FLAGS);

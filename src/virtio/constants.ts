@@ -58,3 +58,65 @@ export const VRING_PACKED_EVENT_F_WRAP_CTR = 15;
 
 /** Largest queue size (VIRTIO 1.3 §2.7 / §2.8: Queue Size ≤ 32768). */
 export const VIRTQUEUE_MAX_SIZE = 32768;
+
+// ── Device status (linux/virtio_config.h VIRTIO_CONFIG_S_*; VIRTIO 1.3 §2.1) ─────────────
+/** The guest OS has noticed the device. */
+export const VIRTIO_CONFIG_S_ACKNOWLEDGE = 1;
+/** The guest OS knows how to drive the device. */
+export const VIRTIO_CONFIG_S_DRIVER = 2;
+/** The driver is set up and ready to drive the device. */
+export const VIRTIO_CONFIG_S_DRIVER_OK = 4;
+/** The driver has acknowledged the features it understands; negotiation is complete. */
+export const VIRTIO_CONFIG_S_FEATURES_OK = 8;
+/** The device has experienced an error from which it cannot recover. */
+export const VIRTIO_CONFIG_S_NEEDS_RESET = 0x40;
+/** Something went wrong in the guest; it has given up on the device. */
+export const VIRTIO_CONFIG_S_FAILED = 0x80;
+
+// ── Device IDs (linux/virtio_ids.h; VIRTIO 1.3 §5) ─────────────────────────────────────────
+/** virtio-net. */
+export const VIRTIO_ID_NET = 1;
+/** virtio-blk. */
+export const VIRTIO_ID_BLOCK = 2;
+
+// ── virtio-net feature bits (linux/virtio_net.h; VIRTIO 1.3 §5.1.3) ────────────────────────
+/** Device handles packets with partial checksum. */
+export const VIRTIO_NET_F_CSUM = 0;
+/** Device reports its maximum MTU in config. */
+export const VIRTIO_NET_F_MTU = 3;
+/** Device has a MAC address in config. */
+export const VIRTIO_NET_F_MAC = 5;
+/** Driver can merge receive buffers. */
+export const VIRTIO_NET_F_MRG_RXBUF = 15;
+/** virtio_net_config.status is available. */
+export const VIRTIO_NET_F_STATUS = 16;
+/** Control virtqueue is available. */
+export const VIRTIO_NET_F_CTRL_VQ = 17;
+/** Control channel RX mode support. */
+export const VIRTIO_NET_F_CTRL_RX = 18;
+/** Control channel VLAN filtering. */
+export const VIRTIO_NET_F_CTRL_VLAN = 19;
+/** Multiqueue with automatic receive steering. */
+export const VIRTIO_NET_F_MQ = 22;
+/** Set MAC address through the control channel. */
+export const VIRTIO_NET_F_CTRL_MAC_ADDR = 23;
+/** virtio_net_config.status: link is up. */
+export const VIRTIO_NET_S_LINK_UP = 1;
+
+// ── virtio-blk feature bits (linux/virtio_blk.h; VIRTIO 1.3 §5.2.3) ────────────────────────
+/** Maximum size of any single segment is in size_max. */
+export const VIRTIO_BLK_F_SIZE_MAX = 1;
+/** Maximum number of segments in a request is in seg_max. */
+export const VIRTIO_BLK_F_SEG_MAX = 2;
+/** Device is read-only. */
+export const VIRTIO_BLK_F_RO = 5;
+/** Block size of disk is in blk_size. */
+export const VIRTIO_BLK_F_BLK_SIZE = 6;
+/** Cache flush command support. */
+export const VIRTIO_BLK_F_FLUSH = 9;
+/** Device supports multiqueue. */
+export const VIRTIO_BLK_F_MQ = 12;
+/** Device can support discard command. */
+export const VIRTIO_BLK_F_DISCARD = 13;
+/** Device can support write zeroes command. */
+export const VIRTIO_BLK_F_WRITE_ZEROES = 14;

@@ -1,0 +1,557 @@
+// The vDPA device simulator core (Linux drivers/vdpa/vdpa_sim/vdpa_sim.c): what every
+// simulated device class shares — status and feature negotiation (VIRTIO 1.3 §2.1-2.2, §3.1),
+// virtqueue bookkeeping over the wasm ring core, address spaces (IOTLBs) and virtqueue
+// groups, suspend/resume, reset, config space with a generation counter, per-queue stats,
+// and `process(budget)`, which runs the class's datapath on ready queues in bounded batches.
+
+import { VirtioError, Code, PEER_CODES } from '../errors.ts';
+import { DeviceQueue } from '../ring/device-queue.ts';
+import { checkQueueSize } from '../ring/queue-base.ts';
+import { checkVqState, type VqState } from '../ring/vq-state.ts';
+import { Iotlb, type IotlbEntry } from '../platform/iotlb.ts';
+import type { Platform } from '../platform/platform.ts';
+import type { VdpaConfigOps, VqNotification, VqVendorStats } from '../bus/config-ops.ts';
+import {
+  VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_CONFIG_S_FAILED, VIRTIO_F_VERSION_1, VIRTIO_F_RING_PACKED,
+  featureBit, hasFeature,
+} from '../virtio/constants.ts';
+
+/** What a device class tells the core about itself (Linux struct vdpasim_dev_attr). */
+export interface VdpaSimAttrs {
+  /** Device name on the bus. */
+  name: string;
+  /** Virtio device id (VIRTIO_ID_*). */
+  deviceId: number;
+  /** Vendor id. @default 0 (as vdpa_sim) */
+  vendorId?: number;
+  /** Features the device offers. VIRTIO_F_VERSION_1 is required. */
+  supportedFeatures: bigint;
+  /** Number of virtqueues. */
+  nvqs: number;
+  /** Virtqueue groups. @default 1 */
+  ngroups?: number;
+  /** Address spaces. @default 1 */
+  nas?: number;
+  /** Bytes of config space. */
+  configSize: number;
+  /** Largest queue size. @default 256 */
+  vqNumMax?: number;
+  /** Chains one datapath pass may take from a queue. @default 64 */
+  batch?: number;
+}
+
+/** Per-virtqueue bookkeeping. */
+interface SimVq {
+  num: number;
+  desc: bigint;
+  driver: bigint;
+  device: bigint;
+  addrSet: boolean;
+  ready: boolean;
+  cb: (() => void) | null;
+  queue: DeviceQueue | null;
+  /** Position to start from when the queue is (re)enabled; set_vq_state before ready. */
+  saved: VqState | null;
+  doorbell: number;
+}
+
+/** Detail of a `needs-reset` event: which queue broke and how. */
+export interface NeedsResetDetail {
+  /** Queue index. */
+  vq: number;
+  /** The peer error. */
+  error: VirtioError;
+}
+
+const STATUS_ORDER: [bit: number, needs: number, name: string][] = [
+  [VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_ACKNOWLEDGE, 'DRIVER needs ACKNOWLEDGE'],
+  [VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_DRIVER, 'FEATURES_OK needs DRIVER'],
+  [VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, 'DRIVER_OK needs FEATURES_OK'],
+];
+
+/**
+ * A simulated vDPA device: the config ops over wasm rings. Subclasses give the config space
+ * layout, feature checks and the datapath. Lifecycle events: `needs-reset` (a driver broke a
+ * ring; detail {@link NeedsResetDetail}), `status` (status written), `config` (config changed).
+ */
+export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
+  /** The platform whose memory holds rings and buffers. */
+  readonly platform: Platform;
+  /** Device name. */
+  readonly name: string;
+  /** Virtqueues. */
+  readonly nvqs: number;
+  /** Virtqueue groups. */
+  readonly ngroups: number;
+  /** Address spaces. */
+  readonly nas: number;
+  /** Chains one datapath pass may take from a queue. */
+  readonly batch: number;
+  /** Config space bytes (little-endian fields); subclasses write it through {@link updateConfig}. */
+  protected readonly config: Uint8Array;
+  /** DataView over {@link config}. */
+  protected readonly configView: DataView;
+  private readonly attrs: Required<Omit<VdpaSimAttrs, 'name'>>;
+  private status = 0;
+  private driverFeatures = 0n;
+  private generation = 0;
+  private configCb: (() => void) | null = null;
+  private suspended = false;
+  private readonly vqs: SimVq[];
+  private readonly iotlbs: Iotlb[];
+  private readonly groupAsid: number[];
+
+  protected constructor(platform: Platform, attrs: VdpaSimAttrs) {
+    super();
+    if (!hasFeature(attrs.supportedFeatures, VIRTIO_F_VERSION_1)) throw new VirtioError(Code.InvalidArgument, 'a device must offer VIRTIO_F_VERSION_1');
+    this.platform = platform;
+    this.name = attrs.name;
+    this.attrs = { vendorId: 0, ngroups: 1, nas: 1, vqNumMax: 256, batch: 64, ...attrs };
+    this.nvqs = attrs.nvqs;
+    this.ngroups = this.attrs.ngroups;
+    this.nas = this.attrs.nas;
+    this.batch = this.attrs.batch;
+    this.config = new Uint8Array(attrs.configSize);
+    this.configView = new DataView(this.config.buffer);
+    this.iotlbs = Array.from({ length: this.nas }, () => new Iotlb(platform, 256));
+    this.groupAsid = new Array<number>(this.ngroups).fill(0);
+    this.vqs = Array.from({ length: this.nvqs }, () => ({
+      num: 0, desc: 0n, driver: 0n, device: 0n, addrSet: false, ready: false, cb: null, queue: null, saved: null,
+      doorbell: platform.priv.alloc(4, 4),
+    }));
+    this.resetState();
+  }
+
+  // ───────────────────────── Virtqueue ops ─────────────────────────
+
+  /** Sets the IOVAs of queue idx's areas (only while the queue is not ready). */
+  setVqAddress(idx: number, descArea: number | bigint, driverArea: number | bigint, deviceArea: number | bigint): void {
+    const vq = this.vqNotReady(idx, 'set_vq_address');
+    const iova = (v: number | bigint, what: string): bigint => {
+      if (typeof v === 'number' && !Number.isSafeInteger(v)) throw new VirtioError(Code.InvalidArgument, `${what} ${v} is not an integer`);
+      const b = BigInt(v);
+      if (b < 0n || b >= 1n << 64n) throw new VirtioError(Code.InvalidArgument, `${what} ${v} is not a u64`);
+      return b;
+    };
+    const d = iova(descArea, 'descArea');
+    const dr = iova(driverArea, 'driverArea');
+    const dv = iova(deviceArea, 'deviceArea');
+    vq.desc = d;
+    vq.driver = dr;
+    vq.device = dv;
+    vq.addrSet = true;
+  }
+
+  /** Sets queue idx's size (1..getVqNumMax(); only while the queue is not ready). */
+  setVqNum(idx: number, num: number): void {
+    const vq = this.vqNotReady(idx, 'set_vq_num');
+    if (!Number.isInteger(num) || num < this.getVqNumMin() || num > this.attrs.vqNumMax) {
+      throw new VirtioError(Code.InvalidArgument, `queue size ${num} is outside ${this.getVqNumMin()}..${this.attrs.vqNumMax}`);
+    }
+    vq.num = num;
+  }
+
+  /** The driver has made buffers available on queue idx: run the datapath now. */
+  kickVq(idx: number): void {
+    this.vq(idx);
+    this.process(this.batch, idx);
+  }
+
+  /** Sets queue idx's used-buffer notification callback. */
+  setVqCb(idx: number, cb: (() => void) | null): void {
+    this.vq(idx).cb = cb;
+  }
+
+  /**
+   * Enables queue idx: its rings are translated and checked now (needs FEATURES_OK, a size
+   * and addresses). Disabling keeps the ring position for a later enable.
+   */
+  setVqReady(idx: number, ready: boolean): void {
+    const vq = this.vq(idx);
+    if (!ready) {
+      if (vq.queue) {
+        vq.saved = vq.queue.getState();
+        vq.queue.destroy();
+        vq.queue = null;
+      }
+      vq.ready = false;
+      return;
+    }
+    if (vq.ready) return;
+    if (!(this.status & VIRTIO_CONFIG_S_FEATURES_OK)) throw new VirtioError(Code.FailedPrecondition, `queue ${idx} cannot be enabled before FEATURES_OK`);
+    if (!vq.addrSet || vq.num === 0) throw new VirtioError(Code.FailedPrecondition, `queue ${idx} needs set_vq_num and set_vq_address before it is enabled`);
+    const packed = hasFeature(this.driverFeatures, VIRTIO_F_RING_PACKED);
+    checkQueueSize(vq.num, packed);
+    const q = new DeviceQueue(this.platform, {
+      size: vq.num, features: this.driverFeatures, descArea: vq.desc, driverArea: vq.driver, deviceArea: vq.device,
+      iotlb: this.iotlbs[this.groupAsid[this.getVqGroup(idx)]!]!, batch: Math.min(this.batch, vq.num),
+    });
+    if (vq.saved) {
+      try {
+        q.setState(vq.saved);
+      } catch (e) {
+        q.destroy();
+        throw e;
+      }
+    }
+    vq.queue = q;
+    vq.ready = true;
+  }
+
+  /** True if queue idx is enabled. */
+  getVqReady(idx: number): boolean {
+    return this.vq(idx).ready;
+  }
+
+  /**
+   * Restores queue idx's ring position (struct vdpa_vq_state). Allowed before DRIVER_OK,
+   * while suspended, or while the queue is disabled; validated first.
+   */
+  setVqState(idx: number, state: VqState): void {
+    const vq = this.vq(idx);
+    if ((this.status & VIRTIO_CONFIG_S_DRIVER_OK) && !this.suspended && vq.ready) {
+      throw new VirtioError(Code.FailedPrecondition, `queue ${idx} is running: suspend the device first`);
+    }
+    const packed = hasFeature(this.driverFeatures, VIRTIO_F_RING_PACKED);
+    if (vq.num === 0) throw new VirtioError(Code.FailedPrecondition, `queue ${idx} has no size yet`);
+    const s = checkVqState(state, packed ? 'packed' : 'split', vq.num);
+    if (vq.queue) vq.queue.setState(s);
+    vq.saved = s;
+  }
+
+  /** Queue idx's ring position. */
+  getVqState(idx: number): VqState {
+    const vq = this.vq(idx);
+    if (vq.queue) return vq.queue.getState();
+    if (vq.saved) return vq.saved;
+    const size = vq.num || this.attrs.vqNumMax;
+    return hasFeature(this.driverFeatures, VIRTIO_F_RING_PACKED)
+      ? { version: 1, layout: 'packed', size, lastAvailIdx: 0, lastAvailWrap: 1, lastUsedIdx: 0, lastUsedWrap: 1 }
+      : { version: 1, layout: 'split', size, availIndex: 0, usedIndex: 0 };
+  }
+
+  /** Largest queue size. */
+  getVqNumMax(): number {
+    return this.attrs.vqNumMax;
+  }
+
+  /** Smallest queue size. */
+  getVqNumMin(): number {
+    return 1;
+  }
+
+  /** The virtqueue group of queue idx (subclasses with several groups override). */
+  getVqGroup(idx: number): number {
+    this.vq(idx);
+    return 0;
+  }
+
+  /** Queue idx's doorbell: a u32 in private memory; Atomics.notify on it from another worker. */
+  getVqNotification(idx: number): VqNotification {
+    return { addr: this.vq(idx).doorbell, size: 4 };
+  }
+
+  /** received_desc / completed_desc of queue idx (as vdpa_sim_net reports them). */
+  getVendorVqStats(idx: number): VqVendorStats {
+    const q = this.vq(idx).queue;
+    const st = q?.stats;
+    return { type: this.vqType(idx), stats: [['received_desc', st?.chains ?? 0], ['completed_desc', st?.used ?? 0]] };
+  }
+
+  // ───────────────────────── Device ops ─────────────────────────
+
+  /** Features the device offers. */
+  getDeviceFeatures(): bigint {
+    return this.attrs.supportedFeatures;
+  }
+
+  /** Sets the driver's features: only after DRIVER and before FEATURES_OK (VIRTIO 1.3 §3.1.1). */
+  setDriverFeatures(features: bigint): void {
+    if (typeof features !== 'bigint' || features < 0n || features >= 1n << 64n) throw new VirtioError(Code.InvalidArgument, 'features must be a u64 bigint');
+    if (!(this.status & VIRTIO_CONFIG_S_DRIVER) || (this.status & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      throw new VirtioError(Code.FailedPrecondition, 'features can be set only after DRIVER and before FEATURES_OK');
+    }
+    this.driverFeatures = features;
+  }
+
+  /** Features the driver set. */
+  getDriverFeatures(): bigint {
+    return this.driverFeatures;
+  }
+
+  /** Device status. */
+  getStatus(): number {
+    return this.status;
+  }
+
+  /**
+   * Writes the device status (VIRTIO 1.3 §2.1, §3.1.1). 0 resets. Bits are set in order
+   * (ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK) and never cleared except by reset;
+   * FAILED may be set at any time; NEEDS_RESET is the device's. At FEATURES_OK the device
+   * checks the driver's features and leaves the bit clear if it rejects them. An illegal write
+   * throws FailedPrecondition and changes nothing.
+   */
+  setStatus(status: number): void {
+    if (!Number.isInteger(status) || status < 0 || status > 0xff) throw new VirtioError(Code.InvalidArgument, `status ${status} is not a u8`);
+    if (status === 0) {
+      this.reset();
+      return;
+    }
+    const old = this.status;
+    if ((status & VIRTIO_CONFIG_S_NEEDS_RESET) && !(old & VIRTIO_CONFIG_S_NEEDS_RESET)) {
+      throw new VirtioError(Code.FailedPrecondition, 'DEVICE_NEEDS_RESET is set by the device, not the driver');
+    }
+    const next = status | (old & VIRTIO_CONFIG_S_NEEDS_RESET);
+    const cleared = old & ~next;
+    if (cleared) throw new VirtioError(Code.FailedPrecondition, `status bits 0x${cleared.toString(16)} can only be cleared by a reset`);
+    if (!(next & VIRTIO_CONFIG_S_FAILED)) {
+      for (const [bit, needs, why] of STATUS_ORDER) {
+        if ((next & bit) && !(next & needs)) throw new VirtioError(Code.FailedPrecondition, why);
+      }
+      if ((next & VIRTIO_CONFIG_S_DRIVER_OK) && !(old & VIRTIO_CONFIG_S_FEATURES_OK)) {
+        throw new VirtioError(Code.FailedPrecondition, 'DRIVER_OK before the device accepted FEATURES_OK');
+      }
+    }
+    let accepted = next;
+    if ((next & VIRTIO_CONFIG_S_FEATURES_OK) && !(old & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      // §2.2.2: the device MUST NOT accept features it did not offer; §6.1: VERSION_1 is required.
+      if (this.rejectFeatures(this.driverFeatures) !== null) accepted &= ~VIRTIO_CONFIG_S_FEATURES_OK;
+    }
+    this.status = accepted;
+    this.dispatchEvent(new CustomEvent('status', { detail: accepted }));
+    if ((accepted & VIRTIO_CONFIG_S_DRIVER_OK) && !(old & VIRTIO_CONFIG_S_DRIVER_OK)) this.process(this.batch);
+  }
+
+  /** Why the device rejects a feature set, or null if it accepts it. */
+  rejectFeatures(features: bigint): string | null {
+    const extra = features & ~this.attrs.supportedFeatures;
+    if (extra) return `features 0x${extra.toString(16)} were not offered`;
+    if (!hasFeature(features, VIRTIO_F_VERSION_1)) return 'VIRTIO_F_VERSION_1 is required';
+    return this.classRejectFeatures(features);
+  }
+
+  /** Resets the device: status 0, features 0, queues disabled and forgotten, identity maps. */
+  reset(): void {
+    for (const vq of this.vqs) vq.queue?.destroy();
+    this.resetState();
+    this.dispatchEvent(new CustomEvent('status', { detail: 0 }));
+  }
+
+  /** Stops the datapath. Processing is synchronous, so no batch is in flight on return. */
+  suspend(): void {
+    if (!(this.status & VIRTIO_CONFIG_S_DRIVER_OK)) throw new VirtioError(Code.FailedPrecondition, 'only a running device (DRIVER_OK) can be suspended');
+    this.suspended = true;
+  }
+
+  /** Continues after suspend and processes whatever arrived meanwhile. */
+  resume(): void {
+    if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, 'the device is not suspended');
+    this.suspended = false;
+    this.process(this.batch);
+  }
+
+  /** True while suspended. */
+  get isSuspended(): boolean {
+    return this.suspended;
+  }
+
+  /** Bytes of config space. */
+  getConfigSize(): number {
+    return this.config.length;
+  }
+
+  /** Reads config space (a copy). */
+  getConfig(offset: number, len: number): Uint8Array {
+    this.configRange(offset, len);
+    return this.config.slice(offset, offset + len);
+  }
+
+  /** Writes config space: only ranges the class declares writable. */
+  setConfig(offset: number, data: Uint8Array): void {
+    this.configRange(offset, data.length);
+    if (!this.configWritable(offset, data.length)) throw new VirtioError(Code.FailedPrecondition, `config bytes [${offset}, +${data.length}) are read-only`);
+    this.config.set(data, offset);
+    this.configChanged();
+  }
+
+  /** Config generation (VIRTIO 1.3 §2.5.1). */
+  getGeneration(): number {
+    return this.generation;
+  }
+
+  /** Sets the config-change callback. */
+  setConfigCb(cb: (() => void) | null): void {
+    this.configCb = cb;
+  }
+
+  /** Virtio device id. */
+  getDeviceId(): number {
+    return this.attrs.deviceId;
+  }
+
+  /** Vendor id. */
+  getVendorId(): number {
+    return this.attrs.vendorId;
+  }
+
+  /** Queue area alignment the device needs (vdpa_sim: VDPASIM_QUEUE_ALIGN, one page). */
+  getVqAlign(): number {
+    return 4096;
+  }
+
+  // ───────────────────────── DMA ops ─────────────────────────
+
+  /** Replaces address space asid's map. */
+  setMap(asid: number, entries: readonly IotlbEntry[]): void {
+    this.as(asid).setMap(entries);
+  }
+
+  /** Adds a mapping to address space asid. */
+  dmaMap(asid: number, entry: IotlbEntry): void {
+    this.as(asid).dmaMap(entry);
+  }
+
+  /** Removes mappings overlapping [iova, iova + size) from address space asid. */
+  dmaUnmap(asid: number, iova: number | bigint, size: number): void {
+    this.as(asid).dmaUnmap(iova, size);
+  }
+
+  /** Binds group to address space asid (its queues must be disabled). */
+  setGroupAsid(group: number, asid: number): void {
+    if (!Number.isInteger(group) || group < 0 || group >= this.ngroups) throw new VirtioError(Code.InvalidArgument, `group ${group} is outside 0..${this.ngroups - 1}`);
+    this.as(asid);
+    for (let i = 0; i < this.nvqs; i++) {
+      if (this.vqs[i]!.ready && this.getVqGroup(i) === group) throw new VirtioError(Code.FailedPrecondition, `queue ${i} of group ${group} is enabled`);
+    }
+    this.groupAsid[group] = asid;
+  }
+
+  /** The address space group `group` uses. */
+  getGroupAsid(group: number): number {
+    const a = this.groupAsid[group];
+    if (a === undefined) throw new VirtioError(Code.InvalidArgument, `group ${group} is outside 0..${this.ngroups - 1}`);
+    return a;
+  }
+
+  // ───────────────────────── Datapath ─────────────────────────
+
+  /**
+   * Runs the datapath on every ready queue (or only `only`), at most `budget` chains per
+   * queue, then raises the used-buffer callbacks the rings ask for. A queue the driver broke
+   * sets DEVICE_NEEDS_RESET and raises the config callback (VIRTIO 1.3 §2.1.2). Does nothing
+   * unless DRIVER_OK, not suspended and not NEEDS_RESET. Returns chains processed.
+   */
+  process(budget = this.batch, only?: number): number {
+    if (!(this.status & VIRTIO_CONFIG_S_DRIVER_OK) || this.suspended || (this.status & (VIRTIO_CONFIG_S_NEEDS_RESET | VIRTIO_CONFIG_S_FAILED))) return 0;
+    let done = 0;
+    try {
+      done = this.datapath(budget, only);
+    } catch (e) {
+      if (!(e instanceof VirtioError) || !PEER_CODES.has(e.code)) throw e;
+    }
+    for (let i = 0; i < this.nvqs; i++) {
+      const vq = this.vqs[i]!;
+      const q = vq.queue;
+      if (!q) continue;
+      const st = q.state;
+      if (st.state === 'broken') {
+        this.needsReset(i, st.error);
+        return done;
+      }
+      if (q.needCall()) vq.cb?.();
+    }
+    return done;
+  }
+
+  /** The ready queue idx, or null. For datapaths. */
+  protected queue(idx: number): DeviceQueue | null {
+    return this.vqs[idx]?.queue ?? null;
+  }
+
+  /** Changes config space through `fn`, bumps the generation and raises the config callback. */
+  protected updateConfig(fn: (view: DataView) => void): void {
+    fn(this.configView);
+    this.configChanged();
+  }
+
+  /**
+   * The class's datapath: process up to `budget` chains per ready queue (or only queue
+   * `only`). Peer errors thrown by the rings are handled by the core. Returns chains processed.
+   */
+  protected abstract datapath(budget: number, only?: number): number;
+
+  /** Class-specific feature checks (dependencies between feature bits); null to accept. */
+  protected classRejectFeatures(_features: bigint): string | null {
+    return null;
+  }
+
+  /** Whether the driver may write config bytes [offset, offset + len). @default false */
+  protected configWritable(_offset: number, _len: number): boolean {
+    return false;
+  }
+
+  /** The queue's type as vdpa vstats prints it. */
+  protected vqType(_idx: number): string {
+    return 'vq';
+  }
+
+  /** Called on reset, after the core state is back to initial. */
+  protected onReset(): void {}
+
+  private needsReset(vq: number, error: VirtioError): void {
+    if (this.status & VIRTIO_CONFIG_S_NEEDS_RESET) return;
+    this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+    // One diagnostic per breakage, blaming the driver (shared/STYLE.md).
+    this.dispatchEvent(new CustomEvent<NeedsResetDetail>('needs-reset', { detail: { vq, error } }));
+    this.configChanged();
+  }
+
+  private configChanged(): void {
+    this.generation = (this.generation + 1) >>> 0;
+    this.dispatchEvent(new CustomEvent('config', { detail: this.generation }));
+    this.configCb?.();
+  }
+
+  private resetState(): void {
+    this.status = 0;
+    this.driverFeatures = 0n;
+    this.suspended = false;
+    for (const vq of this.vqs) {
+      Object.assign(vq, { num: 0, desc: 0n, driver: 0n, device: 0n, addrSet: false, ready: false, cb: null, queue: null, saved: null });
+      this.platform.u32[vq.doorbell >> 2] = 0;
+    }
+    for (const t of this.iotlbs) t.setIdentity();
+    this.groupAsid.fill(0);
+    this.onReset();
+  }
+
+  private vq(idx: number): SimVq {
+    const vq = Number.isInteger(idx) ? this.vqs[idx] : undefined;
+    if (!vq) throw new VirtioError(Code.InvalidArgument, `queue ${idx} is outside 0..${this.nvqs - 1}`);
+    return vq;
+  }
+
+  private vqNotReady(idx: number, op: string): SimVq {
+    const vq = this.vq(idx);
+    if (vq.ready) throw new VirtioError(Code.FailedPrecondition, `${op}: queue ${idx} is enabled`);
+    return vq;
+  }
+
+  private as(asid: number): Iotlb {
+    const t = Number.isInteger(asid) ? this.iotlbs[asid] : undefined;
+    if (!t) throw new VirtioError(Code.InvalidArgument, `address space ${asid} is outside 0..${this.nas - 1}`);
+    return t;
+  }
+
+  private configRange(offset: number, len: number): void {
+    if (!Number.isInteger(offset) || !Number.isInteger(len) || offset < 0 || len < 0 || offset + len > this.config.length) {
+      throw new VirtioError(Code.InvalidArgument, `config range [${offset}, +${len}) is outside the ${this.config.length}-byte config space`);
+    }
+  }
+}
+
+/** The feature mask of VERSION_1 plus the given bits. */
+export function features(...bits: number[]): bigint {
+  return bits.reduce((f, b) => f | featureBit(b), featureBit(VIRTIO_F_VERSION_1));
+}

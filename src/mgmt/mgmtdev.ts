@@ -1,0 +1,139 @@
+// Management devices (Linux struct vdpa_mgmt_dev): they create and delete vdpa devices with
+// the attributes iproute2's `vdpa dev add` takes. vdpasim_net and vdpasim_blk mirror
+// drivers/vdpa/vdpa_sim's management devices.
+
+import { VirtioError, Code } from '../errors.ts';
+import type { Platform } from '../platform/platform.ts';
+import type { VdpaDevice } from '../bus/bus.ts';
+import { VdpaSimNet, VDPASIM_NET_FEATURES, VDPASIM_NET_MAX_VQP } from '../devices/net.ts';
+import { VdpaSimBlk, VDPASIM_BLK_FEATURES } from '../devices/blk.ts';
+import { VIRTIO_ID_NET, VIRTIO_ID_BLOCK, VIRTIO_F_VERSION_1, hasFeature, VIRTIO_BLK_F_RO } from '../virtio/constants.ts';
+
+/** Attributes of `vdpa dev add` (VDPA_ATTR_DEV_NET_CFG_MACADDR, _MTU, _MAX_VQP, VDPA_ATTR_DEV_FEATURES). */
+export interface MgmtDevAttrs {
+  /** MAC address, "aa:bb:cc:dd:ee:ff" or 6 bytes (net). */
+  mac?: string | Uint8Array;
+  /** MTU (net), 68..65535. */
+  mtu?: number;
+  /** Queue pairs (net), 1..the management device's maximum. */
+  maxVqp?: number;
+  /** Features the new device offers: a subset of the management device's supported features. */
+  deviceFeatures?: bigint;
+}
+
+/** Attribute names as iproute2 spells them. */
+export type MgmtAttrName = 'mac' | 'mtu' | 'max_vqp' | 'device_features';
+
+/** A management device: creates devices of its classes. */
+export abstract class MgmtDevice {
+  /** Name (iproute2 prints it as the mgmtdev handle). */
+  abstract readonly name: string;
+  /** Device classes it creates (iproute2: "net", "block"). */
+  abstract readonly supportedClasses: readonly string[];
+  /** Virtio device ids it creates. */
+  abstract readonly deviceIds: readonly number[];
+  /** Most virtqueues a created device can have. */
+  abstract readonly maxSupportedVqs: number;
+  /** Features a created device may offer. */
+  abstract readonly supportedFeatures: bigint;
+  /** Attributes devAdd accepts (the config mask). */
+  abstract readonly attrs: readonly MgmtAttrName[];
+
+  /** Makes a device after validating the attributes. Throws InvalidArgument / Unsupported. */
+  abstract create(name: string, attrs: MgmtDevAttrs): VdpaDevice;
+
+  /** Throws Unsupported for attributes this management device does not take. */
+  protected checkAttrMask(attrs: MgmtDevAttrs): void {
+    const given: [MgmtAttrName, unknown][] = [['mac', attrs.mac], ['mtu', attrs.mtu], ['max_vqp', attrs.maxVqp], ['device_features', attrs.deviceFeatures]];
+    for (const [k, v] of given) {
+      if (v !== undefined && !this.attrs.includes(k)) throw new VirtioError(Code.Unsupported, `${this.name} does not support attribute ${k}`);
+    }
+  }
+
+  /** Validates a device_features mask against what this management device supports. */
+  protected checkFeatures(f: bigint | undefined): bigint | undefined {
+    if (f === undefined) return undefined;
+    if (typeof f !== 'bigint' || f < 0n || f >= 1n << 64n) throw new VirtioError(Code.InvalidArgument, 'device_features must be a u64');
+    const extra = f & ~this.supportedFeatures;
+    if (extra) throw new VirtioError(Code.InvalidArgument, `device_features 0x${f.toString(16)} has unsupported bits 0x${extra.toString(16)}`);
+    if (!hasFeature(f, VIRTIO_F_VERSION_1)) throw new VirtioError(Code.InvalidArgument, 'device_features must include VERSION_1 (bit 32)');
+    return f;
+  }
+}
+
+/** Parses "aa:bb:cc:dd:ee:ff" (or takes 6 bytes); rejects multicast and all-zero addresses. */
+export function parseMac(mac: string | Uint8Array): Uint8Array {
+  let b: Uint8Array;
+  if (typeof mac === 'string') {
+    if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) throw new VirtioError(Code.InvalidArgument, `invalid MAC address "${mac}"`);
+    b = new Uint8Array(mac.split(':').map((x) => parseInt(x, 16)));
+  } else {
+    if (!(mac instanceof Uint8Array) || mac.length !== 6) throw new VirtioError(Code.InvalidArgument, 'a MAC address has 6 bytes');
+    b = new Uint8Array(mac);
+  }
+  if (b[0]! & 1) throw new VirtioError(Code.InvalidArgument, `MAC address ${formatMac(b)} is multicast`);
+  if (b.every((x) => x === 0)) throw new VirtioError(Code.InvalidArgument, 'MAC address 00:00:00:00:00:00 is not valid');
+  return b;
+}
+
+/** "aa:bb:cc:dd:ee:ff". */
+export function formatMac(b: Uint8Array): string {
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+/** The vdpasim_net management device. */
+export class VdpaSimNetMgmt extends MgmtDevice {
+  readonly name = 'vdpasim_net';
+  readonly supportedClasses = ['net'] as const;
+  readonly deviceIds = [VIRTIO_ID_NET] as const;
+  readonly maxSupportedVqs = 2 * VDPASIM_NET_MAX_VQP;
+  readonly supportedFeatures = VDPASIM_NET_FEATURES;
+  readonly attrs: readonly MgmtAttrName[] = ['mac', 'mtu', 'max_vqp', 'device_features'];
+
+  constructor(private readonly platform: Platform) {
+    super();
+  }
+
+  create(name: string, attrs: MgmtDevAttrs): VdpaSimNet {
+    this.checkAttrMask(attrs);
+    const mac = attrs.mac === undefined ? undefined : parseMac(attrs.mac);
+    if (attrs.mtu !== undefined && (!Number.isInteger(attrs.mtu) || attrs.mtu < 68 || attrs.mtu > 65535)) {
+      throw new VirtioError(Code.InvalidArgument, `mtu ${attrs.mtu} is outside 68..65535`);
+    }
+    if (attrs.maxVqp !== undefined && (!Number.isInteger(attrs.maxVqp) || attrs.maxVqp < 1 || attrs.maxVqp > VDPASIM_NET_MAX_VQP)) {
+      throw new VirtioError(Code.InvalidArgument, `max_vqp ${attrs.maxVqp} is outside 1..${VDPASIM_NET_MAX_VQP}`);
+    }
+    const deviceFeatures = this.checkFeatures(attrs.deviceFeatures);
+    const o: ConstructorParameters<typeof VdpaSimNet>[1] = { name };
+    if (mac) o.mac = mac;
+    if (attrs.mtu !== undefined) o.mtu = attrs.mtu;
+    if (attrs.maxVqp !== undefined) o.maxVqp = attrs.maxVqp;
+    if (deviceFeatures !== undefined) o.deviceFeatures = deviceFeatures;
+    return new VdpaSimNet(this.platform, o);
+  }
+}
+
+/** The vdpasim_blk management device. */
+export class VdpaSimBlkMgmt extends MgmtDevice {
+  readonly name = 'vdpasim_blk';
+  readonly supportedClasses = ['block'] as const;
+  readonly deviceIds = [VIRTIO_ID_BLOCK] as const;
+  readonly maxSupportedVqs = 1;
+  readonly supportedFeatures = VDPASIM_BLK_FEATURES | (1n << BigInt(VIRTIO_BLK_F_RO));
+  readonly attrs: readonly MgmtAttrName[] = ['device_features'];
+
+  constructor(private readonly platform: Platform, private readonly capacity = 8192) {
+    super();
+  }
+
+  create(name: string, attrs: MgmtDevAttrs): VdpaSimBlk {
+    this.checkAttrMask(attrs);
+    const deviceFeatures = this.checkFeatures(attrs.deviceFeatures);
+    const o: ConstructorParameters<typeof VdpaSimBlk>[1] = { name, capacity: this.capacity };
+    if (deviceFeatures !== undefined) {
+      o.deviceFeatures = deviceFeatures;
+      o.readOnly = hasFeature(deviceFeatures, VIRTIO_BLK_F_RO);
+    }
+    return new VdpaSimBlk(this.platform, o);
+  }
+}
