@@ -17,6 +17,10 @@ export const Code = {
   NotFound: 'not_found',
   /** The operation is not supported by this device or management device. */
   Unsupported: 'unsupported',
+  /** The device answered a request with an I/O error (VIRTIO_BLK_S_IOERR). */
+  IoError: 'io_error',
+  /** The device was reset or removed while the request was in flight. */
+  Cancelled: 'cancelled',
   /** Something that must not happen happened inside wasm (an abort). */
   Internal: 'internal',
   /** The queue was already broken by an earlier peer error. */

@@ -19,6 +19,10 @@ export {
   VdpaSimBlk, VDPASIM_BLK_FEATURES, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
   VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE,
 } from './devices/blk.ts';
+export { VirtioVdpa, VirtioBinding } from './drivers/virtio-vdpa.ts';
+export { VirtioNetDriver, VIRTIO_NET_DRIVER_FEATURES } from './drivers/virtio-net.ts';
+export { VirtioBlkDriver, VIRTIO_BLK_DRIVER_FEATURES } from './drivers/virtio-blk.ts';
+export { createVirtioVdpa, VirtioDrivers } from './drivers/index.ts';
 export { MgmtDevice, VdpaSimNetMgmt, VdpaSimBlkMgmt, parseMac, formatMac } from './mgmt/mgmtdev.ts';
 
 export type { PlatformOptions, PlatformHandle } from './platform/platform.ts';
@@ -35,3 +39,7 @@ export type { VdpaSimAttrs, NeedsResetDetail } from './devices/sim-core.ts';
 export type { VdpaSimNetOptions, NetPairStats } from './devices/net.ts';
 export type { VdpaSimBlkOptions } from './devices/blk.ts';
 export type { MgmtDevAttrs, MgmtAttrName } from './mgmt/mgmtdev.ts';
+export type { VirtioClassDriver, VirtioVdpaOptions } from './drivers/virtio-vdpa.ts';
+export type { VirtioNetDriverOptions, NetDriverStats } from './drivers/virtio-net.ts';
+export type { VirtioBlkDriverOptions } from './drivers/virtio-blk.ts';
+export type { VirtioDriversOptions } from './drivers/index.ts';

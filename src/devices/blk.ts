@@ -93,9 +93,18 @@ export class VdpaSimBlk extends VdpaSim {
     const q = this.queue(0);
     if (!q) return 0;
     let done = 0;
+    let rearmed = false;
     while (done < budget) {
       const n = q.pop(Math.min(this.batch, budget - done));
-      if (n === 0) break;
+      if (n === 0) {
+        // Re-arm the kick and look once more (vhost_enable_notify).
+        if (!rearmed && q.enableKick()) {
+          rearmed = true;
+          continue;
+        }
+        break;
+      }
+      rearmed = false;
       for (let i = 0; i < n; i++) this.request(q.chain(i), i, q);
       q.pushPopped(n);
       done += n;

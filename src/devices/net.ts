@@ -128,9 +128,19 @@ export class VdpaSimNet extends VdpaSim {
     if (!tx) return 0;
     const st = this.pairStats[pair]!;
     let done = 0;
+    let rearmed = false;
     while (done < budget) {
       const n = tx.pop(Math.min(this.batch, budget - done));
-      if (n === 0) break;
+      if (n === 0) {
+        // Ask for the next kick, then look once more for buffers that raced in (as vhost's
+        // handle_tx does with vhost_enable_notify).
+        if (!rearmed && tx.enableKick()) {
+          rearmed = true;
+          continue;
+        }
+        break;
+      }
+      rearmed = false;
       const m = rx && this.linkUp ? rx.pop(n) : 0;
       // Gather the frames (header included) into staging, scatter them into the rx chains.
       if (m > 0) {

@@ -1,0 +1,167 @@
+// The virtio_vdpa bus driver (Linux drivers/virtio/virtio_vdpa.c): binds a vdpa device as an
+// in-process virtio device, runs the driver initialization of VIRTIO 1.3 §3.1.1 over the
+// config ops, sets up the virtqueues (rings laid out by DriverQueue in the platform RAM) and
+// hands the application a class driver: VirtioNetDriver or VirtioBlkDriver.
+
+import { VirtioError, Code } from '../errors.ts';
+import type { Platform } from '../platform/platform.ts';
+import type { VdpaBusDriver, VdpaDevice } from '../bus/bus.ts';
+import { DriverQueue } from '../ring/driver-queue.ts';
+import {
+  VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_ID_NET, VIRTIO_ID_BLOCK, VIRTIO_F_VERSION_1,
+  hasFeature,
+} from '../virtio/constants.ts';
+
+/** What a class driver (net, blk) tells the bus driver. */
+export interface VirtioClassDriver {
+  /** Features this driver understands (ring features included). */
+  readonly driverFeatures: bigint;
+  /** Number of queues to set up for the negotiated features and config. */
+  queueCount(dev: VdpaDevice, negotiated: bigint): number;
+  /** Called after DRIVER_OK with the queues. */
+  start(queues: DriverQueue[]): void;
+  /** Called before the device is reset or removed: forget buffers in flight. */
+  stop(): void;
+  /** The device set DEVICE_NEEDS_RESET. */
+  onNeedsReset(): void;
+  /** The config space changed. */
+  onConfigChange(): void;
+}
+
+/** Options of {@link VirtioVdpa}. */
+export interface VirtioVdpaOptions {
+  /** Queue size to ask for (capped by the device's maximum). @default 256 */
+  queueSize?: number;
+  /** Makes the class driver for a device; return null to leave the device unbound. */
+  classDriver: (dev: VdpaDevice, binding: VirtioBinding) => VirtioClassDriver | null;
+}
+
+/** One bound device: its queues and the negotiated features. */
+export class VirtioBinding {
+  /** The device. */
+  readonly dev: VdpaDevice;
+  /** The platform whose RAM holds the rings. */
+  readonly platform: Platform;
+  /** Negotiated features (0 before negotiation). */
+  features = 0n;
+  /** The queues, by index. */
+  queues: DriverQueue[] = [];
+  private readonly size: number;
+  private cls: VirtioClassDriver | null = null;
+
+  constructor(dev: VdpaDevice, platform: Platform, size: number) {
+    this.dev = dev;
+    this.platform = platform;
+    this.size = size;
+  }
+
+  /**
+   * VIRTIO 1.3 §3.1.1: reset; ACKNOWLEDGE; DRIVER; read the device features, write the subset
+   * we understand; FEATURES_OK and re-read it; set up the queues; DRIVER_OK. On failure the
+   * device is left with FAILED set and the error is thrown.
+   */
+  init(cls: VirtioClassDriver): void {
+    const dev = this.dev;
+    this.cls = cls;
+    try {
+      dev.reset();
+      dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE);
+      dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+      const features = dev.getDeviceFeatures() & cls.driverFeatures;
+      if (!hasFeature(features, VIRTIO_F_VERSION_1)) throw new VirtioError(Code.Unsupported, `${dev.name} does not offer VIRTIO_F_VERSION_1`);
+      dev.setDriverFeatures(features);
+      dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+      if (!(dev.getStatus() & VIRTIO_CONFIG_S_FEATURES_OK)) throw new VirtioError(Code.Unsupported, `${dev.name} rejected features 0x${features.toString(16)}`);
+      this.features = features;
+      const n = cls.queueCount(dev, features);
+      if (n > dev.nvqs) throw new VirtioError(Code.Unsupported, `${dev.name} has ${dev.nvqs} queues, the driver needs ${n}`);
+      const size = Math.min(this.size, dev.getVqNumMax());
+      this.queues = [];
+      for (let i = 0; i < n; i++) {
+        const q = new DriverQueue(this.platform, { size, features });
+        this.queues.push(q);
+        dev.setVqNum(i, size);
+        dev.setVqAddress(i, q.addresses.descArea, q.addresses.driverArea, q.addresses.deviceArea);
+        dev.setVqReady(i, true);
+      }
+      dev.setConfigCb(() => {
+        if (dev.getStatus() & VIRTIO_CONFIG_S_NEEDS_RESET) cls.onNeedsReset();
+        else cls.onConfigChange();
+      });
+      cls.start(this.queues);
+      dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+    } catch (e) {
+      this.freeQueues();
+      try {
+        dev.setStatus(dev.getStatus() | VIRTIO_CONFIG_S_FAILED);
+      } catch {
+        // the status write itself was the problem; the device stays as it is
+      }
+      throw e;
+    }
+  }
+
+  /** Resets the device and runs the whole initialization again (after DEVICE_NEEDS_RESET). */
+  reinit(): void {
+    if (!this.cls) throw new VirtioError(Code.FailedPrecondition, 'the device was never initialized');
+    this.teardown();
+    this.init(this.cls);
+  }
+
+  /** Stops the class driver, resets the device and frees the rings. */
+  teardown(): void {
+    this.cls?.stop();
+    this.dev.setConfigCb(null);
+    this.dev.reset();
+    this.freeQueues();
+  }
+
+  private freeQueues(): void {
+    for (const q of this.queues) q.destroy();
+    this.queues = [];
+  }
+}
+
+/** The virtio_vdpa bus driver. */
+export class VirtioVdpa implements VdpaBusDriver {
+  readonly name = 'virtio_vdpa';
+  private readonly platform: Platform;
+  private readonly opts: VirtioVdpaOptions;
+  private readonly bound = new Map<string, { binding: VirtioBinding; cls: VirtioClassDriver }>();
+
+  constructor(platform: Platform, opts: VirtioVdpaOptions) {
+    this.platform = platform;
+    this.opts = opts;
+  }
+
+  /** Devices this driver can drive: virtio-net and virtio-blk. */
+  match(dev: VdpaDevice): boolean {
+    const id = dev.getDeviceId();
+    return id === VIRTIO_ID_NET || id === VIRTIO_ID_BLOCK;
+  }
+
+  /** Initializes the device and its class driver. */
+  probe(dev: VdpaDevice): void {
+    const binding = new VirtioBinding(dev, this.platform, this.opts.queueSize ?? 256);
+    const cls = this.opts.classDriver(dev, binding);
+    if (!cls) throw new VirtioError(Code.Unsupported, `no class driver for ${dev.name}`);
+    binding.init(cls);
+    this.bound.set(dev.name, { binding, cls });
+  }
+
+  /** Stops the class driver and resets the device. */
+  remove(dev: VdpaDevice): void {
+    const b = this.bound.get(dev.name);
+    if (!b) return;
+    this.bound.delete(dev.name);
+    b.binding.teardown();
+  }
+
+  /** The class driver bound to device `name`. */
+  driverOf(name: string): VirtioClassDriver {
+    const b = this.bound.get(name);
+    if (!b) throw new VirtioError(Code.NotFound, `${name} is not bound to virtio_vdpa`);
+    return b.cls;
+  }
+}
