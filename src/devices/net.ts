@@ -1,12 +1,16 @@
 // vdpasim_net (Linux drivers/vdpa/vdpa_sim/vdpa_sim_net.c): a virtio-net device (VIRTIO 1.3
-// §5.1) whose datapath loops every frame sent on a tx queue back on the paired rx queue.
-// Queues: rx0, tx0, rx1, tx1, … (2 × max_virtqueue_pairs). Frames move in batches: the device
-// gathers a batch of tx chains into a staging area and scatters them into rx chains, both in
-// wasm (one call per batch).
+// §5.1). In loopback mode (the default, as Linux's simulator) every frame sent on a tx queue
+// comes back on the paired rx queue; in port mode the device's wire side is a port: transmitted
+// frames go to a callback in batches, and deliver() puts frames on the wire into rx — so devices
+// can share an L2Switch or be bridged to anything. Queues: rx0, tx0, … (2 × max_virtqueue_pairs).
+// Frames move in batches: the wasm core gathers tx chains into a staging area and scatters
+// staged frames into rx chains, one call per batch.
 
 import { VirtioError, Code } from '../errors.ts';
 import { VdpaSim, features } from './sim-core.ts';
 import type { Platform } from '../platform/platform.ts';
+import type { PcapWriter } from './pcap.ts';
+import type { SwitchEndpoint } from './switch.ts';
 import {
   VIRTIO_ID_NET, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
   VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER, VIRTIO_F_ACCESS_PLATFORM,
@@ -48,23 +52,33 @@ export interface VdpaSimNetOptions {
 
 /** Per-pair counters. */
 export interface NetPairStats {
-  /** Frames looped back. */
+  /** Frames delivered into rx (looped back, or from the port). */
   packets: number;
-  /** Bytes looped back (headers included). */
+  /** Bytes delivered into rx (virtio-net headers included). */
   bytes: number;
-  /** Frames dropped: no rx buffer, or larger than the rx buffer. */
+  /** Frames dropped on the way to rx: no rx buffer, link down, or larger than the rx buffer. */
   drops: number;
+  /** Frames taken from tx. */
+  txPackets: number;
+  /** Tx chains that were not a frame (shorter than header + Ethernet header, or over the MTU). */
+  txErrors: number;
 }
 
+/** Where port-mode frames go: called with the frames one tx batch carried (views, valid during the call). */
+export type NetPort = (frames: readonly Uint8Array[]) => void;
+
 /** A simulated virtio-net device in loopback. */
-export class VdpaSimNet extends VdpaSim {
+export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   /** Queue pairs. */
   readonly maxVqp: number;
   /** Per-pair loopback counters. */
   readonly pairStats: NetPairStats[];
   private readonly staging: number;
+  private readonly rxStaging: number;
   private readonly stride: number;
   private readonly lens: number;
+  private port: NetPort | null = null;
+  private pcap: PcapWriter | null = null;
 
   constructor(platform: Platform, opts: VdpaSimNetOptions) {
     const maxVqp = opts.maxVqp ?? 1;
@@ -74,7 +88,7 @@ export class VdpaSimNet extends VdpaSim {
     if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new VirtioError(Code.InvalidArgument, `mtu ${mtu} is outside 68..65535`);
     super(platform, { name: opts.name, deviceId: VIRTIO_ID_NET, supportedFeatures: deviceFeatures, nvqs: 2 * maxVqp, configSize: CFG_SIZE });
     this.maxVqp = maxVqp;
-    this.pairStats = Array.from({ length: maxVqp }, () => ({ packets: 0, bytes: 0, drops: 0 }));
+    this.pairStats = Array.from({ length: maxVqp }, () => ({ packets: 0, bytes: 0, drops: 0, txPackets: 0, txErrors: 0 }));
     const mac = opts.mac ?? randomMac();
     if (mac.length !== 6) throw new VirtioError(Code.InvalidArgument, 'a MAC address has 6 bytes');
     this.config.set(mac, CFG_MAC);
@@ -84,7 +98,44 @@ export class VdpaSimNet extends VdpaSim {
     // Staging for one batch: header + Ethernet header + MTU per frame.
     this.stride = VIRTIO_NET_HDR_SIZE + 14 + mtu;
     this.staging = platform.priv.alloc(this.batch * this.stride, 64);
+    this.rxStaging = platform.priv.alloc(this.batch * this.stride, 64);
     this.lens = platform.priv.alloc(this.batch * 4, 4);
+  }
+
+  /** 'loopback', or 'port' once a port is attached. */
+  get mode(): 'loopback' | 'port' {
+    return this.port ? 'port' : 'loopback';
+  }
+
+  /**
+   * Port mode: transmitted frames (Ethernet, without the virtio-net header) go to `port` in
+   * batches, as views valid during the call. null goes back to loopback.
+   */
+  attachPort(port: NetPort | null): void {
+    this.port = port;
+  }
+
+  /** Captures every frame that crosses the wire side (tx and rx) into `w`; null stops. */
+  capture(w: PcapWriter | null): void {
+    this.pcap = w;
+  }
+
+  /**
+   * Frames arriving on the wire: each goes into an rx buffer with a zeroed virtio_net_hdr_v1.
+   * Frames with no rx buffer (or link down, or device not running, or too big) are dropped.
+   * Returns how many were delivered.
+   */
+  deliver(frames: readonly Uint8Array[]): number {
+    if (!this.running || !this.linkUp || frames.length === 0) {
+      if (this.maxVqp > 0) this.pairStats[0]!.drops += frames.length;
+      return 0;
+    }
+    let delivered = 0;
+    this.runDatapath(() => {
+      delivered = this.inject(0, frames);
+      return delivered;
+    });
+    return delivered;
   }
 
   /** The MAC address in config space. */
@@ -121,12 +172,12 @@ export class VdpaSimNet extends VdpaSim {
     return done;
   }
 
-  /** Loops tx frames of one pair back into its rx buffers, a batch at a time. */
+  /** Takes tx frames of one pair, a batch at a time: to the port, or back into rx (loopback). */
   private loop(pair: number, budget: number): number {
     const tx = this.queue(2 * pair + 1);
-    const rx = this.queue(2 * pair);
     if (!tx) return 0;
     const st = this.pairStats[pair]!;
+    const u8 = this.platform.u8;
     let done = 0;
     let rearmed = false;
     while (done < budget) {
@@ -141,30 +192,66 @@ export class VdpaSimNet extends VdpaSim {
         break;
       }
       rearmed = false;
-      const m = rx && this.linkUp ? rx.pop(n) : 0;
-      // Gather the frames (header included) into staging, scatter them into the rx chains.
-      if (m > 0) {
-        tx.copyOut(m, this.staging, this.stride);
-        const u32 = this.platform.u32;
-        for (let i = 0; i < m; i++) {
-          const len = tx.readBytes(i);
-          const fits = len <= this.stride && len <= rx!.writeBytes(i) && len >= VIRTIO_NET_HDR_SIZE;
-          u32[(this.lens >> 2) + i] = fits ? len : 0;
-          if (fits) {
-            st.packets++;
-            st.bytes += len;
-          } else {
-            st.drops++;
-          }
+      tx.copyOut(n, this.staging, this.stride); // header + frame of every chain, in wasm
+      const frames: Uint8Array[] = [];
+      for (let i = 0; i < n; i++) {
+        const len = tx.readBytes(i);
+        if (len < VIRTIO_NET_HDR_SIZE + 14 || len > this.stride) {
+          st.txErrors++;
+          continue;
         }
-        rx!.copyIn(m, this.staging, this.stride, this.lens);
-        rx!.pushPopped(m);
+        const at = this.staging + i * this.stride;
+        frames.push(u8.subarray(at + VIRTIO_NET_HDR_SIZE, at + len));
       }
-      st.drops += n - m;
+      st.txPackets += frames.length;
       tx.pushPopped(n);
       done += n;
+      if (this.pcap) for (const f of frames) this.pcap.write(f);
+      if (this.port) this.port(frames);
+      else if (this.linkUp) this.inject(pair, frames, true);
+      else st.drops += frames.length;
     }
     return done;
+  }
+
+  /** Puts frames into the rx queue of `pair`: staged with a zeroed header, scattered in wasm. */
+  private inject(pair: number, frames: readonly Uint8Array[], looped = false): number {
+    const rx = this.queue(2 * pair);
+    const st = this.pairStats[pair]!;
+    if (!rx) {
+      st.drops += frames.length;
+      return 0;
+    }
+    const u8 = this.platform.u8;
+    const u32 = this.platform.u32;
+    let delivered = 0;
+    let k = 0;
+    while (k < frames.length) {
+      const m = rx.pop(Math.min(this.batch, frames.length - k));
+      if (m === 0) break;
+      for (let i = 0; i < m; i++) {
+        const f = frames[k + i]!;
+        const len = VIRTIO_NET_HDR_SIZE + f.length;
+        const fits = len <= this.stride && len <= rx.writeBytes(i);
+        u32[(this.lens >> 2) + i] = fits ? len : 0;
+        if (fits) {
+          const at = this.rxStaging + i * this.stride;
+          u8.fill(0, at, at + VIRTIO_NET_HDR_SIZE);
+          u8.set(f, at + VIRTIO_NET_HDR_SIZE);
+          st.packets++;
+          st.bytes += len;
+          delivered++;
+          if (this.pcap && !looped) this.pcap.write(f);
+        } else {
+          st.drops++;
+        }
+      }
+      rx.copyIn(m, this.rxStaging, this.stride, this.lens);
+      rx.pushPopped(m);
+      k += m;
+    }
+    st.drops += frames.length - k; // no rx buffer for the rest (oversize ones were counted above)
+    return delivered;
   }
 }
 

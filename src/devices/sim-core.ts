@@ -443,10 +443,24 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * unless DRIVER_OK, not suspended and not NEEDS_RESET. Returns chains processed.
    */
   process(budget = this.batch, only?: number): number {
-    if (!(this.status & VIRTIO_CONFIG_S_DRIVER_OK) || this.suspended || (this.status & (VIRTIO_CONFIG_S_NEEDS_RESET | VIRTIO_CONFIG_S_FAILED))) return 0;
+    if (!this.running) return 0;
+    return this.runDatapath(() => this.datapath(budget, only));
+  }
+
+  /** True when the datapath may run: DRIVER_OK, not suspended, not NEEDS_RESET or FAILED. */
+  get running(): boolean {
+    return (this.status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && !this.suspended &&
+      (this.status & (VIRTIO_CONFIG_S_NEEDS_RESET | VIRTIO_CONFIG_S_FAILED)) === 0;
+  }
+
+  /**
+   * Runs datapath work `fn`, then handles what it left: a ring the driver broke sets
+   * NEEDS_RESET; used buffers the driver wants to hear about raise its callbacks.
+   */
+  protected runDatapath(fn: () => number): number {
     let done = 0;
     try {
-      done = this.datapath(budget, only);
+      done = fn();
     } catch (e) {
       if (!(e instanceof VirtioError) || !PEER_CODES.has(e.code)) throw e;
     }
