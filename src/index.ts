@@ -24,6 +24,10 @@ export { VirtioNetDriver, VIRTIO_NET_DRIVER_FEATURES } from './drivers/virtio-ne
 export { VirtioBlkDriver, VIRTIO_BLK_DRIVER_FEATURES } from './drivers/virtio-blk.ts';
 export { createVirtioVdpa, VirtioDrivers } from './drivers/index.ts';
 export { L2Switch } from './devices/switch.ts';
+export {
+  NetCtrlState, VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_ANNOUNCE,
+  VIRTIO_NET_OK, VIRTIO_NET_ERR, MAC_TABLE_MAX,
+} from './devices/net-ctrl.ts';
 export { PcapWriter, readPcap, LINKTYPE_ETHERNET, PCAP_MAGIC } from './devices/pcap.ts';
 export { MgmtDevice, VdpaSimNetMgmt, VdpaSimBlkMgmt, parseMac, formatMac } from './mgmt/mgmtdev.ts';
 
@@ -40,6 +44,7 @@ export type { VdpaDevice, VdpaBusDriver } from './bus/bus.ts';
 export type { VdpaSimAttrs, NeedsResetDetail } from './devices/sim-core.ts';
 export type { VdpaSimNetOptions, NetPairStats, NetPort } from './devices/net.ts';
 export type { SwitchEndpoint, SwitchPortStats } from './devices/switch.ts';
+export type { RxMode, CtrlCaps } from './devices/net-ctrl.ts';
 export type { PcapOptions } from './devices/pcap.ts';
 export type { VdpaSimBlkOptions } from './devices/blk.ts';
 export type { MgmtDevAttrs, MgmtAttrName } from './mgmt/mgmtdev.ts';

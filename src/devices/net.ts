@@ -2,7 +2,9 @@
 // §5.1). In loopback mode (the default, as Linux's simulator) every frame sent on a tx queue
 // comes back on the paired rx queue; in port mode the device's wire side is a port: transmitted
 // frames go to a callback in batches, and deliver() puts frames on the wire into rx — so devices
-// can share an L2Switch or be bridged to anything. Queues: rx0, tx0, … (2 × max_virtqueue_pairs).
+// can share an L2Switch or be bridged to anything. Queues: rx1, tx1, …, rxN, txN, then the
+// control queue (at 2N when VIRTIO_NET_F_MQ is negotiated, else at 2; §5.1.2), whose commands
+// set the receive filter (RX mode, MAC table, VLAN) and the active queue pairs.
 // Frames move in batches: the wasm core gathers tx chains into a staging area and scatters
 // staged frames into rx chains, one call per batch.
 
@@ -11,9 +13,12 @@ import { VdpaSim, features } from './sim-core.ts';
 import type { Platform } from '../platform/platform.ts';
 import type { PcapWriter } from './pcap.ts';
 import type { SwitchEndpoint } from './switch.ts';
+import { NetCtrlState, VIRTIO_NET_ERR, type CtrlCaps } from './net-ctrl.ts';
 import {
   VIRTIO_ID_NET, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
   VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER, VIRTIO_F_ACCESS_PLATFORM,
+  VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_MQ, VIRTIO_NET_F_CTRL_MAC_ADDR,
+  VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_GUEST_ANNOUNCE, hasFeature,
 } from '../virtio/constants.ts';
 
 /** Size of struct virtio_net_hdr_v1 (VIRTIO 1.3 §5.1.6): every buffer starts with one. */
@@ -30,11 +35,16 @@ const CFG_SIZE = 12;
 /** Features vdpasim_net offers. */
 export const VDPASIM_NET_FEATURES: bigint = features(
   VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_F_ACCESS_PLATFORM,
+  VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN,
+  VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ,
   VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER,
 );
 
-/** Most queue pairs a vdpasim_net device has (multiqueue steering comes with the control queue). */
-export const VDPASIM_NET_MAX_VQP = 1;
+/** Most queue pairs a vdpasim_net device has. */
+export const VDPASIM_NET_MAX_VQP = 8;
+
+/** Features that need VIRTIO_NET_F_CTRL_VQ (§5.1.3.1). */
+const NEEDS_CTRL_VQ = [VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MQ, VIRTIO_NET_F_CTRL_MAC_ADDR];
 
 /** Options of {@link VdpaSimNet}. */
 export interface VdpaSimNetOptions {
@@ -62,6 +72,8 @@ export interface NetPairStats {
   txPackets: number;
   /** Tx chains that were not a frame (shorter than header + Ethernet header, or over the MTU). */
   txErrors: number;
+  /** Frames the receive filter (RX mode, MAC table, VLAN) kept from rx. */
+  filtered: number;
 }
 
 /** Where port-mode frames go: called with the frames one tx batch carried (views, valid during the call). */
@@ -79,6 +91,8 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   private readonly lens: number;
   private port: NetPort | null = null;
   private pcap: PcapWriter | null = null;
+  /** Control-queue state: the receive filter and the active queue pairs. */
+  readonly ctrl = new NetCtrlState();
 
   constructor(platform: Platform, opts: VdpaSimNetOptions) {
     const maxVqp = opts.maxVqp ?? 1;
@@ -86,9 +100,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     const deviceFeatures = opts.deviceFeatures ?? VDPASIM_NET_FEATURES;
     if (!Number.isInteger(maxVqp) || maxVqp < 1 || maxVqp > VDPASIM_NET_MAX_VQP) throw new VirtioError(Code.InvalidArgument, `max_vqp ${maxVqp} is outside 1..${VDPASIM_NET_MAX_VQP}`);
     if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new VirtioError(Code.InvalidArgument, `mtu ${mtu} is outside 68..65535`);
-    super(platform, { name: opts.name, deviceId: VIRTIO_ID_NET, supportedFeatures: deviceFeatures, nvqs: 2 * maxVqp, configSize: CFG_SIZE });
+    // 2 × pairs data queues + the control queue; the control queue is group 1 with its own
+    // address space, as vdpa_sim_net does (so a VMM can shadow it).
+    super(platform, { name: opts.name, deviceId: VIRTIO_ID_NET, supportedFeatures: deviceFeatures, nvqs: 2 * maxVqp + 1, ngroups: 2, nas: 2, configSize: CFG_SIZE });
     this.maxVqp = maxVqp;
-    this.pairStats = Array.from({ length: maxVqp }, () => ({ packets: 0, bytes: 0, drops: 0, txPackets: 0, txErrors: 0 }));
+    this.pairStats = Array.from({ length: maxVqp }, () => ({ packets: 0, bytes: 0, drops: 0, txPackets: 0, txErrors: 0, filtered: 0 }));
     const mac = opts.mac ?? randomMac();
     if (mac.length !== 6) throw new VirtioError(Code.InvalidArgument, 'a MAC address has 6 bytes');
     this.config.set(mac, CFG_MAC);
@@ -132,7 +148,15 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     }
     let delivered = 0;
     this.runDatapath(() => {
-      delivered = this.inject(0, frames);
+      const pairs = this.activePairs;
+      if (pairs === 1) {
+        delivered = this.inject(0, frames);
+      } else {
+        // Steer by a hash of the MAC addresses so a flow stays on one queue (§5.1.6.5.6).
+        const by: Uint8Array[][] = Array.from({ length: pairs }, () => []);
+        for (const f of frames) by[flowHash(f) % pairs]!.push(f);
+        by.forEach((list, pair) => { if (list.length) delivered += this.inject(pair, list); });
+      }
       return delivered;
     });
     return delivered;
@@ -159,15 +183,87 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.updateConfig((v) => v.setUint16(CFG_STATUS, up ? VIRTIO_NET_S_LINK_UP : 0, true));
   }
 
+  /** Index of the control queue for the negotiated features (§5.1.2). */
+  get ctrlVq(): number {
+    return hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_MQ) ? 2 * this.maxVqp : 2;
+  }
+
+  /** Data queue pairs in use: VQ_PAIRS_SET's value with MQ, else 1. */
+  get activePairs(): number {
+    return hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_MQ) ? this.ctrl.pairs : 1;
+  }
+
+  override getVqGroup(idx: number): number {
+    super.getVqGroup(idx);
+    return idx === this.ctrlVq && hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_CTRL_VQ) ? 1 : 0;
+  }
+
   protected override vqType(idx: number): string {
+    if (idx === this.ctrlVq && hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_CTRL_VQ)) return 'control';
     return idx % 2 === 0 ? 'rx' : 'tx';
+  }
+
+  protected override classRejectFeatures(f: bigint): string | null {
+    if (!hasFeature(f, VIRTIO_NET_F_CTRL_VQ)) {
+      for (const b of NEEDS_CTRL_VQ) if (hasFeature(f, b)) return `feature bit ${b} needs VIRTIO_NET_F_CTRL_VQ`;
+    }
+    if (hasFeature(f, VIRTIO_NET_F_CTRL_RX_EXTRA) && !hasFeature(f, VIRTIO_NET_F_CTRL_RX)) return 'VIRTIO_NET_F_CTRL_RX_EXTRA needs VIRTIO_NET_F_CTRL_RX';
+    return null;
+  }
+
+  protected override onReset(): void {
+    this.ctrl?.reset();
   }
 
   protected override datapath(budget: number, only?: number): number {
     let done = 0;
-    for (let pair = 0; pair < this.maxVqp; pair++) {
-      if (only !== undefined && only >> 1 !== pair) continue;
+    const f = this.getDriverFeatures();
+    const ctrl = hasFeature(f, VIRTIO_NET_F_CTRL_VQ) ? this.ctrlVq : -1;
+    if (ctrl >= 0 && (only === undefined || only === ctrl)) done += this.control(ctrl, budget);
+    for (let pair = 0; pair < this.activePairs; pair++) {
+      if (only !== undefined && only !== ctrl && only >> 1 !== pair) continue;
+      if (only === ctrl) break;
       done += this.loop(pair, budget);
+    }
+    return done;
+  }
+
+  /** Serves control commands: struct virtio_net_ctrl { u8 class; u8 command; data; u8 ack } (§5.1.6.5). */
+  private control(idx: number, budget: number): number {
+    const q = this.queue(idx);
+    if (!q) return 0;
+    const f = this.getDriverFeatures();
+    const caps: CtrlCaps = {
+      rx: hasFeature(f, VIRTIO_NET_F_CTRL_RX),
+      rxExtra: hasFeature(f, VIRTIO_NET_F_CTRL_RX_EXTRA),
+      vlan: hasFeature(f, VIRTIO_NET_F_CTRL_VLAN),
+      macAddr: hasFeature(f, VIRTIO_NET_F_CTRL_MAC_ADDR),
+      mq: hasFeature(f, VIRTIO_NET_F_MQ),
+      announce: hasFeature(f, VIRTIO_NET_F_GUEST_ANNOUNCE),
+      maxPairs: this.maxVqp,
+    };
+    let done = 0;
+    let rearmed = false;
+    while (done < budget) {
+      const n = q.pop(Math.min(this.batch, budget - done));
+      if (n === 0) {
+        if (!rearmed && q.enableKick()) {
+          rearmed = true;
+          continue;
+        }
+        break;
+      }
+      rearmed = false;
+      for (let i = 0; i < n; i++) {
+        // A command with no room for its ack byte gets nothing written; one too short for
+        // class and command is answered VIRTIO_NET_ERR.
+        if (q.writeBytes(i) < 1) continue;
+        const cmd = q.read(i);
+        const ack = cmd.length < 2 ? VIRTIO_NET_ERR : this.ctrl.execute(cmd[0]!, cmd[1]!, cmd.subarray(2), caps, (mac) => this.updateConfig(() => this.config.set(mac, CFG_MAC)));
+        q.write(i, new Uint8Array([ack]));
+      }
+      q.pushPopped(n);
+      done += n;
     }
     return done;
   }
@@ -215,9 +311,14 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   }
 
   /** Puts frames into the rx queue of `pair`: staged with a zeroed header, scattered in wasm. */
-  private inject(pair: number, frames: readonly Uint8Array[], looped = false): number {
+  private inject(pair: number, all: readonly Uint8Array[], looped = false): number {
     const rx = this.queue(2 * pair);
     const st = this.pairStats[pair]!;
+    // The receive filter of the control queue (§5.1.6.5.1-2) decides what rx sees.
+    const own = this.config.subarray(CFG_MAC, CFG_MAC + 6);
+    const vlanFilter = hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_CTRL_VLAN);
+    const frames = this.ctrl.rx.promisc ? all : all.filter((f) => this.ctrl.accepts(f, own, vlanFilter));
+    st.filtered += all.length - frames.length;
     if (!rx) {
       st.drops += frames.length;
       return 0;
@@ -253,6 +354,13 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     st.drops += frames.length - k; // no rx buffer for the rest (oversize ones were counted above)
     return delivered;
   }
+}
+
+/** FNV-1a over the destination and source MAC: which rx queue a frame from the wire goes to. */
+function flowHash(f: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < 12 && i < f.length; i++) h = Math.imul(h ^ f[i]!, 0x01000193) >>> 0;
+  return h;
 }
 
 /** A locally administered MAC with QEMU's 52:54:00 prefix and three random bytes. */

@@ -9,8 +9,15 @@ import type { VirtioBinding, VirtioClassDriver } from './virtio-vdpa.ts';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER,
   VIRTIO_F_ACCESS_PLATFORM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
-  featureBit, hasFeature,
+  VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN,
+  VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ, featureBit, hasFeature,
 } from '../virtio/constants.ts';
+import {
+  VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, VIRTIO_NET_CTRL_MAC_ADDR_SET,
+  VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_VLAN_ADD, VIRTIO_NET_CTRL_VLAN_DEL, VIRTIO_NET_CTRL_MQ,
+  VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_OK, type RxMode,
+} from '../devices/net-ctrl.ts';
+import { parseMac } from '../mgmt/mgmtdev.ts';
 
 /** Bytes of struct virtio_net_hdr_v1 (VIRTIO 1.3 §5.1.6). */
 const HDR = 12;
@@ -20,8 +27,12 @@ const ETH = 14;
 /** Features this driver understands. */
 export const VIRTIO_NET_DRIVER_FEATURES: bigint = [
   VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER,
-  VIRTIO_F_ACCESS_PLATFORM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
+  VIRTIO_F_ACCESS_PLATFORM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_CTRL_VQ,
+  VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ,
 ].reduce((f, b) => f | featureBit(b), 0n);
+
+/** How long a control command may take before it fails (a device in another worker). */
+const CTRL_TIMEOUT_MS = 2000;
 
 /** Options of {@link VirtioNetDriver}. */
 export interface VirtioNetDriverOptions {
@@ -59,12 +70,16 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   private readonly dev: VdpaDevice;
   private readonly binding: VirtioBinding;
   private readonly opts: VirtioNetDriverOptions;
-  private rx: DriverQueue | null = null;
-  private tx: DriverQueue | null = null;
+  private rxq: DriverQueue[] = [];
+  private txq: DriverQueue[] = [];
+  private ctrlq: DriverQueue | null = null;
   private bufSize = 0;
-  private rxPool = 0;
-  private txPool = 0;
-  private txFree: number[] = [];
+  /** Per rx queue: memory of its buffers. Per tx queue: memory and free slots. */
+  private rxPools: number[] = [];
+  private txPools: number[] = [];
+  private txFree: number[][] = [];
+  private pairs = 1;
+  private nextTx = 0;
   private scheduled = false;
   private listeners = new Set<(frame: Uint8Array) => void>();
   private waiters: ((r: IteratorResult<Uint8Array>) => void)[] = [];
@@ -80,9 +95,11 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     this.driverFeatures = opts.features ?? VIRTIO_NET_DRIVER_FEATURES;
   }
 
-  /** One rx/tx pair (multiqueue needs the control queue). */
-  queueCount(): number {
-    return 2;
+  /** Queues (§5.1.2): N rx/tx pairs (N = max_virtqueue_pairs with MQ, else 1) and the control queue. */
+  queueCount(dev: VdpaDevice, negotiated: bigint): number {
+    const mq = hasFeature(negotiated, VIRTIO_NET_F_MQ);
+    const maxPairs = mq ? Math.max(1, le16(dev.getConfig(8, 2))) : 1;
+    return 2 * maxPairs + (hasFeature(negotiated, VIRTIO_NET_F_CTRL_VQ) ? 1 : 0);
   }
 
   /** The MAC address: from config when VIRTIO_NET_F_MAC was negotiated. */
@@ -94,8 +111,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   /** The MTU: from config with VIRTIO_NET_F_MTU, else 1500. */
   get mtu(): number {
     if (!hasFeature(this.binding.features, VIRTIO_NET_F_MTU)) return 1500;
-    const b = this.dev.getConfig(10, 2);
-    return b[0]! | (b[1]! << 8);
+    return le16(this.dev.getConfig(10, 2));
   }
 
   /** Link state: config status with VIRTIO_NET_F_STATUS, else always up (§5.1.4.2). */
@@ -104,34 +120,63 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     return (this.dev.getConfig(6, 1)[0]! & VIRTIO_NET_S_LINK_UP) !== 0;
   }
 
+  /** Queue pairs the device has (max_virtqueue_pairs with MQ, else 1). */
+  get maxQueuePairs(): number {
+    return this.rxq.length;
+  }
+
+  /** Queue pairs in use. */
+  get queuePairs(): number {
+    return this.pairs;
+  }
+
   /** Called by virtio_vdpa after the queues are set up: posts every rx buffer. */
   start(queues: DriverQueue[]): void {
-    const [rx, tx] = queues;
-    if (!rx || !tx) throw new VirtioError(Code.Internal, 'virtio-net needs an rx and a tx queue');
-    this.rx = rx;
-    this.tx = tx;
+    const f = this.binding.features;
+    const ctrl = hasFeature(f, VIRTIO_NET_F_CTRL_VQ);
+    const data = ctrl ? queues.slice(0, -1) : queues;
+    if (data.length < 2 || data.length % 2) throw new VirtioError(Code.Internal, 'virtio-net needs rx/tx pairs');
+    this.rxq = data.filter((_, i) => i % 2 === 0);
+    this.txq = data.filter((_, i) => i % 2 === 1);
+    this.ctrlq = ctrl ? queues[queues.length - 1]! : null;
+    this.pairs = 1;
     this.failed = null;
     const p = this.binding.platform;
     this.bufSize = HDR + ETH + this.mtu + 4; // + room for a VLAN tag
-    const nrx = this.opts.rxBuffers ?? Math.max(1, rx.size >> 1);
-    const ntx = this.opts.txBuffers ?? Math.max(1, tx.size >> 1);
-    this.rxPool = p.ram.alloc(nrx * this.bufSize, 64);
-    this.txPool = p.ram.alloc(ntx * this.bufSize, 64);
-    this.txFree = Array.from({ length: ntx }, (_, i) => ntx - 1 - i);
-    for (let i = 0; i < Math.min(nrx, rx.size); i++) rx.stageOne(i, this.rxPool + i * this.bufSize, this.bufSize, true);
-    rx.submit();
+    this.rxPools = [];
+    this.txPools = [];
+    this.txFree = [];
+    this.rxq.forEach((rx, qi) => {
+      const nrx = Math.min(this.opts.rxBuffers ?? Math.max(1, rx.size >> 1), rx.size);
+      const pool = p.ram.alloc(nrx * this.bufSize, 64);
+      this.rxPools.push(pool);
+      for (let i = 0; i < nrx; i++) rx.stageOne(i, pool + i * this.bufSize, this.bufSize, true);
+      rx.submit();
+      this.dev.setVqCb(2 * qi, () => this.schedule());
+    });
+    this.txq.forEach((tx, qi) => {
+      const ntx = this.opts.txBuffers ?? Math.max(1, tx.size >> 1);
+      this.txPools.push(p.ram.alloc(ntx * this.bufSize, 64));
+      this.txFree.push(Array.from({ length: ntx }, (_, i) => ntx - 1 - i));
+      this.dev.setVqCb(2 * qi + 1, () => this.schedule());
+    });
     this.lastLink = this.linkUp;
-    this.dev.setVqCb(0, () => this.schedule());
-    this.dev.setVqCb(1, () => this.schedule());
+  }
+
+  /** Device is live: with MQ, turn every queue pair on (VQ_PAIRS_SET, as Linux does up to its CPUs). */
+  ready(): void {
+    if (this.rxq.length > 1) void this.setQueuePairs(this.rxq.length).catch((e: unknown) => this.dispatchEvent(new CustomEvent('error', { detail: e })));
   }
 
   /** Forgets buffers in flight (the device is being reset). */
   stop(): void {
     const p = this.binding.platform;
-    if (this.rxPool) p.ram.release(this.rxPool);
-    if (this.txPool) p.ram.release(this.txPool);
-    this.rxPool = this.txPool = 0;
-    this.rx = this.tx = null;
+    for (const m of [...this.rxPools, ...this.txPools]) p.ram.release(m);
+    this.rxPools = [];
+    this.txPools = [];
+    this.rxq = [];
+    this.txq = [];
+    this.ctrlq = null;
     this.txFree = [];
   }
 
@@ -140,18 +185,27 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     return this.sendBatch([frame]) === 1;
   }
 
-  /** Sends frames with one ring publish and at most one kick. Returns how many were queued. */
+  /**
+   * Sends frames on one tx queue (round robin over the active pairs) with one ring publish and
+   * at most one kick. Returns how many were queued.
+   */
   sendBatch(frames: readonly Uint8Array[]): number {
-    const tx = this.live();
-    this.reclaimTx();
+    if (this.failed) throw this.failed;
+    if (this.txq.length === 0) throw new VirtioError(Code.FailedPrecondition, 'the driver is not started');
+    const qi = this.nextTx;
+    this.nextTx = (this.nextTx + 1) % this.pairs;
+    const tx = this.txq[qi]!;
+    const free = this.txFree[qi]!;
+    const pool = this.txPools[qi]!;
+    this.reclaimTx(qi);
     const p = this.binding.platform;
     const max = this.bufSize - HDR;
     let n = 0;
     for (const f of frames) {
       if (f.length < ETH || f.length > max) throw new VirtioError(Code.InvalidArgument, `frame of ${f.length} bytes is outside ${ETH}..${max}`);
-      const slot = this.txFree.pop();
+      const slot = free.pop();
       if (slot === undefined) break;
-      const at = this.txPool + slot * this.bufSize;
+      const at = pool + slot * this.bufSize;
       p.u8.fill(0, at, at + HDR); // virtio_net_hdr_v1: no offloads
       p.u8.set(f, at + HDR);
       tx.stageOne(slot, at, HDR + f.length);
@@ -161,7 +215,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     const added = tx.submit();
     if (added !== n) throw new VirtioError(Code.Internal, `tx ring took ${added} of ${n}`);
     this.stats.txPackets += n;
-    if (tx.kickPrepare()) this.dev.kickVq(1);
+    if (tx.kickPrepare()) this.dev.kickVq(2 * qi + 1);
     return n;
   }
 
@@ -171,7 +225,10 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     return () => this.listeners.delete(fn);
   }
 
-  /** Received frames as an async iterator (frames arriving with no consumer are kept in order). */
+  /**
+   * Received frames as an async iterator. Frames that arrive while no callback is registered
+   * and the iterator is not waiting are kept in order (up to 1024, oldest dropped beyond).
+   */
   frames(): AsyncIterableIterator<Uint8Array> {
     const self = this;
     return {
@@ -187,6 +244,66 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
         return Promise.resolve({ value: undefined, done: true });
       },
     };
+  }
+
+  // ── control commands (§5.1.6.5) ──
+
+  /** Sets RX mode flags (VIRTIO_NET_CTRL_RX); flags left out are not sent. */
+  async setRxMode(mode: Partial<RxMode>): Promise<void> {
+    const order: (keyof RxMode)[] = ['promisc', 'allmulti', 'alluni', 'nomulti', 'nouni', 'nobcast'];
+    for (let cmd = 0; cmd < order.length; cmd++) {
+      const v = mode[order[cmd]!];
+      if (v === undefined) continue;
+      this.need(cmd >= 2 ? VIRTIO_NET_F_CTRL_RX_EXTRA : VIRTIO_NET_F_CTRL_RX);
+      await this.command(VIRTIO_NET_CTRL_RX, cmd, new Uint8Array([v ? 1 : 0]));
+    }
+  }
+
+  /** Replaces the unicast and multicast MAC filter tables (VIRTIO_NET_CTRL_MAC_TABLE_SET). */
+  async setMacTable(unicast: readonly (string | Uint8Array)[], multicast: readonly (string | Uint8Array)[]): Promise<void> {
+    this.need(VIRTIO_NET_F_CTRL_RX);
+    const toBytes = (m: string | Uint8Array): Uint8Array => (typeof m === 'string' ? new Uint8Array(m.split(':').map((x) => parseInt(x, 16))) : m);
+    const data = new Uint8Array(8 + 6 * (unicast.length + multicast.length));
+    const dv = new DataView(data.buffer);
+    let o = 0;
+    for (const table of [unicast, multicast]) {
+      dv.setUint32(o, table.length, true);
+      o += 4;
+      for (const m of table) {
+        const b = toBytes(m);
+        if (b.length !== 6 || b.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new VirtioError(Code.InvalidArgument, `bad MAC address ${String(m)}`);
+        data.set(b, o);
+        o += 6;
+      }
+    }
+    await this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, data);
+  }
+
+  /** Sets the device's MAC address (VIRTIO_NET_CTRL_MAC_ADDR_SET). */
+  async setMac(mac: string | Uint8Array): Promise<void> {
+    this.need(VIRTIO_NET_F_CTRL_MAC_ADDR);
+    await this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, parseMac(mac));
+  }
+
+  /** Accepts frames tagged with VLAN `id` (VIRTIO_NET_CTRL_VLAN_ADD). */
+  async addVlan(id: number): Promise<void> {
+    await this.vlan(VIRTIO_NET_CTRL_VLAN_ADD, id);
+  }
+
+  /** Stops accepting frames tagged with VLAN `id` (VIRTIO_NET_CTRL_VLAN_DEL). */
+  async removeVlan(id: number): Promise<void> {
+    await this.vlan(VIRTIO_NET_CTRL_VLAN_DEL, id);
+  }
+
+  /** Uses `n` queue pairs (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET), 1..maxQueuePairs. */
+  async setQueuePairs(n: number): Promise<void> {
+    this.need(VIRTIO_NET_F_MQ);
+    if (!Number.isInteger(n) || n < 1 || n > this.rxq.length) throw new VirtioError(Code.InvalidArgument, `queue pairs ${n} is outside 1..${this.rxq.length}`);
+    const d = new Uint8Array(2);
+    new DataView(d.buffer).setUint16(0, n, true);
+    await this.command(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, d);
+    this.pairs = n;
+    this.nextTx = 0;
   }
 
   /** After an `error` event: reset the device and initialize it again. */
@@ -209,10 +326,49 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     this.dispatchEvent(new CustomEvent('error', { detail: this.failed }));
   }
 
-  private live(): DriverQueue {
+  private need(bit: number): void {
+    if (!hasFeature(this.binding.features, bit)) throw new VirtioError(Code.Unsupported, `feature bit ${bit} was not negotiated`);
+  }
+
+  private async vlan(cmd: number, id: number): Promise<void> {
+    this.need(VIRTIO_NET_F_CTRL_VLAN);
+    if (!Number.isInteger(id) || id < 0 || id > 4094) throw new VirtioError(Code.InvalidArgument, `VLAN id ${id} is outside 0..4094`);
+    const d = new Uint8Array(2);
+    new DataView(d.buffer).setUint16(0, id, true);
+    await this.command(VIRTIO_NET_CTRL_VLAN, cmd, d);
+  }
+
+  /**
+   * Sends one command on the control queue and waits for its ack, polling as Linux's
+   * virtnet_send_command does. Rejects with InvalidArgument on VIRTIO_NET_ERR.
+   */
+  private async command(cls: number, cmd: number, data: Uint8Array): Promise<void> {
     if (this.failed) throw this.failed;
-    if (!this.tx) throw new VirtioError(Code.FailedPrecondition, 'the driver is not started');
-    return this.tx;
+    const q = this.ctrlq;
+    if (!q) throw new VirtioError(Code.Unsupported, 'no control queue (VIRTIO_NET_F_CTRL_VQ not negotiated)');
+    const p = this.binding.platform;
+    const mem = p.ram.alloc(2 + data.length + 1, 16);
+    try {
+      p.u8[mem] = cls;
+      p.u8[mem + 1] = cmd;
+      p.u8.set(data, mem + 2);
+      p.u8[mem + 2 + data.length] = 0xff;
+      const out = [{ addr: mem, len: 2 }];
+      if (data.length) out.push({ addr: mem + 2, len: data.length });
+      q.stage(0, out, [{ addr: mem + 2 + data.length, len: 1 }]);
+      if (q.submit() !== 1) throw new VirtioError(Code.ResourceExhausted, 'the control queue is full');
+      if (q.kickPrepare()) this.dev.kickVq(this.txq.length * 2);
+      const deadline = Date.now() + CTRL_TIMEOUT_MS;
+      while (q.getUsed(1) === 0) {
+        if (this.failed) throw this.failed;
+        if (Date.now() > deadline) throw new VirtioError(Code.Internal, `control command ${cls}/${cmd} got no answer in ${CTRL_TIMEOUT_MS} ms`);
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      const ack = p.u8[mem + 2 + data.length];
+      if (ack !== VIRTIO_NET_OK) throw new VirtioError(Code.InvalidArgument, `${this.dev.name} refused control command ${cls}/${cmd} (VIRTIO_NET_ERR)`);
+    } finally {
+      p.ram.release(mem);
+    }
   }
 
   /** Interrupts arrive inside kicks: deliver from a microtask, outside the device's loop. */
@@ -221,22 +377,27 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     this.scheduled = true;
     queueMicrotask(() => {
       this.scheduled = false;
-      if (this.rx && !this.failed) this.drainRx();
-      if (this.tx && !this.failed) this.reclaimTx();
+      if (this.failed) return;
+      for (let qi = 0; qi < this.rxq.length; qi++) this.drainRx(qi);
+      for (let qi = 0; qi < this.txq.length; qi++) this.reclaimTx(qi);
     });
   }
 
-  private reclaimTx(): void {
-    const tx = this.tx!;
+  private reclaimTx(qi: number): void {
+    const tx = this.txq[qi];
+    const free = this.txFree[qi];
+    if (!tx || !free) return;
     for (;;) {
       const n = tx.getUsed();
-      for (let i = 0; i < n; i++) this.txFree.push(tx.usedToken(i));
+      for (let i = 0; i < n; i++) free.push(tx.usedToken(i));
       if (n === 0 && tx.enableCb()) break;
     }
   }
 
-  private drainRx(): void {
-    const rx = this.rx!;
+  private drainRx(qi: number): void {
+    const rx = this.rxq[qi];
+    const pool = this.rxPools[qi];
+    if (!rx || pool === undefined) return;
     const u8 = this.binding.platform.u8;
     for (;;) {
       const n = rx.getUsed();
@@ -250,13 +411,13 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       for (let i = 0; i < n; i++) {
         const slot = rx.usedToken(i);
         const len = rx.usedLen(i);
-        const at = this.rxPool + slot * this.bufSize;
+        const at = pool + slot * this.bufSize;
         if (len < HDR + ETH || len > this.bufSize) this.stats.rxErrors++;
         else frames.push(u8.slice(at + HDR, at + len));
         rx.stageOne(slot, at, this.bufSize, true);
       }
       rx.submit();
-      if (rx.kickPrepare()) this.dev.kickVq(0);
+      if (rx.kickPrepare()) this.dev.kickVq(2 * qi);
       for (const f of frames) this.deliver(f);
     }
   }
@@ -275,4 +436,8 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       this.backlog.push(f);
     }
   }
+}
+
+function le16(b: Uint8Array): number {
+  return b[0]! | (b[1]! << 8);
 }

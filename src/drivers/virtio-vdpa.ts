@@ -19,8 +19,10 @@ export interface VirtioClassDriver {
   readonly driverFeatures: bigint;
   /** Number of queues to set up for the negotiated features and config. */
   queueCount(dev: VdpaDevice, negotiated: bigint): number;
-  /** Called after DRIVER_OK with the queues. */
+  /** Called before DRIVER_OK with the queues (post buffers here). */
   start(queues: DriverQueue[]): void;
+  /** Called once the device is live (after DRIVER_OK): control commands may be sent now. */
+  ready?(): void;
   /** Called before the device is reset or removed: forget buffers in flight. */
   stop(): void;
   /** The device set DEVICE_NEEDS_RESET. */
@@ -91,6 +93,7 @@ export class VirtioBinding {
       });
       cls.start(this.queues);
       dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+      cls.ready?.();
     } catch (e) {
       this.freeQueues();
       try {

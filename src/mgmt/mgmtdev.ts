@@ -86,7 +86,7 @@ export class VdpaSimNetMgmt extends MgmtDevice {
   readonly name = 'vdpasim_net';
   readonly supportedClasses = ['net'] as const;
   readonly deviceIds = [VIRTIO_ID_NET] as const;
-  readonly maxSupportedVqs = 2 * VDPASIM_NET_MAX_VQP;
+  readonly maxSupportedVqs = 2 * VDPASIM_NET_MAX_VQP + 1; // data pairs + the control queue
   readonly supportedFeatures = VDPASIM_NET_FEATURES;
   readonly attrs: readonly MgmtAttrName[] = ['mac', 'mtu', 'max_vqp', 'device_features'];
 

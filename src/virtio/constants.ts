@@ -96,6 +96,10 @@ export const VIRTIO_NET_F_CTRL_VQ = 17;
 export const VIRTIO_NET_F_CTRL_RX = 18;
 /** Control channel VLAN filtering. */
 export const VIRTIO_NET_F_CTRL_VLAN = 19;
+/** Extra RX mode control support (ALLUNI, NOMULTI, NOUNI, NOBCAST). */
+export const VIRTIO_NET_F_CTRL_RX_EXTRA = 20;
+/** Driver can send gratuitous packets (ANNOUNCE). */
+export const VIRTIO_NET_F_GUEST_ANNOUNCE = 21;
 /** Multiqueue with automatic receive steering. */
 export const VIRTIO_NET_F_MQ = 22;
 /** Set MAC address through the control channel. */
