@@ -17,6 +17,8 @@ export interface VdpaDevice extends VdpaConfigOps {
   readonly ngroups: number;
   /** Address spaces. */
   readonly nas: number;
+  /** Frees the device's memory once it is off the bus (management devices' devices have it). */
+  destroy?(): void;
 }
 
 /** A bus driver (struct vdpa_driver): binds to the devices it matches. */
@@ -57,7 +59,7 @@ export class VdpaBus extends EventTarget {
   /** Unregisters a management device and deletes the devices it created. */
   unregisterMgmtDevice(name: string): void {
     if (!this.mgmt.has(name)) throw new VirtioError(Code.NotFound, `management device ${name} is not registered`);
-    for (const [n, e] of [...this.devs]) if (e.mgmtdev === name) this.removeDevice(n);
+    for (const [n, e] of [...this.devs]) if (e.mgmtdev === name) this.devDel(n);
     this.mgmt.delete(name);
     this.emit('mgmtdev-remove', name);
   }
@@ -87,11 +89,12 @@ export class VdpaBus extends EventTarget {
     return dev;
   }
 
-  /** Deletes a device created through a management device (vdpa dev del). */
+  /** Deletes a device created through a management device (vdpa dev del) and frees it. */
   devDel(name: string): void {
     const e = this.entry(name);
     if (e.mgmtdev === null) throw new VirtioError(Code.Unsupported, `${name} was not created by a management device`);
     this.removeDevice(name);
+    e.dev.destroy?.();
   }
 
   // ── devices ──

@@ -89,6 +89,11 @@ export class VdpaSimBlk extends VdpaSim {
     return 'req';
   }
 
+  protected override onDestroy(): void {
+    this.platform.ram.release(this.disk);
+    this.platform.priv.release(this.id);
+  }
+
   protected override datapath(budget: number): number {
     const q = this.queue(0);
     if (!q) return 0;

@@ -215,6 +215,10 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.ctrl?.reset();
   }
 
+  protected override onDestroy(): void {
+    for (const m of [this.staging, this.rxStaging, this.lens]) this.platform.priv.release(m);
+  }
+
   protected override datapath(budget: number, only?: number): number {
     let done = 0;
     const f = this.getDriverFeatures();

@@ -98,6 +98,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   private generation = 0;
   private configCb: (() => void) | null = null;
   private suspended = false;
+  private moreScheduled = false;
   private readonly vqs: SimVq[];
   private readonly iotlbs: Iotlb[];
   private readonly groupAsid: number[];
@@ -152,10 +153,13 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     vq.num = num;
   }
 
-  /** The driver has made buffers available on queue idx: run the datapath now. */
+  /**
+   * The driver has made buffers available on queue idx: run the datapath now. Work beyond one
+   * budget continues in a microtask, as vdpa_sim reschedules its work item.
+   */
   kickVq(idx: number): void {
     this.vq(idx);
-    this.process(this.batch, idx);
+    this.runBudgeted(idx);
   }
 
   /** Sets queue idx's used-buffer notification callback. */
@@ -305,13 +309,12 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     const next = status | (old & VIRTIO_CONFIG_S_NEEDS_RESET);
     const cleared = old & ~next;
     if (cleared) throw new VirtioError(Code.FailedPrecondition, `status bits 0x${cleared.toString(16)} can only be cleared by a reset`);
-    if (!(next & VIRTIO_CONFIG_S_FAILED)) {
-      for (const [bit, needs, why] of STATUS_ORDER) {
-        if ((next & bit) && !(next & needs)) throw new VirtioError(Code.FailedPrecondition, why);
-      }
-      if ((next & VIRTIO_CONFIG_S_DRIVER_OK) && !(old & VIRTIO_CONFIG_S_FEATURES_OK)) {
-        throw new VirtioError(Code.FailedPrecondition, 'DRIVER_OK before the device accepted FEATURES_OK');
-      }
+    // FAILED may be added at any time, but the other bits of the same write still keep order.
+    for (const [bit, needs, why] of STATUS_ORDER) {
+      if ((next & bit) && !(next & needs)) throw new VirtioError(Code.FailedPrecondition, why);
+    }
+    if ((next & VIRTIO_CONFIG_S_DRIVER_OK) && !(old & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      throw new VirtioError(Code.FailedPrecondition, 'DRIVER_OK before the device accepted FEATURES_OK');
     }
     let accepted = next;
     if ((next & VIRTIO_CONFIG_S_FEATURES_OK) && !(old & VIRTIO_CONFIG_S_FEATURES_OK)) {
@@ -320,7 +323,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     }
     this.status = accepted;
     this.dispatchEvent(new CustomEvent('status', { detail: accepted }));
-    if ((accepted & VIRTIO_CONFIG_S_DRIVER_OK) && !(old & VIRTIO_CONFIG_S_DRIVER_OK)) this.process(this.batch);
+    if ((accepted & VIRTIO_CONFIG_S_DRIVER_OK) && !(old & VIRTIO_CONFIG_S_DRIVER_OK)) this.runBudgeted();
   }
 
   /** Why the device rejects a feature set, or null if it accepts it. */
@@ -348,7 +351,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   resume(): void {
     if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, 'the device is not suspended');
     this.suspended = false;
-    this.process(this.batch);
+    this.runBudgeted();
   }
 
   /** True while suspended. */
@@ -446,6 +449,29 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     if (!this.running) return 0;
     return this.runDatapath(() => this.datapath(budget, only));
   }
+
+  /** One budget now; if it was used up, the rest in a microtask (until a pass finds less). */
+  private runBudgeted(only?: number): void {
+    const done = this.process(this.batch, only);
+    if (done >= this.batch && !this.moreScheduled) {
+      this.moreScheduled = true;
+      queueMicrotask(() => {
+        this.moreScheduled = false;
+        this.runBudgeted();
+      });
+    }
+  }
+
+  /** Frees what the device holds in the platform memory (after devDel). The device is unusable after. */
+  destroy(): void {
+    this.reset();
+    for (const vq of this.vqs) this.platform.priv.release(vq.doorbell);
+    for (const t of this.iotlbs) t.destroy();
+    this.onDestroy();
+  }
+
+  /** Subclasses free their own memory here. */
+  protected onDestroy(): void {}
 
   /** True when the datapath may run: DRIVER_OK, not suspended, not NEEDS_RESET or FAILED. */
   get running(): boolean {

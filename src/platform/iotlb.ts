@@ -106,6 +106,12 @@ export class Iotlb {
     return -1;
   }
 
+  /** Frees the table's memory; the map must not be used afterwards. */
+  destroy(): void {
+    this.listeners.clear();
+    this.platform.priv.release(this.offset);
+  }
+
   /** Calls `fn` after every change (queues re-check their ring areas). Returns an unsubscribe. */
   onChange(fn: () => void): () => void {
     this.listeners.add(fn);

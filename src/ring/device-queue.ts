@@ -289,7 +289,10 @@ export class DeviceQueue extends QueueBase {
    */
   setState(s: VqState): void {
     const v = checkVqState(s, this.layout, this.size);
+    // The counters are not ring position: they survive a restore (as vdpa_sim's stats do).
+    const stats = this.platform.u8.slice(this.qsb + Q.STAT_CHAINS, this.qsb + Q.STAT_CHAINS + 32);
     this.platform.exports.dev_reset(this.qsb);
+    this.platform.u8.set(stats, this.qsb + Q.STAT_CHAINS);
     this.clearBroken();
     this.mapRings(false);
     if (v.layout === 'split') {
