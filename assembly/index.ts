@@ -13,6 +13,7 @@ import * as packed from "./ring/packed";
 import { STATUS_BROKEN, STATUS_INVALID_ARG } from "./status";
 import { copyBytes } from "./mem";
 import { chainAt, segAt, C_SEG, C_NREAD, C_NWRITE, C_WRITTEN } from "./ring/chain";
+import { blkServe } from "./dev/blk";
 
 export * from "./status";
 
@@ -140,6 +141,19 @@ export function dev_copy_in(chains: usize, n: i32, segs: usize, src: usize, stri
     total += done;
   }
   return total;
+}
+
+// ─────────────────────────── device datapaths ───────────────────────────
+
+/**
+ * virtio-blk RAM disk: serves popped request chains [0, n) against the disk at `disk`
+ * (capacity sectors of 512 bytes; capacity passed as two u32 halves), flags: 1 read-only,
+ * 2 DISCARD negotiated, 4 WRITE_ZEROES negotiated. Sets written lengths and status bytes.
+ * Returns n.
+ */
+export function blk_serve(chains: usize, n: i32, segs: usize, disk: usize, capLo: u32, capHi: u32, flags: u32, id: usize, scratch: usize): i32 {
+  if (n <= 0) return 0;
+  return blkServe(chains, n, segs, disk, (<u64>capHi << 32) | <u64>capLo, flags, id, scratch);
 }
 
 // ─────────────────────────── driver side ───────────────────────────

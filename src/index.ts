@@ -17,6 +17,7 @@ export { VdpaSim, features } from './devices/sim-core.ts';
 export { VdpaSimNet, VDPASIM_NET_FEATURES, VDPASIM_NET_MAX_VQP, VIRTIO_NET_HDR_SIZE, randomMac } from './devices/net.ts';
 export {
   VdpaSimBlk, VDPASIM_BLK_FEATURES, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
   VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE,
 } from './devices/blk.ts';
 export { VirtioVdpa, VirtioBinding } from './drivers/virtio-vdpa.ts';
@@ -46,7 +47,7 @@ export type { VdpaSimNetOptions, NetPairStats, NetPort } from './devices/net.ts'
 export type { SwitchEndpoint, SwitchPortStats } from './devices/switch.ts';
 export type { RxMode, CtrlCaps } from './devices/net-ctrl.ts';
 export type { PcapOptions } from './devices/pcap.ts';
-export type { VdpaSimBlkOptions } from './devices/blk.ts';
+export type { VdpaSimBlkOptions, BlkBackend } from './devices/blk.ts';
 export type { MgmtDevAttrs, MgmtAttrName } from './mgmt/mgmtdev.ts';
 export type { VirtioClassDriver, VirtioVdpaOptions } from './drivers/virtio-vdpa.ts';
 export type { VirtioNetDriverOptions, NetDriverStats } from './drivers/virtio-net.ts';

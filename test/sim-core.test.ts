@@ -843,7 +843,11 @@ describe('virtio-blk requests (VIRTIO 1.3 §5.2.6)', () => {
       assert.deepEqual(pick(request(VIRTIO_BLK_T_OUT, 0n, { out: pattern(512, 3), hdrLen: 8 })), ioerr, 'header shorter than 16 bytes');
       assert.deepEqual(disk(), before);
       const unsupp = { status: VIRTIO_BLK_S_UNSUPP, len: 1 };
-      assert.deepEqual(pick(request(VIRTIO_BLK_T_DISCARD, 0n, { out: new Uint8Array(16) })), unsupp);
+      // §5.2.6.2: a discard segment with the unmap flag is answered UNSUPP.
+      const unmap = new Uint8Array(16);
+      new DataView(unmap.buffer).setUint32(8, 1, true);
+      new DataView(unmap.buffer).setUint32(12, 1, true);
+      assert.deepEqual(pick(request(VIRTIO_BLK_T_DISCARD, 0n, { out: unmap })), unsupp);
       assert.deepEqual(pick(request(99, 0n, { inLen: 512 })), unsupp);
       assert.deepEqual(pick(request(0xffffffff, 0n)), unsupp);
       assert.deepEqual(disk(), before);

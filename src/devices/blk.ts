@@ -1,6 +1,9 @@
 // vdpasim_blk (Linux drivers/vdpa/vdpa_sim/vdpa_sim_blk.c): a virtio-blk device (VIRTIO 1.3
-// §5.2) over a RAM disk in the platform memory. Requests: IN, OUT, FLUSH, GET_ID; any other
-// type answers UNSUPP, a malformed or out-of-range request answers IOERR.
+// §5.2). Two backends: a RAM disk in the platform memory, served entirely in wasm one batch
+// at a time (assembly/dev/blk.ts), or an asynchronous BlkBackend (a file through Node's fs, a
+// browser's OPFS or IndexedDB, anything) whose requests are tracked in flight and completed
+// when the backend answers. Requests: IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES (with
+// UNMAP); status OK, IOERR (malformed or out of range), UNSUPP (unknown or not negotiated).
 
 import { VirtioError, Code } from '../errors.ts';
 import { VdpaSim, features } from './sim-core.ts';
@@ -8,7 +11,8 @@ import type { Platform } from '../platform/platform.ts';
 import type { Chain, DeviceQueue, Segment } from '../ring/device-queue.ts';
 import {
   VIRTIO_ID_BLOCK, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
-  VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_ACCESS_PLATFORM,
+  VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED,
+  VIRTIO_F_ACCESS_PLATFORM, hasFeature,
 } from '../virtio/constants.ts';
 
 // Request types and status values (linux/virtio_blk.h; VIRTIO 1.3 §5.2.6).
@@ -20,6 +24,12 @@ export const VIRTIO_BLK_T_OUT = 1;
 export const VIRTIO_BLK_T_FLUSH = 4;
 /** Get device id string. */
 export const VIRTIO_BLK_T_GET_ID = 8;
+/** Discard sectors. */
+export const VIRTIO_BLK_T_DISCARD = 11;
+/** Write zeroes. */
+export const VIRTIO_BLK_T_WRITE_ZEROES = 13;
+/** struct virtio_blk_discard_write_zeroes flags: unmap. */
+export const VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1;
 /** Success. */
 export const VIRTIO_BLK_S_OK = 0;
 /** Device or driver error. */
@@ -32,71 +42,146 @@ export const VIRTIO_BLK_ID_BYTES = 20;
 export const SECTOR_SIZE = 512;
 
 // struct virtio_blk_config (§5.2.4): le64 capacity @0, le32 size_max @8, le32 seg_max @12,
-// geometry @16, le32 blk_size @20, … 60 bytes through write_zeroes_may_unmap + padding.
+// geometry @16, le32 blk_size @20, topology @24, writeback @32, num_queues @34,
+// le32 max_discard_sectors @36, max_discard_seg @40, discard_sector_alignment @44,
+// le32 max_write_zeroes_sectors @48, max_write_zeroes_seg @52, u8 write_zeroes_may_unmap @56.
 const CFG_CAPACITY = 0;
 const CFG_SEG_MAX = 12;
 const CFG_BLK_SIZE = 20;
+const CFG_MAX_DISCARD_SECTORS = 36;
+const CFG_MAX_DISCARD_SEG = 40;
+const CFG_DISCARD_ALIGN = 44;
+const CFG_MAX_WZ_SECTORS = 48;
+const CFG_MAX_WZ_SEG = 52;
+const CFG_WZ_MAY_UNMAP = 56;
 const CFG_SIZE = 60;
 
 /** Features vdpasim_blk offers (VIRTIO_BLK_F_RO is added for read-only devices). */
 export const VDPASIM_BLK_FEATURES: bigint = features(
-  VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_F_ACCESS_PLATFORM,
-  VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED,
+  VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES,
+  VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED,
 );
+
+/** An asynchronous disk: sectors are 512 bytes. Rejections answer IOERR. */
+export interface BlkBackend {
+  /** Disk size in sectors. */
+  readonly capacity: number;
+  /** Reads `len` bytes at `sector`. */
+  read(sector: number, len: number): Promise<Uint8Array>;
+  /** Writes `data` at `sector`. */
+  write(sector: number, data: Uint8Array): Promise<void>;
+  /** Makes written data durable. */
+  flush(): Promise<void>;
+  /** Discards sectors (their content becomes undefined). Without it DISCARD writes zeroes. */
+  discard?(sector: number, count: number): Promise<void>;
+  /** Writes zeroes (may unmap). Without it zero blocks are written. */
+  writeZeroes?(sector: number, count: number, unmap: boolean): Promise<void>;
+}
 
 /** Options of {@link VdpaSimBlk}. */
 export interface VdpaSimBlkOptions {
   /** Device name. */
   name: string;
-  /** Disk size in 512-byte sectors. @default 8192 (4 MiB) */
+  /** RAM disk size in 512-byte sectors (ignored with a backend). @default 8192 (4 MiB) */
   capacity?: number;
   /** Read-only disk (VIRTIO_BLK_F_RO). @default false */
   readOnly?: boolean;
   /** Offered features. @default VDPASIM_BLK_FEATURES (+ RO) */
   deviceFeatures?: bigint;
+  /** An asynchronous backend instead of the RAM disk. */
+  backend?: BlkBackend;
 }
 
-/** A simulated virtio-blk device with a RAM disk. */
+/** Largest discard / write-zeroes request, sectors, and segments per request. */
+const MAX_DISCARD_SECTORS = 0xffff;
+const MAX_DISCARD_SEG = 16;
+
+interface InFlight {
+  id: number;
+  ndesc: number;
+  writable: Segment[];
+  inLen: number;
+}
+
+/** A simulated virtio-blk device. */
 export class VdpaSimBlk extends VdpaSim {
   /** Disk size in sectors. */
   readonly capacity: number;
-  /** Memory offset of the RAM disk. */
+  /** Memory offset of the RAM disk (-1 with a backend). */
   readonly disk: number;
   /** True for a read-only disk. */
   readonly readOnly: boolean;
+  /** The asynchronous backend, if any. */
+  readonly backend: BlkBackend | null;
   /** Memory offset of the 20-byte GET_ID string. */
   private readonly id: number;
+  private readonly scratch: number;
+  private readonly inflight = new Set<InFlight>();
+  private drainWaiters: (() => void)[] = [];
 
   constructor(platform: Platform, opts: VdpaSimBlkOptions) {
-    const capacity = opts.capacity ?? 8192;
+    const backend = opts.backend ?? null;
+    const capacity = backend ? backend.capacity : (opts.capacity ?? 8192);
     if (!Number.isSafeInteger(capacity) || capacity < 1) throw new VirtioError(Code.InvalidArgument, `capacity ${capacity} must be a positive number of sectors`);
     const ro = opts.readOnly ?? false;
     const offered = opts.deviceFeatures ?? (VDPASIM_BLK_FEATURES | (ro ? 1n << BigInt(VIRTIO_BLK_F_RO) : 0n));
     super(platform, { name: opts.name, deviceId: VIRTIO_ID_BLOCK, supportedFeatures: offered, nvqs: 1, configSize: CFG_SIZE });
     this.capacity = capacity;
-    this.readOnly = ro;
-    this.disk = platform.ram.alloc(capacity * SECTOR_SIZE, 4096);
-    platform.u8.fill(0, this.disk, this.disk + capacity * SECTOR_SIZE);
-    this.configView.setBigUint64(CFG_CAPACITY, BigInt(capacity), true);
-    this.configView.setUint32(CFG_SEG_MAX, this.getVqNumMax() - 2, true);
-    this.configView.setUint32(CFG_BLK_SIZE, SECTOR_SIZE, true);
+    this.readOnly = ro || hasFeature(offered, VIRTIO_BLK_F_RO);
+    this.backend = backend;
+    if (backend) {
+      this.disk = -1;
+    } else {
+      this.disk = platform.ram.alloc(capacity * SECTOR_SIZE, 4096);
+      platform.u8.fill(0, this.disk, this.disk + capacity * SECTOR_SIZE);
+    }
+    const v = this.configView;
+    v.setBigUint64(CFG_CAPACITY, BigInt(capacity), true);
+    v.setUint32(CFG_SEG_MAX, this.getVqNumMax() - 2, true);
+    v.setUint32(CFG_BLK_SIZE, SECTOR_SIZE, true);
+    v.setUint32(CFG_MAX_DISCARD_SECTORS, MAX_DISCARD_SECTORS, true);
+    v.setUint32(CFG_MAX_DISCARD_SEG, MAX_DISCARD_SEG, true);
+    v.setUint32(CFG_DISCARD_ALIGN, 1, true);
+    v.setUint32(CFG_MAX_WZ_SECTORS, MAX_DISCARD_SECTORS, true);
+    v.setUint32(CFG_MAX_WZ_SEG, MAX_DISCARD_SEG, true);
+    this.config[CFG_WZ_MAY_UNMAP] = 1;
     this.id = platform.priv.alloc(VIRTIO_BLK_ID_BYTES, 4);
     platform.u8.fill(0, this.id, this.id + VIRTIO_BLK_ID_BYTES);
     platform.u8.set(new TextEncoder().encode(`vdpasim-${opts.name}`).subarray(0, VIRTIO_BLK_ID_BYTES), this.id);
+    this.scratch = platform.priv.alloc(16, 8);
+  }
+
+  /** Requests handed to the backend and not answered yet (device state to migrate). */
+  get inFlight(): number {
+    return this.inflight.size;
+  }
+
+  /** Resolves once no request is in flight. */
+  drain(): Promise<void> {
+    if (this.inflight.size === 0) return Promise.resolve();
+    return new Promise((r) => this.drainWaiters.push(r));
   }
 
   protected override vqType(): string {
     return 'req';
   }
 
+  protected override onReset(): void {
+    // Answers that arrive after a reset are dropped (their chains belong to the old rings).
+    this.inflight?.clear();
+  }
+
   protected override onDestroy(): void {
-    this.platform.ram.release(this.disk);
+    if (this.disk >= 0) this.platform.ram.release(this.disk);
     this.platform.priv.release(this.id);
+    this.platform.priv.release(this.scratch);
   }
 
   protected override datapath(budget: number): number {
     const q = this.queue(0);
     if (!q) return 0;
+    const f = this.getDriverFeatures();
+    const flags = (this.readOnly ? 1 : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? 2 : 0) | (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? 4 : 0);
     let done = 0;
     let rearmed = false;
     while (done < budget) {
@@ -110,129 +195,155 @@ export class VdpaSimBlk extends VdpaSim {
         break;
       }
       rearmed = false;
-      for (let i = 0; i < n; i++) this.request(q.chain(i), i, q);
-      q.pushPopped(n);
+      if (this.backend) {
+        for (let i = 0; i < n; i++) this.startAsync(q, q.chain(i), flags);
+        q.flushUsed(); // requests answered at once (malformed ones)
+      } else {
+        const cap = this.capacity;
+        this.platform.exports.blk_serve(q.chainsAddr, n, q.segsAddr, this.disk, cap % 2 ** 32, Math.floor(cap / 2 ** 32), flags, this.id, this.scratch);
+        q.pushPopped(n);
+      }
       done += n;
     }
     return done;
   }
 
-  /** Serves one request chain and sets its written length. */
-  private request(c: Chain, i: number, q: DeviceQueue): void {
+  /** Parses one request for the async backend; answers at once if it is malformed. */
+  private startAsync(q: DeviceQueue, c: Chain, flags: number): void {
     const u8 = this.platform.u8;
-    // The status byte is the last writable byte; without one there is nothing to answer.
-    if (c.writeBytes < 1) return;
-    const status = lastByte(c.writable);
-    const dataIn = trim(c.writable, c.writeBytes - 1);
-    let written = 0;
-    let st = VIRTIO_BLK_S_OK;
+    if (c.writeBytes < 1) {
+      q.complete(c.id, c.ndesc, 0);
+      return;
+    }
+    const inLen = c.writeBytes - 1;
+    const req: InFlight = { id: c.id, ndesc: c.ndesc, writable: c.writable, inLen };
+    const answer = (status: number, data: Uint8Array | null) => {
+      let written = 0;
+      if (data) written = scatter(u8, req.writable, data, inLen);
+      writeAt(u8, req.writable, inLen, status);
+      return written + 1;
+    };
     if (c.readBytes < 16) {
-      st = VIRTIO_BLK_S_IOERR;
-    } else {
-      const hdr = gather(u8, c.readable, 0, 16);
-      const dv = new DataView(hdr.buffer);
-      const type = dv.getUint32(0, true);
-      const sector = dv.getBigUint64(8, true);
-      const dataOut = skip(c.readable, 16);
-      const outLen = c.readBytes - 16;
-      const inLen = c.writeBytes - 1;
-      const range = (len: number): number => {
-        if (len % SECTOR_SIZE !== 0 || sector > BigInt(this.capacity) || BigInt(len / SECTOR_SIZE) > BigInt(this.capacity) - sector) return -1;
-        return this.disk + Number(sector) * SECTOR_SIZE;
-      };
-      switch (type) {
-        case VIRTIO_BLK_T_IN: {
-          const at = range(inLen);
-          if (at < 0) st = VIRTIO_BLK_S_IOERR;
-          else {
-            scatter(u8, dataIn, at, inLen);
-            written = inLen;
+      q.complete(c.id, c.ndesc, answer(VIRTIO_BLK_S_IOERR, null));
+      return;
+    }
+    const hdr = gather(u8, c.readable, 0, 16);
+    const dv = new DataView(hdr.buffer);
+    const type = dv.getUint32(0, true);
+    const sector = Number(dv.getBigUint64(8, true));
+    const outLen = c.readBytes - 16;
+    const inRange = (count: number) => Number.isSafeInteger(sector) && sector <= this.capacity && count <= this.capacity - sector;
+    const b = this.backend!;
+    let op: Promise<Uint8Array | null> | null = null;
+    let bad = VIRTIO_BLK_S_OK;
+    switch (type) {
+      case VIRTIO_BLK_T_IN:
+        if (inLen % SECTOR_SIZE || !inRange(inLen / SECTOR_SIZE)) bad = VIRTIO_BLK_S_IOERR;
+        else op = b.read(sector, inLen);
+        break;
+      case VIRTIO_BLK_T_OUT:
+        if (flags & 1 || outLen % SECTOR_SIZE || !inRange(outLen / SECTOR_SIZE)) bad = VIRTIO_BLK_S_IOERR;
+        else op = b.write(sector, gather(u8, c.readable, 16, outLen)).then(() => null);
+        break;
+      case VIRTIO_BLK_T_FLUSH:
+        op = b.flush().then(() => null);
+        break;
+      case VIRTIO_BLK_T_GET_ID:
+        op = Promise.resolve(u8.slice(this.id, this.id + Math.min(inLen, VIRTIO_BLK_ID_BYTES)));
+        break;
+      case VIRTIO_BLK_T_DISCARD:
+      case VIRTIO_BLK_T_WRITE_ZEROES: {
+        const wz = type === VIRTIO_BLK_T_WRITE_ZEROES;
+        if (!(flags & (wz ? 4 : 2))) bad = VIRTIO_BLK_S_UNSUPP;
+        else if (flags & 1 || outLen === 0 || outLen % 16) bad = VIRTIO_BLK_S_IOERR;
+        else {
+          const segs = gather(u8, c.readable, 16, outLen);
+          const sv = new DataView(segs.buffer);
+          const ranges: [number, number, boolean][] = [];
+          for (let o = 0; o < outLen && bad === VIRTIO_BLK_S_OK; o += 16) {
+            const s = Number(sv.getBigUint64(o, true));
+            const n = sv.getUint32(o + 8, true);
+            const fl = sv.getUint32(o + 12, true);
+            if ((!wz && fl !== 0) || (wz && fl & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)) bad = VIRTIO_BLK_S_UNSUPP;
+            else if (!(Number.isSafeInteger(s) && s <= this.capacity && n <= this.capacity - s)) bad = VIRTIO_BLK_S_IOERR;
+            else ranges.push([s, n, (fl & 1) !== 0]);
           }
-          break;
+          if (bad === VIRTIO_BLK_S_OK) {
+            op = Promise.all(ranges.map(([s, n, unmap]) => {
+              if (!wz && b.discard) return b.discard(s, n);
+              if (b.writeZeroes) return b.writeZeroes(s, n, unmap);
+              return b.write(s, new Uint8Array(n * SECTOR_SIZE));
+            })).then(() => null);
+          }
         }
-        case VIRTIO_BLK_T_OUT: {
-          const at = this.readOnly ? -1 : range(outLen);
-          if (at < 0) st = VIRTIO_BLK_S_IOERR;
-          else gatherInto(u8, dataOut, at);
-          break;
-        }
-        case VIRTIO_BLK_T_FLUSH:
-          break;
-        case VIRTIO_BLK_T_GET_ID: {
-          const n = Math.min(inLen, VIRTIO_BLK_ID_BYTES);
-          scatter(u8, dataIn, this.id, n);
-          written = n;
-          break;
-        }
-        default:
-          st = VIRTIO_BLK_S_UNSUPP;
+        break;
       }
+      default:
+        bad = VIRTIO_BLK_S_UNSUPP;
     }
-    u8[status] = st;
-    q.setWritten(i, written + 1);
-  }
-}
-
-/** Memory offset of the last byte of a segment list. */
-function lastByte(segs: Segment[]): number {
-  for (let j = segs.length - 1; j >= 0; j--) if (segs[j]!.len > 0) return segs[j]!.addr + segs[j]!.len - 1;
-  return -1;
-}
-
-/** The first `len` bytes of a segment list. */
-function trim(segs: Segment[], len: number): Segment[] {
-  const out: Segment[] = [];
-  for (const s of segs) {
-    if (len <= 0) break;
-    const n = Math.min(s.len, len);
-    out.push({ addr: s.addr, len: n });
-    len -= n;
-  }
-  return out;
-}
-
-/** A segment list without its first `n` bytes. */
-function skip(segs: Segment[], n: number): Segment[] {
-  const out: Segment[] = [];
-  for (const s of segs) {
-    if (n >= s.len) {
-      n -= s.len;
-      continue;
+    if (!op) {
+      q.complete(c.id, c.ndesc, answer(bad, null));
+      return;
     }
-    out.push({ addr: s.addr + n, len: s.len - n });
-    n = 0;
+    this.inflight.add(req);
+    op.then(
+      (data) => this.finishAsync(req, () => answer(VIRTIO_BLK_S_OK, data)),
+      () => this.finishAsync(req, () => answer(VIRTIO_BLK_S_IOERR, null)),
+    );
   }
-  return out;
+
+  /** A backend answered: complete the chain (unless the device was reset meanwhile). */
+  private finishAsync(req: InFlight, answer: () => number): void {
+    if (!this.inflight.delete(req)) return;
+    const q = this.queue(0);
+    if (q && this.running) {
+      this.runDatapath(() => {
+        q.complete(req.id, req.ndesc, answer());
+        return q.flushUsed();
+      });
+    }
+    if (this.inflight.size === 0) for (const w of this.drainWaiters.splice(0)) w();
+  }
 }
 
 /** Copies `len` bytes at `from` of a segment list into a new array. */
-function gather(u8: Uint8Array, segs: Segment[], from: number, len: number): Uint8Array {
+function gather(u8: Uint8Array, segs: readonly Segment[], from: number, len: number): Uint8Array {
   const out = new Uint8Array(len);
   let o = 0;
-  for (const s of skip(segs, from)) {
-    const n = Math.min(s.len, len - o);
-    out.set(u8.subarray(s.addr, s.addr + n), o);
+  for (const s of segs) {
+    if (from >= s.len) {
+      from -= s.len;
+      continue;
+    }
+    const n = Math.min(s.len - from, len - o);
+    out.set(u8.subarray(s.addr + from, s.addr + from + n), o);
+    from = 0;
     o += n;
     if (o === len) break;
   }
   return out;
 }
 
-/** Copies a segment list's bytes to memory at `dst`. */
-function gatherInto(u8: Uint8Array, segs: Segment[], dst: number): void {
+/** Copies `data` (at most `max` bytes) into a segment list; returns bytes copied. */
+function scatter(u8: Uint8Array, segs: readonly Segment[], data: Uint8Array, max: number): number {
+  let o = 0;
+  const len = Math.min(data.length, max);
   for (const s of segs) {
-    u8.copyWithin(dst, s.addr, s.addr + s.len);
-    dst += s.len;
+    if (o >= len) break;
+    const n = Math.min(s.len, len - o);
+    u8.set(data.subarray(o, o + n), s.addr);
+    o += n;
   }
+  return o;
 }
 
-/** Copies `len` bytes from memory at `src` into a segment list. */
-function scatter(u8: Uint8Array, segs: Segment[], src: number, len: number): void {
+/** Writes one byte at offset `at` of a segment list. */
+function writeAt(u8: Uint8Array, segs: readonly Segment[], at: number, v: number): void {
   for (const s of segs) {
-    if (len <= 0) break;
-    const n = Math.min(s.len, len);
-    u8.copyWithin(s.addr, src, src + n);
-    src += n;
-    len -= n;
+    if (at < s.len) {
+      u8[s.addr + at] = v;
+      return;
+    }
+    at -= s.len;
   }
 }

@@ -9,17 +9,19 @@ import type { DriverQueue } from '../ring/driver-queue.ts';
 import type { VirtioBinding, VirtioClassDriver } from './virtio-vdpa.ts';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_ACCESS_PLATFORM,
-  VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, featureBit, hasFeature,
+  VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_DISCARD,
+  VIRTIO_BLK_F_WRITE_ZEROES, featureBit, hasFeature,
 } from '../virtio/constants.ts';
 import {
-  VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
-  VIRTIO_BLK_ID_BYTES, SECTOR_SIZE,
+  VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE,
 } from '../devices/blk.ts';
 
 /** Features this driver understands. */
 export const VIRTIO_BLK_DRIVER_FEATURES: bigint = [
   VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_ACCESS_PLATFORM,
-  VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
+  VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_DISCARD,
+  VIRTIO_BLK_F_WRITE_ZEROES,
 ].reduce((f, b) => f | featureBit(b), 0n);
 
 /** Options of {@link VirtioBlkDriver}. */
@@ -119,6 +121,30 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     await this.submit(VIRTIO_BLK_T_FLUSH, 0, null, 0);
   }
 
+  /** Discards `count` sectors at `sector` (VIRTIO_BLK_T_DISCARD; needs VIRTIO_BLK_F_DISCARD). */
+  async discard(sector: number, count: number): Promise<void> {
+    await this.rangeCommand(VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_F_DISCARD, sector, count, false);
+  }
+
+  /** Writes zeroes over `count` sectors (VIRTIO_BLK_T_WRITE_ZEROES; `unmap` lets the device deallocate). */
+  async writeZeroes(sector: number, count: number, unmap = false): Promise<void> {
+    await this.rangeCommand(VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_F_WRITE_ZEROES, sector, count, unmap);
+  }
+
+  private async rangeCommand(type: number, bit: number, sector: number, count: number, unmap: boolean): Promise<void> {
+    if (!hasFeature(this.binding.features, bit)) throw new VirtioError(Code.Unsupported, `feature bit ${bit} was not negotiated`);
+    if (this.readOnly) throw new VirtioError(Code.FailedPrecondition, `${this.dev.name} is read-only`);
+    if (!Number.isInteger(count) || count < 1 || count > 0xffffffff) throw new VirtioError(Code.InvalidArgument, `count ${count} must be 1..2^32-1`);
+    this.checkIo(sector, count * SECTOR_SIZE);
+    // struct virtio_blk_discard_write_zeroes { le64 sector; le32 num_sectors; le32 flags; }
+    const seg = new Uint8Array(16);
+    const v = new DataView(seg.buffer);
+    v.setBigUint64(0, BigInt(sector), true);
+    v.setUint32(8, count, true);
+    v.setUint32(12, unmap ? 1 : 0, true);
+    await this.submit(type, 0, seg, 0);
+  }
+
   /** The device id string (VIRTIO_BLK_T_GET_ID, up to 20 bytes). */
   async getId(): Promise<string> {
     const b = (await this.submit(VIRTIO_BLK_T_GET_ID, 0, null, VIRTIO_BLK_ID_BYTES))!;
@@ -141,7 +167,7 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
 
   private checkIo(sector: number, len: number): void {
     if (!Number.isSafeInteger(sector) || sector < 0) throw new VirtioError(Code.InvalidArgument, `sector ${sector} must be a non-negative integer`);
-    if (len === 0 || len % SECTOR_SIZE !== 0) throw new VirtioError(Code.InvalidArgument, `length ${len} must be a positive multiple of ${SECTOR_SIZE}`);
+    if (!Number.isSafeInteger(len) || len <= 0 || len % SECTOR_SIZE !== 0) throw new VirtioError(Code.InvalidArgument, `length ${len} must be a positive multiple of ${SECTOR_SIZE}`);
     if (sector + len / SECTOR_SIZE > this.capacity) throw new VirtioError(Code.InvalidArgument, `[${sector}, +${len / SECTOR_SIZE}) is beyond the ${this.capacity}-sector disk`);
   }
 

@@ -93,6 +93,16 @@ export class DeviceQueue extends QueueBase {
     this.unsubscribe = this.iotlb.onChange(() => this.mapRings(false));
   }
 
+  /** Memory offset of the chain records (for device datapaths in wasm). */
+  get chainsAddr(): number {
+    return this.chains;
+  }
+
+  /** Memory offset of the segment records (for device datapaths in wasm). */
+  get segsAddr(): number {
+    return this.segs;
+  }
+
   /** Chains returned by the last pop(). */
   get popped(): number {
     return this.nPopped;
