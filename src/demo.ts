@@ -92,9 +92,18 @@ for (const layout of ['split', 'packed'] as const) {
   bus.registerMgmtDevice(new VdpaSimBlkMgmt(plat));
   const virtio = createVirtioVdpa(plat, { queueSize: 256 });
   bus.registerDriver(virtio);
-  bus.devAdd('vdpasim_net', 'vdpa0', { mac: '00:11:22:33:44:55', mtu: 1500 });
-  bus.devAdd('vdpasim_blk', 'vdpa1');
-  for (const d of bus.devices) line(`${d.name}: device id ${d.getDeviceId()} mgmtdev ${bus.mgmtDeviceOf(d.name)} max_vqs ${d.nvqs} max_vq_size ${d.getVqNumMax()} status 0x${d.getStatus().toString(16)} driver ${bus.driverOf(d.name)?.name}`);
+  const { runVdpa } = await import('./cli/vdpa.ts');
+  const vdpa = (cmd: string) => {
+    line(`$ vdpa ${cmd}`);
+    runVdpa(cmd.split(' '), { bus, out: (t) => process.stdout.write(t), err: (t) => process.stdout.write(t) });
+  };
+  vdpa('mgmtdev show');
+  vdpa('dev add name vdpa0 mgmtdev vdpasim_net mac 00:11:22:33:44:55 mtu 1500 max_vqp 2');
+  vdpa('dev add name vdpa1 mgmtdev vdpasim_blk');
+  vdpa('dev add name vdpa2 mgmtdev vdpasim_net mtu 40');
+  vdpa('dev show');
+  vdpa('dev config show vdpa0');
+  for (const d of bus.devices) line(`${d.name}: status 0x${d.getStatus().toString(16)}, bound to ${bus.driverOf(d.name)?.name}`);
 
   const net = virtio.net('vdpa0');
   line(`virtio-net: mac ${formatMac(net.mac)} mtu ${net.mtu} link ${net.linkUp ? 'up' : 'down'}`);
@@ -111,6 +120,25 @@ for (const layout of ['split', 'packed'] as const) {
   }
   const secs = (performance.now() - t0) / 1000;
   line(`loopback: sent ${sent}, received ${frames} frames of 1514 B in ${secs.toFixed(2)} s = ${(bytes * 8 / secs / 1e9).toFixed(2)} Gbit/s`);
+  for (let q = 0; q < 4; q++) vdpa(`dev vstats show vdpa0 qidx ${q}`);
+
+  // Two more devices on a learning switch: broadcast floods, the answer goes by unicast.
+  const { L2Switch } = await import('./index.ts');
+  const sw = new L2Switch();
+  const hosts = ['lan1', 'lan2'].map((name, i) => {
+    const dev = bus.devAdd('vdpasim_net', name, { mac: `02:00:00:00:00:0${i + 1}` }) as import('./index.ts').VdpaSimNet;
+    const port = sw.connect(dev);
+    dev.attachPort((fr) => sw.input(port, fr));
+    return virtio.net(name);
+  });
+  const seen: string[] = [];
+  hosts.forEach((h, i) => h.onFrame((f) => seen.push(`lan${i + 1} got ${f.length} B from ${formatMac(f.subarray(6, 12))} to ${formatMac(f.subarray(0, 6))}`)));
+  const eth = (dst: number[], src: number[]) => { const f = new Uint8Array(64); f.set(dst); f.set(src, 6); f.set([0x88, 0xb5], 12); return f; };
+  hosts[0]!.send(eth([255, 255, 255, 255, 255, 255], [2, 0, 0, 0, 0, 1]));
+  await new Promise((r) => setImmediate(r));
+  hosts[1]!.send(eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]));
+  await new Promise((r) => setImmediate(r));
+  for (const x of seen) line(`switch: ${x}`);
 
   const blk = virtio.blk('vdpa1');
   line(`virtio-blk: ${blk.capacity} sectors × ${blk.blockSize} B, id "${await blk.getId()}"`);

@@ -358,7 +358,7 @@ describe('reset clears features, queues and maps', () => {
         assert.equal(net.reclaimRx().length, 3);
         assert.ok(d.calls[0]! > 0);
         dev.suspend();
-        assert.deepEqual(dev.getVendorVqStats(0).stats, [['received_desc', 3], ['completed_desc', 3]]);
+        assert.deepEqual(dev.getVendorVqStats(0).stats.slice(0, 2), [['received_desc', 3], ['completed_desc', 3]]);
         // A map that does not cover the rings: only a reset brings back the identity map.
         dev.setMap(0, []);
         const ev = statusEvents(dev);
@@ -373,7 +373,7 @@ describe('reset clears features, queues and maps', () => {
         for (let i = 0; i < dev.nvqs; i++) {
           assert.equal(dev.getVqReady(i), false);
           assert.deepEqual(dev.getVqState(i), { version: 1, layout: 'split', size: dev.getVqNumMax(), availIndex: 0, usedIndex: 0 });
-          assert.deepEqual(dev.getVendorVqStats(i).stats, [['received_desc', 0], ['completed_desc', 0]]);
+          assert.ok(dev.getVendorVqStats(i).stats.every(([, v]) => v === 0), 'every counter back to 0');
         }
         // A queue needs a size and addresses again.
         dev.setStatus(S_ACK | S_DRIVER);

@@ -162,11 +162,9 @@ function devVstatsInfo(dev: VdpaDevice, qidx: number): DevVstatsInfo {
   if (!dev.getVendorVqStats) throw new VirtioError(Code.Unsupported, `${dev.name} has no vendor statistics`);
   if (!(dev.getStatus() & VIRTIO_CONFIG_S_FEATURES_OK)) throw new KernelError(EAGAIN, 'feature negotiation not complete');
   const negotiatedFeatures = dev.getDriverFeatures();
-  const info: DevVstatsInfo = { name: dev.name, deviceId, qidx, negotiatedFeatures, stats: [] };
-  if (bit(negotiatedFeatures, VIRTIO_NET_F_MQ)) {
-    const cfg = dev.getConfig(8, 2);
-    info.maxVqp = cfg[0]! | (cfg[1]! << 8);
-  }
+  // The kernel always sends max_virtqueue_pairs here; iproute2 uses it to spot the control queue.
+  const cfg = dev.getConfig(8, 2);
+  const info: DevVstatsInfo = { name: dev.name, deviceId, qidx, maxVqp: cfg[0]! | (cfg[1]! << 8), negotiatedFeatures, stats: [] };
   if (qidx >= dev.nvqs) throw new VirtioError(Code.InvalidArgument, `queue index ${qidx} is out of range (${dev.nvqs} queues)`);
   info.stats = dev.getVendorVqStats(qidx).stats.map(([n, v]) => [n, v]);
   return info;
@@ -733,8 +731,9 @@ const LONG_OPTIONS = ['-json', '-pretty', '-Version', '-force', '-batch', '-help
 /**
  * Runs `vdpa ARGV…` against ctx.bus and returns the exit code (0, or 1 on any error). Global
  * options, anywhere before "--": -j[son], -p[retty], -V[ersion], -f[orce], -b[atch] FILE,
- * -h[elp] (any prefix, one or two dashes), or letters grouped as in `-jp`. With -batch the file's commands run one per
- * line on the same bus; the first failure stops the run unless -force is given.
+ * -h[elp] (any prefix, one or two dashes), or letters grouped as in `-jp`. With -batch the
+ * file's commands run one per line on the same bus; the first failure stops the run (reported
+ * as "Command failed FILE:LINE") unless -force is given.
  */
 export function runVdpa(argv: string[], ctx: VdpaCliContext): number {
   const o: Opts = { json: false, pretty: false };
@@ -789,7 +788,10 @@ export function runVdpa(argv: string[], ctx: VdpaCliContext): number {
     if (!ctx.readFile) throw new Error('no file access');
     text = ctx.readFile(batch);
   } catch (e) {
-    const why = e instanceof Error ? e.message : String(e);
+    // Node says "ENOENT: no such file or directory, open '…'"; iproute2 prints strerror().
+    const msg = e instanceof Error ? e.message : String(e);
+    const sys = /^E[A-Z]+: ([^,]+)/.exec(msg)?.[1];
+    const why = sys ? sys[0]!.toUpperCase() + sys.slice(1) : msg;
     ctx.err(`Cannot open file "${batch}" for reading: ${why}\n`);
     return 1;
   }

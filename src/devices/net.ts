@@ -18,8 +18,9 @@ import {
   VIRTIO_ID_NET, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
   VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER, VIRTIO_F_ACCESS_PLATFORM,
   VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_MQ, VIRTIO_NET_F_CTRL_MAC_ADDR,
-  VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_GUEST_ANNOUNCE, hasFeature,
+  VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MRG_RXBUF, hasFeature,
 } from '../virtio/constants.ts';
+import type { VqVendorStats } from '../bus/config-ops.ts';
 
 /** Size of struct virtio_net_hdr_v1 (VIRTIO 1.3 §5.1.6): every buffer starts with one. */
 export const VIRTIO_NET_HDR_SIZE = 12;
@@ -36,7 +37,7 @@ const CFG_SIZE = 12;
 export const VDPASIM_NET_FEATURES: bigint = features(
   VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_F_ACCESS_PLATFORM,
   VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN,
-  VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ,
+  VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER,
 );
 
@@ -203,6 +204,18 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     return idx % 2 === 0 ? 'rx' : 'tx';
   }
 
+  /** Ring counters plus the pair's frame counters, as `vdpa dev vstats show` prints them. */
+  override getVendorVqStats(idx: number): VqVendorStats {
+    const base = super.getVendorVqStats(idx);
+    if (base.type === 'control') return base;
+    const st = this.pairStats[idx >> 1];
+    if (!st) return base;
+    const extra: [string, number][] = base.type === 'rx'
+      ? [['rx_packets', st.packets], ['rx_bytes', st.bytes], ['rx_drops', st.drops], ['rx_filtered', st.filtered]]
+      : [['tx_packets', st.txPackets], ['tx_errors', st.txErrors]];
+    return { type: base.type, stats: [...base.stats, ...extra] };
+  }
+
   protected override classRejectFeatures(f: bigint): string | null {
     if (!hasFeature(f, VIRTIO_NET_F_CTRL_VQ)) {
       for (const b of NEEDS_CTRL_VQ) if (hasFeature(f, b)) return `feature bit ${b} needs VIRTIO_NET_F_CTRL_VQ`;
@@ -213,6 +226,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
 
   protected override onReset(): void {
     this.ctrl?.reset();
+    for (const st of this.pairStats ?? []) Object.assign(st, { packets: 0, bytes: 0, drops: 0, txPackets: 0, txErrors: 0, filtered: 0 });
   }
 
   protected override onDestroy(): void {
@@ -322,6 +336,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     const own = this.config.subarray(CFG_MAC, CFG_MAC + 6);
     const vlanFilter = hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_CTRL_VLAN);
     const frames = this.ctrl.rx.promisc ? all : all.filter((f) => this.ctrl.accepts(f, own, vlanFilter));
+    const mrg = hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_MRG_RXBUF);
     st.filtered += all.length - frames.length;
     if (!rx) {
       st.drops += frames.length;
@@ -342,6 +357,9 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
         if (fits) {
           const at = this.rxStaging + i * this.stride;
           u8.fill(0, at, at + VIRTIO_NET_HDR_SIZE);
+          // §5.1.6.4: with MRG_RXBUF num_buffers says how many buffers the frame took; this
+          // device never merges (a frame that does not fit one buffer is dropped), so 1.
+          if (mrg) u8[at + 10] = 1;
           u8.set(f, at + VIRTIO_NET_HDR_SIZE);
           st.packets++;
           st.bytes += len;

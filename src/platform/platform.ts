@@ -18,7 +18,7 @@ const PAGE = 65536;
 export interface PlatformOptions {
   /** Bytes of RAM for rings and buffers (rounded up to 64 KiB). @default 16 MiB */
   ramSize?: number;
-  /** Bytes of private memory for state blocks, tables and records (rounded up to 64 KiB). @default 1 MiB */
+  /** Bytes of private memory for state blocks, tables, records and device staging (rounded up to 64 KiB). @default 8 MiB */
   privateSize?: number;
   /** Make the memory shared, so workers can map the same bytes. @default false */
   shared?: boolean;
@@ -99,7 +99,7 @@ export class Platform {
   /** Creates a memory with the given layout and instantiates the ring module on it. */
   static create(opts: PlatformOptions = {}): Platform {
     const ramSize = roundPages(opts.ramSize ?? 16 << 20);
-    const privSize = roundPages(opts.privateSize ?? 1 << 20);
+    const privSize = roundPages(opts.privateSize ?? 8 << 20);
     const shared = opts.shared ?? false;
     if (ramSize <= 0 || privSize <= 0) throw new VirtioError(Code.InvalidArgument, 'ramSize and privateSize must be positive');
     const privBase = PAGE;
