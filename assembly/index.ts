@@ -14,6 +14,7 @@ import { STATUS_BROKEN, STATUS_INVALID_ARG } from "./status";
 import { copyBytes } from "./mem";
 import { chainAt, segAt, C_SEG, C_NREAD, C_NWRITE, C_WRITTEN } from "./ring/chain";
 import { blkServe } from "./dev/blk";
+import { netFilter, netLoop } from "./dev/net";
 
 export * from "./status";
 
@@ -154,6 +155,24 @@ export function dev_copy_in(chains: usize, n: i32, segs: usize, src: usize, stri
 export function blk_serve(chains: usize, n: i32, segs: usize, disk: usize, capLo: u32, capHi: u32, flags: u32, id: usize, scratch: usize): i32 {
   if (n <= 0) return 0;
   return blkServe(chains, n, segs, disk, (<u64>capHi << 32) | <u64>capLo, flags, id, scratch);
+}
+
+/**
+ * virtio-net receive filter over popped tx chains [0, n): writes a verdict byte per chain
+ * (1 deliver, 0 filtered, 2 not a frame). Returns how many are to be delivered.
+ */
+export function net_filter(chains: usize, n: i32, segs: usize, filter: usize, maxLen: u32, verdict: usize, scratch: usize): i32 {
+  if (n <= 0) return 0;
+  return netFilter(chains, n, segs, filter, maxLen, verdict, scratch);
+}
+
+/**
+ * virtio-net loopback: copies tx chains with verdict 1 into rx chains [0, m) (header reset,
+ * num_buffers 1 if mrg != 0), updating stats {delivered, bytes, drops}. Returns rx chains used.
+ */
+export function net_loop(tx: usize, n: i32, txSegs: usize, verdict: usize, rx: usize, m: i32, rxSegs: usize, mrg: i32, stats: usize): i32 {
+  if (n <= 0 || m <= 0) return 0;
+  return netLoop(tx, n, txSegs, verdict, rx, m, rxSegs, mrg != 0, stats);
 }
 
 // ─────────────────────────── driver side ───────────────────────────

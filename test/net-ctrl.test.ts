@@ -138,3 +138,33 @@ test('features that need the control queue are refused without it (FEATURES_OK s
   assert.match(dev.rejectFeatures(noCtrl) ?? '', /CTRL_VQ/);
   assert.equal(dev.rejectFeatures(f), null);
 });
+
+test('loopback: the wasm receive filter accepts exactly what NetCtrlState.accepts does (random modes, tables, VLANs)', async () => {
+  const p = Platform.create({ ramSize: 32 << 20 });
+  const bus = new VdpaBus();
+  bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
+  const virtio = createVirtioVdpa(p, { queueSize: 256 });
+  bus.registerDriver(virtio);
+  const dev = bus.devAdd('vdpasim_net', 'n', { mac: formatMac(new Uint8Array(OWN)) }) as VdpaSimNet;
+  const drv = virtio.net('n');
+  const got: Uint8Array[] = [];
+  drv.onFrame((f) => got.push(f));
+  let seed = 5;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const macs = [OWN, [2, 0, 0, 0, 0, 7], [2, 0, 0, 0, 0, 8], [1, 0, 0x5e, 0, 0, 1], [1, 0, 0x5e, 0, 0, 2], [255, 255, 255, 255, 255, 255]];
+  for (let round = 0; round < 12; round++) {
+    await drv.setRxMode({ promisc: rand() < 0.2, allmulti: rand() < 0.3, alluni: rand() < 0.3, nomulti: rand() < 0.3, nouni: rand() < 0.2, nobcast: rand() < 0.3 });
+    await drv.setMacTable(rand() < 0.5 ? ['02:00:00:00:00:07'] : [], rand() < 0.5 ? ['01:00:5e:00:00:01'] : []);
+    if (rand() < 0.5) await drv.addVlan(10); else await drv.removeVlan(10);
+    const frames = Array.from({ length: 40 }, (_, i) => {
+      const vlan = rand() < 0.3 ? (rand() < 0.5 ? 10 : 20) : undefined;
+      const f = frame(macs[Math.floor(rand() * macs.length)]!, i, vlan);
+      return f;
+    });
+    const want = frames.filter((f) => dev.ctrl.accepts(f, dev.mac, true));
+    got.length = 0;
+    drv.sendBatch(frames);
+    await tick();
+    assert.deepEqual(got, want, `round ${round}`);
+  }
+});

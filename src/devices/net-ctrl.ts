@@ -27,6 +27,9 @@ export const VIRTIO_NET_ERR = 1;
 /** Most entries per MAC table we keep (QEMU's MAC_TABLE_ENTRIES is 64). */
 export const MAC_TABLE_MAX = 64;
 
+/** Bytes of the filter block: flags, mac, two 64-entry tables, a 4096-bit VLAN bitmap. */
+export const FILTER_BLOCK_SIZE = 788 + 512;
+
 /** The RX mode flags (VIRTIO_NET_CTRL_RX_*). */
 export interface RxMode {
   promisc: boolean;
@@ -63,6 +66,8 @@ export class NetCtrlState {
   vlans = new Set<number>();
   /** Active queue pairs (1 until VQ_PAIRS_SET). */
   pairs = 1;
+  /** The tables changed since the last sync(). */
+  dirty = true;
 
   /** Back to the reset state. */
   reset(): void {
@@ -70,10 +75,33 @@ export class NetCtrlState {
   }
 
   /**
+   * Writes the filter block the wasm datapath reads (assembly/dev/net.ts): flags, own MAC,
+   * and — when they changed — the MAC tables and the VLAN bitmap. FILTER_BLOCK_SIZE bytes.
+   */
+  sync(u8: Uint8Array, at: number, ownMac: Uint8Array, vlanFilter: boolean): void {
+    const r = this.rx;
+    const flags = (r.promisc ? 1 : 0) | (r.allmulti ? 2 : 0) | (r.alluni ? 4 : 0) | (r.nomulti ? 8 : 0) |
+      (r.nouni ? 16 : 0) | (r.nobcast ? 32 : 0) | (vlanFilter ? 64 : 0);
+    const dv = new DataView(u8.buffer, at, FILTER_BLOCK_SIZE);
+    dv.setUint32(0, flags, true);
+    u8.set(ownMac, at + 4);
+    if (!this.dirty) return;
+    dv.setUint32(12, this.uni.length, true);
+    dv.setUint32(16, this.multi.length, true);
+    const put = (list: string[], o: number) => list.forEach((m, i) => u8.set(m.split(':').map((x) => parseInt(x, 16)), at + o + 6 * i));
+    put(this.uni, 20);
+    put(this.multi, 404);
+    u8.fill(0, at + 788, at + FILTER_BLOCK_SIZE);
+    for (const v of this.vlans) u8[at + 788 + (v >> 3)]! |= 1 << (v & 7);
+    this.dirty = false;
+  }
+
+  /**
    * Runs one command: class, command and its data. Returns VIRTIO_NET_OK or VIRTIO_NET_ERR;
    * `setMac` is called for MAC_ADDR_SET (the device updates its config space).
    */
   execute(cls: number, cmd: number, data: Uint8Array, caps: CtrlCaps, setMac: (mac: Uint8Array) => void): number {
+    this.dirty = true;
     const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
     switch (cls) {
       case VIRTIO_NET_CTRL_RX: {

@@ -13,7 +13,7 @@ import { VdpaSim, features } from './sim-core.ts';
 import type { Platform } from '../platform/platform.ts';
 import type { PcapWriter } from './pcap.ts';
 import type { SwitchEndpoint } from './switch.ts';
-import { NetCtrlState, VIRTIO_NET_ERR, type CtrlCaps } from './net-ctrl.ts';
+import { NetCtrlState, VIRTIO_NET_ERR, FILTER_BLOCK_SIZE, type CtrlCaps } from './net-ctrl.ts';
 import {
   VIRTIO_ID_NET, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
   VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER, VIRTIO_F_ACCESS_PLATFORM,
@@ -21,6 +21,7 @@ import {
   VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MRG_RXBUF, hasFeature,
 } from '../virtio/constants.ts';
 import type { VqVendorStats } from '../bus/config-ops.ts';
+import type { DeviceQueue } from '../ring/device-queue.ts';
 
 /** Size of struct virtio_net_hdr_v1 (VIRTIO 1.3 §5.1.6): every buffer starts with one. */
 export const VIRTIO_NET_HDR_SIZE = 12;
@@ -90,6 +91,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   private readonly rxStaging: number;
   private readonly stride: number;
   private readonly lens: number;
+  /** The filter block, verdict bytes, scratch and loopback counters the wasm datapath uses. */
+  private readonly filterBlock: number;
+  private readonly verdict: number;
+  private readonly scratch: number;
+  private readonly loopStats: number;
   private port: NetPort | null = null;
   private pcap: PcapWriter | null = null;
   /** Control-queue state: the receive filter and the active queue pairs. */
@@ -117,6 +123,10 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.staging = platform.priv.alloc(this.batch * this.stride, 64);
     this.rxStaging = platform.priv.alloc(this.batch * this.stride, 64);
     this.lens = platform.priv.alloc(this.batch * 4, 4);
+    this.filterBlock = platform.priv.alloc(FILTER_BLOCK_SIZE, 8);
+    this.verdict = platform.priv.alloc(this.batch, 8);
+    this.scratch = platform.priv.alloc(32, 8);
+    this.loopStats = platform.priv.alloc(16, 8);
   }
 
   /** 'loopback', or 'port' once a port is attached. */
@@ -230,7 +240,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   }
 
   protected override onDestroy(): void {
-    for (const m of [this.staging, this.rxStaging, this.lens]) this.platform.priv.release(m);
+    for (const m of [this.staging, this.rxStaging, this.lens, this.filterBlock, this.verdict, this.scratch, this.loopStats]) this.platform.priv.release(m);
   }
 
   protected override datapath(budget: number, only?: number): number {
@@ -306,6 +316,12 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
         break;
       }
       rearmed = false;
+      if (!this.port && !this.pcap) {
+        this.loopInWasm(pair, tx, n);
+        tx.pushPopped(n);
+        done += n;
+        continue;
+      }
       tx.copyOut(n, this.staging, this.stride); // header + frame of every chain, in wasm
       const frames: Uint8Array[] = [];
       for (let i = 0; i < n; i++) {
@@ -326,6 +342,37 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       else st.drops += frames.length;
     }
     return done;
+  }
+
+  /**
+   * Loopback without leaving wasm: the receive filter classifies the tx batch, the accepted
+   * frames are copied chain to chain into as many rx buffers, and counters come back in memory.
+   */
+  private loopInWasm(pair: number, tx: DeviceQueue, n: number): void {
+    const ex = this.platform.exports;
+    const u32 = this.platform.u32;
+    const st = this.pairStats[pair]!;
+    const f = this.getDriverFeatures();
+    this.ctrl.sync(this.platform.u8, this.filterBlock, this.config.subarray(CFG_MAC, CFG_MAC + 6), hasFeature(f, VIRTIO_NET_F_CTRL_VLAN));
+    const sc = this.scratch >> 2;
+    u32[sc + 6] = 0; // filtered
+    u32[sc + 7] = 0; // not frames
+    const ok = ex.net_filter(tx.chainsAddr, n, tx.segsAddr, this.filterBlock, this.stride, this.verdict, this.scratch);
+    st.filtered += u32[sc + 6]!;
+    st.txErrors += u32[sc + 7]!;
+    st.txPackets += n - u32[sc + 7]!;
+    const rx = this.queue(2 * pair);
+    const m = rx && this.linkUp && ok > 0 ? rx.pop(ok) : 0;
+    if (m > 0) {
+      const ls = this.loopStats >> 2;
+      u32[ls] = u32[ls + 1] = u32[ls + 2] = 0;
+      ex.net_loop(tx.chainsAddr, n, tx.segsAddr, this.verdict, rx!.chainsAddr, m, rx!.segsAddr, hasFeature(f, VIRTIO_NET_F_MRG_RXBUF) ? 1 : 0, this.loopStats);
+      st.packets += u32[ls]!;
+      st.bytes += u32[ls + 1]!;
+      st.drops += u32[ls + 2]!;
+      rx!.pushPopped(m);
+    }
+    st.drops += ok - m; // no rx buffer (or link down) for the rest
   }
 
   /** Puts frames into the rx queue of `pair`: staged with a zeroed header, scattered in wasm. */
