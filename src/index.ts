@@ -25,6 +25,7 @@ export { VirtioNetDriver, VIRTIO_NET_DRIVER_FEATURES } from './drivers/virtio-ne
 export { VirtioBlkDriver, VIRTIO_BLK_DRIVER_FEATURES } from './drivers/virtio-blk.ts';
 export { createVirtioVdpa, VirtioDrivers } from './drivers/index.ts';
 export { L2Switch } from './devices/switch.ts';
+export { IdbBackend } from './browser/idb-backend.ts';
 export {
   NetCtrlState, VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_ANNOUNCE,
   VIRTIO_NET_OK, VIRTIO_NET_ERR, MAC_TABLE_MAX,

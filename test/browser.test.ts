@@ -27,6 +27,7 @@ interface PageResult {
     crossOriginIsolated: boolean;
     error?: string;
     local: { layout: string; size: number; chains: number; ms: number }[];
+    drivers: { frames: number[]; blkData: boolean; zeros: boolean; id: string; capacity: number } | null;
     worker: {
       layout: string; eventIdx: boolean; size: number; chains: number; kicks: number; calls: number;
       driverWakeups: number; deviceWakeups: number; ms: number;
@@ -96,6 +97,12 @@ describe('in Chromium', { skip: haveChromium ? false : `${CHROMIUM} not found (a
 
   test('single-thread round trips on an unshared memory: split and packed', () => {
     assert.deepEqual(result.details.local.map((r) => [r.layout, r.chains]), [['split', 1200], ['packed', 1200]]);
+  });
+
+  test('bus, virtio_vdpa and drivers in the browser: net loopback, blk over IndexedDB', () => {
+    assert.deepEqual(result.details.drivers, {
+      frames: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], blkData: true, zeros: true, id: 'vdpasim-b0', capacity: 2048,
+    });
   });
 
   test('device in a worker on a shared memory: every reply checked, no lost notification', (t) => {

@@ -7,7 +7,9 @@
 //      Atomics.wait and this thread (which must not block) in Atomics.waitAsync.
 // The outcome lands in window.__result = { ok, details } for the Node test to read.
 
-import { Platform, DriverQueue, DeviceQueue, ringFeatures } from '/dist/index.js';
+import {
+  Platform, DriverQueue, DeviceQueue, ringFeatures, VdpaBus, VdpaSimNetMgmt, VdpaSimBlk, createVirtioVdpa, IdbBackend,
+} from '/dist/index.js';
 import { SLOT, fillPayload, reply, checkReply } from './echo.js';
 
 /** Wall-clock budget of one round-trip run (a run that needs longer fails, it does not hang). */
@@ -250,7 +252,50 @@ async function runWorker(p, inbox, worker, bells, cfg, id) {
 }
 
 /** What the page found; filled as runs complete, so a failure still shows how far it got. */
-const details = { crossOriginIsolated: globalThis.crossOriginIsolated, local: [], worker: [] };
+const details = { crossOriginIsolated: globalThis.crossOriginIsolated, local: [], worker: [], drivers: null };
+
+/**
+ * The control plane and drivers in the browser: a vdpasim_net device through the bus and
+ * virtio_vdpa (loopback frames), and a vdpasim_blk device over an IndexedDB backend.
+ */
+async function runDrivers() {
+  const p = Platform.create({ ramSize: 16 << 20 });
+  const bus = new VdpaBus();
+  bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
+  const virtio = createVirtioVdpa(p, { queueSize: 64 });
+  bus.registerDriver(virtio);
+  bus.devAdd('vdpasim_net', 'n0', { mac: '02:00:00:00:00:01' });
+  const net = virtio.net('n0');
+  const frames = [];
+  net.onFrame((f) => frames.push(f[20]));
+  for (let i = 0; i < 10; i++) net.send(new Uint8Array(100).fill(i));
+  await new Promise((r) => setTimeout(r, 0));
+  const dbName = `vdpa-wasm-test-${Date.now()}`;
+  const backend = await IdbBackend.open(dbName, { sectors: 2048, chunkSectors: 16 });
+  try {
+    bus.addDevice(new VdpaSimBlk(p, { name: 'b0', backend }));
+    const blk = virtio.blk('b0');
+    const data = new Uint8Array(12 * 512).map((_, i) => (i * 13) & 255);
+    await Promise.all([blk.write(100, data), blk.write(3, data.subarray(0, 512))]);
+    const back = new Uint8Array(data.length);
+    await blk.read(100, back);
+    const three = new Uint8Array(512);
+    await blk.read(3, three);
+    const never = new Uint8Array(1024);
+    await blk.read(2000, never);
+    await blk.flush();
+    return {
+      frames,
+      blkData: back.every((b, i) => b === data[i]) && three.every((b, i) => b === data[i]),
+      zeros: never.every((b) => b === 0),
+      id: await blk.getId(),
+      capacity: blk.capacity,
+    };
+  } finally {
+    backend.close();
+    indexedDB.deleteDatabase(dbName);
+  }
+}
 
 async function main() {
   if (globalThis.crossOriginIsolated !== true) throw new Error('page is not cross-origin isolated (COOP/COEP headers missing?)');
@@ -258,6 +303,7 @@ async function main() {
 
   details.local.push(runLocal('split', 64, LOCAL_CHAINS));
   details.local.push(runLocal('packed', 50, LOCAL_CHAINS)); // not a power of two: packed allows it
+  details.drivers = await runDrivers();
 
   const p = Platform.create({ shared: true, ramSize: 1 << 20 });
   if (!(p.memory.buffer instanceof SharedArrayBuffer) || !p.shared) throw new Error('shared platform has no SharedArrayBuffer');
