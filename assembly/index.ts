@@ -168,11 +168,11 @@ export function net_filter(chains: usize, n: i32, segs: usize, filter: usize, ma
 
 /**
  * virtio-net loopback: copies tx chains with verdict 1 into rx chains [0, m) (header reset,
- * num_buffers 1 if mrg != 0), updating stats {delivered, bytes, drops}. Returns rx chains used.
+ * num_buffers 1), updating stats {delivered, bytes, drops}. Returns rx chains used.
  */
-export function net_loop(tx: usize, n: i32, txSegs: usize, verdict: usize, rx: usize, m: i32, rxSegs: usize, mrg: i32, stats: usize): i32 {
+export function net_loop(tx: usize, n: i32, txSegs: usize, verdict: usize, rx: usize, m: i32, rxSegs: usize, stats: usize): i32 {
   if (n <= 0 || m <= 0) return 0;
-  return netLoop(tx, n, txSegs, verdict, rx, m, rxSegs, mrg != 0, stats);
+  return netLoop(tx, n, txSegs, verdict, rx, m, rxSegs, stats);
 }
 
 // ─────────────────────────── driver side ───────────────────────────

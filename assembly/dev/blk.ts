@@ -111,7 +111,9 @@ export function blkServe(chains: usize, n: i32, segs: usize, disk: usize, capaci
         const wz = type == T_WRITE_ZEROES;
         if ((flags & (wz ? BLK_WRITE_ZEROES : BLK_DISCARD)) == 0) status = S_UNSUPP;
         else if ((flags & BLK_RO) != 0) status = S_IOERR;
-        else if (outLen == 0 || (outLen & 15) != 0) status = S_IOERR;
+        // At most max_discard_seg (16) ranges of max_discard_sectors (0xffff) each, as the
+        // config space says (src/devices/blk.ts).
+        else if (outLen == 0 || (outLen & 15) != 0 || (outLen >> 4) > 16) status = S_IOERR;
         else {
           // First check every range, then apply: a bad segment changes nothing.
           const cnt = outLen >> 4;
@@ -122,7 +124,7 @@ export function blkServe(chains: usize, n: i32, segs: usize, disk: usize, capaci
             const fl = load<u32>(scratch, 12);
             // §5.2.6.2: UNSUPP for discard with the unmap flag, or unknown flag bits.
             if ((!wz && fl != 0) || (wz && (fl & ~F_UNMAP) != 0)) status = S_UNSUPP;
-            else if (!inRange(sec, num, capacity)) status = S_IOERR;
+            else if (num > 0xffff || !inRange(sec, num, capacity)) status = S_IOERR;
           }
           for (let k: u32 = 0; k < cnt && status == S_OK; k++) {
             segCopy(segs, s0, nr, 16 + (k << 4), scratch, 16, false);

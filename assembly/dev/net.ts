@@ -112,12 +112,13 @@ export function netFilter(chains: usize, n: i32, segs: usize, filter: usize, max
 
 /**
  * Loopback: copies every tx chain with verdict 1 (header + frame) into the next rx chain
- * [0, m), zeroing the header's offload fields and setting num_buffers to 1 when `mrg`.
+ * [0, m), zeroing the header's offload fields and setting num_buffers to 1 (§5.1.6.4: 1
+ * without MRG_RXBUF; with it too, since this device never merges buffers).
  * A frame bigger than its rx buffer is dropped and the buffer returned with length 0.
  * stats[0] += frames delivered, stats[1] += bytes, stats[2] += drops (u32 each).
  * Returns the rx chains used.
  */
-export function netLoop(tx: usize, n: i32, txSegs: usize, verdict: usize, rx: usize, m: i32, rxSegs: usize, mrg: bool, stats: usize): i32 {
+export function netLoop(tx: usize, n: i32, txSegs: usize, verdict: usize, rx: usize, m: i32, rxSegs: usize, stats: usize): i32 {
   let k: i32 = 0;
   for (let i: i32 = 0; i < n && k < m; i++) {
     if (load<u8>(verdict + i) != 1) continue;
@@ -153,11 +154,11 @@ export function netLoop(tx: usize, n: i32, txSegs: usize, verdict: usize, rx: us
       if (toff == load<u32>(ts, 4)) { tj++; toff = 0; }
       if (roff == load<u32>(rsg, 4)) { rj++; roff = 0; }
     }
-    // The header the driver sees: no offloads; num_buffers 1 with MRG_RXBUF (§5.1.6.4).
+    // The header the driver sees: no offloads, num_buffers 1 (when it sits in one segment).
     const hdr: usize = <usize>load<u32>(segAt(rxSegs, rs0));
     if (load<u32>(segAt(rxSegs, rs0), 4) >= HDR) {
       memory.fill(hdr, 0, HDR);
-      if (mrg) store<u16>(hdr, 1, 10);
+      store<u16>(hdr, 1, 10);
     }
     store<u32>(r, len, C_WRITTEN);
     store<u32>(stats, load<u32>(stats) + 1);

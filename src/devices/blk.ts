@@ -117,6 +117,8 @@ export class VdpaSimBlk extends VdpaSim {
   private readonly id: number;
   private readonly scratch: number;
   private readonly inflight = new Set<InFlight>();
+  /** Answers that came back while the device was suspended: delivered on resume. */
+  private held: { req: InFlight; answer: () => number }[] = [];
   private drainWaiters: (() => void)[] = [];
 
   constructor(platform: Platform, opts: VdpaSimBlkOptions) {
@@ -156,6 +158,11 @@ export class VdpaSimBlk extends VdpaSim {
     return this.inflight.size;
   }
 
+  /** Answers held back while suspended, to be pushed used on resume. */
+  get heldCompletions(): number {
+    return this.held.length;
+  }
+
   /** Resolves once no request is in flight. */
   drain(): Promise<void> {
     if (this.inflight.size === 0) return Promise.resolve();
@@ -169,6 +176,8 @@ export class VdpaSimBlk extends VdpaSim {
   protected override onReset(): void {
     // Answers that arrive after a reset are dropped (their chains belong to the old rings).
     this.inflight?.clear();
+    if (this.held) this.held = [];
+    for (const w of this.drainWaiters?.splice(0) ?? []) w();
   }
 
   protected override onDestroy(): void {
@@ -180,6 +189,7 @@ export class VdpaSimBlk extends VdpaSim {
   protected override datapath(budget: number): number {
     const q = this.queue(0);
     if (!q) return 0;
+    if (this.held.length) queueMicrotask(() => this.deliverHeld()); // resumed: answers held while suspended
     const f = this.getDriverFeatures();
     const flags = (this.readOnly ? 1 : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? 2 : 0) | (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? 4 : 0);
     let done = 0;
@@ -260,19 +270,20 @@ export class VdpaSimBlk extends VdpaSim {
           const segs = gather(u8, c.readable, 16, outLen);
           const sv = new DataView(segs.buffer);
           const ranges: [number, number, boolean][] = [];
+          if (outLen / 16 > MAX_DISCARD_SEG) bad = VIRTIO_BLK_S_IOERR; // max_discard_seg / max_write_zeroes_seg
           for (let o = 0; o < outLen && bad === VIRTIO_BLK_S_OK; o += 16) {
             const s = Number(sv.getBigUint64(o, true));
             const n = sv.getUint32(o + 8, true);
             const fl = sv.getUint32(o + 12, true);
             if ((!wz && fl !== 0) || (wz && fl & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)) bad = VIRTIO_BLK_S_UNSUPP;
-            else if (!(Number.isSafeInteger(s) && s <= this.capacity && n <= this.capacity - s)) bad = VIRTIO_BLK_S_IOERR;
+            else if (n > MAX_DISCARD_SECTORS || !(Number.isSafeInteger(s) && s <= this.capacity && n <= this.capacity - s)) bad = VIRTIO_BLK_S_IOERR;
             else ranges.push([s, n, (fl & 1) !== 0]);
           }
           if (bad === VIRTIO_BLK_S_OK) {
             op = Promise.all(ranges.map(([s, n, unmap]) => {
               if (!wz && b.discard) return b.discard(s, n);
               if (b.writeZeroes) return b.writeZeroes(s, n, unmap);
-              return b.write(s, new Uint8Array(n * SECTOR_SIZE));
+              return writeZeroChunks(b, s, n);
             })).then(() => null);
           }
         }
@@ -292,17 +303,38 @@ export class VdpaSimBlk extends VdpaSim {
     );
   }
 
-  /** A backend answered: complete the chain (unless the device was reset meanwhile). */
+  /**
+   * A backend answered: complete the chain. While the device is suspended the answer is held
+   * (a suspended device writes nothing) and delivered on resume; after a reset it is dropped.
+   */
   private finishAsync(req: InFlight, answer: () => number): void {
     if (!this.inflight.delete(req)) return;
-    const q = this.queue(0);
-    if (q && this.running) {
-      this.runDatapath(() => {
-        q.complete(req.id, req.ndesc, answer());
-        return q.flushUsed();
-      });
-    }
+    this.held.push({ req, answer });
+    this.deliverHeld();
     if (this.inflight.size === 0) for (const w of this.drainWaiters.splice(0)) w();
+  }
+
+  /** Pushes held answers used, if the device is running. */
+  private deliverHeld(): void {
+    const q = this.queue(0);
+    if (!q || !this.running || this.held.length === 0) return;
+    const list = this.held.splice(0);
+    this.runDatapath(() => {
+      for (const h of list) {
+        q.complete(h.req.id, h.req.ndesc, h.answer());
+        if (q.stagedCompletions >= q.batch) q.flushUsed();
+      }
+      return q.flushUsed();
+    });
+  }
+}
+
+/** Writes zeroes through a backend without writeZeroes, 256 sectors at a time. */
+async function writeZeroChunks(b: BlkBackend, sector: number, count: number): Promise<void> {
+  const chunk = new Uint8Array(Math.min(count, 256) * SECTOR_SIZE);
+  for (let s = sector; s < sector + count; s += 256) {
+    const n = Math.min(256, sector + count - s);
+    await b.write(s, n === 256 ? chunk : chunk.subarray(0, n * SECTOR_SIZE));
   }
 }
 

@@ -166,6 +166,7 @@ export class NetCtrlState {
    * multicast by nomulti/allmulti/table; unicast by nouni/alluni/own MAC/table.
    */
   accepts(frame: Uint8Array, ownMac: Uint8Array, vlanFilter: boolean): boolean {
+    if (frame.length < 14) return false; // not an Ethernet frame
     if (this.rx.promisc) return true;
     if (vlanFilter && frame.length >= 16 && frame[12] === 0x81 && frame[13] === 0x00) {
       const vid = ((frame[14]! << 8) | frame[15]!) & 0xfff;

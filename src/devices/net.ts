@@ -118,8 +118,8 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.configView.setUint16(CFG_STATUS, VIRTIO_NET_S_LINK_UP, true);
     this.configView.setUint16(CFG_MAX_VQP, maxVqp, true);
     this.configView.setUint16(CFG_MTU, mtu, true);
-    // Staging for one batch: header + Ethernet header + MTU per frame.
-    this.stride = VIRTIO_NET_HDR_SIZE + 14 + mtu;
+    // Staging for one batch: header + Ethernet header (+ VLAN tag) + MTU per frame.
+    this.stride = VIRTIO_NET_HDR_SIZE + 14 + 4 + mtu; // + an 802.1Q tag
     this.staging = platform.priv.alloc(this.batch * this.stride, 64);
     this.rxStaging = platform.priv.alloc(this.batch * this.stride, 64);
     this.lens = platform.priv.alloc(this.batch * 4, 4);
@@ -366,7 +366,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     if (m > 0) {
       const ls = this.loopStats >> 2;
       u32[ls] = u32[ls + 1] = u32[ls + 2] = 0;
-      ex.net_loop(tx.chainsAddr, n, tx.segsAddr, this.verdict, rx!.chainsAddr, m, rx!.segsAddr, hasFeature(f, VIRTIO_NET_F_MRG_RXBUF) ? 1 : 0, this.loopStats);
+      ex.net_loop(tx.chainsAddr, n, tx.segsAddr, this.verdict, rx!.chainsAddr, m, rx!.segsAddr, this.loopStats);
       st.packets += u32[ls]!;
       st.bytes += u32[ls + 1]!;
       st.drops += u32[ls + 2]!;
@@ -382,9 +382,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     // The receive filter of the control queue (§5.1.6.5.1-2) decides what rx sees.
     const own = this.config.subarray(CFG_MAC, CFG_MAC + 6);
     const vlanFilter = hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_CTRL_VLAN);
-    const frames = this.ctrl.rx.promisc ? all : all.filter((f) => this.ctrl.accepts(f, own, vlanFilter));
-    const mrg = hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_MRG_RXBUF);
-    st.filtered += all.length - frames.length;
+    // Anything shorter than an Ethernet header is not a frame: dropped and counted.
+    const whole = all.every((f) => f.length >= 14) ? all : all.filter((f) => f.length >= 14);
+    st.drops += all.length - whole.length;
+    const frames = this.ctrl.rx.promisc ? whole : whole.filter((f) => this.ctrl.accepts(f, own, vlanFilter));
+    st.filtered += whole.length - frames.length;
     if (!rx) {
       st.drops += frames.length;
       return 0;
@@ -404,9 +406,9 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
         if (fits) {
           const at = this.rxStaging + i * this.stride;
           u8.fill(0, at, at + VIRTIO_NET_HDR_SIZE);
-          // §5.1.6.4: with MRG_RXBUF num_buffers says how many buffers the frame took; this
-          // device never merges (a frame that does not fit one buffer is dropped), so 1.
-          if (mrg) u8[at + 10] = 1;
+          // §5.1.6.4: num_buffers is how many buffers the frame took — 1 without MRG_RXBUF, and
+          // 1 with it too, since this device never merges (a frame that does not fit is dropped).
+          u8[at + 10] = 1;
           u8.set(f, at + VIRTIO_NET_HDR_SIZE);
           st.packets++;
           st.bytes += len;

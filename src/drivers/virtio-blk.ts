@@ -196,21 +196,24 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
   private pump(): void {
     const q = this.q;
     if (!q || this.waiting.length === 0) return;
-
-    for (const w of this.waiting) {
-      const { mem, out, len } = w.p;
-      const outLen = out?.length ?? 0;
-      const segs = [{ addr: mem, len: 16 }];
-      if (outLen) segs.push({ addr: mem + 16, len: outLen });
-      const inp = [];
-      if (len - outLen) inp.push({ addr: mem + 16 + outLen, len: len - outLen });
-      inp.push({ addr: mem + 16 + len, len: 1 });
-      if (q.stagedCount >= q.batch) break;
-      q.stage(w.token, segs, inp);
-
+    let added = 0;
+    try {
+      for (const w of this.waiting) {
+        const { mem, out, len } = w.p;
+        const outLen = out?.length ?? 0;
+        const segs = [{ addr: mem, len: 16 }];
+        if (outLen) segs.push({ addr: mem + 16, len: outLen });
+        const inp = [];
+        if (len - outLen) inp.push({ addr: mem + 16 + outLen, len: len - outLen });
+        inp.push({ addr: mem + 16 + len, len: 1 });
+        if (!q.canStage(segs.length + inp.length)) break;
+        q.stage(w.token, segs, inp);
+      }
+      added = q.submit();
+    } finally {
+      // Whatever did not fit stays waiting, never half-staged.
+      q.clearStaged();
     }
-    const added = q.submit();
-    q.clearStaged();
     for (const w of this.waiting.splice(0, added)) this.inflight.set(w.token, w.p);
     if (added > 0 && q.kickPrepare()) this.dev.kickVq(0);
   }

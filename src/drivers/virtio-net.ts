@@ -88,6 +88,11 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   private backlog: Uint8Array[] = [];
   private lastLink = true;
   private failed: VirtioError | null = null;
+  /** Serializes control commands. */
+  private ctrlLock: Promise<void> = Promise.resolve();
+  private ctrlToken = 0;
+  /** Control buffers the device may still hold (timed-out commands); freed with the queues. */
+  private orphans: number[] = [];
 
   constructor(dev: VdpaDevice, binding: VirtioBinding, opts: VirtioNetDriverOptions = {}) {
     super();
@@ -173,7 +178,8 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   /** Forgets buffers in flight (the device is being reset). */
   stop(): void {
     const p = this.binding.platform;
-    for (const m of [...this.rxPools, ...this.txPools]) p.ram.release(m);
+    for (const m of [...this.rxPools, ...this.txPools, ...this.orphans]) p.ram.release(m);
+    this.orphans = [];
     this.rxPools = [];
     this.txPools = [];
     this.rxq = [];
@@ -342,35 +348,56 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
 
   /**
    * Sends one command on the control queue and waits for its ack, polling as Linux's
-   * virtnet_send_command does. Rejects with InvalidArgument on VIRTIO_NET_ERR.
+   * virtnet_send_command does. Commands run one at a time (Linux holds a lock); each has its
+   * own token, so a late answer to an earlier command is never taken for this one. A buffer
+   * the device still holds is never freed: after a timeout it is kept until the queue is torn
+   * down. Rejects with InvalidArgument on VIRTIO_NET_ERR.
    */
-  private async command(cls: number, cmd: number, data: Uint8Array): Promise<void> {
+  private command(cls: number, cmd: number, data: Uint8Array): Promise<void> {
+    const run = this.ctrlLock.then(() => this.commandNow(cls, cmd, data));
+    this.ctrlLock = run.then(() => undefined, () => undefined);
+    return run;
+  }
+
+  private async commandNow(cls: number, cmd: number, data: Uint8Array): Promise<void> {
     if (this.failed) throw this.failed;
     const q = this.ctrlq;
     if (!q) throw new VirtioError(Code.Unsupported, 'no control queue (VIRTIO_NET_F_CTRL_VQ not negotiated)');
     const p = this.binding.platform;
     const mem = p.ram.alloc(2 + data.length + 1, 16);
-    try {
-      p.u8[mem] = cls;
-      p.u8[mem + 1] = cmd;
-      p.u8.set(data, mem + 2);
-      p.u8[mem + 2 + data.length] = 0xff;
-      const out = [{ addr: mem, len: 2 }];
-      if (data.length) out.push({ addr: mem + 2, len: data.length });
-      q.stage(0, out, [{ addr: mem + 2 + data.length, len: 1 }]);
-      if (q.submit() !== 1) throw new VirtioError(Code.ResourceExhausted, 'the control queue is full');
-      if (q.kickPrepare()) this.dev.kickVq(this.txq.length * 2);
-      const deadline = Date.now() + CTRL_TIMEOUT_MS;
-      while (q.getUsed(1) === 0) {
-        if (this.failed) throw this.failed;
-        if (Date.now() > deadline) throw new VirtioError(Code.Internal, `control command ${cls}/${cmd} got no answer in ${CTRL_TIMEOUT_MS} ms`);
-        await new Promise((r) => setTimeout(r, 1));
-      }
-      const ack = p.u8[mem + 2 + data.length];
-      if (ack !== VIRTIO_NET_OK) throw new VirtioError(Code.InvalidArgument, `${this.dev.name} refused control command ${cls}/${cmd} (VIRTIO_NET_ERR)`);
-    } finally {
+    p.u8[mem] = cls;
+    p.u8[mem + 1] = cmd;
+    p.u8.set(data, mem + 2);
+    p.u8[mem + 2 + data.length] = 0xff;
+    const token = (this.ctrlToken = (this.ctrlToken + 1) >>> 0);
+    const out = [{ addr: mem, len: 2 }];
+    if (data.length) out.push({ addr: mem + 2, len: data.length });
+    q.stage(token, out, [{ addr: mem + 2 + data.length, len: 1 }]);
+    if (q.submit() !== 1) {
+      q.clearStaged();
       p.ram.release(mem);
+      throw new VirtioError(Code.ResourceExhausted, 'the control queue is full');
     }
+    if (q.kickPrepare()) this.dev.kickVq(this.txq.length * 2);
+    const deadline = Date.now() + CTRL_TIMEOUT_MS;
+    for (;;) {
+      if (this.ctrlq !== q) throw new VirtioError(Code.Cancelled, 'the device was reset during the command'); // rings gone: memory freed with them
+      if (this.failed) {
+        this.orphans.push(mem);
+        throw this.failed;
+      }
+      const n = q.getUsed(1);
+      if (n === 1 && q.usedToken(0) === token) break;
+      if (n === 1) continue; // the late answer of an earlier, timed-out command
+      if (Date.now() > deadline) {
+        this.orphans.push(mem); // still posted: freed when the queues are
+        throw new VirtioError(Code.Internal, `control command ${cls}/${cmd} got no answer in ${CTRL_TIMEOUT_MS} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const ack = p.u8[mem + 2 + data.length];
+    p.ram.release(mem);
+    if (ack !== VIRTIO_NET_OK) throw new VirtioError(Code.InvalidArgument, `${this.dev.name} refused control command ${cls}/${cmd} (VIRTIO_NET_ERR)`);
   }
 
   /** Interrupts arrive inside kicks: deliver from a microtask, outside the device's loop. */

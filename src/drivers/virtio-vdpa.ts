@@ -95,12 +95,11 @@ export class VirtioBinding {
       dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
       cls.ready?.();
     } catch (e) {
+      // Reset first so the device forgets rings that are about to be freed, then give up (FAILED).
+      dev.setConfigCb(null);
+      dev.reset();
       this.freeQueues();
-      try {
-        dev.setStatus(dev.getStatus() | VIRTIO_CONFIG_S_FAILED);
-      } catch {
-        // the status write itself was the problem; the device stays as it is
-      }
+      dev.setStatus(VIRTIO_CONFIG_S_FAILED);
       throw e;
     }
   }

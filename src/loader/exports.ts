@@ -16,7 +16,7 @@ export interface RingExports {
   dev_copy_in(chains: number, n: number, segs: number, src: number, stride: number, lens: number): number;
   blk_serve(chains: number, n: number, segs: number, disk: number, capLo: number, capHi: number, flags: number, id: number, scratch: number): number;
   net_filter(chains: number, n: number, segs: number, filter: number, maxLen: number, verdict: number, scratch: number): number;
-  net_loop(tx: number, n: number, txSegs: number, verdict: number, rx: number, m: number, rxSegs: number, mrg: number, stats: number): number;
+  net_loop(tx: number, n: number, txSegs: number, verdict: number, rx: number, m: number, rxSegs: number, stats: number): number;
   drv_init(q: number): void;
   drv_add(q: number, reqs: number, n: number, dsegs: number): number;
   drv_kick_prepare(q: number): number;

@@ -248,6 +248,11 @@ export class DeviceQueue extends QueueBase {
     this.u32[b + 6] = written;
   }
 
+  /** Completions staged with complete() and not yet flushed. */
+  get stagedCompletions(): number {
+    return this.nPending;
+  }
+
   /** Pushes the chains staged with complete(). Returns how many. */
   flushUsed(inOrderBatch = false): number {
     if (this.nPending === 0) return 0;

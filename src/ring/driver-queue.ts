@@ -163,6 +163,11 @@ export class DriverQueue extends QueueBase {
     return n === 1;
   }
 
+  /** True if a chain of `nsegs` buffers still fits in the staging area. */
+  canStage(nsegs: number): boolean {
+    return this.staged < this.batch && this.stagedSegs + nsegs <= this.maxSegs;
+  }
+
   /** Drops every staged request. */
   clearStaged(): void {
     this.staged = this.stagedSegs = 0;

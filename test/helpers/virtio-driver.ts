@@ -125,6 +125,9 @@ export const NET_HDR = 12;
 /** A deterministic frame: a 12-byte zero header then `len` bytes derived from `seed`. */
 export function frame(seed: number, len: number): Uint8Array {
   const f = new Uint8Array(NET_HDR + len);
+  // virtio_net_hdr_v1 with no offloads and num_buffers = 1: what the device writes on rx
+  // (§5.1.6.4: 1 without MRG_RXBUF); the device ignores num_buffers on tx.
+  f[10] = 1;
   let s = (seed * 2654435761 + 12345) >>> 0 || 1;
   for (let i = NET_HDR; i < f.length; i++) {
     s ^= s << 13;
