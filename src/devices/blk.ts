@@ -193,18 +193,9 @@ export class VdpaSimBlk extends VdpaSim {
     const f = this.getDriverFeatures();
     const flags = (this.readOnly ? 1 : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? 2 : 0) | (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? 4 : 0);
     let done = 0;
-    let rearmed = false;
     while (done < budget) {
-      const n = q.pop(Math.min(this.batch, budget - done));
-      if (n === 0) {
-        // Re-arm the kick and look once more (vhost_enable_notify).
-        if (!rearmed && q.enableKick()) {
-          rearmed = true;
-          continue;
-        }
-        break;
-      }
-      rearmed = false;
+      const n = this.popOrRearm(q, Math.min(this.batch, budget - done));
+      if (n === 0) break;
       if (this.backend) {
         for (let i = 0; i < n; i++) this.startAsync(q, q.chain(i), flags);
         q.flushUsed(); // requests answered at once (malformed ones)

@@ -271,17 +271,9 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       maxPairs: this.maxVqp,
     };
     let done = 0;
-    let rearmed = false;
     while (done < budget) {
-      const n = q.pop(Math.min(this.batch, budget - done));
-      if (n === 0) {
-        if (!rearmed && q.enableKick()) {
-          rearmed = true;
-          continue;
-        }
-        break;
-      }
-      rearmed = false;
+      const n = this.popOrRearm(q, Math.min(this.batch, budget - done));
+      if (n === 0) break;
       for (let i = 0; i < n; i++) {
         // A command with no room for its ack byte gets nothing written; one too short for
         // class and command is answered VIRTIO_NET_ERR.
@@ -303,19 +295,9 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     const st = this.pairStats[pair]!;
     const u8 = this.platform.u8;
     let done = 0;
-    let rearmed = false;
     while (done < budget) {
-      const n = tx.pop(Math.min(this.batch, budget - done));
-      if (n === 0) {
-        // Ask for the next kick, then look once more for buffers that raced in (as vhost's
-        // handle_tx does with vhost_enable_notify).
-        if (!rearmed && tx.enableKick()) {
-          rearmed = true;
-          continue;
-        }
-        break;
-      }
-      rearmed = false;
+      const n = this.popOrRearm(tx, Math.min(this.batch, budget - done));
+      if (n === 0) break;
       if (!this.port && !this.pcap) {
         this.loopInWasm(pair, tx, n);
         tx.pushPopped(n);

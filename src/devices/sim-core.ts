@@ -504,6 +504,16 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     return done;
   }
 
+  /**
+   * Pops up to `max` chains. An empty ring re-arms the kick and is looked at once more, for
+   * buffers that raced in meanwhile (vhost's handle_tx with vhost_enable_notify). 0 = idle.
+   */
+  protected popOrRearm(q: DeviceQueue, max: number): number {
+    const n = q.pop(max);
+    if (n > 0 || !q.enableKick()) return n;
+    return q.pop(max);
+  }
+
   /** The ready queue idx, or null. For datapaths. */
   protected queue(idx: number): DeviceQueue | null {
     return this.vqs[idx]?.queue ?? null;
