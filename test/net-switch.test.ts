@@ -130,3 +130,18 @@ test('pcap capture of the wire side reads back as LINKTYPE_ETHERNET with every f
   assert.deepEqual(cap.frames.map((f) => f.tsUs), [1_700_000_000_001_500, 1_700_000_000_003_000]);
   assert.equal(w.frames, 2);
 });
+
+test('on the switch, flooded frames meet each receiver\'s filter: the rx mode decides what it sees', async () => {
+  const { hosts } = lan(3);
+  const [a, b, c] = hosts as [typeof hosts[0], typeof hosts[0], typeof hosts[0]];
+  await b.drv.setRxMode({ promisc: false }); // b: own MAC and broadcast only
+  await c.drv.setRxMode({ promisc: false, nobcast: true }); // c: own MAC only
+  a.drv.send(frame(MAC(7), MAC(1), 1)); // unknown unicast: flooded to b and c
+  a.drv.send(frame(BCAST, MAC(1), 2));
+  a.drv.send(frame(MAC(3), MAC(1), 3)); // c's own address (not learned yet: flooded)
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(b.got.map((f) => f[20]), [2]);
+  assert.deepEqual(c.got.map((f) => f[20]), [3]);
+  assert.equal(b.dev.pairStats[0]!.filtered, 2);
+  assert.equal(c.dev.pairStats[0]!.filtered, 2);
+});
