@@ -25,7 +25,7 @@ import {
   STATUS_USED_ID_NOT_INFLIGHT, STATUS_USED_IDX_INVALID, STATUS_TOO_MANY_SEGMENTS, STATUS_INVALID_ARG,
 } from "../status";
 import { translateContig, PERM_R, PERM_W, SEG_FULL, TLB_HDR, TLB_ENT } from "../mem";
-import { ald16, ald32, ast16, ast32 } from "../sync";
+import { ald16, ast16 } from "../sync";
 import { beginChain, addData, chainAt, oneSegChain, requestInLen, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
 
 // ───────────────────────────── device side ─────────────────────────────

@@ -60,7 +60,6 @@ export class DriverQueue extends QueueBase {
   private readonly dstate: number;
   private staged = 0;
   private stagedSegs = 0;
-  private nUsed = 0;
   private readonly u32: Uint32Array;
 
   constructor(platform: Platform, opts: DriverQueueOptions) {
@@ -187,11 +186,7 @@ export class DriverQueue extends QueueBase {
   getUsed(max = this.batch): number {
     const m = Math.min(max, this.batch);
     const r = this.platform.exports.drv_get_used(this.qsb, this.usedOut, m);
-    if (r < 0) {
-      this.nUsed = 0;
-      this.fail(r, 'drv_get_used');
-    }
-    this.nUsed = r;
+    if (r < 0) this.fail(r, 'drv_get_used');
     return r;
   }
 
@@ -252,7 +247,7 @@ export class DriverQueue extends QueueBase {
   /** Re-initializes the rings and every counter; buffers in flight are forgotten. */
   reset(): void {
     this.platform.exports.drv_init(this.qsb);
-    this.staged = this.stagedSegs = this.nUsed = 0;
+    this.staged = this.stagedSegs = 0;
     this.clearBroken();
   }
 
