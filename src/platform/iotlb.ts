@@ -43,6 +43,7 @@ export class Iotlb {
   private readonly platform: Platform;
   private entries: Entry[] = [];
   private readonly listeners = new Set<() => void>();
+  private gen = 0;
 
   constructor(platform: Platform, capacity = 64) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 65536) throw new VirtioError(Code.InvalidArgument, `IOTLB capacity ${capacity} must be 1..65536`);
@@ -50,6 +51,40 @@ export class Iotlb {
     this.capacity = capacity;
     this.offset = platform.priv.alloc(TLB.HDR + TLB.ENT * capacity, 8);
     this.flush();
+  }
+
+  /**
+   * Bumped on every change of the map. A device that translated buffers under generation g
+   * may use those translations while the generation is still g; after a change it must check
+   * each access again ({@link allows}) before touching memory.
+   */
+  get generation(): number {
+    return this.gen;
+  }
+
+  /**
+   * True if memory [addr, addr + len) is, at this moment, entirely the target of mappings that
+   * grant `perm` (a bit set of PERM_R / PERM_W). This is the access-time check of memory
+   * translated earlier: the device may touch only what it is given when it touches it.
+   * len 0 is always allowed.
+   */
+  allows(addr: number, len: number, perm: number): boolean {
+    if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(len) || addr < 0 || len < 0) return false;
+    if (len === 0) return true;
+    // The targets may be covered by several adjacent entries; walk them by target address.
+    let cur = addr;
+    const end = addr + len;
+    while (cur < end) {
+      let next = -1;
+      for (const e of this.entries) {
+        if ((e.perm & perm) !== perm) continue;
+        const size = Number(e.last - e.first + 1n);
+        if (cur >= e.addr && cur < e.addr + size) next = Math.max(next, e.addr + size);
+      }
+      if (next < 0) return false;
+      cur = next;
+    }
+    return true;
   }
 
   /** The current mappings, sorted by IOVA. */
@@ -148,6 +183,7 @@ export class Iotlb {
   }
 
   private flush(): void {
+    this.gen = (this.gen + 1) >>> 0;
     const dv = this.platform.view;
     const o = this.offset;
     dv.setUint32(o, this.entries.length, true);
