@@ -13,7 +13,7 @@ export { hasSimd, ringModule, defaultModule, instantiate } from './loader/wasm.t
 export { ABI_VERSION, RING_EXPORT_NAMES } from './loader/exports.ts';
 export * from './virtio/constants.ts';
 export { VdpaBus } from './bus/bus.ts';
-export { VdpaSim, features } from './devices/sim-core.ts';
+export { VdpaSim, features, constructDevice } from './devices/sim-core.ts';
 export { VdpaSimNet, VDPASIM_NET_FEATURES, VDPASIM_NET_MAX_VQP, VIRTIO_NET_HDR_SIZE, randomMac } from './devices/net.ts';
 export {
   VdpaSimBlk, VDPASIM_BLK_FEATURES, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,

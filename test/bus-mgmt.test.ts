@@ -179,30 +179,43 @@ describe('vdpa dev add / dev del', () => {
     assert.deepEqual(log, []);
   });
 
-  test('devDel of a device registered without a management device → unsupported; removeDevice works', () => {
+  test('devDel also deletes (and frees) a device registered without a management device', () => {
     const { p, bus, log } = setup();
+    const free = p.ram.available;
     const d = new VdpaSimBlk(p, { name: 'own0', capacity: 8 });
+    assert.ok(p.ram.available < free, 'the RAM disk is allocated');
     bus.addDevice(d);
     assert.equal(bus.mgmtDeviceOf('own0'), null);
-    throwsCode(() => bus.devDel('own0'), Code.Unsupported);
-    assert.equal(bus.device('own0'), d);
-    bus.removeDevice('own0');
+    bus.devDel('own0');
     assert.deepEqual(bus.devices, []);
-    throwsCode(() => bus.removeDevice('own0'), Code.NotFound);
+    assert.equal(p.ram.available, free, 'the RAM disk is freed');
+    throwsCode(() => bus.devDel('own0'), Code.NotFound);
+    throwsCode(() => d.getStatus(), Code.NotFound);
     assert.deepEqual(log, ['device-add:own0', 'device-remove:own0']);
   });
 
-  test('devDel resets the device', () => {
+  test('removeDevice takes a device off the bus without freeing it (the caller owns it)', () => {
     const { p, bus } = setup();
-    const dev = bus.devAdd('vdpasim_net', 'net0');
+    const d = new VdpaSimBlk(p, { name: 'own0', capacity: 8 });
+    bus.addDevice(d);
+    bus.removeDevice('own0');
+    assert.deepEqual(bus.devices, []);
+    assert.equal(d.getStatus(), 0);
+    throwsCode(() => bus.removeDevice('own0'), Code.NotFound);
+    d.destroy();
+  });
+
+  test('devDel resets the device before freeing it', () => {
+    const { p, bus } = setup();
+    const dev = bus.devAdd('vdpasim_net', 'net0') as VdpaSimNet;
     virtioInit(dev, p, { nvqs: 2, want: NET_SPLIT, size: 16 });
     assert.equal(dev.getStatus(), 0x0f);
     assert.equal(dev.getVqReady(1), true);
+    const statuses: number[] = [];
+    dev.addEventListener('status', (e) => statuses.push((e as CustomEvent<number>).detail));
     bus.devDel('net0');
-    assert.equal(dev.getStatus(), 0);
-    assert.equal(dev.getDriverFeatures(), 0n);
-    assert.equal(dev.getVqReady(0), false);
-    assert.equal(dev.getVqReady(1), false);
+    assert.deepEqual(statuses, [0]);
+    assert.equal(dev.isDestroyed, true);
   });
 
   test('attributes reach the device', () => {
@@ -394,8 +407,8 @@ describe('bus drivers', () => {
       'remove(virtio_vdpa):own0', 'unbind:own0', 'device-remove:own0',
     ]);
     assert.deepEqual(drv.statusAtRemove, [S_ACK | S_DRIVER, S_ACK | S_DRIVER], 'remove() sees the device as the driver left it');
-    assert.equal(dev.getStatus(), 0);
-    assert.equal(own.getStatus(), 0);
+    throwsCode(() => dev.getStatus(), Code.NotFound); // deleted: the handle is dead
+    assert.equal(own.getStatus(), 0); // removed only: reset, still the caller's
     assert.deepEqual(bus.devices, []);
   });
 

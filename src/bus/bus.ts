@@ -84,15 +84,22 @@ export class VdpaBus extends EventTarget {
     const m = this.mgmtDevice(mgmtdev);
     this.checkFreeName(name);
     const dev = m.create(name, attrs);
-    if (dev.name !== name) throw new VirtioError(Code.Internal, `${mgmtdev} created ${dev.name} for ${name}`);
+    if (dev.name !== name) {
+      dev.destroy?.();
+      throw new VirtioError(Code.Internal, `${mgmtdev} created ${dev.name} for ${name}`);
+    }
     this.insert(dev, mgmtdev);
     return dev;
   }
 
-  /** Deletes a device created through a management device (vdpa dev del) and frees it. */
+  /**
+   * Deletes a device (vdpa dev del): unbinds it, takes it off the bus and frees it. Works for
+   * devices made by a management device and for devices registered with addDevice (a device
+   * over a custom backend, say): the bus owns what is on it. Afterwards the device's handle
+   * refuses every op (NotFound) and touches nothing.
+   */
   devDel(name: string): void {
     const e = this.entry(name);
-    if (e.mgmtdev === null) throw new VirtioError(Code.Unsupported, `${name} was not created by a management device`);
     this.removeDevice(name);
     e.dev.destroy?.();
   }

@@ -58,7 +58,7 @@ interface SimVq {
 
 /** Detail of a `needs-reset` event: which queue broke and how. */
 export interface NeedsResetDetail {
-  /** Queue index. */
+  /** Queue index, or -1 for a fault of the device itself (a backend or datapath error). */
   vq: number;
   /** The peer error. */
   error: VirtioError;
@@ -102,6 +102,9 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   private readonly vqs: SimVq[];
   private readonly iotlbs: Iotlb[];
   private readonly groupAsid: number[];
+  /** Platform memory this device holds (freed by destroy(), or if construction fails). */
+  private readonly owned: { arena: 'priv' | 'ram'; off: number }[] = [];
+  private destroyed = false;
 
   protected constructor(platform: Platform, attrs: VdpaSimAttrs) {
     super();
@@ -115,12 +118,19 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     this.batch = this.attrs.batch;
     this.config = new Uint8Array(attrs.configSize);
     this.configView = new DataView(this.config.buffer);
-    this.iotlbs = Array.from({ length: this.nas }, () => new Iotlb(platform, 256));
+    // Whatever this constructor (or a subclass's) allocates is released if construction fails
+    // (see constructDevice): a failed `vdpa dev add` leaves the platform memory as it was.
+    constructing?.push(this);
+    this.iotlbs = [];
+    for (let i = 0; i < this.nas; i++) this.iotlbs.push(new Iotlb(platform, 256));
     this.groupAsid = new Array<number>(this.ngroups).fill(0);
-    this.vqs = Array.from({ length: this.nvqs }, () => ({
-      num: 0, desc: 0n, driver: 0n, device: 0n, addrSet: false, ready: false, cb: null, queue: null, saved: null,
-      doorbell: platform.priv.alloc(4, 4),
-    }));
+    this.vqs = [];
+    for (let i = 0; i < this.nvqs; i++) {
+      this.vqs.push({
+        num: 0, desc: 0n, driver: 0n, device: 0n, addrSet: false, ready: false, cb: null, queue: null, saved: null,
+        doorbell: this.allocPriv(4, 4),
+      });
+    }
     this.resetState();
   }
 
@@ -128,6 +138,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Sets the IOVAs of queue idx's areas (only while the queue is not ready). */
   setVqAddress(idx: number, descArea: number | bigint, driverArea: number | bigint, deviceArea: number | bigint): void {
+    this.live();
     const vq = this.vqNotReady(idx, 'set_vq_address');
     const iova = (v: number | bigint, what: string): bigint => {
       if (typeof v === 'number' && !Number.isSafeInteger(v)) throw new VirtioError(Code.InvalidArgument, `${what} ${v} is not an integer`);
@@ -146,6 +157,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Sets queue idx's size (1..getVqNumMax(); only while the queue is not ready). */
   setVqNum(idx: number, num: number): void {
+    this.live();
     const vq = this.vqNotReady(idx, 'set_vq_num');
     if (!Number.isInteger(num) || num < this.getVqNumMin() || num > this.attrs.vqNumMax) {
       throw new VirtioError(Code.InvalidArgument, `queue size ${num} is outside ${this.getVqNumMin()}..${this.attrs.vqNumMax}`);
@@ -158,12 +170,14 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * budget continues in a microtask, as vdpa_sim reschedules its work item.
    */
   kickVq(idx: number): void {
+    this.live();
     this.vq(idx);
     this.runBudgeted(idx);
   }
 
   /** Sets queue idx's used-buffer notification callback. */
   setVqCb(idx: number, cb: (() => void) | null): void {
+    this.live();
     this.vq(idx).cb = cb;
   }
 
@@ -172,6 +186,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * and addresses). Disabling keeps the ring position for a later enable.
    */
   setVqReady(idx: number, ready: boolean): void {
+    this.live();
     const vq = this.vq(idx);
     if (!ready) {
       if (vq.queue) {
@@ -205,6 +220,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** True if queue idx is enabled. */
   getVqReady(idx: number): boolean {
+    this.live();
     return this.vq(idx).ready;
   }
 
@@ -213,6 +229,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * while suspended, or while the queue is disabled; validated first.
    */
   setVqState(idx: number, state: VqState): void {
+    this.live();
     const vq = this.vq(idx);
     if ((this.status & VIRTIO_CONFIG_S_DRIVER_OK) && !this.suspended && vq.ready) {
       throw new VirtioError(Code.FailedPrecondition, `queue ${idx} is running: suspend the device first`);
@@ -226,6 +243,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Queue idx's ring position. */
   getVqState(idx: number): VqState {
+    this.live();
     const vq = this.vq(idx);
     if (vq.queue) return vq.queue.getState();
     if (vq.saved) return vq.saved;
@@ -237,27 +255,32 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Largest queue size. */
   getVqNumMax(): number {
+    this.live();
     return this.attrs.vqNumMax;
   }
 
   /** Smallest queue size. */
   getVqNumMin(): number {
+    this.live();
     return 1;
   }
 
   /** The virtqueue group of queue idx (subclasses with several groups override). */
   getVqGroup(idx: number): number {
+    this.live();
     this.vq(idx);
     return 0;
   }
 
   /** Queue idx's doorbell: a u32 in private memory; Atomics.notify on it from another worker. */
   getVqNotification(idx: number): VqNotification {
+    this.live();
     return { addr: this.vq(idx).doorbell, size: 4 };
   }
 
   /** received_desc / completed_desc of queue idx (as vdpa_sim_net reports them). */
   getVendorVqStats(idx: number): VqVendorStats {
+    this.live();
     const q = this.vq(idx).queue;
     const st = q?.stats;
     return { type: this.vqType(idx), stats: [['received_desc', st?.chains ?? 0], ['completed_desc', st?.used ?? 0]] };
@@ -267,11 +290,13 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Features the device offers. */
   getDeviceFeatures(): bigint {
+    this.live();
     return this.attrs.supportedFeatures;
   }
 
   /** Sets the driver's features: only after DRIVER and before FEATURES_OK (VIRTIO 1.3 §3.1.1). */
   setDriverFeatures(features: bigint): void {
+    this.live();
     if (typeof features !== 'bigint' || features < 0n || features >= 1n << 64n) throw new VirtioError(Code.InvalidArgument, 'features must be a u64 bigint');
     if (!(this.status & VIRTIO_CONFIG_S_DRIVER) || (this.status & VIRTIO_CONFIG_S_FEATURES_OK)) {
       throw new VirtioError(Code.FailedPrecondition, 'features can be set only after DRIVER and before FEATURES_OK');
@@ -281,11 +306,13 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Features the driver set. */
   getDriverFeatures(): bigint {
+    this.live();
     return this.driverFeatures;
   }
 
   /** Device status. */
   getStatus(): number {
+    this.live();
     return this.status;
   }
 
@@ -297,6 +324,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * throws FailedPrecondition and changes nothing.
    */
   setStatus(status: number): void {
+    this.live();
     if (!Number.isInteger(status) || status < 0 || status > 0xff) throw new VirtioError(Code.InvalidArgument, `status ${status} is not a u8`);
     if (status === 0) {
       this.reset();
@@ -328,6 +356,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Why the device rejects a feature set, or null if it accepts it. */
   rejectFeatures(features: bigint): string | null {
+    this.live();
     const extra = features & ~this.attrs.supportedFeatures;
     if (extra) return `features 0x${extra.toString(16)} were not offered`;
     if (!hasFeature(features, VIRTIO_F_VERSION_1)) return 'VIRTIO_F_VERSION_1 is required';
@@ -336,6 +365,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Resets the device: status 0, features 0, queues disabled and forgotten, identity maps. */
   reset(): void {
+    this.live();
     for (const vq of this.vqs) vq.queue?.destroy();
     this.resetState();
     this.dispatchEvent(new CustomEvent('status', { detail: 0 }));
@@ -343,12 +373,14 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Stops the datapath. Processing is synchronous, so no batch is in flight on return. */
   suspend(): void {
+    this.live();
     if (!(this.status & VIRTIO_CONFIG_S_DRIVER_OK)) throw new VirtioError(Code.FailedPrecondition, 'only a running device (DRIVER_OK) can be suspended');
     this.suspended = true;
   }
 
   /** Continues after suspend and processes whatever arrived meanwhile. */
   resume(): void {
+    this.live();
     if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, 'the device is not suspended');
     this.suspended = false;
     this.runBudgeted();
@@ -361,17 +393,20 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Bytes of config space. */
   getConfigSize(): number {
+    this.live();
     return this.config.length;
   }
 
   /** Reads config space (a copy). */
   getConfig(offset: number, len: number): Uint8Array {
+    this.live();
     this.configRange(offset, len);
     return this.config.slice(offset, offset + len);
   }
 
   /** Writes config space: only ranges the class declares writable. */
   setConfig(offset: number, data: Uint8Array): void {
+    this.live();
     this.configRange(offset, data.length);
     if (!this.configWritable(offset, data.length)) throw new VirtioError(Code.FailedPrecondition, `config bytes [${offset}, +${data.length}) are read-only`);
     this.config.set(data, offset);
@@ -380,26 +415,31 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Config generation (VIRTIO 1.3 §2.5.1). */
   getGeneration(): number {
+    this.live();
     return this.generation;
   }
 
   /** Sets the config-change callback. */
   setConfigCb(cb: (() => void) | null): void {
+    this.live();
     this.configCb = cb;
   }
 
   /** Virtio device id. */
   getDeviceId(): number {
+    this.live();
     return this.attrs.deviceId;
   }
 
   /** Vendor id. */
   getVendorId(): number {
+    this.live();
     return this.attrs.vendorId;
   }
 
   /** Queue area alignment the device needs (vdpa_sim: VDPASIM_QUEUE_ALIGN, one page). */
   getVqAlign(): number {
+    this.live();
     return 4096;
   }
 
@@ -407,21 +447,25 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Replaces address space asid's map. */
   setMap(asid: number, entries: readonly IotlbEntry[]): void {
+    this.live();
     this.as(asid).setMap(entries);
   }
 
   /** Adds a mapping to address space asid. */
   dmaMap(asid: number, entry: IotlbEntry): void {
+    this.live();
     this.as(asid).dmaMap(entry);
   }
 
   /** Removes mappings overlapping [iova, iova + size) from address space asid. */
   dmaUnmap(asid: number, iova: number | bigint, size: number): void {
+    this.live();
     this.as(asid).dmaUnmap(iova, size);
   }
 
   /** Binds group to address space asid (its queues must be disabled). */
   setGroupAsid(group: number, asid: number): void {
+    this.live();
     if (!Number.isInteger(group) || group < 0 || group >= this.ngroups) throw new VirtioError(Code.InvalidArgument, `group ${group} is outside 0..${this.ngroups - 1}`);
     this.as(asid);
     for (let i = 0; i < this.nvqs; i++) {
@@ -432,6 +476,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** The address space group `group` uses. */
   getGroupAsid(group: number): number {
+    this.live();
     const a = this.groupAsid[group];
     if (a === undefined) throw new VirtioError(Code.InvalidArgument, `group ${group} is outside 0..${this.ngroups - 1}`);
     return a;
@@ -446,12 +491,14 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * unless DRIVER_OK, not suspended and not NEEDS_RESET. Returns chains processed.
    */
   process(budget = this.batch, only?: number): number {
+    this.live();
     if (!this.running) return 0;
     return this.runDatapath(() => this.datapath(budget, only));
   }
 
   /** One budget now; if it was used up, the rest in a microtask (until a pass finds less). */
   private runBudgeted(only?: number): void {
+    if (this.destroyed) return; // a microtask scheduled before destroy(): nothing to do
     const done = this.process(this.batch, only);
     if (done >= this.batch && !this.moreScheduled) {
       this.moreScheduled = true;
@@ -462,12 +509,60 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     }
   }
 
-  /** Frees what the device holds in the platform memory (after devDel). The device is unusable after. */
+  /**
+   * Frees what the device holds in the platform memory (after devDel). Afterwards every op
+   * throws NotFound and touches nothing (the freed tables may already belong to another
+   * device); work scheduled earlier (microtasks, backend answers) is dropped. Idempotent.
+   */
   destroy(): void {
-    this.reset();
-    for (const vq of this.vqs) this.platform.priv.release(vq.doorbell);
-    for (const t of this.iotlbs) t.destroy();
+    if (this.destroyed) return;
+    // Reset (one `status` 0 event) unless the bus already did (removeDevice resets).
+    if (this.status !== 0) this.reset();
+    else {
+      for (const vq of this.vqs) vq.queue?.destroy();
+      this.resetState();
+    }
+    this.destroyed = true;
     this.onDestroy();
+    this.releaseOwned();
+  }
+
+  /** True once {@link destroy} ran. */
+  get isDestroyed(): boolean {
+    return this.destroyed;
+  }
+
+  /** Throws NotFound if the device was destroyed. Every op calls it first. */
+  protected live(): void {
+    if (this.destroyed) throw new VirtioError(Code.NotFound, `device ${this.name} was deleted`);
+  }
+
+  /** Allocates private memory that destroy() (or a failed construction) frees. */
+  protected allocPriv(size: number, align: number): number {
+    const off = this.platform.priv.alloc(size, align);
+    this.owned.push({ arena: 'priv', off });
+    return off;
+  }
+
+  /** Allocates RAM that destroy() (or a failed construction) frees. */
+  protected allocRam(size: number, align: number): number {
+    const off = this.platform.ram.alloc(size, align);
+    this.owned.push({ arena: 'ram', off });
+    return off;
+  }
+
+  private releaseOwned(): void {
+    for (const vq of this.vqs ?? []) vq.queue?.destroy();
+    for (const t of this.iotlbs ?? []) t.destroy();
+    for (const { arena, off } of this.owned.splice(0).reverse()) {
+      (arena === 'priv' ? this.platform.priv : this.platform.ram).release(off);
+    }
+  }
+
+  /** Called by constructDevice when a constructor threw after this base constructor ran. */
+  static abandon(dev: VdpaSim): void {
+    dev.destroyed = true;
+    dev.releaseOwned();
   }
 
   /** Subclasses free their own memory here. */
@@ -475,7 +570,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** True when the datapath may run: DRIVER_OK, not suspended, not NEEDS_RESET or FAILED. */
   get running(): boolean {
-    return (this.status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && !this.suspended &&
+    return !this.destroyed && (this.status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && !this.suspended &&
       (this.status & (VIRTIO_CONFIG_S_NEEDS_RESET | VIRTIO_CONFIG_S_FAILED)) === 0;
   }
 
@@ -488,7 +583,14 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     try {
       done = fn();
     } catch (e) {
-      if (!(e instanceof VirtioError) || !PEER_CODES.has(e.code)) throw e;
+      // A peer error broke a ring: the loop below finds the queue and sets NEEDS_RESET. Any
+      // other error is the device's own fault (a backend, a bug): it must not escape into the
+      // driver's kick or a microtask, so the device stops with NEEDS_RESET too (§2.1.2).
+      if (!(e instanceof VirtioError) || !PEER_CODES.has(e.code)) {
+        const err = e instanceof VirtioError ? e : new VirtioError(Code.Internal, `${this.name}: datapath fault: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+        this.needsReset(-1, err);
+        return done;
+      }
     }
     for (let i = 0; i < this.nvqs; i++) {
       const vq = this.vqs[i]!;
@@ -604,4 +706,27 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 /** The feature mask of VERSION_1 plus the given bits. */
 export function features(...bits: number[]): bigint {
   return bits.reduce((f, b) => f | featureBit(b), featureBit(VIRTIO_F_VERSION_1));
+}
+
+let constructing: VdpaSim[] | null = null;
+
+/**
+ * Runs a device constructor so that a failure leaks nothing: every VdpaSim constructed inside
+ * `make` that does not come out of it releases the platform memory it allocated (through
+ * allocPriv/allocRam, its IOTLBs and doorbells). Management devices create through this.
+ */
+export function constructDevice<T extends VdpaSim>(make: () => T): T {
+  const outer = constructing;
+  const mine: VdpaSim[] = [];
+  constructing = mine;
+  try {
+    const dev = make();
+    for (const d of mine) if (d !== dev) VdpaSim.abandon(d);
+    return dev;
+  } catch (e) {
+    for (const d of mine) VdpaSim.abandon(d);
+    throw e;
+  } finally {
+    constructing = outer;
+  }
 }

@@ -51,6 +51,7 @@ export class VirtioBinding {
   queues: DriverQueue[] = [];
   private readonly size: number;
   private cls: VirtioClassDriver | null = null;
+  private detached = false;
 
   constructor(dev: VdpaDevice, platform: Platform, size: number) {
     this.dev = dev;
@@ -106,6 +107,7 @@ export class VirtioBinding {
 
   /** Resets the device and runs the whole initialization again (after DEVICE_NEEDS_RESET). */
   reinit(): void {
+    if (this.detached) throw new VirtioError(Code.NotFound, `${this.dev.name} is no longer bound to virtio_vdpa`);
     if (!this.cls) throw new VirtioError(Code.FailedPrecondition, 'the device was never initialized');
     this.teardown();
     this.init(this.cls);
@@ -113,10 +115,24 @@ export class VirtioBinding {
 
   /** Stops the class driver, resets the device and frees the rings. */
   teardown(): void {
+    if (this.detached) return;
     this.cls?.stop();
     this.dev.setConfigCb(null);
     this.dev.reset();
     this.freeQueues();
+  }
+
+  /**
+   * The device left this driver (unbind, vdpa dev del): the binding is dead. A class driver's
+   * reset() then throws NotFound and touches neither the device nor memory.
+   */
+  detach(): void {
+    this.detached = true;
+  }
+
+  /** True once the device was unbound. */
+  get isDetached(): boolean {
+    return this.detached;
   }
 
   private freeQueues(): void {
@@ -158,6 +174,7 @@ export class VirtioVdpa implements VdpaBusDriver {
     if (!b) return;
     this.bound.delete(dev.name);
     b.binding.teardown();
+    b.binding.detach();
   }
 
   /** The class driver bound to device `name`. */

@@ -7,6 +7,7 @@ import type { Platform } from '../platform/platform.ts';
 import type { VdpaDevice } from '../bus/bus.ts';
 import { VdpaSimNet, VDPASIM_NET_FEATURES, VDPASIM_NET_MAX_VQP } from '../devices/net.ts';
 import { VdpaSimBlk, VDPASIM_BLK_FEATURES } from '../devices/blk.ts';
+import { constructDevice } from '../devices/sim-core.ts';
 import { VIRTIO_ID_NET, VIRTIO_ID_BLOCK, VIRTIO_F_VERSION_1, hasFeature, VIRTIO_BLK_F_RO } from '../virtio/constants.ts';
 
 /** Attributes of `vdpa dev add` (VDPA_ATTR_DEV_NET_CFG_MACADDR, _MTU, _MAX_VQP, VDPA_ATTR_DEV_FEATURES). */
@@ -109,7 +110,7 @@ export class VdpaSimNetMgmt extends MgmtDevice {
     if (attrs.mtu !== undefined) o.mtu = attrs.mtu;
     if (attrs.maxVqp !== undefined) o.maxVqp = attrs.maxVqp;
     if (deviceFeatures !== undefined) o.deviceFeatures = deviceFeatures;
-    return new VdpaSimNet(this.platform, o);
+    return constructDevice(() => new VdpaSimNet(this.platform, o));
   }
 }
 
@@ -134,6 +135,6 @@ export class VdpaSimBlkMgmt extends MgmtDevice {
       o.deviceFeatures = deviceFeatures;
       o.readOnly = hasFeature(deviceFeatures, VIRTIO_BLK_F_RO);
     }
-    return new VdpaSimBlk(this.platform, o);
+    return constructDevice(() => new VdpaSimBlk(this.platform, o));
   }
 }

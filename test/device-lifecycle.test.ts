@@ -1,0 +1,172 @@
+// Issue 7 item 3 and the lifecycle parts of item 18: a deleted device's handle refuses every op
+// and touches nothing; a failed devAdd leaks nothing; any device on the bus can be deleted; a
+// datapath fault (not a driver's) stops the device with NEEDS_RESET instead of escaping.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VdpaSimBlk, VdpaSim, createVirtioVdpa, Code, VirtioError,
+  VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_ID_BLOCK, features, constructDevice, DriverQueue,
+  type NeedsResetDetail, type VdpaDevice,
+} from '../src/index.ts';
+
+function setup(privateSize = 8 << 20) {
+  const p = Platform.create({ ramSize: 16 << 20, privateSize });
+  const bus = new VdpaBus();
+  bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
+  bus.registerMgmtDevice(new VdpaSimBlkMgmt(p));
+  return { p, bus };
+}
+
+function throwsCode(fn: () => unknown, code: string) {
+  assert.throws(fn, (e: unknown) => e instanceof VirtioError && e.code === code);
+}
+
+/** Every config op, called with plausible arguments. */
+function everyOp(d: VdpaDevice): [string, () => unknown][] {
+  return [
+    ['reset', () => d.reset()], ['setStatus', () => d.setStatus(1)], ['getStatus', () => d.getStatus()],
+    ['setVqNum', () => d.setVqNum(0, 16)], ['setVqAddress', () => d.setVqAddress(0, 0, 0, 0)],
+    ['setVqReady', () => d.setVqReady(0, true)], ['getVqReady', () => d.getVqReady(0)], ['kickVq', () => d.kickVq(0)],
+    ['setVqCb', () => d.setVqCb(0, null)], ['getVqState', () => d.getVqState(0)],
+    ['setVqState', () => d.setVqState(0, { version: 1, layout: 'split', size: 16, availIndex: 0 })],
+    ['getDeviceFeatures', () => d.getDeviceFeatures()], ['setDriverFeatures', () => d.setDriverFeatures(0n)],
+    ['getConfig', () => d.getConfig(0, 1)], ['setConfig', () => d.setConfig(0, new Uint8Array(1))],
+    ['setConfigCb', () => d.setConfigCb(null)], ['getGeneration', () => d.getGeneration()],
+    ['setMap', () => d.setMap?.(0, [])], ['dmaMap', () => d.dmaMap?.(0, { iova: 0, size: 4096, addr: 0 })],
+    ['dmaUnmap', () => d.dmaUnmap?.(0, 0, 4096)], ['suspend', () => d.suspend?.()], ['resume', () => d.resume?.()],
+    ['getVqNotification', () => d.getVqNotification?.(0)], ['getDeviceId', () => d.getDeviceId()],
+  ];
+}
+
+for (const mgmt of ['vdpasim_net', 'vdpasim_blk']) {
+  test(`${mgmt}: after devDel every op on the old handle throws not_found and no byte of memory changes`, () => {
+    const { p, bus } = setup();
+    const a = bus.devAdd(mgmt, 'a');
+    bus.devDel('a');
+    // A later device takes the freed memory (IOTLB tables, doorbells) and sets its own map.
+    const b = bus.devAdd(mgmt, 'b');
+    b.setMap!(0, [{ iova: 0x10000, size: 4096, addr: p.ramBase }]);
+    const before = p.u8.slice();
+    for (const [name, op] of everyOp(a)) {
+      assert.throws(op, (e: unknown) => e instanceof VirtioError && e.code === Code.NotFound, `${name} on a deleted device`);
+    }
+    assert.ok(Buffer.compare(before, p.u8) === 0, 'memory is untouched');
+    assert.deepEqual(b.getStatus(), 0);
+    bus.devDel('b');
+  });
+}
+
+test('a class driver\'s reset() after devDel throws not_found and touches nothing', async () => {
+  const { p, bus } = setup();
+  const virtio = createVirtioVdpa(p, { queueSize: 16 });
+  bus.registerDriver(virtio);
+  bus.devAdd('vdpasim_blk', 'a');
+  const blk = virtio.blk('a');
+  const w = new Uint8Array(512).fill(7);
+  await blk.write(0, w);
+  bus.devDel('a');
+  bus.devAdd('vdpasim_blk', 'b'); // reuses a's memory
+  const before = p.u8.slice();
+  throwsCode(() => blk.reset(), Code.NotFound);
+  assert.ok(Buffer.compare(before, p.u8) === 0, 'memory is untouched');
+  await assert.rejects(blk.read(0, new Uint8Array(512)), (e: unknown) => e instanceof VirtioError);
+  // The new device works.
+  const b = virtio.blk('b');
+  await b.write(0, w);
+  const r = new Uint8Array(512);
+  await b.read(0, r);
+  assert.deepEqual(r, w);
+});
+
+test('destroy() is idempotent; a microtask continuation scheduled before devDel does nothing', async () => {
+  const { p, bus } = setup();
+  const dev = bus.devAdd('vdpasim_blk', 'a') as VdpaSimBlk;
+  // Bring the device up by hand with a ring holding more chains than one budget, kick, delete.
+  const size = 256;
+  const q = new DriverQueue(p, { size, features: features() });
+  dev.setStatus(1); dev.setStatus(3); dev.setDriverFeatures(features()); dev.setStatus(11);
+  dev.setVqNum(0, size);
+  dev.setVqAddress(0, q.addresses.descArea, q.addresses.driverArea, q.addresses.deviceArea);
+  dev.setVqReady(0, true);
+  dev.setStatus(15);
+  const buf = p.allocBuffer(64 * 17);
+  for (let i = 0; i < 100; i++) q.stage(i, [{ addr: buf + (i % 64) * 17, len: 16 }], [{ addr: buf + (i % 64) * 17 + 16, len: 1 }]);
+  assert.equal(q.submit(), 100);
+  dev.kickVq(0); // serves one budget (64) and schedules the rest in a microtask
+  bus.devDel('a');
+  dev.destroy();
+  const errors: unknown[] = [];
+  const onErr = (e: unknown) => errors.push(e);
+  process.on('uncaughtException', onErr);
+  await new Promise((r) => setTimeout(r, 10));
+  process.off('uncaughtException', onErr);
+  assert.deepEqual(errors, []);
+  q.destroy();
+});
+
+test('a failed devAdd (platform memory runs out half-way) leaves the allocators as they were', () => {
+  // 1 MiB of private memory: the device's IOTLB tables and doorbells fit, mtu 65535 staging does not.
+  const { p, bus } = setup(1 << 20);
+  const priv = p.priv.available;
+  const ram = p.ram.available;
+  for (let i = 0; i < 5; i++) {
+    throwsCode(() => bus.devAdd('vdpasim_net', 'n', { mtu: 65535 }), Code.ResourceExhausted);
+    assert.equal(p.priv.available, priv, `attempt ${i}: private memory`);
+    assert.equal(p.ram.available, ram, `attempt ${i}: RAM`);
+  }
+  assert.deepEqual(bus.devices, []);
+  bus.devAdd('vdpasim_net', 'n'); // a device that fits still can be made
+});
+
+test('constructDevice releases what a throwing subclass constructor had allocated', () => {
+  const p = Platform.create({ ramSize: 1 << 20, privateSize: 1 << 20 });
+  class Bad extends VdpaSim {
+    constructor() {
+      super(p, { name: 'bad', deviceId: VIRTIO_ID_BLOCK, supportedFeatures: features(), nvqs: 4, nas: 2, configSize: 8 });
+      this.allocPriv(4096, 64);
+      this.allocRam(8192, 4096);
+      throw new VirtioError(Code.InvalidArgument, 'refused after allocating');
+    }
+    protected datapath(): number { return 0; }
+  }
+  const priv = p.priv.available;
+  const ram = p.ram.available;
+  throwsCode(() => constructDevice(() => new Bad()), Code.InvalidArgument);
+  assert.equal(p.priv.available, priv);
+  assert.equal(p.ram.available, ram);
+});
+
+test('a datapath fault that is not the driver\'s sets NEEDS_RESET (vq -1) instead of escaping the kick', () => {
+  const p = Platform.create({ ramSize: 1 << 20, privateSize: 1 << 20 });
+  let fail = false;
+  class Faulty extends VdpaSim {
+    constructor() {
+      super(p, { name: 'f', deviceId: VIRTIO_ID_BLOCK, supportedFeatures: features(), nvqs: 1, configSize: 8 });
+    }
+    protected datapath(): number {
+      if (fail) throw new TypeError('backend exploded');
+      return 0;
+    }
+  }
+  const dev = new Faulty();
+  const q = new DriverQueue(p, { size: 8, features: features() });
+  dev.setStatus(1); dev.setStatus(3); dev.setDriverFeatures(features()); dev.setStatus(11);
+  dev.setVqNum(0, 8);
+  dev.setVqAddress(0, q.addresses.descArea, q.addresses.driverArea, q.addresses.deviceArea);
+  dev.setVqReady(0, true);
+  dev.setStatus(15);
+  const events: NeedsResetDetail[] = [];
+  dev.addEventListener('needs-reset', (e) => events.push((e as CustomEvent<NeedsResetDetail>).detail));
+  let configCalls = 0;
+  dev.setConfigCb(() => configCalls++);
+  fail = true;
+  dev.kickVq(0); // must not throw
+  assert.ok(dev.getStatus() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  assert.equal(events.length, 1);
+  assert.equal(events[0]!.vq, -1);
+  assert.equal(events[0]!.error.code, Code.Internal);
+  assert.equal(configCalls, 1);
+  dev.kickVq(0); // stopped: nothing runs, nothing throws
+  assert.equal(events.length, 1);
+  dev.destroy();
+});
