@@ -239,3 +239,9 @@ test('a destroyed Iotlb refuses changes and translations, allows nothing, and re
   t.destroy();
   assert.equal(p.priv.available, free, 'a second destroy releases nothing');
 });
+
+test('Platform.create refuses sizes that are not positive integers with InvalidArgument', () => {
+  for (const o of [{ ramSize: Number.NaN }, { privateSize: Infinity }, { ramSize: 1.5 }, { ramSize: '1' as unknown as number }, { privateSize: -1 }, { ramSize: 0 }]) {
+    assert.throws(() => Platform.create(o), isCode(Code.InvalidArgument), JSON.stringify(o));
+  }
+});

@@ -127,12 +127,20 @@ export class Platform {
     this.exports = instantiate(h.module, h.memory);
   }
 
-  /** Creates a memory with the given layout and instantiates the ring module on it. */
+  /**
+   * Creates a memory with the given layout and instantiates the ring module on it. Throws
+   * VirtioError(InvalidArgument) for sizes that are not positive integers or a layout over
+   * 4 GiB, ResourceExhausted when the engine cannot make the memory.
+   */
   static create(opts: PlatformOptions = {}): Platform {
-    const ramSize = roundPages(opts.ramSize ?? 16 << 20);
-    const privSize = roundPages(opts.privateSize ?? 8 << 20);
+    const rawRam = opts.ramSize ?? 16 << 20;
+    const rawPriv = opts.privateSize ?? 8 << 20;
+    if (!Number.isSafeInteger(rawRam) || !Number.isSafeInteger(rawPriv) || rawRam <= 0 || rawPriv <= 0) {
+      throw new VirtioError(Code.InvalidArgument, `ramSize ${String(rawRam)} and privateSize ${String(rawPriv)} must be positive integers`);
+    }
+    const ramSize = roundPages(rawRam);
+    const privSize = roundPages(rawPriv);
     const shared = opts.shared ?? false;
-    if (ramSize <= 0 || privSize <= 0) throw new VirtioError(Code.InvalidArgument, 'ramSize and privateSize must be positive');
     const privBase = PAGE;
     const ramBase = privBase + privSize;
     const pages = (ramBase + ramSize) / PAGE;
