@@ -245,3 +245,18 @@ test('Platform.create refuses sizes that are not positive integers with InvalidA
     assert.throws(() => Platform.create(o), isCode(Code.InvalidArgument), JSON.stringify(o));
   }
 });
+
+test('an Iotlb still used by a queue cannot be destroyed (its table would be freed under the wasm walk)', () => {
+  const p = Platform.create({ ramSize: 1 << 20 });
+  const t = new Iotlb(p, 4);
+  t.setIdentity();
+  const drv = new DriverQueue(p, { size: 8 });
+  const dev = new DeviceQueue(p, { size: 8, ...drv.addresses, iotlb: t });
+  const free = p.priv.available;
+  assert.throws(() => t.destroy(), isCode(Code.FailedPrecondition));
+  assert.equal(p.priv.available, free, 'nothing was freed');
+  assert.equal(t.translate(p.ramBase, 1, PERM_R), p.ramBase, 'the map still works');
+  dev.destroy();
+  t.destroy();
+  assert.throws(() => t.setIdentity(), isCode(Code.FailedPrecondition));
+});

@@ -242,9 +242,13 @@ export class Iotlb {
   /**
    * Frees the table's memory. Afterwards every change and translate throws
    * VirtioError(FailedPrecondition) and allows() is false; a second destroy does nothing.
+   * Throws VirtioError(FailedPrecondition), changing nothing, while anything follows the map
+   * through {@link onChange} (a DeviceQueue does until it is destroyed): the wasm data plane
+   * of such a queue would read its table from freed, reusable memory.
    */
   destroy(): void {
     if (this.destroyed) return;
+    if (this.listeners.size > 0) throw new VirtioError(Code.FailedPrecondition, `this IOTLB is still followed by ${this.listeners.size} queue(s) or listener(s): destroy them first`);
     this.destroyed = true;
     this.listeners.clear();
     this.entries = [];
