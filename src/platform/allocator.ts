@@ -10,21 +10,50 @@ interface Range {
   size: number;
 }
 
-/** First-fit allocator over [base, base + size). */
+/**
+ * First-fit allocator over [base, base + size). An arena is identified by its range: an offset
+ * belongs to it iff {@link contains} says so, whatever the order of arenas in memory.
+ */
 export class Allocator {
   /** First byte of the arena. */
   readonly base: number;
   /** Bytes in the arena. */
   readonly size: number;
+  /**
+   * Why this allocator refuses every allocation, or undefined if it allocates. A closed
+   * allocator's alloc() throws VirtioError(FailedPrecondition) with this text (see
+   * {@link Allocator.closed}).
+   */
+  readonly closedReason: string | undefined;
   /** Free ranges, sorted by offset, never adjacent. */
   private free: Range[];
   /** Live allocations: offset → size. */
   private readonly live = new Map<number, number>();
 
+  /**
+   * An allocator over [base, base + size). Throws VirtioError(InvalidArgument) unless base and
+   * size are non-negative safe integers.
+   */
   constructor(base: number, size: number) {
+    if (!Number.isSafeInteger(base) || base < 0 || !Number.isSafeInteger(size) || size < 0 || !Number.isSafeInteger(base + size)) {
+      throw new VirtioError(Code.InvalidArgument, `arena [${base}, +${size}) must be non-negative integers`);
+    }
     this.base = base;
     this.size = size;
     this.free = size > 0 ? [{ offset: base, size }] : [];
+    this.closedReason = undefined;
+  }
+
+  /**
+   * An allocator that owns no memory and refuses every alloc() with
+   * VirtioError(FailedPrecondition, reason), and every release() with InvalidArgument. An
+   * attached platform without slices gets these, so it can never hand out memory its creator
+   * also hands out.
+   */
+  static closed(reason: string): Allocator {
+    const a = new Allocator(0, 0);
+    (a as { closedReason: string | undefined }).closedReason = reason;
+    return a;
   }
 
   /** Bytes not allocated (possibly fragmented). */
@@ -34,11 +63,19 @@ export class Allocator {
     return n;
   }
 
+  /** True if `offset` lies in this arena's range [base, base + size). */
+  contains(offset: number): boolean {
+    return Number.isSafeInteger(offset) && offset >= this.base && offset < this.base + this.size;
+  }
+
   /**
    * Allocates `size` bytes aligned to `align` (a power of two). Throws
-   * VirtioError(ResourceExhausted) when no free range fits.
+   * VirtioError(ResourceExhausted) when no free range fits, InvalidArgument for a size that is
+   * not a positive integer or an alignment that is not a power of two, FailedPrecondition on a
+   * closed allocator.
    */
   alloc(size: number, align = 16): number {
+    if (this.closedReason !== undefined) throw new VirtioError(Code.FailedPrecondition, this.closedReason);
     if (!Number.isSafeInteger(size) || size <= 0) throw new VirtioError(Code.InvalidArgument, `allocation size ${size} must be a positive integer`);
     if (!Number.isSafeInteger(align) || align <= 0 || (align & (align - 1)) !== 0) throw new VirtioError(Code.InvalidArgument, `alignment ${align} must be a power of two`);
     for (let i = 0; i < this.free.length; i++) {
@@ -57,10 +94,14 @@ export class Allocator {
     throw new VirtioError(Code.ResourceExhausted, `cannot allocate ${size} bytes (align ${align}) from an arena of ${this.size} with ${this.available} free`);
   }
 
-  /** Returns an allocation. Throws VirtioError(InvalidArgument) for an offset that is not live. */
+  /**
+   * Returns an allocation. Throws VirtioError(InvalidArgument), changing nothing, for an offset
+   * that is not a live allocation of this arena (outside its range, or not live).
+   */
   release(offset: number): void {
+    if (!this.contains(offset)) throw new VirtioError(Code.InvalidArgument, `offset ${offset} is outside the arena [${this.base}, +${this.size})`);
     const size = this.live.get(offset);
-    if (size === undefined) throw new VirtioError(Code.InvalidArgument, `offset ${offset} is not an allocation of this arena`);
+    if (size === undefined) throw new VirtioError(Code.InvalidArgument, `offset ${offset} is not a live allocation of this arena`);
     this.live.delete(offset);
     let i = 0;
     while (i < this.free.length && this.free[i]!.offset < offset) i++;

@@ -5,6 +5,9 @@
 //   │ wasm static │ private: state blocks, IOTLB tables, │ RAM: rings and buffers, what │
 //   │   data      │ batch records (never mapped to a     │ the default (identity) map   │
 //   │             │ device)                               │ gives devices: IOVA = offset │
+//
+// That is the layout create() makes. An attached handle may put the two arenas in either order
+// (private memory above RAM too): arenas are told apart by their ranges, never by their order.
 
 import { VirtioError, Code } from '../errors.ts';
 import { defaultModule, instantiate } from '../loader/wasm.ts';
@@ -26,16 +29,31 @@ export interface PlatformOptions {
   module?: WebAssembly.Module;
 }
 
-/** What a worker needs to open the same platform: post it with postMessage. */
+/**
+ * What a worker needs to open the same platform: post it with postMessage. The arenas may lie
+ * in either order but must not overlap each other or the first 64 KiB (the module's static
+ * data), and must fit the memory.
+ */
 export interface PlatformHandle {
+  /** The memory (shared, for another worker). */
   memory: WebAssembly.Memory;
+  /** The compiled ring module for that kind of memory. */
   module: WebAssembly.Module;
+  /** First byte of private memory. */
   privBase: number;
+  /** Bytes of private memory. */
   privSize: number;
+  /** First byte of RAM. */
   ramBase: number;
+  /** Bytes of RAM. */
   ramSize: number;
-  /** The slice of each arena the attaching side may allocate from, if any. */
+  /**
+   * The part of private memory the attaching side may allocate from (carved out of the
+   * creator's allocator by {@link Platform.handle}). Without it the attached side's
+   * `priv` allocator refuses every allocation.
+   */
   privSlice?: { base: number; size: number };
+  /** The part of RAM the attaching side may allocate from; without it `ram` refuses. */
   ramSlice?: { base: number; size: number };
 }
 
@@ -61,9 +79,13 @@ export class Platform {
   readonly ramBase: number;
   /** Bytes of RAM. */
   readonly ramSize: number;
-  /** Allocator for state blocks, tables and records. */
+  /**
+   * Allocator for state blocks, tables and records: the whole private arena on the creating
+   * side, the handle's `privSlice` on an attached side, or (attached without a slice) a closed
+   * allocator that throws VirtioError(FailedPrecondition) on every alloc().
+   */
   readonly priv: Allocator;
-  /** Allocator for rings and buffers. */
+  /** Allocator for rings and buffers: the whole RAM, the handle's `ramSlice`, or closed (see {@link priv}). */
   readonly ram: Allocator;
   /** Byte view of the whole memory. */
   readonly u8: Uint8Array;
@@ -75,7 +97,8 @@ export class Platform {
   readonly view: DataView;
   private identity?: Iotlb;
 
-  private constructor(h: PlatformHandle, shared: boolean) {
+  private constructor(h: PlatformHandle, shared: boolean, attached: boolean) {
+    checkHandle(h);
     this.memory = h.memory;
     this.module = h.module;
     this.shared = shared;
@@ -84,24 +107,40 @@ export class Platform {
     this.ramBase = h.ramBase;
     this.ramSize = h.ramSize;
     const buf = h.memory.buffer;
-    if (buf.byteLength < h.ramBase + h.ramSize) throw new VirtioError(Code.InvalidArgument, 'memory is smaller than the layout says');
     this.u8 = new Uint8Array(buf);
     this.u32 = new Uint32Array(buf);
     this.i32 = new Int32Array(buf);
     this.view = new DataView(buf);
-    const ps = h.privSlice ?? { base: h.privBase, size: h.privSize };
-    const rs = h.ramSlice ?? { base: h.ramBase, size: h.ramSize };
-    this.priv = new Allocator(ps.base, ps.size);
-    this.ram = new Allocator(rs.base, rs.size);
+    // The creator owns both arenas. An attached side may allocate only from the slices the
+    // creator carved out for it: with the whole arena it would hand out the creator's offsets
+    // again (a worker's queue state over the driver's rings).
+    const refuse = (arena: string) =>
+      Allocator.closed(`this platform was attached without a ${arena} slice, so it cannot allocate ${arena} memory; ` +
+        `make the handle with handle({ priv, ram }) on the creating side to give it one`);
+    if (!attached) {
+      this.priv = new Allocator(h.privBase, h.privSize);
+      this.ram = new Allocator(h.ramBase, h.ramSize);
+    } else {
+      this.priv = h.privSlice ? new Allocator(h.privSlice.base, h.privSlice.size) : refuse('priv');
+      this.ram = h.ramSlice ? new Allocator(h.ramSlice.base, h.ramSlice.size) : refuse('ram');
+    }
     this.exports = instantiate(h.module, h.memory);
   }
 
-  /** Creates a memory with the given layout and instantiates the ring module on it. */
+  /**
+   * Creates a memory with the given layout and instantiates the ring module on it. Throws
+   * VirtioError(InvalidArgument) for sizes that are not positive integers or a layout over
+   * 4 GiB, ResourceExhausted when the engine cannot make the memory.
+   */
   static create(opts: PlatformOptions = {}): Platform {
-    const ramSize = roundPages(opts.ramSize ?? 16 << 20);
-    const privSize = roundPages(opts.privateSize ?? 8 << 20);
+    const rawRam = opts.ramSize ?? 16 << 20;
+    const rawPriv = opts.privateSize ?? 8 << 20;
+    if (!Number.isSafeInteger(rawRam) || !Number.isSafeInteger(rawPriv) || rawRam <= 0 || rawPriv <= 0) {
+      throw new VirtioError(Code.InvalidArgument, `ramSize ${String(rawRam)} and privateSize ${String(rawPriv)} must be positive integers`);
+    }
+    const ramSize = roundPages(rawRam);
+    const privSize = roundPages(rawPriv);
     const shared = opts.shared ?? false;
-    if (ramSize <= 0 || privSize <= 0) throw new VirtioError(Code.InvalidArgument, 'ramSize and privateSize must be positive');
     const privBase = PAGE;
     const ramBase = privBase + privSize;
     const pages = (ramBase + ramSize) / PAGE;
@@ -113,27 +152,68 @@ export class Platform {
       throw new VirtioError(Code.ResourceExhausted, `cannot create a ${shared ? 'shared ' : ''}memory of ${pages} pages: ${(e as Error).message}`, { cause: e });
     }
     const module = opts.module ?? defaultModule(shared);
-    return new Platform({ memory, module, privBase, privSize, ramBase, ramSize }, shared);
-  }
-
-  /** Opens a platform made elsewhere (another worker) from its handle. */
-  static attach(h: PlatformHandle): Platform {
-    const shared = typeof SharedArrayBuffer !== 'undefined' && h.memory.buffer instanceof SharedArrayBuffer;
-    return new Platform(h, shared);
+    return new Platform({ memory, module, privBase, privSize, ramBase, ramSize }, shared, false);
   }
 
   /**
-   * A handle for another worker. Give it slices (carved from this side's allocators) if the
-   * other side will allocate; otherwise it can only open queues made here.
+   * Opens a platform made elsewhere (another worker) from its handle. The attached side never
+   * allocates what the creator allocates: its `priv`/`ram` allocators cover only the handle's
+   * slices, and an arena without a slice refuses every allocation with
+   * VirtioError(FailedPrecondition) (so, without a `priv` slice, no queue or IOTLB can be made
+   * there: make the handle with `handle({ priv, ram })`). Attach each handle with slices once:
+   * two platforms attached from the same handle share its slices.
+   * Throws VirtioError(InvalidArgument) for a handle whose layout is inconsistent (arenas that
+   * overlap, lie in the first 64 KiB or outside the memory; slices outside their arena).
+   */
+  static attach(h: PlatformHandle): Platform {
+    if (typeof h !== 'object' || h === null || !(h.memory instanceof WebAssembly.Memory)) {
+      throw new VirtioError(Code.InvalidArgument, 'a platform handle needs a WebAssembly.Memory');
+    }
+    const shared = typeof SharedArrayBuffer !== 'undefined' && h.memory.buffer instanceof SharedArrayBuffer;
+    return new Platform(h, shared, true);
+  }
+
+  /**
+   * A handle for another worker. Give it slices (carved from this side's allocators, so never
+   * handed out here again) if the other side will allocate: `priv` bytes for its queue state
+   * blocks, records and IOTLB tables, `ram` bytes for rings and buffers. Without a slice the
+   * attached side's allocator for that arena refuses (FailedPrecondition); without any it can
+   * only read and write memory. Throws like {@link Allocator.alloc} when a slice does not fit.
    */
   handle(slices: { priv?: number; ram?: number } = {}): PlatformHandle {
     const h: PlatformHandle = {
       memory: this.memory, module: this.module,
       privBase: this.privBase, privSize: this.privSize, ramBase: this.ramBase, ramSize: this.ramSize,
     };
-    if (slices.priv) h.privSlice = { base: this.priv.alloc(slices.priv, 64), size: slices.priv };
-    if (slices.ram) h.ramSlice = { base: this.ram.alloc(slices.ram, 4096), size: slices.ram };
+    const priv = slices.priv ?? 0;
+    const ram = slices.ram ?? 0;
+    for (const [n, v] of [['priv', priv], ['ram', ram]] as const) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new VirtioError(Code.InvalidArgument, `${n} slice ${v} must be a non-negative integer`);
+    }
+    // Carve both before handing either out, so a refused ram slice leaks no priv slice.
+    const privBase = priv > 0 ? this.priv.alloc(priv, 64) : -1;
+    let ramBase = -1;
+    try {
+      if (ram > 0) ramBase = this.ram.alloc(ram, 4096);
+    } catch (e) {
+      if (privBase >= 0) this.priv.release(privBase);
+      throw e;
+    }
+    if (privBase >= 0) h.privSlice = { base: privBase, size: priv };
+    if (ramBase >= 0) h.ramSlice = { base: ramBase, size: ram };
     return h;
+  }
+
+  /**
+   * Returns an allocation of {@link priv} or {@link ram} to the arena whose range holds
+   * `offset` (arenas are found by range, whichever lies lower in memory). Throws
+   * VirtioError(InvalidArgument), changing nothing, for an offset that is not a live
+   * allocation of either.
+   */
+  release(offset: number): void {
+    if (this.priv.contains(offset)) this.priv.release(offset);
+    else if (this.ram.contains(offset)) this.ram.release(offset);
+    else throw new VirtioError(Code.InvalidArgument, `offset ${offset} is not in an arena this platform allocates from`);
   }
 
   /** The shared default map: RAM with IOVA = memory offset, read/write. */
@@ -145,19 +225,24 @@ export class Platform {
     return this.identity;
   }
 
-  /** Allocates a RAM buffer (for descriptors to point at). Returns its offset = identity IOVA. */
+  /**
+   * Allocates a RAM buffer (for descriptors to point at). Returns its offset = identity IOVA.
+   * Throws like {@link Allocator.alloc} (InvalidArgument for a size that is not a positive
+   * integer or an alignment that is not a power of two). Free it with {@link release}.
+   */
   allocBuffer(size: number, align = 64): number {
     return this.ram.alloc(size, align);
   }
 
-  /** Copies bytes out of memory. Throws for a range outside the memory. */
+  /** Copies bytes out of memory. Throws VirtioError(InvalidArgument) for a range outside the memory or non-integer/negative arguments. */
   read(addr: number, len: number): Uint8Array {
     this.checkRange(addr, len);
     return this.u8.slice(addr, addr + len);
   }
 
-  /** Copies bytes into memory. Throws for a range outside the memory. */
+  /** Copies bytes into memory. Throws VirtioError(InvalidArgument) for a range outside the memory or data that is not array-like. */
   write(addr: number, data: ArrayLike<number>): void {
+    if (typeof data !== 'object' || data === null) throw new VirtioError(Code.InvalidArgument, 'write needs an array of bytes');
     this.checkRange(addr, data.length);
     this.u8.set(data, addr);
   }
@@ -166,5 +251,29 @@ export class Platform {
     if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(len) || addr < 0 || len < 0 || addr + len > this.u8.length) {
       throw new VirtioError(Code.InvalidArgument, `range [${addr}, +${len}) is outside the memory`);
     }
+  }
+}
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** Checks a handle's layout: arenas above the static data, apart, inside the memory; slices inside their arena. */
+function checkHandle(h: PlatformHandle): void {
+  const bad = (why: string): never => {
+    throw new VirtioError(Code.InvalidArgument, `platform handle: ${why}`);
+  };
+  if (!(h.memory instanceof WebAssembly.Memory)) bad('memory is not a WebAssembly.Memory');
+  if (!(h.module instanceof WebAssembly.Module)) bad('module is not a WebAssembly.Module');
+  const { privBase, privSize, ramBase, ramSize } = h;
+  if (![privBase, privSize, ramBase, ramSize].every(isCount)) bad('privBase, privSize, ramBase and ramSize must be non-negative integers');
+  if (privSize === 0 || ramSize === 0) bad('privSize and ramSize must be positive');
+  // The module's static data lives in the first page (asconfig initialMemory 1).
+  if (privBase < PAGE || ramBase < PAGE) bad(`arenas must start at or above ${PAGE} (the module's static data)`);
+  if (privBase < ramBase + ramSize && ramBase < privBase + privSize) bad(`private [${privBase}, +${privSize}) overlaps RAM [${ramBase}, +${ramSize})`);
+  const len = h.memory.buffer.byteLength;
+  if (privBase + privSize > len || ramBase + ramSize > len) bad(`the memory (${len} bytes) is smaller than the layout says`);
+  for (const [name, sl, base, size] of [['privSlice', h.privSlice, privBase, privSize], ['ramSlice', h.ramSlice, ramBase, ramSize]] as const) {
+    if (sl === undefined) continue;
+    if (typeof sl !== 'object' || sl === null || !isCount(sl.base) || !isCount(sl.size) || sl.size === 0) bad(`${name} must be { base, size } with a positive size`);
+    if (sl.base < base || sl.base + sl.size > base + size) bad(`${name} [${sl.base}, +${sl.size}) is outside its arena [${base}, +${size})`);
   }
 }

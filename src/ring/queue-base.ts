@@ -124,10 +124,8 @@ export abstract class QueueBase {
 
   /** Frees the memory this queue allocated. The queue must not be used afterwards. */
   destroy(): void {
-    for (const off of this.owned.splice(0)) {
-      if (off >= this.platform.ramBase) this.platform.ram.release(off);
-      else this.platform.priv.release(off);
-    }
+    // The platform finds each allocation's arena by range (private memory may lie above RAM).
+    for (const off of this.owned.splice(0)) this.platform.release(off);
   }
 
   protected allocPriv(size: number, align: number): number {
