@@ -54,7 +54,17 @@ export interface Chain {
   writeBytes: number;
 }
 
-/** The device side of one virtqueue over rings the driver laid out. */
+/**
+ * The device side of one virtqueue over rings the driver laid out.
+ *
+ * Memory access rule: pop() translates buffers under the map in force then. The methods that
+ * touch buffer memory later (read, write, copyOut, copyIn, pushPopped of written chains)
+ * re-check the segments they touch against the map in force at that moment when the map
+ * changed since the pop (Iotlb.generation); memory the device no longer has breaks the queue
+ * with AddressUnmapped, thrown, with nothing touched. Code that touches segments itself
+ * (from chain(i), or through chainsAddr/segsAddr in wasm) checks accessible(i) or
+ * iotlb.allows first.
+ */
 export class DeviceQueue extends QueueBase {
   /** Most chains one pop() returns. */
   readonly batch: number;
