@@ -6,7 +6,7 @@
 import {
   Q_SIZE, Q_FLAGS, Q_STATUS, Q_IOTLB, Q_AVAIL, Q_AVAIL_WRAP, Q_USED, Q_USED_WRAP, Q_SIGNALLED,
   Q_PENDING, Q_FREE_HEAD, Q_NUM_FREE, Q_BATCH_ID, Q_BATCH_LEN, Q_NEXT_HEAD, Q_EVENT_SHADOW,
-  Q_STAT_CHAINS, Q_F_PACKED, Q_F_SIG_VALID, Q_F_CB_OFF,
+  Q_STAT_CHAINS, Q_INFLIGHT, Q_F_PACKED, Q_F_SIG_VALID, Q_F_CB_OFF,
 } from "./ring/state";
 import * as split from "./ring/split";
 import * as packed from "./ring/packed";
@@ -193,13 +193,16 @@ export function drv_init(q: usize): void {
   store<u32>(q, 0, Q_EVENT_SHADOW);
   store<u32>(q, load<u32>(q, Q_FLAGS) & ~Q_F_CB_OFF, Q_FLAGS);
   memory.fill(q + Q_STAT_CHAINS, 0, 32);
+  store<u32>(q, 0, Q_INFLIGHT);
   if (isPacked(q)) packed.drvInit(q); else split.drvInit(q);
 }
 
 /**
  * Adds up to n requests as chains and publishes them with one index/flags store.
- * Returns the number added (fewer when the ring is full), STATUS_BROKEN, or
- * STATUS_INVALID_ARG when the first request is malformed.
+ * Returns the number added and published: fewer than n when the ring is full or request k is
+ * malformed (no segments, writable before readable, more descriptors than the queue size);
+ * the batch then ends after the k good ones. STATUS_BROKEN, or STATUS_INVALID_ARG when the
+ * first request is malformed (nothing is touched; the caller drops it).
  */
 export function drv_add(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
   if (broken(q)) return STATUS_BROKEN;

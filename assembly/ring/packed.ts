@@ -15,7 +15,7 @@
 import {
   Q_SIZE, Q_FLAGS, Q_DESC, Q_DRIVER, Q_DEVICE, Q_AVAIL, Q_AVAIL_WRAP, Q_USED, Q_USED_WRAP,
   Q_SIGNALLED, Q_PENDING, Q_FREE_HEAD, Q_NUM_FREE, Q_DSTATE, Q_INDIRECT, Q_INDIRECT_MAX,
-  Q_DMA_BASE, Q_BATCH_ID, Q_BATCH_LEN, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED,
+  Q_DMA_BASE, Q_BATCH_ID, Q_BATCH_LEN, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED, Q_INFLIGHT,
   Q_F_EVENT_IDX, Q_F_INDIRECT, Q_F_IN_ORDER, Q_F_SIG_VALID, Q_F_CB_OFF,
   fail, addStat, needEvent,
 } from "./state";
@@ -246,12 +246,23 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
   return n;
 }
 
-/** vring_packed_need_event (QEMU hw/virtio/virtio.c): off_wrap's wrap bit vs ours. */
+/**
+ * vring_need_event for packed event suppression (§2.8.10, §2.8.21): notify iff the descriptor
+ * at `offWrap` (slot | wrap << 15) is among the `count` slots up to slot `pos` of the wrap
+ * `wrap` (pos is the slot after the last one used / made available).
+ *
+ * old/new are running u16 counts, as Linux virtqueue_kick_prepare_packed computes them:
+ * new = pos, old = pos - count (mod 2^16), and an event in the other wrap moves back by the
+ * ring size. Passing the slot of the previous decision as `old` instead (QEMU's
+ * vring_packed_need_event does) makes [old, new) nearly the whole u16 space whenever the
+ * ring end lies between the two, and the peer is signalled almost every time. Needs
+ * count < size (a whole ring or more passed every event offset: the callers notify).
+ */
 // @ts-ignore: decorator
-@inline function packedNeedEvent(size: u32, wrap: u32, offWrap: u32, newIdx: u32, old: u32): bool {
+@inline function packedNeedEvent(size: u32, wrap: u32, offWrap: u32, pos: u32, count: u32): bool {
   let off = offWrap & 0x7fff;
   if (wrap != (offWrap >> VRING_PACKED_EVENT_F_WRAP_CTR)) off -= size;
-  return needEvent(off, newIdx, old);
+  return needEvent(off, pos, (pos - count) & 0xffff);
 }
 
 /** Decides whether to send a used-buffer notification (virtio_packed_should_notify). */
@@ -259,10 +270,9 @@ export function devNeedCall(q: usize): i32 {
   const f = load<u32>(q, Q_FLAGS);
   const drv = <usize>load<u32>(q, Q_DRIVER);
   const newIdx = load<u32>(q, Q_USED);
-  const old = load<u32>(q, Q_SIGNALLED);
   const valid = (f & Q_F_SIG_VALID) != 0;
   // Slots used since the last decision. Slots alone cannot say it: after a whole ring the
-  // used slot is back where it was.
+  // used slot is back where it was; and across the ring end the two slots are not a range.
   const pushed = load<u32>(q, Q_PENDING);
   if (pushed == 0) return 0; // nothing used since the last decision (or ever)
   store<u32>(q, 0, Q_PENDING);
@@ -276,7 +286,7 @@ export function devNeedCall(q: usize): i32 {
   // A whole ring (or more) since the last decision passed every possible event offset; the
   // slot arithmetic of vring_packed_need_event would see old == new and stay quiet.
   if (!valid || pushed >= load<u32>(q, Q_SIZE)) return 1;
-  return packedNeedEvent(load<u32>(q, Q_SIZE), load<u32>(q, Q_USED_WRAP), ev & 0xffff, newIdx, old) ? 1 : 0;
+  return packedNeedEvent(load<u32>(q, Q_SIZE), load<u32>(q, Q_USED_WRAP), ev & 0xffff, newIdx, pushed) ? 1 : 0;
 }
 
 /** Asks for kicks through the device event suppression area. Returns 1 if buffers are pending. */
@@ -323,7 +333,10 @@ export function drvInit(q: usize): void {
   }
 }
 
-/** Adds up to n requests. Same contract as split drvAdd. */
+/**
+ * Adds up to n requests. Same contract as split drvAdd: a request that does not fit or is
+ * malformed ends the batch, and exactly the requests before it are made available and counted.
+ */
 export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
   const size = load<u32>(q, Q_SIZE);
   const f = load<u32>(q, Q_FLAGS);
@@ -368,7 +381,12 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     const useIndirect = (f & Q_F_INDIRECT) != 0 && pool != 0 && nsegs > 1 && nsegs <= imax;
     const need: u32 = useIndirect ? 1 : nsegs;
     const inLen = requestInLen(seg0, nsegs);
-    if (nsegs == 0 || need > size || inLen < 0) return k > 0 ? k : STATUS_INVALID_ARG;
+    if (nsegs == 0 || need > size || inLen < 0) {
+      // A malformed request ends the batch; the ones before it are published below (their
+      // flags are already stored: the position and counts must follow them).
+      if (k == 0) return STATUS_INVALID_ARG;
+      break;
+    }
     if (need > numFree) break;
     // In order, the buffer id is the head slot: ids then come back in slot order.
     let id: u32;
@@ -427,6 +445,7 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     store<u32>(q, freeHead, Q_FREE_HEAD);
     store<u32>(q, numFree, Q_NUM_FREE);
     store<u32>(q, load<u32>(q, Q_PENDING) + <u32>descs, Q_PENDING);
+    store<u32>(q, load<u32>(q, Q_INFLIGHT) + <u32>k, Q_INFLIGHT);
     addStat(q, Q_STAT_CHAINS, <u64>k);
     addStat(q, Q_STAT_DESCS, <u64>descs);
   }
@@ -443,16 +462,14 @@ export function drvKickPrepare(q: usize): i32 {
   if (evFlags != VRING_PACKED_EVENT_FLAG_DESC || !(load<u32>(q, Q_FLAGS) & Q_F_EVENT_IDX)) {
     return evFlags != VRING_PACKED_EVENT_FLAG_DISABLE ? 1 : 0;
   }
-  // In slots: new = next avail slot, old = new - descriptors added (mod 2^16), as Linux.
+  // Running counts: new = next avail slot, old = new - descriptors added (mod 2^16), and
+  // event_idx moved back by the ring size when its wrap counter is not ours, as Linux
+  // virtqueue_kick_prepare_packed.
   const size = load<u32>(q, Q_SIZE);
-  const newIdx = load<u32>(q, Q_AVAIL);
   // A whole ring added since the last decision passed every event offset (Linux's slot
   // arithmetic would see old == new here and not kick).
   if (added >= size) return 1;
-  const old = (newIdx - added) & 0xffff;
-  let event = ev & 0x7fff;
-  if (((ev & 0xffff) >> VRING_PACKED_EVENT_F_WRAP_CTR) != load<u32>(q, Q_AVAIL_WRAP)) event -= size;
-  return needEvent(event, newIdx, old) ? 1 : 0;
+  return packedNeedEvent(size, load<u32>(q, Q_AVAIL_WRAP), ev & 0xffff, load<u32>(q, Q_AVAIL), added) ? 1 : 0;
 }
 
 /** Reclaims up to max used buffers. Same contract as split drvGetUsed. */
@@ -481,7 +498,8 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
         store<u32>(q, bid, Q_BATCH_ID);
         store<u32>(q, load<u32>(d, 8), Q_BATCH_LEN);
       }
-      if (inFlight(q) == 0) return fail(q, STATUS_USED_ID_NOT_INFLIGHT);
+      // A batch cannot stand for more buffers than are in flight (k are already reclaimed).
+      if (<u32>k >= inFlight(q)) return fail(q, STATUS_USED_ID_NOT_INFLIGHT);
       id = pos; // ids are head slots; the oldest buffer in flight starts at pos
       const s = st + <usize>id * DSTATE_REC;
       if (load<u32>(s, 4) == 0) return fail(q, STATUS_USED_ID_NOT_INFLIGHT);
@@ -516,6 +534,7 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
     k++;
   }
   addStat(q, Q_STAT_USED, <u64>k);
+  store<u32>(q, load<u32>(q, Q_INFLIGHT) - <u32>k, Q_INFLIGHT);
   store<u32>(q, pos, Q_USED);
   store<u32>(q, wrap, Q_USED_WRAP);
   store<u32>(q, freeHead, Q_FREE_HEAD);

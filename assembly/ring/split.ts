@@ -10,7 +10,7 @@
 import {
   Q_SIZE, Q_FLAGS, Q_DESC, Q_DRIVER, Q_DEVICE, Q_AVAIL, Q_USED, Q_SIGNALLED, Q_PENDING,
   Q_FREE_HEAD, Q_NUM_FREE, Q_DSTATE, Q_INDIRECT, Q_INDIRECT_MAX, Q_DMA_BASE, Q_BATCH_ID,
-  Q_BATCH_LEN, Q_NEXT_HEAD, Q_EVENT_SHADOW, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED,
+  Q_BATCH_LEN, Q_NEXT_HEAD, Q_EVENT_SHADOW, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED, Q_INFLIGHT,
   Q_F_EVENT_IDX, Q_F_INDIRECT, Q_F_IN_ORDER, Q_F_SIG_VALID, Q_F_CB_OFF,
   fail, addStat, needEvent,
 } from "./state";
@@ -266,8 +266,10 @@ export function drvInit(q: usize): void {
 /**
  * Adds up to n requests (REQ_REC each, segments DSEG_REC each) as chains and publishes
  * avail->idx once. Uses an indirect table when negotiated and the chain has > 1 segment (as
- * Linux does). Returns the number added (stops at the first that does not fit), or
- * STATUS_INVALID_ARG when the first request is malformed.
+ * Linux does). Stops at the first request that does not fit (ring full) or is malformed (no
+ * segments, writable before readable, more descriptors than the queue size): the requests
+ * before it are published. Returns the number added and published, or STATUS_INVALID_ARG
+ * when the first request is malformed (nothing is touched).
  */
 export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
   const size = load<u32>(q, Q_SIZE);
@@ -314,7 +316,11 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     const useIndirect = (f & Q_F_INDIRECT) != 0 && pool != 0 && nsegs > 1 && nsegs <= imax;
     const need: u32 = useIndirect ? 1 : nsegs;
     const inLen = requestInLen(seg0, nsegs);
-    if (nsegs == 0 || need > size || inLen < 0) return k > 0 ? k : STATUS_INVALID_ARG;
+    if (nsegs == 0 || need > size || inLen < 0) {
+      // A malformed request ends the batch; the ones before it are published below.
+      if (k == 0) return STATUS_INVALID_ARG;
+      break;
+    }
     if (need > numFree) break;
     const head = freeHead;
     if (useIndirect) {
@@ -366,6 +372,7 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     store<u32>(q, freeHead, Q_FREE_HEAD);
     store<u32>(q, numFree, Q_NUM_FREE);
     store<u32>(q, load<u32>(q, Q_PENDING) + <u32>k, Q_PENDING);
+    store<u32>(q, load<u32>(q, Q_INFLIGHT) + <u32>k, Q_INFLIGHT);
     addStat(q, Q_STAT_CHAINS, <u64>k);
     addStat(q, Q_STAT_DESCS, <u64>descs);
   }
@@ -393,10 +400,14 @@ export function drvKickPrepare(q: usize): i32 {
   return (ald16(used) & VRING_USED_F_NO_NOTIFY) != 0 ? 0 : 1;
 }
 
-/** Buffers in flight (added, not yet reclaimed): the driver's own count, never the device's. */
+/**
+ * Buffers in flight (added, not yet reclaimed): the driver's own count, never the device's.
+ * Kept in its own field, not derived from the statistics, so that clearing or restoring the
+ * counters cannot change what a used entry is checked against.
+ */
 // @ts-ignore: decorator
-@inline export function inFlight(q: usize): u64 {
-  return load<u64>(q, Q_STAT_CHAINS) - load<u64>(q, Q_STAT_USED);
+@inline export function inFlight(q: usize): u32 {
+  return load<u32>(q, Q_INFLIGHT);
 }
 
 /** Returns buffer `head` (ndesc descriptors) to the free list (LIFO, as Linux detach_buf_split). */
@@ -422,7 +433,7 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
   // Acquire: used elements are read only after used->idx (Linux virtio_rmb()).
   const usedIdx = <u32>ald16(used, USED_IDX);
   const pending = (usedIdx - last) & 0xffff;
-  if (<u64>pending > inFlight(q)) return fail(q, STATUS_USED_IDX_INVALID);
+  if (pending > inFlight(q)) return fail(q, STATUS_USED_IDX_INVALID);
   let freeHead = load<u32>(q, Q_FREE_HEAD);
   let numFree = load<u32>(q, Q_NUM_FREE);
   let k: i32 = 0;
@@ -476,6 +487,7 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
     k++;
   }
   addStat(q, Q_STAT_USED, <u64>k);
+  store<u32>(q, load<u32>(q, Q_INFLIGHT) - <u32>k, Q_INFLIGHT);
   store<u32>(q, last, Q_USED);
   store<u32>(q, freeHead, Q_FREE_HEAD);
   store<u32>(q, numFree, Q_NUM_FREE);

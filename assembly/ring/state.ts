@@ -58,7 +58,9 @@
 // @ts-ignore: decorator
 @inline export const Q_STAT_NOTIFY: u32 = 120; // u64: notifications decided: calls (device) / kicks (driver)
 // @ts-ignore: decorator
-@inline export const QSB_SIZE: u32 = 128;
+@inline export const Q_INFLIGHT: u32 = 128;    // driver: buffers added and not yet reclaimed (validates used entries; not a statistic)
+// @ts-ignore: decorator
+@inline export const QSB_SIZE: u32 = 136;
 
 // Q_FLAGS bits
 // @ts-ignore: decorator

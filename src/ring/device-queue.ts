@@ -6,7 +6,7 @@
 import { VirtioError, Code } from '../errors.ts';
 import { Q, QF, REC, ringAreaAligns, ringAreaSizes } from './layout.ts';
 import { QueueBase, ringFeatures } from './queue-base.ts';
-import { PERM_R, PERM_RW, type Iotlb } from '../platform/iotlb.ts';
+import { PERM_R, PERM_W, PERM_RW, type Iotlb } from '../platform/iotlb.ts';
 import type { Platform } from '../platform/platform.ts';
 import { type VqState, checkVqState } from './vq-state.ts';
 
@@ -22,11 +22,11 @@ export interface DeviceQueueOptions {
   driverArea: number | bigint;
   /** IOVA of the device area (split used ring / packed device event suppression). */
   deviceArea: number | bigint;
-  /** The device's address map. @default platform.identityMap */
+  /** The device's address map; must belong to the same platform (InvalidArgument otherwise). @default platform.identityMap */
   iotlb?: Iotlb;
   /** Most chains one pop() returns. @default min(size, 256) */
   batch?: number;
-  /** Segment records per pop (a chain more fragmented than this breaks the queue). @default max(2 × size, 64) */
+  /** Segment records per pop, at most 65535 (a chain more fragmented than this breaks the queue). @default min(max(2 × size, 64), 65535) */
   maxSegs?: number;
 }
 
@@ -54,7 +54,17 @@ export interface Chain {
   writeBytes: number;
 }
 
-/** The device side of one virtqueue over rings the driver laid out. */
+/**
+ * The device side of one virtqueue over rings the driver laid out.
+ *
+ * Memory access rule: pop() translates buffers under the map in force then. The methods that
+ * touch buffer memory later (read, write, copyOut, copyIn, pushPopped of written chains)
+ * re-check the segments they touch against the map in force at that moment when the map
+ * changed since the pop (Iotlb.generation); memory the device no longer has breaks the queue
+ * with AddressUnmapped, thrown, with nothing touched. Code that touches segments itself
+ * (from chain(i), or through chainsAddr/segsAddr in wasm) checks accessible(i) or
+ * iotlb.allows first.
+ */
 export class DeviceQueue extends QueueBase {
   /** Most chains one pop() returns. */
   readonly batch: number;
@@ -70,13 +80,20 @@ export class DeviceQueue extends QueueBase {
   private nPopped = 0;
   private nPushed = 0;
   private nPending = 0;
+  /** The map's generation when the chains of the last pop() were translated. */
+  private popGen = 0;
   private readonly areas: { desc: bigint; driver: bigint; device: bigint };
   private readonly unsubscribe: () => void;
 
   constructor(platform: Platform, opts: DeviceQueueOptions) {
+    // The wasm data plane reads the table at iotlb.offset in *this* platform's memory: a map
+    // of another platform would be read as whatever bytes sit there. (Iotlb keeps its
+    // platform private; checked before anything is allocated.)
+    if (opts.iotlb !== undefined && opts.iotlb['platform'] !== platform) throw new VirtioError(Code.InvalidArgument, 'the iotlb belongs to another Platform');
     super(platform, opts.size, opts.features ?? ringFeatures());
     this.batch = opts.batch ?? Math.min(this.size, 256);
-    this.maxSegs = opts.maxSegs ?? Math.max(2 * this.size, 64);
+    // A chain record counts its segments in u16s (defs.ts), hence the 65535 cap.
+    this.maxSegs = opts.maxSegs ?? Math.min(Math.max(2 * this.size, 64), 65535);
     if (!Number.isInteger(this.batch) || this.batch < 1 || this.batch > 65536) throw new VirtioError(Code.InvalidArgument, `batch ${this.batch} must be 1..65536`);
     if (!Number.isInteger(this.maxSegs) || this.maxSegs < 1 || this.maxSegs > 65535) throw new VirtioError(Code.InvalidArgument, `maxSegs ${this.maxSegs} must be 1..65535`);
     this.iotlb = opts.iotlb ?? platform.identityMap;
@@ -123,7 +140,20 @@ export class DeviceQueue extends QueueBase {
     }
     this.nPopped = r;
     this.nPushed = 0;
+    this.popGen = this.iotlb.generation;
     return r;
+  }
+
+  /**
+   * True if chain i's memory is, right now, still the device's: every readable segment
+   * readable and every writable segment writable under the map in force (Iotlb.allows). A
+   * single compare while the map has not changed since the pop. Devices that keep a chain
+   * (or its segment list, see chain()) to finish later check this, or iotlb.allows on the
+   * saved segments, before touching it.
+   */
+  accessible(i: number): boolean {
+    this.checkIndex(i);
+    return this.iotlb.generation === this.popGen || (this.segsAllowed(i, false, 0xffffffff) && this.segsAllowed(i, true, 0xffffffff));
   }
 
   /** Head index / buffer id of popped chain i. */
@@ -169,9 +199,13 @@ export class DeviceQueue extends QueueBase {
     return { id: u[b]!, ndesc: u[b + 1]!, readable, writable, readBytes: u[b + 4]!, writeBytes: u[b + 5]! };
   }
 
-  /** Copies chain i's readable bytes out (allocates). */
+  /**
+   * Copies chain i's readable bytes out (allocates). If the map changed since the pop and a
+   * segment is no longer readable, breaks the queue (AddressUnmapped) and throws it.
+   */
   read(i: number): Uint8Array {
     const c = this.chain(i);
+    if (this.iotlb.generation !== this.popGen && !this.segsAllowed(i, false, 0xffffffff)) this.breakUnmapped();
     const out = new Uint8Array(c.readBytes);
     let o = 0;
     for (const s of c.readable) {
@@ -181,10 +215,15 @@ export class DeviceQueue extends QueueBase {
     return out;
   }
 
-  /** Writes `data` into chain i's writable segments and sets its written length. Returns bytes written. */
+  /**
+   * Writes `data` into chain i's writable segments and sets its written length. Returns bytes
+   * written. If the map changed since the pop and a segment it would write is no longer
+   * writable, breaks the queue (AddressUnmapped) and throws it, having written nothing.
+   */
   write(i: number, data: Uint8Array): number {
     const c = this.chain(i);
     if (data.length > c.writeBytes) throw new VirtioError(Code.InvalidArgument, `${data.length} bytes do not fit chain ${i}'s ${c.writeBytes} writable bytes`);
+    if (this.iotlb.generation !== this.popGen && !this.segsAllowed(i, true, data.length)) this.breakUnmapped();
     let o = 0;
     for (const s of c.writable) {
       if (o >= data.length) break;
@@ -198,20 +237,35 @@ export class DeviceQueue extends QueueBase {
 
   /**
    * Gathers the readable bytes of popped chains [0, n) into memory at dst + i·stride (at most
-   * stride bytes each), in one wasm call. Returns the total bytes copied.
+   * stride bytes each), in one wasm call. Returns the total bytes copied. If the map changed
+   * since the pop, every segment it would read is checked first (once for the batch); one
+   * that is no longer readable breaks the queue (AddressUnmapped), which is thrown, and
+   * nothing is copied.
    */
   copyOut(n: number, dst: number, stride: number): number {
     this.checkBatchRange(n, dst, stride);
+    if (this.iotlb.generation !== this.popGen) {
+      for (let i = 0; i < n; i++) if (!this.segsAllowed(i, false, stride)) this.breakUnmapped();
+    }
     return this.platform.exports.dev_copy_out(this.chains, n, this.segs, dst, stride);
   }
 
   /**
    * Scatters src + i·stride (lens: memory offset of n u32 lengths) into the writable
-   * segments of popped chains [0, n), setting their written lengths, in one wasm call.
+   * segments of popped chains [0, n), setting their written lengths, in one wasm call. If the
+   * map changed since the pop, every segment it would write is checked first (once for the
+   * batch); one that is no longer writable breaks the queue (AddressUnmapped), which is
+   * thrown, and nothing is written.
    */
   copyIn(n: number, src: number, stride: number, lens: number): number {
     this.checkBatchRange(n, src, stride);
-    if (lens < 0 || lens + 4 * n > this.platform.u8.length) throw new VirtioError(Code.InvalidArgument, 'lens array is outside the memory');
+    if (!Number.isInteger(lens) || lens < 0 || lens + 4 * n > this.platform.u8.length) throw new VirtioError(Code.InvalidArgument, 'lens array is outside the memory');
+    if (this.iotlb.generation !== this.popGen) {
+      const view = this.platform.view;
+      for (let i = 0; i < n; i++) {
+        if (!this.segsAllowed(i, true, Math.min(view.getUint32(lens + 4 * i, true), stride))) this.breakUnmapped();
+      }
+    }
     return this.platform.exports.dev_copy_in(this.chains, n, this.segs, src, stride, lens);
   }
 
@@ -220,13 +274,20 @@ export class DeviceQueue extends QueueBase {
    * lengths set by setWritten/write/copyIn (0 otherwise). By default all that remain. With
    * `inOrderBatch` (only if IN_ORDER was negotiated) one used entry stands for the whole
    * batch (§2.7.9, §2.8.10). Returns n. Chains to finish later: save chainId/chainDescs and
-   * use complete() + flushUsed().
+   * use complete() + flushUsed(). If the map changed since the pop, a used entry that claims
+   * `written` bytes in memory the device no longer has writable breaks the queue
+   * (AddressUnmapped), which is thrown, and nothing is pushed.
    */
   pushPopped(n = this.nPopped - this.nPushed, inOrderBatch = false): number {
     const left = this.nPopped - this.nPushed;
     if (!Number.isInteger(n) || n < 0 || n > left) throw new VirtioError(Code.InvalidArgument, `cannot push ${n} chains: ${left} popped and not yet pushed`);
     if (inOrderBatch && !this.inOrder) throw new VirtioError(Code.FailedPrecondition, 'inOrderBatch needs VIRTIO_F_IN_ORDER');
     if (n === 0) return 0;
+    if (this.iotlb.generation !== this.popGen) {
+      for (let i = this.nPushed; i < this.nPushed + n; i++) {
+        if (!this.segsAllowed(i, true, this.u32[(this.chains >> 2) + 8 * i + 6]!)) this.breakUnmapped();
+      }
+    }
     const r = this.platform.exports.dev_push(this.qsb, this.chains + 32 * this.nPushed, n, inOrderBatch ? 1 : 0);
     if (r < 0) this.fail(r, 'dev_push');
     this.nPushed += n;
@@ -300,16 +361,25 @@ export class DeviceQueue extends QueueBase {
 
   /**
    * Restores a ring position (set_vq_state), validated first: on error nothing changes.
-   * Split without usedIndex sets both indices to availIndex, as vdpa_sim does.
+   * Split without usedIndex sets both indices to availIndex, as vdpa_sim does. Chains popped
+   * and completions staged before are forgotten (they belong to the old position).
+   *
+   * A broken queue stays broken: setState moves the position (getState reads it back) but
+   * does not clear the error; only {@link reset} does. The spec's way out of
+   * DEVICE_NEEDS_RESET is a device reset (VIRTIO 1.3 §2.1.2), and Linux restores vq state
+   * (set_vq_state) only on a stopped queue, never as a repair.
    */
   setState(s: VqState): void {
     const v = checkVqState(s, this.layout, this.size);
     // The counters are not ring position: they survive a restore (as vdpa_sim's stats do).
     const stats = this.platform.u8.slice(this.qsb + Q.STAT_CHAINS, this.qsb + Q.STAT_CHAINS + 32);
+    const status = this.platform.i32[(this.qsb + Q.STATUS) >> 2]!;
     this.platform.exports.dev_reset(this.qsb);
     this.platform.u8.set(stats, this.qsb + Q.STAT_CHAINS);
-    this.clearBroken();
+    this.nPopped = this.nPushed = this.nPending = 0;
     this.mapRings(false);
+    // Sticky: a restore does not repair a queue the peer broke (mapRings may have just broken it too).
+    if (status !== 0) this.platform.i32[(this.qsb + Q.STATUS) >> 2] = status;
     if (v.layout === 'split') {
       this.setWord(Q.AVAIL, v.availIndex);
       this.setWord(Q.USED, v.usedIndex ?? v.availIndex);
@@ -360,6 +430,37 @@ export class DeviceQueue extends QueueBase {
     this.setWord(Q.DESC, offs[0]!);
     this.setWord(Q.DRIVER, offs[1]!);
     this.setWord(Q.DEVICE, offs[2]!);
+  }
+
+  /**
+   * True if the segments of popped chain i on one side (readable, or writable) that the first
+   * `limit` bytes touch are, under the map in force now, mapped with the permission that side
+   * needs (readable: PERM_R, writable: PERM_W).
+   */
+  private segsAllowed(i: number, writable: boolean, limit: number): boolean {
+    const u = this.u32;
+    const b = (this.chains >> 2) + 8 * i;
+    const nr = this.u16[(this.chains + 32 * i + 12) >> 1]!;
+    const nw = this.u16[(this.chains + 32 * i + 14) >> 1]!;
+    const first = u[b + 2]! + (writable ? nr : 0);
+    const count = writable ? nw : nr;
+    const perm = writable ? PERM_W : PERM_R;
+    let left = limit;
+    for (let j = 0; j < count && left > 0; j++) {
+      const s = (this.segs >> 2) + 2 * (first + j);
+      const len = Math.min(u[s + 1]!, left);
+      if (!this.iotlb.allows(u[s]!, len, perm)) return false;
+      left -= len;
+    }
+    return true;
+  }
+
+  /** Breaks the queue: the device was about to touch memory that is no longer mapped to it. */
+  private breakUnmapped(): never {
+    // The first error that broke the queue stays the one reported.
+    if (!this.broken) this.setWord(Q.STATUS, -17 /* STATUS_ADDRESS_UNMAPPED */);
+    const st = this.state;
+    throw st.state === 'broken' ? st.error : new VirtioError(Code.AddressUnmapped, 'buffer memory is no longer mapped');
   }
 
   private checkIndex(i: number): void {

@@ -102,9 +102,21 @@ export class DriverQueue extends QueueBase {
     return this.word(Q.NUM_FREE);
   }
 
-  /** Buffers added and not yet reclaimed. */
+  /**
+   * Buffers added and not yet reclaimed. Its own state-block field (what used entries from the
+   * device are validated against), not a difference of the statistics counters.
+   */
   get inFlight(): number {
-    return this.stats.chains - this.stats.used;
+    return this.word(Q.INFLIGHT);
+  }
+
+  /**
+   * Most buffers one chain can have on this queue: the queue size, or `indirectMax` when it is
+   * larger (a chain of 2..indirectMax buffers takes one descriptor through an indirect table).
+   * {@link stage} refuses longer chains: they could never be added.
+   */
+  get maxChainSegs(): number {
+    return Math.max(this.size, this.indirectMax);
   }
 
   /** Requests staged and not yet submitted. */
@@ -113,12 +125,20 @@ export class DriverQueue extends QueueBase {
   }
 
   /**
-   * Stages a chain: `out` buffers the device reads, then `inp` buffers it writes. Throws
-   * InvalidArgument for an empty chain or a bad buffer, ResourceExhausted if staging is full.
+   * Stages a chain: `out` buffers the device reads, then `inp` buffers it writes (so readable
+   * always precede writable, VIRTIO 1.3 §2.7.4.2). Throws InvalidArgument, staging nothing,
+   * for an empty chain, a chain longer than {@link maxChainSegs} (it could never be added) or
+   * a bad buffer; ResourceExhausted if staging is full.
    */
   stage(token: number, out: readonly Buf[], inp: readonly Buf[] = []): void {
     const n = out.length + inp.length;
     if (n === 0) throw new VirtioError(Code.InvalidArgument, 'a chain needs at least one buffer');
+    // Linux virtqueue_add_split/packed: without an indirect table a chain takes one
+    // descriptor per buffer, and a queue of `size` descriptors can never hold more.
+    if (n > this.maxChainSegs) {
+      throw new VirtioError(Code.InvalidArgument, `a chain of ${n} buffers never fits a size-${this.size} queue (${this.indirectMax > 0 ? `indirect tables hold ${this.indirectMax}` : 'no indirect tables'})`);
+    }
+    if (n > this.maxSegs) throw new VirtioError(Code.InvalidArgument, `a chain of ${n} buffers is more than the staging area holds (maxSegs ${this.maxSegs})`);
     if (this.staged >= this.batch || this.stagedSegs + n > this.maxSegs) throw new VirtioError(Code.ResourceExhausted, 'staging area is full: submit() first');
     this.checkToken(token);
     let s = this.stagedSegs;
@@ -137,9 +157,11 @@ export class DriverQueue extends QueueBase {
 
   /**
    * Adds the staged chains to the ring and publishes them with one index (split) or flags
-   * (packed) store. Returns how many were added: fewer than staged when the ring is full
-   * (the rest stay staged). With `keep`, a fully added batch stays staged, to be submitted
-   * again (buffers recycled as-is). Throws the peer's error if the queue is broken.
+   * (packed) store. Returns how many were added, and exactly those are published (the device
+   * sees them, {@link inFlight} counts them): fewer than staged when the ring is full (the
+   * rest stay staged, to be submitted when room is freed). With `keep`, a fully added batch
+   * stays staged, to be submitted again (buffers recycled as-is). Throws the peer's error if
+   * the queue is broken.
    */
   submit(keep = false): number {
     if (this.staged === 0) return 0;

@@ -35,10 +35,12 @@ export const Q = {
   STAT_USED: 112,
   /** u64 */
   STAT_NOTIFY: 120,
+  /** Driver: buffers added and not yet reclaimed (what used entries are validated against; not a statistic). */
+  INFLIGHT: 128,
 } as const;
 
 /** Size of a queue state block, bytes. */
-export const QSB_SIZE = 128;
+export const QSB_SIZE = 136;
 
 /** Q.FLAGS bits. */
 export const QF = {
