@@ -89,7 +89,7 @@ export class DeviceQueue extends QueueBase {
     // The wasm data plane reads the table at iotlb.offset in *this* platform's memory: a map
     // of another platform would be read as whatever bytes sit there. (Iotlb keeps its
     // platform private; checked before anything is allocated.)
-    if (opts.iotlb !== undefined && opts.iotlb['platform'] !== platform) throw new VirtioError(Code.InvalidArgument, 'the iotlb belongs to another Platform');
+    if (opts.iotlb !== undefined && opts.iotlb.platform !== platform) throw new VirtioError(Code.InvalidArgument, 'the iotlb belongs to another Platform');
     super(platform, opts.size, opts.features ?? ringFeatures());
     this.batch = opts.batch ?? Math.min(this.size, 256);
     // A chain record counts its segments in u16s (defs.ts), hence the 65535 cap.
