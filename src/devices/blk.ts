@@ -26,51 +26,32 @@ import type { DeviceQueue, Segment } from '../ring/device-queue.ts';
 import { Q, REC } from '../ring/layout.ts';
 import { PERM_W } from '../platform/iotlb.ts';
 import {
+  VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE, VIRTIO_BLK_CFG,
+} from '../virtio/blk.ts';
+import {
   VIRTIO_ID_BLOCK, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
   VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED,
   VIRTIO_F_ACCESS_PLATFORM, hasFeature,
 } from '../virtio/constants.ts';
 
-// Request types and status values (linux/virtio_blk.h; VIRTIO 1.3 §5.2.6).
-/** Read. */
-export const VIRTIO_BLK_T_IN = 0;
-/** Write. */
-export const VIRTIO_BLK_T_OUT = 1;
-/** Flush. */
-export const VIRTIO_BLK_T_FLUSH = 4;
-/** Get device id string. */
-export const VIRTIO_BLK_T_GET_ID = 8;
-/** Discard sectors. */
-export const VIRTIO_BLK_T_DISCARD = 11;
-/** Write zeroes. */
-export const VIRTIO_BLK_T_WRITE_ZEROES = 13;
-/** struct virtio_blk_discard_write_zeroes flags: unmap. */
-export const VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1;
-/** Success. */
-export const VIRTIO_BLK_S_OK = 0;
-/** Device or driver error. */
-export const VIRTIO_BLK_S_IOERR = 1;
-/** Request unsupported. */
-export const VIRTIO_BLK_S_UNSUPP = 2;
-/** Bytes of the GET_ID string (VIRTIO_BLK_ID_BYTES). */
-export const VIRTIO_BLK_ID_BYTES = 20;
-/** Sector size of the request's `sector` field: always 512 (§5.2.6). */
-export const SECTOR_SIZE = 512;
-
-// struct virtio_blk_config (§5.2.4): le64 capacity @0, le32 size_max @8, le32 seg_max @12,
-// geometry @16, le32 blk_size @20, topology @24, writeback @32, num_queues @34,
-// le32 max_discard_sectors @36, max_discard_seg @40, discard_sector_alignment @44,
-// le32 max_write_zeroes_sectors @48, max_write_zeroes_seg @52, u8 write_zeroes_may_unmap @56.
-const CFG_CAPACITY = 0;
-const CFG_SEG_MAX = 12;
-const CFG_BLK_SIZE = 20;
-const CFG_MAX_DISCARD_SECTORS = 36;
-const CFG_MAX_DISCARD_SEG = 40;
-const CFG_DISCARD_ALIGN = 44;
-const CFG_MAX_WZ_SECTORS = 48;
-const CFG_MAX_WZ_SEG = 52;
-const CFG_WZ_MAY_UNMAP = 56;
-const CFG_SIZE = 60;
+// The spec constants live in src/virtio/blk.ts; re-exported here, where they always were.
+export {
+  VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE,
+};
+const CFG_CAPACITY = VIRTIO_BLK_CFG.CAPACITY;
+const CFG_SEG_MAX = VIRTIO_BLK_CFG.SEG_MAX;
+const CFG_BLK_SIZE = VIRTIO_BLK_CFG.BLK_SIZE;
+const CFG_MAX_DISCARD_SECTORS = VIRTIO_BLK_CFG.MAX_DISCARD_SECTORS;
+const CFG_MAX_DISCARD_SEG = VIRTIO_BLK_CFG.MAX_DISCARD_SEG;
+const CFG_DISCARD_ALIGN = VIRTIO_BLK_CFG.DISCARD_SECTOR_ALIGNMENT;
+const CFG_MAX_WZ_SECTORS = VIRTIO_BLK_CFG.MAX_WRITE_ZEROES_SECTORS;
+const CFG_MAX_WZ_SEG = VIRTIO_BLK_CFG.MAX_WRITE_ZEROES_SEG;
+const CFG_WZ_MAY_UNMAP = VIRTIO_BLK_CFG.WRITE_ZEROES_MAY_UNMAP;
+const CFG_SIZE = VIRTIO_BLK_CFG.SIZE;
 
 /** Flag bits of blk_parse / blk_serve (assembly/dev/blk.ts BLK_F_*; test/blk-parse-sync.test.ts). */
 export const BLK_FLAG = { RO: 1, DISCARD: 2, WRITE_ZEROES: 4 } as const;
