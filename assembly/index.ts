@@ -13,7 +13,7 @@ import * as packed from "./ring/packed";
 import { STATUS_BROKEN, STATUS_INVALID_ARG } from "./status";
 import { copyBytes } from "./mem";
 import { chainAt, segAt, C_SEG, C_NREAD, C_NWRITE, C_WRITTEN } from "./ring/chain";
-import { blkServe } from "./dev/blk";
+import { blkServe, blkParse } from "./dev/blk";
 import { netFilter, netLoop } from "./dev/net";
 
 export * from "./status";
@@ -148,13 +148,26 @@ export function dev_copy_in(chains: usize, n: i32, segs: usize, src: usize, stri
 
 /**
  * virtio-blk RAM disk: serves popped request chains [0, n) against the disk at `disk`
- * (capacity sectors of 512 bytes; capacity passed as two u32 halves), flags: 1 read-only,
- * 2 DISCARD negotiated, 4 WRITE_ZEROES negotiated. Sets written lengths and status bytes.
+ * (capacity sectors of 512 bytes; capacity passed as two u32 halves), flags: BLK_F_RO,
+ * BLK_F_DISCARD, BLK_F_WRITE_ZEROES (assembly/dev/blk.ts). Sets written lengths and status
+ * bytes; `scratch`: BLK_SCRATCH private bytes.
  * Returns n.
  */
 export function blk_serve(chains: usize, n: i32, segs: usize, disk: usize, capLo: u32, capHi: u32, flags: u32, id: usize, scratch: usize): i32 {
   if (n <= 0) return 0;
   return blkServe(chains, n, segs, disk, (<u64>capHi << 32) | <u64>capLo, flags, id, scratch);
+}
+
+/**
+ * virtio-blk request parser for asynchronous backends: validates popped chains [0, n) exactly
+ * as blk_serve does, answers at once those that need no disk (status byte and written length
+ * set), and writes one 32-byte record per chain at `out` (see assembly/dev/blk.ts BLK_R_*)
+ * plus DISCARD / WRITE_ZEROES ranges at `ranges` (room for n × 16 ranges of 16 bytes).
+ * `scratch`: BLK_SCRATCH private bytes. Returns n.
+ */
+export function blk_parse(chains: usize, n: i32, segs: usize, capLo: u32, capHi: u32, flags: u32, id: usize, out: usize, ranges: usize, scratch: usize): i32 {
+  if (n <= 0) return 0;
+  return blkParse(chains, n, segs, (<u64>capHi << 32) | <u64>capLo, flags, id, out, ranges, scratch);
 }
 
 /**

@@ -19,7 +19,9 @@ export {
   VdpaSimBlk, VDPASIM_BLK_FEATURES, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
   VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
   VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE,
+  BLK_FLAG, BLK_LIMITS, BLK_REQ,
 } from './devices/blk.ts';
+export { VIRTIO_BLK_CFG } from './virtio/blk.ts';
 export { VirtioVdpa, VirtioBinding } from './drivers/virtio-vdpa.ts';
 export { VirtioNetDriver, VIRTIO_NET_DRIVER_FEATURES } from './drivers/virtio-net.ts';
 export { VirtioBlkDriver, VIRTIO_BLK_DRIVER_FEATURES } from './drivers/virtio-blk.ts';
@@ -52,5 +54,5 @@ export type { VdpaSimBlkOptions, BlkBackend } from './devices/blk.ts';
 export type { MgmtDevAttrs, MgmtAttrName } from './mgmt/mgmtdev.ts';
 export type { VirtioClassDriver, VirtioVdpaOptions } from './drivers/virtio-vdpa.ts';
 export type { VirtioNetDriverOptions, NetDriverStats } from './drivers/virtio-net.ts';
-export type { VirtioBlkDriverOptions } from './drivers/virtio-blk.ts';
+export type { VirtioBlkDriverOptions, BlkDiscardLimits } from './drivers/virtio-blk.ts';
 export type { VirtioDriversOptions } from './drivers/index.ts';

@@ -1,60 +1,72 @@
 // vdpasim_blk (Linux drivers/vdpa/vdpa_sim/vdpa_sim_blk.c): a virtio-blk device (VIRTIO 1.3
 // §5.2). Two backends: a RAM disk in the platform memory, served entirely in wasm one batch
-// at a time (assembly/dev/blk.ts), or an asynchronous BlkBackend (a file through Node's fs, a
-// browser's OPFS or IndexedDB, anything) whose requests are tracked in flight and completed
-// when the backend answers. Requests: IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES (with
-// UNMAP); status OK, IOERR (malformed or out of range), UNSUPP (unknown or not negotiated).
+// at a time (assembly/dev/blk.ts blk_serve), or an asynchronous BlkBackend (a file through
+// Node's fs, a browser's OPFS or IndexedDB, anything) whose requests are tracked in flight and
+// completed when the backend answers. Requests: IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES
+// (with UNMAP); status OK, IOERR (malformed or out of range), UNSUPP (unknown or not negotiated).
+//
+// One parser: both backends validate requests in wasm (assembly/dev/blk.ts). The async path
+// asks blk_parse what each request is and only executes its records here.
+//
+// Invariants of the async path:
+// - Every device access to driver memory is checked against the map in force at the moment
+//   of the access. Buffers are translated at pop time; OUT data and discard ranges are read
+//   then, synchronously. An answer that arrives after the map changed (Iotlb.generation moved)
+//   is checked again with Iotlb.allows(): data segments no longer writable → IOERR written into
+//   the status byte (written = 1, nothing else touched); the status byte itself no longer
+//   writable → the request cannot be answered: the queue breaks (DEVICE_NEEDS_RESET).
+// - Backend faults are contained per request: a method that throws, rejects, is missing, or
+//   answers a read with anything but exactly the bytes asked ends that request with IOERR;
+//   the device goes on serving. Nothing escapes into a microtask.
 
 import { VirtioError, Code } from '../errors.ts';
 import { VdpaSim, features } from './sim-core.ts';
 import type { Platform } from '../platform/platform.ts';
-import type { Chain, DeviceQueue, Segment } from '../ring/device-queue.ts';
+import type { DeviceQueue, Segment } from '../ring/device-queue.ts';
+import { Q, REC } from '../ring/layout.ts';
+import { PERM_W } from '../platform/iotlb.ts';
+import {
+  VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE, VIRTIO_BLK_CFG,
+} from '../virtio/blk.ts';
 import {
   VIRTIO_ID_BLOCK, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
   VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED,
   VIRTIO_F_ACCESS_PLATFORM, hasFeature,
 } from '../virtio/constants.ts';
 
-// Request types and status values (linux/virtio_blk.h; VIRTIO 1.3 §5.2.6).
-/** Read. */
-export const VIRTIO_BLK_T_IN = 0;
-/** Write. */
-export const VIRTIO_BLK_T_OUT = 1;
-/** Flush. */
-export const VIRTIO_BLK_T_FLUSH = 4;
-/** Get device id string. */
-export const VIRTIO_BLK_T_GET_ID = 8;
-/** Discard sectors. */
-export const VIRTIO_BLK_T_DISCARD = 11;
-/** Write zeroes. */
-export const VIRTIO_BLK_T_WRITE_ZEROES = 13;
-/** struct virtio_blk_discard_write_zeroes flags: unmap. */
-export const VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1;
-/** Success. */
-export const VIRTIO_BLK_S_OK = 0;
-/** Device or driver error. */
-export const VIRTIO_BLK_S_IOERR = 1;
-/** Request unsupported. */
-export const VIRTIO_BLK_S_UNSUPP = 2;
-/** Bytes of the GET_ID string (VIRTIO_BLK_ID_BYTES). */
-export const VIRTIO_BLK_ID_BYTES = 20;
-/** Sector size of the request's `sector` field: always 512 (§5.2.6). */
-export const SECTOR_SIZE = 512;
+// The spec constants live in src/virtio/blk.ts; re-exported here, where they always were.
+export {
+  VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE,
+};
+const CFG_CAPACITY = VIRTIO_BLK_CFG.CAPACITY;
+const CFG_SEG_MAX = VIRTIO_BLK_CFG.SEG_MAX;
+const CFG_BLK_SIZE = VIRTIO_BLK_CFG.BLK_SIZE;
+const CFG_MAX_DISCARD_SECTORS = VIRTIO_BLK_CFG.MAX_DISCARD_SECTORS;
+const CFG_MAX_DISCARD_SEG = VIRTIO_BLK_CFG.MAX_DISCARD_SEG;
+const CFG_DISCARD_ALIGN = VIRTIO_BLK_CFG.DISCARD_SECTOR_ALIGNMENT;
+const CFG_MAX_WZ_SECTORS = VIRTIO_BLK_CFG.MAX_WRITE_ZEROES_SECTORS;
+const CFG_MAX_WZ_SEG = VIRTIO_BLK_CFG.MAX_WRITE_ZEROES_SEG;
+const CFG_WZ_MAY_UNMAP = VIRTIO_BLK_CFG.WRITE_ZEROES_MAY_UNMAP;
+const CFG_SIZE = VIRTIO_BLK_CFG.SIZE;
 
-// struct virtio_blk_config (§5.2.4): le64 capacity @0, le32 size_max @8, le32 seg_max @12,
-// geometry @16, le32 blk_size @20, topology @24, writeback @32, num_queues @34,
-// le32 max_discard_sectors @36, max_discard_seg @40, discard_sector_alignment @44,
-// le32 max_write_zeroes_sectors @48, max_write_zeroes_seg @52, u8 write_zeroes_may_unmap @56.
-const CFG_CAPACITY = 0;
-const CFG_SEG_MAX = 12;
-const CFG_BLK_SIZE = 20;
-const CFG_MAX_DISCARD_SECTORS = 36;
-const CFG_MAX_DISCARD_SEG = 40;
-const CFG_DISCARD_ALIGN = 44;
-const CFG_MAX_WZ_SECTORS = 48;
-const CFG_MAX_WZ_SEG = 52;
-const CFG_WZ_MAY_UNMAP = 56;
-const CFG_SIZE = 60;
+/** Flag bits of blk_parse / blk_serve (assembly/dev/blk.ts BLK_F_*; test/blk-parse-sync.test.ts). */
+export const BLK_FLAG = { RO: 1, DISCARD: 2, WRITE_ZEROES: 4 } as const;
+
+/**
+ * Limits the device offers in config space and enforces in wasm (assembly/dev/blk.ts
+ * BLK_MAX_DISCARD_*): per request at most MAX_DISCARD_SEG ranges of MAX_DISCARD_SECTORS.
+ */
+export const BLK_LIMITS = { MAX_DISCARD_SECTORS: 65535, MAX_DISCARD_SEG: 16 } as const;
+
+/** blk_parse output record layout (assembly/dev/blk.ts BLK_R_*, BLK_ACT_*, BLK_REQ_REC …). */
+export const BLK_REQ = {
+  REC: 32, ACTION: 0, TYPE: 4, SECTOR: 8, BYTES: 16, NRANGES: 20, RANGE0: 24, STATUS_AT: 28,
+  ACT_DONE: 0, ACT_BACKEND: 1, RANGE_REC: 16, SCRATCH: 16 + 32 + 16 * 16,
+} as const;
 
 /** Features vdpasim_blk offers (VIRTIO_BLK_F_RO is added for read-only devices). */
 export const VDPASIM_BLK_FEATURES: bigint = features(
@@ -62,11 +74,16 @@ export const VDPASIM_BLK_FEATURES: bigint = features(
   VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED,
 );
 
-/** An asynchronous disk: sectors are 512 bytes. Rejections answer IOERR. */
+/**
+ * An asynchronous disk: sectors are 512 bytes. A method that throws, rejects or answers
+ * something else than documented ends that request with IOERR (the device keeps serving).
+ */
 export interface BlkBackend {
-  /** Disk size in sectors. */
+  /** Disk size in sectors: a positive safe integer, read once when the device is created. */
   readonly capacity: number;
-  /** Reads `len` bytes at `sector`. */
+  /** A read-only disk: the device then offers VIRTIO_BLK_F_RO. @default false */
+  readonly readOnly?: boolean;
+  /** Reads `len` bytes at `sector`: must resolve to a Uint8Array of exactly `len` bytes. */
   read(sector: number, len: number): Promise<Uint8Array>;
   /** Writes `data` at `sector`. */
   write(sector: number, data: Uint8Array): Promise<void>;
@@ -84,7 +101,7 @@ export interface VdpaSimBlkOptions {
   name: string;
   /** RAM disk size in 512-byte sectors (ignored with a backend). @default 8192 (4 MiB) */
   capacity?: number;
-  /** Read-only disk (VIRTIO_BLK_F_RO). @default false */
+  /** Read-only disk (VIRTIO_BLK_F_RO). A backend with `readOnly` makes the device read-only too. @default false */
   readOnly?: boolean;
   /** Offered features. @default VDPASIM_BLK_FEATURES (+ RO) */
   deviceFeatures?: bigint;
@@ -92,15 +109,26 @@ export interface VdpaSimBlkOptions {
   backend?: BlkBackend;
 }
 
-/** Largest discard / write-zeroes request, sectors, and segments per request. */
-const MAX_DISCARD_SECTORS = 0xffff;
-const MAX_DISCARD_SEG = 16;
-
+/** A request handed to the backend, with what its completion may touch. */
 interface InFlight {
+  q: DeviceQueue;
   id: number;
   ndesc: number;
-  writable: Segment[];
-  inLen: number;
+  /** Map generation when the buffers were translated (at pop). */
+  gen: number;
+  /** Memory offset of the status byte. */
+  statusAddr: number;
+  /** IN: the writable data segments, clipped to the bytes asked. */
+  data: Segment[] | null;
+  /** IN: bytes the backend must return. */
+  bytes: number;
+}
+
+/** A finished backend operation: the status to write and, for IN, the data. */
+interface Answer {
+  req: InFlight;
+  status: number;
+  data: Uint8Array | null;
 }
 
 /** A simulated virtio-blk device. */
@@ -116,17 +144,32 @@ export class VdpaSimBlk extends VdpaSim {
   /** Memory offset of the 20-byte GET_ID string. */
   private readonly id: number;
   private readonly scratch: number;
+  /** blk_parse output: one record per chain of a batch, and the ranges area. */
+  private readonly recs: number;
+  private readonly ranges: number;
   private readonly inflight = new Set<InFlight>();
   /** Answers that came back while the device was suspended: delivered on resume. */
-  private held: { req: InFlight; answer: () => number }[] = [];
+  private held: Answer[] = [];
   private drainWaiters: (() => void)[] = [];
+  private backendErrors = 0;
 
   constructor(platform: Platform, opts: VdpaSimBlkOptions) {
     const backend = opts.backend ?? null;
-    const capacity = backend ? backend.capacity : (opts.capacity ?? 8192);
-    if (!Number.isSafeInteger(capacity) || capacity < 1) throw new VirtioError(Code.InvalidArgument, `capacity ${capacity} must be a positive number of sectors`);
-    const ro = opts.readOnly ?? false;
-    const offered = opts.deviceFeatures ?? (VDPASIM_BLK_FEATURES | (ro ? 1n << BigInt(VIRTIO_BLK_F_RO) : 0n));
+    let capacity: unknown;
+    let backendRo = false;
+    try {
+      capacity = backend ? backend.capacity : (opts.capacity ?? 8192);
+      backendRo = backend?.readOnly === true;
+    } catch (e) {
+      throw new VirtioError(Code.InvalidArgument, 'the backend\'s capacity cannot be read', { cause: e });
+    }
+    // Byte offsets of the whole disk must stay exact in a JS number.
+    if (typeof capacity !== 'number' || !Number.isSafeInteger(capacity) || capacity < 1 || capacity * SECTOR_SIZE > Number.MAX_SAFE_INTEGER) {
+      throw new VirtioError(Code.InvalidArgument, `capacity ${String(capacity)} must be a positive number of sectors below 2^53 bytes`);
+    }
+    const ro = (opts.readOnly ?? false) || backendRo;
+    const roBit = 1n << BigInt(VIRTIO_BLK_F_RO);
+    const offered = opts.deviceFeatures !== undefined ? opts.deviceFeatures | (ro ? roBit : 0n) : (VDPASIM_BLK_FEATURES | (ro ? roBit : 0n));
     super(platform, { name: opts.name, deviceId: VIRTIO_ID_BLOCK, supportedFeatures: offered, nvqs: 1, configSize: CFG_SIZE });
     this.capacity = capacity;
     this.readOnly = ro || hasFeature(offered, VIRTIO_BLK_F_RO);
@@ -141,16 +184,19 @@ export class VdpaSimBlk extends VdpaSim {
     v.setBigUint64(CFG_CAPACITY, BigInt(capacity), true);
     v.setUint32(CFG_SEG_MAX, this.getVqNumMax() - 2, true);
     v.setUint32(CFG_BLK_SIZE, SECTOR_SIZE, true);
-    v.setUint32(CFG_MAX_DISCARD_SECTORS, MAX_DISCARD_SECTORS, true);
-    v.setUint32(CFG_MAX_DISCARD_SEG, MAX_DISCARD_SEG, true);
+    v.setUint32(CFG_MAX_DISCARD_SECTORS, BLK_LIMITS.MAX_DISCARD_SECTORS, true);
+    v.setUint32(CFG_MAX_DISCARD_SEG, BLK_LIMITS.MAX_DISCARD_SEG, true);
     v.setUint32(CFG_DISCARD_ALIGN, 1, true);
-    v.setUint32(CFG_MAX_WZ_SECTORS, MAX_DISCARD_SECTORS, true);
-    v.setUint32(CFG_MAX_WZ_SEG, MAX_DISCARD_SEG, true);
+    v.setUint32(CFG_MAX_WZ_SECTORS, BLK_LIMITS.MAX_DISCARD_SECTORS, true);
+    v.setUint32(CFG_MAX_WZ_SEG, BLK_LIMITS.MAX_DISCARD_SEG, true);
     this.config[CFG_WZ_MAY_UNMAP] = 1;
     this.id = platform.priv.alloc(VIRTIO_BLK_ID_BYTES, 4);
     platform.u8.fill(0, this.id, this.id + VIRTIO_BLK_ID_BYTES);
     platform.u8.set(new TextEncoder().encode(`vdpasim-${opts.name}`).subarray(0, VIRTIO_BLK_ID_BYTES), this.id);
-    this.scratch = platform.priv.alloc(16, 8);
+    this.scratch = platform.priv.alloc(BLK_REQ.SCRATCH, 8);
+    const maxBatch = Math.min(this.batch, this.getVqNumMax());
+    this.recs = backend ? platform.priv.alloc(maxBatch * BLK_REQ.REC, 8) : -1;
+    this.ranges = backend ? platform.priv.alloc(maxBatch * BLK_LIMITS.MAX_DISCARD_SEG * BLK_REQ.RANGE_REC, 8) : -1;
   }
 
   /** Requests handed to the backend and not answered yet (device state to migrate). */
@@ -161,6 +207,11 @@ export class VdpaSimBlk extends VdpaSim {
   /** Answers held back while suspended, to be pushed used on resume. */
   get heldCompletions(): number {
     return this.held.length;
+  }
+
+  /** Backend operations that threw, rejected or answered garbage (each answered IOERR). */
+  get backendFaults(): number {
+    return this.backendErrors;
   }
 
   /** Resolves once no request is in flight. */
@@ -184,6 +235,8 @@ export class VdpaSimBlk extends VdpaSim {
     if (this.disk >= 0) this.platform.ram.release(this.disk);
     this.platform.priv.release(this.id);
     this.platform.priv.release(this.scratch);
+    if (this.recs >= 0) this.platform.priv.release(this.recs);
+    if (this.ranges >= 0) this.platform.priv.release(this.ranges);
   }
 
   protected override datapath(budget: number): number {
@@ -191,17 +244,23 @@ export class VdpaSimBlk extends VdpaSim {
     if (!q) return 0;
     if (this.held.length) queueMicrotask(() => this.deliverHeld()); // resumed: answers held while suspended
     const f = this.getDriverFeatures();
-    const flags = (this.readOnly ? 1 : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? 2 : 0) | (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? 4 : 0);
+    const flags = (this.readOnly ? BLK_FLAG.RO : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? BLK_FLAG.DISCARD : 0) |
+      (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? BLK_FLAG.WRITE_ZEROES : 0);
+    const cap = this.capacity;
+    const capLo = cap % 2 ** 32;
+    const capHi = Math.floor(cap / 2 ** 32);
+    const x = this.platform.exports;
     let done = 0;
     while (done < budget) {
       const n = this.popOrRearm(q, Math.min(this.batch, budget - done));
       if (n === 0) break;
       if (this.backend) {
-        for (let i = 0; i < n; i++) this.startAsync(q, q.chain(i), flags);
-        q.flushUsed(); // requests answered at once (malformed ones)
+        // One wasm call validates the batch and answers what needs no backend.
+        x.blk_parse(q.chainsAddr, n, q.segsAddr, capLo, capHi, flags, this.id, this.recs, this.ranges, this.scratch);
+        for (let i = 0; i < n; i++) this.startAsync(q, i);
+        q.flushUsed();
       } else {
-        const cap = this.capacity;
-        this.platform.exports.blk_serve(q.chainsAddr, n, q.segsAddr, this.disk, cap % 2 ** 32, Math.floor(cap / 2 ** 32), flags, this.id, this.scratch);
+        x.blk_serve(q.chainsAddr, n, q.segsAddr, this.disk, capLo, capHi, flags, this.id, this.scratch);
         q.pushPopped(n);
       }
       done += n;
@@ -209,115 +268,165 @@ export class VdpaSimBlk extends VdpaSim {
     return done;
   }
 
-  /** Parses one request for the async backend; answers at once if it is malformed. */
-  private startAsync(q: DeviceQueue, c: Chain, flags: number): void {
-    const u8 = this.platform.u8;
-    if (c.writeBytes < 1) {
-      q.complete(c.id, c.ndesc, 0);
+  /** Executes popped chain i's blk_parse record: completes it now, or starts the backend. */
+  private startAsync(q: DeviceQueue, i: number): void {
+    const u32 = this.platform.u32;
+    const rec = (this.recs >> 2) + (BLK_REQ.REC >> 2) * i;
+    const id = q.chainId(i);
+    const ndesc = q.chainDescs(i);
+    if (q.stagedCompletions >= q.batch) q.flushUsed();
+    if (u32[rec + (BLK_REQ.ACTION >> 2)] !== BLK_REQ.ACT_BACKEND) {
+      q.complete(id, ndesc, u32[(q.chainsAddr >> 2) + (REC.CHAIN >> 2) * i + 6]!);
       return;
     }
-    const inLen = c.writeBytes - 1;
-    const req: InFlight = { id: c.id, ndesc: c.ndesc, writable: c.writable, inLen };
-    const answer = (status: number, data: Uint8Array | null) => {
-      let written = 0;
-      if (data) written = scatter(u8, req.writable, data, inLen);
-      writeAt(u8, req.writable, inLen, status);
-      return written + 1;
+    const type = u32[rec + (BLK_REQ.TYPE >> 2)]!;
+    const sector = u32[rec + (BLK_REQ.SECTOR >> 2)]! + u32[rec + (BLK_REQ.SECTOR >> 2) + 1]! * 2 ** 32;
+    const bytes = u32[rec + (BLK_REQ.BYTES >> 2)]!;
+    const statusAt = u32[rec + (BLK_REQ.STATUS_AT >> 2)]!;
+    const c = q.chain(i);
+    const statusAddr = byteAt(c.writable, statusAt);
+    const req: InFlight = {
+      q, id, ndesc, gen: q.iotlb.generation, statusAddr,
+      data: type === VIRTIO_BLK_T_IN ? clip(c.writable, bytes) : null, bytes,
     };
-    if (c.readBytes < 16) {
-      q.complete(c.id, c.ndesc, answer(VIRTIO_BLK_S_IOERR, null));
-      return;
-    }
-    const hdr = gather(u8, c.readable, 0, 16);
-    const dv = new DataView(hdr.buffer);
-    const type = dv.getUint32(0, true);
-    const sector = Number(dv.getBigUint64(8, true));
-    const outLen = c.readBytes - 16;
-    const inRange = (count: number) => Number.isSafeInteger(sector) && sector <= this.capacity && count <= this.capacity - sector;
     const b = this.backend!;
-    let op: Promise<Uint8Array | null> | null = null;
-    let bad = VIRTIO_BLK_S_OK;
+    let op: Promise<unknown>;
     switch (type) {
       case VIRTIO_BLK_T_IN:
-        if (inLen % SECTOR_SIZE || !inRange(inLen / SECTOR_SIZE)) bad = VIRTIO_BLK_S_IOERR;
-        else op = b.read(sector, inLen);
+        op = call(() => b.read(sector, bytes));
         break;
-      case VIRTIO_BLK_T_OUT:
-        if (flags & 1 || outLen % SECTOR_SIZE || !inRange(outLen / SECTOR_SIZE)) bad = VIRTIO_BLK_S_IOERR;
-        else op = b.write(sector, gather(u8, c.readable, 16, outLen)).then(() => null);
-        break;
-      case VIRTIO_BLK_T_FLUSH:
-        op = b.flush().then(() => null);
-        break;
-      case VIRTIO_BLK_T_GET_ID:
-        op = Promise.resolve(u8.slice(this.id, this.id + Math.min(inLen, VIRTIO_BLK_ID_BYTES)));
-        break;
-      case VIRTIO_BLK_T_DISCARD:
-      case VIRTIO_BLK_T_WRITE_ZEROES: {
-        const wz = type === VIRTIO_BLK_T_WRITE_ZEROES;
-        if (!(flags & (wz ? 4 : 2))) bad = VIRTIO_BLK_S_UNSUPP;
-        else if (flags & 1 || outLen === 0 || outLen % 16) bad = VIRTIO_BLK_S_IOERR;
-        else {
-          const segs = gather(u8, c.readable, 16, outLen);
-          const sv = new DataView(segs.buffer);
-          const ranges: [number, number, boolean][] = [];
-          if (outLen / 16 > MAX_DISCARD_SEG) bad = VIRTIO_BLK_S_IOERR; // max_discard_seg / max_write_zeroes_seg
-          for (let o = 0; o < outLen && bad === VIRTIO_BLK_S_OK; o += 16) {
-            const s = Number(sv.getBigUint64(o, true));
-            const n = sv.getUint32(o + 8, true);
-            const fl = sv.getUint32(o + 12, true);
-            if ((!wz && fl !== 0) || (wz && fl & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)) bad = VIRTIO_BLK_S_UNSUPP;
-            else if (n > MAX_DISCARD_SECTORS || !(Number.isSafeInteger(s) && s <= this.capacity && n <= this.capacity - s)) bad = VIRTIO_BLK_S_IOERR;
-            else ranges.push([s, n, (fl & 1) !== 0]);
-          }
-          if (bad === VIRTIO_BLK_S_OK) {
-            op = Promise.all(ranges.map(([s, n, unmap]) => {
-              if (!wz && b.discard) return b.discard(s, n);
-              if (b.writeZeroes) return b.writeZeroes(s, n, unmap);
-              return writeZeroChunks(b, s, n);
-            })).then(() => null);
-          }
-        }
+      case VIRTIO_BLK_T_OUT: {
+        // Gathered now, under the map the buffers were translated with; bounded by the disk
+        // (blk_parse refused anything longer).
+        const data = gather(this.platform.u8, c.readable, 16, bytes);
+        op = call(() => b.write(sector, data));
         break;
       }
-      default:
-        bad = VIRTIO_BLK_S_UNSUPP;
-    }
-    if (!op) {
-      q.complete(c.id, c.ndesc, answer(bad, null));
-      return;
+      case VIRTIO_BLK_T_FLUSH:
+        op = call(() => b.flush());
+        break;
+      default: {
+        // DISCARD / WRITE_ZEROES: ranges blk_parse validated and copied to private memory.
+        const wz = type === VIRTIO_BLK_T_WRITE_ZEROES;
+        const v = this.platform.view;
+        const r0 = this.ranges + u32[rec + (BLK_REQ.RANGE0 >> 2)]! * BLK_REQ.RANGE_REC;
+        const n = u32[rec + (BLK_REQ.NRANGES >> 2)]!;
+        const ops: Promise<unknown>[] = [];
+        for (let k = 0; k < n; k++) {
+          const o = r0 + k * BLK_REQ.RANGE_REC;
+          const s = Number(v.getBigUint64(o, true));
+          const cnt = v.getUint32(o + 8, true);
+          const unmap = (v.getUint32(o + 12, true) & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0;
+          ops.push(call(() => {
+            if (!wz && b.discard) return b.discard(s, cnt);
+            if (b.writeZeroes) return b.writeZeroes(s, cnt, unmap);
+            return writeZeroChunks(b, s, cnt);
+          }));
+        }
+        op = Promise.all(ops);
+      }
     }
     this.inflight.add(req);
     op.then(
-      (data) => this.finishAsync(req, () => answer(VIRTIO_BLK_S_OK, data)),
-      () => this.finishAsync(req, () => answer(VIRTIO_BLK_S_IOERR, null)),
+      (data) => {
+        if (type !== VIRTIO_BLK_T_IN) return this.finishAsync({ req, status: VIRTIO_BLK_S_OK, data: null });
+        // Exactly the bytes asked, as bytes: a short read would hand the driver stale memory.
+        if (data instanceof Uint8Array && data.length === bytes) return this.finishAsync({ req, status: VIRTIO_BLK_S_OK, data });
+        this.backendErrors++;
+        this.finishAsync({ req, status: VIRTIO_BLK_S_IOERR, data: null });
+      },
+      () => {
+        this.backendErrors++;
+        this.finishAsync({ req, status: VIRTIO_BLK_S_IOERR, data: null });
+      },
     );
   }
 
   /**
    * A backend answered: complete the chain. While the device is suspended the answer is held
    * (a suspended device writes nothing) and delivered on resume; after a reset it is dropped.
+   * Runs in a microtask: never throws.
    */
-  private finishAsync(req: InFlight, answer: () => number): void {
-    if (!this.inflight.delete(req)) return;
-    this.held.push({ req, answer });
+  private finishAsync(a: Answer): void {
+    if (!this.inflight.delete(a.req)) return;
+    this.held.push(a);
     this.deliverHeld();
     if (this.inflight.size === 0) for (const w of this.drainWaiters.splice(0)) w();
   }
 
-  /** Pushes held answers used, if the device is running. */
+  /** Pushes held answers used, if the device is running. Never throws (called from microtasks). */
   private deliverHeld(): void {
     const q = this.queue(0);
     if (!q || !this.running || this.held.length === 0) return;
     const list = this.held.splice(0);
-    this.runDatapath(() => {
-      for (const h of list) {
-        q.complete(h.req.id, h.req.ndesc, h.answer());
-        if (q.stagedCompletions >= q.batch) q.flushUsed();
+    try {
+      this.runDatapath(() => {
+        let k = 0;
+        for (const a of list) {
+          if (a.req.q !== q) continue; // a chain of a queue that has since been replaced
+          const written = this.answer(a);
+          if (written < 0) {
+            // The status byte is no longer ours to write: the request cannot be answered.
+            q.flushUsed();
+            breakQueue(q);
+            return k;
+          }
+          if (q.stagedCompletions >= q.batch) q.flushUsed();
+          q.complete(a.req.id, a.req.ndesc, written);
+          k++;
+        }
+        q.flushUsed();
+        return k;
+      });
+    } catch {
+      // Anything unexpected while pushing used: the queue can no longer be trusted.
+      breakQueue(q);
+      try {
+        this.runDatapath(() => 0);
+      } catch {
+        /* nothing more can be done from a microtask */
       }
-      return q.flushUsed();
-    });
+    }
   }
+
+  /**
+   * Writes an answer into driver memory, checked against the map in force now. Returns the
+   * written length for the used entry, or -1 if the status byte is no longer writable.
+   */
+  private answer(a: Answer): number {
+    const { req } = a;
+    const tlb = req.q.iotlb;
+    const stale = tlb.generation !== req.gen;
+    if (stale && !tlb.allows(req.statusAddr, 1, PERM_W)) return -1;
+    const u8 = this.platform.u8;
+    let status = a.status;
+    let written = 0;
+    if (a.data && req.data) {
+      if (stale && !req.data.every((s) => tlb.allows(s.addr, s.len, PERM_W))) status = VIRTIO_BLK_S_IOERR;
+      else written = scatter(u8, req.data, a.data);
+    }
+    u8[req.statusAddr] = status;
+    return written + 1;
+  }
+}
+
+/** Calls a backend method: a synchronous throw becomes a rejection, a non-promise a value. */
+function call(fn: () => unknown): Promise<unknown> {
+  try {
+    return Promise.resolve(fn());
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/**
+ * Breaks a queue whose request can no longer be answered: the same sticky state a ring that
+ * lost its mapping gets (DeviceQueue's map check), so the core sets DEVICE_NEEDS_RESET.
+ */
+function breakQueue(q: DeviceQueue): void {
+  const i32 = q.platform.i32;
+  const w = (q.qsb + Q.STATUS) >> 2;
+  if (i32[w] === 0) i32[w] = -17; // STATUS_ADDRESS_UNMAPPED (assembly/status.ts)
 }
 
 /** Writes zeroes through a backend without writeZeroes, 256 sectors at a time. */
@@ -334,6 +443,7 @@ function gather(u8: Uint8Array, segs: readonly Segment[], from: number, len: num
   const out = new Uint8Array(len);
   let o = 0;
   for (const s of segs) {
+    if (o === len) break;
     if (from >= s.len) {
       from -= s.len;
       continue;
@@ -342,31 +452,37 @@ function gather(u8: Uint8Array, segs: readonly Segment[], from: number, len: num
     out.set(u8.subarray(s.addr + from, s.addr + from + n), o);
     from = 0;
     o += n;
-    if (o === len) break;
   }
   return out;
 }
 
-/** Copies `data` (at most `max` bytes) into a segment list; returns bytes copied. */
-function scatter(u8: Uint8Array, segs: readonly Segment[], data: Uint8Array, max: number): number {
-  let o = 0;
-  const len = Math.min(data.length, max);
+/** The first `len` bytes of a segment list, as segments. */
+function clip(segs: readonly Segment[], len: number): Segment[] {
+  const out: Segment[] = [];
   for (const s of segs) {
-    if (o >= len) break;
-    const n = Math.min(s.len, len - o);
-    u8.set(data.subarray(o, o + n), s.addr);
-    o += n;
+    if (len === 0) break;
+    const n = Math.min(s.len, len);
+    out.push({ addr: s.addr, len: n });
+    len -= n;
+  }
+  return out;
+}
+
+/** Copies `data` into a segment list (which holds exactly its length); returns bytes copied. */
+function scatter(u8: Uint8Array, segs: readonly Segment[], data: Uint8Array): number {
+  let o = 0;
+  for (const s of segs) {
+    u8.set(data.subarray(o, o + s.len), s.addr);
+    o += s.len;
   }
   return o;
 }
 
-/** Writes one byte at offset `at` of a segment list. */
-function writeAt(u8: Uint8Array, segs: readonly Segment[], at: number, v: number): void {
+/** Memory offset of byte `at` of a segment list. */
+function byteAt(segs: readonly Segment[], at: number): number {
   for (const s of segs) {
-    if (at < s.len) {
-      u8[s.addr + at] = v;
-      return;
-    }
+    if (at < s.len) return s.addr + at;
     at -= s.len;
   }
+  return -1;
 }

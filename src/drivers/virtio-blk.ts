@@ -1,7 +1,12 @@
 // A virtio-blk driver (VIRTIO 1.3 §5.2, in the role of Linux drivers/block/virtio_blk.c) on a
-// device bound through virtio_vdpa: Promise-based read/write/flush/getId with many requests in
-// flight. Each request is a chain: 16-byte header (device-readable), data, 1 status byte
-// (device-writable).
+// device bound through virtio_vdpa: Promise-based read/write/flush/discard/writeZeroes/getId
+// with many requests in flight. Each request is a chain: 16-byte header (device-readable),
+// data, 1 status byte (device-writable), staged in one block of platform RAM.
+//
+// Backpressure: a request waits (in submission order) for ring room and for staging RAM while
+// earlier requests of this driver hold them; one that can never fit (more descriptors than the
+// queue holds without indirect descriptors, more bytes than the whole RAM arena) is rejected
+// at once. Discard / write-zeroes are split by the device's limits as Linux does.
 
 import { VirtioError, Code } from '../errors.ts';
 import type { VdpaDevice } from '../bus/bus.ts';
@@ -15,7 +20,8 @@ import {
 import {
   VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_DISCARD,
   VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE,
-} from '../devices/blk.ts';
+  VIRTIO_BLK_CFG, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
+} from '../virtio/blk.ts';
 
 /** Features this driver understands. */
 export const VIRTIO_BLK_DRIVER_FEATURES: bigint = [
@@ -30,11 +36,45 @@ export interface VirtioBlkDriverOptions {
   features?: bigint;
 }
 
+/**
+ * The device's DISCARD / WRITE_ZEROES limits (struct virtio_blk_config), as the driver uses
+ * them: a 0 in config space means "no limit" for sectors and 1 for segments (Linux
+ * virtio_blk_probe does the same).
+ */
+export interface BlkDiscardLimits {
+  /** Most sectors in one discard range. */
+  maxDiscardSectors: number;
+  /** Most ranges in one DISCARD request. */
+  maxDiscardSeg: number;
+  /** Discard ranges are split at multiples of this many sectors. */
+  discardSectorAlignment: number;
+  /** Most sectors in one write-zeroes range. */
+  maxWriteZeroesSectors: number;
+  /** Most ranges in one WRITE_ZEROES request. */
+  maxWriteZeroesSeg: number;
+  /** Whether the device may deallocate written-zero sectors (write_zeroes_may_unmap). */
+  writeZeroesMayUnmap: boolean;
+}
+
+const OP_NAMES: Record<number, string> = {
+  [VIRTIO_BLK_T_IN]: 'read', [VIRTIO_BLK_T_OUT]: 'write', [VIRTIO_BLK_T_FLUSH]: 'flush',
+  [VIRTIO_BLK_T_GET_ID]: 'get-id', [VIRTIO_BLK_T_DISCARD]: 'discard', [VIRTIO_BLK_T_WRITE_ZEROES]: 'write-zeroes',
+};
+
 interface Pending {
   type: number;
+  /** What the request is, for error messages ("write of 8 sectors at 100"). */
+  what: string;
+  /** Bytes of its staging block: header, data, status. */
+  size: number;
+  /** Memory offset of the staging block; -1 while waiting for RAM. */
   mem: number;
+  /** Data bytes (out or in). */
   len: number;
+  /** Device-readable data; kept (copied) only while waiting for RAM. */
   out: Uint8Array | null;
+  outLen: number;
+  sector: number;
   resolve: (v: Uint8Array | null) => void;
   reject: (e: VirtioError) => void;
 }
@@ -50,6 +90,7 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
   private nextToken = 1;
   private scheduled = false;
   private failed: VirtioError | null = null;
+  private limits: BlkDiscardLimits | null = null;
 
   constructor(dev: VdpaDevice, binding: VirtioBinding, opts: VirtioBlkDriverOptions = {}) {
     super();
@@ -65,19 +106,24 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
 
   /** Disk size in 512-byte sectors (virtio_blk_config.capacity). */
   get capacity(): number {
-    const b = this.dev.getConfig(0, 8);
-    return new DataView(b.buffer).getUint32(0, true) + new DataView(b.buffer).getUint32(4, true) * 2 ** 32;
+    const v = new DataView(this.dev.getConfig(VIRTIO_BLK_CFG.CAPACITY, 8).buffer);
+    return v.getUint32(0, true) + v.getUint32(4, true) * 2 ** 32;
   }
 
   /** Logical block size: blk_size with VIRTIO_BLK_F_BLK_SIZE, else 512. */
   get blockSize(): number {
     if (!hasFeature(this.binding.features, VIRTIO_BLK_F_BLK_SIZE)) return SECTOR_SIZE;
-    return new DataView(this.dev.getConfig(20, 4).buffer).getUint32(0, true);
+    return new DataView(this.dev.getConfig(VIRTIO_BLK_CFG.BLK_SIZE, 4).buffer).getUint32(0, true);
   }
 
   /** True if the device is read-only (VIRTIO_BLK_F_RO). */
   get readOnly(): boolean {
     return hasFeature(this.binding.features, VIRTIO_BLK_F_RO);
+  }
+
+  /** The DISCARD / WRITE_ZEROES limits read from config space when the driver started. */
+  get discardLimits(): Readonly<BlkDiscardLimits> {
+    return this.limits ?? this.readLimits();
   }
 
   /** Requests submitted and not yet answered. */
@@ -90,64 +136,96 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     if (!q) throw new VirtioError(Code.Internal, 'virtio-blk needs a request queue');
     this.q = q;
     this.failed = null;
+    this.limits = this.readLimits();
     this.dev.setVqCb(0, () => this.schedule());
   }
 
   stop(): void {
     const err = new VirtioError(Code.Cancelled, `${this.dev.name} was reset with the request in flight`);
-    for (const p of this.inflight.values()) this.finish(p, err);
-    for (const w of this.waiting.splice(0)) this.finish(w.p, err);
+    const all = [...this.inflight.values(), ...this.waiting.splice(0).map((w) => w.p)];
     this.inflight.clear();
     this.q = null;
+    for (const p of all) this.finish(p, err);
   }
 
   /** Reads `buffer.length` bytes (a multiple of 512) from `sector` into `buffer`. */
   async read(sector: number, buffer: Uint8Array): Promise<void> {
     this.checkIo(sector, buffer.length);
-    const data = await this.submit(VIRTIO_BLK_T_IN, sector, null, buffer.length);
+    const data = await this.submit(VIRTIO_BLK_T_IN, sector, null, buffer.length, `read of ${buffer.length / SECTOR_SIZE} sectors at ${sector}`);
     buffer.set(data!);
   }
 
   /** Writes `data` (a multiple of 512 bytes) at `sector`. */
   async write(sector: number, data: Uint8Array): Promise<void> {
     this.checkIo(sector, data.length);
-    if (this.readOnly) throw new VirtioError(Code.FailedPrecondition, `${this.dev.name} is read-only`);
-    await this.submit(VIRTIO_BLK_T_OUT, sector, data, 0);
+    this.checkWritable('write');
+    await this.submit(VIRTIO_BLK_T_OUT, sector, data, 0, `write of ${data.length / SECTOR_SIZE} sectors at ${sector}`);
   }
 
   /** Flushes the device's write cache (VIRTIO_BLK_T_FLUSH). */
   async flush(): Promise<void> {
     if (!hasFeature(this.binding.features, VIRTIO_BLK_F_FLUSH)) return; // no cache to flush (§5.2.6.2)
-    await this.submit(VIRTIO_BLK_T_FLUSH, 0, null, 0);
+    await this.submit(VIRTIO_BLK_T_FLUSH, 0, null, 0, 'flush');
   }
 
-  /** Discards `count` sectors at `sector` (VIRTIO_BLK_T_DISCARD; needs VIRTIO_BLK_F_DISCARD). */
+  /**
+   * Discards `count` sectors at `sector` (VIRTIO_BLK_T_DISCARD; needs VIRTIO_BLK_F_DISCARD).
+   * Split into as many requests as the device's limits need (see {@link discardLimits}).
+   */
   async discard(sector: number, count: number): Promise<void> {
     await this.rangeCommand(VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_F_DISCARD, sector, count, false);
   }
 
-  /** Writes zeroes over `count` sectors (VIRTIO_BLK_T_WRITE_ZEROES; `unmap` lets the device deallocate). */
+  /**
+   * Writes zeroes over `count` sectors (VIRTIO_BLK_T_WRITE_ZEROES; `unmap` lets the device
+   * deallocate). Split by the device's limits like {@link discard}.
+   */
   async writeZeroes(sector: number, count: number, unmap = false): Promise<void> {
     await this.rangeCommand(VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_F_WRITE_ZEROES, sector, count, unmap);
   }
 
   private async rangeCommand(type: number, bit: number, sector: number, count: number, unmap: boolean): Promise<void> {
-    if (!hasFeature(this.binding.features, bit)) throw new VirtioError(Code.Unsupported, `feature bit ${bit} was not negotiated`);
-    if (this.readOnly) throw new VirtioError(Code.FailedPrecondition, `${this.dev.name} is read-only`);
-    if (!Number.isInteger(count) || count < 1 || count > 0xffffffff) throw new VirtioError(Code.InvalidArgument, `count ${count} must be 1..2^32-1`);
+    const op = OP_NAMES[type]!;
+    if (!hasFeature(this.binding.features, bit)) throw new VirtioError(Code.Unsupported, `${this.dev.name}: ${op} is not supported (feature bit ${bit} was not negotiated)`);
+    this.checkWritable(op);
+    if (!Number.isSafeInteger(count) || count < 1) throw new VirtioError(Code.InvalidArgument, `count ${count} must be a positive integer`);
     this.checkIo(sector, count * SECTOR_SIZE);
-    // struct virtio_blk_discard_write_zeroes { le64 sector; le32 num_sectors; le32 flags; }
-    const seg = new Uint8Array(16);
-    const v = new DataView(seg.buffer);
-    v.setBigUint64(0, BigInt(sector), true);
-    v.setUint32(8, count, true);
-    v.setUint32(12, unmap ? 1 : 0, true);
-    await this.submit(type, 0, seg, 0);
+    const lim = this.discardLimits;
+    const wz = type === VIRTIO_BLK_T_WRITE_ZEROES;
+    const maxSectors = wz ? lim.maxWriteZeroesSectors : lim.maxDiscardSectors;
+    const maxSeg = wz ? lim.maxWriteZeroesSeg : lim.maxDiscardSeg;
+    // Ranges of at most maxSectors, cut at multiples of the alignment (discard_sector_alignment
+    // applies to discard; Linux sets it as the discard granularity).
+    const align = wz ? 1 : lim.discardSectorAlignment;
+    const step = maxSectors >= align ? maxSectors - (maxSectors % align) : maxSectors;
+    const ranges: [number, number][] = [];
+    for (let s = sector; s < sector + count;) {
+      const end = Math.min(sector + count, (Math.floor(s / step) + 1) * step);
+      ranges.push([s, end - s]);
+      s = end;
+    }
+    const reqs: Promise<unknown>[] = [];
+    for (let i = 0; i < ranges.length; i += maxSeg) {
+      const group = ranges.slice(i, i + maxSeg);
+      // struct virtio_blk_discard_write_zeroes { le64 sector; le32 num_sectors; le32 flags; }
+      const seg = new Uint8Array(16 * group.length);
+      const v = new DataView(seg.buffer);
+      group.forEach(([s, n], k) => {
+        v.setBigUint64(16 * k, BigInt(s), true);
+        v.setUint32(16 * k + 8, n, true);
+        v.setUint32(16 * k + 12, unmap ? VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP : 0, true);
+      });
+      const first = group[0]![0];
+      const last = group[group.length - 1]!;
+      reqs.push(this.submit(type, 0, seg, 0, `${op} of ${last[0] + last[1] - first} sectors at ${first}`));
+    }
+    // Promise.all listens to every request, so a second failure is not left unhandled.
+    await Promise.all(reqs);
   }
 
   /** The device id string (VIRTIO_BLK_T_GET_ID, up to 20 bytes). */
   async getId(): Promise<string> {
-    const b = (await this.submit(VIRTIO_BLK_T_GET_ID, 0, null, VIRTIO_BLK_ID_BYTES))!;
+    const b = (await this.submit(VIRTIO_BLK_T_GET_ID, 0, null, VIRTIO_BLK_ID_BYTES, 'get-id'))!;
     const end = b.indexOf(0);
     return new TextDecoder().decode(end < 0 ? b : b.subarray(0, end));
   }
@@ -160,9 +238,38 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
   onConfigChange(): void {}
 
   onNeedsReset(): void {
-    this.failed = new VirtioError(Code.FailedPrecondition, `${this.dev.name} needs a reset (DEVICE_NEEDS_RESET)`);
-    this.stop();
-    this.dispatchEvent(new CustomEvent('error', { detail: this.failed }));
+    this.fail(new VirtioError(Code.FailedPrecondition, `${this.dev.name} needs a reset (DEVICE_NEEDS_RESET)`));
+  }
+
+  /** Fails every request and refuses new ones until reset(); raises `error`. */
+  private fail(err: VirtioError): void {
+    this.failed = err;
+    const all = [...this.inflight.values(), ...this.waiting.splice(0).map((w) => w.p)];
+    this.inflight.clear();
+    for (const p of all) this.finish(p, err);
+    this.q = null;
+    this.dispatchEvent(new CustomEvent('error', { detail: err }));
+  }
+
+  private readLimits(): BlkDiscardLimits {
+    const v = new DataView(this.dev.getConfig(0, VIRTIO_BLK_CFG.SIZE).buffer);
+    const f = this.binding.features;
+    const u32 = (o: number) => v.getUint32(o, true);
+    const d = hasFeature(f, VIRTIO_BLK_F_DISCARD);
+    const w = hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES);
+    // The fields are valid only with their feature; 0 means no limit (sectors) or 1 (segments).
+    return {
+      maxDiscardSectors: (d && u32(VIRTIO_BLK_CFG.MAX_DISCARD_SECTORS)) || 0xffffffff,
+      maxDiscardSeg: (d && u32(VIRTIO_BLK_CFG.MAX_DISCARD_SEG)) || 1,
+      discardSectorAlignment: (d && u32(VIRTIO_BLK_CFG.DISCARD_SECTOR_ALIGNMENT)) || 1,
+      maxWriteZeroesSectors: (w && u32(VIRTIO_BLK_CFG.MAX_WRITE_ZEROES_SECTORS)) || 0xffffffff,
+      maxWriteZeroesSeg: (w && u32(VIRTIO_BLK_CFG.MAX_WRITE_ZEROES_SEG)) || 1,
+      writeZeroesMayUnmap: w && v.getUint8(VIRTIO_BLK_CFG.WRITE_ZEROES_MAY_UNMAP) !== 0,
+    };
+  }
+
+  private checkWritable(op: string): void {
+    if (this.readOnly) throw new VirtioError(Code.FailedPrecondition, `${this.dev.name}: ${op} refused: read-only device (VIRTIO_BLK_F_RO)`);
   }
 
   private checkIo(sector: number, len: number): void {
@@ -171,20 +278,36 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     if (sector + len / SECTOR_SIZE > this.capacity) throw new VirtioError(Code.InvalidArgument, `[${sector}, +${len / SECTOR_SIZE}) is beyond the ${this.capacity}-sector disk`);
   }
 
-  private submit(type: number, sector: number, out: Uint8Array | null, inLen: number): Promise<Uint8Array | null> {
+  private submit(type: number, sector: number, out: Uint8Array | null, inLen: number, what: string): Promise<Uint8Array | null> {
     if (this.failed) return Promise.reject(this.failed);
-    if (!this.q) return Promise.reject(new VirtioError(Code.FailedPrecondition, 'the driver is not started'));
+    const q = this.q;
+    if (!q) return Promise.reject(new VirtioError(Code.FailedPrecondition, 'the driver is not started'));
     const p = this.binding.platform;
     const outLen = out?.length ?? 0;
-    // One allocation holds header, data and status: [hdr 16][out data | in data][status 1]
-    const mem = p.ram.alloc(16 + outLen + inLen + 1, 16);
-    p.view.setUint32(mem, type, true);
-    p.view.setUint32(mem + 4, 0, true);
-    p.view.setBigUint64(mem + 8, BigInt(sector), true);
-    if (out) p.u8.set(out, mem + 16);
-    p.u8[mem + 16 + outLen + inLen] = 0xff;
+    // Requests that can never be carried are refused for good, before anything is staged.
+    const ndesc = 2 + (outLen + inLen > 0 ? 1 : 0);
+    if (ndesc > q.size && ndesc > q.indirectMax) {
+      return Promise.reject(new VirtioError(Code.Unsupported, `${this.dev.name}: ${what} needs ${ndesc} descriptors; a ${q.size}-entry queue without indirect descriptors can never hold it`));
+    }
+    if (ndesc > q.maxSegs) return Promise.reject(new VirtioError(Code.Unsupported, `${this.dev.name}: ${what} needs ${ndesc} descriptors; the queue stages at most ${q.maxSegs}`));
+    // One block holds header, data and status: [hdr 16][out data | in data][status 1]
+    const size = 16 + outLen + inLen + 1;
+    if (size > p.ram.size) {
+      return Promise.reject(new VirtioError(Code.InvalidArgument, `${this.dev.name}: ${what} needs ${size} bytes of staging RAM; the platform has ${p.ram.size}`));
+    }
+    const pend: Pending = { type, what, size, mem: -1, len: outLen + inLen, out, outLen, sector, resolve: () => {}, reject: () => {} };
+    // Take RAM now unless earlier requests already wait for it (they keep their turn).
+    if (!this.waiting.some((w) => w.p.mem < 0)) pend.mem = this.tryAlloc(pend);
+    if (pend.mem < 0) {
+      if (this.inflight.size === 0 && this.waiting.length === 0) {
+        // Nothing of ours will free RAM: waiting could last forever.
+        return Promise.reject(new VirtioError(Code.ResourceExhausted, `${this.dev.name}: ${what}: no ${size} bytes of staging RAM free and no request in flight to free any`));
+      }
+      pend.out = out ? out.slice() : null; // the caller may reuse its buffer meanwhile
+    }
     return new Promise((resolve, reject) => {
-      const pend: Pending = { type, mem, len: outLen + inLen, out, resolve, reject };
+      pend.resolve = resolve;
+      pend.reject = reject;
       const token = this.nextToken;
       this.nextToken = (this.nextToken % 0x7fffffff) + 1;
       this.waiting.push({ token, p: pend });
@@ -192,27 +315,53 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     });
   }
 
-  /** Moves waiting requests into the ring as room allows, then kicks once. */
+  /** Allocates and fills a request's staging block. Returns the offset, or -1 if RAM is short. */
+  private tryAlloc(pend: Pending): number {
+    const p = this.binding.platform;
+    let mem: number;
+    try {
+      mem = p.ram.alloc(pend.size, 16);
+    } catch (e) {
+      if (e instanceof VirtioError && e.code === Code.ResourceExhausted) return -1;
+      throw e;
+    }
+    p.view.setUint32(mem, pend.type, true);
+    p.view.setUint32(mem + 4, 0, true);
+    p.view.setBigUint64(mem + 8, BigInt(pend.sector), true);
+    if (pend.out) p.u8.set(pend.out, mem + 16);
+    p.u8[mem + 16 + pend.len] = 0xff;
+    pend.out = null;
+    return mem;
+  }
+
+  /** Moves waiting requests into the ring as RAM and room allow, then kicks once. Never throws. */
   private pump(): void {
     const q = this.q;
     if (!q || this.waiting.length === 0) return;
     let added = 0;
     try {
-      for (const w of this.waiting) {
-        const { mem, out, len } = w.p;
-        const outLen = out?.length ?? 0;
-        const segs = [{ addr: mem, len: 16 }];
-        if (outLen) segs.push({ addr: mem + 16, len: outLen });
-        const inp = [];
-        if (len - outLen) inp.push({ addr: mem + 16 + outLen, len: len - outLen });
-        inp.push({ addr: mem + 16 + len, len: 1 });
-        if (!q.canStage(segs.length + inp.length)) break;
-        q.stage(w.token, segs, inp);
+      try {
+        for (const w of this.waiting) {
+          const pend = w.p;
+          if (pend.mem < 0) pend.mem = this.tryAlloc(pend);
+          if (pend.mem < 0) break; // wait for RAM that requests in flight will free
+          const { mem, outLen, len } = pend;
+          const segs = [{ addr: mem, len: 16 }];
+          if (outLen) segs.push({ addr: mem + 16, len: outLen });
+          const inp = [];
+          if (len - outLen) inp.push({ addr: mem + 16 + outLen, len: len - outLen });
+          inp.push({ addr: mem + 16 + len, len: 1 });
+          if (!q.canStage(segs.length + inp.length)) break;
+          q.stage(w.token, segs, inp);
+        }
+        added = q.submit();
+      } finally {
+        // Whatever did not fit stays waiting, never half-staged.
+        q.clearStaged();
       }
-      added = q.submit();
-    } finally {
-      // Whatever did not fit stays waiting, never half-staged.
-      q.clearStaged();
+    } catch (e) {
+      this.fail(e instanceof VirtioError ? e : new VirtioError(Code.Internal, `${this.dev.name}: submitting requests failed`, { cause: e }));
+      return;
     }
     for (const w of this.waiting.splice(0, added)) this.inflight.set(w.token, w.p);
     if (added > 0 && q.kickPrepare()) this.dev.kickVq(0);
@@ -223,7 +372,12 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     this.scheduled = true;
     queueMicrotask(() => {
       this.scheduled = false;
-      this.complete();
+      try {
+        this.complete();
+      } catch (e) {
+        // A device that broke the used ring: nothing may throw from a microtask.
+        this.fail(e instanceof VirtioError ? e : new VirtioError(Code.Internal, `${this.dev.name}: reclaiming used buffers failed`, { cause: e }));
+      }
     });
   }
 
@@ -240,11 +394,13 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
         this.inflight.delete(t);
         const st = u8[p.mem + 16 + p.len]!;
         if (st === VIRTIO_BLK_S_OK) {
-          const outLen = p.out?.length ?? 0;
-          const data = p.len - outLen > 0 ? u8.slice(p.mem + 16 + outLen, p.mem + 16 + p.len) : null;
+          const data = p.len - p.outLen > 0 ? u8.slice(p.mem + 16 + p.outLen, p.mem + 16 + p.len) : null;
           this.finish(p, null, data);
+        } else if (st === VIRTIO_BLK_S_UNSUPP) {
+          this.finish(p, new VirtioError(Code.Unsupported, `${this.dev.name}: ${p.what} failed: the device does not support it (VIRTIO_BLK_S_UNSUPP)`));
         } else {
-          this.finish(p, new VirtioError(st === VIRTIO_BLK_S_UNSUPP ? Code.Unsupported : Code.IoError, `${this.dev.name}: request type ${p.type} answered status ${st}`));
+          const why = st === 0xff ? 'the device did not write a status' : `the device answered ${st === 1 ? 'VIRTIO_BLK_S_IOERR' : `status ${st}`}`;
+          this.finish(p, new VirtioError(Code.IoError, `${this.dev.name}: ${p.what} failed: ${why}`));
         }
       }
       // Drained: re-enable the interrupt; used buffers that raced in mean one more round.
@@ -254,7 +410,8 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
   }
 
   private finish(p: Pending, err: VirtioError | null, data: Uint8Array | null = null): void {
-    this.binding.platform.ram.release(p.mem);
+    if (p.mem >= 0) this.binding.platform.ram.release(p.mem);
+    p.mem = -1;
     if (err) p.reject(err);
     else p.resolve(data);
   }

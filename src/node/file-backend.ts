@@ -7,31 +7,62 @@ import type { BlkBackend } from '../devices/blk.ts';
 
 const SECTOR = 512;
 
+/** Options of {@link FileBackend.open}. */
+export interface FileBackendOptions {
+  /**
+   * Image size in bytes (a positive multiple of 512). A missing file is created with this
+   * size; an existing image must already have exactly this size (it is never truncated or
+   * grown: a mismatch is refused with `invalid_argument`). Without it the file must exist.
+   */
+  size?: number;
+  /** Open read-only: the device then offers VIRTIO_BLK_F_RO. The file must exist. @default false */
+  readOnly?: boolean;
+}
+
 /** A disk image file as a BlkBackend. */
 export class FileBackend implements BlkBackend {
   /** Disk size in sectors. */
   readonly capacity: number;
+  /** Opened read-only (the device offers VIRTIO_BLK_F_RO). */
+  readonly readOnly: boolean;
   private readonly fh: FileHandle;
 
-  private constructor(fh: FileHandle, capacity: number) {
+  private constructor(fh: FileHandle, capacity: number, readOnly: boolean) {
     this.fh = fh;
     this.capacity = capacity;
+    this.readOnly = readOnly;
   }
 
   /**
-   * Opens (or creates, with `size` bytes) a disk image. The size must be a whole number of
-   * 512-byte sectors.
+   * Opens a disk image, or creates it when it is missing and `size` is given. An existing
+   * image keeps its contents; see {@link FileBackendOptions.size} for how sizes must agree.
    */
-  static async open(path: string, opts: { size?: number; readOnly?: boolean } = {}): Promise<FileBackend> {
-    const fh = await open(path, opts.readOnly ? 'r' : opts.size !== undefined ? 'w+' : 'r+');
+  static async open(path: string, opts: FileBackendOptions = {}): Promise<FileBackend> {
+    const want = opts.size;
+    if (want !== undefined && (!Number.isSafeInteger(want) || want <= 0 || want % SECTOR)) {
+      throw new VirtioError(Code.InvalidArgument, `size ${want} must be a positive multiple of ${SECTOR}`);
+    }
+    const ro = opts.readOnly ?? false;
+    let fh: FileHandle;
+    let created = false;
     try {
-      if (opts.size !== undefined) {
-        if (!Number.isSafeInteger(opts.size) || opts.size <= 0 || opts.size % SECTOR) throw new VirtioError(Code.InvalidArgument, `size ${opts.size} must be a positive multiple of ${SECTOR}`);
-        await fh.truncate(opts.size);
+      fh = await open(path, ro ? 'r' : 'r+');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || ro || want === undefined) {
+        throw new VirtioError((e as NodeJS.ErrnoException).code === 'ENOENT' ? Code.NotFound : Code.InvalidArgument, `cannot open ${path}`, { cause: e });
       }
+      // 'wx+': create, failing if someone created it meanwhile (never truncates an image).
+      fh = await open(path, 'wx+');
+      created = true;
+    }
+    try {
+      if (created) await fh.truncate(want!);
       const { size } = await fh.stat();
+      if (want !== undefined && size !== want) {
+        throw new VirtioError(Code.InvalidArgument, `${path} is ${size} bytes, not the ${want} asked (an existing image is never truncated or grown)`);
+      }
       if (size === 0 || size % SECTOR) throw new VirtioError(Code.InvalidArgument, `${path} is ${size} bytes, not a whole number of sectors`);
-      return new FileBackend(fh, size / SECTOR);
+      return new FileBackend(fh, size / SECTOR, ro);
     } catch (e) {
       await fh.close();
       throw e;
