@@ -170,3 +170,17 @@ test('a datapath fault that is not the driver\'s sets NEEDS_RESET (vq -1) instea
   assert.equal(events.length, 1);
   dev.destroy();
 });
+
+test('a device the driver could not probe says why when its driver is asked for', () => {
+  // A 4 MiB RAM disk fills a 4 MiB platform: the rings no longer fit, so probe fails.
+  const p = Platform.create({ ramSize: 4 << 20, privateSize: 1 << 20 });
+  const bus = new VdpaBus();
+  bus.registerMgmtDevice(new VdpaSimBlkMgmt(p));
+  const virtio = createVirtioVdpa(p, { queueSize: 16 });
+  bus.registerDriver(virtio);
+  bus.devAdd('vdpasim_blk', 'b');
+  assert.equal(bus.driverOf('b'), null);
+  assert.throws(() => virtio.blk('b'), (e: unknown) =>
+    e instanceof VirtioError && e.code === Code.NotFound &&
+    e.cause instanceof VirtioError && e.cause.code === Code.ResourceExhausted);
+});

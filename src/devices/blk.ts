@@ -23,7 +23,6 @@ import { VirtioError, Code } from '../errors.ts';
 import { VdpaSim, features } from './sim-core.ts';
 import type { Platform } from '../platform/platform.ts';
 import type { DeviceQueue, Segment } from '../ring/device-queue.ts';
-import { Q, REC } from '../ring/layout.ts';
 import { PERM_W } from '../platform/iotlb.ts';
 import {
   VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_DISCARD,
@@ -177,7 +176,7 @@ export class VdpaSimBlk extends VdpaSim {
     if (backend) {
       this.disk = -1;
     } else {
-      this.disk = platform.ram.alloc(capacity * SECTOR_SIZE, 4096);
+      this.disk = this.allocRam(capacity * SECTOR_SIZE, 4096);
       platform.u8.fill(0, this.disk, this.disk + capacity * SECTOR_SIZE);
     }
     const v = this.configView;
@@ -190,13 +189,13 @@ export class VdpaSimBlk extends VdpaSim {
     v.setUint32(CFG_MAX_WZ_SECTORS, BLK_LIMITS.MAX_DISCARD_SECTORS, true);
     v.setUint32(CFG_MAX_WZ_SEG, BLK_LIMITS.MAX_DISCARD_SEG, true);
     this.config[CFG_WZ_MAY_UNMAP] = 1;
-    this.id = platform.priv.alloc(VIRTIO_BLK_ID_BYTES, 4);
+    this.id = this.allocPriv(VIRTIO_BLK_ID_BYTES, 4);
     platform.u8.fill(0, this.id, this.id + VIRTIO_BLK_ID_BYTES);
     platform.u8.set(new TextEncoder().encode(`vdpasim-${opts.name}`).subarray(0, VIRTIO_BLK_ID_BYTES), this.id);
-    this.scratch = platform.priv.alloc(BLK_REQ.SCRATCH, 8);
+    this.scratch = this.allocPriv(BLK_REQ.SCRATCH, 8);
     const maxBatch = Math.min(this.batch, this.getVqNumMax());
-    this.recs = backend ? platform.priv.alloc(maxBatch * BLK_REQ.REC, 8) : -1;
-    this.ranges = backend ? platform.priv.alloc(maxBatch * BLK_LIMITS.MAX_DISCARD_SEG * BLK_REQ.RANGE_REC, 8) : -1;
+    this.recs = backend ? this.allocPriv(maxBatch * BLK_REQ.REC, 8) : -1;
+    this.ranges = backend ? this.allocPriv(maxBatch * BLK_LIMITS.MAX_DISCARD_SEG * BLK_REQ.RANGE_REC, 8) : -1;
   }
 
   /** Requests handed to the backend and not answered yet (device state to migrate). */
@@ -229,14 +228,6 @@ export class VdpaSimBlk extends VdpaSim {
     this.inflight?.clear();
     if (this.held) this.held = [];
     for (const w of this.drainWaiters?.splice(0) ?? []) w();
-  }
-
-  protected override onDestroy(): void {
-    if (this.disk >= 0) this.platform.ram.release(this.disk);
-    this.platform.priv.release(this.id);
-    this.platform.priv.release(this.scratch);
-    if (this.recs >= 0) this.platform.priv.release(this.recs);
-    if (this.ranges >= 0) this.platform.priv.release(this.ranges);
   }
 
   protected override datapath(budget: number): number {
@@ -276,7 +267,7 @@ export class VdpaSimBlk extends VdpaSim {
     const ndesc = q.chainDescs(i);
     if (q.stagedCompletions >= q.batch) q.flushUsed();
     if (u32[rec + (BLK_REQ.ACTION >> 2)] !== BLK_REQ.ACT_BACKEND) {
-      q.complete(id, ndesc, u32[(q.chainsAddr >> 2) + (REC.CHAIN >> 2) * i + 6]!);
+      q.complete(id, ndesc, q.written(i));
       return;
     }
     const type = u32[rec + (BLK_REQ.TYPE >> 2)]!;
@@ -368,7 +359,7 @@ export class VdpaSimBlk extends VdpaSim {
           if (written < 0) {
             // The status byte is no longer ours to write: the request cannot be answered.
             q.flushUsed();
-            breakQueue(q);
+            q.markUnmapped();
             return k;
           }
           if (q.stagedCompletions >= q.batch) q.flushUsed();
@@ -380,7 +371,7 @@ export class VdpaSimBlk extends VdpaSim {
       });
     } catch {
       // Anything unexpected while pushing used: the queue can no longer be trusted.
-      breakQueue(q);
+      q.markUnmapped();
       try {
         this.runDatapath(() => 0);
       } catch {
@@ -417,16 +408,6 @@ function call(fn: () => unknown): Promise<unknown> {
   } catch (e) {
     return Promise.reject(e);
   }
-}
-
-/**
- * Breaks a queue whose request can no longer be answered: the same sticky state a ring that
- * lost its mapping gets (DeviceQueue's map check), so the core sets DEVICE_NEEDS_RESET.
- */
-function breakQueue(q: DeviceQueue): void {
-  const i32 = q.platform.i32;
-  const w = (q.qsb + Q.STATUS) >> 2;
-  if (i32[w] === 0) i32[w] = -17; // STATUS_ADDRESS_UNMAPPED (assembly/status.ts)
 }
 
 /** Writes zeroes through a backend without writeZeroes, 256 sectors at a time. */

@@ -147,6 +147,8 @@ export class VirtioVdpa implements VdpaBusDriver {
   private readonly platform: Platform;
   private readonly opts: VirtioVdpaOptions;
   private readonly bound = new Map<string, { binding: VirtioBinding; cls: VirtioClassDriver }>();
+  /** Why the last probe of a device failed (cleared by a later probe). */
+  private readonly probeErrors = new Map<string, Error>();
 
   constructor(platform: Platform, opts: VirtioVdpaOptions) {
     this.platform = platform;
@@ -161,15 +163,24 @@ export class VirtioVdpa implements VdpaBusDriver {
 
   /** Initializes the device and its class driver. */
   probe(dev: VdpaDevice): void {
-    const binding = new VirtioBinding(dev, this.platform, this.opts.queueSize ?? 256);
-    const cls = this.opts.classDriver(dev, binding);
-    if (!cls) throw new VirtioError(Code.Unsupported, `no class driver for ${dev.name}`);
-    binding.init(cls);
-    this.bound.set(dev.name, { binding, cls });
+    this.probeErrors.delete(dev.name);
+    try {
+      const binding = new VirtioBinding(dev, this.platform, this.opts.queueSize ?? 256);
+      const cls = this.opts.classDriver(dev, binding);
+      if (!cls) throw new VirtioError(Code.Unsupported, `no class driver for ${dev.name}`);
+      binding.init(cls);
+      this.bound.set(dev.name, { binding, cls });
+    } catch (e) {
+      // The bus leaves the device unbound (as Linux's really_probe does); keep the reason so
+      // driverOf() can say why instead of just "not bound".
+      this.probeErrors.set(dev.name, e instanceof Error ? e : new Error(String(e)));
+      throw e;
+    }
   }
 
   /** Stops the class driver and resets the device. */
   remove(dev: VdpaDevice): void {
+    this.probeErrors.delete(dev.name);
     const b = this.bound.get(dev.name);
     if (!b) return;
     this.bound.delete(dev.name);
@@ -180,7 +191,10 @@ export class VirtioVdpa implements VdpaBusDriver {
   /** The class driver bound to device `name`. */
   driverOf(name: string): VirtioClassDriver {
     const b = this.bound.get(name);
-    if (!b) throw new VirtioError(Code.NotFound, `${name} is not bound to virtio_vdpa`);
+    if (!b) {
+      const why = this.probeErrors.get(name);
+      throw new VirtioError(Code.NotFound, `${name} is not bound to virtio_vdpa${why ? `: probe failed: ${why.message}` : ''}`, why ? { cause: why } : undefined);
+    }
     return b.cls;
   }
 }

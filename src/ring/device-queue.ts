@@ -455,10 +455,24 @@ export class DeviceQueue extends QueueBase {
     return true;
   }
 
+  /**
+   * Breaks the queue with `address_unmapped` (an earlier error, if any, stays the one reported):
+   * for a device that kept a chain past a map change and can no longer answer it at all (its
+   * status byte is gone). The simulator core then sets DEVICE_NEEDS_RESET.
+   */
+  markUnmapped(): void {
+    if (!this.broken) this.setWord(Q.STATUS, -17 /* STATUS_ADDRESS_UNMAPPED */);
+  }
+
+  /** Bytes recorded as written into popped chain i (setWritten/write/copyIn or a wasm datapath). */
+  written(i: number): number {
+    this.checkIndex(i);
+    return this.u32[(this.chains >> 2) + 8 * i + 6]!;
+  }
+
   /** Breaks the queue: the device was about to touch memory that is no longer mapped to it. */
   private breakUnmapped(): never {
-    // The first error that broke the queue stays the one reported.
-    if (!this.broken) this.setWord(Q.STATUS, -17 /* STATUS_ADDRESS_UNMAPPED */);
+    this.markUnmapped();
     const st = this.state;
     throw st.state === 'broken' ? st.error : new VirtioError(Code.AddressUnmapped, 'buffer memory is no longer mapped');
   }
