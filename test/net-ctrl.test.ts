@@ -99,7 +99,9 @@ test('multiqueue: the driver turns on every pair, sends on all of them, and rece
   assert.equal(dev.activePairs, 4);
   for (let i = 0; i < 8; i++) drv.send(frame([0x02, 0, 0, 0, 0, 0x10 + i], i));
   assert.equal(wire.length, 8);
-  for (let pair = 0; pair < 4; pair++) assert.equal(dev.pairStats[pair]!.txPackets, 2, `tx pair ${pair}`);
+  // Each flow (here: MAC pair) has its tx queue; eight flows use more than one.
+  assert.equal(dev.pairStats.reduce((s, st) => s + st.txPackets, 0), 8);
+  assert.ok(dev.pairStats.filter((st) => st.txPackets > 0).length > 1, 'tx spread over the pairs');
   const many = Array.from({ length: 64 }, (_, i) => { const f = frame(OWN, i); f[6 + 5] = i; return f; });
   const got = await offer(many);
   assert.equal(got.length, 64);
