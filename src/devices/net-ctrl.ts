@@ -3,27 +3,16 @@
 // block in the platform memory; the wasm datapath (assembly/dev/net.ts) is the only command
 // parser and the only receive filter (§5.1.6.5.1-2); this file lays the block out and reads it.
 
-/** Command classes and commands (linux/virtio_net.h). */
-export const VIRTIO_NET_CTRL_RX = 0;
-export const VIRTIO_NET_CTRL_RX_PROMISC = 0;
-export const VIRTIO_NET_CTRL_RX_ALLMULTI = 1;
-export const VIRTIO_NET_CTRL_RX_ALLUNI = 2;
-export const VIRTIO_NET_CTRL_RX_NOMULTI = 3;
-export const VIRTIO_NET_CTRL_RX_NOUNI = 4;
-export const VIRTIO_NET_CTRL_RX_NOBCAST = 5;
-export const VIRTIO_NET_CTRL_MAC = 1;
-export const VIRTIO_NET_CTRL_MAC_TABLE_SET = 0;
-export const VIRTIO_NET_CTRL_MAC_ADDR_SET = 1;
-export const VIRTIO_NET_CTRL_VLAN = 2;
-export const VIRTIO_NET_CTRL_VLAN_ADD = 0;
-export const VIRTIO_NET_CTRL_VLAN_DEL = 1;
-export const VIRTIO_NET_CTRL_ANNOUNCE = 3;
-export const VIRTIO_NET_CTRL_ANNOUNCE_ACK = 0;
-export const VIRTIO_NET_CTRL_MQ = 4;
-export const VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET = 0;
-/** Command answers. */
-export const VIRTIO_NET_OK = 0;
-export const VIRTIO_NET_ERR = 1;
+// The command constants are the spec's (src/virtio/net-ctrl.ts); re-exported for device users.
+export {
+  VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, VIRTIO_NET_CTRL_RX_ALLMULTI, VIRTIO_NET_CTRL_RX_ALLUNI,
+  VIRTIO_NET_CTRL_RX_NOMULTI, VIRTIO_NET_CTRL_RX_NOUNI, VIRTIO_NET_CTRL_RX_NOBCAST, VIRTIO_NET_CTRL_MAC,
+  VIRTIO_NET_CTRL_MAC_TABLE_SET, VIRTIO_NET_CTRL_MAC_ADDR_SET, VIRTIO_NET_CTRL_VLAN,
+  VIRTIO_NET_CTRL_VLAN_ADD, VIRTIO_NET_CTRL_VLAN_DEL, VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK,
+  VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_OK, VIRTIO_NET_ERR,
+} from '../virtio/net-ctrl.ts';
+export type { RxMode } from '../virtio/net-ctrl.ts';
+import type { RxMode } from '../virtio/net-ctrl.ts';
 
 /** Most entries per MAC table we keep (QEMU's MAC_TABLE_ENTRIES is 64). */
 export const MAC_TABLE_MAX = 64;
@@ -56,16 +45,6 @@ export const CTRL_CAP_MAC_ADDR = 8;
 export const CTRL_CAP_MQ = 16;
 /** VIRTIO_NET_F_GUEST_ANNOUNCE. */
 export const CTRL_CAP_ANNOUNCE = 32;
-
-/** The RX mode flags (VIRTIO_NET_CTRL_RX_*). */
-export interface RxMode {
-  promisc: boolean;
-  allmulti: boolean;
-  alluni: boolean;
-  nomulti: boolean;
-  nouni: boolean;
-  nobcast: boolean;
-}
 
 const RX_KEYS = ['promisc', 'allmulti', 'alluni', 'nomulti', 'nouni', 'nobcast'] as const;
 

@@ -408,7 +408,9 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       drop(st, 'dropsLinkDown', n - bad);
       return;
     }
-    if (this.pcap) this.captureTx(tx, n);
+    // The capture copies now but writes last: its sink is user code, which must not run between
+    // the pops and the copies that use their translations.
+    if (this.pcap) tx.copyOut(n, this.staging, this.stride);
     st.filtered += filtered;
     const rx = ok > 0 ? this.queue(2 * pair) : null;
     const m = rx ? rx.pop(ok) : 0;
@@ -427,11 +429,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     }
     tx.pushPopped(n);
     drop(st, 'dropsNoBuffer', ok - delivered - tooBig); // no rx buffer for the rest
+    if (this.pcap) this.captureStaged(tx, n);
   }
 
-  /** Writes the frames of a tx batch (not the non-frames) to the capture. */
-  private captureTx(tx: DeviceQueue, n: number): void {
-    tx.copyOut(n, this.staging, this.stride);
+  /** Writes the frames of a tx batch staged by copyOut (not the non-frames) to the capture. */
+  private captureStaged(tx: DeviceQueue, n: number): void {
     const u8 = this.platform.u8;
     for (let i = 0; i < n; i++) {
       const len = tx.readBytes(i);

@@ -16,8 +16,7 @@ import {
   VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, VIRTIO_NET_CTRL_MAC_ADDR_SET,
   VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_VLAN_ADD, VIRTIO_NET_CTRL_VLAN_DEL, VIRTIO_NET_CTRL_MQ,
   VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_OK, type RxMode,
-} from '../devices/net-ctrl.ts';
-import { parseMac } from '../mgmt/mgmtdev.ts';
+} from '../virtio/net-ctrl.ts';
 
 /** Bytes of struct virtio_net_hdr_v1 (VIRTIO 1.3 §5.1.6). */
 const HDR = 12;
@@ -343,7 +342,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   /** Sets the device's MAC address (VIRTIO_NET_CTRL_MAC_ADDR_SET). */
   async setMac(mac: string | Uint8Array): Promise<void> {
     this.need(VIRTIO_NET_F_CTRL_MAC_ADDR);
-    const b = parseMac(mac);
+    const b = unicastMac(mac);
     await this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, b);
     this.want.mac = b;
   }
@@ -583,4 +582,20 @@ export function flowHash(f: Uint8Array): number {
   h = Math.imul(h ^ proto, 0x01000193);
   if (l4 >= 0 && (proto === 6 || proto === 17 || proto === 132 || proto === 136) && f.length >= l4 + 4) mix(l4, l4 + 4);
   return h >>> 0;
+}
+
+/** A unicast MAC address from "aa:bb:cc:dd:ee:ff" or 6 bytes (InvalidArgument otherwise). */
+function unicastMac(mac: string | Uint8Array): Uint8Array {
+  let b: Uint8Array;
+  if (typeof mac === 'string') {
+    if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) throw new VirtioError(Code.InvalidArgument, `invalid MAC address "${mac}"`);
+    b = new Uint8Array(mac.split(':').map((x) => parseInt(x, 16)));
+  } else {
+    if (!(mac instanceof Uint8Array) || mac.length !== 6) throw new VirtioError(Code.InvalidArgument, 'a MAC address has 6 bytes');
+    b = new Uint8Array(mac);
+  }
+  // §5.1.6.5.2 / IEEE 802: a station address is unicast and not all zeros.
+  if (b[0]! & 1) throw new VirtioError(Code.InvalidArgument, 'a multicast MAC address cannot be the device address');
+  if (b.every((x) => x === 0)) throw new VirtioError(Code.InvalidArgument, 'MAC address 00:00:00:00:00:00 is not valid');
+  return b;
 }
