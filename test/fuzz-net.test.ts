@@ -12,7 +12,7 @@ import {
 } from '../src/index.ts';
 import { virtioInit } from './helpers/virtio-driver.ts';
 import { makePlatform } from './helpers/builds.ts';
-import { fuzz, type Rand } from './helpers/fuzz.ts';
+import { fuzz, fuzzAsync, type Rand } from './helpers/fuzz.ts';
 
 const HDR = 12;
 const MTU = 1500;
@@ -234,4 +234,97 @@ function runCase(r: Rand): void {
 
 test('fuzz: vdpasim_net under random traffic, buffers, control commands and link flaps', () => {
   fuzz('net', 24, (r) => runCase(r));
+});
+
+/** A UDP/IPv4 frame of `flow` carrying `seq`, `pad` bytes of payload. */
+function udp(flow: number, seq: number, pad: number, dst = OWN): Uint8Array {
+  const f = new Uint8Array(14 + 20 + 8 + 8 + pad);
+  f.set(dst, 0);
+  f.set([2, 0, 0, 0, 0, 9, 0x08, 0x00], 6);
+  f.set([0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, (flow >> 8) & 255, flow & 255], 14);
+  f.set([0x30, 0x39, (1000 + flow) >> 8, (1000 + flow) & 255], 34);
+  const dv = new DataView(f.buffer);
+  dv.setUint32(42, flow, true);
+  dv.setUint32(46, seq, true);
+  return f;
+}
+
+test('fuzz: VirtioNetDriver over vdpasim_net — batches good and bad, many flows over queue pairs, rx modes, resets, link flaps', async () => {
+  const { Platform, VdpaBus, VdpaSimNetMgmt, createVirtioVdpa, VirtioError, formatMac } = await import('../src/index.ts');
+  const tick = () => new Promise((res) => setTimeout(res, 0));
+  await fuzzAsync('net-driver', 6, async (r) => {
+    const p = Platform.create({ ramSize: 32 << 20 });
+    const bus = new VdpaBus();
+    bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
+    const virtio = createVirtioVdpa(p, { queueSize: r.pick([16, 64, 256]) });
+    bus.registerDriver(virtio);
+    const dev = bus.devAdd('vdpasim_net', 'n', { mac: formatMac(new Uint8Array(OWN)), maxVqp: r.range(1, 4) }) as VdpaSimNet;
+    const drv = virtio.net('n');
+    const port = r.chance(0.4);
+    const wire: Uint8Array[] = [];
+    if (port) dev.attachPort((frames) => { for (const f of frames) wire.push(f.slice()); });
+    const got: Uint8Array[] = [];
+    drv.onFrame((f) => got.push(f));
+    const seq = new Array<number>(16).fill(0);
+    const last = new Map<number, number>();
+    const lastWire = new Map<number, number>();
+    const inOrder = (frames: Uint8Array[], seen: Map<number, number>, where: string) => {
+      for (const f of frames.splice(0)) {
+        if (f.length < 50) continue;
+        const dv = new DataView(f.buffer, f.byteOffset);
+        const flow = dv.getUint32(42, true);
+        const s = dv.getUint32(46, true);
+        assert.ok(s > (seen.get(flow) ?? -1), `${where}: flow ${flow} in order (${s} after ${seen.get(flow)})`);
+        seen.set(flow, s);
+      }
+    };
+    let sentByDriver = 0;
+    const devTotals = { tx: 0, rx: 0, linkDown: 0 };
+    let onWire = 0;
+    const account = () => {
+      for (const st of dev.pairStats) {
+        devTotals.tx += st.txPackets;
+        devTotals.rx += st.packets + st.filtered + st.drops;
+        devTotals.linkDown += st.txDropsLinkDown;
+      }
+    };
+    await tick();
+    for (let step = 0, n = r.range(10, 30); step < n; step++) {
+      const op = r.int(10);
+      try {
+        if (op <= 5) {
+          const bad = r.chance(0.1) ? r.int(100) : -1; // a batch with a frame the driver refuses
+          const batch = Array.from({ length: r.range(1, 100) }, (_, i) => {
+            const flow = r.int(16);
+            if (i === bad) return r.chance(0.5) ? new Uint8Array(r.int(14)) : new Uint8Array(r.range(1600, 70_000));
+            return udp(flow, ++seq[flow]!, r.range(0, 1400), r.chance(0.8) ? OWN : [2, 0, 0, 0, 0, 0x77]);
+          });
+          const sent = drv.sendBatch(batch);
+          assert.ok(sent >= 0 && sent <= batch.length);
+          sentByDriver += sent;
+        } else if (op === 6) {
+          await drv.setRxMode({ promisc: r.chance(0.5) });
+        } else if (op === 7) {
+          dev.setLink(r.chance(0.7));
+        } else if (op === 8) {
+          if (drv.maxQueuePairs > 1) await drv.setQueuePairs(r.range(1, drv.maxQueuePairs));
+        } else {
+          account();
+          await drv.reset();
+        }
+      } catch (e) {
+        assert.ok(e instanceof VirtioError, `only typed errors at the API: ${String(e)}`);
+      }
+      await tick();
+      inOrder(got, last, 'rx');
+      onWire += wire.length;
+      inOrder(wire, lastWire, 'wire');
+    }
+    await tick();
+    account();
+    assert.equal(devTotals.tx, sentByDriver, 'the device took every frame the driver sent');
+    if (!port) assert.equal(devTotals.rx, devTotals.tx, 'every looped frame is delivered, filtered or dropped once');
+    else assert.equal(devTotals.tx, onWire + devTotals.linkDown, 'every frame sent went to the wire or was dropped for link down');
+    bus.devDel('n');
+  });
 });
