@@ -50,10 +50,15 @@ const RX_KEYS = ['promisc', 'allmulti', 'alluni', 'nomulti', 'nouni', 'nobcast']
 
 /** Plain-data control-queue state (for migration and inspection). */
 export interface NetCtrlSnapshot {
+  /** RX mode flags. */
   rx: RxMode;
+  /** Unicast MAC table ("aa:bb:cc:dd:ee:ff"). */
   uni: string[];
+  /** Multicast MAC table. */
   multi: string[];
+  /** VLAN ids added, ascending. */
   vlans: number[];
+  /** Active queue pairs. */
   pairs: number;
 }
 

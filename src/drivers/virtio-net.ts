@@ -544,12 +544,12 @@ function le16(b: Uint8Array): number {
  * (unfragmented), the ports; a frame that is not IP hashes on its MAC addresses and ethertype.
  * One 802.1Q/802.1ad tag is skipped. The hash is FNV-1a (any stable hash keeps flows in order).
  */
-export function txQueueOf(f: Uint8Array, pairs: number): number {
+function txQueueOf(f: Uint8Array, pairs: number): number {
   return Math.floor((flowHash(f) * pairs) / 4294967296); // exact: < 2^47
 }
 
 /** The flow hash of an Ethernet frame (see {@link txQueueOf}). */
-export function flowHash(f: Uint8Array): number {
+function flowHash(f: Uint8Array): number {
   let o = 12;
   let type = (f[o]! << 8) | f[o + 1]!;
   if ((type === 0x8100 || type === 0x88a8) && f.length >= 18) {
