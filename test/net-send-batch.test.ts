@@ -89,3 +89,23 @@ test('multiqueue: each flow keeps its order on the wire across back-to-back batc
   const used = dev.pairStats.filter((s) => s.txPackets > 0).length;
   assert.ok(used >= 3, `flows spread over ${used} of 4 tx queues`);
 });
+
+test('a port callback that sends again from inside the kick loses nothing', async () => {
+  const { dev, drv } = host(4, 64);
+  await tick();
+  const wire: number[] = [];
+  dev.attachPort((frames) => {
+    for (const f of frames) {
+      const dv = new DataView(f.buffer, f.byteOffset);
+      const flow = dv.getUint32(42, true);
+      const seq = dv.getUint32(46, true);
+      wire.push(flow * 1000 + seq);
+      if (seq < 100) assert.equal(drv.send(udp(flow + 100, seq + 100)), true); // an answer, sent synchronously
+    }
+  });
+  const batch = Array.from({ length: 12 }, (_, i) => udp(i, i));
+  assert.equal(drv.sendBatch(batch), 12);
+  for (let i = 0; i < 5; i++) await tick();
+  const want = [...batch.map((_, i) => i * 1000 + i), ...batch.map((_, i) => (i + 100) * 1000 + i + 100)];
+  assert.deepEqual([...wire].sort((a, b) => a - b), want.sort((a, b) => a - b));
+});

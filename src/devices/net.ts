@@ -128,6 +128,9 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   private readonly loopStats: number;
   private port: NetPort | null = null;
   private pcap: PcapWriter | null = null;
+  /** A datapath pass is running; a kick arrived during it. */
+  private inPass = false;
+  private kickedInPass = false;
   /** The features the filter block's caps were written for (-1: not yet). */
   private capsFor = -1n;
   /** Control-queue state (a view of the filter block wasm keeps): the receive filter and the active queue pairs. */
@@ -291,7 +294,33 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     for (const m of [this.staging, this.rxStaging, this.lens, this.filterBlock, this.verdict, this.scratch, this.ctrlScratch, this.loopStats]) this.platform.priv.release(m);
   }
 
+  /**
+   * A kick that arrives while a pass runs (a port callback or a config callback that sends
+   * again) must not reuse the staging area the running pass handed out: it is noted, and the
+   * running pass goes round once more over every queue before it returns.
+   */
   protected override datapath(budget: number, only?: number): number {
+    if (this.inPass) {
+      this.kickedInPass = true;
+      return 0;
+    }
+    this.inPass = true;
+    let done = 0;
+    try {
+      done = this.pass(budget, only);
+      while (this.kickedInPass && done < budget) {
+        this.kickedInPass = false;
+        done += this.pass(budget - done);
+      }
+    } finally {
+      this.inPass = false;
+    }
+    // Work noted but beyond the budget: the core reschedules a full pass (done ≥ budget).
+    return this.kickedInPass ? Math.max(done, budget) : done;
+  }
+
+  private pass(budget: number, only?: number): number {
+    this.kickedInPass = false;
     this.syncCaps();
     let done = 0;
     const f = this.getDriverFeatures();

@@ -80,8 +80,6 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   private txPools: number[] = [];
   private txFree: number[][] = [];
   private pairs = 1;
-  /** Per tx queue: touched by the current sendBatch. */
-  private touched = new Uint8Array(0);
   private scheduled = false;
   private listeners = new Set<(frame: Uint8Array) => void>();
   private waiters: ((r: IteratorResult<Uint8Array>) => void)[] = [];
@@ -161,7 +159,6 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     this.rxPools = [];
     this.txPools = [];
     this.txFree = [];
-    this.touched = new Uint8Array(this.txq.length);
     this.rxq.forEach((rx, qi) => {
       const nrx = Math.min(this.opts.rxBuffers ?? Math.max(1, rx.size >> 1), rx.size);
       const pool = p.ram.alloc(nrx * this.bufSize, 64);
@@ -239,8 +236,8 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     if (frames.length === 0) return 0;
     const p = this.binding.platform;
     const pairs = this.pairs;
-    const touched = this.touched;
-    touched.fill(0);
+    // Per call (not a field): a kick may run a port callback that sends again, re-entering here.
+    const touched = new Uint8Array(this.txq.length);
     let n = 0;
     for (const f of frames) {
       const qi = pairs === 1 ? 0 : txQueueOf(f, pairs);
@@ -260,20 +257,26 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       tx.stageOne(slot, at, HDR + f.length);
       n++;
     }
+    // Publish every queue first, then kick: nothing stays staged if a kick fails.
     for (let qi = 0; qi < touched.length; qi++) {
       if (!touched[qi]) continue;
       const tx = this.txq[qi]!;
       const staged = tx.stagedCount;
-      if (staged === 0) continue;
+      if (staged === 0) {
+        touched[qi] = 0;
+        continue;
+      }
       const added = tx.submit();
       if (added !== staged) {
         // Cannot happen (room was checked); never leave a frame staged for the next call.
-        tx.clearStaged();
+        for (let q = 0; q < touched.length; q++) this.txq[q]!.clearStaged();
         throw new VirtioError(Code.Internal, `tx ring ${qi} took ${added} of ${staged}`);
       }
-      if (tx.kickPrepare()) this.dev.kickVq(2 * qi + 1);
     }
     this.stats.txPackets += n;
+    for (let qi = 0; qi < touched.length; qi++) {
+      if (touched[qi] && this.txq[qi]!.kickPrepare()) this.dev.kickVq(2 * qi + 1);
+    }
     return n;
   }
 
