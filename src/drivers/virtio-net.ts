@@ -183,7 +183,10 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
    */
   ready(): void {
     const run = this.replay();
-    run.catch((e: unknown) => this.dispatchEvent(new CustomEvent('error', { detail: e })));
+    run.catch((e: unknown) => {
+      // Cancelled: a newer reset started its own replay.
+      if (!(e instanceof VirtioError && e.code === Code.Cancelled)) this.dispatchEvent(new CustomEvent('error', { detail: e }));
+    });
     this.restored = run;
   }
 
@@ -227,6 +230,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   sendBatch(frames: readonly Uint8Array[]): number {
     if (this.failed) throw this.failed;
     if (this.txq.length === 0) throw new VirtioError(Code.FailedPrecondition, 'the driver is not started');
+    if (!Array.isArray(frames)) throw new VirtioError(Code.InvalidArgument, 'sendBatch() takes an array of frames');
     const max = this.bufSize - HDR;
     for (const f of frames) {
       if (!(f instanceof Uint8Array) || f.length < ETH || f.length > max) {
@@ -236,15 +240,14 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     if (frames.length === 0) return 0;
     const p = this.binding.platform;
     const pairs = this.pairs;
+    // Reclaim first (it may throw if the device broke a ring): from here on nothing throws.
+    for (let qi = 0; qi < pairs; qi++) this.reclaimTx(qi);
     // Per call (not a field): a kick may run a port callback that sends again, re-entering here.
     const touched = new Uint8Array(this.txq.length);
     let n = 0;
     for (const f of frames) {
       const qi = pairs === 1 ? 0 : txQueueOf(f, pairs);
-      if (!touched[qi]) {
-        touched[qi] = 1;
-        this.reclaimTx(qi);
-      }
+      touched[qi] = 1;
       const tx = this.txq[qi]!;
       const free = this.txFree[qi]!;
       // One descriptor per frame: stop (keeping the sent prefix exact) when the queue is out of
