@@ -14,7 +14,7 @@ import { STATUS_BROKEN, STATUS_INVALID_ARG } from "./status";
 import { copyBytes } from "./mem";
 import { chainAt, segAt, C_SEG, C_NREAD, C_NWRITE, C_WRITTEN } from "./ring/chain";
 import { blkServe, blkParse } from "./dev/blk";
-import { netFilter, netLoop } from "./dev/net";
+import { netCtrl, netFilter, netFilterStaged, netLoop, netPlace } from "./dev/net";
 
 export * from "./status";
 
@@ -24,7 +24,7 @@ export * from "./status";
 @inline function broken(q: usize): bool { return load<i32>(q, Q_STATUS) != 0; }
 
 /** Layout version of the state block and records; TS refuses a module that differs. */
-export function abi_version(): i32 { return 1; }
+export function abi_version(): i32 { return 2; }
 
 // ─────────────────────────── device side ───────────────────────────
 
@@ -171,6 +171,15 @@ export function blk_parse(chains: usize, n: i32, segs: usize, capLo: u32, capHi:
 }
 
 /**
+ * virtio-net control queue: runs popped commands [0, n) against the filter block (the
+ * device's whole control state) and writes their acks. `scratch`: 1 KiB. Returns n.
+ */
+export function net_ctrl(chains: usize, n: i32, segs: usize, filter: usize, scratch: usize): i32 {
+  if (n <= 0) return 0;
+  return netCtrl(chains, n, segs, filter, scratch);
+}
+
+/**
  * virtio-net receive filter over popped tx chains [0, n): writes a verdict byte per chain
  * (1 deliver, 0 filtered, 2 not a frame). Returns how many are to be delivered.
  */
@@ -180,12 +189,32 @@ export function net_filter(chains: usize, n: i32, segs: usize, filter: usize, ma
 }
 
 /**
- * virtio-net loopback: copies tx chains with verdict 1 into rx chains [0, m) (header reset,
- * num_buffers 1), updating stats {delivered, bytes, drops}. Returns rx chains used.
+ * virtio-net receive filter over n frames staged at base + i·stride (lens: u32 each):
+ * compacts the accepted ones to the front. Returns how many were accepted.
  */
-export function net_loop(tx: usize, n: i32, txSegs: usize, verdict: usize, rx: usize, m: i32, rxSegs: usize, stats: usize): i32 {
+export function net_filter_staged(base: usize, stride: u32, lens: usize, n: i32, filter: usize, scratch: usize): i32 {
+  if (n <= 0) return 0;
+  return netFilterStaged(base, stride, lens, n, filter, scratch);
+}
+
+/**
+ * virtio-net loopback: copies tx chains with verdict 1 into rx chains [0, m) (fresh header,
+ * num_buffers 1); too-big frames are dropped without using a buffer, and unused rx chains go
+ * back to the ring rxq. Updates stats {delivered, bytes, too big, tx looked at}. Returns rx chains used.
+ */
+export function net_loop(tx: usize, n: i32, txSegs: usize, verdict: usize, rxq: usize, rx: usize, m: i32, rxSegs: usize, stats: usize, scratch: usize): i32 {
   if (n <= 0 || m <= 0) return 0;
-  return netLoop(tx, n, txSegs, verdict, rx, m, rxSegs, stats);
+  return netLoop(tx, n, txSegs, verdict, rxq, rx, m, rxSegs, stats, scratch);
+}
+
+/**
+ * virtio-net rx from staged frames: places n frames (base + j·stride, lens) into rx chains
+ * [0, m) in order, as net_loop does. Updates stats {delivered, bytes, too big, frames consumed}.
+ * Returns rx chains used.
+ */
+export function net_place(base: usize, stride: u32, lens: usize, n: i32, rxq: usize, rx: usize, m: i32, rxSegs: usize, stats: usize): i32 {
+  if (n <= 0 || m <= 0) return 0;
+  return netPlace(base, stride, lens, n, rxq, rx, m, rxSegs, stats);
 }
 
 // ─────────────────────────── driver side ───────────────────────────

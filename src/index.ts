@@ -48,7 +48,7 @@ export type { VdpaDevice, VdpaBusDriver } from './bus/bus.ts';
 export type { VdpaSimAttrs, NeedsResetDetail } from './devices/sim-core.ts';
 export type { VdpaSimNetOptions, NetPairStats, NetPort } from './devices/net.ts';
 export type { SwitchEndpoint, SwitchPortStats } from './devices/switch.ts';
-export type { RxMode, CtrlCaps } from './devices/net-ctrl.ts';
+export type { RxMode, NetCtrlSnapshot } from './devices/net-ctrl.ts';
 export type { PcapOptions } from './devices/pcap.ts';
 export type { VdpaSimBlkOptions, BlkBackend } from './devices/blk.ts';
 export type { MgmtDevAttrs, MgmtAttrName } from './mgmt/mgmtdev.ts';

@@ -280,9 +280,9 @@ test('dev vstats show: per-queue counters after traffic, text and JSON', async (
   const net = virtio.net('vdpa0');
   for (let i = 0; i < 5; i++) assert.equal(net.send(new Uint8Array(64)), true);
   await tick(10);
-  assert.equal(ok(bus, 'dev vstats show vdpa0 qidx 1'), 'vdpa0: queue_type tx received_desc 5 completed_desc 5 tx_packets 5 tx_errors 0 \n');
-  assert.equal(ok(bus, 'dev vstats show vdpa0 qidx 0'), 'vdpa0: queue_type rx received_desc 5 completed_desc 5 rx_packets 5 rx_bytes 380 rx_drops 0 rx_filtered 0 \n');
-  assert.equal(ok(bus, '-j dev vstats show vdpa0 qidx 1'), '{"vstats":{"vdpa0":{"queue_type":"tx","received_desc":5,"completed_desc":5,"tx_packets":5,"tx_errors":0}}}\n');
+  assert.equal(ok(bus, 'dev vstats show vdpa0 qidx 1'), 'vdpa0: queue_type tx received_desc 5 completed_desc 5 tx_packets 5 tx_errors 0 tx_drops_link_down 0 \n');
+  assert.equal(ok(bus, 'dev vstats show vdpa0 qidx 0'), 'vdpa0: queue_type rx received_desc 5 completed_desc 5 rx_packets 5 rx_bytes 380 rx_drops 0 rx_filtered 0 rx_drops_no_buffer 0 rx_drops_link_down 0 rx_drops_too_big 0 rx_drops_malformed 0 \n');
+  assert.equal(ok(bus, '-j dev vstats show vdpa0 qidx 1'), '{"vstats":{"vdpa0":{"queue_type":"tx","received_desc":5,"completed_desc":5,"tx_packets":5,"tx_errors":0,"tx_drops_link_down":0}}}\n');
   assert.equal(ok(bus, '-j -p dev vstats show vdpa0 qidx 1'), [
     '{',
     '    "vstats": {',
@@ -291,7 +291,8 @@ test('dev vstats show: per-queue counters after traffic, text and JSON', async (
     '            "received_desc": 5,',
     '            "completed_desc": 5,',
     '            "tx_packets": 5,',
-    '            "tx_errors": 0',
+    '            "tx_errors": 0,',
+    '            "tx_drops_link_down": 0',
     '        }',
     '    }',
     '}',

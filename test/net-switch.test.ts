@@ -145,3 +145,19 @@ test('on the switch, flooded frames meet each receiver\'s filter: the rx mode de
   assert.equal(b.dev.pairStats[0]!.filtered, 2);
   assert.equal(c.dev.pairStats[0]!.filtered, 2);
 });
+
+test('switch counters add up: runts from an endpoint are counted, each forwarded frame is taken or dropped once', async () => {
+  const { sw, hosts } = lan(2);
+  const [a, b] = hosts as [typeof hosts[0], typeof hosts[0]];
+  const app: Uint8Array[] = [];
+  const appPort = sw.connect({ deliver: (frames) => { app.push(...frames); return frames.length; } });
+  sw.input(appPort, [new Uint8Array(5), frame(BCAST, MAC(9), 1), frame(MAC(2), MAC(9), 2, 3000)]);
+  await tick();
+  assert.deepEqual(sw.stats(appPort), { rxFrames: 2, rxErrors: 1, txFrames: 0, txDrops: 0 });
+  // Both flooded (MAC 2 is not learned yet): each takes the broadcast and drops the frame over its MTU.
+  for (const h of [a, b]) {
+    assert.deepEqual(sw.stats(h.port), { rxFrames: 0, rxErrors: 0, txFrames: 1, txDrops: 1 });
+    assert.equal(h.dev.pairStats[0]!.dropsTooBig, 1);
+    assert.equal(h.got.length, 1);
+  }
+});

@@ -341,8 +341,12 @@ describe('net loopback after §3.1 initialization', () => {
     const small = new NetDriver(p, dev, d.queues[0]!, d.queues[1]!, { rxPool: new BufPool(p, 32, 40), txPool: net.txPool });
     small.postRx(1);
     small.send([frame(2, 60)]); // 72 bytes into a 40-byte buffer
-    assert.deepEqual(small.reclaimRx().map((r) => r.len), [0], 'the rx buffer comes back empty');
-    assert.deepEqual([st.drops, st.txPackets, st.packets], [2, 2, 0]);
+    assert.deepEqual(small.reclaimRx(), [], 'the frame is dropped once; the rx buffer stays posted for the next one');
+    assert.deepEqual([st.drops, st.dropsTooBig, st.txPackets, st.packets], [2, 1, 2, 0]);
+    assert.equal(small.reclaimTx().length, 1);
+    small.send([frame(7, 20)]); // 32 bytes: fits the buffer that stayed
+    assert.deepEqual(small.reclaimRx().map((r) => r.len), [32]);
+    assert.deepEqual([st.drops, st.txPackets, st.packets], [2, 3, 1]);
     assert.equal(small.reclaimTx().length, 1);
     // Over the MTU, or shorter than virtio_net_hdr + an Ethernet header: not a frame.
     net.postRx(2);
@@ -351,12 +355,12 @@ describe('net loopback after §3.1 initialization', () => {
     assert.equal(net.reclaimTx().length, 2, 'tx chains are consumed');
     assert.equal(st.txErrors, 2);
     assert.deepEqual(net.reclaimRx(), [], 'no rx buffer is used for them');
-    assert.deepEqual([st.drops, st.txPackets, st.packets], [2, 2, 0]);
+    assert.deepEqual([st.drops, st.txPackets, st.packets], [2, 3, 1]);
     // The two posted rx buffers take the next frames.
     const f = [frame(5, 100 + 14), frame(6, 14)];
     net.send(f);
     assert.deepEqual(net.reclaimRx().map((r) => r.data), f);
-    assert.deepEqual([st.drops, st.txPackets, st.packets, st.txErrors], [2, 4, 2, 2]);
+    assert.deepEqual([st.drops, st.txPackets, st.packets, st.txErrors], [2, 5, 3, 2]);
   });
 
   test('one kick with more chains than a batch processes them all (the rest in a microtask)', async () => {
@@ -881,8 +885,9 @@ describe('virtio-blk requests (VIRTIO 1.3 §5.2.6)', () => {
 describe('vendor vq stats (received_desc / completed_desc)', () => {
   test('net: counts chains each queue received and completed', () => {
     const { dev, net } = runningNet('split', { size: 32 });
-    assert.deepEqual(dev.getVendorVqStats(0), { type: 'rx', stats: [['received_desc', 0], ['completed_desc', 0], ['rx_packets', 0], ['rx_bytes', 0], ['rx_drops', 0], ['rx_filtered', 0]] });
-    assert.deepEqual(dev.getVendorVqStats(1), { type: 'tx', stats: [['received_desc', 0], ['completed_desc', 0], ['tx_packets', 0], ['tx_errors', 0]] });
+    assert.deepEqual(dev.getVendorVqStats(0), { type: 'rx', stats: [['received_desc', 0], ['completed_desc', 0], ['rx_packets', 0], ['rx_bytes', 0], ['rx_drops', 0], ['rx_filtered', 0],
+      ['rx_drops_no_buffer', 0], ['rx_drops_link_down', 0], ['rx_drops_too_big', 0], ['rx_drops_malformed', 0]] });
+    assert.deepEqual(dev.getVendorVqStats(1), { type: 'tx', stats: [['received_desc', 0], ['completed_desc', 0], ['tx_packets', 0], ['tx_errors', 0], ['tx_drops_link_down', 0]] });
     for (let r = 0; r < 4; r++) roundTrip(net, Array.from({ length: 10 }, (_, i) => frame(r * 10 + i, 50)));
     assert.deepEqual(ringStats(dev.getVendorVqStats(0)), [['received_desc', 40], ['completed_desc', 40]]);
     assert.deepEqual(ringStats(dev.getVendorVqStats(1)), [['received_desc', 40], ['completed_desc', 40]]);

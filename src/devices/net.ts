@@ -5,15 +5,19 @@
 // can share an L2Switch or be bridged to anything. Queues: rx1, tx1, …, rxN, txN, then the
 // control queue (at 2N when VIRTIO_NET_F_MQ is negotiated, else at 2; §5.1.2), whose commands
 // set the receive filter (RX mode, MAC table, VLAN) and the active queue pairs.
-// Frames move in batches: the wasm core gathers tx chains into a staging area and scatters
-// staged frames into rx chains, one call per batch.
+// Frames move in batches: the wasm core parses control commands, filters, copies tx chains into
+// rx chains (loopback) and scatters frames staged off the wire into rx chains, one call per batch.
+// Rx never merges buffers: a frame goes into one rx buffer or, if it is bigger than the next one,
+// is dropped (counted as too big) and that buffer waits for the next frame.
 
 import { VirtioError, Code } from '../errors.ts';
 import { VdpaSim, features } from './sim-core.ts';
 import type { Platform } from '../platform/platform.ts';
 import type { PcapWriter } from './pcap.ts';
 import type { SwitchEndpoint } from './switch.ts';
-import { NetCtrlState, VIRTIO_NET_ERR, FILTER_BLOCK_SIZE, type CtrlCaps } from './net-ctrl.ts';
+import {
+  NetCtrlState, FILTER_BLOCK_SIZE, CTRL_CAP_RX, CTRL_CAP_RX_EXTRA, CTRL_CAP_VLAN, CTRL_CAP_MAC_ADDR, CTRL_CAP_MQ, CTRL_CAP_ANNOUNCE,
+} from './net-ctrl.ts';
 import {
   VIRTIO_ID_NET, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
   VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER, VIRTIO_F_ACCESS_PLATFORM,
@@ -62,20 +66,45 @@ export interface VdpaSimNetOptions {
   deviceFeatures?: bigint;
 }
 
-/** Per-pair counters. */
+/**
+ * Per-pair counters. Every frame taken from tx (txPackets) or offered to {@link VdpaSimNet.deliver}
+ * ends up in exactly one of: packets, filtered, a drop cause, or (port mode) the wire or
+ * txDropsLinkDown.
+ */
 export interface NetPairStats {
   /** Frames delivered into rx (looped back, or from the port). */
   packets: number;
   /** Bytes delivered into rx (virtio-net headers included). */
   bytes: number;
-  /** Frames dropped on the way to rx: no rx buffer, link down, or larger than the rx buffer. */
+  /** Frames dropped on the way to rx, all causes: the sum of the four drops* counters. */
   drops: number;
+  /** Dropped: no rx buffer posted (or the rx queue not enabled). */
+  dropsNoBuffer: number;
+  /** Dropped: link down or device not running (loopback tx, and frames offered to deliver()). */
+  dropsLinkDown: number;
+  /** Dropped: bigger than the next rx buffer (which stays for the next frame), or than MTU + headers. */
+  dropsTooBig: number;
+  /** Dropped: offered to deliver() shorter than an Ethernet header. */
+  dropsMalformed: number;
+  /** Frames the receive filter (RX mode, MAC table, VLAN) kept from rx. Not a drop cause. */
+  filtered: number;
   /** Frames taken from tx. */
   txPackets: number;
   /** Tx chains that were not a frame (shorter than header + Ethernet header, or over the MTU). */
   txErrors: number;
-  /** Frames the receive filter (RX mode, MAC table, VLAN) kept from rx. */
-  filtered: number;
+  /** Port mode: frames taken from tx while the link was down, not put on the wire. */
+  txDropsLinkDown: number;
+}
+
+type DropCause = 'dropsNoBuffer' | 'dropsLinkDown' | 'dropsTooBig' | 'dropsMalformed';
+
+function zeroStats(): NetPairStats {
+  return { packets: 0, bytes: 0, drops: 0, dropsNoBuffer: 0, dropsLinkDown: 0, dropsTooBig: 0, dropsMalformed: 0, filtered: 0, txPackets: 0, txErrors: 0, txDropsLinkDown: 0 };
+}
+
+function drop(st: NetPairStats, cause: DropCause, n: number): void {
+  st[cause] += n;
+  st.drops += n;
 }
 
 /** Where port-mode frames go: called with the frames one tx batch carried (views, valid during the call). */
@@ -95,11 +124,17 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   private readonly filterBlock: number;
   private readonly verdict: number;
   private readonly scratch: number;
+  private readonly ctrlScratch: number;
   private readonly loopStats: number;
   private port: NetPort | null = null;
   private pcap: PcapWriter | null = null;
-  /** Control-queue state: the receive filter and the active queue pairs. */
-  readonly ctrl = new NetCtrlState();
+  /** A datapath pass is running; a kick arrived during it. */
+  private inPass = false;
+  private kickedInPass = false;
+  /** The features the filter block's caps were written for (-1: not yet). */
+  private capsFor = -1n;
+  /** Control-queue state (a view of the filter block wasm keeps): the receive filter and the active queue pairs. */
+  readonly ctrl: NetCtrlState;
 
   constructor(platform: Platform, opts: VdpaSimNetOptions) {
     const maxVqp = opts.maxVqp ?? 1;
@@ -111,7 +146,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     // address space, as vdpa_sim_net does (so a VMM can shadow it).
     super(platform, { name: opts.name, deviceId: VIRTIO_ID_NET, supportedFeatures: deviceFeatures, nvqs: 2 * maxVqp + 1, ngroups: 2, nas: 2, configSize: CFG_SIZE });
     this.maxVqp = maxVqp;
-    this.pairStats = Array.from({ length: maxVqp }, () => ({ packets: 0, bytes: 0, drops: 0, txPackets: 0, txErrors: 0, filtered: 0 }));
+    this.pairStats = Array.from({ length: maxVqp }, zeroStats);
     const mac = opts.mac ?? randomMac();
     if (mac.length !== 6) throw new VirtioError(Code.InvalidArgument, 'a MAC address has 6 bytes');
     this.config.set(mac, CFG_MAC);
@@ -126,7 +161,10 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.filterBlock = platform.priv.alloc(FILTER_BLOCK_SIZE, 8);
     this.verdict = platform.priv.alloc(this.batch, 8);
     this.scratch = platform.priv.alloc(32, 8);
+    this.ctrlScratch = platform.priv.alloc(1024, 8);
     this.loopStats = platform.priv.alloc(16, 8);
+    this.ctrl = new NetCtrlState(() => platform.u8, this.filterBlock);
+    this.ctrl.reset(mac);
   }
 
   /** 'loopback', or 'port' once a port is attached. */
@@ -142,23 +180,33 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.port = port;
   }
 
-  /** Captures every frame that crosses the wire side (tx and rx) into `w`; null stops. */
+  /**
+   * Captures the wire side into `w` (null stops): every frame the device transmits while the
+   * link is up (to the port, or looped back), and every frame offered to {@link deliver} —
+   * including those the device then drops or filters, as a capture on the wire would see them.
+   * Looped-back frames are written once (as transmitted).
+   */
   capture(w: PcapWriter | null): void {
     this.pcap = w;
   }
 
   /**
-   * Frames arriving on the wire: each goes into an rx buffer with a zeroed virtio_net_hdr_v1.
-   * Frames with no rx buffer (or link down, or device not running, or too big) are dropped.
-   * Returns how many were delivered.
+   * Frames arriving on the wire: each goes into an rx buffer with a zeroed virtio_net_hdr_v1
+   * (num_buffers 1), steered to a queue pair by its MAC addresses. The receive filter runs in
+   * wasm over each batch. Frames that cannot be delivered are dropped and counted by cause in
+   * {@link pairStats} (pair 0 when the device is not running). Returns how many were delivered.
    */
   deliver(frames: readonly Uint8Array[]): number {
-    if (!this.running || !this.linkUp || frames.length === 0) {
-      if (this.maxVqp > 0) this.pairStats[0]!.drops += frames.length;
+    if (!Array.isArray(frames) || !frames.every((f) => f instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'deliver() takes an array of Uint8Array frames');
+    if (this.pcap) for (const f of frames) this.pcap.write(f);
+    if (frames.length === 0) return 0;
+    if (!this.running || !this.linkUp) {
+      drop(this.pairStats[0]!, 'dropsLinkDown', frames.length);
       return 0;
     }
     let delivered = 0;
     this.runDatapath(() => {
+      this.syncCaps();
       const pairs = this.activePairs;
       if (pairs === 1) {
         delivered = this.inject(0, frames);
@@ -221,8 +269,10 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     const st = this.pairStats[idx >> 1];
     if (!st) return base;
     const extra: [string, number][] = base.type === 'rx'
-      ? [['rx_packets', st.packets], ['rx_bytes', st.bytes], ['rx_drops', st.drops], ['rx_filtered', st.filtered]]
-      : [['tx_packets', st.txPackets], ['tx_errors', st.txErrors]];
+      ? [['rx_packets', st.packets], ['rx_bytes', st.bytes], ['rx_drops', st.drops], ['rx_filtered', st.filtered],
+        ['rx_drops_no_buffer', st.dropsNoBuffer], ['rx_drops_link_down', st.dropsLinkDown], ['rx_drops_too_big', st.dropsTooBig],
+        ['rx_drops_malformed', st.dropsMalformed]]
+      : [['tx_packets', st.txPackets], ['tx_errors', st.txErrors], ['tx_drops_link_down', st.txDropsLinkDown]];
     return { type: base.type, stats: [...base.stats, ...extra] };
   }
 
@@ -235,15 +285,43 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   }
 
   protected override onReset(): void {
-    this.ctrl?.reset();
-    for (const st of this.pairStats ?? []) Object.assign(st, { packets: 0, bytes: 0, drops: 0, txPackets: 0, txErrors: 0, filtered: 0 });
+    this.ctrl?.reset(this.config.subarray(CFG_MAC, CFG_MAC + 6));
+    this.capsFor = -1n;
+    for (const st of this.pairStats ?? []) Object.assign(st, zeroStats());
   }
 
   protected override onDestroy(): void {
-    for (const m of [this.staging, this.rxStaging, this.lens, this.filterBlock, this.verdict, this.scratch, this.loopStats]) this.platform.priv.release(m);
+    for (const m of [this.staging, this.rxStaging, this.lens, this.filterBlock, this.verdict, this.scratch, this.ctrlScratch, this.loopStats]) this.platform.priv.release(m);
   }
 
+  /**
+   * A kick that arrives while a pass runs (a port callback or a config callback that sends
+   * again) must not reuse the staging area the running pass handed out: it is noted, and the
+   * running pass goes round once more over every queue before it returns.
+   */
   protected override datapath(budget: number, only?: number): number {
+    if (this.inPass) {
+      this.kickedInPass = true;
+      return 0;
+    }
+    this.inPass = true;
+    let done = 0;
+    try {
+      done = this.pass(budget, only);
+      while (this.kickedInPass && done < budget) {
+        this.kickedInPass = false;
+        done += this.pass(budget - done);
+      }
+    } finally {
+      this.inPass = false;
+    }
+    // Work noted but beyond the budget: the core reschedules a full pass (done ≥ budget).
+    return this.kickedInPass ? Math.max(done, budget) : done;
+  }
+
+  private pass(budget: number, only?: number): number {
+    this.kickedInPass = false;
+    this.syncCaps();
     let done = 0;
     const f = this.getDriverFeatures();
     const ctrl = hasFeature(f, VIRTIO_NET_F_CTRL_VQ) ? this.ctrlVq : -1;
@@ -256,34 +334,36 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     return done;
   }
 
-  /** Serves control commands: struct virtio_net_ctrl { u8 class; u8 command; data; u8 ack } (§5.1.6.5). */
+  /** Writes the command groups the negotiated features allow into the filter block (when they changed). */
+  private syncCaps(): void {
+    const f = this.getDriverFeatures();
+    if (f === this.capsFor) return;
+    this.capsFor = f;
+    const caps = (hasFeature(f, VIRTIO_NET_F_CTRL_RX) ? CTRL_CAP_RX : 0) | (hasFeature(f, VIRTIO_NET_F_CTRL_RX_EXTRA) ? CTRL_CAP_RX_EXTRA : 0) |
+      (hasFeature(f, VIRTIO_NET_F_CTRL_VLAN) ? CTRL_CAP_VLAN : 0) | (hasFeature(f, VIRTIO_NET_F_CTRL_MAC_ADDR) ? CTRL_CAP_MAC_ADDR : 0) |
+      (hasFeature(f, VIRTIO_NET_F_MQ) ? CTRL_CAP_MQ : 0) | (hasFeature(f, VIRTIO_NET_F_GUEST_ANNOUNCE) ? CTRL_CAP_ANNOUNCE : 0);
+    this.ctrl.setCaps(caps, this.maxVqp);
+  }
+
+  /**
+   * Serves control commands: struct virtio_net_ctrl { u8 class; u8 command; data; u8 ack }
+   * (§5.1.6.5), parsed and applied in wasm a batch at a time. A command is read only if its
+   * length is one a command can have (at most two full MAC tables), so a chain of huge
+   * descriptors costs nothing. MAC_ADDR_SET then updates config space.
+   */
   private control(idx: number, budget: number): number {
     const q = this.queue(idx);
     if (!q) return 0;
-    const f = this.getDriverFeatures();
-    const caps: CtrlCaps = {
-      rx: hasFeature(f, VIRTIO_NET_F_CTRL_RX),
-      rxExtra: hasFeature(f, VIRTIO_NET_F_CTRL_RX_EXTRA),
-      vlan: hasFeature(f, VIRTIO_NET_F_CTRL_VLAN),
-      macAddr: hasFeature(f, VIRTIO_NET_F_CTRL_MAC_ADDR),
-      mq: hasFeature(f, VIRTIO_NET_F_MQ),
-      announce: hasFeature(f, VIRTIO_NET_F_GUEST_ANNOUNCE),
-      maxPairs: this.maxVqp,
-    };
+    const ex = this.platform.exports;
     let done = 0;
     while (done < budget) {
       const n = this.popOrRearm(q, Math.min(this.batch, budget - done));
       if (n === 0) break;
-      for (let i = 0; i < n; i++) {
-        // A command with no room for its ack byte gets nothing written; one too short for
-        // class and command is answered VIRTIO_NET_ERR.
-        if (q.writeBytes(i) < 1) continue;
-        const cmd = q.read(i);
-        const ack = cmd.length < 2 ? VIRTIO_NET_ERR : this.ctrl.execute(cmd[0]!, cmd[1]!, cmd.subarray(2), caps, (mac) => this.updateConfig(() => this.config.set(mac, CFG_MAC)));
-        q.write(i, new Uint8Array([ack]));
-      }
+      ex.net_ctrl(q.chainsAddr, n, q.segsAddr, this.ctrl.offset, this.ctrlScratch);
       q.pushPopped(n);
       done += n;
+      const mac = this.ctrl.takeNewMac();
+      if (mac) this.updateConfig(() => this.config.set(mac, CFG_MAC));
     }
     return done;
   }
@@ -292,38 +372,48 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   private loop(pair: number, budget: number): number {
     const tx = this.queue(2 * pair + 1);
     if (!tx) return 0;
-    const st = this.pairStats[pair]!;
-    const u8 = this.platform.u8;
     let done = 0;
     while (done < budget) {
       const n = this.popOrRearm(tx, Math.min(this.batch, budget - done));
       if (n === 0) break;
-      if (!this.port && !this.pcap) {
-        this.loopInWasm(pair, tx, n);
-        tx.pushPopped(n);
-        done += n;
-        continue;
-      }
-      tx.copyOut(n, this.staging, this.stride); // header + frame of every chain, in wasm
-      const frames: Uint8Array[] = [];
-      for (let i = 0; i < n; i++) {
-        const len = tx.readBytes(i);
-        if (len < VIRTIO_NET_HDR_SIZE + 14 || len > this.stride) {
-          st.txErrors++;
-          continue;
-        }
-        const at = this.staging + i * this.stride;
-        frames.push(u8.subarray(at + VIRTIO_NET_HDR_SIZE, at + len));
-      }
-      st.txPackets += frames.length;
-      tx.pushPopped(n);
+      if (this.port) this.portTx(pair, tx, n);
+      else this.loopInWasm(pair, tx, n);
       done += n;
-      if (this.pcap) for (const f of frames) this.pcap.write(f);
-      if (this.port) this.port(frames);
-      else if (this.linkUp) this.inject(pair, frames, true);
-      else st.drops += frames.length;
     }
     return done;
+  }
+
+  /**
+   * Port mode: the frames of a tx batch go to the port (and the capture) as views of the
+   * staging area, gathered in wasm and never more than MTU + headers per chain; while the link
+   * is down they are dropped and counted instead.
+   */
+  private portTx(pair: number, tx: DeviceQueue, n: number): void {
+    const st = this.pairStats[pair]!;
+    const u8 = this.platform.u8;
+    const up = this.linkUp;
+    if (up) tx.copyOut(n, this.staging, this.stride); // header + frame of every chain, bounded by stride
+    const frames: Uint8Array[] = [];
+    let nf = 0;
+    for (let i = 0; i < n; i++) {
+      const len = tx.readBytes(i);
+      if (len < VIRTIO_NET_HDR_SIZE + 14 || len > this.stride) {
+        st.txErrors++;
+        continue;
+      }
+      nf++;
+      if (!up) continue;
+      const at = this.staging + i * this.stride;
+      frames.push(u8.subarray(at + VIRTIO_NET_HDR_SIZE, at + len));
+    }
+    st.txPackets += nf;
+    tx.pushPopped(n);
+    if (!up) {
+      st.txDropsLinkDown += nf;
+      return;
+    }
+    if (this.pcap) for (const f of frames) this.pcap.write(f);
+    if (frames.length) this.port!(frames);
   }
 
   /**
@@ -334,81 +424,108 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     const ex = this.platform.exports;
     const u32 = this.platform.u32;
     const st = this.pairStats[pair]!;
-    const f = this.getDriverFeatures();
-    this.ctrl.sync(this.platform.u8, this.filterBlock, this.config.subarray(CFG_MAC, CFG_MAC + 6), hasFeature(f, VIRTIO_NET_F_CTRL_VLAN));
     const sc = this.scratch >> 2;
     u32[sc + 6] = 0; // filtered
     u32[sc + 7] = 0; // not frames
-    const ok = ex.net_filter(tx.chainsAddr, n, tx.segsAddr, this.filterBlock, this.stride, this.verdict, this.scratch);
-    st.filtered += u32[sc + 6]!;
-    st.txErrors += u32[sc + 7]!;
-    st.txPackets += n - u32[sc + 7]!;
-    const rx = this.queue(2 * pair);
-    const m = rx && this.linkUp && ok > 0 ? rx.pop(ok) : 0;
+    const ok = ex.net_filter(tx.chainsAddr, n, tx.segsAddr, this.ctrl.offset, this.stride, this.verdict, this.scratch);
+    const filtered = u32[sc + 6]!;
+    const bad = u32[sc + 7]!;
+    st.txErrors += bad;
+    st.txPackets += n - bad;
+    if (!this.linkUp) {
+      tx.pushPopped(n);
+      drop(st, 'dropsLinkDown', n - bad);
+      return;
+    }
+    // The capture copies now but writes last: its sink is user code, which must not run between
+    // the pops and the copies that use their translations.
+    if (this.pcap) tx.copyOut(n, this.staging, this.stride);
+    st.filtered += filtered;
+    const rx = ok > 0 ? this.queue(2 * pair) : null;
+    const m = rx ? rx.pop(ok) : 0;
+    let delivered = 0;
+    let tooBig = 0;
     if (m > 0) {
       const ls = this.loopStats >> 2;
-      u32[ls] = u32[ls + 1] = u32[ls + 2] = 0;
-      ex.net_loop(tx.chainsAddr, n, tx.segsAddr, this.verdict, rx!.chainsAddr, m, rx!.segsAddr, this.loopStats);
-      st.packets += u32[ls]!;
+      u32[ls] = u32[ls + 1] = u32[ls + 2] = u32[ls + 3] = 0;
+      const used = ex.net_loop(tx.chainsAddr, n, tx.segsAddr, this.verdict, rx!.qsb, rx!.chainsAddr, m, rx!.segsAddr, this.loopStats, this.scratch);
+      delivered = u32[ls]!;
+      tooBig = u32[ls + 2]!;
+      st.packets += delivered;
       st.bytes += u32[ls + 1]!;
-      st.drops += u32[ls + 2]!;
-      rx!.pushPopped(m);
+      drop(st, 'dropsTooBig', tooBig);
+      rx!.pushPopped(used);
     }
-    st.drops += ok - m; // no rx buffer (or link down) for the rest
+    tx.pushPopped(n);
+    drop(st, 'dropsNoBuffer', ok - delivered - tooBig); // no rx buffer for the rest
+    if (this.pcap) this.captureStaged(tx, n);
   }
 
-  /** Puts frames into the rx queue of `pair`: staged with a zeroed header, scattered in wasm. */
-  private inject(pair: number, all: readonly Uint8Array[], looped = false): number {
+  /** Writes the frames of a tx batch staged by copyOut (not the non-frames) to the capture. */
+  private captureStaged(tx: DeviceQueue, n: number): void {
+    const u8 = this.platform.u8;
+    for (let i = 0; i < n; i++) {
+      const len = tx.readBytes(i);
+      if (len < VIRTIO_NET_HDR_SIZE + 14 || len > this.stride) continue;
+      const at = this.staging + i * this.stride;
+      this.pcap!.write(u8.subarray(at + VIRTIO_NET_HDR_SIZE, at + len));
+    }
+  }
+
+  /**
+   * Puts frames from the wire into the rx queue of `pair`, a batch at a time: staged with a
+   * zeroed header, filtered in wasm, then placed into rx buffers in wasm.
+   */
+  private inject(pair: number, all: readonly Uint8Array[]): number {
     const rx = this.queue(2 * pair);
     const st = this.pairStats[pair]!;
-    // The receive filter of the control queue (§5.1.6.5.1-2) decides what rx sees.
-    const own = this.config.subarray(CFG_MAC, CFG_MAC + 6);
-    const vlanFilter = hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_CTRL_VLAN);
-    // Anything shorter than an Ethernet header is not a frame: dropped and counted.
-    const whole = all.every((f) => f.length >= 14) ? all : all.filter((f) => f.length >= 14);
-    st.drops += all.length - whole.length;
-    const frames = this.ctrl.rx.promisc ? whole : whole.filter((f) => this.ctrl.accepts(f, own, vlanFilter));
-    st.filtered += whole.length - frames.length;
-    if (!rx) {
-      st.drops += frames.length;
-      return 0;
-    }
+    const ex = this.platform.exports;
     const u8 = this.platform.u8;
     const u32 = this.platform.u32;
+    const lens = this.lens >> 2;
+    const ls = this.loopStats >> 2;
     let delivered = 0;
-    let k = 0;
-    while (k < frames.length) {
-      const m = rx.pop(Math.min(this.batch, frames.length - k));
-      if (m === 0) break;
-      for (let i = 0; i < m; i++) {
-        const f = frames[k + i]!;
-        const len = VIRTIO_NET_HDR_SIZE + f.length;
-        const fits = len <= this.stride && len <= rx.writeBytes(i);
-        u32[(this.lens >> 2) + i] = fits ? len : 0;
-        if (fits) {
-          const at = this.rxStaging + i * this.stride;
-          u8.fill(0, at, at + VIRTIO_NET_HDR_SIZE);
-          // §5.1.6.4: num_buffers is how many buffers the frame took — 1 without MRG_RXBUF, and
-          // 1 with it too, since this device never merges (a frame that does not fit is dropped).
-          u8[at + 10] = 1;
-          u8.set(f, at + VIRTIO_NET_HDR_SIZE);
-          st.packets++;
-          st.bytes += len;
-          delivered++;
-          if (this.pcap && !looped) this.pcap.write(f);
-        } else {
-          st.drops++;
+    for (let c = 0; c < all.length; c += this.batch) {
+      const end = Math.min(all.length, c + this.batch);
+      let j = 0;
+      for (let i = c; i < end; i++) {
+        const f = all[i]!;
+        if (f.length < 14) {
+          drop(st, 'dropsMalformed', 1); // not an Ethernet frame
+          continue;
         }
+        if (VIRTIO_NET_HDR_SIZE + f.length > this.stride) {
+          drop(st, 'dropsTooBig', 1); // over MTU + headers: no rx buffer is meant for it
+          continue;
+        }
+        const at = this.rxStaging + j * this.stride;
+        u8.fill(0, at, at + VIRTIO_NET_HDR_SIZE);
+        u8[at + 10] = 1; // num_buffers (§5.1.6.4)
+        u8.set(f, at + VIRTIO_NET_HDR_SIZE);
+        u32[lens + j] = VIRTIO_NET_HDR_SIZE + f.length;
+        j++;
       }
-      rx.copyIn(m, this.rxStaging, this.stride, this.lens);
-      rx.pushPopped(m);
-      k += m;
+      // The receive filter of the control queue (§5.1.6.5.1-2) decides what rx sees.
+      const a = ex.net_filter_staged(this.rxStaging, this.stride, this.lens, j, this.ctrl.offset, this.scratch);
+      st.filtered += j - a;
+      let k = 0;
+      while (rx && k < a) {
+        const m = rx.pop(a - k);
+        if (m === 0) break;
+        u32[ls] = u32[ls + 1] = u32[ls + 2] = u32[ls + 3] = 0;
+        const used = ex.net_place(this.rxStaging + k * this.stride, this.stride, this.lens + 4 * k, a - k, rx.qsb, rx.chainsAddr, m, rx.segsAddr, this.loopStats);
+        rx.pushPopped(used);
+        delivered += u32[ls]!;
+        st.packets += u32[ls]!;
+        st.bytes += u32[ls + 1]!;
+        drop(st, 'dropsTooBig', u32[ls + 2]!);
+        k += u32[ls + 3]!;
+      }
+      drop(st, 'dropsNoBuffer', a - k); // no rx buffer for the rest
     }
-    st.drops += frames.length - k; // no rx buffer for the rest (oversize ones were counted above)
     return delivered;
   }
 }
-
 /** FNV-1a over the destination and source MAC: which rx queue a frame from the wire goes to. */
 function flowHash(f: Uint8Array): number {
   let h = 0x811c9dc5;

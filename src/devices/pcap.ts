@@ -14,7 +14,10 @@ export const PCAP_MAGIC = 0xa1b2c3d4;
 export interface PcapOptions {
   /** Longest part of a frame kept. @default 65535 */
   snaplen?: number;
-  /** Clock in microseconds since the epoch. @default Date.now() × 1000 */
+  /**
+   * Clock in microseconds since the epoch. @default (performance.timeOrigin + performance.now()) × 1000,
+   * a microsecond clock (Date.now() has only milliseconds)
+   */
   now?: () => number;
 }
 
@@ -30,7 +33,7 @@ export class PcapWriter {
     this.snaplen = opts.snaplen ?? 65535;
     if (!Number.isInteger(this.snaplen) || this.snaplen < 1 || this.snaplen > 0x7fffffff) throw new VirtioError(Code.InvalidArgument, `snaplen ${this.snaplen} is out of range`);
     this.sink = sink;
-    this.now = opts.now ?? (() => Date.now() * 1000);
+    this.now = opts.now ?? microsNow;
     const h = new DataView(new ArrayBuffer(24));
     h.setUint32(0, PCAP_MAGIC, true);
     h.setUint16(4, 2, true); // version_major
@@ -42,9 +45,11 @@ export class PcapWriter {
     sink(new Uint8Array(h.buffer));
   }
 
-  /** Writes one frame with the current time. */
+  /** Writes one frame with the current time (snaplen bytes of it at most; orig_len is its length). */
   write(frame: Uint8Array): void {
-    const us = Math.floor(this.now());
+    // A clock value ts_sec cannot hold (negative, NaN, past 2106) is clamped: capture runs
+    // inside the datapath and must not throw there.
+    const us = Math.min(Math.max(Math.floor(this.now()) || 0, 0), 2 ** 32 * 1e6 - 1);
     const incl = Math.min(frame.length, this.snaplen);
     const rec = new Uint8Array(16 + incl);
     const v = new DataView(rec.buffer);
@@ -56,6 +61,11 @@ export class PcapWriter {
     this.sink(rec);
     this.frames++;
   }
+}
+
+/** Microseconds since the epoch from the high-resolution clock (timeOrigin is the epoch time of now() = 0). */
+function microsNow(): number {
+  return (performance.timeOrigin + performance.now()) * 1000;
 }
 
 /** Parses a pcap byte stream back into frames (for tests and tools). */

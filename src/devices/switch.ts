@@ -15,9 +15,11 @@ export interface SwitchEndpoint {
 export interface SwitchPortStats {
   /** Frames received from the endpoint. */
   rxFrames: number;
+  /** Chunks received from the endpoint that were not Ethernet frames (under 14 bytes): dropped. */
+  rxErrors: number;
   /** Frames delivered to the endpoint. */
   txFrames: number;
-  /** Frames the endpoint did not take (no rx buffer). */
+  /** Frames the endpoint did not take (filtered, or dropped: see the device's own counters). */
   txDrops: number;
 }
 
@@ -35,7 +37,7 @@ export class L2Switch {
   /** Connects an endpoint; returns its port number. */
   connect(ep: SwitchEndpoint): number {
     const p = this.nextPort++;
-    this.ports.set(p, { ep, stats: { rxFrames: 0, txFrames: 0, txDrops: 0 } });
+    this.ports.set(p, { ep, stats: { rxFrames: 0, rxErrors: 0, txFrames: 0, txDrops: 0 } });
     return p;
   }
 
@@ -63,7 +65,10 @@ export class L2Switch {
     if (!src) throw new VirtioError(Code.NotFound, `switch port ${port} is not connected`);
     const out = new Map<number, Uint8Array[]>();
     for (const f of frames) {
-      if (f.length < 14) continue; // not an Ethernet frame
+      if (f.length < 14) {
+        src.stats.rxErrors++; // not an Ethernet frame
+        continue;
+      }
       src.stats.rxFrames++;
       const sa = mac(f, 6);
       if (!(f[6]! & 1)) {
@@ -78,6 +83,7 @@ export class L2Switch {
         l.push(f);
       }
     }
+    // One deliver() per receiving port and batch: the device filters and places it in wasm.
     for (const [t, list] of out) {
       const p = this.ports.get(t)!;
       const took = p.ep.deliver(list);

@@ -16,8 +16,7 @@ import {
   VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, VIRTIO_NET_CTRL_MAC_ADDR_SET,
   VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_VLAN_ADD, VIRTIO_NET_CTRL_VLAN_DEL, VIRTIO_NET_CTRL_MQ,
   VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_OK, type RxMode,
-} from '../devices/net-ctrl.ts';
-import { parseMac } from '../mgmt/mgmtdev.ts';
+} from '../virtio/net-ctrl.ts';
 
 /** Bytes of struct virtio_net_hdr_v1 (VIRTIO 1.3 §5.1.6). */
 const HDR = 12;
@@ -81,7 +80,6 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   private txPools: number[] = [];
   private txFree: number[][] = [];
   private pairs = 1;
-  private nextTx = 0;
   private scheduled = false;
   private listeners = new Set<(frame: Uint8Array) => void>();
   private waiters: ((r: IteratorResult<Uint8Array>) => void)[] = [];
@@ -93,6 +91,14 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   private ctrlToken = 0;
   /** Control buffers the device may still hold (timed-out commands); freed with the queues. */
   private orphans: number[] = [];
+  /**
+   * The control state the device accepted, replayed after a reset (as Linux's virtnet_restore:
+   * rx mode, MAC filter, VLANs, queue pairs), so a reset never silently changes the filter.
+   */
+  private readonly want: { rx: Partial<RxMode>; table: Uint8Array | null; vlans: Set<number>; mac: Uint8Array | null; pairs: number | null } =
+    { rx: {}, table: null, vlans: new Set(), mac: null, pairs: null };
+  /** The replay after the last (re)initialization. */
+  private restored: Promise<void> = Promise.resolve();
 
   constructor(dev: VdpaDevice, binding: VirtioBinding, opts: VirtioNetDriverOptions = {}) {
     super();
@@ -170,9 +176,29 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     this.lastLink = this.linkUp;
   }
 
-  /** Device is live: with MQ, turn every queue pair on (VQ_PAIRS_SET, as Linux does up to its CPUs). */
+  /**
+   * Device is live: put back the control state set before a reset (rx mode, MAC table, VLANs,
+   * MAC address, as Linux's virtnet_restore does), then with MQ turn on the chosen queue pairs
+   * (every pair by default, as Linux does up to its CPUs). A failure is an `error` event.
+   */
   ready(): void {
-    if (this.rxq.length > 1) void this.setQueuePairs(this.rxq.length).catch((e: unknown) => this.dispatchEvent(new CustomEvent('error', { detail: e })));
+    const run = this.replay();
+    run.catch((e: unknown) => {
+      // Cancelled: a newer reset started its own replay.
+      if (!(e instanceof VirtioError && e.code === Code.Cancelled)) this.dispatchEvent(new CustomEvent('error', { detail: e }));
+    });
+    this.restored = run;
+  }
+
+  private async replay(): Promise<void> {
+    const w = this.want;
+    const f = this.binding.features;
+    const rxKeys = Object.keys(w.rx) as (keyof RxMode)[];
+    if (rxKeys.length && hasFeature(f, VIRTIO_NET_F_CTRL_RX)) await this.setRxMode(w.rx);
+    if (w.table && hasFeature(f, VIRTIO_NET_F_CTRL_RX)) await this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, w.table);
+    if (hasFeature(f, VIRTIO_NET_F_CTRL_VLAN)) for (const v of [...w.vlans]) await this.vlan(VIRTIO_NET_CTRL_VLAN_ADD, v);
+    if (w.mac && hasFeature(f, VIRTIO_NET_F_CTRL_MAC_ADDR)) await this.setMac(w.mac);
+    if (this.rxq.length > 1 && hasFeature(f, VIRTIO_NET_F_MQ)) await this.setPairs(Math.min(w.pairs ?? this.rxq.length, this.rxq.length));
   }
 
   /** Forgets buffers in flight (the device is being reset). */
@@ -188,42 +214,72 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     this.txFree = [];
   }
 
-  /** Sends one Ethernet frame. Returns false if every tx buffer is in flight (try again later). */
+  /** Sends one Ethernet frame. Returns false if its tx queue has no free buffer (try again later). */
   send(frame: Uint8Array): boolean {
     return this.sendBatch([frame]) === 1;
   }
 
   /**
-   * Sends frames on one tx queue (round robin over the active pairs) with one ring publish and
-   * at most one kick. Returns how many were queued.
+   * Sends frames, each on the tx queue of its flow (as Linux picks one with skb_tx_hash: the
+   * IP addresses and TCP/UDP ports, else the MAC addresses and ethertype), so a flow's frames
+   * stay in order across queues and batches. One ring publish and at most one kick per queue.
+   * Every frame is checked before anything is queued (a bad one throws InvalidArgument and
+   * nothing is sent). Returns how many were queued: always the first n frames, stopping at the
+   * first frame whose queue has no free buffer.
    */
   sendBatch(frames: readonly Uint8Array[]): number {
     if (this.failed) throw this.failed;
     if (this.txq.length === 0) throw new VirtioError(Code.FailedPrecondition, 'the driver is not started');
-    const qi = this.nextTx;
-    this.nextTx = (this.nextTx + 1) % this.pairs;
-    const tx = this.txq[qi]!;
-    const free = this.txFree[qi]!;
-    const pool = this.txPools[qi]!;
-    this.reclaimTx(qi);
-    const p = this.binding.platform;
+    if (!Array.isArray(frames)) throw new VirtioError(Code.InvalidArgument, 'sendBatch() takes an array of frames');
     const max = this.bufSize - HDR;
+    for (const f of frames) {
+      if (!(f instanceof Uint8Array) || f.length < ETH || f.length > max) {
+        throw new VirtioError(Code.InvalidArgument, `frame of ${(f as Uint8Array | undefined)?.length} bytes is outside ${ETH}..${max}`);
+      }
+    }
+    if (frames.length === 0) return 0;
+    const p = this.binding.platform;
+    const pairs = this.pairs;
+    // Reclaim first (it may throw if the device broke a ring): from here on nothing throws.
+    for (let qi = 0; qi < pairs; qi++) this.reclaimTx(qi);
+    // Per call (not a field): a kick may run a port callback that sends again, re-entering here.
+    const touched = new Uint8Array(this.txq.length);
     let n = 0;
     for (const f of frames) {
-      if (f.length < ETH || f.length > max) throw new VirtioError(Code.InvalidArgument, `frame of ${f.length} bytes is outside ${ETH}..${max}`);
-      const slot = free.pop();
-      if (slot === undefined) break;
-      const at = pool + slot * this.bufSize;
+      const qi = pairs === 1 ? 0 : txQueueOf(f, pairs);
+      touched[qi] = 1;
+      const tx = this.txq[qi]!;
+      const free = this.txFree[qi]!;
+      // One descriptor per frame: stop (keeping the sent prefix exact) when the queue is out of
+      // buffers or ring slots.
+      if (free.length === 0 || tx.numFree <= tx.stagedCount || !tx.canStage(1)) break;
+      const slot = free.pop()!;
+      const at = this.txPools[qi]! + slot * this.bufSize;
       p.u8.fill(0, at, at + HDR); // virtio_net_hdr_v1: no offloads
       p.u8.set(f, at + HDR);
       tx.stageOne(slot, at, HDR + f.length);
       n++;
     }
-    if (n === 0) return 0;
-    const added = tx.submit();
-    if (added !== n) throw new VirtioError(Code.Internal, `tx ring took ${added} of ${n}`);
+    // Publish every queue first, then kick: nothing stays staged if a kick fails.
+    for (let qi = 0; qi < touched.length; qi++) {
+      if (!touched[qi]) continue;
+      const tx = this.txq[qi]!;
+      const staged = tx.stagedCount;
+      if (staged === 0) {
+        touched[qi] = 0;
+        continue;
+      }
+      const added = tx.submit();
+      if (added !== staged) {
+        // Cannot happen (room was checked); never leave a frame staged for the next call.
+        for (let q = 0; q < touched.length; q++) this.txq[q]!.clearStaged();
+        throw new VirtioError(Code.Internal, `tx ring ${qi} took ${added} of ${staged}`);
+      }
+    }
     this.stats.txPackets += n;
-    if (tx.kickPrepare()) this.dev.kickVq(2 * qi + 1);
+    for (let qi = 0; qi < touched.length; qi++) {
+      if (touched[qi] && this.txq[qi]!.kickPrepare()) this.dev.kickVq(2 * qi + 1);
+    }
     return n;
   }
 
@@ -264,6 +320,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       if (v === undefined) continue;
       this.need(cmd >= 2 ? VIRTIO_NET_F_CTRL_RX_EXTRA : VIRTIO_NET_F_CTRL_RX);
       await this.command(VIRTIO_NET_CTRL_RX, cmd, new Uint8Array([v ? 1 : 0]));
+      this.want.rx[order[cmd]!] = v;
     }
   }
 
@@ -285,38 +342,54 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       }
     }
     await this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, data);
+    this.want.table = data;
   }
 
   /** Sets the device's MAC address (VIRTIO_NET_CTRL_MAC_ADDR_SET). */
   async setMac(mac: string | Uint8Array): Promise<void> {
     this.need(VIRTIO_NET_F_CTRL_MAC_ADDR);
-    await this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, parseMac(mac));
+    const b = unicastMac(mac);
+    await this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, b);
+    this.want.mac = b;
   }
 
   /** Accepts frames tagged with VLAN `id` (VIRTIO_NET_CTRL_VLAN_ADD). */
   async addVlan(id: number): Promise<void> {
     await this.vlan(VIRTIO_NET_CTRL_VLAN_ADD, id);
+    this.want.vlans.add(id);
   }
 
   /** Stops accepting frames tagged with VLAN `id` (VIRTIO_NET_CTRL_VLAN_DEL). */
   async removeVlan(id: number): Promise<void> {
     await this.vlan(VIRTIO_NET_CTRL_VLAN_DEL, id);
+    this.want.vlans.delete(id);
   }
 
   /** Uses `n` queue pairs (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET), 1..maxQueuePairs. */
   async setQueuePairs(n: number): Promise<void> {
+    await this.setPairs(n);
+    this.want.pairs = n;
+  }
+
+  private async setPairs(n: number): Promise<void> {
     this.need(VIRTIO_NET_F_MQ);
     if (!Number.isInteger(n) || n < 1 || n > this.rxq.length) throw new VirtioError(Code.InvalidArgument, `queue pairs ${n} is outside 1..${this.rxq.length}`);
     const d = new Uint8Array(2);
     new DataView(d.buffer).setUint16(0, n, true);
     await this.command(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, d);
     this.pairs = n;
-    this.nextTx = 0;
   }
 
-  /** After an `error` event: reset the device and initialize it again. */
-  reset(): void {
+  /**
+   * Resets the device and initializes it again (after an `error` event, for example). The
+   * control state set through this driver (rx mode, MAC table, VLANs, MAC address, queue
+   * pairs) is sent again; the promise settles when it has been (rejects if the device refused).
+   */
+  reset(): Promise<void> {
     this.binding.reinit();
+    const r = this.restored;
+    r.catch(() => {}); // also an `error` event: a caller that does not wait leaves nothing unhandled
+    return r;
   }
 
   /** Config changed: report link changes. */
@@ -469,4 +542,66 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
 
 function le16(b: Uint8Array): number {
   return b[0]! | (b[1]! << 8);
+}
+
+/**
+ * The tx queue of a frame's flow, as Linux's skb_tx_hash → reciprocal_scale(skb_get_hash()):
+ * the flow is the IPv4/IPv6 addresses plus protocol and, for TCP/UDP/SCTP/UDP-Lite
+ * (unfragmented), the ports; a frame that is not IP hashes on its MAC addresses and ethertype.
+ * One 802.1Q/802.1ad tag is skipped. The hash is FNV-1a (any stable hash keeps flows in order).
+ */
+function txQueueOf(f: Uint8Array, pairs: number): number {
+  return Math.floor((flowHash(f) * pairs) / 4294967296); // exact: < 2^47
+}
+
+/** The flow hash of an Ethernet frame (see {@link txQueueOf}). */
+function flowHash(f: Uint8Array): number {
+  let o = 12;
+  let type = (f[o]! << 8) | f[o + 1]!;
+  if ((type === 0x8100 || type === 0x88a8) && f.length >= 18) {
+    o += 4;
+    type = (f[o]! << 8) | f[o + 1]!;
+  }
+  o += 2;
+  let h = 0x811c9dc5;
+  const mix = (a: number, b: number): void => {
+    for (let i = a; i < b; i++) h = Math.imul(h ^ f[i]!, 0x01000193);
+  };
+  let l4 = -1;
+  let proto = -1;
+  if (type === 0x0800 && f.length >= o + 20 && f[o]! >> 4 === 4) {
+    // IPv4 (RFC 791): protocol @9, src @12, dst @16; ports only in the first fragment and unfragmented.
+    const ihl = (f[o]! & 15) * 4;
+    proto = f[o + 9]!;
+    mix(o + 12, o + 20);
+    const frag = ((f[o + 6]! << 8) | f[o + 7]!) & 0x3fff; // MF bit + fragment offset
+    if (frag === 0 && ihl >= 20) l4 = o + ihl;
+  } else if (type === 0x86dd && f.length >= o + 40 && f[o]! >> 4 === 6) {
+    // IPv6 (RFC 8200): next header @6, src @8, dst @24 (extension headers are not walked).
+    proto = f[o + 6]!;
+    mix(o + 8, o + 40);
+    l4 = o + 40;
+  } else {
+    mix(0, 14); // not IP: MAC addresses and ethertype
+    return h >>> 0;
+  }
+  h = Math.imul(h ^ proto, 0x01000193);
+  if (l4 >= 0 && (proto === 6 || proto === 17 || proto === 132 || proto === 136) && f.length >= l4 + 4) mix(l4, l4 + 4);
+  return h >>> 0;
+}
+
+/** A unicast MAC address from "aa:bb:cc:dd:ee:ff" or 6 bytes (InvalidArgument otherwise). */
+function unicastMac(mac: string | Uint8Array): Uint8Array {
+  let b: Uint8Array;
+  if (typeof mac === 'string') {
+    if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) throw new VirtioError(Code.InvalidArgument, `invalid MAC address "${mac}"`);
+    b = new Uint8Array(mac.split(':').map((x) => parseInt(x, 16)));
+  } else {
+    if (!(mac instanceof Uint8Array) || mac.length !== 6) throw new VirtioError(Code.InvalidArgument, 'a MAC address has 6 bytes');
+    b = new Uint8Array(mac);
+  }
+  // §5.1.6.5.2 / IEEE 802: a station address is unicast and not all zeros.
+  if (b[0]! & 1) throw new VirtioError(Code.InvalidArgument, 'a multicast MAC address cannot be the device address');
+  if (b.every((x) => x === 0)) throw new VirtioError(Code.InvalidArgument, 'MAC address 00:00:00:00:00:00 is not valid');
+  return b;
 }

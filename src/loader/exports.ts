@@ -16,8 +16,11 @@ export interface RingExports {
   dev_copy_in(chains: number, n: number, segs: number, src: number, stride: number, lens: number): number;
   blk_serve(chains: number, n: number, segs: number, disk: number, capLo: number, capHi: number, flags: number, id: number, scratch: number): number;
   blk_parse(chains: number, n: number, segs: number, capLo: number, capHi: number, flags: number, id: number, out: number, ranges: number, scratch: number): number;
+  net_ctrl(chains: number, n: number, segs: number, filter: number, scratch: number): number;
   net_filter(chains: number, n: number, segs: number, filter: number, maxLen: number, verdict: number, scratch: number): number;
-  net_loop(tx: number, n: number, txSegs: number, verdict: number, rx: number, m: number, rxSegs: number, stats: number): number;
+  net_filter_staged(base: number, stride: number, lens: number, n: number, filter: number, scratch: number): number;
+  net_loop(tx: number, n: number, txSegs: number, verdict: number, rxq: number, rx: number, m: number, rxSegs: number, stats: number, scratch: number): number;
+  net_place(base: number, stride: number, lens: number, n: number, rxq: number, rx: number, m: number, rxSegs: number, stats: number): number;
   drv_init(q: number): void;
   drv_add(q: number, reqs: number, n: number, dsegs: number): number;
   drv_kick_prepare(q: number): number;
@@ -31,9 +34,9 @@ export interface RingExports {
 /** Names of the function exports, for checking a module. */
 export const RING_EXPORT_NAMES: readonly (keyof RingExports)[] = [
   'abi_version', 'dev_reset', 'dev_pop', 'dev_push', 'dev_need_call', 'dev_enable_kick', 'dev_disable_kick',
-  'dev_available', 'dev_copy_out', 'dev_copy_in', 'blk_serve', 'blk_parse', 'net_filter', 'net_loop', 'drv_init', 'drv_add', 'drv_kick_prepare', 'drv_get_used',
+  'dev_available', 'dev_copy_out', 'dev_copy_in', 'blk_serve', 'blk_parse', 'net_ctrl', 'net_filter', 'net_filter_staged', 'net_loop', 'net_place', 'drv_init', 'drv_add', 'drv_kick_prepare', 'drv_get_used',
   'drv_enable_cb', 'drv_disable_cb', 'drv_used_pending', 'drv_detach_unused',
 ];
 
 /** The ABI version this TypeScript layer speaks (assembly/index.ts abi_version). */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
