@@ -104,9 +104,10 @@ test('destroy() is idempotent; a microtask continuation scheduled before devDel 
   q.destroy();
 });
 
-test('a failed devAdd (platform memory runs out half-way) leaves the allocators as they were', () => {
-  // 1 MiB of private memory: the device's IOTLB tables and doorbells fit, mtu 65535 staging does not.
-  const { p, bus } = setup(1 << 20);
+for (const mib of [1, 6]) test(`a failed devAdd (private memory of ${mib} MiB runs out half-way) leaves the allocators as they were`, () => {
+  // 1 MiB: the IOTLB tables and doorbells fit, mtu 65535 tx staging does not. 6 MiB: tx staging
+  // (≈ 4.2 MiB) fits too, and the rx staging after it does not.
+  const { p, bus } = setup(mib << 20);
   const priv = p.priv.available;
   const ram = p.ram.available;
   for (let i = 0; i < 5; i++) {

@@ -155,14 +155,14 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.configView.setUint16(CFG_MTU, mtu, true);
     // Staging for one batch: header + Ethernet header (+ VLAN tag) + MTU per frame.
     this.stride = VIRTIO_NET_HDR_SIZE + 14 + 4 + mtu; // + an 802.1Q tag
-    this.staging = platform.priv.alloc(this.batch * this.stride, 64);
-    this.rxStaging = platform.priv.alloc(this.batch * this.stride, 64);
-    this.lens = platform.priv.alloc(this.batch * 4, 4);
-    this.filterBlock = platform.priv.alloc(FILTER_BLOCK_SIZE, 8);
-    this.verdict = platform.priv.alloc(this.batch, 8);
-    this.scratch = platform.priv.alloc(32, 8);
-    this.ctrlScratch = platform.priv.alloc(1024, 8);
-    this.loopStats = platform.priv.alloc(16, 8);
+    this.staging = this.allocPriv(this.batch * this.stride, 64);
+    this.rxStaging = this.allocPriv(this.batch * this.stride, 64);
+    this.lens = this.allocPriv(this.batch * 4, 4);
+    this.filterBlock = this.allocPriv(FILTER_BLOCK_SIZE, 8);
+    this.verdict = this.allocPriv(this.batch, 8);
+    this.scratch = this.allocPriv(32, 8);
+    this.ctrlScratch = this.allocPriv(1024, 8);
+    this.loopStats = this.allocPriv(16, 8);
     this.ctrl = new NetCtrlState(() => platform.u8, this.filterBlock);
     this.ctrl.reset(mac);
   }
@@ -177,6 +177,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    * batches, as views valid during the call. null goes back to loopback.
    */
   attachPort(port: NetPort | null): void {
+    this.live();
     this.port = port;
   }
 
@@ -187,6 +188,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    * Looped-back frames are written once (as transmitted).
    */
   capture(w: PcapWriter | null): void {
+    this.live();
     this.pcap = w;
   }
 
@@ -197,6 +199,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    * {@link pairStats} (pair 0 when the device is not running). Returns how many were delivered.
    */
   deliver(frames: readonly Uint8Array[]): number {
+    this.live();
     if (!Array.isArray(frames) || !frames.every((f) => f instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'deliver() takes an array of Uint8Array frames');
     if (this.pcap) for (const f of frames) this.pcap.write(f);
     if (frames.length === 0) return 0;
@@ -238,6 +241,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
 
   /** Sets the link state: a config change with a new generation and the config callback. */
   setLink(up: boolean): void {
+    this.live();
     if (up === this.linkUp) return;
     this.updateConfig((v) => v.setUint16(CFG_STATUS, up ? VIRTIO_NET_S_LINK_UP : 0, true));
   }
@@ -288,10 +292,6 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.ctrl?.reset(this.config.subarray(CFG_MAC, CFG_MAC + 6));
     this.capsFor = -1n;
     for (const st of this.pairStats ?? []) Object.assign(st, zeroStats());
-  }
-
-  protected override onDestroy(): void {
-    for (const m of [this.staging, this.rxStaging, this.lens, this.filterBlock, this.verdict, this.scratch, this.ctrlScratch, this.loopStats]) this.platform.priv.release(m);
   }
 
   /**
