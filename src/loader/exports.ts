@@ -17,6 +17,8 @@ export interface RingExports {
   blk_serve(chains: number, n: number, segs: number, disk: number, capLo: number, capHi: number, flags: number, id: number, scratch: number): number;
   net_filter(chains: number, n: number, segs: number, filter: number, maxLen: number, verdict: number, scratch: number): number;
   net_loop(tx: number, n: number, txSegs: number, verdict: number, rx: number, m: number, rxSegs: number, stats: number): number;
+  /** The IOTLB walk (assembly/mem.ts): memory offset of [iova, iova + len) mapped whole with `perm`, or -1. */
+  tlb_translate(tbl: number, iovaLo: number, iovaHi: number, len: number, perm: number): number;
   drv_init(q: number): void;
   drv_add(q: number, reqs: number, n: number, dsegs: number): number;
   drv_kick_prepare(q: number): number;
@@ -32,6 +34,7 @@ export const RING_EXPORT_NAMES: readonly (keyof RingExports)[] = [
   'abi_version', 'dev_reset', 'dev_pop', 'dev_push', 'dev_need_call', 'dev_enable_kick', 'dev_disable_kick',
   'dev_available', 'dev_copy_out', 'dev_copy_in', 'blk_serve', 'net_filter', 'net_loop', 'drv_init', 'drv_add', 'drv_kick_prepare', 'drv_get_used',
   'drv_enable_cb', 'drv_disable_cb', 'drv_used_pending', 'drv_detach_unused',
+  'tlb_translate',
 ];
 
 /** The ABI version this TypeScript layer speaks (assembly/index.ts abi_version). */
