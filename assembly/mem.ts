@@ -9,10 +9,11 @@ import { STATUS_ADDRESS_UNMAPPED } from "./status";
 @inline export const SEG_FULL: i32 = -1000;
 import { SEG_REC } from "./ring/defs";
 
-// Translation table, laid out by TypeScript (src/ring/iotlb.ts) in private memory:
+// Translation table, laid out by TypeScript (src/platform/iotlb.ts) in private memory:
 //   0 u32 count | 4 u32 lastHit | 8 entries[count], 24 bytes each:
 //   0 u64 first IOVA | 8 u64 last IOVA (inclusive) | 16 u32 target (memory offset) | 20 u32 perm
-// Entries do not overlap (the TS side validates on setMap/dmaMap). Targets lie inside memory.
+// Entries are sorted by first IOVA and do not overlap (the TS side validates on setMap/dmaMap);
+// slots at and past count are zero (perm 0: nothing hits them). Targets lie inside memory.
 // @ts-ignore: decorator
 @inline export const TLB_HDR: u32 = 8;
 // @ts-ignore: decorator

@@ -34,6 +34,12 @@ for (const build of BUILDS) {
     assert.throws(() => t.translate(0, 0.5, PERM_R), (e: unknown) => (e as { code?: string }).code === Code.InvalidArgument);
     assert.throws(() => t.translate(0, 1, 4), (e: unknown) => (e as { code?: string }).code === Code.InvalidArgument);
     assert.equal(lastHit(), 3);
+    // Lengths no entry can hold, and IOVA ranges that wrap past 2^64, are simply unmapped.
+    assert.equal(t.translate(0x10_0000, 2 ** 40, PERM_R), -1);
+    assert.equal(t.translate((1n << 64n) - 1n, 2, PERM_R), -1);
+    // The raw export never traps on a length that is not a u64-convertible integer.
+    for (const len of [NaN, -1, 0.5, Infinity, 2 ** 64]) assert.equal(p.exports.tlb_translate(t.offset, 0x10_0000, 0, len, PERM_R), -1);
+    assert.equal(p.exports.tlb_translate(t.offset, 0x10_0000, 0, 1, PERM_R), base);
   });
 
   for (const layout of LAYOUTS) {
