@@ -11,7 +11,7 @@ import {
 import * as split from "./ring/split";
 import * as packed from "./ring/packed";
 import { STATUS_BROKEN, STATUS_INVALID_ARG } from "./status";
-import { copyBytes } from "./mem";
+import { copyBytes, translateContig } from "./mem";
 import { chainAt, segAt, C_SEG, C_NREAD, C_NWRITE, C_WRITTEN } from "./ring/chain";
 import { blkServe, blkParse } from "./dev/blk";
 import { netCtrl, netFilter, netFilterStaged, netLoop, netPlace } from "./dev/net";
@@ -142,6 +142,21 @@ export function dev_copy_in(chains: usize, n: i32, segs: usize, src: usize, stri
     total += done;
   }
   return total;
+}
+
+// ─────────────────────────── address translation ───────────────────────────
+
+/**
+ * Translates [iova, iova + len) through the IOTLB table at `tbl` (mem.ts layout), which must
+ * hold it in one entry granting `perm`; len 0 checks the one byte at iova. This is the one
+ * IOVA walk: the data plane uses it per descriptor and TypeScript's Iotlb.translate calls it.
+ * The IOVA comes as two u32 halves and len as an f64 (a JS number) so that no BigInt crosses
+ * the boundary. Returns the memory offset, or -1 when not mapped so (also for a len that is
+ * not an integer in 0..2^53-1, so bad input never traps).
+ */
+export function tlb_translate(tbl: usize, iovaLo: u32, iovaHi: u32, len: f64, perm: u32): f64 {
+  if (!(len >= 0 && len <= 9007199254740991.0) || len != Math.floor(len)) return -1;
+  return <f64>translateContig(tbl, (<u64>iovaHi << 32) | <u64>iovaLo, <u64>len, perm);
 }
 
 // ─────────────────────────── device datapaths ───────────────────────────

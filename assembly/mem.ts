@@ -9,10 +9,11 @@ import { STATUS_ADDRESS_UNMAPPED } from "./status";
 @inline export const SEG_FULL: i32 = -1000;
 import { SEG_REC } from "./ring/defs";
 
-// Translation table, laid out by TypeScript (src/ring/iotlb.ts) in private memory:
+// Translation table, laid out by TypeScript (src/platform/iotlb.ts) in private memory:
 //   0 u32 count | 4 u32 lastHit | 8 entries[count], 24 bytes each:
 //   0 u64 first IOVA | 8 u64 last IOVA (inclusive) | 16 u32 target (memory offset) | 20 u32 perm
-// Entries do not overlap (the TS side validates on setMap/dmaMap). Targets lie inside memory.
+// Entries are sorted by first IOVA and do not overlap (the TS side validates on setMap/dmaMap);
+// slots at and past count are zero (perm 0: nothing hits them). Targets lie inside memory.
 // @ts-ignore: decorator
 @inline export const TLB_HDR: u32 = 8;
 // @ts-ignore: decorator
@@ -24,18 +25,29 @@ import { SEG_REC } from "./ring/defs";
 // @ts-ignore: decorator
 @inline export const PERM_W: u32 = 2;
 
-/** Finds the entry holding `iova` with `perm`; returns its index or -1. Remembers the hit. */
+/**
+ * Finds the entry holding `iova` with `perm`; returns its index or -1. Remembers the hit.
+ * The table is sorted by first IOVA and its entries do not overlap (src/platform/iotlb.ts keeps
+ * it so), so the only candidate is the last entry whose first IOVA is <= iova: an upper-bound
+ * binary search finds it in O(log n) (65 536 entries: 16 probes), then one compare on its last
+ * IOVA and one on its permission decide.
+ */
 function findEntry(tbl: usize, iova: u64, perm: u32): i32 {
-  const n = load<u32>(tbl);
-  for (let i: u32 = 0; i < n; i++) {
-    const e = tbl + TLB_HDR + i * TLB_ENT;
-    if (iova >= load<u64>(e) && iova <= load<u64>(e, 8)) {
-      if ((load<u32>(e, 20) & perm) != perm) return -1;
-      store<u32>(tbl, i, 4);
-      return <i32>i;
-    }
+  let lo: u32 = 0;
+  let hi = load<u32>(tbl);
+  // Invariant: entries [0, lo) start at or below iova, entries [hi, count) start above it.
+  while (lo < hi) {
+    const mid = lo + ((hi - lo) >> 1);
+    if (load<u64>(tbl + TLB_HDR + <usize>mid * TLB_ENT) <= iova) lo = mid + 1;
+    else hi = mid;
   }
-  return -1;
+  if (lo == 0) return -1; // below the first entry (or no entries)
+  const i = lo - 1;
+  const e = tbl + TLB_HDR + <usize>i * TLB_ENT;
+  if (iova > load<u64>(e, 8)) return -1; // in the gap after entry i
+  if ((load<u32>(e, 20) & perm) != perm) return -1;
+  store<u32>(tbl, i, 4);
+  return <i32>i;
 }
 
 /**
@@ -76,15 +88,16 @@ export function translate(tbl: usize, iova: u64, len: u32, perm: u32, segs: usiz
 }
 
 /**
- * Translates a range that must be contiguous in one entry (ring areas, indirect tables).
- * Returns the memory offset, or -1 (as i64) when not mapped whole with `perm`.
+ * Translates a range that must be contiguous in one entry (ring areas, indirect tables, and
+ * TypeScript's Iotlb.translate through the tlb_translate export). len 0 checks the one byte at
+ * `iova`. Returns the memory offset, or -1 (as i64) when not mapped whole with `perm`.
  */
-export function translateContig(tbl: usize, iova: u64, len: u32, perm: u32): i64 {
-  const lastByte = iova + <u64>(len == 0 ? 0 : len - 1);
-  if (lastByte < iova) return -1;
+export function translateContig(tbl: usize, iova: u64, len: u64, perm: u32): i64 {
+  const lastByte = iova + (len == 0 ? 0 : len - 1);
+  if (lastByte < iova) return -1; // wraps past 2^64
   const i = findEntry(tbl, iova, perm);
   if (i < 0) return -1;
-  const e = tbl + TLB_HDR + <u32>i * TLB_ENT;
+  const e = tbl + TLB_HDR + <usize>i * TLB_ENT;
   if (lastByte > load<u64>(e, 8)) return -1;
   return <i64>(load<u32>(e, 16) + <u32>(iova - load<u64>(e)));
 }

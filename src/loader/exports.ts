@@ -21,6 +21,8 @@ export interface RingExports {
   net_filter_staged(base: number, stride: number, lens: number, n: number, filter: number, scratch: number): number;
   net_loop(tx: number, n: number, txSegs: number, verdict: number, rxq: number, rx: number, m: number, rxSegs: number, stats: number, scratch: number): number;
   net_place(base: number, stride: number, lens: number, n: number, rxq: number, rx: number, m: number, rxSegs: number, stats: number): number;
+  /** The IOTLB walk (assembly/mem.ts): memory offset of [iova, iova + len) mapped whole with `perm`, or -1. */
+  tlb_translate(tbl: number, iovaLo: number, iovaHi: number, len: number, perm: number): number;
   drv_init(q: number): void;
   drv_add(q: number, reqs: number, n: number, dsegs: number): number;
   drv_kick_prepare(q: number): number;
@@ -36,6 +38,7 @@ export const RING_EXPORT_NAMES: readonly (keyof RingExports)[] = [
   'abi_version', 'dev_reset', 'dev_pop', 'dev_push', 'dev_need_call', 'dev_enable_kick', 'dev_disable_kick',
   'dev_available', 'dev_copy_out', 'dev_copy_in', 'blk_serve', 'blk_parse', 'net_ctrl', 'net_filter', 'net_filter_staged', 'net_loop', 'net_place', 'drv_init', 'drv_add', 'drv_kick_prepare', 'drv_get_used',
   'drv_enable_cb', 'drv_disable_cb', 'drv_used_pending', 'drv_detach_unused',
+  'tlb_translate',
 ];
 
 /** The ABI version this TypeScript layer speaks (assembly/index.ts abi_version). */

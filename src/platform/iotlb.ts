@@ -61,7 +61,8 @@ const byFirst = (a: Entry, b: Entry): number => (a.first < b.first ? -1 : a.firs
  * An address map with a fixed capacity, mirrored into wasm-visible memory on every change.
  *
  * Costs: setMap of n entries is O(n log n); dmaMap and dmaUnmap find their place by binary
- * search and move the table tail with one memmove; translate is O(log n); allows is O(log n)
+ * search and move the table tail with one memmove; translate is O(log n) (the wasm walk the
+ * data plane uses, see translate()); allows is O(log n)
  * after the first call following a change (which builds its index in O(n log n)).
  */
 export class Iotlb {
@@ -226,17 +227,19 @@ export class Iotlb {
    * one byte at `iova`). Returns the memory offset, or -1 when not mapped so. Throws
    * VirtioError(InvalidArgument) for an IOVA that is not an integer in 0..2^64-1 (numbers must
    * be safe integers), a len that is not a non-negative integer, or a perm outside 0..PERM_RW.
+   *
+   * The lookup is the data plane's own (the wasm export tlb_translate over this map's table,
+   * O(log n)): what this answers is what a descriptor with the same address gets.
    */
   translate(iova: bigint | number, len: number, perm: number): number {
     const first = toIova(iova, 'IOVA');
     if (!Number.isSafeInteger(len) || len < 0) throw new VirtioError(Code.InvalidArgument, `length ${len} must be a non-negative integer`);
     if (!Number.isInteger(perm) || perm < 0 || perm > PERM_RW) throw new VirtioError(Code.InvalidArgument, `perm ${perm} must be a bit set of PERM_R and PERM_W`);
     this.checkLive();
-    const e = this.entries[this.upperBound(first) - 1];
-    if (!e || first > e.last) return -1;
-    const last = first + BigInt(Math.max(len, 1)) - 1n;
-    if (last > e.last || (e.perm & perm) !== perm) return -1;
-    return e.addr + Number(first - e.first);
+    // The IOVA crosses as two u32 halves and len as a number: no BigInt at the boundary.
+    const lo = typeof iova === 'number' ? iova % 0x1_0000_0000 : Number(first & 0xffff_ffffn);
+    const hi = typeof iova === 'number' ? Math.floor(iova / 0x1_0000_0000) : Number(first >> 32n);
+    return this.platform.exports.tlb_translate(this.offset, lo, hi, len, perm);
   }
 
   /**

@@ -405,7 +405,7 @@ export class DeviceQueue extends QueueBase {
     super.destroy();
   }
 
-  /** Translates the three ring areas through the map and checks their alignment. */
+  /** Translates the three ring areas through the map (Iotlb.translate: the wasm walk the data plane uses) and checks their alignment. */
   private mapRings(initial: boolean): void {
     const packed = this.layout === 'packed';
     const sz = ringAreaSizes(this.size, packed);
