@@ -91,23 +91,29 @@ export class DeviceQueue extends QueueBase {
     // platform private; checked before anything is allocated.)
     if (opts.iotlb !== undefined && opts.iotlb.platform !== platform) throw new VirtioError(Code.InvalidArgument, 'the iotlb belongs to another Platform');
     super(platform, opts.size, opts.features ?? ringFeatures());
-    this.batch = opts.batch ?? Math.min(this.size, 256);
-    // A chain record counts its segments in u16s (defs.ts), hence the 65535 cap.
-    this.maxSegs = opts.maxSegs ?? Math.min(Math.max(2 * this.size, 64), 65535);
-    if (!Number.isInteger(this.batch) || this.batch < 1 || this.batch > 65536) throw new VirtioError(Code.InvalidArgument, `batch ${this.batch} must be 1..65536`);
-    if (!Number.isInteger(this.maxSegs) || this.maxSegs < 1 || this.maxSegs > 65535) throw new VirtioError(Code.InvalidArgument, `maxSegs ${this.maxSegs} must be 1..65535`);
-    this.iotlb = opts.iotlb ?? platform.identityMap;
-    this.areas = { desc: toIova(opts.descArea, 'descArea'), driver: toIova(opts.driverArea, 'driverArea'), device: toIova(opts.deviceArea, 'deviceArea') };
-    this.chains = this.allocPriv(this.batch * REC.CHAIN, 16);
-    this.segs = this.allocPriv(this.maxSegs * REC.SEG, 16);
-    this.pushRecs = this.allocPriv(this.batch * REC.CHAIN, 16);
-    this.u32 = platform.u32;
-    this.u16 = new Uint16Array(platform.memory.buffer);
-    this.mapRings(true);
-    this.setWord(Q.IOTLB, this.iotlb.offset);
-    this.platform.exports.dev_reset(this.qsb);
-    // A map change under a live ring re-translates it; a ring that lost its mapping breaks the queue.
-    this.unsubscribe = this.iotlb.onChange(() => this.mapRings(false));
+    // Whatever was allocated before a bad option or an unmapped ring throws is returned.
+    try {
+      this.batch = opts.batch ?? Math.min(this.size, 256);
+      // A chain record counts its segments in u16s (defs.ts), hence the 65535 cap.
+      this.maxSegs = opts.maxSegs ?? Math.min(Math.max(2 * this.size, 64), 65535);
+      if (!Number.isInteger(this.batch) || this.batch < 1 || this.batch > 65536) throw new VirtioError(Code.InvalidArgument, `batch ${this.batch} must be 1..65536`);
+      if (!Number.isInteger(this.maxSegs) || this.maxSegs < 1 || this.maxSegs > 65535) throw new VirtioError(Code.InvalidArgument, `maxSegs ${this.maxSegs} must be 1..65535`);
+      this.iotlb = opts.iotlb ?? platform.identityMap;
+      this.areas = { desc: toIova(opts.descArea, 'descArea'), driver: toIova(opts.driverArea, 'driverArea'), device: toIova(opts.deviceArea, 'deviceArea') };
+      this.chains = this.allocPriv(this.batch * REC.CHAIN, 16);
+      this.segs = this.allocPriv(this.maxSegs * REC.SEG, 16);
+      this.pushRecs = this.allocPriv(this.batch * REC.CHAIN, 16);
+      this.u32 = platform.u32;
+      this.u16 = new Uint16Array(platform.memory.buffer);
+      this.mapRings(true);
+      this.setWord(Q.IOTLB, this.iotlb.offset);
+      this.platform.exports.dev_reset(this.qsb);
+      // A map change under a live ring re-translates it; a ring that lost its mapping breaks the queue.
+      this.unsubscribe = this.iotlb.onChange(() => this.mapRings(false));
+    } catch (e) {
+      super.destroy();
+      throw e;
+    }
   }
 
   /** Memory offset of the chain records (for device datapaths in wasm). */

@@ -64,37 +64,43 @@ export class DriverQueue extends QueueBase {
 
   constructor(platform: Platform, opts: DriverQueueOptions) {
     super(platform, opts.size, opts.features ?? ringFeatures());
-    const size = this.size;
-    const packed = this.layout === 'packed';
-    this.batch = opts.batch ?? Math.max(size, 256);
-    this.maxSegs = opts.maxSegs ?? Math.max(2 * this.batch, 64);
-    this.indirectMax = this.indirect ? (opts.indirectMax ?? 16) : 0;
-    const dmaBase = opts.dmaBase ?? 0;
-    if (!Number.isInteger(this.batch) || this.batch < 1 || this.batch > 65536) throw new VirtioError(Code.InvalidArgument, `batch ${this.batch} must be 1..65536`);
-    if (!Number.isInteger(this.maxSegs) || this.maxSegs < 1 || this.maxSegs > 1 << 20) throw new VirtioError(Code.InvalidArgument, `maxSegs ${this.maxSegs} must be 1..2^20`);
-    if (!Number.isInteger(this.indirectMax) || this.indirectMax < 0 || this.indirectMax > 65536) throw new VirtioError(Code.InvalidArgument, `indirectMax ${this.indirectMax} must be 0..65536`);
-    if (!Number.isSafeInteger(dmaBase) || dmaBase < 0) throw new VirtioError(Code.InvalidArgument, `dmaBase ${dmaBase} must be a non-negative integer`);
-    const sz = ringAreaSizes(size, packed);
-    const al = ringAreaAligns(packed);
-    const desc = this.allocRam(sz.desc, al.desc);
-    const driver = this.allocRam(sz.driver, al.driver);
-    const device = this.allocRam(sz.device, al.device);
-    this.addresses = { descArea: desc + dmaBase, driverArea: driver + dmaBase, deviceArea: device + dmaBase };
-    this.reqs = this.allocPriv(this.batch * REC.REQ, 16);
-    this.segs = this.allocPriv(this.maxSegs * REC.DSEG, 16);
-    this.usedOut = this.allocPriv(this.batch * REC.USED, 16);
-    this.dstate = this.allocPriv(size * REC.DSTATE, 16);
-    const pool = this.indirectMax > 0 ? this.allocRam(size * this.indirectMax * 16, 16) : 0;
-    this.setWord(Q.DESC, desc);
-    this.setWord(Q.DRIVER, driver);
-    this.setWord(Q.DEVICE, device);
-    this.setWord(Q.DSTATE, this.dstate);
-    this.setWord(Q.INDIRECT, pool);
-    this.setWord(Q.INDIRECT_MAX, this.indirectMax);
-    this.setWord(Q.DMA_BASE, dmaBase % 2 ** 32);
-    this.setWord(Q.DMA_BASE + 4, Math.floor(dmaBase / 2 ** 32));
-    this.u32 = platform.u32;
-    this.reset();
+    // Whatever was allocated before a bad option or an unmapped ring throws is returned.
+    try {
+      const size = this.size;
+      const packed = this.layout === 'packed';
+      this.batch = opts.batch ?? Math.max(size, 256);
+      this.maxSegs = opts.maxSegs ?? Math.max(2 * this.batch, 64);
+      this.indirectMax = this.indirect ? (opts.indirectMax ?? 16) : 0;
+      const dmaBase = opts.dmaBase ?? 0;
+      if (!Number.isInteger(this.batch) || this.batch < 1 || this.batch > 65536) throw new VirtioError(Code.InvalidArgument, `batch ${this.batch} must be 1..65536`);
+      if (!Number.isInteger(this.maxSegs) || this.maxSegs < 1 || this.maxSegs > 1 << 20) throw new VirtioError(Code.InvalidArgument, `maxSegs ${this.maxSegs} must be 1..2^20`);
+      if (!Number.isInteger(this.indirectMax) || this.indirectMax < 0 || this.indirectMax > 65536) throw new VirtioError(Code.InvalidArgument, `indirectMax ${this.indirectMax} must be 0..65536`);
+      if (!Number.isSafeInteger(dmaBase) || dmaBase < 0) throw new VirtioError(Code.InvalidArgument, `dmaBase ${dmaBase} must be a non-negative integer`);
+      const sz = ringAreaSizes(size, packed);
+      const al = ringAreaAligns(packed);
+      const desc = this.allocRam(sz.desc, al.desc);
+      const driver = this.allocRam(sz.driver, al.driver);
+      const device = this.allocRam(sz.device, al.device);
+      this.addresses = { descArea: desc + dmaBase, driverArea: driver + dmaBase, deviceArea: device + dmaBase };
+      this.reqs = this.allocPriv(this.batch * REC.REQ, 16);
+      this.segs = this.allocPriv(this.maxSegs * REC.DSEG, 16);
+      this.usedOut = this.allocPriv(this.batch * REC.USED, 16);
+      this.dstate = this.allocPriv(size * REC.DSTATE, 16);
+      const pool = this.indirectMax > 0 ? this.allocRam(size * this.indirectMax * 16, 16) : 0;
+      this.setWord(Q.DESC, desc);
+      this.setWord(Q.DRIVER, driver);
+      this.setWord(Q.DEVICE, device);
+      this.setWord(Q.DSTATE, this.dstate);
+      this.setWord(Q.INDIRECT, pool);
+      this.setWord(Q.INDIRECT_MAX, this.indirectMax);
+      this.setWord(Q.DMA_BASE, dmaBase % 2 ** 32);
+      this.setWord(Q.DMA_BASE + 4, Math.floor(dmaBase / 2 ** 32));
+      this.u32 = platform.u32;
+      this.reset();
+    } catch (e) {
+      super.destroy();
+      throw e;
+    }
   }
 
   /** Free descriptors (ring slots). */
