@@ -1,23 +1,15 @@
 // Item 4: a BlkBackend that throws, rejects, answers garbage, answers short or long, lacks a
 // method, or has a bad capacity: each request ends with IOERR (a typed IoError at the driver),
 // the device goes on serving, and nothing throws from a microtask or is left unhandled.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Platform, VdpaBus, VdpaSimBlk, createVirtioVdpa, Code, VIRTIO_CONFIG_S_NEEDS_RESET, type BlkBackend,
 } from '../src/index.ts';
 import { settle } from './helpers/blk-raw.ts';
+import { trackEscapes } from './helpers/escapes.ts';
 
-const escaped: unknown[] = [];
-const onEscape = (e: unknown) => escaped.push(e);
-before(() => {
-  process.on('unhandledRejection', onEscape);
-  process.on('uncaughtException', onEscape);
-});
-after(() => {
-  process.off('unhandledRejection', onEscape);
-  process.off('uncaughtException', onEscape);
-});
+const escaped = trackEscapes();
 
 /** A model disk of 64 sectors whose methods a test can sabotage. */
 function modelBackend(over: Partial<Record<'read' | 'write' | 'flush', unknown>> = {}): BlkBackend {

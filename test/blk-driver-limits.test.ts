@@ -2,7 +2,7 @@
 // once (item 5); discard / write-zeroes are split by the device's config-space limits (item
 // 13); requests wait for staging RAM instead of failing (item 15); read-only comes from the
 // backend and errors name the operation and its cause (item 16).
-import { test, before, after } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Platform, VdpaBus, VdpaSimBlk, VdpaSimBlkMgmt, createVirtioVdpa, Code, VIRTIO_BLK_DRIVER_FEATURES,
@@ -10,18 +10,10 @@ import {
   type BlkBackend, type VdpaSimBlkOptions,
 } from '../src/index.ts';
 import { deferred, settle } from './helpers/blk-raw.ts';
+import { trackEscapes } from './helpers/escapes.ts';
 
-const escaped: unknown[] = [];
-const onEscape = (e: unknown) => escaped.push(e);
-before(() => {
-  process.on('unhandledRejection', onEscape);
-  process.on('uncaughtException', onEscape);
-});
-after(() => {
-  process.off('unhandledRejection', onEscape);
-  process.off('uncaughtException', onEscape);
-  assert.deepEqual(escaped, []);
-});
+const escaped = trackEscapes();
+after(() => assert.deepEqual(escaped, []));
 
 function bring(o: { queueSize?: number; features?: bigint; ramSize?: number; dev?: (p: Platform) => VdpaSimBlk } = {}) {
   const p = Platform.create({ ramSize: o.ramSize ?? 4 << 20 });

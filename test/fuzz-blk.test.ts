@@ -4,7 +4,7 @@
 // against the RAM disk and an async backend, checked against a model, with canaries outside
 // the device's map and buffers unmapped while answers are pending. At the end of every case
 // every promise settled, the device still serves, nothing escaped into a microtask.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Platform, VdpaBus, VdpaSimBlk, createVirtioVdpa, Code, VIRTIO_BLK_DRIVER_FEATURES, VIRTIO_F_INDIRECT_DESC,
@@ -14,17 +14,9 @@ import {
 } from '../src/index.ts';
 import { fuzzAsync, type Rand } from './helpers/fuzz.ts';
 import { RawBlk, settle, type RawBuf } from './helpers/blk-raw.ts';
+import { trackEscapes } from './helpers/escapes.ts';
 
-const escaped: unknown[] = [];
-const onEscape = (e: unknown) => escaped.push(e);
-before(() => {
-  process.on('unhandledRejection', onEscape);
-  process.on('uncaughtException', onEscape);
-});
-after(() => {
-  process.off('unhandledRejection', onEscape);
-  process.off('uncaughtException', onEscape);
-});
+const escaped = trackEscapes();
 
 const CAP = 128;
 type Fault = 'ok' | 'throw' | 'reject' | 'garbage' | 'short' | 'long' | 'hang';

@@ -5,7 +5,7 @@
 // against a disk image in linear memory. A request is
 // { le32 type; le32 reserved; le64 sector } + data + u8 status (the last writable byte).
 
-import { chainAt, segAt, C_SEG, C_NREAD, C_NWRITE, C_RBYTES, C_WBYTES, C_WRITTEN } from "../ring/chain";
+import { chainAt, segAt, segCopy, C_SEG, C_NREAD, C_NWRITE, C_RBYTES, C_WBYTES, C_WRITTEN } from "../ring/chain";
 
 // Request types and status values (linux/virtio_blk.h).
 // @ts-ignore: decorator
@@ -89,30 +89,6 @@ import { chainAt, segAt, C_SEG, C_NREAD, C_NWRITE, C_RBYTES, C_WBYTES, C_WRITTEN
 /** Private scratch bytes blk_parse and blk_serve need: header + one record + one request's ranges. */
 // @ts-ignore: decorator
 @inline export const BLK_SCRATCH: u32 = 16 + 32 + 16 * 16;
-
-/**
- * Copies `len` bytes between memory at `mem` and the segments [s0, s0 + n) of a chain,
- * starting `skip` bytes into them. toSegs: memory → segments; else segments → memory.
- */
-function segCopy(segs: usize, s0: u32, n: u32, skip: u32, mem: usize, len: u32, toSegs: bool): void {
-  for (let j: u32 = 0; j < n && len != 0; j++) {
-    const s = segAt(segs, s0 + j);
-    let a = <usize>load<u32>(s);
-    let l = load<u32>(s, 4);
-    if (skip >= l) {
-      skip -= l;
-      continue;
-    }
-    a += skip;
-    l -= skip;
-    skip = 0;
-    if (l > len) l = len;
-    if (toSegs) memory.copy(a, mem, l);
-    else memory.copy(mem, a, l);
-    mem += l;
-    len -= l;
-  }
-}
 
 /** True if [sector, sector + count) lies within the disk (no overflow). */
 // @ts-ignore: decorator

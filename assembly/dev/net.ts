@@ -3,7 +3,7 @@
 // copies into rx chains — from tx chains (loopback) or from frames staged off the wire. One
 // call per batch; frames and commands never visit JavaScript.
 
-import { chainAt, segAt, C_NDESC, C_SEG, C_NREAD, C_NWRITE, C_RBYTES, C_WBYTES, C_WRITTEN } from "../ring/chain";
+import { chainAt, segAt, segCopy, C_NDESC, C_SEG, C_NREAD, C_NWRITE, C_RBYTES, C_WBYTES, C_WRITTEN } from "../ring/chain";
 import { Q_FLAGS, Q_F_PACKED, Q_SIZE, Q_AVAIL, Q_AVAIL_WRAP, Q_STAT_CHAINS, Q_STAT_DESCS } from "../ring/state";
 
 /** Bytes of struct virtio_net_hdr_v1 (VIRTIO 1.3 §5.1.6). */
@@ -108,43 +108,15 @@ import { Q_FLAGS, Q_F_PACKED, Q_SIZE, Q_AVAIL, Q_AVAIL_WRAP, Q_STAT_CHAINS, Q_ST
 @inline const NET_ERR: u8 = 1;
 
 /** Copies up to len bytes at offset `skip` of a chain's readable segments to `dst`; returns bytes copied. */
-function readAt(segs: usize, s0: u32, n: u32, skip: u32, dst: usize, len: u32): u32 {
-  let done: u32 = 0;
-  for (let j: u32 = 0; j < n && done < len; j++) {
-    const s = segAt(segs, s0 + j);
-    let l = load<u32>(s, 4);
-    if (skip >= l) {
-      skip -= l;
-      continue;
-    }
-    let a = <usize>load<u32>(s) + skip;
-    l -= skip;
-    skip = 0;
-    if (l > len - done) l = len - done;
-    memory.copy(dst + done, a, l);
-    done += l;
-  }
-  return done;
+// @ts-ignore: decorator
+@inline function readAt(segs: usize, s0: u32, n: u32, skip: u32, dst: usize, len: u32): u32 {
+  return segCopy(segs, s0, n, skip, dst, len, false);
 }
 
 /** Copies len bytes from `src` into a chain's writable segments at offset `skip`; returns bytes copied. */
-function writeAt(segs: usize, s0: u32, n: u32, skip: u32, src: usize, len: u32): u32 {
-  let done: u32 = 0;
-  for (let j: u32 = 0; j < n && done < len; j++) {
-    const s = segAt(segs, s0 + j);
-    let l = load<u32>(s, 4);
-    if (skip >= l) {
-      skip -= l;
-      continue;
-    }
-    let a = <usize>load<u32>(s) + skip;
-    l -= skip;
-    skip = 0;
-    if (l > len - done) l = len - done;
-    memory.copy(a, src + done, l);
-    done += l;
-  }
-  return done;
+// @ts-ignore: decorator
+@inline function writeAt(segs: usize, s0: u32, n: u32, skip: u32, src: usize, len: u32): u32 {
+  return segCopy(segs, s0, n, skip, src, len, true);
 }
 
 /** True if the 6 bytes at a equal the 6 bytes at b. */

@@ -111,3 +111,30 @@ export function requestInLen(seg0: usize, nsegs: u32): i64 {
   }
   return <i64>inLen;
 }
+
+/**
+ * Copies up to `len` bytes between memory at `mem` and the segments [s0, s0 + n) of a popped
+ * chain, starting `skip` bytes into them. toSegs: memory → segments (device writes the driver's
+ * buffer); else segments → memory. Returns the bytes copied (less than len when the segments
+ * end first). The segments were translated and checked at pop time; the device datapaths that
+ * call this run in the same call as the pop, so the map cannot have changed in between.
+ */
+export function segCopy(segs: usize, s0: u32, n: u32, skip: u32, mem: usize, len: u32, toSegs: bool): u32 {
+  let done: u32 = 0;
+  for (let j: u32 = 0; j < n && done < len; j++) {
+    const s = segAt(segs, s0 + j);
+    let l = load<u32>(s, 4);
+    if (skip >= l) {
+      skip -= l;
+      continue;
+    }
+    const a = <usize>load<u32>(s) + skip;
+    l -= skip;
+    skip = 0;
+    if (l > len - done) l = len - done;
+    if (toSegs) memory.copy(a, mem + done, l);
+    else memory.copy(mem + done, a, l);
+    done += l;
+  }
+  return done;
+}

@@ -3,6 +3,7 @@
 // zeroed virtio_net_hdr_v1, received by callback or async iterator.
 
 import { VirtioError, Code } from '../errors.ts';
+import { parseMac } from '../virtio/mac.ts';
 import type { VdpaDevice } from '../bus/bus.ts';
 import type { DriverQueue } from '../ring/driver-queue.ts';
 import type { VirtioBinding, VirtioClassDriver } from './virtio-vdpa.ts';
@@ -348,7 +349,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   /** Sets the device's MAC address (VIRTIO_NET_CTRL_MAC_ADDR_SET). */
   async setMac(mac: string | Uint8Array): Promise<void> {
     this.need(VIRTIO_NET_F_CTRL_MAC_ADDR);
-    const b = unicastMac(mac);
+    const b = parseMac(mac);
     await this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, b);
     this.want.mac = b;
   }
@@ -590,18 +591,3 @@ function flowHash(f: Uint8Array): number {
   return h >>> 0;
 }
 
-/** A unicast MAC address from "aa:bb:cc:dd:ee:ff" or 6 bytes (InvalidArgument otherwise). */
-function unicastMac(mac: string | Uint8Array): Uint8Array {
-  let b: Uint8Array;
-  if (typeof mac === 'string') {
-    if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) throw new VirtioError(Code.InvalidArgument, `invalid MAC address "${mac}"`);
-    b = new Uint8Array(mac.split(':').map((x) => parseInt(x, 16)));
-  } else {
-    if (!(mac instanceof Uint8Array) || mac.length !== 6) throw new VirtioError(Code.InvalidArgument, 'a MAC address has 6 bytes');
-    b = new Uint8Array(mac);
-  }
-  // §5.1.6.5.2 / IEEE 802: a station address is unicast and not all zeros.
-  if (b[0]! & 1) throw new VirtioError(Code.InvalidArgument, 'a multicast MAC address cannot be the device address');
-  if (b.every((x) => x === 0)) throw new VirtioError(Code.InvalidArgument, 'MAC address 00:00:00:00:00:00 is not valid');
-  return b;
-}

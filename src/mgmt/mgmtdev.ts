@@ -8,6 +8,9 @@ import type { VdpaDevice } from '../bus/bus.ts';
 import { VdpaSimNet, VDPASIM_NET_FEATURES, VDPASIM_NET_MAX_VQP } from '../devices/net.ts';
 import { VdpaSimBlk, VDPASIM_BLK_FEATURES } from '../devices/blk.ts';
 import { constructDevice } from '../devices/sim-core.ts';
+import { parseMac } from '../virtio/mac.ts';
+
+export { parseMac, formatMac } from '../virtio/mac.ts';
 import { VIRTIO_ID_NET, VIRTIO_ID_BLOCK, VIRTIO_F_VERSION_1, hasFeature, VIRTIO_BLK_F_RO } from '../virtio/constants.ts';
 
 /** Attributes of `vdpa dev add` (VDPA_ATTR_DEV_NET_CFG_MACADDR, _MTU, _MAX_VQP, VDPA_ATTR_DEV_FEATURES). */
@@ -60,26 +63,6 @@ export abstract class MgmtDevice {
     if (!hasFeature(f, VIRTIO_F_VERSION_1)) throw new VirtioError(Code.InvalidArgument, 'device_features must include VERSION_1 (bit 32)');
     return f;
   }
-}
-
-/** Parses "aa:bb:cc:dd:ee:ff" (or takes 6 bytes); rejects multicast and all-zero addresses. */
-export function parseMac(mac: string | Uint8Array): Uint8Array {
-  let b: Uint8Array;
-  if (typeof mac === 'string') {
-    if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) throw new VirtioError(Code.InvalidArgument, `invalid MAC address "${mac}"`);
-    b = new Uint8Array(mac.split(':').map((x) => parseInt(x, 16)));
-  } else {
-    if (!(mac instanceof Uint8Array) || mac.length !== 6) throw new VirtioError(Code.InvalidArgument, 'a MAC address has 6 bytes');
-    b = new Uint8Array(mac);
-  }
-  if (b[0]! & 1) throw new VirtioError(Code.InvalidArgument, `MAC address ${formatMac(b)} is multicast`);
-  if (b.every((x) => x === 0)) throw new VirtioError(Code.InvalidArgument, 'MAC address 00:00:00:00:00:00 is not valid');
-  return b;
-}
-
-/** "aa:bb:cc:dd:ee:ff". */
-export function formatMac(b: Uint8Array): string {
-  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
 /** The vdpasim_net management device. */
