@@ -3,8 +3,8 @@
 // copies into rx chains — from tx chains (loopback) or from frames staged off the wire. One
 // call per batch; frames and commands never visit JavaScript.
 
-import { chainAt, segAt, segCopy, C_NDESC, C_SEG, C_NREAD, C_NWRITE, C_RBYTES, C_WBYTES, C_WRITTEN } from "../ring/chain";
-import { Q_FLAGS, Q_F_PACKED, Q_SIZE, Q_AVAIL, Q_AVAIL_WRAP, Q_STAT_CHAINS, Q_STAT_DESCS } from "../ring/state";
+import { chainAt, segAt, segCopy, C_SEG, C_NREAD, C_NWRITE, C_RBYTES, C_WBYTES, C_WRITTEN } from "../ring/chain";
+import { devUnpop } from "../ring/unpop";
 
 /** Bytes of struct virtio_net_hdr_v1 (VIRTIO 1.3 §5.1.6). */
 // @ts-ignore: decorator
@@ -298,32 +298,6 @@ export function netFilterStaged(base: usize, stride: u32, lens: usize, n: i32, f
   return k;
 }
 
-/**
- * Gives popped chains [from, to) back to the ring, as vhost_discard_vq_desc does: the device's
- * avail position moves back over them (packed: by their descriptors, across the wrap), so the
- * next pop returns the same buffers. They were not written.
- */
-function unpop(q: usize, chains: usize, from: i32, to: i32): void {
-  if (to <= from) return;
-  let descs: u32 = 0;
-  for (let i = from; i < to; i++) descs += load<u32>(chainAt(chains, i), C_NDESC);
-  if (load<u32>(q, Q_FLAGS) & Q_F_PACKED) {
-    const size = load<u32>(q, Q_SIZE);
-    let pos = <i64>load<u32>(q, Q_AVAIL) - <i64>descs;
-    let wrap = load<u32>(q, Q_AVAIL_WRAP);
-    while (pos < 0) {
-      pos += <i64>size;
-      wrap ^= 1;
-    }
-    store<u32>(q, <u32>pos, Q_AVAIL);
-    store<u32>(q, wrap, Q_AVAIL_WRAP);
-  } else {
-    store<u32>(q, (load<u32>(q, Q_AVAIL) - <u32>(to - from)) & 0xffff, Q_AVAIL);
-  }
-  store<u64>(q, load<u64>(q, Q_STAT_CHAINS) - <u64>(to - from), Q_STAT_CHAINS);
-  store<u64>(q, load<u64>(q, Q_STAT_DESCS) - <u64>descs, Q_STAT_DESCS);
-}
-
 /** Writes the virtio_net_hdr_v1 the driver sees into rx chain `r`: no offloads, num_buffers 1. */
 function putHeader(r: usize, rxSegs: usize, hdr: usize): void {
   // §5.1.6.4: num_buffers is how many buffers the frame took — 1 without MRG_RXBUF, and 1 with
@@ -387,7 +361,7 @@ export function netLoop(tx: usize, n: i32, txSegs: usize, verdict: usize, rxq: u
     store<u32>(stats, load<u32>(stats, 4) + len, 4);
   }
   store<u32>(stats, <u32>i, 12);
-  unpop(rxq, rx, k, m);
+  devUnpop(rxq, rx, k, m);
   return k;
 }
 
@@ -415,6 +389,6 @@ export function netPlace(base: usize, stride: u32, lens: usize, n: i32, rxq: usi
     store<u32>(stats, load<u32>(stats, 4) + len, 4);
   }
   store<u32>(stats, <u32>j, 12);
-  unpop(rxq, rx, k, m);
+  devUnpop(rxq, rx, k, m);
   return k;
 }
