@@ -485,7 +485,7 @@ function runCase(build: Build, r: Rand, i: number): void {
     const rounds = r.range(1, 3);
     for (let round = 0; round < rounds; round++) {
       const max = r.chance(0.3) ? r.range(1, 4) : dq.batch;
-      const want = refPop(q, pos, Math.min(max, dq.batch), dq.maxSegs);
+      const want = refPop(q, pos, Math.min(max, dq.batch), dq.maxSegs, used);
       const snap = p.u8.slice(c.windowLo, c.windowHi);
       let n = -1;
       let err: unknown;
@@ -554,6 +554,53 @@ function runCase(build: Build, r: Rand, i: number): void {
   // Back to all-canary RAM for the next case.
   p.u8.set(canary().subarray(c.windowLo - p.ramBase, c.windowHi - p.ramBase), c.windowLo);
 }
+
+// Found by this fuzzer (seed 20261206, case 2286): a packed chain whose NEXT runs on past the end
+// of the ring into the slots of buffers popped in the same lap was popped, so the device held
+// more descriptors than the ring has, and pushPopped() then refused the batch (InvalidArgument).
+describe('packed pop: a chain cannot reach into slots the device still holds', () => {
+  const N = 8;
+  function ring(build: Build) {
+    const p = makePlatform(build);
+    const desc = p.allocBuffer(16 * N, 16);
+    const drvEv = p.allocBuffer(4, 4);
+    const devEv = p.allocBuffer(4, 4);
+    const buf = p.allocBuffer(4096);
+    const dv = p.view;
+    // Slot s: a 16-byte readable buffer, made available for the first lap (wrap 1: AVAIL set).
+    const put = (s: number, id: number, next: boolean) => {
+      dv.setBigUint64(desc + 16 * s, BigInt(buf + 16 * s), true);
+      dv.setUint32(desc + 16 * s + 8, 16, true);
+      dv.setUint16(desc + 16 * s + 12, id, true);
+      dv.setUint16(desc + 16 * s + 14, F_AVAIL | (next ? F_NEXT : 0), true);
+    };
+    put(0, 0, true); put(1, 0, false); // buffer 0: slots 0-1
+    for (let s = 2; s < 6; s++) put(s, 1, s < 5); // buffer 1: slots 2-5
+    put(6, 2, false); // buffer 2: slot 6
+    put(7, 3, true); // buffer 3: slot 7, NEXT on into slot 0 (still buffer 0's)
+    const dq = new DeviceQueue(p, { size: N, features: ringFeatures({ packed: true }), descArea: desc, driverArea: drvEv, deviceArea: devEv });
+    return { p, dq };
+  }
+  for (const build of BUILDS) {
+    test(`${build}: in one pop`, () => {
+      const { dq } = ring(build);
+      assert.throws(() => dq.pop(), (e: unknown) => e instanceof VirtioError && e.code === 'chain_too_long');
+      assert.equal(dq.broken, true);
+    });
+    test(`${build}: across pops, and fine once the held buffers are used`, () => {
+      const { dq } = ring(build);
+      assert.equal(dq.pop(3), 3);
+      assert.throws(() => dq.pop(), (e: unknown) => e instanceof VirtioError && e.code === 'chain_too_long');
+      const { dq: dq2 } = ring(build);
+      assert.equal(dq2.pop(3), 3);
+      assert.equal(dq2.pushPopped(), 3); // slots 0-6 are the driver's again
+      assert.equal(dq2.pop(), 1);
+      // Slot 7, then slot 0, which now holds the used descriptor of buffer 0 (no NEXT, id 0):
+      // the id comes from the last descriptor of a chain (§2.8.6).
+      assert.deepEqual([dq2.chainId(0), dq2.chainDescs(0)], [0, 2]);
+    });
+  }
+});
 
 /** Outcome counts, printed with VDPA_FUZZ_STATS=1 (to see what the cases exercise). */
 const stats = new Map<string, number>();

@@ -246,15 +246,15 @@ function walkSplit(v: MapView, q: RefQueue, descOff: number, head: number): Walk
 }
 
 /** §2.8.6/§2.8.7: walks the packed chain whose first descriptor is at ring slot `pos`. */
-function walkPacked(v: MapView, q: RefQueue, descOff: number, pos: number): Walk {
+function walkPacked(v: MapView, q: RefQueue, descOff: number, pos: number, room: number): Walk {
   const acc = new ChainAcc();
   const fail = (codes: Set<string>, what: string, partial = 0): Walk => ({ ok: false, codes, what, segs: acc.segs + partial });
   let ndesc = 0;
   let slot = pos;
   let id: number;
   for (;;) {
-    // A buffer uses at most queue-size ring descriptors.
-    if (++ndesc > q.size) return fail(new Set([Code.ChainTooLong]), `chain at slot ${pos} runs over ${q.size} descriptors`);
+    // A buffer uses at most the ring slots the device does not hold (at most queue-size).
+    if (++ndesc > room) return fail(new Set([Code.ChainTooLong]), `chain at slot ${pos} runs over the ${room} free descriptors`);
     const d = readDesc(v, descOff + 16 * slot, true);
     if (d.flags & F_INDIRECT) {
       const t = indirectTable(v, q, d);
@@ -284,8 +284,11 @@ function walkPacked(v: MapView, q: RefQueue, descOff: number, pos: number): Walk
 /**
  * What a device at `pos` must do when asked for at most `max` chains with room for `maxSegs`
  * segments. Split: §2.7.13 (avail ring), packed: §2.8.1/§2.8.9 (avail flags and wrap counter).
+ * Packed: `used` is the device's used position; the slots from it to `pos` hold buffers the
+ * device has not marked used yet, so the driver cannot have put new descriptors there: a
+ * buffer that would reach them is a runaway chain.
  */
-export function refPop(q: RefQueue, pos: RefPos, max: number, maxSegs: number): RefPop {
+export function refPop(q: RefQueue, pos: RefPos, max: number, maxSegs: number, used: RefPos = pos): RefPop {
   const v = new MapView(q);
   const packed = q.layout === 'packed';
   const descOff = v.contiguous(q.descArea, 16 * q.size, 1);
@@ -318,17 +321,22 @@ export function refPop(q: RefQueue, pos: RefPos, max: number, maxSegs: number): 
     }
     return { kind: 'ok', chains, pos: { last, wrap } };
   }
+  // Slots in flight, counting laps with the wrap counters (a lap with wrap 0 is the second one).
+  const lin = (x: RefPos) => x.last + (x.wrap ? 0 : q.size);
+  const held = (lin(pos) - lin(used) + 2 * q.size) % (2 * q.size);
+  let room = held <= q.size ? q.size - held : q.size; // an inconsistent restored state: the size bound only
   while (chains.length < max) {
     // §2.8.1: available when AVAIL equals the device's avail wrap counter and USED does not.
     const flags = v.u16(descOff + 16 * last + 14);
     const a = (flags & F_AVAIL) !== 0 ? 1 : 0;
     const u = (flags & F_USED) !== 0 ? 1 : 0;
     if (!(a === wrap && u !== wrap)) break;
-    const w = walkPacked(v, q, descOff, last);
+    const w = walkPacked(v, q, descOff, last, room);
     if (segs + w.segs > maxSegs) return tooMany();
     if (!w.ok) return { kind: 'error', codes: w.codes, what: w.what };
     chains.push(w.chain);
     segs += w.segs;
+    room -= w.chain.ndesc;
     last += w.chain.ndesc;
     if (last >= q.size) {
       last -= q.size;
