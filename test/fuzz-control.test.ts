@@ -114,7 +114,9 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
       const privAt = p.priv.available;
       const ramAt = p.ram.available;
       try {
-        const dev = bus.devAdd(mname, name, attrs(r, m.supportedFeatures));
+        const at = attrs(r, m.supportedFeatures);
+        trace(`devAdd ${mname} ${JSON.stringify(name).slice(0, 20)} ${JSON.stringify(at, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}`);
+        const dev = bus.devAdd(mname, name, at);
         assert.equal(dev.name, name);
         assert.ok(!live.has(name), `devAdd ${JSON.stringify(name)} succeeded twice`);
         live.set(name, { name, dev, features: 0n, ready: new Map() });
@@ -133,6 +135,7 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
     }
     if (x < 0.17) {
       const name = r.chance(0.9) ? r.pick([...live.keys()]) : r.pick(NAMES);
+      trace(`devDel ${JSON.stringify(name).slice(0, 20)}`);
       try {
         bus.devDel(name);
         const l = live.get(name);
@@ -151,9 +154,45 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
     const prev = d.getStatus();
     let op = '';
     let expectStatus: ((s: number) => void) | null = null;
+    let threw = false;
+    /** setVqReady, with the memory a refused enable leaks counted as known. */
+    const setReady = (i: number, on: boolean): void => {
+      const at = p.priv.available;
+      try {
+        d.setVqReady(i, on);
+      } catch (e) {
+        // KNOWN(issue 7): a DeviceQueue whose constructor throws (rings not mapped) leaks the
+        // private memory it allocated, so a refused setVqReady(i, true) leaks; remove when fixed.
+        knownPrivLeak += at - p.priv.available;
+        throw e;
+      }
+    };
     try {
-      const y = r.int(17);
+      const y = r.int(18);
       switch (y) {
+        case 17: {
+          // The driver's bring-up (VIRTIO 1.3 §3.1.1), each step allowed to fail, then a kick.
+          op = 'bringUp';
+          const fs = (d.getDeviceFeatures() & (r.chance(0.5) ? randBig(r) : -1n)) | (1n << 32n);
+          d.setStatus(ACKNOWLEDGE);
+          d.setStatus(ACKNOWLEDGE | DRIVER);
+          d.setDriverFeatures(fs);
+          l.features = fs;
+          d.setStatus(ACKNOWLEDGE | DRIVER | FEATURES_OK);
+          if (!(d.getStatus() & FEATURES_OK)) break;
+          for (let i = 0; i < nvqs; i++) {
+            const n = r.pick([1, 2, 8, 64, 256]);
+            d.setVqNum(i, n);
+            const base = scratch + 65536 * r.int(3);
+            d.setVqAddress(i, base, base + 16 * n, base + 16 * n + 4096);
+            setReady(i, true);
+            l.ready.set(i, true);
+          }
+          d.setStatus(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+          d.kickVq(r.int(nvqs));
+          expectStatus = (s) => assert.ok(s & DRIVER_OK, 'bring-up reached DRIVER_OK');
+          break;
+        }
         case 0: {
           // setStatus: mostly the next bit of the handshake, sometimes any byte.
           const v = r.chance(0.6)
@@ -202,7 +241,7 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
           const i = someNumber(r, [0, 1, nvqs - 1]);
           const on = r.chance(0.7);
           op = `setVqReady(${i}, ${on})`;
-          d.setVqReady(i, on);
+          setReady(i, on);
           l.ready.set(i, on);
           break;
         }
@@ -310,12 +349,18 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
       }
     } catch (e) {
       isVirtioError(e, op);
+      threw = true;
       expectStatus = null;
       if (op.startsWith('setDriverFeatures')) {
         /* refused: the getter keeps the old value */
       }
       if (op.startsWith('setStatus')) assert.equal(d.getStatus(), prev, `a refused ${op} changed the status`);
     }
+    trace(`${JSON.stringify(l.name)} ${op}${threw ? ' threw' : ''} status 0x${d.getStatus().toString(16)} priv ${p.priv.available} ram ${p.ram.available}`);
+    tally(`${op.replace(/\(.*$/, '')}:${threw ? 'threw' : 'ok'}`);
+    const st = d.getStatus();
+    if (st & DRIVER_OK) tally('status:DRIVER_OK');
+    if (st & NEEDS_RESET) tally('status:NEEDS_RESET');
     if (r.chance(0.2)) await new Promise((res) => setImmediate(res)); // let deferred datapath work run
     // Invariants of every live device.
     for (const x of live.values()) {
@@ -323,7 +368,7 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
       checkStatusOrder(s, `after ${op} on ${JSON.stringify(l.name)}`);
       if (x === l) {
         if (expectStatus) expectStatus(s);
-        else if (!op.startsWith('setStatus') && op !== 'reset') {
+        else if (!op.startsWith('setStatus') && op !== 'reset' && op !== 'bringUp') {
           assert.equal(prev & ~s, 0, `${op} cleared status bits 0x${(prev & ~s).toString(16)}`);
           assert.equal(s & ~prev & ~NEEDS_RESET, 0, `${op} set status bits 0x${(s & ~prev).toString(16)}`);
         }
@@ -334,6 +379,7 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
     }
   }
   for (const name of [...live.keys()]) bus.devDel(name);
+  trace(`all deleted: priv ${p.priv.available} (before ${privBefore}, known leaks ${knownPrivLeak}) ram ${p.ram.available} (before ${ramBefore}, known leaks ${knownRamLeak})`);
   await new Promise((res) => setImmediate(res));
   // A deleted device refuses every call (STYLE.md: a destroyed object refuses every call and
   // touches nothing).
@@ -357,8 +403,22 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
   assert.equal(p.ram.available + knownRamLeak, ramBefore, `RAM leaked after deleting every device (${failedAdds} failed devAdd)`);
 }
 
+/** Prints each step with VDPA_FUZZ_TRACE=1 (with VDPA_FUZZ_CASE, to see what a failing case did). */
+function trace(s: string): void {
+  if (process.env.VDPA_FUZZ_TRACE) console.log(s);
+}
+
+/** Outcome counts, printed with VDPA_FUZZ_STATS=1. */
+const stats = new Map<string, number>();
+function tally(k: string): void {
+  stats.set(k, (stats.get(k) ?? 0) + 1);
+}
+
 describe('fuzz: control plane sequences', () => {
-  after(() => envs.clear());
+  after(() => {
+    envs.clear();
+    if (process.env.VDPA_FUZZ_STATS) console.log([...stats].sort().map(([k, v]) => `${k}: ${v}`).join('\n'));
+  });
   for (const build of BUILDS) {
     test(`${build}: every call succeeds or throws a VirtioError; status, getters and memory stay consistent`, async () => {
       await fuzzAsync(`control-${build}`, 150, (r) => runSequence(build, r));
