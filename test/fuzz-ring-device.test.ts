@@ -10,7 +10,7 @@
 
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { DeviceQueue, Iotlb, ringFeatures, VirtioError, PERM_R, PERM_W, PERM_RW, type Platform, type Chain } from '../src/index.ts';
+import { DeviceQueue, Iotlb, ringFeatures, VirtioError, PERM_R, PERM_W, PERM_RW, QSB_SIZE, type Platform, type Chain } from '../src/index.ts';
 import { BUILDS, makePlatform, type Build } from './helpers/builds.ts';
 import { fuzz, makeRand, type Rand } from './helpers/fuzz.ts';
 import { refPop, type RefChain, type RefMapping, type RefPos, type RefQueue } from './fuzz/ref-ring.ts';
@@ -487,6 +487,7 @@ function runCase(build: Build, r: Rand, i: number): void {
       const max = r.chance(0.3) ? r.range(1, 4) : dq.batch;
       const want = refPop(q, pos, Math.min(max, dq.batch), dq.maxSegs, used);
       const snap = p.u8.slice(c.windowLo, c.windowHi);
+      const privSnap = p.u8.slice(p.privBase, p.privBase + p.privSize);
       let n = -1;
       let err: unknown;
       try {
@@ -495,6 +496,12 @@ function runCase(build: Build, r: Rand, i: number): void {
         err = x;
       }
       checkWindow(p, snap, c.windowLo, [], `round ${round} pop`);
+      // In private memory a pop writes only its queue's state block and records, and the map's
+      // last-hit index.
+      checkWindow(p, privSnap, p.privBase, [
+        [dq.qsb, dq.qsb + QSB_SIZE], [dq.chainsAddr, dq.chainsAddr + 32 * dq.batch], [dq.segsAddr, dq.segsAddr + 8 * dq.maxSegs],
+        [iotlb.offset + 4, iotlb.offset + 8],
+      ], `round ${round} pop (private memory)`);
       tally(want.kind === 'error' ? [...want.codes].sort().join('|') : want.chains.length ? `ok:${c.packed ? 'packed' : 'split'}` : 'empty');
       if (want.kind === 'error') {
         assert.ok(err instanceof VirtioError, `round ${round}: expected one of [${[...want.codes]}] (${want.what}), got ${err ? String(err) : `${n} chains`}`);

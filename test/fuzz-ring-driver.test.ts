@@ -158,7 +158,7 @@ describe('fuzz: driver side against a device that writes garbage', () => {
   after(() => platforms.clear());
   for (const build of BUILDS) {
     test(`${build}: getUsed returns in-flight tokens once or a peer error, never a trap`, () => {
-      fuzz(`ring-driver-${build}`, 250, (r) => runCase(build, r));
+      fuzz(`ring-driver-${build}`, 150, (r) => runCase(build, r));
     });
   }
 });
