@@ -475,7 +475,7 @@ function runCase(build: Build, r: Rand, i: number): void {
   try {
     if (c.packed) dq.setState({ version: 1, layout: 'packed', size: c.size, lastAvailIdx: c.start.last, lastAvailWrap: c.start.wrap as 0 | 1, lastUsedIdx: c.usedStart.last, lastUsedWrap: c.usedStart.wrap as 0 | 1 });
     else dq.setState({ version: 1, layout: 'split', size: c.size, availIndex: c.start.last, usedIndex: c.usedStart.last });
-    const q: RefQueue = {
+    const q: { -readonly [K in keyof RefQueue]: RefQueue[K] } = {
       layout: c.packed ? 'packed' : 'split', size: c.size, indirect: c.features.indirect,
       descArea: iovaOf(c, c.desc), driverArea: iovaOf(c, c.driver), map: c.map, mem: p.u8,
     };
@@ -483,7 +483,33 @@ function runCase(build: Build, r: Rand, i: number): void {
     let used = c.usedStart;
     const deviceWritable: [number, number][] = c.packed ? [[c.desc, c.desc + 16 * c.size], [c.device, c.device + 4]] : [[c.device, c.device + c.deviceLen]];
     const rounds = r.range(1, 3);
+    let ringsLost = false;
     for (let round = 0; round < rounds; round++) {
+      if (round > 0 && r.chance(0.25)) {
+        // The map changes under the live ring (set_map / dma_unmap): a pool mapping, or one that
+        // holds a ring area, goes away or loses a permission.
+        const next = c.map.slice();
+        const k = r.int(next.length);
+        const m = next[k]!;
+        if (r.chance(0.5)) next.splice(k, 1);
+        else next[k] = { ...m, perm: r.pick([PERM_R, PERM_W, PERM_RW]) };
+        c.map = next;
+        q.map = next;
+        iotlb.setMap(next.map((x) => ({ iova: x.iova, size: x.size, addr: x.addr, perm: x.perm })));
+        // §2.7/§2.8 areas the device reads (desc, driver) and writes (used ring / packed ring, device area).
+        const inOne = (iova: bigint, len: number, perm: number) =>
+          next.some((x) => iova >= x.iova && iova + BigInt(len) <= x.iova + BigInt(x.size) && (x.perm & perm) === perm);
+        ringsLost = !inOne(iovaOf(c, c.desc), 16 * c.size, c.packed ? PERM_RW : PERM_R) ||
+          !inOne(iovaOf(c, c.driver), c.packed ? 4 : 6 + 2 * c.size, PERM_R) || !inOne(iovaOf(c, c.device), c.deviceLen, PERM_RW);
+      }
+      if (ringsLost) {
+        const snap = p.u8.slice(c.windowLo, c.windowHi);
+        assert.throws(() => dq.pop(), (x: unknown) => x instanceof VirtioError && x.code === 'address_unmapped', 'a ring area lost its mapping');
+        assert.equal(dq.broken, true);
+        checkWindow(p, snap, c.windowLo, [], 'pop after the rings lost their mapping');
+        tally('rings-unmapped');
+        break;
+      }
       const max = r.chance(0.3) ? r.range(1, 4) : dq.batch;
       const want = refPop(q, pos, Math.min(max, dq.batch), dq.maxSegs, used);
       const snap = p.u8.slice(c.windowLo, c.windowHi);
