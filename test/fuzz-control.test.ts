@@ -421,7 +421,7 @@ describe('fuzz: control plane sequences', () => {
   });
   for (const build of BUILDS) {
     test(`${build}: every call succeeds or throws a VirtioError; status, getters and memory stay consistent`, async () => {
-      await fuzzAsync(`control-${build}`, 150, (r) => runSequence(build, r));
+      await fuzzAsync(`control-${build}`, 400, (r) => runSequence(build, r));
     });
   }
 });
