@@ -61,18 +61,20 @@ import { inFlight } from "./split";
 // ───────────────────────────── device side ─────────────────────────────
 
 /**
- * Walks the chain whose head is at slot `pos` into `rec`. Returns the new segment count or a
- * negative status. rec.ndesc = ring slots the chain occupies (the device skips by it).
+ * Walks the chain whose head is at slot `pos` into `rec`, using at most `room` ring slots.
+ * Returns the new segment count or a negative status. rec.ndesc = ring slots the chain
+ * occupies (the device skips by it).
  */
-function walk(q: usize, tbl: usize, pos: u32, rec: usize, segs: usize, segIdx: i32, maxSegs: i32): i32 {
+function walk(q: usize, tbl: usize, pos: u32, rec: usize, segs: usize, segIdx: i32, maxSegs: i32, room: u32): i32 {
   const size = load<u32>(q, Q_SIZE);
   const ring = <usize>load<u32>(q, Q_DESC);
   let ndesc: u32 = 0;
   let id: u32 = 0;
   beginChain(rec, segIdx);
   while (true) {
-    // §2.8.6: a chain is at most queue-size descriptors long; more means a runaway NEXT.
-    if (++ndesc > size) return STATUS_CHAIN_TOO_LONG;
+    // §2.8.6: a chain is at most queue-size descriptors long, and it cannot run into slots the
+    // device still holds (popped, not yet marked used): more means a runaway NEXT.
+    if (++ndesc > room) return STATUS_CHAIN_TOO_LONG;
     const d = ring + (<usize>pos << 4);
     const flags = <u32>load<u16>(d, 14);
     if (flags & VRING_DESC_F_INDIRECT) {
@@ -127,6 +129,11 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
   let hLast: u64 = 0;
   let hTarget: u32 = 0;
   let stale = true;
+  // Ring slots the driver can have filled: the device holds the slots from its used position
+  // to its avail position (both with wrap counters, §2.8.1); a buffer cannot reach into them.
+  const usedAt = load<u32>(q, Q_USED) + (load<u32>(q, Q_USED_WRAP) ? 0 : size);
+  const held = (pos + (wrap ? 0 : size) + 2 * size - usedAt) % (2 * size);
+  let room = held <= size ? size - held : size; // an inconsistent restored state: only the size bound
   while (n < maxChains) {
     // Acquire: the head's flags are written last by the driver (§2.8.21.2).
     const d = ring + (<usize>pos << 4);
@@ -142,7 +149,7 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
       hTarget = load<u32>(e, 16);
       stale = false;
     }
-    if ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) == 0 && segIdx < maxSegs) {
+    if ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) == 0 && segIdx < maxSegs && room != 0) {
       const len = load<u32>(d, 8);
       const id = <u32>load<u16>(d, 12);
       const w = (flags & VRING_DESC_F_WRITE) != 0;
@@ -153,12 +160,13 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
         oneSegChain(rec, id, segs, segIdx, hTarget + <u32>(a - hFirst), len, w);
         segIdx++;
         descs++;
+        room--;
         if (++pos == size) { pos = 0; wrap ^= 1; }
         n++;
         continue;
       }
     }
-    const r = walk(q, tbl, pos, rec, segs, segIdx, maxSegs);
+    const r = walk(q, tbl, pos, rec, segs, segIdx, maxSegs, room);
     stale = true;
     if (r < 0) {
       if (r == SEG_FULL) {
@@ -170,6 +178,7 @@ export function devPop(q: usize, tbl: usize, chains: usize, maxChains: i32, segs
     segIdx = r;
     const nd = load<u32>(rec, C_NDESC);
     descs += nd;
+    room -= nd;
     pos += nd;
     if (pos >= size) { pos -= size; wrap ^= 1; }
     n++;

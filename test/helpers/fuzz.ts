@@ -1,8 +1,11 @@
 // Seeded fuzzing for node:test suites: every fuzz test takes its seed and case count from here,
 // so `npm test` runs a bounded number of cases and `npm run fuzz -- --seed S --cases N` runs long.
 //   VDPA_FUZZ_SEED   base seed (default: fixed, so CI is reproducible)
-//   VDPA_FUZZ_CASES  multiplier over each target's default case count (default 1)
-// A failing case throws with the target, seed and case index in the message, so it can be re-run.
+//   VDPA_FUZZ_CASES  total cases per target (overrides the default count; `--cases N`)
+//   VDPA_FUZZ_CASES_SCALE  multiplier over each target's default case count (default 1)
+//   VDPA_FUZZ_CASE   run only this case index of each target (to reproduce one failure)
+// A failing case throws with the target, seed and case index in the message and a command that
+// re-runs exactly that case (each case's Rand depends only on the seed, the target and the index).
 
 import { rng } from './builds.ts';
 
@@ -46,6 +49,22 @@ export function makeRand(seed: number): Rand {
   return f;
 }
 
+/** Only this case index runs (VDPA_FUZZ_CASE), or null for all. */
+const ONLY_CASE: number | null = process.env.VDPA_FUZZ_CASE ? Number(process.env.VDPA_FUZZ_CASE) : null;
+
+/** Prints a target's seed and case count when it starts (only when run long or one case). */
+function announce(target: string, n: number): void {
+  if (FUZZ_CASES !== null || ONLY_CASE !== null || FUZZ_SCALE !== 1) {
+    console.log(`fuzz ${target}: seed ${FUZZ_SEED}, ${ONLY_CASE !== null ? `case ${ONLY_CASE} only` : `${n} cases`}`);
+  }
+}
+
+/** The case indices to run of a target with n cases. */
+function caseRange(n: number): [number, number] {
+  if (ONLY_CASE !== null && Number.isInteger(ONLY_CASE) && ONLY_CASE >= 0) return [ONLY_CASE, ONLY_CASE + 1];
+  return [0, n];
+}
+
 /** Case count for a target whose default (in `npm test`) is `defaultCases`. */
 export function fuzzCases(defaultCases: number): number {
   if (FUZZ_CASES !== null && Number.isFinite(FUZZ_CASES)) return Math.max(1, Math.floor(FUZZ_CASES));
@@ -59,7 +78,9 @@ export function fuzzCases(defaultCases: number): number {
  */
 export function fuzz(target: string, defaultCases: number, body: (r: Rand, i: number) => void): number {
   const n = fuzzCases(defaultCases);
-  for (let i = 0; i < n; i++) {
+  announce(target, n);
+  const [from, to] = caseRange(n);
+  for (let i = from; i < to; i++) {
     const r = caseRand(target, i);
     try {
       body(r, i);
@@ -73,7 +94,9 @@ export function fuzz(target: string, defaultCases: number, body: (r: Rand, i: nu
 /** The async twin of {@link fuzz}. */
 export async function fuzzAsync(target: string, defaultCases: number, body: (r: Rand, i: number) => Promise<void>): Promise<number> {
   const n = fuzzCases(defaultCases);
-  for (let i = 0; i < n; i++) {
+  announce(target, n);
+  const [from, to] = caseRange(n);
+  for (let i = from; i < to; i++) {
     const r = caseRand(target, i);
     try {
       await body(r, i);
@@ -92,5 +115,10 @@ export function caseRand(target: string, i: number): Rand {
 }
 
 function caseError(target: string, i: number, e: unknown): Error {
-  return new Error(`fuzz ${target}: case ${i} failed (VDPA_FUZZ_SEED=${FUZZ_SEED}): ${(e as Error).message}`, { cause: e });
+  const file = process.argv.find((a) => /\.test\.[cm]?[jt]s$/.test(a)) ?? 'test/fuzz-*.test.ts';
+  return new Error(
+    `fuzz ${target}: case ${i} failed (VDPA_FUZZ_SEED=${FUZZ_SEED}): ${(e as Error).message}\n` +
+      `  reproduce: VDPA_FUZZ_SEED=${FUZZ_SEED} VDPA_FUZZ_CASE=${i} node --import tsx --test ${file}`,
+    { cause: e },
+  );
 }
