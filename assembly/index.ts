@@ -275,7 +275,9 @@ export function drv_kick_prepare(q: usize): i32 {
 
 /**
  * Reclaims up to max used buffers into used records {token, len}. Returns the number
- * reclaimed (0: none), STATUS_BROKEN, or the peer error that broke the queue now.
+ * reclaimed (0: none), STATUS_BROKEN, or the peer error that broke the queue now. A bad used
+ * entry after k > 0 good ones breaks the queue and returns k: the good ones are reclaimed, the
+ * next call reports the error.
  */
 export function drv_get_used(q: usize, out: usize, max: i32): i32 {
   if (broken(q)) return STATUS_BROKEN;

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VdpaSimBlk, VdpaSim, createVirtioVdpa, Code, VirtioError,
-  VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_ID_BLOCK, features, constructDevice, DriverQueue,
+  VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_ID_BLOCK, VIRTIO_NET_F_MAC, features, constructDevice, DriverQueue,
   type NeedsResetDetail, type VdpaDevice,
 } from '../src/index.ts';
 
@@ -184,4 +184,37 @@ test('a device the driver could not probe says why when its driver is asked for'
   assert.throws(() => virtio.blk('b'), (e: unknown) =>
     e instanceof VirtioError && e.code === Code.NotFound &&
     e.cause instanceof VirtioError && e.cause.code === Code.ResourceExhausted);
+});
+
+test('net driver: a device that corrupts the rx used ring gives an error event, not an exception from a microtask', async () => {
+  const { VdpaSimNet, Q } = await import('../src/index.ts');
+  const p = Platform.create({ ramSize: 16 << 20, privateSize: 8 << 20 });
+  class Corrupting extends VdpaSimNet {
+    protected override datapath(budget: number, only?: number): number {
+      const n = super.datapath(budget, only);
+      const rx = this.queue(0);
+      if (rx) {
+        // used->idx jumps far ahead of what the driver has in flight (VIRTIO 1.3 §2.7.8).
+        const used = p.u32[(rx.qsb + Q.DEVICE) >> 2]!;
+        p.view.setUint16(used + 2, (p.view.getUint16(used + 2, true) + 1000) & 0xffff, true);
+      }
+      return n;
+    }
+  }
+  const bus = new VdpaBus();
+  const virtio = createVirtioVdpa(p, { queueSize: 64, net: { features: features(VIRTIO_NET_F_MAC) } }); // split ring, no control queue
+  bus.registerDriver(virtio);
+  bus.addDevice(constructDevice(() => new Corrupting(p, { name: 'n' })));
+  const net = virtio.net('n');
+  const errors: VirtioError[] = [];
+  net.addEventListener('error', (e) => errors.push((e as CustomEvent<VirtioError>).detail));
+  const escaped: unknown[] = [];
+  const onEscape = (e: unknown) => escaped.push(e);
+  process.on('uncaughtException', onEscape);
+  net.send(new Uint8Array(60).fill(1));
+  await new Promise((r) => setTimeout(r, 10));
+  process.off('uncaughtException', onEscape);
+  assert.deepEqual(escaped, []);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0]!.code, Code.UsedIdxInvalid);
 });

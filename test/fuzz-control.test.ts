@@ -23,18 +23,12 @@ const FEATURES_OK = 8;
 const NEEDS_RESET = 0x40;
 const FAILED = 0x80;
 
-/**
- * KNOWN(issue 7): after devDel the old device handle still accepts every call (item 3; setMap
- * even writes the IOTLB table memory it freed); set to true (remove the guard) when fixed.
- */
-const DELETED_HANDLES_REFUSE = false;
-
 const envs = new Map<Build, { p: Platform; scratch: number }>();
 const SCRATCH = 256 * 1024;
 
 function env(build: Build): { p: Platform; scratch: number } {
   let e = envs.get(build);
-  // A fresh platform once known leaks (below) have eaten much of the arenas.
+  // A fresh platform when a sequence left the arenas short (a case may hold many devices).
   if (!e || e.p.priv.available < 6 << 20 || e.p.ram.available < 12 << 20) {
     const p = makePlatform(build, { ramSize: 16 << 20, privateSize: 8 << 20 });
     e = { p, scratch: p.allocBuffer(SCRATCH, 4096) };
@@ -100,8 +94,6 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
   const live = new Map<string, Live>();
   const dead: VdpaDevice[] = [];
   let failedAdds = 0;
-  let knownPrivLeak = 0;
-  let knownRamLeak = 0;
   // Garbage rings for kicks.
   p.u8.set(r.bytes(4096), scratch + r.int(SCRATCH - 4096));
   const steps = r.range(5, 40);
@@ -124,10 +116,10 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
       } catch (e) {
         const err = isVirtioError(e, 'devAdd');
         failedAdds++;
-        // KNOWN(issue 7): a devAdd that fails after the device allocated (e.g. ResourceExhausted
-        // for mtu 65535 in an 8 MiB private arena) leaks what it allocated; remove when fixed.
-        knownPrivLeak += privAt - p.priv.available;
-        knownRamLeak += ramAt - p.ram.available;
+        // A failed devAdd (e.g. ResourceExhausted for mtu 65535 in an 8 MiB private arena)
+        // returns everything it had allocated.
+        assert.equal(p.priv.available, privAt, 'a failed devAdd leaks no private memory');
+        assert.equal(p.ram.available, ramAt, 'a failed devAdd leaks no RAM');
         assert.equal(err.code === Code.NotFound, mname !== m.name, `devAdd on ${JSON.stringify(mname)}: ${err.code}`);
         if (live.has(name) && mname === m.name) assert.equal(err.code, Code.AlreadyExists);
       }
@@ -155,15 +147,13 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
     let op = '';
     let expectStatus: ((s: number) => void) | null = null;
     let threw = false;
-    /** setVqReady, with the memory a refused enable leaks counted as known. */
+    /** setVqReady; a refused enable (rings not mapped, say) leaks nothing. */
     const setReady = (i: number, on: boolean): void => {
       const at = p.priv.available;
       try {
         d.setVqReady(i, on);
       } catch (e) {
-        // KNOWN(issue 7): a DeviceQueue whose constructor throws (rings not mapped) leaks the
-        // private memory it allocated, so a refused setVqReady(i, true) leaks; remove when fixed.
-        knownPrivLeak += at - p.priv.available;
+        assert.equal(p.priv.available, at, 'a refused setVqReady leaks no private memory');
         throw e;
       }
     };
@@ -379,7 +369,7 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
     }
   }
   for (const name of [...live.keys()]) bus.devDel(name);
-  trace(`all deleted: priv ${p.priv.available} (before ${privBefore}, known leaks ${knownPrivLeak}) ram ${p.ram.available} (before ${ramBefore}, known leaks ${knownRamLeak})`);
+  trace(`all deleted: priv ${p.priv.available} (before ${privBefore}) ram ${p.ram.available} (before ${ramBefore})`);
   await new Promise((res) => setImmediate(res));
   // A deleted device refuses every call (STYLE.md: a destroyed object refuses every call and
   // touches nothing).
@@ -396,11 +386,11 @@ async function runSequence(build: Build, r: Rand): Promise<void> {
         isVirtioError(e, `${what} on a deleted device`);
         refused = true;
       }
-      if (DELETED_HANDLES_REFUSE) assert.ok(refused, `${what} on a deleted device ${JSON.stringify(dv.name)} did not throw`);
+      assert.ok(refused, `${what} on a deleted device ${JSON.stringify(dv.name)} did not throw`);
     }
   }
-  assert.equal(p.priv.available + knownPrivLeak, privBefore, `private memory leaked after deleting every device (${failedAdds} failed devAdd)`);
-  assert.equal(p.ram.available + knownRamLeak, ramBefore, `RAM leaked after deleting every device (${failedAdds} failed devAdd)`);
+  assert.equal(p.priv.available, privBefore, `private memory leaked after deleting every device (${failedAdds} failed devAdd)`);
+  assert.equal(p.ram.available, ramBefore, `RAM leaked after deleting every device (${failedAdds} failed devAdd)`);
 }
 
 /** Prints each step with VDPA_FUZZ_TRACE=1 (with VDPA_FUZZ_CASE, to see what a failing case did). */

@@ -492,6 +492,9 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
   let freeHead = load<u32>(q, Q_FREE_HEAD);
   let numFree = load<u32>(q, Q_NUM_FREE);
   let k: i32 = 0;
+  // A bad entry breaks the queue, but the good entries before it in this batch are still
+  // returned (and committed below): their tokens must not be lost to the caller.
+  let err: i32 = 0;
   while (k < max) {
     let id: u32;
     let len: u32;
@@ -503,15 +506,15 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
         const d = ring + (<usize>pos << 4);
         if (!isUsed(<u32>ald16(d, 14), wrap)) break;
         bid = <u32>load<u16>(d, 12);
-        if (bid >= size) return fail(q, STATUS_USED_ID_INVALID);
+        if (bid >= size) { err = fail(q, STATUS_USED_ID_INVALID); break; }
         store<u32>(q, bid, Q_BATCH_ID);
         store<u32>(q, load<u32>(d, 8), Q_BATCH_LEN);
       }
       // A batch cannot stand for more buffers than are in flight (k are already reclaimed).
-      if (<u32>k >= inFlight(q)) return fail(q, STATUS_USED_ID_NOT_INFLIGHT);
+      if (<u32>k >= inFlight(q)) { err = fail(q, STATUS_USED_ID_NOT_INFLIGHT); break; }
       id = pos; // ids are head slots; the oldest buffer in flight starts at pos
       const s = st + <usize>id * DSTATE_REC;
-      if (load<u32>(s, 4) == 0) return fail(q, STATUS_USED_ID_NOT_INFLIGHT);
+      if (load<u32>(s, 4) == 0) { err = fail(q, STATUS_USED_ID_NOT_INFLIGHT); break; }
       if (id == bid) {
         len = load<u32>(q, Q_BATCH_LEN);
         store<u32>(q, 0xFFFF_FFFF, Q_BATCH_ID);
@@ -525,8 +528,8 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
       if (!isUsed(<u32>ald16(d, 14), wrap)) break;
       id = <u32>load<u16>(d, 12);
       len = load<u32>(d, 8);
-      if (id >= size) return fail(q, STATUS_USED_ID_INVALID);
-      if (load<u32>(st + <usize>id * DSTATE_REC, 4) == 0) return fail(q, STATUS_USED_ID_NOT_INFLIGHT);
+      if (id >= size) { err = fail(q, STATUS_USED_ID_INVALID); break; }
+      if (load<u32>(st + <usize>id * DSTATE_REC, 4) == 0) { err = fail(q, STATUS_USED_ID_NOT_INFLIGHT); break; }
     }
     const s = st + <usize>id * DSTATE_REC;
     const nd = load<u32>(s, 4);
@@ -548,7 +551,7 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
   store<u32>(q, wrap, Q_USED_WRAP);
   store<u32>(q, freeHead, Q_FREE_HEAD);
   store<u32>(q, numFree, Q_NUM_FREE);
-  return k;
+  return k > 0 ? k : err;
 }
 
 /** Re-enables used-buffer notifications. Returns 1 if used buffers are already pending. */

@@ -437,6 +437,9 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
   let freeHead = load<u32>(q, Q_FREE_HEAD);
   let numFree = load<u32>(q, Q_NUM_FREE);
   let k: i32 = 0;
+  // A bad entry breaks the queue, but the good entries before it in this batch are still
+  // returned (and committed below): their tokens must not be lost to the caller.
+  let err: i32 = 0;
   while (k < max && last != usedIdx) {
     let id: u32;
     let len: u32;
@@ -448,19 +451,19 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
       if (bid == 0xFFFF_FFFF) {
         const e = used + USED_RING + (<usize>(last & mask) << 3);
         bid = load<u32>(e);
-        if (bid >= size) return fail(q, STATUS_USED_ID_INVALID);
+        if (bid >= size) { err = fail(q, STATUS_USED_ID_INVALID); break; }
         store<u32>(q, bid, Q_BATCH_ID);
         store<u32>(q, load<u32>(e, 4), Q_BATCH_LEN);
       }
       id = load<u32>(q, Q_NEXT_HEAD);
       const s = st + <usize>id * DSTATE_REC;
-      if (load<u32>(s, 4) == 0) return fail(q, STATUS_USED_ID_NOT_INFLIGHT);
+      if (load<u32>(s, 4) == 0) { err = fail(q, STATUS_USED_ID_NOT_INFLIGHT); break; }
       if (id == bid) {
         len = load<u32>(q, Q_BATCH_LEN);
         store<u32>(q, 0xFFFF_FFFF, Q_BATCH_ID);
       } else {
         // The batch must end within what used->idx covers.
-        if (((last + 1) & 0xffff) == usedIdx) return fail(q, STATUS_USED_ID_NOT_INFLIGHT);
+        if (((last + 1) & 0xffff) == usedIdx) { err = fail(q, STATUS_USED_ID_NOT_INFLIGHT); break; }
         len = load<u32>(s, 12);
       }
       const nd = load<u32>(s, 4);
@@ -473,10 +476,10 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
       const e = load<u64>(used + USED_RING + (<usize>(last & mask) << 3)); // { id, len }
       id = <u32>e;
       len = <u32>(e >> 32);
-      if (id >= size) return fail(q, STATUS_USED_ID_INVALID);
+      if (id >= size) { err = fail(q, STATUS_USED_ID_INVALID); break; }
       const s = st + <usize>id * DSTATE_REC;
       const nd = load<u32>(s, 4);
-      if (nd == 0) return fail(q, STATUS_USED_ID_NOT_INFLIGHT);
+      if (nd == 0) { err = fail(q, STATUS_USED_ID_NOT_INFLIGHT); break; }
       freeHead = freeChain(st, id, nd, freeHead);
       numFree += nd;
     }
@@ -491,7 +494,7 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
   store<u32>(q, last, Q_USED);
   store<u32>(q, freeHead, Q_FREE_HEAD);
   store<u32>(q, numFree, Q_NUM_FREE);
-  return k;
+  return k > 0 ? k : err;
 }
 
 /**

@@ -481,8 +481,15 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     queueMicrotask(() => {
       this.scheduled = false;
       if (this.failed) return;
-      for (let qi = 0; qi < this.rxq.length; qi++) this.drainRx(qi);
-      for (let qi = 0; qi < this.txq.length; qi++) this.reclaimTx(qi);
+      try {
+        for (let qi = 0; qi < this.rxq.length; qi++) this.drainRx(qi);
+        for (let qi = 0; qi < this.txq.length; qi++) this.reclaimTx(qi);
+      } catch (e) {
+        // A device that broke a used ring (the queue throws its peer error): nothing may throw
+        // from a microtask. The driver stops, as Linux's virtqueue goes broken, and says so.
+        this.failed = e instanceof VirtioError ? e : new VirtioError(Code.Internal, `${this.dev.name}: reclaiming used buffers failed`, { cause: e });
+        this.dispatchEvent(new CustomEvent('error', { detail: this.failed }));
+      }
     });
   }
 
