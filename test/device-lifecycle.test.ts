@@ -218,3 +218,94 @@ test('net driver: a device that corrupts the rx used ring gives an error event, 
   assert.equal(errors.length, 1);
   assert.equal(errors[0]!.code, Code.UsedIdxInvalid);
 });
+
+/** Bytes that differ between two snapshots of the whole memory. */
+function changed(a: Uint8Array, b: Uint8Array): number {
+  let n = 0;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) n++;
+  return n;
+}
+
+test('a port callback that deletes its device mid-pass: the pass stops, nothing is written after devDel', async () => {
+  const { VdpaSimNet } = await import('../src/index.ts');
+  const { p, bus } = setup();
+  const virtio = createVirtioVdpa(p, { queueSize: 16 });
+  bus.registerDriver(virtio);
+  const dev = bus.devAdd('vdpasim_net', 'n', { mac: '02:00:00:00:00:01' }) as InstanceType<typeof VdpaSimNet>;
+  const drv = virtio.net('n');
+  const eth = (tag: number) => { const f = new Uint8Array(60).fill(tag); f.set([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 0x88, 0xb5]); return f; };
+  let snap: Uint8Array | null = null;
+  let calls = 0;
+  dev.attachPort(() => {
+    calls++;
+    if (!dev.isDestroyed) {
+      bus.devDel('n');
+      snap = p.u8.slice();
+    }
+  });
+  drv.sendBatch([eth(1), eth(2)]);
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(calls, 1);
+  assert.ok(snap);
+  assert.equal(changed(snap, p.u8), 0, 'no byte changed after devDel returned');
+});
+
+test('a port callback that disables the tx queue: the disabled queue sends nothing more', async () => {
+  const { VdpaSimNet } = await import('../src/index.ts');
+  const { p, bus } = setup();
+  const virtio = createVirtioVdpa(p, { queueSize: 16 });
+  bus.registerDriver(virtio);
+  const dev = bus.devAdd('vdpasim_net', 'n', { mac: '02:00:00:00:00:01' }) as InstanceType<typeof VdpaSimNet>;
+  const drv = virtio.net('n');
+  const eth = (tag: number) => { const f = new Uint8Array(60).fill(tag); f.set([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 0x88, 0xb5]); return f; };
+  const seen: number[] = [];
+  let saved: unknown = null;
+  dev.attachPort((frames) => {
+    for (const f of frames) seen.push(f[20]!);
+    if (dev.getVqReady(1)) {
+      dev.setVqReady(1, false); // its DeviceQueue is destroyed, the position saved
+      saved = dev.getVqState(1);
+      // The driver, unaware, sends more: the kick arrives inside the device's running pass.
+      drv.sendBatch([eth(101), eth(102), eth(103)]);
+    }
+  });
+  drv.sendBatch([eth(1), eth(2)]);
+  await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(seen, [1, 2], 'only frames sent while the queue was enabled reach the wire');
+  assert.deepEqual(dev.getVqState(1), saved, 'the saved ring position does not move while disabled');
+});
+
+test('a blk backend that deletes its device from inside read(): nothing is written after devDel', async () => {
+  const p = Platform.create({ ramSize: 4 << 20, privateSize: 4 << 20 });
+  const bus = new VdpaBus();
+  const virtio = createVirtioVdpa(p, { queueSize: 16 });
+  bus.registerDriver(virtio);
+  let snap: Uint8Array | null = null;
+  bus.addDevice(constructDevice(() => new VdpaSimBlk(p, {
+    name: 'd',
+    backend: {
+      capacity: 64,
+      read(_s, len) {
+        if (!snap) { bus.devDel('d'); snap = p.u8.slice(); }
+        return Promise.resolve(new Uint8Array(len));
+      },
+      write: async () => {}, flush: async () => {},
+    },
+  })));
+  const blk = virtio.blk('d');
+  const out = await Promise.allSettled([0, 1, 2].map((s) => blk.read(s, new Uint8Array(512))));
+  assert.ok(out.every((r) => r.status === 'rejected'), 'every read fails: the device went away');
+  assert.ok(snap);
+  assert.equal(changed(snap, p.u8), 0, 'no byte changed after devDel returned');
+});
+
+test('new VdpaSimNet(...) refused after the base constructor ran leaks nothing, without constructDevice', async () => {
+  const { VdpaSimNet } = await import('../src/index.ts');
+  const p = Platform.create({ ramSize: 1 << 20, privateSize: 6 << 20 });
+  const priv = p.priv.available;
+  for (let i = 0; i < 3; i++) {
+    throwsCode(() => new VdpaSimNet(p, { name: 'n', mac: new Uint8Array(5) }), Code.InvalidArgument);
+    throwsCode(() => new VdpaSimNet(p, { name: 'n', mtu: 65535 }), Code.ResourceExhausted);
+  }
+  assert.equal(p.priv.available, priv);
+});

@@ -145,26 +145,33 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     // 2 × pairs data queues + the control queue; the control queue is group 1 with its own
     // address space, as vdpa_sim_net does (so a VMM can shadow it).
     super(platform, { name: opts.name, deviceId: VIRTIO_ID_NET, supportedFeatures: deviceFeatures, nvqs: 2 * maxVqp + 1, ngroups: 2, nas: 2, configSize: CFG_SIZE });
-    this.maxVqp = maxVqp;
-    this.pairStats = Array.from({ length: maxVqp }, zeroStats);
-    const mac = opts.mac ?? randomMac();
-    if (mac.length !== 6) throw new VirtioError(Code.InvalidArgument, 'a MAC address has 6 bytes');
-    this.config.set(mac, CFG_MAC);
-    this.configView.setUint16(CFG_STATUS, VIRTIO_NET_S_LINK_UP, true);
-    this.configView.setUint16(CFG_MAX_VQP, maxVqp, true);
-    this.configView.setUint16(CFG_MTU, mtu, true);
-    // Staging for one batch: header + Ethernet header (+ VLAN tag) + MTU per frame.
-    this.stride = VIRTIO_NET_HDR_SIZE + 14 + 4 + mtu; // + an 802.1Q tag
-    this.staging = this.allocPriv(this.batch * this.stride, 64);
-    this.rxStaging = this.allocPriv(this.batch * this.stride, 64);
-    this.lens = this.allocPriv(this.batch * 4, 4);
-    this.filterBlock = this.allocPriv(FILTER_BLOCK_SIZE, 8);
-    this.verdict = this.allocPriv(this.batch, 8);
-    this.scratch = this.allocPriv(32, 8);
-    this.ctrlScratch = this.allocPriv(1024, 8);
-    this.loopStats = this.allocPriv(16, 8);
-    this.ctrl = new NetCtrlState(() => platform.u8, this.filterBlock);
-    this.ctrl.reset(mac);
+    // Anything below that throws (a bad MAC, platform memory running out) frees what the
+    // device had allocated, whether or not it was built through constructDevice().
+    try {
+      this.maxVqp = maxVqp;
+      this.pairStats = Array.from({ length: maxVqp }, zeroStats);
+      const mac = opts.mac ?? randomMac();
+      if (mac.length !== 6) throw new VirtioError(Code.InvalidArgument, 'a MAC address has 6 bytes');
+      this.config.set(mac, CFG_MAC);
+      this.configView.setUint16(CFG_STATUS, VIRTIO_NET_S_LINK_UP, true);
+      this.configView.setUint16(CFG_MAX_VQP, maxVqp, true);
+      this.configView.setUint16(CFG_MTU, mtu, true);
+      // Staging for one batch: header + Ethernet header (+ VLAN tag) + MTU per frame.
+      this.stride = VIRTIO_NET_HDR_SIZE + 14 + 4 + mtu; // + an 802.1Q tag
+      this.staging = this.allocPriv(this.batch * this.stride, 64);
+      this.rxStaging = this.allocPriv(this.batch * this.stride, 64);
+      this.lens = this.allocPriv(this.batch * 4, 4);
+      this.filterBlock = this.allocPriv(FILTER_BLOCK_SIZE, 8);
+      this.verdict = this.allocPriv(this.batch, 8);
+      this.scratch = this.allocPriv(32, 8);
+      this.ctrlScratch = this.allocPriv(1024, 8);
+      this.loopStats = this.allocPriv(16, 8);
+      this.ctrl = new NetCtrlState(() => platform.u8, this.filterBlock);
+      this.ctrl.reset(mac);
+    } catch (e) {
+      VdpaSim.abandon(this);
+      throw e;
+    }
   }
 
   /** 'loopback', or 'port' once a port is attached. */

@@ -122,16 +122,21 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     // (see constructDevice): a failed `vdpa dev add` leaves the platform memory as it was.
     constructing?.push(this);
     this.iotlbs = [];
-    for (let i = 0; i < this.nas; i++) this.iotlbs.push(new Iotlb(platform, 256));
     this.groupAsid = new Array<number>(this.ngroups).fill(0);
     this.vqs = [];
-    for (let i = 0; i < this.nvqs; i++) {
-      this.vqs.push({
-        num: 0, desc: 0n, driver: 0n, device: 0n, addrSet: false, ready: false, cb: null, queue: null, saved: null,
-        doorbell: this.allocPriv(4, 4),
-      });
+    try {
+      for (let i = 0; i < this.nas; i++) this.iotlbs.push(new Iotlb(platform, 256));
+      for (let i = 0; i < this.nvqs; i++) {
+        this.vqs.push({
+          num: 0, desc: 0n, driver: 0n, device: 0n, addrSet: false, ready: false, cb: null, queue: null, saved: null,
+          doorbell: this.allocPriv(4, 4),
+        });
+      }
+      this.resetState();
+    } catch (e) {
+      VdpaSim.abandon(this);
+      throw e;
     }
-    this.resetState();
   }
 
   // ───────────────────────── Virtqueue ops ─────────────────────────
@@ -559,8 +564,12 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     }
   }
 
-  /** Called by constructDevice when a constructor threw after this base constructor ran. */
+  /**
+   * Frees what a device whose construction failed had allocated (a subclass constructor calls
+   * it from its catch; constructDevice calls it for any VdpaSim built inside). Idempotent.
+   */
   static abandon(dev: VdpaSim): void {
+    if (dev.destroyed) return;
     dev.destroyed = true;
     dev.releaseOwned();
   }
@@ -583,6 +592,10 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     try {
       done = fn();
     } catch (e) {
+      // User code the pass called (a port, a backend, a config callback) reset, disabled or
+      // deleted the device: the pass stops at the first touch of a destroyed queue. That is
+      // the caller's doing, not a fault.
+      if (e instanceof VirtioError && e.code === Code.Cancelled) return done;
       // A peer error broke a ring: the loop below finds the queue and sets NEEDS_RESET. Any
       // other error is the device's own fault (a backend, a bug): it must not escape into the
       // driver's kick or a microtask, so the device stops with NEEDS_RESET too (§2.1.2).
@@ -652,7 +665,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   protected onReset(): void {}
 
   private needsReset(vq: number, error: VirtioError): void {
-    if (this.status & VIRTIO_CONFIG_S_NEEDS_RESET) return;
+    if (this.destroyed || this.status & VIRTIO_CONFIG_S_NEEDS_RESET) return;
     this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
     // One diagnostic per breakage, blaming the driver (shared/STYLE.md).
     this.dispatchEvent(new CustomEvent<NeedsResetDetail>('needs-reset', { detail: { vq, error } }));

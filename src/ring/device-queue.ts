@@ -138,6 +138,7 @@ export class DeviceQueue extends QueueBase {
    * queue is then broken until reset: the device should set DEVICE_NEEDS_RESET).
    */
   pop(max = this.batch): number {
+    this.live();
     const m = Math.min(max, this.batch);
     const r = this.platform.exports.dev_pop(this.qsb, this.chains, m, this.segs, this.maxSegs);
     if (r < 0) {
@@ -158,32 +159,38 @@ export class DeviceQueue extends QueueBase {
    * saved segments, before touching it.
    */
   accessible(i: number): boolean {
+    this.live();
     this.checkIndex(i);
     return this.iotlb.generation === this.popGen || (this.segsAllowed(i, false, 0xffffffff) && this.segsAllowed(i, true, 0xffffffff));
   }
 
   /** Head index / buffer id of popped chain i. */
   chainId(i: number): number {
+    this.live();
     return this.u32[(this.chains >> 2) + 8 * i]!;
   }
 
   /** Ring descriptors chain i occupies. */
   chainDescs(i: number): number {
+    this.live();
     return this.u32[(this.chains >> 2) + 8 * i + 1]!;
   }
 
   /** Readable bytes of chain i. */
   readBytes(i: number): number {
+    this.live();
     return this.u32[(this.chains >> 2) + 8 * i + 4]!;
   }
 
   /** Writable bytes of chain i. */
   writeBytes(i: number): number {
+    this.live();
     return this.u32[(this.chains >> 2) + 8 * i + 5]!;
   }
 
   /** Sets the bytes written into chain i (what its used entry reports). */
   setWritten(i: number, n: number): void {
+    this.live();
     this.checkIndex(i);
     if (!Number.isInteger(n) || n < 0 || n > this.writeBytes(i)) throw new VirtioError(Code.InvalidArgument, `written ${n} exceeds chain ${i}'s ${this.writeBytes(i)} writable bytes`);
     this.u32[(this.chains >> 2) + 8 * i + 6] = n;
@@ -191,6 +198,7 @@ export class DeviceQueue extends QueueBase {
 
   /** Chain i as plain data (allocates; the index accessors do not). */
   chain(i: number): Chain {
+    this.live();
     this.checkIndex(i);
     const b = (this.chains >> 2) + 8 * i;
     const u = this.u32;
@@ -210,6 +218,7 @@ export class DeviceQueue extends QueueBase {
    * segment is no longer readable, breaks the queue (AddressUnmapped) and throws it.
    */
   read(i: number): Uint8Array {
+    this.live();
     const c = this.chain(i);
     if (this.iotlb.generation !== this.popGen && !this.segsAllowed(i, false, 0xffffffff)) this.breakUnmapped();
     const out = new Uint8Array(c.readBytes);
@@ -227,6 +236,7 @@ export class DeviceQueue extends QueueBase {
    * writable, breaks the queue (AddressUnmapped) and throws it, having written nothing.
    */
   write(i: number, data: Uint8Array): number {
+    this.live();
     const c = this.chain(i);
     if (data.length > c.writeBytes) throw new VirtioError(Code.InvalidArgument, `${data.length} bytes do not fit chain ${i}'s ${c.writeBytes} writable bytes`);
     if (this.iotlb.generation !== this.popGen && !this.segsAllowed(i, true, data.length)) this.breakUnmapped();
@@ -249,6 +259,7 @@ export class DeviceQueue extends QueueBase {
    * nothing is copied.
    */
   copyOut(n: number, dst: number, stride: number): number {
+    this.live();
     this.checkBatchRange(n, dst, stride);
     if (this.iotlb.generation !== this.popGen) {
       for (let i = 0; i < n; i++) if (!this.segsAllowed(i, false, stride)) this.breakUnmapped();
@@ -264,6 +275,7 @@ export class DeviceQueue extends QueueBase {
    * thrown, and nothing is written.
    */
   copyIn(n: number, src: number, stride: number, lens: number): number {
+    this.live();
     this.checkBatchRange(n, src, stride);
     if (!Number.isInteger(lens) || lens < 0 || lens + 4 * n > this.platform.u8.length) throw new VirtioError(Code.InvalidArgument, 'lens array is outside the memory');
     if (this.iotlb.generation !== this.popGen) {
@@ -285,6 +297,7 @@ export class DeviceQueue extends QueueBase {
    * (AddressUnmapped), which is thrown, and nothing is pushed.
    */
   pushPopped(n = this.nPopped - this.nPushed, inOrderBatch = false): number {
+    this.live();
     const left = this.nPopped - this.nPushed;
     if (!Number.isInteger(n) || n < 0 || n > left) throw new VirtioError(Code.InvalidArgument, `cannot push ${n} chains: ${left} popped and not yet pushed`);
     if (inOrderBatch && !this.inOrder) throw new VirtioError(Code.FailedPrecondition, 'inOrderBatch needs VIRTIO_F_IN_ORDER');
@@ -305,6 +318,7 @@ export class DeviceQueue extends QueueBase {
    * order (save chainId/chainDescs at pop time).
    */
   complete(id: number, ndesc: number, written: number): void {
+    this.live();
     if (this.nPending >= this.batch) throw new VirtioError(Code.ResourceExhausted, 'completion staging is full: flushUsed() first');
     if (!Number.isInteger(id) || id < 0 || id >= this.size) throw new VirtioError(Code.InvalidArgument, `id ${id} is not a buffer of a size-${this.size} queue`);
     if (!Number.isInteger(ndesc) || ndesc < 1 || ndesc > this.size) throw new VirtioError(Code.InvalidArgument, `ndesc ${ndesc} must be 1..${this.size}`);
@@ -322,6 +336,7 @@ export class DeviceQueue extends QueueBase {
 
   /** Pushes the chains staged with complete(). Returns how many. */
   flushUsed(inOrderBatch = false): number {
+    this.live();
     if (this.nPending === 0) return 0;
     if (inOrderBatch && !this.inOrder) throw new VirtioError(Code.FailedPrecondition, 'inOrderBatch needs VIRTIO_F_IN_ORDER');
     const n = this.nPending;
@@ -333,6 +348,7 @@ export class DeviceQueue extends QueueBase {
 
   /** Whether to send the driver a used-buffer notification now (event idx / flags). */
   needCall(): boolean {
+    this.live();
     const c = this.platform.exports.dev_need_call(this.qsb) === 1;
     if (c) this.countNotify();
     return c;
@@ -340,21 +356,25 @@ export class DeviceQueue extends QueueBase {
 
   /** Asks the driver for kicks. Returns true if buffers are already available (pop again). */
   enableKick(): boolean {
+    this.live();
     return this.platform.exports.dev_enable_kick(this.qsb) === 1;
   }
 
   /** Tells the driver that kicks are not needed (the device is polling). */
   disableKick(): void {
+    this.live();
     this.platform.exports.dev_disable_kick(this.qsb);
   }
 
   /** Split: chains available; packed: 1 if one is. */
   available(): number {
+    this.live();
     return this.platform.exports.dev_available(this.qsb);
   }
 
   /** The ring position to migrate (Linux struct vdpa_vq_state). */
   getState(): VqState {
+    this.live();
     if (this.layout === 'split') {
       return { version: 1, layout: 'split', size: this.size, availIndex: this.word(Q.AVAIL), usedIndex: this.word(Q.USED) };
     }
@@ -376,6 +396,7 @@ export class DeviceQueue extends QueueBase {
    * (set_vq_state) only on a stopped queue, never as a repair.
    */
   setState(s: VqState): void {
+    this.live();
     const v = checkVqState(s, this.layout, this.size);
     // The counters are not ring position: they survive a restore (as vdpa_sim's stats do).
     const stats = this.platform.u8.slice(this.qsb + Q.STAT_CHAINS, this.qsb + Q.STAT_CHAINS + 32);
@@ -399,6 +420,7 @@ export class DeviceQueue extends QueueBase {
 
   /** Back to the initial position (indices 0, wrap counters 1), not broken, counters cleared. */
   reset(): void {
+    this.live();
     this.platform.exports.dev_reset(this.qsb);
     this.clearBroken();
     this.nPopped = this.nPushed = this.nPending = 0;
@@ -467,11 +489,13 @@ export class DeviceQueue extends QueueBase {
    * status byte is gone). The simulator core then sets DEVICE_NEEDS_RESET.
    */
   markUnmapped(): void {
+    if (this.isDestroyed) return; // nothing left to break (called from error paths: never throws)
     if (!this.broken) this.setWord(Q.STATUS, -17 /* STATUS_ADDRESS_UNMAPPED */);
   }
 
   /** Bytes recorded as written into popped chain i (setWritten/write/copyIn or a wasm datapath). */
   written(i: number): number {
+    this.live();
     this.checkIndex(i);
     return this.u32[(this.chains >> 2) + 8 * i + 6]!;
   }

@@ -137,6 +137,7 @@ export class DriverQueue extends QueueBase {
    * a bad buffer; ResourceExhausted if staging is full.
    */
   stage(token: number, out: readonly Buf[], inp: readonly Buf[] = []): void {
+    this.live();
     const n = out.length + inp.length;
     if (n === 0) throw new VirtioError(Code.InvalidArgument, 'a chain needs at least one buffer');
     // Linux virtqueue_add_split/packed: without an indirect table a chain takes one
@@ -155,6 +156,7 @@ export class DriverQueue extends QueueBase {
 
   /** Stages a one-buffer chain without arrays (the hot path). */
   stageOne(token: number, addr: number, len: number, writable = false): void {
+    this.live();
     if (this.staged >= this.batch || this.stagedSegs >= this.maxSegs) throw new VirtioError(Code.ResourceExhausted, 'staging area is full: submit() first');
     this.checkToken(token);
     this.putSeg(this.stagedSegs, addr, len, writable ? 1 : 0);
@@ -170,6 +172,7 @@ export class DriverQueue extends QueueBase {
    * the queue is broken.
    */
   submit(keep = false): number {
+    this.live();
     if (this.staged === 0) return 0;
     const r = this.platform.exports.drv_add(this.qsb, this.reqs, this.staged, this.segs);
     if (r < 0) this.fail(r, 'drv_add');
@@ -183,6 +186,7 @@ export class DriverQueue extends QueueBase {
 
   /** Stages and submits one chain. Returns false if the ring had no room (nothing staged remains). */
   add(token: number, out: readonly Buf[], inp: readonly Buf[] = []): boolean {
+    this.live();
     if (this.staged !== 0) throw new VirtioError(Code.FailedPrecondition, 'add() with requests staged: submit() them first');
     this.stage(token, out, inp);
     const n = this.submit();
@@ -192,16 +196,19 @@ export class DriverQueue extends QueueBase {
 
   /** True if a chain of `nsegs` buffers still fits in the staging area. */
   canStage(nsegs: number): boolean {
+    this.live();
     return this.staged < this.batch && this.stagedSegs + nsegs <= this.maxSegs;
   }
 
   /** Drops every staged request. */
   clearStaged(): void {
+    this.live();
     this.staged = this.stagedSegs = 0;
   }
 
   /** Whether the device wants a kick for what was added since the last call (kick_prepare). */
   kickPrepare(): boolean {
+    this.live();
     const k = this.platform.exports.drv_kick_prepare(this.qsb) === 1;
     if (k) this.countNotify();
     return k;
@@ -212,6 +219,7 @@ export class DriverQueue extends QueueBase {
    * usedLen(i) until the next call. Throws the peer's error if the device broke the ring.
    */
   getUsed(max = this.batch): number {
+    this.live();
     const m = Math.min(max, this.batch);
     const r = this.platform.exports.drv_get_used(this.qsb, this.usedOut, m);
     if (r < 0) this.fail(r, 'drv_get_used');
@@ -220,11 +228,13 @@ export class DriverQueue extends QueueBase {
 
   /** Token of the i-th buffer of the last getUsed(). */
   usedToken(i: number): number {
+    this.live();
     return this.u32[(this.usedOut >> 2) + 2 * i]!;
   }
 
   /** Bytes the device wrote into the i-th buffer of the last getUsed(). */
   usedLen(i: number): number {
+    this.live();
     return this.u32[(this.usedOut >> 2) + 2 * i + 1]!;
   }
 
@@ -243,16 +253,19 @@ export class DriverQueue extends QueueBase {
    * buffers are already pending (reclaim them: no notification will come for them), else true.
    */
   enableCb(): boolean {
+    this.live();
     return this.platform.exports.drv_enable_cb(this.qsb) === 0;
   }
 
   /** Suppresses used-buffer notifications. */
   disableCb(): void {
+    this.live();
     this.platform.exports.drv_disable_cb(this.qsb);
   }
 
   /** Split: used buffers the device claims are pending; packed: 1 if any. */
   usedPending(): number {
+    this.live();
     return this.platform.exports.drv_used_pending(this.qsb);
   }
 
@@ -261,6 +274,7 @@ export class DriverQueue extends QueueBase {
    * and re-initializes the rings. Returns their tokens.
    */
   detachUnused(): number[] {
+    this.live();
     const tokens: number[] = [];
     const out = this.usedOut;
     for (;;) {
@@ -274,6 +288,7 @@ export class DriverQueue extends QueueBase {
 
   /** Re-initializes the rings and every counter; buffers in flight are forgotten. */
   reset(): void {
+    this.live();
     this.platform.exports.drv_init(this.qsb);
     this.staged = this.stagedSegs = 0;
     this.clearBroken();

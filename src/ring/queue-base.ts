@@ -79,6 +79,7 @@ export abstract class QueueBase {
   readonly qsb: number;
   protected readonly owned: number[] = [];
   private brokenError: VirtioError | undefined;
+  private dead = false;
 
   protected constructor(platform: Platform, size: number, features: bigint) {
     this.platform = platform;
@@ -124,8 +125,24 @@ export abstract class QueueBase {
 
   /** Frees the memory this queue allocated. The queue must not be used afterwards. */
   destroy(): void {
+    if (this.dead) return;
+    this.dead = true;
     // The platform finds each allocation's arena by range (private memory may lie above RAM).
     for (const off of this.owned.splice(0)) this.platform.release(off);
+  }
+
+  /** True once destroy() ran: every method then throws `cancelled` and touches nothing. */
+  get isDestroyed(): boolean {
+    return this.dead;
+  }
+
+  /**
+   * Throws Cancelled if the queue was destroyed. A device's pass can outlive its queue when user
+   * code it calls (a port, a backend, a config callback) resets, disables or deletes the device:
+   * the freed state block may already belong to someone else, so nothing may touch it.
+   */
+  protected live(): void {
+    if (this.dead) throw new VirtioError(Code.Cancelled, 'the queue was destroyed (its device was reset, disabled or deleted)');
   }
 
   protected allocPriv(size: number, align: number): number {
