@@ -309,3 +309,35 @@ test('new VdpaSimNet(...) refused after the base constructor ran leaks nothing, 
   }
   assert.equal(p.priv.available, priv);
 });
+
+test('net driver: a control command answered with a broken used ring leaks no staging RAM', async () => {
+  const { VdpaSimNet, Q, VIRTIO_NET_DRIVER_FEATURES, VIRTIO_F_RING_PACKED, featureBit } = await import('../src/index.ts');
+  const p = Platform.create({ ramSize: 16 << 20, privateSize: 8 << 20 });
+  let corrupt = false;
+  class BadCtrl extends VdpaSimNet {
+    protected override datapath(budget: number, only?: number): number {
+      const n = super.datapath(budget, only);
+      const cq = this.queue(this.ctrlVq);
+      if (corrupt && cq) {
+        // Rewrite the id of the used element just pushed (split ring, VIRTIO 1.3 §2.7.8).
+        const used = p.u32[(cq.qsb + Q.DEVICE) >> 2]!;
+        const idx = p.view.getUint16(used + 2, true);
+        if (idx) p.view.setUint32(used + 4 + 8 * ((idx - 1) % cq.size), 999, true);
+      }
+      return n;
+    }
+  }
+  const bus = new VdpaBus();
+  const virtio = createVirtioVdpa(p, { queueSize: 16, net: { features: VIRTIO_NET_DRIVER_FEATURES & ~featureBit(VIRTIO_F_RING_PACKED) } });
+  bus.registerDriver(virtio);
+  bus.addDevice(constructDevice(() => new BadCtrl(p, { name: 'n', mac: new Uint8Array([2, 0, 0, 0, 0, 1]) })));
+  const drv = virtio.net('n');
+  drv.addEventListener('error', () => {});
+  await drv.setRxMode({ promisc: true });
+  const base = p.ram.available;
+  corrupt = true;
+  await assert.rejects(drv.setRxMode({ allmulti: true }), (e: unknown) => e instanceof VirtioError && e.code === Code.UsedIdInvalid);
+  corrupt = false;
+  await drv.reset().catch(() => {});
+  assert.equal(p.ram.available, base);
+});

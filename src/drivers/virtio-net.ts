@@ -439,35 +439,41 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     if (!q) throw new VirtioError(Code.Unsupported, 'no control queue (VIRTIO_NET_F_CTRL_VQ not negotiated)');
     const p = this.binding.platform;
     const mem = p.ram.alloc(2 + data.length + 1, 16);
-    p.u8[mem] = cls;
-    p.u8[mem + 1] = cmd;
-    p.u8.set(data, mem + 2);
-    p.u8[mem + 2 + data.length] = 0xff;
-    const token = (this.ctrlToken = (this.ctrlToken + 1) >>> 0);
-    const out = [{ addr: mem, len: 2 }];
-    if (data.length) out.push({ addr: mem + 2, len: data.length });
-    q.stage(token, out, [{ addr: mem + 2 + data.length, len: 1 }]);
-    if (q.submit() !== 1) {
-      q.clearStaged();
-      p.ram.release(mem);
-      throw new VirtioError(Code.ResourceExhausted, 'the control queue is full');
-    }
-    if (q.kickPrepare()) this.dev.kickVq(this.txq.length * 2);
-    const deadline = Date.now() + CTRL_TIMEOUT_MS;
-    for (;;) {
-      if (this.ctrlq !== q) throw new VirtioError(Code.Cancelled, 'the device was reset during the command'); // rings gone: memory freed with them
-      if (this.failed) {
-        this.orphans.push(mem);
-        throw this.failed;
+    // Until the command is answered, `mem` is either ours (not posted: free it on any error) or
+    // the device's (posted: it may still write the ack, so it is freed with the queues).
+    let posted = false;
+    try {
+      p.u8[mem] = cls;
+      p.u8[mem + 1] = cmd;
+      p.u8.set(data, mem + 2);
+      p.u8[mem + 2 + data.length] = 0xff;
+      const token = (this.ctrlToken = (this.ctrlToken + 1) >>> 0);
+      const out = [{ addr: mem, len: 2 }];
+      if (data.length) out.push({ addr: mem + 2, len: data.length });
+      q.stage(token, out, [{ addr: mem + 2 + data.length, len: 1 }]);
+      if (q.submit() !== 1) {
+        q.clearStaged();
+        throw new VirtioError(Code.ResourceExhausted, 'the control queue is full');
       }
-      const n = q.getUsed(1);
-      if (n === 1 && q.usedToken(0) === token) break;
-      if (n === 1) continue; // the late answer of an earlier, timed-out command
-      if (Date.now() > deadline) {
-        this.orphans.push(mem); // still posted: freed when the queues are
-        throw new VirtioError(Code.Internal, `control command ${cls}/${cmd} got no answer in ${CTRL_TIMEOUT_MS} ms`);
+      posted = true;
+      if (q.kickPrepare()) this.dev.kickVq(this.txq.length * 2);
+      const deadline = Date.now() + CTRL_TIMEOUT_MS;
+      for (;;) {
+        if (this.ctrlq !== q) throw new VirtioError(Code.Cancelled, 'the device was reset during the command');
+        if (this.failed) throw this.failed;
+        const n = q.getUsed(1);
+        if (n === 1 && q.usedToken(0) === token) break;
+        if (n === 1) continue; // the late answer of an earlier, timed-out command
+        if (Date.now() > deadline) throw new VirtioError(Code.Internal, `control command ${cls}/${cmd} got no answer in ${CTRL_TIMEOUT_MS} ms`);
+        await new Promise((r) => setTimeout(r, 1));
       }
-      await new Promise((r) => setTimeout(r, 1));
+    } catch (e) {
+      // Not posted, or posted on rings a reset has since taken from the device: ours to free.
+      // Posted on the live control queue: the device may still write the ack, so it is freed
+      // with the queues.
+      if (posted && this.ctrlq === q) this.orphans.push(mem);
+      else p.ram.release(mem);
+      throw e;
     }
     const ack = p.u8[mem + 2 + data.length];
     p.ram.release(mem);
