@@ -2,7 +2,7 @@
 // one dmaMap + dmaUnmap in the middle of a 65 535-entry map, translate / allows lookups on
 // it, and device pops whose every buffer misses the wasm walk's lastHit entry on a 65 536-entry
 // map (the data plane's binary search). Not part of `npm run bench`; run it on its own:
-//   npx tsc -p tsconfig.bench.json && node build/js/bench/iotlb.bench.js
+//   npm run bench:iotlb
 import { Bench } from 'tinybench';
 import { Platform, Iotlb, PERM_R, DriverQueue, DeviceQueue, ringFeatures } from '../src/index.ts';
 import type { IotlbEntry } from '../src/index.ts';
