@@ -40,8 +40,10 @@ export interface VirtioBlkDriverOptions {
 
 /**
  * The device's DISCARD / WRITE_ZEROES limits (struct virtio_blk_config), as the driver uses
- * them: a 0 in config space means "no limit" for sectors and 1 for segments (Linux
- * virtio_blk_probe does the same).
+ * them: a 0 in config space means "no limit" for sectors (as Linux virtio_blk_probe does:
+ * UINT_MAX) and 1 for segments. For max_discard_seg == 0 (out of spec) Linux instead uses
+ * its data segment count (sg_elems, from seg_max) capped at MAX_DISCARD_SEGMENTS (256); one
+ * range per request is our conservative choice, valid whatever the device meant.
  */
 export interface BlkDiscardLimits {
   /** Most sectors in one discard range. */
@@ -322,7 +324,8 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     const u32 = (o: number) => v.getUint32(o, true);
     const d = hasFeature(f, VIRTIO_BLK_F_DISCARD);
     const w = hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES);
-    // The fields are valid only with their feature; 0 means no limit (sectors) or 1 (segments).
+    // The fields are valid only with their feature; 0 means no limit (sectors, as in Linux) or
+    // 1 (segments: Linux takes sg_elems capped at 256 for max_discard_seg 0, see above).
     return {
       maxDiscardSectors: (d && u32(VIRTIO_BLK_CFG.MAX_DISCARD_SECTORS)) || 0xffffffff,
       maxDiscardSeg: (d && u32(VIRTIO_BLK_CFG.MAX_DISCARD_SEG)) || 1,
