@@ -424,10 +424,29 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     return mem;
   }
 
-  /** Moves waiting requests into the ring as RAM and room allow, then kicks once. Never throws. */
+  /**
+   * Moves waiting requests into the ring as RAM and room allow, then kicks once. Never throws.
+   *
+   * A request waits for staging RAM only while requests of this driver are in flight: their
+   * completions free RAM and run pump() again. Once none is, nothing of ours will wake the head
+   * waiter, so it is rejected with ResourceExhausted (the rule submit() applies) and the next
+   * waiters get their turn. RAM freed by someone else's allocation (another driver, the
+   * application) does not wake waiters: such a request fails fast rather than hang.
+   */
   private pump(): void {
+    for (;;) {
+      if (!this.pumpOnce()) return;
+      const head = this.waiting[0];
+      if (!head || head.p.mem >= 0 || this.inflight.size > 0 || this.failed || !this.q) return;
+      this.waiting.shift();
+      this.finish(head.p, new VirtioError(Code.ResourceExhausted, `${this.dev.name}: ${head.p.what}: no ${head.p.size} bytes of staging RAM free and no request in flight to free any`));
+    }
+  }
+
+  /** One pass of {@link pump}. Returns false if the driver failed or has nothing to do. */
+  private pumpOnce(): boolean {
     const q = this.q;
-    if (!q || this.waiting.length === 0) return;
+    if (!q || this.waiting.length === 0) return false;
     let added = 0;
     try {
       try {
@@ -453,10 +472,11 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
       }
     } catch (e) {
       this.fail(e instanceof VirtioError ? e : new VirtioError(Code.Internal, `${this.dev.name}: submitting requests failed`, { cause: e }));
-      return;
+      return false;
     }
     for (const w of this.waiting.splice(0, added)) this.inflight.set(w.token, w.p);
     if (added > 0 && q.kickPrepare()) this.dev.kickVq(0);
+    return true;
   }
 
   private schedule(): void {
