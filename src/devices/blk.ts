@@ -118,6 +118,8 @@ export interface VdpaSimBlkOptions {
 /** A request handed to the backend, with what its completion may touch. */
 interface InFlight {
   q: DeviceQueue;
+  /** The ring the chain was popped from ({@link VdpaSimBlk} ringId at pop). */
+  ring: object;
   id: number;
   ndesc: number;
   /** Map generation when the buffers were translated (at pop). */
@@ -159,6 +161,14 @@ export class VdpaSimBlk extends VdpaSim {
   /** Answers that came back while the device was suspended: delivered on resume. */
   private held: Answer[] = [];
   private drainWaiters: (() => void)[] = [];
+  /**
+   * Identity of the request queue's ring: replaced when its size or addresses change and on
+   * reset. A queue disabled and enabled again over the same ring keeps it (sim-core saves the
+   * ring position on disable and restores it on enable), so answers to chains popped before
+   * are still delivered there; answers for another ring are dropped.
+   */
+  private ringId: object = {};
+  private ringCfg = { num: 0, desc: 0n, driver: 0n, device: 0n };
   private backendErrors = 0;
 
   constructor(platform: Platform, opts: VdpaSimBlkOptions) {
@@ -231,6 +241,25 @@ export class VdpaSimBlk extends VdpaSim {
     return new Promise((r) => this.drainWaiters.push(r));
   }
 
+  override setVqNum(idx: number, num: number): void {
+    super.setVqNum(idx, num);
+    if (idx === 0 && num !== this.ringCfg.num) {
+      this.ringCfg = { ...this.ringCfg, num };
+      this.ringId = {};
+    }
+  }
+
+  override setVqAddress(idx: number, descArea: number | bigint, driverArea: number | bigint, deviceArea: number | bigint): void {
+    super.setVqAddress(idx, descArea, driverArea, deviceArea);
+    if (idx !== 0) return;
+    const [desc, driver, device] = [BigInt(descArea), BigInt(driverArea), BigInt(deviceArea)];
+    const c = this.ringCfg;
+    if (desc !== c.desc || driver !== c.driver || device !== c.device) {
+      this.ringCfg = { num: c.num, desc, driver, device };
+      this.ringId = {};
+    }
+  }
+
   protected override vqType(): string {
     return 'req';
   }
@@ -239,6 +268,8 @@ export class VdpaSimBlk extends VdpaSim {
     // Answers that arrive after a reset are dropped (their chains belong to the old rings).
     this.inflight?.clear();
     if (this.held) this.held = [];
+    this.ringId = {};
+    this.ringCfg = { num: 0, desc: 0n, driver: 0n, device: 0n };
     for (const w of this.drainWaiters?.splice(0) ?? []) w();
   }
 
@@ -289,7 +320,7 @@ export class VdpaSimBlk extends VdpaSim {
     const c = q.chain(i);
     const statusAddr = byteAt(c.writable, statusAt);
     const req: InFlight = {
-      q, id, ndesc, gen: q.iotlb.generation, statusAddr,
+      q, ring: this.ringId, id, ndesc, gen: q.iotlb.generation, statusAddr,
       data: type === VIRTIO_BLK_T_IN ? clip(c.writable, bytes) : null, bytes,
     };
     const b = this.backend!;
@@ -366,7 +397,9 @@ export class VdpaSimBlk extends VdpaSim {
       this.runDatapath(() => {
         let k = 0;
         for (const a of list) {
-          if (a.req.q !== q) continue; // a chain of a queue that has since been replaced
+          // A chain of another ring (resized, moved, or reset since): not ours to answer. The
+          // same ring disabled and enabled again (same size, addresses and map) gets it.
+          if (a.req.ring !== this.ringId || a.req.q.iotlb !== q.iotlb) continue;
           const written = this.answer(a);
           if (written < 0) {
             // The status byte is no longer ours to write: the request cannot be answered.
