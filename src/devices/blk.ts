@@ -3,7 +3,8 @@
 // at a time (assembly/dev/blk.ts blk_serve), or an asynchronous BlkBackend (a file through
 // Node's fs, a browser's OPFS or IndexedDB, anything) whose requests are tracked in flight and
 // completed when the backend answers. Requests: IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES
-// (with UNMAP); status OK, IOERR (malformed or out of range), UNSUPP (unknown or not negotiated).
+// (with UNMAP); status OK, IOERR (malformed, out of range, or IN / OUT data over size_max ×
+// seg_max), UNSUPP (unknown or not negotiated).
 //
 // One parser: both backends validate requests in wasm (assembly/dev/blk.ts). The async path
 // asks blk_parse what each request is and only executes its records here.
