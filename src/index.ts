@@ -54,5 +54,5 @@ export type { VdpaSimBlkOptions, BlkBackend } from './devices/blk.ts';
 export type { MgmtDevAttrs, MgmtAttrName } from './mgmt/mgmtdev.ts';
 export type { VirtioClassDriver, VirtioVdpaOptions } from './drivers/virtio-vdpa.ts';
 export type { VirtioNetDriverOptions, NetDriverStats } from './drivers/virtio-net.ts';
-export type { VirtioBlkDriverOptions, BlkDiscardLimits } from './drivers/virtio-blk.ts';
+export type { VirtioBlkDriverOptions, BlkDiscardLimits, BlkTransferLimits } from './drivers/virtio-blk.ts';
 export type { VirtioDriversOptions } from './drivers/index.ts';

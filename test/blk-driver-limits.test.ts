@@ -6,7 +6,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Platform, VdpaBus, VdpaSimBlk, VdpaSimBlkMgmt, createVirtioVdpa, Code, VIRTIO_BLK_DRIVER_FEATURES,
-  VIRTIO_F_INDIRECT_DESC, VIRTIO_BLK_F_RO, VIRTIO_BLK_CFG, BLK_LIMITS, featureBit, hasFeature,
+  VIRTIO_F_INDIRECT_DESC, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_CFG, BLK_LIMITS, featureBit, hasFeature,
   type BlkBackend, type VdpaSimBlkOptions,
 } from '../src/index.ts';
 import { deferred, settle } from './helpers/blk-raw.ts';
@@ -147,9 +147,16 @@ test('requests wait for staging RAM instead of failing, and all complete', async
 
 test('a request larger than the whole RAM arena is refused at once', async () => {
   const { backend } = recorder(8192);
-  const { blk } = bring({ ramSize: 1 << 20, dev: (p) => new VdpaSimBlk(p, { name: 'r', backend }) });
+  // Without VIRTIO_BLK_F_SIZE_MAX a read is one request, which can never be staged.
+  const features = VIRTIO_BLK_DRIVER_FEATURES & ~featureBit(VIRTIO_BLK_F_SIZE_MAX);
+  const { blk } = bring({ ramSize: 1 << 20, features, dev: (p) => new VdpaSimBlk(p, { name: 'r', backend }) });
+  assert.equal(blk.maxTransfer, Infinity);
   await assert.rejects(blk.read(0, new Uint8Array(2 << 20)), (e: { code: string }) => e.code === Code.InvalidArgument);
   await blk.flush();
+  // With size_max the same read is split into requests that each fit, and succeeds.
+  const { blk: b2 } = bring({ ramSize: 1 << 20, dev: (p) => new VdpaSimBlk(p, { name: 'r', backend }) });
+  assert.ok(b2.maxTransfer < 1 << 20);
+  await b2.read(0, new Uint8Array(2 << 20));
 });
 
 test('a read-only backend makes the device offer VIRTIO_BLK_F_RO; errors name the cause', async () => {

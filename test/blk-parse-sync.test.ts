@@ -39,4 +39,7 @@ test('the config space offers the discard / write-zeroes limits wasm enforces', 
   assert.equal(v.getUint32(VIRTIO_BLK_CFG.MAX_DISCARD_SEG, true), BLK_LIMITS.MAX_DISCARD_SEG);
   assert.equal(v.getUint32(VIRTIO_BLK_CFG.MAX_WRITE_ZEROES_SECTORS, true), BLK_LIMITS.MAX_DISCARD_SECTORS);
   assert.equal(v.getUint32(VIRTIO_BLK_CFG.MAX_WRITE_ZEROES_SEG, true), BLK_LIMITS.MAX_DISCARD_SEG);
+  // size_max × seg_max bounds every IN / OUT request in wasm.
+  assert.equal(v.getUint32(VIRTIO_BLK_CFG.SIZE_MAX, true), BLK_LIMITS.SIZE_MAX);
+  assert.equal(v.getUint32(VIRTIO_BLK_CFG.SEG_MAX, true), Math.min(BLK_LIMITS.SEG_MAX, dev.getVqNumMax() - 2));
 });

@@ -48,7 +48,7 @@ const ok = (bus: VdpaBus, cmd: string) => {
 const NET_FEATURES = 'MTU MAC MRG_RXBUF STATUS CTRL_VQ CTRL_RX CTRL_VLAN CTRL_RX_EXTRA MQ CTRL_MAC_ADDR RING_INDIRECT_DESC RING_EVENT_IDX VERSION_1 ACCESS_PLATFORM RING_PACKED IN_ORDER';
 const NET_FEATURES_JSON = '["MTU","MAC","MRG_RXBUF","STATUS","CTRL_VQ","CTRL_RX","CTRL_VLAN","CTRL_RX_EXTRA","MQ","CTRL_MAC_ADDR","RING_INDIRECT_DESC","RING_EVENT_IDX","VERSION_1","ACCESS_PLATFORM","RING_PACKED","IN_ORDER"]';
 const NET_FEATURES_PRETTY = '[ "MTU","MAC","MRG_RXBUF","STATUS","CTRL_VQ","CTRL_RX","CTRL_VLAN","CTRL_RX_EXTRA","MQ","CTRL_MAC_ADDR","RING_INDIRECT_DESC","RING_EVENT_IDX","VERSION_1","ACCESS_PLATFORM","RING_PACKED","IN_ORDER" ]';
-const BLK_FEATURES = 'bit_2 bit_5 bit_6 bit_9 bit_13 bit_14 RING_INDIRECT_DESC RING_EVENT_IDX VERSION_1 ACCESS_PLATFORM RING_PACKED';
+const BLK_FEATURES = 'bit_1 bit_2 bit_5 bit_6 bit_9 bit_13 bit_14 RING_INDIRECT_DESC RING_EVENT_IDX VERSION_1 ACCESS_PLATFORM RING_PACKED';
 const MGMTDEV_NET_TEXT = `vdpasim_net: \n  supported_classes net\n  max_supported_vqs 17\n  dev_features ${NET_FEATURES}\n`;
 const MGMTDEV_BLK_TEXT = `vdpasim_blk: \n  supported_classes block\n  max_supported_vqs 1\n  dev_features ${BLK_FEATURES}\n`;
 const DEV0 = 'vdpa0: type network mgmtdev vdpasim_net vendor_id 0 max_vqs 3 max_vq_size 256\n';
@@ -72,7 +72,7 @@ test('mgmtdev show -j: compact JSON; bits without a name are numbers', () => {
   const { bus } = setup();
   assert.equal(ok(bus, '-j mgmtdev show'),
     '{"mgmtdev":{"vdpasim_net":{"supported_classes":["net"],"max_supported_vqs":17,"dev_features":' + NET_FEATURES_JSON + '},'
-    + '"vdpasim_blk":{"supported_classes":["block"],"max_supported_vqs":1,"dev_features":[2,5,6,9,13,14,"RING_INDIRECT_DESC","RING_EVENT_IDX","VERSION_1","ACCESS_PLATFORM","RING_PACKED"]}}}\n');
+    + '"vdpasim_blk":{"supported_classes":["block"],"max_supported_vqs":1,"dev_features":[1,2,5,6,9,13,14,"RING_INDIRECT_DESC","RING_EVENT_IDX","VERSION_1","ACCESS_PLATFORM","RING_PACKED"]}}}\n');
   assert.equal(ok(bus, '-json mgmtdev show vdpasim_net'),
     `{"mgmtdev":{"vdpasim_net":{"supported_classes":["net"],"max_supported_vqs":17,"dev_features":${NET_FEATURES_JSON}}}}\n`);
 });

@@ -94,7 +94,7 @@ describe('config space (VIRTIO 1.3 §2.5, §5.1.4, §5.2.4)', () => {
     assert.equal(dev.mtu, 9000);
   });
 
-  test('blk: capacity @0 (le64), seg_max @12, blk_size @20', () => {
+  test('blk: capacity @0 (le64), size_max @8, seg_max @12, blk_size @20', () => {
     const p = testPlatform();
     const dev = new VdpaSimBlk(p, { name: 'blk0', capacity: 0x0f03 });
     assert.equal(dev.getDeviceId(), VIRTIO_ID_BLOCK);
@@ -102,7 +102,9 @@ describe('config space (VIRTIO 1.3 §2.5, §5.1.4, §5.2.4)', () => {
     const c = dev.getConfig(0, 24);
     const v = new DataView(c.buffer);
     assert.equal(v.getBigUint64(0, true), 0x0f03n);
-    assert.equal(v.getUint32(12, true), dev.getVqNumMax() - 2);
+    // size_max 64 KiB, seg_max min(128, vq_num_max - 2): 8 MiB per request (src/devices/blk.ts BLK_LIMITS).
+    assert.equal(v.getUint32(8, true), 65536);
+    assert.equal(v.getUint32(12, true), Math.min(128, dev.getVqNumMax() - 2));
     assert.equal(v.getUint32(20, true), 512);
     assert.deepEqual([...c.subarray(0, 8)], [0x03, 0x0f, 0, 0, 0, 0, 0, 0]);
   });

@@ -53,6 +53,29 @@ import { chainAt, segAt, segCopy, C_SEG, C_NREAD, C_NWRITE, C_RBYTES, C_WBYTES, 
 // @ts-ignore: decorator
 @inline export const BLK_MAX_DISCARD_SEG: u32 = 16;
 
+/**
+ * size_max the config space offers (VIRTIO_BLK_F_SIZE_MAX): 64 KiB, Linux's default maximum
+ * segment size (BLK_MAX_SEGMENT_SIZE in include/linux/blkdev.h), so a Linux guest keeps its usual
+ * segments while one of our driver's 64 KiB descriptors still moves a lot per request.
+ */
+// @ts-ignore: decorator
+@inline export const BLK_SIZE_MAX: u32 = 65536;
+/**
+ * Largest seg_max the config space offers (VIRTIO_BLK_F_SEG_MAX): 128, Linux's default
+ * BLK_MAX_SEGMENTS; the device offers min(this, vq_num_max - 2) and passes the value it offers
+ * in the flag word's bits BLK_F_SEG_SHIFT.. (see BLK_F_SEG_SHIFT).
+ */
+// @ts-ignore: decorator
+@inline export const BLK_SEG_MAX: u32 = 128;
+/**
+ * blk_parse / blk_serve flag word: bits 16..31 carry the seg_max the config space offers. An IN
+ * or OUT request whose data exceeds size_max × seg_max (the most a request may legitimately carry,
+ * as Linux vdpa_sim_blk refuses requests over VDPASIM_BLK_SIZE_MAX × VDPASIM_BLK_SEG_MAX) is IOERR
+ * before a byte of it is copied.
+ */
+// @ts-ignore: decorator
+@inline export const BLK_F_SEG_SHIFT: u32 = 16;
+
 /** Bytes of one blk_parse output record. */
 // @ts-ignore: decorator
 @inline export const BLK_REQ_REC: u32 = 32;
@@ -125,6 +148,8 @@ function parseOne(rec: usize, segs: usize, capacity: u64, flags: u32, id: usize,
   let written: u32 = 0;
   let nranges: u32 = 0;
   let backend = false;
+  // The most data one IN / OUT request may carry: size_max × seg_max, as offered.
+  const maxData = <u64>BLK_SIZE_MAX * <u64>(flags >>> BLK_F_SEG_SHIFT);
   if (rb < 16) {
     status = S_IOERR;
   } else {
@@ -134,16 +159,16 @@ function parseOne(rec: usize, segs: usize, capacity: u64, flags: u32, id: usize,
     const outLen = rb - 16;
     store<u32>(out, type, BLK_R_TYPE);
     if (type == T_IN) {
-      if ((inLen & 511) != 0 || !inRange(sector, <u64>(inLen >> 9), capacity)) status = S_IOERR;
+      if ((inLen & 511) != 0 || <u64>inLen > maxData || !inRange(sector, <u64>(inLen >> 9), capacity)) status = S_IOERR;
       else {
         store<u64>(out, sector, BLK_R_SECTOR);
         store<u32>(out, inLen, BLK_R_BYTES);
         backend = true;
       }
     } else if (type == T_OUT) {
-      // Bounded by the disk: a chain whose readable bytes exceed what fits at `sector` is
-      // refused before a byte of it is gathered.
-      if ((flags & BLK_F_RO) != 0 || (outLen & 511) != 0 || !inRange(sector, <u64>(outLen >> 9), capacity)) status = S_IOERR;
+      // Bounded by size_max × seg_max and by the disk: a chain whose readable bytes exceed
+      // either is refused before a byte of it is gathered.
+      if ((flags & BLK_F_RO) != 0 || (outLen & 511) != 0 || <u64>outLen > maxData || !inRange(sector, <u64>(outLen >> 9), capacity)) status = S_IOERR;
       else {
         store<u64>(out, sector, BLK_R_SECTOR);
         store<u32>(out, outLen, BLK_R_BYTES);

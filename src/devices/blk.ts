@@ -3,7 +3,8 @@
 // at a time (assembly/dev/blk.ts blk_serve), or an asynchronous BlkBackend (a file through
 // Node's fs, a browser's OPFS or IndexedDB, anything) whose requests are tracked in flight and
 // completed when the backend answers. Requests: IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES
-// (with UNMAP); status OK, IOERR (malformed or out of range), UNSUPP (unknown or not negotiated).
+// (with UNMAP); status OK, IOERR (malformed, out of range, or IN / OUT data over size_max ×
+// seg_max), UNSUPP (unknown or not negotiated).
 //
 // One parser: both backends validate requests in wasm (assembly/dev/blk.ts). The async path
 // asks blk_parse what each request is and only executes its records here.
@@ -30,7 +31,7 @@ import {
   VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE, VIRTIO_BLK_CFG,
 } from '../virtio/blk.ts';
 import {
-  VIRTIO_ID_BLOCK, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
+  VIRTIO_ID_BLOCK, VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
   VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED,
   VIRTIO_F_ACCESS_PLATFORM, hasFeature,
 } from '../virtio/constants.ts';
@@ -42,6 +43,7 @@ export {
   VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_ID_BYTES, SECTOR_SIZE,
 };
 const CFG_CAPACITY = VIRTIO_BLK_CFG.CAPACITY;
+const CFG_SIZE_MAX = VIRTIO_BLK_CFG.SIZE_MAX;
 const CFG_SEG_MAX = VIRTIO_BLK_CFG.SEG_MAX;
 const CFG_BLK_SIZE = VIRTIO_BLK_CFG.BLK_SIZE;
 const CFG_MAX_DISCARD_SECTORS = VIRTIO_BLK_CFG.MAX_DISCARD_SECTORS;
@@ -52,14 +54,20 @@ const CFG_MAX_WZ_SEG = VIRTIO_BLK_CFG.MAX_WRITE_ZEROES_SEG;
 const CFG_WZ_MAY_UNMAP = VIRTIO_BLK_CFG.WRITE_ZEROES_MAY_UNMAP;
 const CFG_SIZE = VIRTIO_BLK_CFG.SIZE;
 
-/** Flag bits of blk_parse / blk_serve (assembly/dev/blk.ts BLK_F_*; test/blk-parse-sync.test.ts). */
-export const BLK_FLAG = { RO: 1, DISCARD: 2, WRITE_ZEROES: 4 } as const;
+/**
+ * Flag bits of blk_parse / blk_serve (assembly/dev/blk.ts BLK_F_*; test/blk-parse-sync.test.ts).
+ * SEG_SHIFT: bits 16.. of the flag word carry the seg_max the config space offers.
+ */
+export const BLK_FLAG = { RO: 1, DISCARD: 2, WRITE_ZEROES: 4, SEG_SHIFT: 16 } as const;
 
 /**
  * Limits the device offers in config space and enforces in wasm (assembly/dev/blk.ts
- * BLK_MAX_DISCARD_*): per request at most MAX_DISCARD_SEG ranges of MAX_DISCARD_SECTORS.
+ * BLK_MAX_DISCARD_*, BLK_SIZE_MAX, BLK_SEG_MAX): per request at most MAX_DISCARD_SEG ranges of
+ * MAX_DISCARD_SECTORS; size_max = SIZE_MAX (64 KiB, Linux's BLK_MAX_SEGMENT_SIZE) and seg_max =
+ * min(SEG_MAX, vq_num_max - 2) (128 is Linux's BLK_MAX_SEGMENTS): an IN / OUT request carries
+ * at most size_max × seg_max data bytes (8 MiB by default); a longer one is IOERR before any copy.
  */
-export const BLK_LIMITS = { MAX_DISCARD_SECTORS: 65535, MAX_DISCARD_SEG: 16 } as const;
+export const BLK_LIMITS = { MAX_DISCARD_SECTORS: 65535, MAX_DISCARD_SEG: 16, SIZE_MAX: 65536, SEG_MAX: 128 } as const;
 
 /** blk_parse output record layout (assembly/dev/blk.ts BLK_R_*, BLK_ACT_*, BLK_REQ_REC …). */
 export const BLK_REQ = {
@@ -69,7 +77,7 @@ export const BLK_REQ = {
 
 /** Features vdpasim_blk offers (VIRTIO_BLK_F_RO is added for read-only devices). */
 export const VDPASIM_BLK_FEATURES: bigint = features(
-  VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES,
+  VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES,
   VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED,
 );
 
@@ -111,6 +119,8 @@ export interface VdpaSimBlkOptions {
 /** A request handed to the backend, with what its completion may touch. */
 interface InFlight {
   q: DeviceQueue;
+  /** The ring the chain was popped from ({@link VdpaSimBlk} ringId at pop). */
+  ring: object;
   id: number;
   ndesc: number;
   /** Map generation when the buffers were translated (at pop). */
@@ -140,6 +150,8 @@ export class VdpaSimBlk extends VdpaSim {
   readonly readOnly: boolean;
   /** The asynchronous backend, if any. */
   readonly backend: BlkBackend | null;
+  /** seg_max offered in config space; size_max × segMax bounds every IN / OUT request. */
+  private readonly segMax: number;
   /** Memory offset of the 20-byte GET_ID string. */
   private readonly id: number;
   private readonly scratch: number;
@@ -150,6 +162,14 @@ export class VdpaSimBlk extends VdpaSim {
   /** Answers that came back while the device was suspended: delivered on resume. */
   private held: Answer[] = [];
   private drainWaiters: (() => void)[] = [];
+  /**
+   * Identity of the request queue's ring: replaced when its size or addresses change and on
+   * reset. A queue disabled and enabled again over the same ring keeps it (sim-core saves the
+   * ring position on disable and restores it on enable), so answers to chains popped before
+   * are still delivered there; answers for another ring are dropped.
+   */
+  private ringId: object = {};
+  private ringCfg = { num: 0, desc: 0n, driver: 0n, device: 0n };
   private backendErrors = 0;
 
   constructor(platform: Platform, opts: VdpaSimBlkOptions) {
@@ -181,7 +201,10 @@ export class VdpaSimBlk extends VdpaSim {
     }
     const v = this.configView;
     v.setBigUint64(CFG_CAPACITY, BigInt(capacity), true);
-    v.setUint32(CFG_SEG_MAX, this.getVqNumMax() - 2, true);
+    // The limits hold whether or not the driver negotiated the features (as in vdpa_sim_blk).
+    this.segMax = Math.max(1, Math.min(BLK_LIMITS.SEG_MAX, this.getVqNumMax() - 2));
+    v.setUint32(CFG_SIZE_MAX, BLK_LIMITS.SIZE_MAX, true);
+    v.setUint32(CFG_SEG_MAX, this.segMax, true);
     v.setUint32(CFG_BLK_SIZE, SECTOR_SIZE, true);
     v.setUint32(CFG_MAX_DISCARD_SECTORS, BLK_LIMITS.MAX_DISCARD_SECTORS, true);
     v.setUint32(CFG_MAX_DISCARD_SEG, BLK_LIMITS.MAX_DISCARD_SEG, true);
@@ -219,6 +242,25 @@ export class VdpaSimBlk extends VdpaSim {
     return new Promise((r) => this.drainWaiters.push(r));
   }
 
+  override setVqNum(idx: number, num: number): void {
+    super.setVqNum(idx, num);
+    if (idx === 0 && num !== this.ringCfg.num) {
+      this.ringCfg = { ...this.ringCfg, num };
+      this.ringId = {};
+    }
+  }
+
+  override setVqAddress(idx: number, descArea: number | bigint, driverArea: number | bigint, deviceArea: number | bigint): void {
+    super.setVqAddress(idx, descArea, driverArea, deviceArea);
+    if (idx !== 0) return;
+    const [desc, driver, device] = [BigInt(descArea), BigInt(driverArea), BigInt(deviceArea)];
+    const c = this.ringCfg;
+    if (desc !== c.desc || driver !== c.driver || device !== c.device) {
+      this.ringCfg = { num: c.num, desc, driver, device };
+      this.ringId = {};
+    }
+  }
+
   protected override vqType(): string {
     return 'req';
   }
@@ -227,6 +269,8 @@ export class VdpaSimBlk extends VdpaSim {
     // Answers that arrive after a reset are dropped (their chains belong to the old rings).
     this.inflight?.clear();
     if (this.held) this.held = [];
+    this.ringId = {};
+    this.ringCfg = { num: 0, desc: 0n, driver: 0n, device: 0n };
     for (const w of this.drainWaiters?.splice(0) ?? []) w();
   }
 
@@ -236,7 +280,7 @@ export class VdpaSimBlk extends VdpaSim {
     if (this.held.length) queueMicrotask(() => this.deliverHeld()); // resumed: answers held while suspended
     const f = this.getDriverFeatures();
     const flags = (this.readOnly ? BLK_FLAG.RO : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? BLK_FLAG.DISCARD : 0) |
-      (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? BLK_FLAG.WRITE_ZEROES : 0);
+      (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? BLK_FLAG.WRITE_ZEROES : 0) | (this.segMax << BLK_FLAG.SEG_SHIFT);
     const cap = this.capacity;
     const capLo = cap % 2 ** 32;
     const capHi = Math.floor(cap / 2 ** 32);
@@ -277,7 +321,7 @@ export class VdpaSimBlk extends VdpaSim {
     const c = q.chain(i);
     const statusAddr = byteAt(c.writable, statusAt);
     const req: InFlight = {
-      q, id, ndesc, gen: q.iotlb.generation, statusAddr,
+      q, ring: this.ringId, id, ndesc, gen: q.iotlb.generation, statusAddr,
       data: type === VIRTIO_BLK_T_IN ? clip(c.writable, bytes) : null, bytes,
     };
     const b = this.backend!;
@@ -287,8 +331,8 @@ export class VdpaSimBlk extends VdpaSim {
         op = call(() => b.read(sector, bytes));
         break;
       case VIRTIO_BLK_T_OUT: {
-        // Gathered now, under the map the buffers were translated with; bounded by the disk
-        // (blk_parse refused anything longer).
+        // Gathered now, under the map the buffers were translated with; bounded by
+        // size_max × seg_max and by the disk (blk_parse refused anything longer).
         const data = gather(this.platform.u8, c.readable, 16, bytes);
         op = call(() => b.write(sector, data));
         break;
@@ -354,7 +398,9 @@ export class VdpaSimBlk extends VdpaSim {
       this.runDatapath(() => {
         let k = 0;
         for (const a of list) {
-          if (a.req.q !== q) continue; // a chain of a queue that has since been replaced
+          // A chain of another ring (resized, moved, or reset since): not ours to answer. The
+          // same ring disabled and enabled again (same size, addresses and map) gets it.
+          if (a.req.ring !== this.ringId || a.req.q.iotlb !== q.iotlb) continue;
           const written = this.answer(a);
           if (written < 0) {
             // The status byte is no longer ours to write: the request cannot be answered.

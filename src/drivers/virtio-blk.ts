@@ -6,7 +6,9 @@
 // Backpressure: a request waits (in submission order) for ring room and for staging RAM while
 // earlier requests of this driver hold them; one that can never fit (more descriptors than the
 // queue holds without indirect descriptors, more bytes than the whole RAM arena) is rejected
-// at once. Discard / write-zeroes are split by the device's limits as Linux does.
+// at once. Discard / write-zeroes are split by the device's limits as Linux does; reads and
+// writes are split into requests of at most size_max × seg_max bytes (and what one chain of the
+// queue can carry), each data segment at most size_max bytes, all in flight together.
 
 import { VirtioError, Code } from '../errors.ts';
 import type { VdpaDevice } from '../bus/bus.ts';
@@ -14,7 +16,7 @@ import type { DriverQueue } from '../ring/driver-queue.ts';
 import type { VirtioBinding, VirtioClassDriver } from './virtio-vdpa.ts';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_ACCESS_PLATFORM,
-  VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_DISCARD,
+  VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_DISCARD,
   VIRTIO_BLK_F_WRITE_ZEROES, featureBit, hasFeature,
 } from '../virtio/constants.ts';
 import {
@@ -26,7 +28,7 @@ import {
 /** Features this driver understands. */
 export const VIRTIO_BLK_DRIVER_FEATURES: bigint = [
   VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_ACCESS_PLATFORM,
-  VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_DISCARD,
+  VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_DISCARD,
   VIRTIO_BLK_F_WRITE_ZEROES,
 ].reduce((f, b) => f | featureBit(b), 0n);
 
@@ -38,8 +40,10 @@ export interface VirtioBlkDriverOptions {
 
 /**
  * The device's DISCARD / WRITE_ZEROES limits (struct virtio_blk_config), as the driver uses
- * them: a 0 in config space means "no limit" for sectors and 1 for segments (Linux
- * virtio_blk_probe does the same).
+ * them: a 0 in config space means "no limit" for sectors (as Linux virtio_blk_probe does:
+ * UINT_MAX) and 1 for segments. For max_discard_seg == 0 (out of spec) Linux instead uses
+ * its data segment count (sg_elems, from seg_max) capped at MAX_DISCARD_SEGMENTS (256); one
+ * range per request is our conservative choice, valid whatever the device meant.
  */
 export interface BlkDiscardLimits {
   /** Most sectors in one discard range. */
@@ -54,6 +58,18 @@ export interface BlkDiscardLimits {
   maxWriteZeroesSeg: number;
   /** Whether the device may deallocate written-zero sectors (write_zeroes_may_unmap). */
   writeZeroesMayUnmap: boolean;
+}
+
+/**
+ * How the driver cuts reads and writes (from size_max / seg_max when negotiated, and the queue).
+ */
+export interface BlkTransferLimits {
+  /** Most bytes of one data segment (size_max with VIRTIO_BLK_F_SIZE_MAX; else Infinity). */
+  segmentSize: number;
+  /** Most data segments of one request: seg_max (with VIRTIO_BLK_F_SEG_MAX) capped by what one chain of the queue carries. */
+  segments: number;
+  /** Most data bytes of one request, a multiple of 512 (Infinity without size_max). */
+  maxTransfer: number;
 }
 
 const OP_NAMES: Record<number, string> = {
@@ -91,6 +107,7 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
   private scheduled = false;
   private failed: VirtioError | null = null;
   private limits: BlkDiscardLimits | null = null;
+  private xfer: BlkTransferLimits | null = null;
 
   constructor(dev: VdpaDevice, binding: VirtioBinding, opts: VirtioBlkDriverOptions = {}) {
     super();
@@ -126,6 +143,19 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     return this.limits ?? this.readLimits();
   }
 
+  /**
+   * How read()/write() are cut into requests (read from config space when the driver started):
+   * each request carries at most `maxTransfer` data bytes in segments of at most `segmentSize`.
+   */
+  get transferLimits(): Readonly<BlkTransferLimits> {
+    return this.xfer ?? this.readXfer(this.q);
+  }
+
+  /** Most data bytes one read or write request carries (larger calls are split). */
+  get maxTransfer(): number {
+    return this.transferLimits.maxTransfer;
+  }
+
   /** Requests submitted and not yet answered. */
   get inFlight(): number {
     return this.inflight.size + this.waiting.length;
@@ -137,6 +167,7 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     this.q = q;
     this.failed = null;
     this.limits = this.readLimits();
+    this.xfer = this.readXfer(q);
     this.dev.setVqCb(0, () => this.schedule());
   }
 
@@ -148,18 +179,54 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     for (const p of all) this.finish(p, err);
   }
 
-  /** Reads `buffer.length` bytes (a multiple of 512) from `sector` into `buffer`. */
+  /**
+   * Reads `buffer.length` bytes (a multiple of 512) from `sector` into `buffer`: one request per
+   * {@link maxTransfer} bytes, all in flight together; `buffer` is filled only if all succeed.
+   */
   async read(sector: number, buffer: Uint8Array): Promise<void> {
     this.checkIo(sector, buffer.length);
-    const data = await this.submit(VIRTIO_BLK_T_IN, sector, null, buffer.length, `read of ${buffer.length / SECTOR_SIZE} sectors at ${sector}`);
-    buffer.set(data!);
+    const parts = await this.split(buffer.length, (off, len) => {
+      const s = sector + off / SECTOR_SIZE;
+      return this.submit(VIRTIO_BLK_T_IN, s, null, len, `read of ${len / SECTOR_SIZE} sectors at ${s}`);
+    });
+    let off = 0;
+    for (const d of parts) {
+      buffer.set(d!, off);
+      off += d!.length;
+    }
   }
 
-  /** Writes `data` (a multiple of 512 bytes) at `sector`. */
+  /** Writes `data` (a multiple of 512 bytes) at `sector`, split like {@link read}. */
   async write(sector: number, data: Uint8Array): Promise<void> {
     this.checkIo(sector, data.length);
     this.checkWritable('write');
-    await this.submit(VIRTIO_BLK_T_OUT, sector, data, 0, `write of ${data.length / SECTOR_SIZE} sectors at ${sector}`);
+    await this.split(data.length, (off, len) => {
+      const s = sector + off / SECTOR_SIZE;
+      return this.submit(VIRTIO_BLK_T_OUT, s, data.subarray(off, off + len), 0, `write of ${len / SECTOR_SIZE} sectors at ${s}`);
+    });
+  }
+
+  /**
+   * Submits [0, total) as requests of at most maxTransfer bytes, all at once; resolves with
+   * their results in order when all did, or rejects with the first error once all settled.
+   */
+  private async split(total: number, one: (off: number, len: number) => Promise<Uint8Array | null>): Promise<(Uint8Array | null)[]> {
+    const max = this.maxTransfer;
+    const reqs: Promise<Uint8Array | null>[] = [];
+    let first: unknown = null;
+    let failed = false;
+    for (let off = 0; off < total; off += max) {
+      reqs.push(one(off, Math.min(max, total - off)).catch((e: unknown) => {
+        if (!failed) {
+          failed = true;
+          first = e;
+        }
+        return null;
+      }));
+    }
+    const out = await Promise.all(reqs);
+    if (failed) throw first;
+    return out;
   }
 
   /** Flushes the device's write cache (VIRTIO_BLK_T_FLUSH). */
@@ -257,7 +324,8 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     const u32 = (o: number) => v.getUint32(o, true);
     const d = hasFeature(f, VIRTIO_BLK_F_DISCARD);
     const w = hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES);
-    // The fields are valid only with their feature; 0 means no limit (sectors) or 1 (segments).
+    // The fields are valid only with their feature; 0 means no limit (sectors, as in Linux) or
+    // 1 (segments: Linux takes sg_elems capped at 256 for max_discard_seg 0, see above).
     return {
       maxDiscardSectors: (d && u32(VIRTIO_BLK_CFG.MAX_DISCARD_SECTORS)) || 0xffffffff,
       maxDiscardSeg: (d && u32(VIRTIO_BLK_CFG.MAX_DISCARD_SEG)) || 1,
@@ -266,6 +334,27 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
       maxWriteZeroesSeg: (w && u32(VIRTIO_BLK_CFG.MAX_WRITE_ZEROES_SEG)) || 1,
       writeZeroesMayUnmap: w && v.getUint8(VIRTIO_BLK_CFG.WRITE_ZEROES_MAY_UNMAP) !== 0,
     };
+  }
+
+  /**
+   * size_max / seg_max as this driver uses them: valid only with their feature (VIRTIO 1.3
+   * §5.2.4); a size_max of 0 means no limit and one below 512 is taken as 512 (Linux refuses
+   * a size_max below PAGE_SIZE); seg_max 0 is taken as 1. Segments are further capped by what
+   * one chain of queue `q` carries minus header and status: an indirect table's worth
+   * (q.indirectMax) when the queue has indirect tables, so a request takes one ring slot and
+   * many are in flight together, else the ring (q.size); and by q.maxSegs.
+   */
+  private readXfer(q: DriverQueue | null): BlkTransferLimits {
+    const f = this.binding.features;
+    const v = new DataView(this.dev.getConfig(0, VIRTIO_BLK_CFG.SIZE).buffer);
+    const sm = hasFeature(f, VIRTIO_BLK_F_SIZE_MAX) ? v.getUint32(VIRTIO_BLK_CFG.SIZE_MAX, true) : 0;
+    const segmentSize = sm === 0 ? Infinity : Math.max(sm, SECTOR_SIZE);
+    let segments = hasFeature(f, VIRTIO_BLK_F_SEG_MAX) ? Math.max(1, v.getUint32(VIRTIO_BLK_CFG.SEG_MAX, true)) : Infinity;
+    if (q) segments = Math.min(segments, (q.indirectMax >= 3 ? q.indirectMax : q.size) - 2, q.maxSegs - 2);
+    segments = Math.max(1, segments);
+    const raw = segmentSize * (segmentSize === Infinity ? 1 : segments);
+    const maxTransfer = raw === Infinity ? Infinity : Math.max(SECTOR_SIZE, raw - (raw % SECTOR_SIZE));
+    return { segmentSize, segments, maxTransfer };
   }
 
   private checkWritable(op: string): void {
@@ -285,7 +374,8 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     const p = this.binding.platform;
     const outLen = out?.length ?? 0;
     // Requests that can never be carried are refused for good, before anything is staged.
-    const ndesc = 2 + (outLen + inLen > 0 ? 1 : 0);
+    const seg = this.transferLimits.segmentSize;
+    const ndesc = 2 + Math.ceil((outLen + inLen) / seg);
     if (ndesc > q.size && ndesc > q.indirectMax) {
       return Promise.reject(new VirtioError(Code.Unsupported, `${this.dev.name}: ${what} needs ${ndesc} descriptors; a ${q.size}-entry queue without indirect descriptors can never hold it`));
     }
@@ -334,10 +424,29 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     return mem;
   }
 
-  /** Moves waiting requests into the ring as RAM and room allow, then kicks once. Never throws. */
+  /**
+   * Moves waiting requests into the ring as RAM and room allow, then kicks once. Never throws.
+   *
+   * A request waits for staging RAM only while requests of this driver are in flight: their
+   * completions free RAM and run pump() again. Once none is, nothing of ours will wake the head
+   * waiter, so it is rejected with ResourceExhausted (the rule submit() applies) and the next
+   * waiters get their turn. RAM freed by someone else's allocation (another driver, the
+   * application) does not wake waiters: such a request fails fast rather than hang.
+   */
   private pump(): void {
+    for (;;) {
+      if (!this.pumpOnce()) return;
+      const head = this.waiting[0];
+      if (!head || head.p.mem >= 0 || this.inflight.size > 0 || this.failed || !this.q) return;
+      this.waiting.shift();
+      this.finish(head.p, new VirtioError(Code.ResourceExhausted, `${this.dev.name}: ${head.p.what}: no ${head.p.size} bytes of staging RAM free and no request in flight to free any`));
+    }
+  }
+
+  /** One pass of {@link pump}. Returns false if the driver failed or has nothing to do. */
+  private pumpOnce(): boolean {
     const q = this.q;
-    if (!q || this.waiting.length === 0) return;
+    if (!q || this.waiting.length === 0) return false;
     let added = 0;
     try {
       try {
@@ -346,10 +455,12 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
           if (pend.mem < 0) pend.mem = this.tryAlloc(pend);
           if (pend.mem < 0) break; // wait for RAM that requests in flight will free
           const { mem, outLen, len } = pend;
+          // Data in segments of at most size_max bytes (one when size_max was not offered).
+          const seg = this.transferLimits.segmentSize;
           const segs = [{ addr: mem, len: 16 }];
-          if (outLen) segs.push({ addr: mem + 16, len: outLen });
+          for (let o = 0; o < outLen; o += seg) segs.push({ addr: mem + 16 + o, len: Math.min(seg, outLen - o) });
           const inp = [];
-          if (len - outLen) inp.push({ addr: mem + 16 + outLen, len: len - outLen });
+          for (let o = outLen; o < len; o += seg) inp.push({ addr: mem + 16 + o, len: Math.min(seg, len - o) });
           inp.push({ addr: mem + 16 + len, len: 1 });
           if (!q.canStage(segs.length + inp.length)) break;
           q.stage(w.token, segs, inp);
@@ -361,10 +472,11 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
       }
     } catch (e) {
       this.fail(e instanceof VirtioError ? e : new VirtioError(Code.Internal, `${this.dev.name}: submitting requests failed`, { cause: e }));
-      return;
+      return false;
     }
     for (const w of this.waiting.splice(0, added)) this.inflight.set(w.token, w.p);
     if (added > 0 && q.kickPrepare()) this.dev.kickVq(0);
+    return true;
   }
 
   private schedule(): void {
