@@ -341,3 +341,12 @@ test('net driver: a control command answered with a broken used ring leaks no st
   await drv.reset().catch(() => {});
   assert.equal(p.ram.available, base);
 });
+
+test('new VdpaSimBlk(...) refused when its RAM disk does not fit leaks nothing, without constructDevice', () => {
+  const p = Platform.create({ ramSize: 1 << 20, privateSize: 2 << 20 });
+  const priv = p.priv.available;
+  const ram = p.ram.available;
+  for (let i = 0; i < 3; i++) throwsCode(() => new VdpaSimBlk(p, { name: 'b', capacity: 4096 }), Code.ResourceExhausted);
+  assert.equal(p.priv.available, priv);
+  assert.equal(p.ram.available, ram);
+});

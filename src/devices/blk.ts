@@ -190,35 +190,42 @@ export class VdpaSimBlk extends VdpaSim {
     const roBit = 1n << BigInt(VIRTIO_BLK_F_RO);
     const offered = opts.deviceFeatures !== undefined ? opts.deviceFeatures | (ro ? roBit : 0n) : (VDPASIM_BLK_FEATURES | (ro ? roBit : 0n));
     super(platform, { name: opts.name, deviceId: VIRTIO_ID_BLOCK, supportedFeatures: offered, nvqs: 1, configSize: CFG_SIZE });
-    this.capacity = capacity;
-    this.readOnly = ro || hasFeature(offered, VIRTIO_BLK_F_RO);
-    this.backend = backend;
-    if (backend) {
-      this.disk = -1;
-    } else {
-      this.disk = this.allocRam(capacity * SECTOR_SIZE, 4096);
-      platform.u8.fill(0, this.disk, this.disk + capacity * SECTOR_SIZE);
+    // Anything below that throws (platform memory running out) frees what the device had
+    // allocated, whether or not it was built through constructDevice().
+    try {
+      this.capacity = capacity;
+      this.readOnly = ro || hasFeature(offered, VIRTIO_BLK_F_RO);
+      this.backend = backend;
+      if (backend) {
+        this.disk = -1;
+      } else {
+        this.disk = this.allocRam(capacity * SECTOR_SIZE, 4096);
+        platform.u8.fill(0, this.disk, this.disk + capacity * SECTOR_SIZE);
+      }
+      const v = this.configView;
+      v.setBigUint64(CFG_CAPACITY, BigInt(capacity), true);
+      // The limits hold whether or not the driver negotiated the features (as in vdpa_sim_blk).
+      this.segMax = Math.max(1, Math.min(BLK_LIMITS.SEG_MAX, this.getVqNumMax() - 2));
+      v.setUint32(CFG_SIZE_MAX, BLK_LIMITS.SIZE_MAX, true);
+      v.setUint32(CFG_SEG_MAX, this.segMax, true);
+      v.setUint32(CFG_BLK_SIZE, SECTOR_SIZE, true);
+      v.setUint32(CFG_MAX_DISCARD_SECTORS, BLK_LIMITS.MAX_DISCARD_SECTORS, true);
+      v.setUint32(CFG_MAX_DISCARD_SEG, BLK_LIMITS.MAX_DISCARD_SEG, true);
+      v.setUint32(CFG_DISCARD_ALIGN, 1, true);
+      v.setUint32(CFG_MAX_WZ_SECTORS, BLK_LIMITS.MAX_DISCARD_SECTORS, true);
+      v.setUint32(CFG_MAX_WZ_SEG, BLK_LIMITS.MAX_DISCARD_SEG, true);
+      this.config[CFG_WZ_MAY_UNMAP] = 1;
+      this.id = this.allocPriv(VIRTIO_BLK_ID_BYTES, 4);
+      platform.u8.fill(0, this.id, this.id + VIRTIO_BLK_ID_BYTES);
+      platform.u8.set(new TextEncoder().encode(`vdpasim-${opts.name}`).subarray(0, VIRTIO_BLK_ID_BYTES), this.id);
+      this.scratch = this.allocPriv(BLK_REQ.SCRATCH, 8);
+      const maxBatch = Math.min(this.batch, this.getVqNumMax());
+      this.recs = backend ? this.allocPriv(maxBatch * BLK_REQ.REC, 8) : -1;
+      this.ranges = backend ? this.allocPriv(maxBatch * BLK_LIMITS.MAX_DISCARD_SEG * BLK_REQ.RANGE_REC, 8) : -1;
+    } catch (e) {
+      VdpaSim.abandon(this);
+      throw e;
     }
-    const v = this.configView;
-    v.setBigUint64(CFG_CAPACITY, BigInt(capacity), true);
-    // The limits hold whether or not the driver negotiated the features (as in vdpa_sim_blk).
-    this.segMax = Math.max(1, Math.min(BLK_LIMITS.SEG_MAX, this.getVqNumMax() - 2));
-    v.setUint32(CFG_SIZE_MAX, BLK_LIMITS.SIZE_MAX, true);
-    v.setUint32(CFG_SEG_MAX, this.segMax, true);
-    v.setUint32(CFG_BLK_SIZE, SECTOR_SIZE, true);
-    v.setUint32(CFG_MAX_DISCARD_SECTORS, BLK_LIMITS.MAX_DISCARD_SECTORS, true);
-    v.setUint32(CFG_MAX_DISCARD_SEG, BLK_LIMITS.MAX_DISCARD_SEG, true);
-    v.setUint32(CFG_DISCARD_ALIGN, 1, true);
-    v.setUint32(CFG_MAX_WZ_SECTORS, BLK_LIMITS.MAX_DISCARD_SECTORS, true);
-    v.setUint32(CFG_MAX_WZ_SEG, BLK_LIMITS.MAX_DISCARD_SEG, true);
-    this.config[CFG_WZ_MAY_UNMAP] = 1;
-    this.id = this.allocPriv(VIRTIO_BLK_ID_BYTES, 4);
-    platform.u8.fill(0, this.id, this.id + VIRTIO_BLK_ID_BYTES);
-    platform.u8.set(new TextEncoder().encode(`vdpasim-${opts.name}`).subarray(0, VIRTIO_BLK_ID_BYTES), this.id);
-    this.scratch = this.allocPriv(BLK_REQ.SCRATCH, 8);
-    const maxBatch = Math.min(this.batch, this.getVqNumMax());
-    this.recs = backend ? this.allocPriv(maxBatch * BLK_REQ.REC, 8) : -1;
-    this.ranges = backend ? this.allocPriv(maxBatch * BLK_LIMITS.MAX_DISCARD_SEG * BLK_REQ.RANGE_REC, 8) : -1;
   }
 
   /** Requests handed to the backend and not answered yet (device state to migrate). */
