@@ -226,7 +226,8 @@ function changed(a: Uint8Array, b: Uint8Array): number {
   return n;
 }
 
-test('a port callback that deletes its device mid-pass: the pass stops, nothing is written after devDel', async () => {
+/** A vdpasim_net device bound by virtio_vdpa, and a frame maker (tag fills the payload). */
+async function netInPortMode() {
   const { VdpaSimNet } = await import('../src/index.ts');
   const { p, bus } = setup();
   const virtio = createVirtioVdpa(p, { queueSize: 16 });
@@ -234,6 +235,11 @@ test('a port callback that deletes its device mid-pass: the pass stops, nothing 
   const dev = bus.devAdd('vdpasim_net', 'n', { mac: '02:00:00:00:00:01' }) as InstanceType<typeof VdpaSimNet>;
   const drv = virtio.net('n');
   const eth = (tag: number) => { const f = new Uint8Array(60).fill(tag); f.set([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 0x88, 0xb5]); return f; };
+  return { p, bus, dev, drv, eth };
+}
+
+test('a port callback that deletes its device mid-pass: the pass stops, nothing is written after devDel', async () => {
+  const { p, bus, dev, drv, eth } = await netInPortMode();
   let snap: Uint8Array | null = null;
   let calls = 0;
   dev.attachPort(() => {
@@ -251,13 +257,7 @@ test('a port callback that deletes its device mid-pass: the pass stops, nothing 
 });
 
 test('a port callback that disables the tx queue: the disabled queue sends nothing more', async () => {
-  const { VdpaSimNet } = await import('../src/index.ts');
-  const { p, bus } = setup();
-  const virtio = createVirtioVdpa(p, { queueSize: 16 });
-  bus.registerDriver(virtio);
-  const dev = bus.devAdd('vdpasim_net', 'n', { mac: '02:00:00:00:00:01' }) as InstanceType<typeof VdpaSimNet>;
-  const drv = virtio.net('n');
-  const eth = (tag: number) => { const f = new Uint8Array(60).fill(tag); f.set([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 0x88, 0xb5]); return f; };
+  const { p, bus, dev, drv, eth } = await netInPortMode();
   const seen: number[] = [];
   let saved: unknown = null;
   dev.attachPort((frames) => {
