@@ -10,23 +10,13 @@ import { Code, DeviceQueue, DriverQueue, Iotlb, PERM_R, PERM_W, PERM_RW, ringFea
 import type { IotlbEntry, Platform } from '../src/index.ts';
 import { fuzz, type Rand } from './helpers/fuzz.ts';
 import { BUILDS, LAYOUTS, makePlatform, type Build } from './helpers/builds.ts';
+import { holder, refSegments, type RefMapping } from './fuzz/ref-iotlb.ts';
 
 const U64_MAX = (1n << 64n) - 1n;
 const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const PERMS = [PERM_R, PERM_W, PERM_RW];
 
-interface M {
-  first: bigint;
-  last: bigint;
-  addr: number;
-  perm: number;
-}
-
-/** The entry holding iova, by linear scan. */
-function holder(list: readonly M[], iova: bigint): M | undefined {
-  for (const e of list) if (iova >= e.first && iova <= e.last) return e;
-  return undefined;
-}
+type M = RefMapping;
 
 /** Reference of Iotlb.translate: contiguous in one entry with perm; len 0 checks one byte. */
 function refTranslate(list: readonly M[], iova: bigint, len: number, perm: number): number {
@@ -37,24 +27,6 @@ function refTranslate(list: readonly M[], iova: bigint, len: number, perm: numbe
   return e.addr + Number(iova - e.first);
 }
 
-/** Reference of the data plane's segment walk: split at entry ends; null if any byte lacks perm. */
-function refSegments(list: readonly M[], iova: bigint, len: number, perm: number): { addr: number; len: number }[] | null {
-  const out: { addr: number; len: number }[] = [];
-  if (len === 0) return out;
-  if (iova + BigInt(len) - 1n > U64_MAX) return null;
-  let cur = iova;
-  let left = BigInt(len);
-  while (left > 0n) {
-    const e = holder(list, cur);
-    if (!e || (e.perm & perm) !== perm) return null;
-    let chunk = e.last - cur + 1n;
-    if (chunk > left) chunk = left;
-    out.push({ addr: e.addr + Number(cur - e.first), len: Number(chunk) });
-    cur += chunk;
-    left -= chunk;
-  }
-  return out;
-}
 
 /**
  * n sorted, disjoint entries from IOVA `start`, each at most maxSize bytes, targets inside

@@ -9,15 +9,11 @@ import { Iotlb, DeviceQueue, DriverQueue, Code, PERM_R, PERM_W, PERM_RW, TLB, ri
 import type { IotlbEntry, Platform } from '../src/index.ts';
 import { fuzz, type Rand } from './helpers/fuzz.ts';
 import { BUILDS, makePlatform } from './helpers/builds.ts';
+import { refSegments, type RefMapping } from './fuzz/ref-iotlb.ts';
 
 const U64_MAX = (1n << 64n) - 1n;
 
-interface M {
-  first: bigint;
-  last: bigint;
-  addr: number;
-  perm: number;
-}
+type M = RefMapping;
 
 type Outcome = { ok: true; value?: number } | { ok: false; code: string };
 
@@ -110,19 +106,7 @@ class Model {
 
   /** What the device's walk gives for [iova, iova + len) with perm: segments split at entry boundaries, or null. */
   segments(iova: bigint, len: number, perm: number): { addr: number; len: number }[] | null {
-    const out: { addr: number; len: number }[] = [];
-    let cur = iova;
-    let left = BigInt(len);
-    while (left > 0n) {
-      const e = this.list.find((x) => cur >= x.first && cur <= x.last);
-      if (!e || (e.perm & perm) !== perm) return null;
-      let chunk = e.last - cur + 1n;
-      if (chunk > left) chunk = left;
-      out.push({ addr: e.addr + Number(cur - e.first), len: Number(chunk) });
-      cur += chunk;
-      left -= chunk;
-    }
-    return out;
+    return refSegments(this.list, iova, len, perm);
   }
 }
 

@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import {
   Platform, VdpaBus, VdpaSimNetMgmt, createVirtioVdpa, Code, VdpaSimNet, formatMac,
 } from '../src/index.ts';
+import { tick } from './helpers/net.ts';
 
-const tick = () => new Promise((r) => setTimeout(r, 0));
 const OWN = [0x02, 0, 0, 0, 0, 1];
 
 function frame(dst: number[], fill = 0, vlan?: number): Uint8Array {

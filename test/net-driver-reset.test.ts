@@ -3,8 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Platform, VdpaBus, VdpaSimNetMgmt, createVirtioVdpa, VdpaSimNet, formatMac } from '../src/index.ts';
+import { tick } from './helpers/net.ts';
 
-const tick = () => new Promise((r) => setTimeout(r, 0));
 const OWN = [0x02, 0, 0, 0, 0, 1];
 
 function frame(dst: number[], fill: number, vlan?: number): Uint8Array {

@@ -4,16 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Platform, VdpaBus, VdpaSimNetMgmt, createVirtioVdpa, VdpaSimNet, PcapWriter, readPcap } from '../src/index.ts';
-
-const tick = () => new Promise((r) => setTimeout(r, 0));
-
-function eth(len: number, tag: number, dst = [2, 0, 0, 0, 0, 1]): Uint8Array {
-  const f = new Uint8Array(len).fill(0x5a);
-  f.set(dst, 0);
-  f.set([2, 0, 0, 0, 0, 9, 0x88, 0xb5], 6);
-  f[len - 1] = tag;
-  return f;
-}
+import { tick, eth } from './helpers/net.ts';
 
 test('the default clock is performance.timeOrigin + performance.now() in microseconds: record header byte for byte', () => {
   const real = globalThis.performance;

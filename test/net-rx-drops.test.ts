@@ -6,17 +6,7 @@ import assert from 'node:assert/strict';
 import { Platform, VdpaBus, VdpaSimNetMgmt, createVirtioVdpa, VdpaSimNet } from '../src/index.ts';
 import { virtioInit, NetDriver, BufPool, NET_SPLIT, NET_PACKED } from './helpers/virtio-driver.ts';
 import { makePlatform } from './helpers/builds.ts';
-
-const tick = () => new Promise((r) => setTimeout(r, 0));
-
-/** An Ethernet frame to `dst` of `len` bytes whose last byte is `tag`. */
-function eth(len: number, tag: number, dst = [2, 0, 0, 0, 0, 1]): Uint8Array {
-  const f = new Uint8Array(len).fill(0x5a);
-  f.set(dst, 0);
-  f.set([2, 0, 0, 0, 0, 9, 0x88, 0xb5], 6);
-  f[len - 1] = tag;
-  return f;
-}
+import { tick, eth } from './helpers/net.ts';
 
 for (const layout of ['split', 'packed'] as const) {
   test(`${layout}: from the wire, a frame bigger than the next rx buffer is dropped once and the buffer takes the next frame`, () => {

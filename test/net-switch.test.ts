@@ -5,8 +5,7 @@ import assert from 'node:assert/strict';
 import {
   Platform, VdpaBus, VdpaSimNetMgmt, createVirtioVdpa, L2Switch, PcapWriter, readPcap, LINKTYPE_ETHERNET, VdpaSimNet,
 } from '../src/index.ts';
-
-const tick = () => new Promise((r) => setTimeout(r, 0));
+import { tick } from './helpers/net.ts';
 
 /** An Ethernet frame dst ← src with a payload byte pattern. */
 function frame(dst: number[], src: number[], fill: number, len = 64): Uint8Array {
