@@ -32,6 +32,14 @@ export {
   NetCtrlState, VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_ANNOUNCE,
   VIRTIO_NET_OK, VIRTIO_NET_ERR, MAC_TABLE_MAX,
 } from './devices/net-ctrl.ts';
+export {
+  PRESETS, DEFAULT_SWEEP, CROSS_THREAD_MODES, preset, expandSweep, checkPoint, pointLabel, designLabel, varyingKeys, seeded,
+} from './lab/sweep.ts';
+export { runLab, labEnvironment, summarize, stat, quantile } from './lab/lab.ts';
+export { sameThreadRig } from './lab/same-thread.ts';
+export { serveLab } from './lab/xthread-worker.ts';
+export { formatTable, textTable, toCsv, toJson, parseResult, series, svgChart, charts, toHtml, compare } from './lab/report.ts';
+export { Doorbell, DoorbellWaiter, DOORBELL_SIZE, WAKER_SIZE } from './worker/doorbell.ts';
 export { PcapWriter, readPcap, LINKTYPE_ETHERNET, PCAP_MAGIC } from './devices/pcap.ts';
 export { MgmtDevice, VdpaSimNetMgmt, VdpaSimBlkMgmt, parseMac, formatMac } from './mgmt/mgmtdev.ts';
 
@@ -56,3 +64,9 @@ export type { VirtioClassDriver, VirtioVdpaOptions } from './drivers/virtio-vdpa
 export type { VirtioNetDriverOptions, NetDriverStats } from './drivers/virtio-net.ts';
 export type { VirtioBlkDriverOptions, BlkDiscardLimits, BlkTransferLimits } from './drivers/virtio-blk.ts';
 export type { VirtioDriversOptions } from './drivers/index.ts';
+export type { LabMode, LabPoint, LabSweep, LabPreset } from './lab/sweep.ts';
+export type { LabOptions, LabResult, LabPointResult, LabStat, LabEnvironment, CrossThreadRunner, LabBaseline } from './lab/lab.ts';
+export type { LabCounters, LabRun, SameThreadRig } from './lab/same-thread.ts';
+export type { XMessage, XPort, XControl } from './lab/xthread-worker.ts';
+export type { ChartSeries } from './lab/report.ts';
+export type { DoorbellHandle } from './worker/doorbell.ts';

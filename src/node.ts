@@ -2,3 +2,7 @@
 export * from './index.ts';
 export { FileBackend } from './node/file-backend.ts';
 export type { FileBackendOptions } from './node/file-backend.ts';
+export { nodeCrossThreadRunner, nodeLabEnvironment } from './lab/node-runner.ts';
+export { labMain, LAB_USAGE } from './lab/cli.ts';
+export type { NodeLabRunner } from './lab/node-runner.ts';
+export type { LabIo } from './lab/cli.ts';
