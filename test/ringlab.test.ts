@@ -12,7 +12,7 @@ import {
 } from '../src/index.ts';
 import { labMain, nodeCrossThreadRunner } from '../src/node.ts';
 
-const base: LabPoint = { ...Object.fromEntries(Object.entries(DEFAULT_SWEEP).map(([k, v]) => [k, v[0]])) } as LabPoint;
+const base: LabPoint = { ...Object.fromEntries(Object.entries(DEFAULT_SWEEP).map(([k, v]) => [k, v[0]])) } as unknown as LabPoint;
 const code = (fn: () => unknown, c: string) => assert.throws(fn, (e: unknown) => e instanceof VirtioError && e.code === c);
 
 test('a sweep expands to the cartesian product, last dimension fastest, impossible points refused', () => {
