@@ -9,7 +9,7 @@ export { DeviceQueue } from './ring/device-queue.ts';
 export { ringFeatures, checkQueueSize } from './ring/queue-base.ts';
 export { checkVqState } from './ring/vq-state.ts';
 export { Q, QF, QSB_SIZE, REC, TLB, ringAreaSizes, ringAreaAligns } from './ring/layout.ts';
-export { hasSimd, ringModule, defaultModule, instantiate } from './loader/wasm.ts';
+export { hasSimd, ringModule, defaultModule, instantiate, loadRingModule } from './loader/wasm.ts';
 export { ABI_VERSION, RING_EXPORT_NAMES } from './loader/exports.ts';
 export * from './virtio/constants.ts';
 export { VdpaBus } from './bus/bus.ts';

@@ -14,6 +14,7 @@ import { VirtioError, Code } from '../errors.ts';
 import { VdpaSim, features } from './sim-core.ts';
 import type { Platform } from '../platform/platform.ts';
 import type { PcapWriter } from './pcap.ts';
+import { parseMac } from '../virtio/mac.ts';
 import type { SwitchEndpoint } from './switch.ts';
 import {
   NetCtrlState, FILTER_BLOCK_SIZE, CTRL_CAP_RX, CTRL_CAP_RX_EXTRA, CTRL_CAP_VLAN, CTRL_CAP_MAC_ADDR, CTRL_CAP_MQ, CTRL_CAP_ANNOUNCE,
@@ -234,6 +235,18 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   /** The MAC address in config space. */
   get mac(): Uint8Array {
     return this.config.slice(CFG_MAC, CFG_MAC + 6);
+  }
+
+  /**
+   * Sets the MAC address in config space, as `vdpa dev set name NAME mac MAC` does
+   * (vdpasim_net_set_attr); the receive filter takes it as the device's own address and the
+   * driver sees a config change. Throws InvalidArgument for a multicast or zero address.
+   */
+  setMac(mac: string | Uint8Array): void {
+    this.live();
+    const m = parseMac(mac);
+    this.ctrl.setMac(m);
+    this.updateConfig(() => this.config.set(m, CFG_MAC));
   }
 
   /** The MTU in config space. */

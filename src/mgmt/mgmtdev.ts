@@ -6,14 +6,18 @@ import { VirtioError, Code } from '../errors.ts';
 import type { Platform } from '../platform/platform.ts';
 import type { VdpaDevice } from '../bus/bus.ts';
 import { VdpaSimNet, VDPASIM_NET_FEATURES, VDPASIM_NET_MAX_VQP } from '../devices/net.ts';
-import { VdpaSimBlk, VDPASIM_BLK_FEATURES } from '../devices/blk.ts';
+import { VdpaSimBlk, VDPASIM_BLK_FEATURES, type BlkBackend } from '../devices/blk.ts';
 import { constructDevice } from '../devices/sim-core.ts';
 import { parseMac } from '../virtio/mac.ts';
 
 export { parseMac, formatMac } from '../virtio/mac.ts';
 import { VIRTIO_ID_NET, VIRTIO_ID_BLOCK, VIRTIO_F_VERSION_1, hasFeature, VIRTIO_BLK_F_RO } from '../virtio/constants.ts';
 
-/** Attributes of `vdpa dev add` (VDPA_ATTR_DEV_NET_CFG_MACADDR, _MTU, _MAX_VQP, VDPA_ATTR_DEV_FEATURES). */
+/**
+ * Attributes of `vdpa dev add` (VDPA_ATTR_DEV_NET_CFG_MACADDR, _MTU, _MAX_VQP,
+ * VDPA_ATTR_DEV_FEATURES), and for block devices a capacity, an initial image or a backend
+ * (ours: Linux's vdpasim_blk takes none of them).
+ */
 export interface MgmtDevAttrs {
   /** MAC address, "aa:bb:cc:dd:ee:ff" or 6 bytes (net). */
   mac?: string | Uint8Array;
@@ -23,10 +27,22 @@ export interface MgmtDevAttrs {
   maxVqp?: number;
   /** Features the new device offers: a subset of the management device's supported features. */
   deviceFeatures?: bigint;
+  /** Disk size in 512-byte sectors (block; `vdpa dev add … capacity 1G`). @default the image's size, else 8192 */
+  capacity?: number;
+  /** Initial content of the RAM disk (block): copied in, zero-padded to the capacity. */
+  image?: Uint8Array;
+  /** An asynchronous backend instead of the RAM disk (block): the device serves it. */
+  backend?: BlkBackend;
 }
 
-/** Attribute names as iproute2 spells them. */
-export type MgmtAttrName = 'mac' | 'mtu' | 'max_vqp' | 'device_features';
+/** Attributes of `vdpa dev set` (VDPA_CMD_DEV_ATTR_SET). */
+export interface MgmtDevSetAttrs {
+  /** New MAC address (net): "aa:bb:cc:dd:ee:ff" or 6 bytes; unicast and not zero. */
+  mac?: string | Uint8Array;
+}
+
+/** Attribute names as iproute2 spells them (and ours for block devices). */
+export type MgmtAttrName = 'mac' | 'mtu' | 'max_vqp' | 'device_features' | 'capacity' | 'image' | 'backend';
 
 /** A management device: creates devices of its classes. */
 export abstract class MgmtDevice {
@@ -46,9 +62,18 @@ export abstract class MgmtDevice {
   /** Makes a device after validating the attributes. Throws InvalidArgument / Unsupported. */
   abstract create(name: string, attrs: MgmtDevAttrs): VdpaDevice;
 
+  /**
+   * Changes attributes of a device it made (vdpa_mgmtdev_ops.dev_set_attr, `vdpa dev set`).
+   * Absent where the management device cannot (the kernel then answers EOPNOTSUPP).
+   */
+  setAttr?(dev: VdpaDevice, attrs: MgmtDevSetAttrs): void;
+
   /** Throws Unsupported for attributes this management device does not take. */
   protected checkAttrMask(attrs: MgmtDevAttrs): void {
-    const given: [MgmtAttrName, unknown][] = [['mac', attrs.mac], ['mtu', attrs.mtu], ['max_vqp', attrs.maxVqp], ['device_features', attrs.deviceFeatures]];
+    const given: [MgmtAttrName, unknown][] = [
+      ['mac', attrs.mac], ['mtu', attrs.mtu], ['max_vqp', attrs.maxVqp], ['device_features', attrs.deviceFeatures],
+      ['capacity', attrs.capacity], ['image', attrs.image], ['backend', attrs.backend],
+    ];
     for (const [k, v] of given) {
       if (v !== undefined && !this.attrs.includes(k)) throw new VirtioError(Code.Unsupported, `${this.name} does not support attribute ${k}`);
     }
@@ -95,6 +120,13 @@ export class VdpaSimNetMgmt extends MgmtDevice {
     if (deviceFeatures !== undefined) o.deviceFeatures = deviceFeatures;
     return constructDevice(() => new VdpaSimNet(this.platform, o));
   }
+
+  /** vdpasim_net_set_attr: a new MAC address in config space. */
+  setAttr(dev: VdpaDevice, attrs: MgmtDevSetAttrs): void {
+    if (!(dev instanceof VdpaSimNet)) throw new VirtioError(Code.InvalidArgument, `${dev.name} is not a vdpasim_net device`);
+    if (attrs.mac === undefined) throw new VirtioError(Code.Unsupported, 'no attribute to set');
+    dev.setMac(parseMac(attrs.mac));
+  }
 }
 
 /** The vdpasim_blk management device. */
@@ -104,8 +136,12 @@ export class VdpaSimBlkMgmt extends MgmtDevice {
   readonly deviceIds = [VIRTIO_ID_BLOCK] as const;
   readonly maxSupportedVqs = 1;
   readonly supportedFeatures = VDPASIM_BLK_FEATURES | (1n << BigInt(VIRTIO_BLK_F_RO));
-  readonly attrs: readonly MgmtAttrName[] = ['device_features'];
+  readonly attrs: readonly MgmtAttrName[] = ['device_features', 'capacity', 'image', 'backend'];
 
+  /**
+   * @param platform Where the devices' rings and RAM disks live.
+   * @param capacity Default disk size in sectors for devices added without `capacity` or `image`.
+   */
   constructor(private readonly platform: Platform, private readonly capacity = 8192) {
     super();
   }
@@ -113,11 +149,21 @@ export class VdpaSimBlkMgmt extends MgmtDevice {
   create(name: string, attrs: MgmtDevAttrs): VdpaSimBlk {
     this.checkAttrMask(attrs);
     const deviceFeatures = this.checkFeatures(attrs.deviceFeatures);
-    const o: ConstructorParameters<typeof VdpaSimBlk>[1] = { name, capacity: this.capacity };
+    const { image, backend } = attrs;
+    if (image !== undefined && !(image instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'image must be a Uint8Array');
+    if (backend !== undefined && (image !== undefined || attrs.capacity !== undefined)) {
+      throw new VirtioError(Code.InvalidArgument, 'a backend brings its own capacity and content: give no capacity or image with it');
+    }
+    const capacity = attrs.capacity ?? (image ? Math.max(1, Math.ceil(image.length / 512)) : this.capacity);
+    if (image && image.length > capacity * 512) throw new VirtioError(Code.InvalidArgument, `image of ${image.length} bytes does not fit ${capacity} sectors`);
+    const o: ConstructorParameters<typeof VdpaSimBlk>[1] = { name, capacity };
+    if (backend) o.backend = backend;
     if (deviceFeatures !== undefined) {
       o.deviceFeatures = deviceFeatures;
       o.readOnly = hasFeature(deviceFeatures, VIRTIO_BLK_F_RO);
     }
-    return constructDevice(() => new VdpaSimBlk(this.platform, o));
+    const dev = constructDevice(() => new VdpaSimBlk(this.platform, o));
+    if (image) this.platform.write(dev.disk, image);
+    return dev;
   }
 }
