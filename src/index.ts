@@ -59,7 +59,7 @@ export type { SwitchEndpoint, SwitchPortStats } from './devices/switch.ts';
 export type { RxMode, NetCtrlSnapshot } from './devices/net-ctrl.ts';
 export type { PcapOptions } from './devices/pcap.ts';
 export type { VdpaSimBlkOptions, BlkBackend } from './devices/blk.ts';
-export type { MgmtDevAttrs, MgmtAttrName } from './mgmt/mgmtdev.ts';
+export type { MgmtDevAttrs, MgmtAttrName, MgmtDevSetAttrs } from './mgmt/mgmtdev.ts';
 export type { VirtioClassDriver, VirtioVdpaOptions } from './drivers/virtio-vdpa.ts';
 export type { VirtioNetDriverOptions, NetDriverStats } from './drivers/virtio-net.ts';
 export type { VirtioBlkDriverOptions, BlkDiscardLimits, BlkTransferLimits } from './drivers/virtio-blk.ts';

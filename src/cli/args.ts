@@ -185,7 +185,10 @@ export interface GlobalOptions {
   /** -b FILE: run the commands in FILE ("-" for standard input) (vdpa-wasm's extension). */
   batch: string | null;
   /** What getopt stopped at: a request to print the version or help, or a usage error. */
-  stop: 'version' | 'help' | { error: string } | null;
+  stop: 'version' | 'help' | {
+    /** What to print on standard error. */
+    error: string;
+  } | null;
   /** The words left for the command (non-options, in order). */
   rest: string[];
 }

@@ -12,9 +12,9 @@
 
 import { VirtioError, Code } from '../errors.ts';
 import { VdpaSim, features } from './sim-core.ts';
+import { parseMac } from '../virtio/mac.ts';
 import type { Platform } from '../platform/platform.ts';
 import type { PcapWriter } from './pcap.ts';
-import { parseMac } from '../virtio/mac.ts';
 import type { SwitchEndpoint } from './switch.ts';
 import {
   NetCtrlState, FILTER_BLOCK_SIZE, CTRL_CAP_RX, CTRL_CAP_RX_EXTRA, CTRL_CAP_VLAN, CTRL_CAP_MAC_ADDR, CTRL_CAP_MQ, CTRL_CAP_ANNOUNCE,

@@ -7,6 +7,7 @@
 // only for engines without SIMD: they load on demand (loadRingModule), so a bundle carries them
 // as separate chunks that are never fetched where SIMD works.
 
+import './wasm-global.ts';
 import { code as unsharedSimd } from './wasm-code-unshared-simd.ts';
 import { code as sharedSimd } from './wasm-code-shared-simd.ts';
 import { VirtioError, Code } from '../errors.ts';

@@ -125,7 +125,16 @@ export class Iotlb {
   }
 
   /** The current mappings, sorted by IOVA. */
-  get mappings(): readonly Readonly<{ iova: bigint; size: number; addr: number; perm: number }>[] {
+  get mappings(): readonly Readonly<{
+    /** First IOVA. */
+    iova: bigint;
+    /** Bytes mapped. */
+    size: number;
+    /** Memory offset the IOVA maps to. */
+    addr: number;
+    /** PERM_R / PERM_W bits. */
+    perm: number;
+  }>[] {
     return this.entries.map((e) => ({ iova: e.first, size: e.size, addr: e.addr, perm: e.perm }));
   }
 

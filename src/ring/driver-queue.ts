@@ -239,7 +239,12 @@ export class DriverQueue extends QueueBase {
   }
 
   /** Reclaims every used buffer as {token, len} objects (allocates; for convenience paths). */
-  reclaim(): { token: number; len: number }[] {
+  reclaim(): {
+    /** The buffer's token. */
+    token: number;
+    /** Bytes the device wrote. */
+    len: number;
+  }[] {
     const out: { token: number; len: number }[] = [];
     for (;;) {
       const n = this.getUsed();

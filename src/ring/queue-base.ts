@@ -35,7 +35,17 @@ export function ringFeatures(o: RingFeatureOptions = {}): bigint {
 }
 
 /** Lifecycle of a queue. */
-export type QueueState = { state: 'ready' } | { state: 'broken'; error: VirtioError };
+export type QueueState =
+  | {
+    /** The queue works. */
+    state: 'ready';
+  }
+  | {
+    /** A peer error broke the queue: every call refuses until reset. */
+    state: 'broken';
+    /** The error that broke it. */
+    error: VirtioError;
+  };
 
 /** Counters kept in the state block. */
 export interface QueueStats {
