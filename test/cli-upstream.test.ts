@@ -59,7 +59,7 @@ test('dev set name NAME mac MAC: the new address in config space, and upstream e
 
 test('dev set through the management API; a MAC set keeps the receive filter in step', () => {
   const { bus } = setup();
-  const dev = bus.devAdd('vdpasim_net', 'vdpa0', { mac: '02:00:00:00:00:01' }) as VdpaSimNet;
+  const dev = bus.devAdd('vdpasim_net', 'vdpa0', { mac: '02:00:00:00:00:01' });
   const m = bus.mgmtDevices.find((x) => x.name === 'vdpasim_net')!;
   m.setAttr!(dev, { mac: '02:00:00:00:00:02' });
   assert.deepEqual([...dev.mac], [2, 0, 0, 0, 0, 2]);
@@ -86,7 +86,7 @@ test('blk: capacity on dev add, and dev config show with its VDPA_ATTR_DEV_BLK_C
 test('blk through the management API: capacity, an initial image, a backend; created and deleted like the others', async () => {
   const { bus, platform } = setup();
   const image = new Uint8Array(1000).map((_, i) => i & 0xff);
-  const withImage = bus.devAdd('vdpasim_blk', 'img', { image }) as unknown as { capacity: number; disk: number };
+  const withImage = bus.devAdd('vdpasim_blk', 'img', { image });
   assert.equal(withImage.capacity, 2, 'the image rounded up to whole sectors');
   assert.deepEqual(platform.read(withImage.disk, 1024), new Uint8Array(1024).map((_, i) => (i < 1000 ? i & 0xff : 0)));
   assert.throws(() => bus.devAdd('vdpasim_blk', 'x', { image, capacity: 1 }), (e: unknown) => (e as { code?: string }).code === Code.InvalidArgument);
@@ -97,7 +97,7 @@ test('blk through the management API: capacity, an initial image, a backend; cre
     write: async (s, d) => { store.set(d, s * 512); },
     flush: async () => {},
   };
-  const viaBackend = bus.devAdd('vdpasim_blk', 'be', { backend }) as unknown as { capacity: number; backend: BlkBackend | null };
+  const viaBackend = bus.devAdd('vdpasim_blk', 'be', { backend });
   assert.equal(viaBackend.backend, backend);
   assert.equal(viaBackend.capacity, 64);
   assert.throws(() => bus.devAdd('vdpasim_blk', 'y', { backend, capacity: 8 }), (e: unknown) => (e as { code?: string }).code === Code.InvalidArgument);

@@ -78,6 +78,13 @@ const q = new DriverQueue(p, { size: 64, features: ringFeatures({ packed: true }
 const url: URL = ringWasmUrl({ shared: true, simd: true });
 const rc: number = runVdpa(['dev', 'show'], { bus, out: (s) => void s, err: (s) => void s });
 const backend: BlkBackend | null = null;
+// devAdd typed by management device name; events typed by name.
+const net = bus.devAdd('vdpasim_net', 'vdpa0');
+net.setMac('02:00:00:00:00:01');
+const blkCap: number = bus.devAdd('vdpasim_blk', 'blk0', { capacity: 8 }).capacity;
+bus.addEventListener('device-add', (e) => { const name: string = e.detail; void name; });
+net.addEventListener('needs-reset', (e) => { const vq: number = e.detail.vq; void vq; });
+export { blkCap };
 export { bytes, q, url, rc, backend, FileBackend };
 `;
 

@@ -167,3 +167,21 @@ export class VdpaSimBlkMgmt extends MgmtDevice {
     return dev;
   }
 }
+
+/**
+ * The device class each management device name creates, so `bus.devAdd('vdpasim_net', …)` is
+ * typed as a {@link VdpaSimNet}. Augment it (declare module) for your own management devices.
+ */
+export interface VdpaMgmtDeviceTypes {
+  /** {@link VdpaSimNetMgmt}. */
+  vdpasim_net: VdpaSimNet;
+  /** {@link VdpaSimBlkMgmt}. */
+  vdpasim_blk: VdpaSimBlk;
+}
+
+declare module '../bus/bus.ts' {
+  interface VdpaBus {
+    /** Creates a device through a management device of {@link VdpaMgmtDeviceTypes}: typed as the device it makes. */
+    devAdd<N extends keyof VdpaMgmtDeviceTypes>(mgmtdev: N, name: string, attrs?: MgmtDevAttrs): VdpaMgmtDeviceTypes[N];
+  }
+}
