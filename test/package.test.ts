@@ -160,3 +160,10 @@ test('package.json: engines, sideEffects for the entry scripts only, the docs sc
     assert.ok(existsSync(join(root, entry)), entry);
   }
 });
+
+test('the house: imports go one way (rings → platform, drivers → virtio/, never the reverse)', () => {
+  const importsOf = (dir: string) => readdirSync(join(root, 'src', dir)).filter((f) => f.endsWith('.ts')).flatMap((f) =>
+    [...readFileSync(join(root, 'src', dir, f), 'utf8').matchAll(/^(?:import|export)\b[^;]*?from '([^']+)'/gms)].map((m) => `${dir}/${f} → ${m[1]}`));
+  assert.deepEqual(importsOf('platform').filter((s) => s.includes('../ring/')), [], 'the platform does not import the rings');
+  assert.deepEqual(importsOf('drivers').filter((s) => /\.\.\/(devices|mgmt)\//.test(s)), [], 'a driver knows the spec, not the simulator');
+});

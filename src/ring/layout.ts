@@ -96,13 +96,8 @@ export const REC = {
   DSTATE: 16,
 } as const;
 
-/** IOTLB table: u32 count, u32 lastHit, then entries {u64 first, u64 last, u32 target, u32 perm}. */
-export const TLB = {
-  /** Header bytes (u32 count, u32 lastHit). */
-  HDR: 8,
-  /** Bytes per entry. */
-  ENT: 24,
-} as const;
+/** IOTLB table layout: defined beside the table's owner (platform/iotlb.ts); re-exported here with the other layouts. */
+export { TLB } from '../platform/iotlb.ts';
 
 /** Byte sizes of the ring areas, VIRTIO 1.3 §2.7 / §2.8 (with the event-idx words always present). */
 export function ringAreaSizes(size: number, packed: boolean): {
