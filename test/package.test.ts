@@ -167,3 +167,9 @@ test('the house: imports go one way (rings → platform, drivers → virtio/, ne
   assert.deepEqual(importsOf('platform').filter((s) => s.includes('../ring/')), [], 'the platform does not import the rings');
   assert.deepEqual(importsOf('drivers').filter((s) => /\.\.\/(devices|mgmt)\//.test(s)), [], 'a driver knows the spec, not the simulator');
 });
+
+test('the house: the generic management device imports no device class; each simulator one lives beside its device', () => {
+  const base = readFileSync(join(root, 'src', 'mgmt', 'base.ts'), 'utf8');
+  assert.deepEqual([...base.matchAll(/^import (?!type)[^;]*from '(\.\.\/devices\/[^']+)'/gm)].map((m) => m[1]), []);
+  for (const f of ['net-mgmt.ts', 'blk-mgmt.ts']) assert.ok(existsSync(join(root, 'src', 'devices', f)), f);
+});

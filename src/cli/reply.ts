@@ -4,7 +4,7 @@
 
 import { VirtioError, Code } from '../errors.ts';
 import type { VdpaBus, VdpaDevice } from '../bus/bus.ts';
-import type { MgmtDevice } from '../mgmt/mgmtdev.ts';
+import type { MgmtDevice } from '../mgmt/base.ts';
 import {
   VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_ID_NET, VIRTIO_ID_BLOCK, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU,
   VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MQ, VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE,

@@ -9,7 +9,7 @@
 // `dev config show`, and `capacity SIZE` on `dev add` for block devices.
 
 import type { VdpaBus, VdpaDevice } from '../bus/bus.ts';
-import type { MgmtDevice, MgmtDevAttrs, MgmtAttrName } from '../mgmt/mgmtdev.ts';
+import type { MgmtDevice, MgmtDevAttrs, MgmtAttrName } from '../mgmt/base.ts';
 import { VIRTIO_ID_NET, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_MQ } from '../virtio/constants.ts';
 import { formatJson, type JsonValue } from './json-writer.ts';
 import { parseBatch } from './batch.ts';
