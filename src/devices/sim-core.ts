@@ -474,6 +474,12 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     this.as(asid).dmaUnmap(iova, size);
   }
 
+  /** Address space asid's current mappings (a copy, sorted by IOVA): what the datapath translates through. */
+  getMap(asid: number): readonly Readonly<{ iova: bigint; size: number; addr: number; perm: number }>[] {
+    this.live();
+    return this.as(asid).mappings;
+  }
+
   /** Puts address space asid back to the identity map over RAM, the simulator's initial map (vdpasim_reset_map). */
   resetMap(asid: number): void {
     this.live();

@@ -720,7 +720,8 @@ export class VhostVdpaFile {
       return 0;
     }
     const data = this.op(() => this.dev.getConfig(off, len), 'get_config');
-    const b = U.encodeVdpaConfig(off, len);
+    const b = new Uint8Array(U.VHOST_VDPA_CONFIG.SIZE + len);
+    b.set(arg.subarray(0, U.VHOST_VDPA_CONFIG.SIZE));
     b.set(data, U.VHOST_VDPA_CONFIG.buf);
     return b;
   }

@@ -237,10 +237,13 @@ export function encodeVringAddr(a: { index: number; flags?: number; desc: number
   return b;
 }
 
-/** A vhost_vdpa_config header plus `data` (or `len` zero bytes for a read). */
+/**
+ * A vhost_vdpa_config: for a write, the header plus `data`; for a read (`len` a number), the
+ * 8-byte header alone (buf is what the node returns).
+ */
 export function encodeVdpaConfig(off: number, lenOrData: number | Uint8Array): Uint8Array {
   const len = typeof lenOrData === 'number' ? lenOrData : lenOrData.length;
-  const b = new Uint8Array(VHOST_VDPA_CONFIG.SIZE + len);
+  const b = new Uint8Array(VHOST_VDPA_CONFIG.SIZE + (typeof lenOrData === 'number' ? 0 : len));
   const v = new DataView(b.buffer);
   v.setUint32(VHOST_VDPA_CONFIG.off, off >>> 0, true);
   v.setUint32(VHOST_VDPA_CONFIG.len, len >>> 0, true);
