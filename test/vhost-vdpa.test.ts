@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import {
   Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VdpaSimNet, VhostVdpa, VhostError, VirtioError,
   DriverQueue, Doorbell, DoorbellWaiter, featureBit, VIRTIO_F_VERSION_1, VIRTIO_F_ACCESS_PLATFORM,
-  VIRTIO_NET_F_MAC, VIRTIO_NET_F_CTRL_VQ, VIRTIO_ID_NET, VIRTIO_ID_BLOCK, VIRTIO_F_RING_PACKED,
+  VIRTIO_NET_F_MAC, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_ID_NET, VIRTIO_ID_BLOCK, VIRTIO_F_RING_PACKED,
   type VdpaDevice, type VdpaBusDriver,
 } from '../src/index.ts';
 import * as U from '../src/vhost/uapi.ts';
@@ -474,13 +474,16 @@ describe('IOTLB messages', () => {
 // ── full bring-ups by ioctl bytes, one thread ──
 
 /** A VMM-side bring-up of `nq` queues by raw ioctl bytes, guest RAM mapped at IOVA G + offset. */
-function bringUp(f: ReturnType<VhostVdpa['open']>, p: Platform, want: bigint, nq: number) {
+function bringUp(f: ReturnType<VhostVdpa['open']>, p: Platform, want: bigint, nq: number, o: { enableAfterDriverOk?: boolean } = {}) {
   const G = 0x4000_0000;
   const dmaBase = G - p.ramBase;
   f.ioctl(U.VHOST_SET_OWNER);
   const offered = new DataView((f.ioctl(U.VHOST_GET_FEATURES) as Uint8Array).buffer).getBigUint64(0, true);
   const features = offered & want;
-  f.ioctl(U.VHOST_SET_BACKEND_FEATURES, u64((1n << 1n) | (1n << 2n) | (1n << 3n)));
+  const late = o.enableAfterDriverOk ? 1n << BigInt(U.VHOST_BACKEND_F_ENABLE_AFTER_DRIVER_OK) : 0n;
+  const offeredBackend = new DataView((f.ioctl(U.VHOST_GET_BACKEND_FEATURES) as Uint8Array).buffer).getBigUint64(0, true);
+  assert.equal(offeredBackend & late, late);
+  f.ioctl(U.VHOST_SET_BACKEND_FEATURES, u64((1n << 1n) | (1n << 2n) | (1n << 3n) | late));
   f.ioctl(U.VHOST_VDPA_SET_STATUS, Uint8Array.of(S_ACK));
   f.ioctl(U.VHOST_VDPA_SET_STATUS, Uint8Array.of(S_ACK | S_DRIVER));
   f.ioctl(U.VHOST_SET_FEATURES, u64(features));
@@ -507,9 +510,11 @@ function bringUp(f: ReturnType<VhostVdpa['open']>, p: Platform, want: bigint, nq
     guest.watch(call, () => calls[i]!++);
     f.ioctl(U.VHOST_SET_VRING_KICK, U.encodeVringFile(i, kick.handle.addr));
     f.ioctl(U.VHOST_SET_VRING_CALL, U.encodeVringFile(i, call.handle.addr));
-    f.ioctl(U.VHOST_VDPA_SET_VRING_ENABLE, st(i, 1));
+    if (!late) f.ioctl(U.VHOST_VDPA_SET_VRING_ENABLE, st(i, 1));
   }
   f.ioctl(U.VHOST_VDPA_SET_STATUS, Uint8Array.of(S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK));
+  // VHOST_BACKEND_F_ENABLE_AFTER_DRIVER_OK: the queues start after DRIVER_OK.
+  if (late) for (let i = 0; i < nq; i++) f.ioctl(U.VHOST_VDPA_SET_VRING_ENABLE, st(i, 1));
   const kick = (i: number) => {
     if (qs[i]!.kickPrepare()) kicks[i]!.ring();
   };
@@ -552,12 +557,12 @@ test('vdpasim_net brought up by ioctl bytes: frames loop back byte for byte thro
   f.close();
 });
 
-test('vdpasim_blk brought up by ioctl bytes: writes then reads match a model', async () => {
+test('vdpasim_blk brought up by ioctl bytes, its queue enabled after DRIVER_OK: writes then reads match a model', async () => {
   const { p, bus, vhost } = setup();
   const dev = bus.devAdd('vdpasim_blk', 'blk0');
   const f = vhost.open(vhost.nodeOf('blk0'));
   assert.equal(f.getDeviceId(), VIRTIO_ID_BLOCK);
-  const { qs, kick, calls, guest, iova } = bringUp(f, p, featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_ACCESS_PLATFORM), 1);
+  const { qs, kick, calls, guest, iova } = bringUp(f, p, featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_ACCESS_PLATFORM), 1, { enableAfterDriverOk: true });
   const q = qs[0]!;
   const model = new Uint8Array(64 * 512);
   const req = (type: number, sector: number) => {
@@ -605,3 +610,52 @@ function rd(b: Uint8Array | number): DataView {
   const u = b as Uint8Array;
   return new DataView(u.buffer, u.byteOffset, u.byteLength);
 }
+
+test('vdpasim_net control queue in its own group and ASID: a VMM can shadow it (group 1 → ASID 1, data in ASID 0)', async () => {
+  const { p, bus, vhost } = setup();
+  const dev = bus.devAdd('vdpasim_net', 'net0') as VdpaSimNet;
+  const f = vhost.open(vhost.nodeOf('net0'));
+  const G = 0x4000_0000;
+  const H = 0x8000_0000;
+  f.setOwner();
+  f.setBackendFeatures((1n << 1n) | (1n << 2n) | (1n << 3n));
+  f.setStatus(S_ACK | S_DRIVER);
+  const features = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_ACCESS_PLATFORM) | featureBit(VIRTIO_NET_F_CTRL_VQ) | featureBit(VIRTIO_NET_F_CTRL_RX);
+  f.setFeatures(features);
+  f.setStatus(S_ACK | S_DRIVER | S_FEATURES_OK);
+  assert.equal(f.getVringGroup(2), 1, 'the control queue is alone in group 1');
+  f.setGroupAsid(1, 1);
+  f.iotlb({ type: U.VHOST_IOTLB_UPDATE, iova: G, size: p.ramSize, uaddr: p.ramBase, perm: U.VHOST_ACCESS_RW }, 0);
+  f.iotlb({ type: U.VHOST_IOTLB_UPDATE, iova: H, size: p.ramSize, uaddr: p.ramBase, perm: U.VHOST_ACCESS_RW }, 1);
+  const q = new DriverQueue(p, { size: 16, features, dmaBase: H - p.ramBase });
+  const kick = Doorbell.alloc(p);
+  const call = Doorbell.alloc(p);
+  f.setVringNum({ index: 2, num: 16 });
+  f.setVringAddr({ index: 2, desc: q.addresses.descArea, avail: q.addresses.driverArea, used: q.addresses.deviceArea });
+  f.setVringKick(2, kick.handle);
+  f.setVringCall(2, call.handle);
+  f.setVringEnable({ index: 2, num: 1 });
+  f.setStatus(S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+  // struct virtio_net_ctrl { u8 class; u8 command; u8 on; } + u8 ack: RX_PROMISC on.
+  const cmd = p.allocBuffer(3);
+  p.u8.set([0, 0, 1], cmd);
+  const ack = p.allocBuffer(1);
+  p.u8[ack] = 0xff;
+  const viaAsid1 = (off: number) => off + H - p.ramBase;
+  assert.ok(q.add(1, [{ addr: viaAsid1(cmd), len: 3 }], [{ addr: viaAsid1(ack), len: 1 }]));
+  if (q.kickPrepare()) kick.ring();
+  for (let i = 0; i < 5 && q.usedPending() === 0; i++) await tick();
+  assert.equal(p.u8[ack], 0, 'VIRTIO_NET_OK');
+  assert.equal(dev.ctrl.rx.promisc, true);
+  assert.equal(q.reclaim().length, 1);
+  // A command addressed through ASID 0's IOVAs is outside the control queue's map: the device
+  // refuses the chain (NEEDS_RESET) and writes nothing.
+  p.u8[ack] = 0xff;
+  const viaAsid0 = (off: number) => off + G - p.ramBase;
+  assert.ok(q.add(2, [{ addr: viaAsid0(cmd), len: 3 }], [{ addr: viaAsid0(ack), len: 1 }]));
+  if (q.kickPrepare()) kick.ring();
+  await tick();
+  assert.equal(p.u8[ack], 0xff);
+  assert.ok(f.getStatus() & 0x40, 'DEVICE_NEEDS_RESET');
+  f.close();
+});
