@@ -166,6 +166,14 @@ describe('nodes, binding and the single owner', () => {
     errno(() => f.ioctl(U.VHOST_SET_VRING_NUM), 'EFAULT');
     errno(() => f.setVringNum({ index: 3, num: 64 }), 'ENOBUFS');
     errno(() => f.getVringBase(100), 'ENOBUFS');
+    // The syscall-shaped faces: 0 / -errno, never a throw.
+    assert.deepEqual(f.ioctlRaw(U.VHOST_SET_VRING_NUM, st(3, 64)), { ret: -105, out: null });
+    assert.deepEqual(f.ioctlRaw(U.VHOST_VDPA_GET_VQS_COUNT), { ret: 0, out: U.encodeU32(3) });
+    assert.deepEqual(f.ioctlRaw(U.VHOST_SET_OWNER), { ret: -16, out: null });
+    assert.equal(f.writeRaw(new Uint8Array(2)), -22);
+    assert.equal(f.writeRaw(U.encodeIotlbMsg({ type: U.VHOST_IOTLB_BATCH_BEGIN })), 72);
+    f.close();
+    assert.deepEqual(f.ioctlRaw(U.VHOST_VDPA_GET_VQS_COUNT), { ret: -9, out: null });
   });
 });
 

@@ -19,7 +19,7 @@ import type { VdpaBusDriver, VdpaDevice } from '../bus/bus.ts';
 import type { IotlbEntry } from '../platform/iotlb.ts';
 import type { VqState } from '../ring/vq-state.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from '../worker/doorbell.ts';
-import { VhostError, type ErrnoName } from '../vhost/errno.ts';
+import { VhostError, ERRNO, type ErrnoName } from '../vhost/errno.ts';
 import {
   VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_RING_PACKED, hasFeature,
 } from '../virtio/constants.ts';
@@ -258,8 +258,7 @@ export class VhostVdpaFile {
         return out32(dev.nas);
       case U.VHOST_SET_LOG_BASE:
       case U.VHOST_SET_LOG_FD:
-        fail('ENOTTY', 'vhost-vdpa has no dirty log');
-      // falls through (fail never returns)
+        return fail('ENOTTY', 'vhost-vdpa has no dirty log');
       case U.VHOST_VDPA_SET_CONFIG_CALL: {
         this.need(a, 4);
         const db = this.doorbell(a.getInt32(0, true));
@@ -333,6 +332,28 @@ export class VhostVdpaFile {
       throw e;
     }
     return U.VHOST_MSG.SIZE;
+  }
+
+  /**
+   * ioctl() as a syscall answers, for byte pipes: never throws; `ret` is 0 or -errno, `out` the
+   * struct written back (null for write-only requests and on error).
+   */
+  ioctlRaw(request: number, arg: Uint8Array = EMPTY): { ret: number; out: Uint8Array | null } {
+    try {
+      const r = this.ioctl(request, arg);
+      return { ret: 0, out: typeof r === 'number' ? null : r };
+    } catch (e) {
+      return { ret: -errnoOf(e), out: null };
+    }
+  }
+
+  /** writeMsg() as write(2) answers: the bytes consumed, or -errno. Never throws. */
+  writeRaw(msg: Uint8Array): number {
+    try {
+      return this.writeMsg(msg);
+    } catch (e) {
+      return -errnoOf(e);
+    }
   }
 
   /** Closes the file (vhost_vdpa_release): the device is reset, maps and doorbells are dropped. Idempotent. */
@@ -616,7 +637,7 @@ export class VhostVdpaFile {
       }
       default:
         // VRING_ERR, ENDIAN, BUSYLOOP and anything unknown: -ENOIOCTLCMD, which the syscall returns as ENOTTY.
-        fail('ENOTTY', `request 0x${req.toString(16)} is not a vhost-vdpa ioctl`);
+        return fail('ENOTTY', `request 0x${req.toString(16)} is not a vhost-vdpa ioctl`);
     }
   }
 
@@ -889,6 +910,11 @@ export class VhostVdpaFile {
       fail('EBADF', `${fd} is not a doorbell in this platform's memory`, { cause: e });
     }
   }
+}
+
+/** The errno of an error thrown by this file (anything that is not a VhostError is EIO). */
+function errnoOf(e: unknown): number {
+  return e instanceof VhostError ? e.errno : ERRNO.EIO;
 }
 
 function fdOf(db: DoorbellHandle | null): number {
