@@ -47,7 +47,10 @@ bench
 
 await bench.run();
 console.table(bench.table());
-const mean = (name: string) => bench.tasks.find((t) => t.name.startsWith(name))!.result!.latency.mean;
+const mean = (name: string): number => {
+  const r = bench.tasks.find((t) => t.name.startsWith(name))?.result;
+  return r && 'latency' in r ? r.latency.mean : NaN;
+};
 console.log(`ioctl bytes / config op: ${(mean('1000× ioctl') / mean('1000× getStatus')).toFixed(1)}×`);
 console.log(`unbatched / batched IOTLB updates: ${(mean(`${N} IOTLB UPDATEs, one`) / mean(`${N} IOTLB UPDATEs in`)).toFixed(1)}×`);
 f.close();
