@@ -317,6 +317,27 @@ describe('Linux rules, one by one', () => {
     f.setConfigCall(null);
   });
 
+  test('one kick doorbell may serve several queues (as one eventfd may); detaching one keeps the others', async () => {
+    const { p, f, dev } = netAtFeaturesOk();
+    const kicked: number[] = [];
+    dev.kickVq = (i: number) => void kicked.push(i);
+    const db = Doorbell.alloc(p);
+    f.setVringKick(0, db.handle);
+    f.setVringKick(1, db.handle);
+    db.ring();
+    await tick();
+    assert.deepEqual(kicked.sort(), [0, 1]);
+    f.setVringKick(0, null);
+    kicked.length = 0;
+    db.ring();
+    await tick();
+    assert.deepEqual(kicked, [1]);
+    f.close();
+    db.ring();
+    await tick();
+    assert.deepEqual(kicked, [1], 'no kick after release');
+  });
+
   test('the config doorbell rings on a config change', async () => {
     const { p, f, dev } = netAtFeaturesOk();
     const db = Doorbell.alloc(p);
@@ -461,6 +482,22 @@ describe('IOTLB messages', () => {
     assert.equal(dev.getMap(0).length, 1);
     f.iotlb(upd(0x100, 0x100, p.ramBase)); // not EEXIST: the failed batch is gone from the table
     assert.equal(dev.getMap(0).length, 2);
+  });
+
+  test('a batch dropped by a reset, or a second BEGIN, keeps the table equal to what the device has', () => {
+    const { p, f, dev } = owned();
+    f.iotlb({ type: U.VHOST_IOTLB_BATCH_BEGIN });
+    f.iotlb(upd(G, 0x1000, p.ramBase));
+    f.setStatus(0);
+    f.iotlb(upd(G, 0x1000, p.ramBase)); // not EEXIST: the dropped batch left the table
+    assert.deepEqual(dev.getMap(0).map((m) => m.iova), [G]);
+    f.iotlb({ type: U.VHOST_IOTLB_BATCH_BEGIN });
+    f.iotlb(upd(G + 0x1000n, 0x1000, p.ramBase));
+    f.iotlb({ type: U.VHOST_IOTLB_BATCH_BEGIN });
+    for (let i = 2; i <= 257; i++) f.iotlb(upd(G + BigInt(i * 0x1000), 0x1000, p.ramBase));
+    errno(() => f.iotlb({ type: U.VHOST_IOTLB_BATCH_END }), 'EFAULT', 'ENOMEM');
+    assert.deepEqual(dev.getMap(0).map((m) => m.iova), [G]);
+    f.iotlb(upd(G + 0x1000n, 0x1000, p.ramBase)); // the whole batch, from the first BEGIN, is gone
   });
 
   test('IOTLB_PERSIST: without it a reset puts the device on its clean (identity) map; with it the maps stay', () => {

@@ -193,6 +193,8 @@ export class VhostVdpaFile {
   /** Address spaces with their mappings, sorted by first IOVA (struct vhost_vdpa_as). */
   private readonly as = new Map<number, Map1[]>();
   private waiter: DoorbellWaiter | null = null;
+  /** Queues kicked by each watched doorbell (by address): one eventfd may serve several vqs. */
+  private readonly kickers = new Map<number, Set<number>>();
   private state: 'open' | 'closed' | 'revoked' = 'open';
   /** Kicks whose kick_vq threw (a deleted device); counted, never thrown into a microtask. */
   kickErrors = 0;
@@ -613,16 +615,26 @@ export class VhostVdpaFile {
       case U.VHOST_SET_VRING_KICK: {
         this.need(a, U.VHOST_VRING_FILE.SIZE);
         const db = this.doorbell(a.getInt32(U.VHOST_VRING_FILE.fd, true));
-        if (vq.kick) this.waiter?.unwatch(vq.kick);
+        this.unkick(idx);
         vq.kick = db;
         if (db) {
+          const set = this.kickers.get(db.handle.addr);
+          if (set) {
+            set.add(idx);
+            return 0;
+          }
+          const mine = new Set([idx]);
+          this.kickers.set(db.handle.addr, mine);
           if (!this.waiter) this.waiter = new DoorbellWaiter(this.platform);
-          // handle_vq_kick: ops->kick_vq. A device deleted meanwhile must not throw into a microtask.
+          // handle_vq_kick: ops->kick_vq for each queue on this doorbell. A device deleted
+          // meanwhile must not throw into a microtask: counted instead.
           this.waiter.watch(db, () => {
-            try {
-              dev.kickVq(idx);
-            } catch {
-              this.kickErrors++;
+            for (const i of mine) {
+              try {
+                dev.kickVq(i);
+              } catch {
+                this.kickErrors++;
+              }
             }
           });
         }
@@ -638,6 +650,20 @@ export class VhostVdpaFile {
       default:
         // VRING_ERR, ENDIAN, BUSYLOOP and anything unknown: -ENOIOCTLCMD, which the syscall returns as ENOTTY.
         return fail('ENOTTY', `request 0x${req.toString(16)} is not a vhost-vdpa ioctl`);
+    }
+  }
+
+  /** Stops queue idx's kick doorbell from kicking it (and stops watching a doorbell no queue uses). */
+  private unkick(idx: number): void {
+    const vq = this.vqs[idx]!;
+    const db = vq.kick;
+    if (!db) return;
+    vq.kick = null;
+    const set = this.kickers.get(db.handle.addr);
+    set?.delete(idx);
+    if (set && set.size === 0) {
+      this.kickers.delete(db.handle.addr);
+      this.waiter?.unwatch(db);
     }
   }
 
@@ -694,6 +720,13 @@ export class VhostVdpaFile {
 
   /** _compat_vdpa_reset: reset; the maps stay only with IOTLB_PERSIST (else VDPA_RESET_F_CLEAN_MAP). */
   private resetDevice(): void {
+    // A batch still open is dropped: its updates never reached the device, so the table goes
+    // back to what the device had (Linux clears in_batch on open and release).
+    const open = this.inBatch ? this.as.get(this.batchAsid) : undefined;
+    if (open && this.batchSnapshot) {
+      open.length = 0;
+      open.push(...this.batchSnapshot);
+    }
     this.inBatch = false;
     this.batchSnapshot = null;
     this.suspended = false;
@@ -772,9 +805,11 @@ export class VhostVdpaFile {
         return;
       }
       case U.VHOST_IOTLB_BATCH_BEGIN:
+        // A second BEGIN continues the open batch (Linux just sets in_batch again): keep the
+        // table as the device last saw it, to restore if END fails.
+        if (!this.inBatch) this.batchSnapshot = table.slice();
         this.batchAsid = asid;
         this.inBatch = true;
-        this.batchSnapshot = table.slice();
         return;
       case U.VHOST_IOTLB_BATCH_END: {
         const snap = this.batchSnapshot;
@@ -852,10 +887,8 @@ export class VhostVdpaFile {
     this.acked &= ~BIT(U.VHOST_BACKEND_F_IOTLB_PERSIST); // the reset on release cleans the maps
     quiet(() => this.resetDevice());
     for (let i = 0; i < this.vqs.length; i++) {
-      const vq = this.vqs[i]!;
-      if (vq.kick) this.waiter?.unwatch(vq.kick);
-      vq.kick = null;
-      vq.call = null;
+      this.unkick(i);
+      this.vqs[i]!.call = null;
       quiet(() => dev.setVqCb(i, null));
     }
     quiet(() => dev.setConfigCb(null));
