@@ -249,6 +249,8 @@ describe('Linux rules, one by one', () => {
     errno(() => f.setVringAddr({ index: 0, desc: 0x1000, avail: 0x2000, used: 0x3002 }), 'EINVAL');
     errno(() => f.setVringAddr({ index: 0, desc: 0x1000, avail: 0x2000, used: 0x3000, flags: 2 }), 'EOPNOTSUPP');
     errno(() => f.setVringBase({ index: 0, num: 0x10000 }), 'EINVAL');
+    // Linux's set_vq_ready is void; our device refuses a queue without addresses: EINVAL.
+    errno(() => f.setVringEnable({ index: 0, num: 1 }), 'EINVAL');
   });
 
   test('SET_VRING_ADDR and SET_VRING_BASE are refused after DRIVER_OK unless suspended', () => {

@@ -102,6 +102,7 @@ export interface VhostVdpaNodeInfo {
 
 /** The vhost_vdpa bus driver. */
 export class VhostVdpa implements VdpaBusDriver {
+  /** The driver's name on the bus (bind with bus.bind(dev, 'vhost_vdpa')). */
   readonly name = 'vhost_vdpa';
   /** The platform whose memory holds the doorbells (and the rings the VMM lays out). */
   readonly platform: Platform;
