@@ -589,7 +589,7 @@ export class VhostVdpaFile {
         // vhost_vring_set_addr: only VHOST_VRING_F_LOG is a known flag; avail 2-, used and log 4-aligned.
         if (flags & ~1) fail('EOPNOTSUPP', `unknown vring flags 0x${flags.toString(16)}`);
         if ((avail & 1n) || (used & 3n) || (log & 3n)) fail('EINVAL', 'the avail ring must be 2-aligned, the used ring and log 4-aligned');
-        // vdpa.c: "vdpa: Block vq property changes in DRIVER_OK" unless suspended.
+        // Linux 6.8 ("vdpa: Block vq property changes in DRIVER_OK"): not while running, unless suspended.
         if (driverOk && !this.suspended) fail('EINVAL', 'queue addresses cannot change after DRIVER_OK unless the device is suspended');
         this.op(() => dev.setVqAddress(idx, desc, avail, used), 'set_vq_address');
         return 0;
@@ -741,7 +741,8 @@ export class VhostVdpaFile {
   }
 
   private suspendRaw(): number {
-    // Linux ≥ 6.8: suspending a device that is not running (no DRIVER_OK) is a no-op.
+    // Linux 6.8 ("vdpa: Track device suspended state"): a device that is not running (no
+    // DRIVER_OK) is not suspended, the call is a no-op; v->suspended is what the vq rules test.
     if (!(this.status() & VIRTIO_CONFIG_S_DRIVER_OK)) return 0;
     if (!this.dev.suspend) fail('EOPNOTSUPP', 'the device cannot suspend');
     if (!this.suspended) this.op(() => this.dev.suspend!(), 'suspend');
