@@ -550,7 +550,10 @@ function bringUp(f: ReturnType<VhostVdpa['open']>, p: Platform, want: bigint, nq
     f.ioctl(U.VHOST_SET_VRING_NUM, st(i, 64));
     const a = q.addresses;
     f.ioctl(U.VHOST_SET_VRING_ADDR, U.encodeVringAddr({ index: i, desc: a.descArea, avail: a.driverArea, used: a.deviceArea }));
-    f.ioctl(U.VHOST_SET_VRING_BASE, st(i, 0));
+    // Packed rings start with both wrap counters at 1 (VIRTIO 1.3 §2.8.1): bit 15 of each half,
+    // as QEMU passes them (last_avail_idx | wrap << 15, used in the upper 16 bits).
+    const packed = (features & featureBit(VIRTIO_F_RING_PACKED)) !== 0n;
+    f.ioctl(U.VHOST_SET_VRING_BASE, st(i, packed ? 0x8000 | (0x8000 << 16) : 0));
     const kick = Doorbell.alloc(p);
     const call = Doorbell.alloc(p);
     kicks.push(kick);
@@ -568,11 +571,13 @@ function bringUp(f: ReturnType<VhostVdpa['open']>, p: Platform, want: bigint, nq
   return { qs, kick, calls, guest, iova: (off: number) => off + dmaBase };
 }
 
-test('vdpasim_net brought up by ioctl bytes: frames loop back byte for byte through kick/call doorbells and a shifted IOTLB', async () => {
+for (const layout of ['split', 'packed'] as const) {
+test(`vdpasim_net (${layout}) brought up by ioctl bytes: frames loop back byte for byte through kick/call doorbells and a shifted IOTLB`, async () => {
   const { p, bus, vhost } = setup();
   bus.devAdd('vdpasim_net', 'net0');
   const f = vhost.open(vhost.nodeOf('net0'));
-  const want = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_ACCESS_PLATFORM) | featureBit(VIRTIO_NET_F_MAC);
+  const want = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_ACCESS_PLATFORM) | featureBit(VIRTIO_NET_F_MAC) |
+    (layout === 'packed' ? featureBit(VIRTIO_F_RING_PACKED) : 0n);
   const { qs, kick, calls, guest, iova } = bringUp(f, p, want, 2);
   const [rx, tx] = qs as [DriverQueue, DriverQueue];
   const rxBufs: number[] = [];
@@ -603,6 +608,7 @@ test('vdpasim_net brought up by ioctl bytes: frames loop back byte for byte thro
   guest.close();
   f.close();
 });
+}
 
 test('vdpasim_blk brought up by ioctl bytes, its queue enabled after DRIVER_OK: writes then reads match a model', async () => {
   const { p, bus, vhost } = setup();
