@@ -86,6 +86,26 @@ describe('nodes, binding and the single owner', () => {
     assert.deepEqual(vhost.nodes.map((n) => [n.name, n.device]), [['vhost-vdpa-0', 'blk1'], ['vhost-vdpa-1', 'blk0']]);
   });
 
+  test('open/close cycles with doorbells leak no platform memory', () => {
+    const { p, bus, vhost } = setup();
+    bus.devAdd('vdpasim_net', 'net0');
+    const db = Doorbell.alloc(p);
+    const cycle = () => {
+      const f = vhost.open('vhost-vdpa-0');
+      f.setOwner();
+      f.setVringKick(0, db.handle);
+      f.setVringCall(1, db.handle);
+      f.iotlb({ type: U.VHOST_IOTLB_UPDATE, iova: 0, size: 4096, uaddr: p.ramBase, perm: U.VHOST_ACCESS_RW });
+      f.close();
+    };
+    cycle();
+    const priv = p.priv.available;
+    const ram = p.ram.available;
+    for (let i = 0; i < 50; i++) cycle();
+    assert.equal(p.priv.available, priv);
+    assert.equal(p.ram.available, ram);
+  });
+
   test('a device deleted while open: the file is released and refuses everything with ENODEV', () => {
     const { bus, vhost } = setup();
     bus.devAdd('vdpasim_net', 'net0');
