@@ -14,6 +14,7 @@ import {
 } from '../src/index.ts';
 import * as U from '../src/vhost/uapi.ts';
 import { eth, tick } from './helpers/net.ts';
+import { rng } from './helpers/builds.ts';
 
 const S_ACK = 1;
 const S_DRIVER = 2;
@@ -328,6 +329,7 @@ describe('Linux rules, one by one', () => {
     const { p, f } = netAtFeaturesOk();
     errno(() => f.ioctl(U.VHOST_SET_VRING_KICK, U.encodeVringFile(0, 12)), 'EBADF');
     errno(() => f.ioctl(U.VHOST_SET_VRING_CALL, U.encodeVringFile(0, 0x7ffffff8)), 'EBADF');
+    errno(() => f.setVringKick(0, { addr: p.allocBuffer(8) }), 'EBADF'); // guest RAM is never a doorbell
     errno(() => f.ioctl(U.VHOST_VDPA_SET_CONFIG_CALL, U.encodeU32(3)), 'EBADF');
     const db = Doorbell.alloc(p);
     f.setVringKick(0, db.handle);
@@ -370,6 +372,52 @@ describe('Linux rules, one by one', () => {
     dev.setLink(true);
     assert.equal(db.count, 1, 'no ring after release');
   });
+});
+
+test('fuzz: random requests, arguments and IOTLB messages only ever fail with a VhostError; the node still works after', () => {
+  const { p, bus, vhost } = setup();
+  const dev = bus.devAdd('vdpasim_net', 'net0');
+  const next = rng(0x5eed);
+  const codes = Object.values(U.VHOST_REQUESTS);
+  const db = Doorbell.alloc(p);
+  let f = vhost.open('vhost-vdpa-0');
+  let fails = 0;
+  for (let i = 0; i < 4000; i++) {
+    const arg = new Uint8Array(next() % 48);
+    for (let j = 0; j < arg.length; j++) arg[j] = next() & 0xff;
+    // Keep fds to -1, a real doorbell or garbage: a random address inside the private arena
+    // would be "a doorbell" over device state (as a random eventfd number is a real fd).
+    if (arg.length >= 8 && next() % 2) new DataView(arg.buffer).setInt32(4, [-1, db.handle.addr, 12][next() % 3]!, true);
+    if (arg.length >= 8 && next() % 2) new DataView(arg.buffer).setUint32(0, next() % 4, true);
+    try {
+      if (next() % 4 === 0) {
+        const m = U.encodeIotlbMsg({ type: next() % 8, iova: next() % 0x10000, size: next() % 0x3000, uaddr: p.ramBase + (next() % 0x100000), perm: next() % 5 }, next() % 2 ? undefined : next() % 3);
+        f.writeMsg(next() % 8 ? m : m.subarray(0, next() % 72));
+      } else {
+        const req = next() % 8 ? codes[next() % codes.length]! : next();
+        if (req === U.VHOST_VDPA_SET_STATUS && arg.length > 0 && next() % 4) arg[0] = 0;
+        f.ioctl(req, arg);
+      }
+    } catch (e) {
+      assert.ok(e instanceof VhostError, `not a VhostError: ${String(e)}`);
+      fails++;
+    }
+    if (i % 500 === 499) {
+      f.close();
+      f = vhost.open('vhost-vdpa-0');
+    }
+  }
+  assert.ok(fails > 1000, `${fails} calls failed`);
+  f.close();
+  assert.equal(dev.getStatus(), 0);
+  // The node still brings a device up.
+  const g = vhost.open('vhost-vdpa-0');
+  g.setOwner();
+  g.setStatus(S_ACK | S_DRIVER);
+  g.setFeatures(featureBit(VIRTIO_F_VERSION_1));
+  g.setStatus(S_ACK | S_DRIVER | S_FEATURES_OK);
+  assert.ok(g.getStatus() & S_FEATURES_OK);
+  g.close();
 });
 
 describe('backend features follow the device', () => {

@@ -18,7 +18,7 @@ import type { Platform } from '../platform/platform.ts';
 import type { VdpaBusDriver, VdpaDevice } from '../bus/bus.ts';
 import type { IotlbEntry } from '../platform/iotlb.ts';
 import type { VqState } from '../ring/vq-state.ts';
-import { Doorbell, DoorbellWaiter, type DoorbellHandle } from '../worker/doorbell.ts';
+import { Doorbell, DoorbellWaiter, DOORBELL_SIZE, type DoorbellHandle } from '../worker/doorbell.ts';
 import { VhostError, ERRNO, type ErrnoName } from '../vhost/errno.ts';
 import {
   VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_RING_PACKED, hasFeature,
@@ -936,13 +936,20 @@ export class VhostVdpaFile {
     return a.getBigUint64(0, true);
   }
 
-  /** The doorbell an fd field names: -1 (VHOST_FILE_UNBIND) is none, a bad address EBADF. */
+  /**
+   * The doorbell an fd field names: -1 (VHOST_FILE_UNBIND) is none. Doorbells live in the
+   * platform's private arena (Doorbell.alloc), never in RAM the guest owns: any other address,
+   * or one the Doorbell refuses, is EBADF (what a bad eventfd is to Linux).
+   */
   private doorbell(fd: number): Doorbell | null {
     if (fd === U.VHOST_FILE_UNBIND) return null;
+    const addr = fd >>> 0;
+    const p = this.platform;
+    if (addr < p.privBase || addr + DOORBELL_SIZE > p.privBase + p.privSize) fail('EBADF', `${fd} is not a doorbell: outside the private arena`);
     try {
-      return new Doorbell(this.platform, { addr: fd >>> 0 });
+      return new Doorbell(p, { addr });
     } catch (e) {
-      fail('EBADF', `${fd} is not a doorbell in this platform's memory`, { cause: e });
+      return fail('EBADF', `${fd} is not a doorbell in this platform's memory`, { cause: e });
     }
   }
 }
