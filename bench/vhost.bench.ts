@@ -47,7 +47,6 @@ bench
 
 await bench.run();
 console.table(bench.table());
-// tinybench 6: a task's result is a union; only a completed one has `latency`.
 const mean = (name: string): number => {
   const r = bench.tasks.find((t) => t.name.startsWith(name))?.result;
   return r && 'latency' in r ? r.latency.mean : NaN;

@@ -14,6 +14,7 @@ import {
 } from '../src/index.ts';
 import * as U from '../src/vhost/uapi.ts';
 import { eth, tick } from './helpers/net.ts';
+import { rng } from './helpers/builds.ts';
 
 const S_ACK = 1;
 const S_DRIVER = 2;
@@ -84,6 +85,26 @@ describe('nodes, binding and the single owner', () => {
     bus.devDel('net0');
     bus.devAdd('vdpasim_blk', 'blk1');
     assert.deepEqual(vhost.nodes.map((n) => [n.name, n.device]), [['vhost-vdpa-0', 'blk1'], ['vhost-vdpa-1', 'blk0']]);
+  });
+
+  test('open/close cycles with doorbells leak no platform memory', () => {
+    const { p, bus, vhost } = setup();
+    bus.devAdd('vdpasim_net', 'net0');
+    const db = Doorbell.alloc(p);
+    const cycle = () => {
+      const f = vhost.open('vhost-vdpa-0');
+      f.setOwner();
+      f.setVringKick(0, db.handle);
+      f.setVringCall(1, db.handle);
+      f.iotlb({ type: U.VHOST_IOTLB_UPDATE, iova: 0, size: 4096, uaddr: p.ramBase, perm: U.VHOST_ACCESS_RW });
+      f.close();
+    };
+    cycle();
+    const priv = p.priv.available;
+    const ram = p.ram.available;
+    for (let i = 0; i < 50; i++) cycle();
+    assert.equal(p.priv.available, priv);
+    assert.equal(p.ram.available, ram);
   });
 
   test('a device deleted while open: the file is released and refuses everything with ENODEV', () => {
@@ -249,6 +270,8 @@ describe('Linux rules, one by one', () => {
     errno(() => f.setVringAddr({ index: 0, desc: 0x1000, avail: 0x2000, used: 0x3002 }), 'EINVAL');
     errno(() => f.setVringAddr({ index: 0, desc: 0x1000, avail: 0x2000, used: 0x3000, flags: 2 }), 'EOPNOTSUPP');
     errno(() => f.setVringBase({ index: 0, num: 0x10000 }), 'EINVAL');
+    // Linux's set_vq_ready is void; our device refuses a queue without addresses: EINVAL.
+    errno(() => f.setVringEnable({ index: 0, num: 1 }), 'EINVAL');
   });
 
   test('SET_VRING_ADDR and SET_VRING_BASE are refused after DRIVER_OK unless suspended', () => {
@@ -306,6 +329,7 @@ describe('Linux rules, one by one', () => {
     const { p, f } = netAtFeaturesOk();
     errno(() => f.ioctl(U.VHOST_SET_VRING_KICK, U.encodeVringFile(0, 12)), 'EBADF');
     errno(() => f.ioctl(U.VHOST_SET_VRING_CALL, U.encodeVringFile(0, 0x7ffffff8)), 'EBADF');
+    errno(() => f.setVringKick(0, { addr: p.allocBuffer(8) }), 'EBADF'); // guest RAM is never a doorbell
     errno(() => f.ioctl(U.VHOST_VDPA_SET_CONFIG_CALL, U.encodeU32(3)), 'EBADF');
     const db = Doorbell.alloc(p);
     f.setVringKick(0, db.handle);
@@ -315,6 +339,27 @@ describe('Linux rules, one by one', () => {
     f.ioctl(U.VHOST_SET_VRING_CALL, U.encodeVringFile(0, -1));
     f.setConfigCall(db.handle);
     f.setConfigCall(null);
+  });
+
+  test('one kick doorbell may serve several queues (as one eventfd may); detaching one keeps the others', async () => {
+    const { p, f, dev } = netAtFeaturesOk();
+    const kicked: number[] = [];
+    dev.kickVq = (i: number) => void kicked.push(i);
+    const db = Doorbell.alloc(p);
+    f.setVringKick(0, db.handle);
+    f.setVringKick(1, db.handle);
+    db.ring();
+    await tick();
+    assert.deepEqual(kicked.sort(), [0, 1]);
+    f.setVringKick(0, null);
+    kicked.length = 0;
+    db.ring();
+    await tick();
+    assert.deepEqual(kicked, [1]);
+    f.close();
+    db.ring();
+    await tick();
+    assert.deepEqual(kicked, [1], 'no kick after release');
   });
 
   test('the config doorbell rings on a config change', async () => {
@@ -327,6 +372,52 @@ describe('Linux rules, one by one', () => {
     dev.setLink(true);
     assert.equal(db.count, 1, 'no ring after release');
   });
+});
+
+test('fuzz: random requests, arguments and IOTLB messages only ever fail with a VhostError; the node still works after', () => {
+  const { p, bus, vhost } = setup();
+  const dev = bus.devAdd('vdpasim_net', 'net0');
+  const next = rng(0x5eed);
+  const codes = Object.values(U.VHOST_REQUESTS);
+  const db = Doorbell.alloc(p);
+  let f = vhost.open('vhost-vdpa-0');
+  let fails = 0;
+  for (let i = 0; i < 4000; i++) {
+    const arg = new Uint8Array(next() % 48);
+    for (let j = 0; j < arg.length; j++) arg[j] = next() & 0xff;
+    // Keep fds to -1, a real doorbell or garbage: a random address inside the private arena
+    // would be "a doorbell" over device state (as a random eventfd number is a real fd).
+    if (arg.length >= 8 && next() % 2) new DataView(arg.buffer).setInt32(4, [-1, db.handle.addr, 12][next() % 3]!, true);
+    if (arg.length >= 8 && next() % 2) new DataView(arg.buffer).setUint32(0, next() % 4, true);
+    try {
+      if (next() % 4 === 0) {
+        const m = U.encodeIotlbMsg({ type: next() % 8, iova: next() % 0x10000, size: next() % 0x3000, uaddr: p.ramBase + (next() % 0x100000), perm: next() % 5 }, next() % 2 ? undefined : next() % 3);
+        f.writeMsg(next() % 8 ? m : m.subarray(0, next() % 72));
+      } else {
+        const req = next() % 8 ? codes[next() % codes.length]! : next();
+        if (req === U.VHOST_VDPA_SET_STATUS && arg.length > 0 && next() % 4) arg[0] = 0;
+        f.ioctl(req, arg);
+      }
+    } catch (e) {
+      assert.ok(e instanceof VhostError, `not a VhostError: ${String(e)}`);
+      fails++;
+    }
+    if (i % 500 === 499) {
+      f.close();
+      f = vhost.open('vhost-vdpa-0');
+    }
+  }
+  assert.ok(fails > 1000, `${fails} calls failed`);
+  f.close();
+  assert.equal(dev.getStatus(), 0);
+  // The node still brings a device up.
+  const g = vhost.open('vhost-vdpa-0');
+  g.setOwner();
+  g.setStatus(S_ACK | S_DRIVER);
+  g.setFeatures(featureBit(VIRTIO_F_VERSION_1));
+  g.setStatus(S_ACK | S_DRIVER | S_FEATURES_OK);
+  assert.ok(g.getStatus() & S_FEATURES_OK);
+  g.close();
 });
 
 describe('backend features follow the device', () => {
@@ -463,6 +554,22 @@ describe('IOTLB messages', () => {
     assert.equal(dev.getMap(0).length, 2);
   });
 
+  test('a batch dropped by a reset, or a second BEGIN, keeps the table equal to what the device has', () => {
+    const { p, f, dev } = owned();
+    f.iotlb({ type: U.VHOST_IOTLB_BATCH_BEGIN });
+    f.iotlb(upd(G, 0x1000, p.ramBase));
+    f.setStatus(0);
+    f.iotlb(upd(G, 0x1000, p.ramBase)); // not EEXIST: the dropped batch left the table
+    assert.deepEqual(dev.getMap(0).map((m) => m.iova), [G]);
+    f.iotlb({ type: U.VHOST_IOTLB_BATCH_BEGIN });
+    f.iotlb(upd(G + 0x1000n, 0x1000, p.ramBase));
+    f.iotlb({ type: U.VHOST_IOTLB_BATCH_BEGIN });
+    for (let i = 2; i <= 257; i++) f.iotlb(upd(G + BigInt(i * 0x1000), 0x1000, p.ramBase));
+    errno(() => f.iotlb({ type: U.VHOST_IOTLB_BATCH_END }), 'EFAULT', 'ENOMEM');
+    assert.deepEqual(dev.getMap(0).map((m) => m.iova), [G]);
+    f.iotlb(upd(G + 0x1000n, 0x1000, p.ramBase)); // the whole batch, from the first BEGIN, is gone
+  });
+
   test('IOTLB_PERSIST: without it a reset puts the device on its clean (identity) map; with it the maps stay', () => {
     const { p, f, dev } = owned();
     f.iotlb(upd(G, 0x1000, p.ramBase));
@@ -511,7 +618,10 @@ function bringUp(f: ReturnType<VhostVdpa['open']>, p: Platform, want: bigint, nq
     f.ioctl(U.VHOST_SET_VRING_NUM, st(i, 64));
     const a = q.addresses;
     f.ioctl(U.VHOST_SET_VRING_ADDR, U.encodeVringAddr({ index: i, desc: a.descArea, avail: a.driverArea, used: a.deviceArea }));
-    f.ioctl(U.VHOST_SET_VRING_BASE, st(i, 0));
+    // Packed rings start with both wrap counters at 1 (VIRTIO 1.3 §2.8.1): bit 15 of each half,
+    // as QEMU passes them (last_avail_idx | wrap << 15, used in the upper 16 bits).
+    const packed = (features & featureBit(VIRTIO_F_RING_PACKED)) !== 0n;
+    f.ioctl(U.VHOST_SET_VRING_BASE, st(i, packed ? 0x8000 | (0x8000 << 16) : 0));
     const kick = Doorbell.alloc(p);
     const call = Doorbell.alloc(p);
     kicks.push(kick);
@@ -529,11 +639,13 @@ function bringUp(f: ReturnType<VhostVdpa['open']>, p: Platform, want: bigint, nq
   return { qs, kick, calls, guest, iova: (off: number) => off + dmaBase };
 }
 
-test('vdpasim_net brought up by ioctl bytes: frames loop back byte for byte through kick/call doorbells and a shifted IOTLB', async () => {
+for (const layout of ['split', 'packed'] as const) {
+test(`vdpasim_net (${layout}) brought up by ioctl bytes: frames loop back byte for byte through kick/call doorbells and a shifted IOTLB`, async () => {
   const { p, bus, vhost } = setup();
   bus.devAdd('vdpasim_net', 'net0');
   const f = vhost.open(vhost.nodeOf('net0'));
-  const want = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_ACCESS_PLATFORM) | featureBit(VIRTIO_NET_F_MAC);
+  const want = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_ACCESS_PLATFORM) | featureBit(VIRTIO_NET_F_MAC) |
+    (layout === 'packed' ? featureBit(VIRTIO_F_RING_PACKED) : 0n);
   const { qs, kick, calls, guest, iova } = bringUp(f, p, want, 2);
   const [rx, tx] = qs as [DriverQueue, DriverQueue];
   const rxBufs: number[] = [];
@@ -564,6 +676,7 @@ test('vdpasim_net brought up by ioctl bytes: frames loop back byte for byte thro
   guest.close();
   f.close();
 });
+}
 
 test('vdpasim_blk brought up by ioctl bytes, its queue enabled after DRIVER_OK: writes then reads match a model', async () => {
   const { p, bus, vhost } = setup();
@@ -644,6 +757,8 @@ test('vdpasim_net control queue in its own group and ASID: a VMM can shadow it (
   f.setVringCall(2, call.handle);
   f.setVringEnable({ index: 2, num: 1 });
   f.setStatus(S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+  // Our simulator keeps a group's ASID while one of its queues is enabled (Linux's would switch): EBUSY.
+  errno(() => f.setGroupAsid(1, 0), 'EBUSY');
   // struct virtio_net_ctrl { u8 class; u8 command; u8 on; } + u8 ack: RX_PROMISC on.
   const cmd = p.allocBuffer(3);
   p.u8.set([0, 0, 1], cmd);

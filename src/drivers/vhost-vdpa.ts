@@ -18,7 +18,7 @@ import type { Platform } from '../platform/platform.ts';
 import type { VdpaBusDriver, VdpaDevice } from '../bus/bus.ts';
 import type { IotlbEntry } from '../platform/iotlb.ts';
 import type { VqState } from '../ring/vq-state.ts';
-import { Doorbell, DoorbellWaiter, type DoorbellHandle } from '../worker/doorbell.ts';
+import { Doorbell, DoorbellWaiter, DOORBELL_SIZE, type DoorbellHandle } from '../worker/doorbell.ts';
 import { VhostError, ERRNO, type ErrnoName } from '../vhost/errno.ts';
 import {
   VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_RING_PACKED, hasFeature,
@@ -102,6 +102,7 @@ export interface VhostVdpaNodeInfo {
 
 /** The vhost_vdpa bus driver. */
 export class VhostVdpa implements VdpaBusDriver {
+  /** The driver's name on the bus (bind with bus.bind(dev, 'vhost_vdpa')). */
   readonly name = 'vhost_vdpa';
   /** The platform whose memory holds the doorbells (and the rings the VMM lays out). */
   readonly platform: Platform;
@@ -193,6 +194,8 @@ export class VhostVdpaFile {
   /** Address spaces with their mappings, sorted by first IOVA (struct vhost_vdpa_as). */
   private readonly as = new Map<number, Map1[]>();
   private waiter: DoorbellWaiter | null = null;
+  /** Queues kicked by each watched doorbell (by address): one eventfd may serve several vqs. */
+  private readonly kickers = new Map<number, Set<number>>();
   private state: 'open' | 'closed' | 'revoked' = 'open';
   /** Kicks whose kick_vq threw (a deleted device); counted, never thrown into a microtask. */
   kickErrors = 0;
@@ -586,7 +589,7 @@ export class VhostVdpaFile {
         // vhost_vring_set_addr: only VHOST_VRING_F_LOG is a known flag; avail 2-, used and log 4-aligned.
         if (flags & ~1) fail('EOPNOTSUPP', `unknown vring flags 0x${flags.toString(16)}`);
         if ((avail & 1n) || (used & 3n) || (log & 3n)) fail('EINVAL', 'the avail ring must be 2-aligned, the used ring and log 4-aligned');
-        // vdpa.c: "vdpa: Block vq property changes in DRIVER_OK" unless suspended.
+        // Linux 6.8 ("vdpa: Block vq property changes in DRIVER_OK"): not while running, unless suspended.
         if (driverOk && !this.suspended) fail('EINVAL', 'queue addresses cannot change after DRIVER_OK unless the device is suspended');
         this.op(() => dev.setVqAddress(idx, desc, avail, used), 'set_vq_address');
         return 0;
@@ -613,16 +616,26 @@ export class VhostVdpaFile {
       case U.VHOST_SET_VRING_KICK: {
         this.need(a, U.VHOST_VRING_FILE.SIZE);
         const db = this.doorbell(a.getInt32(U.VHOST_VRING_FILE.fd, true));
-        if (vq.kick) this.waiter?.unwatch(vq.kick);
+        this.unkick(idx);
         vq.kick = db;
         if (db) {
+          const set = this.kickers.get(db.handle.addr);
+          if (set) {
+            set.add(idx);
+            return 0;
+          }
+          const mine = new Set([idx]);
+          this.kickers.set(db.handle.addr, mine);
           if (!this.waiter) this.waiter = new DoorbellWaiter(this.platform);
-          // handle_vq_kick: ops->kick_vq. A device deleted meanwhile must not throw into a microtask.
+          // handle_vq_kick: ops->kick_vq for each queue on this doorbell. A device deleted
+          // meanwhile must not throw into a microtask: counted instead.
           this.waiter.watch(db, () => {
-            try {
-              dev.kickVq(idx);
-            } catch {
-              this.kickErrors++;
+            for (const i of mine) {
+              try {
+                dev.kickVq(i);
+              } catch {
+                this.kickErrors++;
+              }
             }
           });
         }
@@ -638,6 +651,20 @@ export class VhostVdpaFile {
       default:
         // VRING_ERR, ENDIAN, BUSYLOOP and anything unknown: -ENOIOCTLCMD, which the syscall returns as ENOTTY.
         return fail('ENOTTY', `request 0x${req.toString(16)} is not a vhost-vdpa ioctl`);
+    }
+  }
+
+  /** Stops queue idx's kick doorbell from kicking it (and stops watching a doorbell no queue uses). */
+  private unkick(idx: number): void {
+    const vq = this.vqs[idx]!;
+    const db = vq.kick;
+    if (!db) return;
+    vq.kick = null;
+    const set = this.kickers.get(db.handle.addr);
+    set?.delete(idx);
+    if (set && set.size === 0) {
+      this.kickers.delete(db.handle.addr);
+      this.waiter?.unwatch(db);
     }
   }
 
@@ -694,6 +721,13 @@ export class VhostVdpaFile {
 
   /** _compat_vdpa_reset: reset; the maps stay only with IOTLB_PERSIST (else VDPA_RESET_F_CLEAN_MAP). */
   private resetDevice(): void {
+    // A batch still open is dropped: its updates never reached the device, so the table goes
+    // back to what the device had (Linux clears in_batch on open and release).
+    const open = this.inBatch ? this.as.get(this.batchAsid) : undefined;
+    if (open && this.batchSnapshot) {
+      open.length = 0;
+      open.push(...this.batchSnapshot);
+    }
     this.inBatch = false;
     this.batchSnapshot = null;
     this.suspended = false;
@@ -707,7 +741,8 @@ export class VhostVdpaFile {
   }
 
   private suspendRaw(): number {
-    // Linux ≥ 6.8: suspending a device that is not running (no DRIVER_OK) is a no-op.
+    // Linux 6.8 ("vdpa: Track device suspended state"): a device that is not running (no
+    // DRIVER_OK) is not suspended, the call is a no-op; v->suspended is what the vq rules test.
     if (!(this.status() & VIRTIO_CONFIG_S_DRIVER_OK)) return 0;
     if (!this.dev.suspend) fail('EOPNOTSUPP', 'the device cannot suspend');
     if (!this.suspended) this.op(() => this.dev.suspend!(), 'suspend');
@@ -772,9 +807,11 @@ export class VhostVdpaFile {
         return;
       }
       case U.VHOST_IOTLB_BATCH_BEGIN:
+        // A second BEGIN continues the open batch (Linux just sets in_batch again): keep the
+        // table as the device last saw it, to restore if END fails.
+        if (!this.inBatch) this.batchSnapshot = table.slice();
         this.batchAsid = asid;
         this.inBatch = true;
-        this.batchSnapshot = table.slice();
         return;
       case U.VHOST_IOTLB_BATCH_END: {
         const snap = this.batchSnapshot;
@@ -852,10 +889,8 @@ export class VhostVdpaFile {
     this.acked &= ~BIT(U.VHOST_BACKEND_F_IOTLB_PERSIST); // the reset on release cleans the maps
     quiet(() => this.resetDevice());
     for (let i = 0; i < this.vqs.length; i++) {
-      const vq = this.vqs[i]!;
-      if (vq.kick) this.waiter?.unwatch(vq.kick);
-      vq.kick = null;
-      vq.call = null;
+      this.unkick(i);
+      this.vqs[i]!.call = null;
       quiet(() => dev.setVqCb(i, null));
     }
     quiet(() => dev.setConfigCb(null));
@@ -901,13 +936,20 @@ export class VhostVdpaFile {
     return a.getBigUint64(0, true);
   }
 
-  /** The doorbell an fd field names: -1 (VHOST_FILE_UNBIND) is none, a bad address EBADF. */
+  /**
+   * The doorbell an fd field names: -1 (VHOST_FILE_UNBIND) is none. Doorbells live in the
+   * platform's private arena (Doorbell.alloc), never in RAM the guest owns: any other address,
+   * or one the Doorbell refuses, is EBADF (what a bad eventfd is to Linux).
+   */
   private doorbell(fd: number): Doorbell | null {
     if (fd === U.VHOST_FILE_UNBIND) return null;
+    const addr = fd >>> 0;
+    const p = this.platform;
+    if (addr < p.privBase || addr + DOORBELL_SIZE > p.privBase + p.privSize) fail('EBADF', `${fd} is not a doorbell: outside the private arena`);
     try {
-      return new Doorbell(this.platform, { addr: fd >>> 0 });
+      return new Doorbell(p, { addr });
     } catch (e) {
-      fail('EBADF', `${fd} is not a doorbell in this platform's memory`, { cause: e });
+      return fail('EBADF', `${fd} is not a doorbell in this platform's memory`, { cause: e });
     }
   }
 }
