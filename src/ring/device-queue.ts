@@ -77,6 +77,10 @@ export class DeviceQueue extends QueueBase {
   private readonly pushRecs: number;
   private readonly u32: Uint32Array;
   private readonly u16: Uint16Array;
+  /** True if the last {@link serve} decided the driver needs a used-buffer notification now. */
+  serveCall = false;
+  /** True if the last {@link serve} stopped at a chain it does not serve: pop() it. */
+  serveStopped = false;
   private nPopped = 0;
   private nPushed = 0;
   private nPending = 0;
@@ -149,6 +153,37 @@ export class DeviceQueue extends QueueBase {
     this.nPushed = 0;
     this.popGen = this.iotlb.generation;
     return r;
+  }
+
+  /**
+   * The fused device pass: serves up to `max` available chains that are one device-readable
+   * buffer of 1..`stride` bytes (any length when stride is 0) in ONE wasm call, with no chain
+   * records: each is validated and translated exactly as pop() does, its bytes are copied to
+   * memory at dst + i·stride (when stride > 0), its length is written to the u32 at lens + 4·i
+   * (when lens > 0), and it is returned as used with 0 bytes written. used->idx is published
+   * once and the notification decision of needCall() is made: read it in {@link serveCall}.
+   * This is what a transmit datapath does (vhost handle_tx with vhost_add_used_and_signal_n).
+   *
+   * Returns the chains served. It stops early at the first chain that is anything else
+   * (several descriptors, indirect, writable, longer than stride, split across map entries,
+   * or malformed): then {@link serveStopped} is true and pop() takes it from there, with the
+   * details (and reports any spec violation in it). Throws like pop() for the errors it finds
+   * itself (avail->idx too far ahead, head out of range). Chains popped earlier are not touched.
+   */
+  serve(max = this.batch, dst = 0, stride = 0, lens = 0): number {
+    this.live();
+    if (!(max >= 0 && max <= 65536) || (max | 0) !== max) throw new VirtioError(Code.InvalidArgument, `max ${max} must be 0..65536`);
+    if (!Number.isInteger(stride) || stride < 0 || stride > 0xffffffff) throw new VirtioError(Code.InvalidArgument, `stride ${stride} must be a u32`);
+    if (stride !== 0 || dst !== 0) this.checkOut(dst, max * stride, 'copy destination');
+    if (lens !== 0) this.checkOut(lens, 4 * max, 'lens array');
+    const r = this.platform.exports.dev_serve(this.qsb, max, dst, stride, lens);
+    if (r < 0) {
+      this.serveCall = this.serveStopped = false;
+      this.fail(r, 'dev_serve');
+    }
+    this.serveStopped = (r & 2) !== 0;
+    if ((this.serveCall = (r & 1) !== 0)) this.countNotify();
+    return r >>> 2;
   }
 
   /**
@@ -509,6 +544,12 @@ export class DeviceQueue extends QueueBase {
 
   private checkIndex(i: number): void {
     if (!Number.isInteger(i) || i < 0 || i >= this.nPopped) throw new VirtioError(Code.InvalidArgument, `chain ${i} is not one of the ${this.nPopped} popped`);
+  }
+
+  private checkOut(base: number, bytes: number, what: string): void {
+    if (!Number.isSafeInteger(base) || !Number.isSafeInteger(bytes) || base < 0 || bytes < 0 || base + bytes > this.platform.u8.length) {
+      throw new VirtioError(Code.InvalidArgument, `${what} [${base}, +${bytes}) is outside the memory`);
+    }
   }
 
   private checkBatchRange(n: number, base: number, stride: number): void {

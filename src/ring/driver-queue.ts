@@ -58,6 +58,15 @@ export class DriverQueue extends QueueBase {
   private readonly segs: number;
   private readonly usedOut: number;
   private readonly dstate: number;
+  /** Tokens of the last {@link reclaimUsed} (a view over its private array; `batch` entries). */
+  readonly usedTokens: Uint32Array;
+  /** Lengths the device wrote, for the same buffers (`batch` entries). */
+  readonly usedLens: Uint32Array;
+  /** True if the last {@link addBufs} decided the device needs a kick now. */
+  kickNeeded = false;
+  private readonly bufRecs: number;
+  private readonly tokArr: number;
+  private readonly lenArr: number;
   private staged = 0;
   private stagedSegs = 0;
   private readonly u32: Uint32Array;
@@ -86,6 +95,11 @@ export class DriverQueue extends QueueBase {
       this.segs = this.allocPriv(this.maxSegs * REC.DSEG, 16);
       this.usedOut = this.allocPriv(this.batch * REC.USED, 16);
       this.dstate = this.allocPriv(size * REC.DSTATE, 16);
+      this.bufRecs = this.allocPriv(this.batch * 16, 16);
+      this.tokArr = this.allocPriv(this.batch * 4, 16);
+      this.lenArr = this.allocPriv(this.batch * 4, 16);
+      this.usedTokens = platform.u32.subarray(this.tokArr >> 2, (this.tokArr >> 2) + this.batch);
+      this.usedLens = platform.u32.subarray(this.lenArr >> 2, (this.lenArr >> 2) + this.batch);
       const pool = this.indirectMax > 0 ? this.allocRam(size * this.indirectMax * 16, 16) : 0;
       this.setWord(Q.DESC, desc);
       this.setWord(Q.DRIVER, driver);
@@ -181,6 +195,59 @@ export class DriverQueue extends QueueBase {
     } else if (r > 0) {
       this.dropStaged(r);
     }
+    return r;
+  }
+
+  /**
+   * Sets buffer record i (0..batch-1) for {@link addBufs}: a one-buffer chain of `len` bytes at
+   * IOVA `addr`, returned with `token`. Records stay set until overwritten, so a ring that
+   * recycles the same buffers sets them once.
+   */
+  setBuf(i: number, token: number, addr: number, len: number): void {
+    this.live();
+    if (!Number.isInteger(i) || i < 0 || i >= this.batch) throw new VirtioError(Code.InvalidArgument, `buffer record ${i} must be 0..${this.batch - 1}`);
+    this.checkToken(token);
+    if (!Number.isSafeInteger(addr) || addr < 0) throw new VirtioError(Code.InvalidArgument, `buffer address ${addr} must be a non-negative integer`);
+    if (!Number.isInteger(len) || len < 0 || len > 0xffffffff) throw new VirtioError(Code.InvalidArgument, `buffer length ${len} must be a u32`);
+    const w = (this.bufRecs >> 2) + 4 * i;
+    const u = this.u32;
+    u[w] = addr >>> 0;
+    u[w + 1] = Math.floor(addr / 2 ** 32);
+    u[w + 2] = len;
+    u[w + 3] = token;
+  }
+
+  /**
+   * Adds buffer records [from, from + n) (see {@link setBuf}) as one-buffer chains, device-
+   * readable (or device-writable with `writable`), in ONE wasm call: descriptors, ring entries,
+   * one publish, and the kick decision of kickPrepare(), read in {@link kickNeeded}. Returns
+   * how many were added: fewer than n when the ring is full (exactly those are published).
+   * Throws the peer's error if the queue is broken. Staged requests (stage/submit) are separate.
+   */
+  addBufs(n: number, writable = false, from = 0): number {
+    this.live();
+    if (!Number.isInteger(n) || !Number.isInteger(from) || n < 0 || from < 0 || from + n > this.batch) {
+      throw new VirtioError(Code.InvalidArgument, `buffer records [${from}, +${n}) are not within 0..${this.batch}`);
+    }
+    const r = this.platform.exports.drv_add_bufs(this.qsb, this.bufRecs + 16 * from, n, writable ? 3 : 2);
+    if (r < 0) {
+      this.kickNeeded = false;
+      this.fail(r, 'drv_add_bufs');
+    }
+    if ((this.kickNeeded = (r & 1) !== 0)) this.countNotify();
+    return r >>> 1;
+  }
+
+  /**
+   * Reclaims up to `max` used buffers in one wasm call into {@link usedTokens} and
+   * {@link usedLens} (no records to read back one by one). Same checks and errors as getUsed().
+   */
+  reclaimUsed(max = this.batch): number {
+    this.live();
+    const m = max < this.batch ? max : this.batch;
+    if (!(m >= 0) || (m | 0) !== m) throw new VirtioError(Code.InvalidArgument, `max ${max} must be a non-negative integer`);
+    const r = this.platform.exports.drv_reclaim(this.qsb, this.tokArr, this.lenArr, m);
+    if (r < 0) this.fail(r, 'drv_reclaim');
     return r;
   }
 
