@@ -15,7 +15,7 @@
 import {
   Q_SIZE, Q_FLAGS, Q_DESC, Q_DRIVER, Q_DEVICE, Q_AVAIL, Q_AVAIL_WRAP, Q_USED, Q_USED_WRAP,
   Q_SIGNALLED, Q_PENDING, Q_FREE_HEAD, Q_NUM_FREE, Q_DSTATE, Q_INDIRECT, Q_INDIRECT_MAX,
-  Q_DMA_BASE, Q_BATCH_ID, Q_BATCH_LEN, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED, Q_INFLIGHT,
+  Q_DMA_BASE, Q_BATCH_ID, Q_BATCH_LEN, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED, Q_STAT_NOTIFY, Q_INFLIGHT,
   Q_F_EVENT_IDX, Q_F_INDIRECT, Q_F_IN_ORDER, Q_F_SIG_VALID, Q_F_CB_OFF,
   fail, addStat, needEvent,
 } from "./state";
@@ -326,7 +326,9 @@ export function devServe(q: usize, tbl: usize, max: i32, dst: usize, stride: u32
   addStat(q, Q_STAT_CHAINS, <u64>n);
   addStat(q, Q_STAT_DESCS, <u64>n);
   addStat(q, Q_STAT_USED, <u64>n);
-  return (n << 2) | (stop << 1) | devNeedCall(q);
+  const call = devNeedCall(q);
+  addStat(q, Q_STAT_NOTIFY, <u64>call); // counted here: the caller gets the decision, not a verb to count it
+  return (n << 2) | (stop << 1) | call;
 }
 
 /**
@@ -581,7 +583,9 @@ export function drvAddBufs(q: usize, bufs: usize, n: i32, flags: u32): i32 {
     addStat(q, Q_STAT_CHAINS, <u64>k);
     addStat(q, Q_STAT_DESCS, <u64>k);
   }
-  return (k << 1) | ((flags & 2) != 0 ? drvKickPrepare(q) : 0);
+  const kick = (flags & 2) != 0 ? drvKickPrepare(q) : 0;
+  addStat(q, Q_STAT_NOTIFY, <u64>kick); // counted here, as kickPrepare() counts its kicks
+  return (k << 1) | kick;
 }
 
 /** Kick decision from the device event suppression area (virtqueue_kick_prepare_packed). */

@@ -172,17 +172,19 @@ export class DeviceQueue extends QueueBase {
    */
   serve(max = this.batch, dst = 0, stride = 0, lens = 0): number {
     this.live();
-    if (!(max >= 0 && max <= 65536) || (max | 0) !== max) throw new VirtioError(Code.InvalidArgument, `max ${max} must be 0..65536`);
-    if (!Number.isInteger(stride) || stride < 0 || stride > 0xffffffff) throw new VirtioError(Code.InvalidArgument, `stride ${stride} must be a u32`);
-    if (stride !== 0 || dst !== 0) this.checkOut(dst, max * stride, 'copy destination');
+    // Cheap integer checks: this wrapper runs once per batch, at batch 1 once per chain.
+    if ((max >>> 0) !== max || max > 65536) throw new VirtioError(Code.InvalidArgument, `max ${max} must be 0..65536`);
+    if ((stride >>> 0) !== stride) throw new VirtioError(Code.InvalidArgument, `stride ${stride} must be a u32`);
+    if ((dst | stride) !== 0) this.checkOut(dst, max * stride, 'copy destination');
     if (lens !== 0) this.checkOut(lens, 4 * max, 'lens array');
-    const r = this.platform.exports.dev_serve(this.qsb, max, dst, stride, lens);
+    const r = this.ex.dev_serve(this.qsb, max, dst, stride, lens);
     if (r < 0) {
       this.serveCall = this.serveStopped = false;
       this.fail(r, 'dev_serve');
     }
+    // The notification decided in wasm is counted there (stats.notifies).
     this.serveStopped = (r & 2) !== 0;
-    if ((this.serveCall = (r & 1) !== 0)) this.countNotify();
+    this.serveCall = (r & 1) !== 0;
     return r >>> 2;
   }
 
