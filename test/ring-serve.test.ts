@@ -206,6 +206,8 @@ for (const build of BUILDS) {
         assert.throws(() => dev.serve(4, p.u8.length - 10, 64), isCode(Code.InvalidArgument));
         assert.throws(() => dev.serve(4, 0, 0, p.u8.length - 4), isCode(Code.InvalidArgument));
         assert.throws(() => dev.serve(4, 0, -1), isCode(Code.InvalidArgument));
+        assert.throws(() => dev.serve(4, 0, 64), isCode(Code.InvalidArgument), 'the module\'s static data is not a destination');
+        assert.throws(() => dev.serve(4, 16, 0, 16), isCode(Code.InvalidArgument), 'nor for lengths');
         assert.throws(() => drv.setBuf(drv.batch, 0, 0, 0), isCode(Code.InvalidArgument));
         assert.throws(() => drv.setBuf(0, -1, 0, 0), isCode(Code.InvalidArgument));
         assert.throws(() => drv.addBufs(drv.batch + 1), isCode(Code.InvalidArgument));

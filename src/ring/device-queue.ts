@@ -160,7 +160,7 @@ export class DeviceQueue extends QueueBase {
    * buffer of 1..`stride` bytes (any length when stride is 0) in ONE wasm call, with no chain
    * records: each is validated and translated exactly as pop() does, its bytes are copied to
    * memory at dst + i·stride (when stride > 0), its length is written to the u32 at lens + 4·i
-   * (when lens > 0), and it is returned as used with 0 bytes written. used->idx is published
+   * (when lens > 0; both ranges must lie in RAM or in private memory), and it is returned as used with 0 bytes written. used->idx is published
    * once and the notification decision of needCall() is made: read it in {@link serveCall}.
    * This is what a transmit datapath does (vhost handle_tx with vhost_add_used_and_signal_n).
    *
@@ -175,7 +175,7 @@ export class DeviceQueue extends QueueBase {
     // Cheap integer checks: this wrapper runs once per batch, at batch 1 once per chain.
     if ((max >>> 0) !== max || max > 65536) throw new VirtioError(Code.InvalidArgument, `max ${max} must be 0..65536`);
     if ((stride >>> 0) !== stride) throw new VirtioError(Code.InvalidArgument, `stride ${stride} must be a u32`);
-    if ((dst | stride) !== 0) this.checkOut(dst, max * stride, 'copy destination');
+    if (stride !== 0) this.checkOut(dst, max * stride, 'copy destination');
     if (lens !== 0) this.checkOut(lens, 4 * max, 'lens array');
     const r = this.ex.dev_serve(this.qsb, max, dst, stride, lens);
     if (r < 0) {
@@ -548,9 +548,14 @@ export class DeviceQueue extends QueueBase {
     if (!Number.isInteger(i) || i < 0 || i >= this.nPopped) throw new VirtioError(Code.InvalidArgument, `chain ${i} is not one of the ${this.nPopped} popped`);
   }
 
+  /** A range serve() writes must lie whole in RAM or in private memory (never the module's static data). */
   private checkOut(base: number, bytes: number, what: string): void {
-    if (!Number.isSafeInteger(base) || !Number.isSafeInteger(bytes) || base < 0 || bytes < 0 || base + bytes > this.platform.u8.length) {
-      throw new VirtioError(Code.InvalidArgument, `${what} [${base}, +${bytes}) is outside the memory`);
+    const p = this.platform;
+    const end = base + bytes;
+    const inRam = base >= p.ramBase && end <= p.ramBase + p.ramSize;
+    const inPriv = base >= p.privBase && end <= p.privBase + p.privSize;
+    if (!Number.isSafeInteger(base) || !Number.isSafeInteger(bytes) || bytes < 0 || !(inRam || inPriv)) {
+      throw new VirtioError(Code.InvalidArgument, `${what} [${base}, +${bytes}) is not inside RAM or private memory`);
     }
   }
 
