@@ -261,7 +261,8 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
  * devPush), so the driver sees the batch at once. Returns (served << 2) | (stopped at a chain
  * for devPop << 1) | (notify the driver); it reports no errors itself (devPop does).
  */
-export function devServe(q: usize, tbl: usize, max: i32, dst: usize, stride: u32, lens: usize): i32 {
+// @ts-ignore: decorator
+@inline export function devServe(q: usize, tbl: usize, max: i32, dst: usize, stride: u32, lens: usize): i32 {
   const size = load<u32>(q, Q_SIZE);
   const ring = <usize>load<u32>(q, Q_DESC);
   let pos = load<u32>(q, Q_AVAIL);
@@ -538,7 +539,8 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
 }
 
 /** Adds up to n one-buffer chains from buffer records; same contract as split drvAddBufs. */
-export function drvAddBufs(q: usize, bufs: usize, n: i32, flags: u32): i32 {
+// @ts-ignore: decorator
+@inline export function drvAddBufs(q: usize, bufs: usize, n: i32, flags: u32): i32 {
   const size = load<u32>(q, Q_SIZE);
   const inOrder = (load<u32>(q, Q_FLAGS) & Q_F_IN_ORDER) != 0;
   const ring = <usize>load<u32>(q, Q_DESC);
@@ -609,7 +611,8 @@ export function drvKickPrepare(q: usize): i32 {
 }
 
 /** Reclaims up to max used buffers. Same contract (and outputs) as split drvGetUsed. */
-export function drvGetUsed(q: usize, outTok: usize, outLen: usize, stride: u32, max: i32): i32 {
+// @ts-ignore: decorator
+@inline export function drvGetUsed(q: usize, outTok: usize, outLen: usize, stride: u32, max: i32): i32 {
   const size = load<u32>(q, Q_SIZE);
   const ring = <usize>load<u32>(q, Q_DESC);
   const st = <usize>load<u32>(q, Q_DSTATE);

@@ -199,7 +199,8 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
  * negative status (queue now broken) for the errors devPop reports before looking at a chain
  * (avail->idx too far ahead, head out of range).
  */
-export function devServe(q: usize, tbl: usize, max: i32, dst: usize, stride: u32, lens: usize): i32 {
+// @ts-ignore: decorator
+@inline export function devServe(q: usize, tbl: usize, max: i32, dst: usize, stride: u32, lens: usize): i32 {
   const size = load<u32>(q, Q_SIZE);
   const mask = size - 1;
   const avail = <usize>load<u32>(q, Q_DRIVER);
@@ -461,7 +462,8 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
  * (virtqueue_add_outbuf/inbuf in a loop, then one publish). With flags bit 1 also decides the
  * kick (drvKickPrepare). Stops when the ring is full. Returns (added << 1) | kick.
  */
-export function drvAddBufs(q: usize, bufs: usize, n: i32, flags: u32): i32 {
+// @ts-ignore: decorator
+@inline export function drvAddBufs(q: usize, bufs: usize, n: i32, flags: u32): i32 {
   const size = load<u32>(q, Q_SIZE);
   const mask = size - 1;
   const desc = <usize>load<u32>(q, Q_DESC);
@@ -554,7 +556,8 @@ export function drvKickPrepare(q: usize): i32 {
  * arrays: (tokens, lens, 4). Returns the number reclaimed (0: none), or a negative status
  * (queue now broken).
  */
-export function drvGetUsed(q: usize, outTok: usize, outLen: usize, stride: u32, max: i32): i32 {
+// @ts-ignore: decorator
+@inline export function drvGetUsed(q: usize, outTok: usize, outLen: usize, stride: u32, max: i32): i32 {
   const size = load<u32>(q, Q_SIZE);
   const mask = size - 1;
   const used = <usize>load<u32>(q, Q_DEVICE);
