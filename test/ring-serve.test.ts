@@ -124,6 +124,24 @@ for (const build of BUILDS) {
         assert.deepEqual(got, [1, 2, 3, 4, 5, 6, 1]);
       });
 
+      test('serve while the device holds popped chains: used entries go after them, tokens all come back', () => {
+        const { p, drv, dev } = pair(build, layout, 8, {}, 8);
+        const buf = p.allocBuffer(64);
+        for (let round = 0; round < 40; round++) { // the ring end passes many times
+          for (let i = 0; i < 5; i++) drv.setBuf(i, 10 * round + i, buf, 8);
+          assert.equal(drv.addBufs(5), 5);
+          assert.equal(dev.pop(2), 2); //   held by the device
+          assert.equal(dev.serve(), 3); //  served around them
+          assert.equal(dev.serveStopped, false);
+          dev.pushPopped(); //              the held ones complete last
+          const got: number[] = [];
+          const n = drv.reclaimUsed();
+          for (let i = 0; i < n; i++) got.push(drv.usedTokens[i]!);
+          assert.deepEqual(got, [2, 3, 4, 0, 1].map((k) => 10 * round + k), `round ${round}`);
+          assert.equal(drv.inFlight, 0);
+        }
+      });
+
       test('addBufs(writable) posts device-writable buffers (serve leaves them to pop)', () => {
         const { p, drv, dev } = pair(build, layout, 8);
         const buf = p.allocBuffer(64);

@@ -274,6 +274,7 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
   const usedAt = upos + (uwrap ? 0 : size);
   const held = (pos + (wrap ? 0 : size) + 2 * size - usedAt) % (2 * size);
   if (held >= size) return 1 << 1; // no slot can be the driver's: devPop decides
+  const same = held == 0; // then the used position is the avail position, wrap counters alike
   const e0 = tbl + TLB_HDR + load<u32>(tbl, 4) * TLB_ENT;
   let hPerm: u32 = load<u32>(tbl) != 0 ? load<u32>(e0, 20) : 0;
   let hFirst = load<u64>(e0);
@@ -307,16 +308,24 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
     const src = <usize>(hTarget + <u32>(a - hFirst));
     if (stride != 0) copyBytes(dst + <usize>n * stride, src, len);
     if (lens != 0) store<u32>(lens + (<usize>n << 2), len);
-    if (++pos == size) { pos = 0; wrap ^= 1; }
     // Used descriptor {len 0, id}; no WRITE flag: nothing was written (§2.8.3).
-    const u = ring + (<usize>upos << 4);
-    store<u32>(u, 0, 8);
-    store<u16>(u, <u16>id, 12);
-    if (n == 0) { headAt = u; headFlags = usedBits(uwrap); } else ast16(u, usedBits(uwrap), 14);
-    if (++upos == size) { upos = 0; uwrap ^= 1; }
+    if (same) {
+      // The device holds no slot: the used descriptor goes where this one was read, and its id
+      // is already there (the one just read and reported).
+      store<u32>(d, 0, 8);
+      if (n == 0) { headAt = d; headFlags = usedBits(wrap); } else ast16(d, usedBits(wrap), 14);
+    } else {
+      const u = ring + (<usize>upos << 4);
+      store<u32>(u, 0, 8);
+      store<u16>(u, <u16>id, 12);
+      if (n == 0) { headAt = u; headFlags = usedBits(uwrap); } else ast16(u, usedBits(uwrap), 14);
+      if (++upos == size) { upos = 0; uwrap ^= 1; }
+    }
+    if (++pos == size) { pos = 0; wrap ^= 1; }
     n++;
   }
   if (n == 0) return stop << 1;
+  if (same) { upos = pos; uwrap = wrap; }
   // Release: id and len before the flags that hand the batch back (§2.8.21.1).
   ast16(headAt, headFlags, 14);
   store<u32>(q, pos, Q_AVAIL);
