@@ -574,7 +574,24 @@ export function drvKickPrepare(q: usize): i32 {
   // A bad entry breaks the queue, but the good entries before it in this batch are still
   // returned (and committed below): their tokens must not be lost to the caller.
   let err: i32 = 0;
-  while (k < max && last != usedIdx) {
+  if (!inOrder) {
+    // The common case in a loop of its own: the same checks, no in-order batch bookkeeping.
+    while (k < max && last != usedIdx) {
+      const e = load<u64>(used + USED_RING + (<usize>(last & mask) << 3)); // { id, len }
+      const id = <u32>e;
+      if (id >= size) { err = fail(q, STATUS_USED_ID_INVALID); break; }
+      const s = st + <usize>id * DSTATE_REC;
+      const nd = load<u32>(s, 4);
+      if (nd == 0) { err = fail(q, STATUS_USED_ID_NOT_INFLIGHT); break; }
+      freeHead = freeChain(st, id, nd, freeHead);
+      numFree += nd;
+      store<u32>(outTok + <usize>k * stride, load<u32>(s));
+      if (outLen != 0) store<u32>(outLen + <usize>k * stride, <u32>(e >> 32));
+      store<u32>(s, 0, 4);
+      last = (last + 1) & 0xffff;
+      k++;
+    }
+  } else while (k < max && last != usedIdx) {
     let id: u32;
     let len: u32;
     if (inOrder) {
