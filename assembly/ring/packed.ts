@@ -284,11 +284,14 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
   let stop: i32 = 0;
   let headAt: usize = 0;
   let headFlags: u32 = 0;
+  // Flag patterns of the current lap, updated when the position wraps.
+  let ab = availBits(wrap);
+  let ub = usedBits(wrap);
   while (n < max) {
     const d = ring + (<usize>pos << 4);
     // Acquire: the head's flags are written last by the driver (§2.8.21.2).
     const flags = <u32>ald16(d, 14);
-    if (!isAvail(flags, wrap)) break;
+    if ((flags & (VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED)) != ab) break; // isAvail
     const len = load<u32>(d, 8);
     const id = <u32>load<u16>(d, 12);
     if ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE)) != 0 || len == 0 || (stride != 0 && len > stride) || id >= size) { stop = 1; break; }
@@ -313,7 +316,7 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
       // The device holds no slot: the used descriptor goes where this one was read, and its id
       // is already there (the one just read and reported).
       store<u32>(d, 0, 8);
-      if (n == 0) { headAt = d; headFlags = usedBits(wrap); } else ast16(d, usedBits(wrap), 14);
+      if (n == 0) { headAt = d; headFlags = ub; } else ast16(d, ub, 14);
     } else {
       const u = ring + (<usize>upos << 4);
       store<u32>(u, 0, 8);
@@ -321,7 +324,7 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
       if (n == 0) { headAt = u; headFlags = usedBits(uwrap); } else ast16(u, usedBits(uwrap), 14);
       if (++upos == size) { upos = 0; uwrap ^= 1; }
     }
-    if (++pos == size) { pos = 0; wrap ^= 1; }
+    if (++pos == size) { pos = 0; wrap ^= 1; ab = availBits(wrap); ub = usedBits(wrap); }
     n++;
   }
   if (n == 0) return stop << 1;
@@ -560,6 +563,7 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
   let wrap = load<u32>(q, Q_AVAIL_WRAP);
   let freeHead = load<u32>(q, Q_FREE_HEAD);
   let numFree = load<u32>(q, Q_NUM_FREE);
+  let ab = availBits(wrap); // this lap's AVAIL/USED pattern, updated when the position wraps
   let k: i32 = 0;
   for (; k < n && numFree != 0; k++) {
     const b = bufs + (<usize>k << 4);
@@ -580,8 +584,8 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
     store<u64>(hs, <u64>load<u32>(b, 12) | (<u64>1 << 32)); // token, ndesc 1
     store<u32>(hs, wr ? len : 0, 12);
     // Release: §2.8.21.2 addr, len and id before the flags that make it available.
-    ast16(d, wf | availBits(wrap), 14);
-    if (++pos == size) { pos = 0; wrap ^= 1; }
+    ast16(d, wf | ab, 14);
+    if (++pos == size) { pos = 0; wrap ^= 1; ab = availBits(wrap); }
     numFree--;
   }
   if (k > 0) {
