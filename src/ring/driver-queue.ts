@@ -58,15 +58,15 @@ export class DriverQueue extends QueueBase {
   private readonly segs: number;
   private readonly usedOut: number;
   private readonly dstate: number;
-  /** Tokens of the last {@link reclaimUsed} (a view over its private array; `batch` entries). */
-  readonly usedTokens: Uint32Array;
-  /** Lengths the device wrote, for the same buffers (`batch` entries). */
-  readonly usedLens: Uint32Array;
   /** True if the last {@link addBufs} decided the device needs a kick now. */
   kickNeeded = false;
-  private readonly bufRecs: number;
-  private readonly tokArr: number;
-  private readonly lenArr: number;
+  // The fused verbs' records, allocated on first use (an idle queue does not pay for them):
+  // buffer records (16 bytes each), reclaimed tokens and lengths (u32 each), `batch` of each.
+  private bufRecs = 0;
+  private tokArr = 0;
+  private lenArr = 0;
+  private tokView: Uint32Array | undefined;
+  private lenView: Uint32Array | undefined;
   private staged = 0;
   private stagedSegs = 0;
   private readonly u32: Uint32Array;
@@ -95,11 +95,6 @@ export class DriverQueue extends QueueBase {
       this.segs = this.allocPriv(this.maxSegs * REC.DSEG, 16);
       this.usedOut = this.allocPriv(this.batch * REC.USED, 16);
       this.dstate = this.allocPriv(size * REC.DSTATE, 16);
-      this.bufRecs = this.allocPriv(this.batch * 16, 16);
-      this.tokArr = this.allocPriv(this.batch * 4, 16);
-      this.lenArr = this.allocPriv(this.batch * 4, 16);
-      this.usedTokens = platform.u32.subarray(this.tokArr >> 2, (this.tokArr >> 2) + this.batch);
-      this.usedLens = platform.u32.subarray(this.lenArr >> 2, (this.lenArr >> 2) + this.batch);
       const pool = this.indirectMax > 0 ? this.allocRam(size * this.indirectMax * 16, 16) : 0;
       this.setWord(Q.DESC, desc);
       this.setWord(Q.DRIVER, driver);
@@ -205,6 +200,7 @@ export class DriverQueue extends QueueBase {
    */
   setBuf(i: number, token: number, addr: number, len: number): void {
     this.live();
+    if (this.bufRecs === 0) this.allocFused();
     if (!Number.isInteger(i) || i < 0 || i >= this.batch) throw new VirtioError(Code.InvalidArgument, `buffer record ${i} must be 0..${this.batch - 1}`);
     this.checkToken(token);
     if (!Number.isSafeInteger(addr) || addr < 0) throw new VirtioError(Code.InvalidArgument, `buffer address ${addr} must be a non-negative integer`);
@@ -230,6 +226,7 @@ export class DriverQueue extends QueueBase {
     if ((n >>> 0) !== n || (from >>> 0) !== from || from + n > this.batch) {
       throw new VirtioError(Code.InvalidArgument, `buffer records [${from}, +${n}) are not within 0..${this.batch}`);
     }
+    if (this.bufRecs === 0) this.allocFused(); // records never set: zero-length buffers, token 0
     const r = this.ex.drv_add_bufs(this.qsb, this.bufRecs + 16 * from, n, writable ? 3 : 2);
     if (r < 0) {
       this.kickNeeded = false;
@@ -247,9 +244,33 @@ export class DriverQueue extends QueueBase {
   reclaimUsed(max = this.batch): number {
     this.live();
     if ((max >>> 0) !== max) throw new VirtioError(Code.InvalidArgument, `max ${max} must be a non-negative integer`);
+    if (this.tokArr === 0) this.allocFused();
     const r = this.ex.drv_reclaim(this.qsb, this.tokArr, this.lenArr, max < this.batch ? max : this.batch);
     if (r < 0) this.fail(r, 'drv_reclaim');
     return r;
+  }
+
+  /** Tokens of the last {@link reclaimUsed} (a view over private memory; `batch` entries). */
+  get usedTokens(): Uint32Array {
+    if (this.tokView === undefined) this.allocFused();
+    return this.tokView!;
+  }
+
+  /** Lengths the device wrote into the buffers of the last {@link reclaimUsed} (`batch` entries). */
+  get usedLens(): Uint32Array {
+    if (this.lenView === undefined) this.allocFused();
+    return this.lenView!;
+  }
+
+  private allocFused(): void {
+    this.live();
+    const b = this.batch;
+    this.bufRecs = this.allocPriv(b * 16, 16);
+    this.platform.u8.fill(0, this.bufRecs, this.bufRecs + b * 16);
+    this.tokArr = this.allocPriv(b * 4, 16);
+    this.lenArr = this.allocPriv(b * 4, 16);
+    this.tokView = this.u32.subarray(this.tokArr >> 2, (this.tokArr >> 2) + b);
+    this.lenView = this.u32.subarray(this.lenArr >> 2, (this.lenArr >> 2) + b);
   }
 
   /** Stages and submits one chain. Returns false if the ring had no room (nothing staged remains). */
