@@ -111,7 +111,7 @@ export class DeviceQueue extends QueueBase {
       this.u16 = new Uint16Array(platform.memory.buffer);
       this.mapRings(true);
       this.setWord(Q.IOTLB, this.iotlb.offset);
-      this.platform.exports.dev_reset(this.qsb);
+      this.ex.dev_reset(this.qsb);
       // A map change under a live ring re-translates it; a ring that lost its mapping breaks the queue.
       this.unsubscribe = this.iotlb.onChange(() => this.mapRings(false));
     } catch (e) {
@@ -144,7 +144,7 @@ export class DeviceQueue extends QueueBase {
   pop(max = this.batch): number {
     this.live();
     const m = Math.min(max, this.batch);
-    const r = this.platform.exports.dev_pop(this.qsb, this.chains, m, this.segs, this.maxSegs);
+    const r = this.ex.dev_pop(this.qsb, this.chains, m, this.segs, this.maxSegs);
     if (r < 0) {
       this.nPopped = this.nPushed = 0;
       this.fail(r, 'dev_pop');
@@ -301,7 +301,7 @@ export class DeviceQueue extends QueueBase {
     if (this.iotlb.generation !== this.popGen) {
       for (let i = 0; i < n; i++) if (!this.segsAllowed(i, false, stride)) this.breakUnmapped();
     }
-    return this.platform.exports.dev_copy_out(this.chains, n, this.segs, dst, stride);
+    return this.ex.dev_copy_out(this.chains, n, this.segs, dst, stride);
   }
 
   /**
@@ -321,7 +321,7 @@ export class DeviceQueue extends QueueBase {
         if (!this.segsAllowed(i, true, Math.min(view.getUint32(lens + 4 * i, true), stride))) this.breakUnmapped();
       }
     }
-    return this.platform.exports.dev_copy_in(this.chains, n, this.segs, src, stride, lens);
+    return this.ex.dev_copy_in(this.chains, n, this.segs, src, stride, lens);
   }
 
   /**
@@ -344,7 +344,7 @@ export class DeviceQueue extends QueueBase {
         if (!this.segsAllowed(i, true, this.u32[(this.chains >> 2) + 8 * i + 6]!)) this.breakUnmapped();
       }
     }
-    const r = this.platform.exports.dev_push(this.qsb, this.chains + 32 * this.nPushed, n, inOrderBatch ? 1 : 0);
+    const r = this.ex.dev_push(this.qsb, this.chains + 32 * this.nPushed, n, inOrderBatch ? 1 : 0);
     if (r < 0) this.fail(r, 'dev_push');
     this.nPushed += n;
     return r;
@@ -378,7 +378,7 @@ export class DeviceQueue extends QueueBase {
     if (inOrderBatch && !this.inOrder) throw new VirtioError(Code.FailedPrecondition, 'inOrderBatch needs VIRTIO_F_IN_ORDER');
     const n = this.nPending;
     this.nPending = 0;
-    const r = this.platform.exports.dev_push(this.qsb, this.pushRecs, n, inOrderBatch ? 1 : 0);
+    const r = this.ex.dev_push(this.qsb, this.pushRecs, n, inOrderBatch ? 1 : 0);
     if (r < 0) this.fail(r, 'dev_push');
     return r;
   }
@@ -386,7 +386,7 @@ export class DeviceQueue extends QueueBase {
   /** Whether to send the driver a used-buffer notification now (event idx / flags). */
   needCall(): boolean {
     this.live();
-    const c = this.platform.exports.dev_need_call(this.qsb) === 1;
+    const c = this.ex.dev_need_call(this.qsb) === 1;
     if (c) this.countNotify();
     return c;
   }
@@ -394,19 +394,19 @@ export class DeviceQueue extends QueueBase {
   /** Asks the driver for kicks. Returns true if buffers are already available (pop again). */
   enableKick(): boolean {
     this.live();
-    return this.platform.exports.dev_enable_kick(this.qsb) === 1;
+    return this.ex.dev_enable_kick(this.qsb) === 1;
   }
 
   /** Tells the driver that kicks are not needed (the device is polling). */
   disableKick(): void {
     this.live();
-    this.platform.exports.dev_disable_kick(this.qsb);
+    this.ex.dev_disable_kick(this.qsb);
   }
 
   /** Split: chains available; packed: 1 if one is. */
   available(): number {
     this.live();
-    return this.platform.exports.dev_available(this.qsb);
+    return this.ex.dev_available(this.qsb);
   }
 
   /** The ring position to migrate (Linux struct vdpa_vq_state). */
@@ -438,7 +438,7 @@ export class DeviceQueue extends QueueBase {
     // The counters are not ring position: they survive a restore (as vdpa_sim's stats do).
     const stats = this.platform.u8.slice(this.qsb + Q.STAT_CHAINS, this.qsb + Q.STAT_CHAINS + 32);
     const status = this.platform.i32[(this.qsb + Q.STATUS) >> 2]!;
-    this.platform.exports.dev_reset(this.qsb);
+    this.ex.dev_reset(this.qsb);
     this.platform.u8.set(stats, this.qsb + Q.STAT_CHAINS);
     this.nPopped = this.nPushed = this.nPending = 0;
     this.mapRings(false);
@@ -458,7 +458,7 @@ export class DeviceQueue extends QueueBase {
   /** Back to the initial position (indices 0, wrap counters 1), not broken, counters cleared. */
   reset(): void {
     this.live();
-    this.platform.exports.dev_reset(this.qsb);
+    this.ex.dev_reset(this.qsb);
     this.clearBroken();
     this.nPopped = this.nPushed = this.nPending = 0;
     this.mapRings(false);

@@ -183,7 +183,7 @@ export class DriverQueue extends QueueBase {
   submit(keep = false): number {
     this.live();
     if (this.staged === 0) return 0;
-    const r = this.platform.exports.drv_add(this.qsb, this.reqs, this.staged, this.segs);
+    const r = this.ex.drv_add(this.qsb, this.reqs, this.staged, this.segs);
     if (r < 0) this.fail(r, 'drv_add');
     if (r === this.staged) {
       if (!keep) this.staged = this.stagedSegs = 0;
@@ -298,7 +298,7 @@ export class DriverQueue extends QueueBase {
   /** Whether the device wants a kick for what was added since the last call (kick_prepare). */
   kickPrepare(): boolean {
     this.live();
-    const k = this.platform.exports.drv_kick_prepare(this.qsb) === 1;
+    const k = this.ex.drv_kick_prepare(this.qsb) === 1;
     if (k) this.countNotify();
     return k;
   }
@@ -310,7 +310,7 @@ export class DriverQueue extends QueueBase {
   getUsed(max = this.batch): number {
     this.live();
     const m = Math.min(max, this.batch);
-    const r = this.platform.exports.drv_get_used(this.qsb, this.usedOut, m);
+    const r = this.ex.drv_get_used(this.qsb, this.usedOut, m);
     if (r < 0) this.fail(r, 'drv_get_used');
     return r;
   }
@@ -343,19 +343,19 @@ export class DriverQueue extends QueueBase {
    */
   enableCb(): boolean {
     this.live();
-    return this.platform.exports.drv_enable_cb(this.qsb) === 0;
+    return this.ex.drv_enable_cb(this.qsb) === 0;
   }
 
   /** Suppresses used-buffer notifications. */
   disableCb(): void {
     this.live();
-    this.platform.exports.drv_disable_cb(this.qsb);
+    this.ex.drv_disable_cb(this.qsb);
   }
 
   /** Split: used buffers the device claims are pending; packed: 1 if any. */
   usedPending(): number {
     this.live();
-    return this.platform.exports.drv_used_pending(this.qsb);
+    return this.ex.drv_used_pending(this.qsb);
   }
 
   /**
@@ -367,7 +367,7 @@ export class DriverQueue extends QueueBase {
     const tokens: number[] = [];
     const out = this.usedOut;
     for (;;) {
-      const n = this.platform.exports.drv_detach_unused(this.qsb, this.dstate, out, this.batch * 2);
+      const n = this.ex.drv_detach_unused(this.qsb, this.dstate, out, this.batch * 2);
       for (let i = 0; i < n; i++) tokens.push(this.u32[(out >> 2) + i]!);
       if (n < this.batch * 2) break;
     }
@@ -378,7 +378,7 @@ export class DriverQueue extends QueueBase {
   /** Re-initializes the rings and every counter; buffers in flight are forgotten. */
   reset(): void {
     this.live();
-    this.platform.exports.drv_init(this.qsb);
+    this.ex.drv_init(this.qsb);
     this.staged = this.stagedSegs = 0;
     this.clearBroken();
   }
