@@ -364,7 +364,8 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
 }
 
 /** Decides whether to send a used-buffer notification (virtio_packed_should_notify). */
-export function devNeedCall(q: usize): i32 {
+// @ts-ignore: decorator
+@inline export function devNeedCall(q: usize): i32 {
   const f = load<u32>(q, Q_FLAGS);
   const drv = <usize>load<u32>(q, Q_DRIVER);
   const newIdx = load<u32>(q, Q_USED);
@@ -604,7 +605,8 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
 }
 
 /** Kick decision from the device event suppression area (virtqueue_kick_prepare_packed). */
-export function drvKickPrepare(q: usize): i32 {
+// @ts-ignore: decorator
+@inline export function drvKickPrepare(q: usize): i32 {
   const added = load<u32>(q, Q_PENDING);
   if (added == 0) return 0;
   store<u32>(q, 0, Q_PENDING);

@@ -267,7 +267,8 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
  * Decides whether the driver wants a used-buffer notification now (vhost_notify in
  * drivers/vhost/vhost.c). Returns 1 to notify, 0 to stay quiet.
  */
-export function devNeedCall(q: usize): i32 {
+// @ts-ignore: decorator
+@inline export function devNeedCall(q: usize): i32 {
   const f = load<u32>(q, Q_FLAGS);
   const avail = <usize>load<u32>(q, Q_DRIVER);
   const newIdx = load<u32>(q, Q_USED);
@@ -514,7 +515,8 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
  * Decides whether the device needs a kick for what was added since the last call
  * (virtqueue_kick_prepare_split). Returns 1 to kick.
  */
-export function drvKickPrepare(q: usize): i32 {
+// @ts-ignore: decorator
+@inline export function drvKickPrepare(q: usize): i32 {
   const added = load<u32>(q, Q_PENDING);
   // Nothing new since the last decision: nothing to kick for.
   if (added == 0) return 0;
