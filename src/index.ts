@@ -70,3 +70,4 @@ export type { LabCounters, LabRun, SameThreadRig } from './lab/same-thread.ts';
 export type { XMessage, XPort, XControl } from './lab/xthread-worker.ts';
 export type { ChartSeries } from './lab/report.ts';
 export type { DoorbellHandle } from './worker/doorbell.ts';
+export type { NetRxBatch } from './drivers/virtio-net.ts';

@@ -116,10 +116,15 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   readonly maxVqp: number;
   /** Per-pair loopback counters. */
   readonly pairStats: NetPairStats[];
-  private readonly staging: number;
-  private readonly rxStaging: number;
+  /**
+   * Staging for one tx batch (port mode and capture) and for one batch off the wire
+   * (deliver()): allocated when first needed (attachPort, capture, deliver), so a device in
+   * plain loopback, which never leaves wasm, holds none (-1 until then).
+   */
+  private staging = -1;
+  private rxStaging = -1;
   private readonly stride: number;
-  private readonly lens: number;
+  private lens = -1;
   /** The filter block, verdict bytes, scratch and loopback counters the wasm datapath uses. */
   private readonly filterBlock: number;
   private readonly verdict: number;
@@ -156,11 +161,8 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       this.configView.setUint16(CFG_STATUS, VIRTIO_NET_S_LINK_UP, true);
       this.configView.setUint16(CFG_MAX_VQP, maxVqp, true);
       this.configView.setUint16(CFG_MTU, mtu, true);
-      // Staging for one batch: header + Ethernet header (+ VLAN tag) + MTU per frame.
+      // Staging for one batch (allocated when first needed): header + Ethernet header (+ VLAN tag) + MTU per frame.
       this.stride = VIRTIO_NET_HDR_SIZE + 14 + 4 + mtu; // + an 802.1Q tag
-      this.staging = this.allocPriv(this.batch * this.stride, 64);
-      this.rxStaging = this.allocPriv(this.batch * this.stride, 64);
-      this.lens = this.allocPriv(this.batch * 4, 4);
       this.filterBlock = this.allocPriv(FILTER_BLOCK_SIZE, 8);
       this.verdict = this.allocPriv(this.batch, 8);
       this.scratch = this.allocPriv(32, 8);
@@ -185,6 +187,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    */
   attachPort(port: NetPort | null): void {
     this.live();
+    if (port) this.txStaging();
     this.port = port;
   }
 
@@ -196,6 +199,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    */
   capture(w: PcapWriter | null): void {
     this.live();
+    if (w) this.txStaging();
     this.pcap = w;
   }
 
@@ -210,6 +214,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     if (!Array.isArray(frames) || !frames.every((f) => f instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'deliver() takes an array of Uint8Array frames');
     if (this.pcap) for (const f of frames) this.pcap.write(f);
     if (frames.length === 0) return 0;
+    if (this.rxStaging < 0) {
+      // First frames off the wire: take the staging they go through (throws if private memory is full).
+      this.lens = this.allocPriv(this.batch * 4, 4);
+      this.rxStaging = this.allocPriv(this.batch * this.stride, 64);
+    }
     if (!this.running || !this.linkUp) {
       drop(this.pairStats[0]!, 'dropsLinkDown', frames.length);
       return 0;
@@ -229,6 +238,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       return delivered;
     });
     return delivered;
+  }
+
+  /** Allocates the tx staging area if it is not there yet (throws if private memory is full). */
+  private txStaging(): void {
+    if (this.staging < 0) this.staging = this.allocPriv(this.batch * this.stride, 64);
   }
 
   /** The MAC address in config space. */
