@@ -186,3 +186,27 @@ test('lazy staging under memory pressure: attachPort and deliver throw ResourceE
   dev.attachPort(() => {});
   assert.equal(dev.mode, 'port');
 });
+
+test('send(frame, true) queues a burst behind one kick: published by the next plain send(), or by a microtask', async () => {
+  const { dev, drv } = host({ queueSize: 64 });
+  const got: number[] = [];
+  drv.onFrames((b) => { for (let i = 0; i < b.count; i++) got.push(b.data[b.offsets[i]! + b.lengths[i]! - 1]!); });
+  let kicks = 0;
+  const kick = dev.kickVq.bind(dev);
+  dev.kickVq = (idx: number) => {
+    kicks++;
+    kick(idx);
+  };
+  for (let i = 0; i < 9; i++) assert.equal(drv.send(eth(64, i), true), true);
+  assert.equal(dev.pairStats[0]!.txPackets, 0, 'nothing handed to the device yet');
+  assert.equal(drv.send(eth(64, 9)), true);
+  assert.equal(kicks, 1, 'one kick for the burst');
+  assert.equal(dev.pairStats[0]!.txPackets, 10);
+  // Left with `more`: a microtask publishes it; a sendBatch in between keeps the order.
+  drv.send(eth(64, 10), true);
+  drv.sendBatch([eth(64, 11), eth(64, 12)]);
+  drv.send(eth(64, 13), true);
+  await tick();
+  assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+  assert.equal(drv.stats.txPackets, 14);
+});

@@ -138,6 +138,9 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   private kickedInPass = false;
   /** The features the filter block's caps were written for (-1: not yet). */
   private capsFor = -1n;
+  /** For capsFor: the control queue's index (-1 without VIRTIO_NET_F_CTRL_VQ) and whether MQ was negotiated (no BigInt work per pass). */
+  private ctrlIdx = -1;
+  private mq = false;
   /** Control-queue state (a view of the filter block wasm keeps): the receive filter and the active queue pairs. */
   readonly ctrl: NetCtrlState;
 
@@ -344,10 +347,10 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.kickedInPass = false;
     this.syncCaps();
     let done = 0;
-    const f = this.getDriverFeatures();
-    const ctrl = hasFeature(f, VIRTIO_NET_F_CTRL_VQ) ? this.ctrlVq : -1;
+    const ctrl = this.ctrlIdx;
     if (ctrl >= 0 && (only === undefined || only === ctrl)) done += this.control(ctrl, budget);
-    for (let pair = 0; pair < this.activePairs; pair++) {
+    const pairs = this.mq ? this.ctrl.pairs : 1;
+    for (let pair = 0; pair < pairs; pair++) {
       if (only !== undefined && only !== ctrl && only >> 1 !== pair) continue;
       if (only === ctrl) break;
       done += this.loop(pair, budget);
@@ -360,6 +363,8 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     const f = this.getDriverFeatures();
     if (f === this.capsFor) return;
     this.capsFor = f;
+    this.ctrlIdx = hasFeature(f, VIRTIO_NET_F_CTRL_VQ) ? this.ctrlVq : -1;
+    this.mq = hasFeature(f, VIRTIO_NET_F_MQ);
     const caps = (hasFeature(f, VIRTIO_NET_F_CTRL_RX) ? CTRL_CAP_RX : 0) | (hasFeature(f, VIRTIO_NET_F_CTRL_RX_EXTRA) ? CTRL_CAP_RX_EXTRA : 0) |
       (hasFeature(f, VIRTIO_NET_F_CTRL_VLAN) ? CTRL_CAP_VLAN : 0) | (hasFeature(f, VIRTIO_NET_F_CTRL_MAC_ADDR) ? CTRL_CAP_MAC_ADDR : 0) |
       (hasFeature(f, VIRTIO_NET_F_MQ) ? CTRL_CAP_MQ : 0) | (hasFeature(f, VIRTIO_NET_F_GUEST_ANNOUNCE) ? CTRL_CAP_ANNOUNCE : 0);

@@ -122,6 +122,9 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   private txq: DriverQueue[] = [];
   private ctrlq: DriverQueue | null = null;
   private bufSize = 0;
+  /** Distance between tx buffers: bufSize rounded up to 4 bytes, so headers are aligned words. */
+  private txStride = 0;
+  private flushScheduled = false;
   /** Per rx queue: memory of its buffers. */
   private rxPools: number[] = [];
   /**
@@ -215,6 +218,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     this.failed = null;
     const p = this.binding.platform;
     this.bufSize = HDR + ETH + this.mtu + 4; // + room for a VLAN tag
+    this.txStride = (this.bufSize + 3) & ~3;
     this.rxPools = [];
     this.txChunks = [];
     this.txMax = [];
@@ -281,8 +285,14 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     this.txFree = [];
   }
 
-  /** Sends one Ethernet frame. Returns false if its tx queue has no free buffer (try again later). */
-  send(frame: Uint8Array): boolean {
+  /**
+   * Sends one Ethernet frame. Returns false if its tx queue has no free buffer (try again later).
+   * With `more` (Linux's netdev_xmit_more()), more frames follow at once: this one is queued but
+   * published and kicked with the next send() without `more` (or, at the latest, from a
+   * microtask), so a burst costs one ring publish and one kick. Without it the frame is handed
+   * to the device before send() returns.
+   */
+  send(frame: Uint8Array, more = false): boolean {
     if (this.failed) throw this.failed;
     if (this.txq.length === 0) throw new VirtioError(Code.FailedPrecondition, 'the driver is not started');
     if (!(frame instanceof Uint8Array) || frame.length < ETH || frame.length > this.bufSize - HDR) {
@@ -291,28 +301,66 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     if (this.pairs !== 1) return this.sendBatch([frame]) === 1;
     // One frame on queue 0, without the batch's bookkeeping (no array, no allocation).
     const tx = this.txq[0]!;
-    if (this.txNfree[0] === 0 || tx.numFree === 0) this.reclaimTx(0);
+    if (this.txNfree[0] === 0 || tx.numFree <= tx.stagedCount) this.reclaimTx(0);
     if (this.txNfree[0] === 0 && !this.growTx(0)) return false;
     if (tx.numFree <= tx.stagedCount || !tx.canStage(1)) return false;
     const slot = this.txFree[0]![--this.txNfree[0]!]!;
     const at = this.txAddr(0, slot);
-    const u8 = this.binding.platform.u8;
-    u8.fill(0, at, at + HDR); // virtio_net_hdr_v1: no offloads
-    u8.set(frame, at + HDR);
+    this.fillTx(at, frame);
     tx.stageOne(slot, at, HDR + frame.length);
-    if (tx.submit() !== 1) {
-      tx.clearStaged();
-      this.txFree[0]![this.txNfree[0]!++] = slot;
-      return false;
-    }
     this.stats.txPackets++;
-    if (tx.kickPrepare()) this.dev.kickVq(1);
+    if (!more) {
+      this.publishTx(0);
+    } else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(this.flushTx);
+    }
     return true;
+  }
+
+  /** Publishes the frames staged on tx queue qi and kicks if the device wants it. Throws if the ring broke. */
+  private publishTx(qi: number): void {
+    const tx = this.txq[qi]!;
+    const staged = tx.stagedCount;
+    if (staged === 0) return;
+    let added: number;
+    try {
+      added = tx.submit();
+    } finally {
+      // Room was checked when each frame was staged; never leave one staged.
+      tx.clearStaged();
+    }
+    if (added !== staged) throw new VirtioError(Code.Internal, `tx ring ${qi} took ${added} of ${staged}`);
+    if (tx.kickPrepare()) this.dev.kickVq(2 * qi + 1);
+  }
+
+  /** Publishes what send(frame, true) left staged and kicks (a microtask: never throws). */
+  private readonly flushTx = (): void => {
+    this.flushScheduled = false;
+    if (this.failed) return;
+    try {
+      for (let qi = 0; qi < this.txq.length; qi++) this.publishTx(qi);
+    } catch (e) {
+      this.failed = e instanceof VirtioError ? e : new VirtioError(Code.Internal, `${this.dev.name}: sending failed`, { cause: e });
+      this.dispatchEvent(new CustomEvent('error', { detail: this.failed }));
+    }
+  };
+
+  /** Writes a zeroed virtio_net_hdr_v1 (no offloads) and the frame into the tx buffer at `at`. */
+  private fillTx(at: number, frame: Uint8Array): void {
+    const u8 = this.binding.platform.u8;
+    // Buffers are 4-byte aligned (txStride): the header is three u32 stores.
+    const w = at >> 2;
+    const u32 = this.binding.platform.u32;
+    u32[w] = 0;
+    u32[w + 1] = 0;
+    u32[w + 2] = 0;
+    u8.set(frame, at + HDR);
   }
 
   /** Memory offset of tx buffer `slot` of queue qi. */
   private txAddr(qi: number, slot: number): number {
-    return this.txChunks[qi]![(slot / TX_CHUNK) | 0]! + (slot % TX_CHUNK) * this.bufSize;
+    return this.txChunks[qi]![(slot / TX_CHUNK) | 0]! + (slot % TX_CHUNK) * this.txStride;
   }
 
   /**
@@ -325,7 +373,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     const first = chunks.length * TX_CHUNK;
     const n = Math.min(TX_CHUNK, this.txMax[qi]! - first);
     if (n <= 0) return false;
-    chunks.push(this.binding.platform.ram.alloc(TX_CHUNK * this.bufSize, 64));
+    chunks.push(this.binding.platform.ram.alloc(TX_CHUNK * this.txStride, 64));
     const free = this.txFree[qi]!;
     for (let i = n - 1; i >= 0; i--) free[this.txNfree[qi]!++] = first + i;
     return true;
@@ -350,13 +398,41 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       }
     }
     if (frames.length === 0) return 0;
-    const p = this.binding.platform;
     const pairs = this.pairs;
     // Reclaim first (it may throw if the device broke a ring), and take tx memory as needed
     // (it may throw ResourceExhausted): from here on nothing throws.
     for (let qi = 0; qi < pairs; qi++) {
       if (this.txNfree[qi]! < frames.length || this.txq[qi]!.numFree < frames.length) this.reclaimTx(qi);
       while (this.txNfree[qi]! < frames.length && this.growTx(qi));
+    }
+    if (pairs === 1) {
+      // One queue: no flow hashing, no per-call bookkeeping.
+      const tx = this.txq[0]!;
+      // Room for how many: free buffers, ring slots, staging room — checked once per batch.
+      let room = Math.min(frames.length, this.txNfree[0]!, tx.numFree - tx.stagedCount, tx.batch - tx.stagedCount);
+      while (room > 0 && !tx.canStage(room)) room--;
+      const free = this.txFree[0]!;
+      let top = this.txNfree[0]!;
+      let n = 0;
+      for (; n < room; n++) {
+        const slot = free[--top]!;
+        const at = this.txAddr(0, slot);
+        const f = frames[n]!;
+        this.fillTx(at, f);
+        tx.stageOne(slot, at, HDR + f.length);
+      }
+      this.txNfree[0] = top;
+      const staged = tx.stagedCount;
+      if (staged > 0) {
+        const added = tx.submit();
+        if (added !== staged) {
+          tx.clearStaged();
+          throw new VirtioError(Code.Internal, `tx ring 0 took ${added} of ${staged}`);
+        }
+      }
+      this.stats.txPackets += n;
+      if (staged > 0 && tx.kickPrepare()) this.dev.kickVq(1);
+      return n;
     }
     // Per call (not a field): a kick may run a port callback that sends again, re-entering here.
     const touched = new Uint8Array(this.txq.length);
@@ -370,8 +446,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       if (this.txNfree[qi] === 0 || tx.numFree <= tx.stagedCount || !tx.canStage(1)) break;
       const slot = this.txFree[qi]![--this.txNfree[qi]!]!;
       const at = this.txAddr(qi, slot);
-      p.u8.fill(0, at, at + HDR); // virtio_net_hdr_v1: no offloads
-      p.u8.set(f, at + HDR);
+      this.fillTx(at, f);
       tx.stageOne(slot, at, HDR + f.length);
       n++;
     }
