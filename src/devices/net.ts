@@ -348,6 +348,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.syncCaps();
     let done = 0;
     const ctrl = this.ctrlIdx;
+    // A kick on an rx queue (buffers posted) finds no work: nothing waits for rx buffers, as a
+    // looped-back or delivered frame that finds none is dropped at once (vdpasim_net drops it
+    // too). Linux's vdpasim_net_work serves tx on any kick; skipping it here saves a tx pass
+    // per rx refill.
+    if (only !== undefined && only !== ctrl && (only & 1) === 0) return 0;
     if (ctrl >= 0 && (only === undefined || only === ctrl)) done += this.control(ctrl, budget);
     const pairs = this.mq ? this.ctrl.pairs : 1;
     for (let pair = 0; pair < pairs; pair++) {
