@@ -103,6 +103,7 @@ function zeroStats(): NetPairStats {
 }
 
 function drop(st: NetPairStats, cause: DropCause, n: number): void {
+  if (n === 0) return; // the common case, per datapath batch: skip the keyed update
   st[cause] += n;
   st.drops += n;
 }
@@ -404,12 +405,18 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     const tx = this.queue(2 * pair + 1);
     if (!tx) return 0;
     let done = 0;
-    while (done < budget) {
-      const n = this.popOrRearm(tx, Math.min(this.batch, budget - done));
-      if (n === 0) break;
+    let max = Math.min(this.batch, budget);
+    let n = this.popOrRearm(tx, max);
+    while (n > 0) {
       if (this.port) this.portTx(pair, tx, n);
       else this.loopInWasm(pair, tx, n);
       done += n;
+      if (done >= budget) break;
+      const drained = n < max; // fewer than asked: the ring was empty at that pop
+      max = Math.min(this.batch, budget - done);
+      // Drained: re-arm the kick and look once more (what popOrRearm does after an empty pop,
+      // without the empty pop).
+      n = drained ? (tx.enableKick() ? tx.pop(max) : 0) : this.popOrRearm(tx, max);
     }
     return done;
   }
