@@ -191,3 +191,35 @@ test('a reset with a batch in flight rejects it; the driver works again after', 
   await blk.readMany([0, 8], 4096, new Uint8Array(2 * 4096));
   assert.equal(blk.inFlight, 0);
 });
+
+test('a batch that finds the ring partly taken goes in as room frees up (the rest waits, in order)', async () => {
+  const p = Platform.create({ ramSize: 8 << 20 });
+  const bus = new VdpaBus();
+  const virtio = createVirtioVdpa(p, { queueSize: 16 });
+  bus.registerDriver(virtio);
+  const be = backend(-1);
+  const dev = new VdpaSimBlk(p, { name: 'f', backend: be });
+  bus.addDevice(dev);
+  const blk = virtio.blk('f');
+  const data = new Uint8Array(24 * 1024).map((_, i) => (i * 31) & 255);
+  const secs = Array.from({ length: 24 }, (_, i) => 2 * i);
+  await blk.writeMany(secs, 1024, data);
+  be.hold = true;
+  // 10 plain reads hold 10 of the 16 ring slots; the 24-request batch gets 6, then the rest.
+  const plain = Array.from({ length: 10 }, (_, i) => blk.read(100 + i, new Uint8Array(512)));
+  await new Promise((r) => setTimeout(r, 0));
+  const back = new Uint8Array(24 * 1024);
+  const batch = blk.readMany(secs, 1024, back);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(dev.inFlight, 16, 'the ring is full');
+  assert.equal(blk.inFlight, 34);
+  for (let i = 0; i < 20 && blk.inFlight > 0; i++) {
+    be.release();
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  be.release();
+  await Promise.all(plain);
+  await batch;
+  assert.deepEqual(back, data);
+  assert.equal(blk.inFlight, 0);
+});
