@@ -210,3 +210,26 @@ test('send(frame, true) queues a burst behind one kick: published by the next pl
   assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
   assert.equal(drv.stats.txPackets, 14);
 });
+
+test('a receiver may reset the driver from its callback: no error, and traffic flows after', async () => {
+  for (const batchApi of [true, false]) {
+    const { drv } = host({ queueSize: 64 });
+    const errs: unknown[] = [];
+    drv.addEventListener('error', (e) => errs.push((e as CustomEvent).detail));
+    let got = 0;
+    let resets = 0;
+    const onReset = () => {
+      if (resets++ === 0) void drv.reset();
+    };
+    if (batchApi) drv.onFrames((b) => { got += b.count; onReset(); });
+    else drv.onFrame(() => { got++; onReset(); });
+    drv.sendBatch([eth(60, 1), eth(60, 2)]);
+    await tick();
+    await tick();
+    assert.deepEqual(errs, [], batchApi ? 'onFrames' : 'onFrame');
+    const before = got;
+    assert.equal(drv.sendBatch([eth(60, 3), eth(60, 4)]), 2);
+    await tick();
+    assert.equal(got, before + 2, 'frames flow after the reset');
+  }
+});

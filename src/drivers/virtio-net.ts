@@ -731,6 +731,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     if (!rx || pool === undefined) return;
     const u8 = this.binding.platform.u8;
     for (;;) {
+      if (this.rxq[qi] !== rx) return; // a receiver reset the driver: this ring is gone
       const n = rx.getUsed();
       // Drained: ask for the next interrupt; buffers that raced in mean one more round
       // (virtqueue_enable_cb's contract, as virtnet_poll uses it).
@@ -758,17 +759,26 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       const perFrame = this.listeners.size > 0 || this.frameEvents.size > 0 || this.waiters.length > 0 || this.batchListeners.size === 0;
       const frames: Uint8Array[] | null = perFrame && m > 0 ? [] : null;
       if (frames) for (let i = 0; i < m; i++) frames.push(u8.slice(b.offsets[i]!, b.offsets[i]! + b.lengths[i]!));
+      let failure: { e: unknown } | null = null;
       try {
         if (m > 0) for (const fn of this.batchListeners) fn(b);
-      } finally {
-        b.count = 0;
-        for (let i = 0; i < n; i++) {
-          const slot = rx.usedToken(i);
-          rx.stageOne(slot, pool + slot * this.bufSize, this.bufSize, true);
-        }
-        rx.submit();
-        if (rx.kickPrepare()) this.dev.kickVq(2 * qi);
+      } catch (e) {
+        failure = { e }; // reported once the buffers are back (see schedule())
       }
+      b.count = 0;
+      // A receiver that reset the driver (or the device went away): these buffers belonged to
+      // rings that are gone.
+      if (this.rxq[qi] !== rx) {
+        if (failure) throw failure.e;
+        return;
+      }
+      for (let i = 0; i < n; i++) {
+        const slot = rx.usedToken(i);
+        rx.stageOne(slot, pool + slot * this.bufSize, this.bufSize, true);
+      }
+      rx.submit();
+      if (rx.kickPrepare()) this.dev.kickVq(2 * qi);
+      if (failure) throw failure.e;
       if (frames) for (const f of frames) this.deliver(f);
     }
   }
