@@ -91,10 +91,13 @@ class RxBatch implements NetRxBatch {
   readonly data: Uint8Array;
   readonly offsets: Uint32Array;
   readonly lengths: Uint32Array;
+  /** The rx buffer (token) of each used entry, to post again (driver-internal). */
+  readonly slots: Uint32Array;
   constructor(data: Uint8Array, max: number) {
     this.data = data;
     this.offsets = new Uint32Array(max);
     this.lengths = new Uint32Array(max);
+    this.slots = new Uint32Array(max);
   }
   frame(i: number): Uint8Array {
     if (!(i >= 0 && i < this.count)) throw new VirtioError(Code.InvalidArgument, `frame ${i} is outside the batch of ${this.count}`);
@@ -742,13 +745,15 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       // Batch receivers see the frames in place, before the buffers go back to the device.
       const b = this.rxBatch!;
       let m = 0;
+      const slots = b.slots;
       for (let i = 0; i < n; i++) {
+        const slot = (slots[i] = rx.usedToken(i));
         const len = rx.usedLen(i);
         if (len < HDR + ETH || len > this.bufSize) {
           this.stats.rxErrors++;
           continue;
         }
-        b.offsets[m] = pool + rx.usedToken(i) * this.bufSize + HDR;
+        b.offsets[m] = pool + slot * this.bufSize + HDR;
         b.lengths[m] = len - HDR;
         m++;
       }
@@ -773,7 +778,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
         return;
       }
       for (let i = 0; i < n; i++) {
-        const slot = rx.usedToken(i);
+        const slot = slots[i]!;
         rx.stageOne(slot, pool + slot * this.bufSize, this.bufSize, true);
       }
       rx.submit();
