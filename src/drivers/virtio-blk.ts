@@ -3,6 +3,12 @@
 // with many requests in flight. Each request is a chain: 16-byte header (device-readable),
 // data, 1 status byte (device-writable), staged in one block of platform RAM.
 //
+// readMany/writeMany: a batch of same-size requests staged in one block (headers, status
+// bytes and, unless the caller's buffer is in platform RAM, the data), added with one ring
+// publish and one kick, answered as one promise; nothing is allocated per request (descriptor
+// lists and request slots are reused), and no config space is read per I/O (capacity is cached
+// at start and on a config change, as Linux's virtblk_update_capacity).
+//
 // Backpressure: a request waits (in submission order) for ring room and for staging RAM while
 // earlier requests of this driver hold them; one that can never fit (more descriptors than the
 // queue holds without indirect descriptors, more bytes than the whole RAM arena) is rejected

@@ -1,6 +1,12 @@
 // A virtio-net driver (VIRTIO 1.3 §5.1, in the role of Linux drivers/net/virtio_net.c) on a
 // device bound through virtio_vdpa: rx buffers posted and refilled inside, frames sent with a
 // zeroed virtio_net_hdr_v1, received by callback or async iterator.
+//
+// Datapath without per-frame allocation: onFrames() hands each rx batch over as views of the
+// rx buffers (offsets and lengths in one reused batch object) before the buffers are posted
+// again; per-frame copies and `frame` events are made only when someone listens for them.
+// sendBatch() checks room once per batch; send(frame, more) queues bursts behind one kick. Tx
+// buffers are allocated 32 at a time as sending needs them (an idle device holds none).
 
 import { VirtioError, Code } from '../errors.ts';
 import { parseMac } from '../virtio/mac.ts';
