@@ -108,8 +108,9 @@ const BATCH_TOKEN = 0x80000000;
 
 /**
  * One readMany()/writeMany() call: `count` requests of `len` data bytes, staged in one block
- * of platform RAM laid out as [count × 16-byte headers][count × status bytes][count × len data
- * (unless the caller's buffer is in platform RAM: then the data descriptors point at it)].
+ * of platform RAM laid out as [count × len data (left out when the caller's buffer is in
+ * platform RAM: the data descriptors then point at it)][count × 16-byte headers][count status
+ * bytes]; the data area is contiguous, so a staged read is copied out in one call.
  */
 interface Batch {
   type: number;
