@@ -142,6 +142,8 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   /** For capsFor: the control queue's index (-1 without VIRTIO_NET_F_CTRL_VQ) and whether MQ was negotiated (no BigInt work per pass). */
   private ctrlIdx = -1;
   private mq = false;
+  /** Rx rings whose kicks were turned off (see quietRx). */
+  private readonly quietRings = new WeakSet<DeviceQueue>();
   /** Control-queue state (a view of the filter block wasm keeps): the receive filter and the active queue pairs. */
   readonly ctrl: NetCtrlState;
 
@@ -401,7 +403,20 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   }
 
   /** Takes tx frames of one pair, a batch at a time: to the port, or back into rx (loopback). */
+  /**
+   * Asks the driver not to kick rx queue `rx` (VIRTIO 1.3 §2.7.10 / §2.8.10: the device may
+   * suppress notifications): this device never waits for rx buffers (a frame that finds none is
+   * dropped), so an rx kick would only run an empty pass. Once per ring.
+   */
+  private quietRx(rx: DeviceQueue): void {
+    if (this.quietRings.has(rx)) return;
+    rx.disableKick();
+    this.quietRings.add(rx);
+  }
+
   private loop(pair: number, budget: number): number {
+    const rxq = this.queue(2 * pair);
+    if (rxq) this.quietRx(rxq);
     const tx = this.queue(2 * pair + 1);
     if (!tx) return 0;
     let done = 0;
