@@ -77,3 +77,4 @@ export type { VdpaBusOptions } from './bus/bus.ts';
 export type { VhostVdpaNodeInfo } from './drivers/vhost-vdpa.ts';
 export type { ErrnoName } from './vhost/errno.ts';
 export type { DetailListener, AnyEventListener, AddListenerOptions, RemoveListenerOptions, VdpaBusEventMap, VdpaSimEventMap, VirtioNetDriverEventMap, VirtioBlkDriverEventMap } from './events.ts';
+export type { NetRxBatch } from './drivers/virtio-net.ts';

@@ -211,6 +211,9 @@ export class VdpaSimBlk extends VdpaSim {
   private ringId: object = {};
   private ringCfg = { num: 0, desc: 0n, driver: 0n, device: 0n };
   private backendErrors = 0;
+  /** The features {@link flags} was computed for (-1: not yet). */
+  private flagsFor = -1n;
+  private flags = 0;
 
   constructor(platform: Platform, opts: VdpaSimBlkOptions) {
     const backend = opts.backend ?? null;
@@ -325,9 +328,15 @@ export class VdpaSimBlk extends VdpaSim {
     const q = this.queue(0);
     if (!q) return 0;
     if (this.held.length) queueMicrotask(() => this.deliverHeld()); // resumed: answers held while suspended
+    // The flag word depends only on the negotiated features: computed once per negotiation,
+    // not per kick (BigInt feature tests allocate).
     const f = this.getDriverFeatures();
-    const flags = (this.readOnly ? BLK_FLAG.RO : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? BLK_FLAG.DISCARD : 0) |
-      (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? BLK_FLAG.WRITE_ZEROES : 0) | (this.segMax << BLK_FLAG.SEG_SHIFT);
+    if (f !== this.flagsFor) {
+      this.flagsFor = f;
+      this.flags = (this.readOnly ? BLK_FLAG.RO : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? BLK_FLAG.DISCARD : 0) |
+        (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? BLK_FLAG.WRITE_ZEROES : 0) | (this.segMax << BLK_FLAG.SEG_SHIFT);
+    }
+    const flags = this.flags;
     const cap = this.capacity;
     const capLo = cap % 2 ** 32;
     const capHi = Math.floor(cap / 2 ** 32);

@@ -143,7 +143,10 @@ export class NetCtrlState {
 
   /** Active queue pairs (1 until VQ_PAIRS_SET). */
   get pairs(): number {
-    return this.dv.getUint16(F_PAIRS, true);
+    // Read per datapath pass: two byte loads, no DataView.
+    const u8 = this.mem();
+    const o = this.offset + F_PAIRS;
+    return u8[o]! | (u8[o + 1]! << 8);
   }
 
   /** Plain-data snapshot (for migration). */
