@@ -31,6 +31,10 @@ export interface RingExports {
   drv_disable_cb(q: number): void;
   drv_used_pending(q: number): number;
   drv_detach_unused(q: number, dstate: number, out: number, max: number): number;
+  /** Dirty-page logging (assembly/dirty.ts): bitmap for guest RAM [base, base + pages * 4096); pages 0 stops. */
+  dirty_log_set(bitmap: number, base: number, pages: number): void;
+  /** Marks [addr, addr + len) dirty if logging is on. */
+  dirty_mark(addr: number, len: number): void;
 }
 
 /** Names of the function exports, for checking a module. */
@@ -39,6 +43,7 @@ export const RING_EXPORT_NAMES: readonly (keyof RingExports)[] = [
   'dev_available', 'dev_copy_out', 'dev_copy_in', 'blk_serve', 'blk_parse', 'net_ctrl', 'net_filter', 'net_filter_staged', 'net_loop', 'net_place', 'drv_init', 'drv_add', 'drv_kick_prepare', 'drv_get_used',
   'drv_enable_cb', 'drv_disable_cb', 'drv_used_pending', 'drv_detach_unused',
   'tlb_translate',
+  'dirty_log_set', 'dirty_mark',
 ];
 
 /** The ABI version this TypeScript layer speaks (assembly/index.ts abi_version). */
