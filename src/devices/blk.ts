@@ -394,12 +394,18 @@ export class VdpaSimBlk extends VdpaSim {
     this.held.push(a);
     this.deliverHeld();
     if (this.inflight.size === 0) for (const w of this.drainWaiters.splice(0)) w();
+    this.workProgress(); // a suspend waiting for requests in flight (sim-core quiesce)
+  }
+
+  /** Requests a suspend must finish first: in flight at the backend, or answered and not yet used. */
+  protected override pendingWork(): number {
+    return this.inflight.size + this.held.length;
   }
 
   /** Pushes held answers used, if the device is running. Never throws (called from microtasks). */
   private deliverHeld(): void {
     const q = this.queue(0);
-    if (!q || !this.running || this.held.length === 0) return;
+    if (!q || !this.canComplete || this.held.length === 0) return;
     const list = this.held.splice(0);
     try {
       this.runDatapath(() => {
@@ -445,11 +451,16 @@ export class VdpaSimBlk extends VdpaSim {
     const u8 = this.platform.u8;
     let status = a.status;
     let written = 0;
+    const ex = this.platform.exports;
     if (a.data && req.data) {
       if (stale && !req.data.every((s) => tlb.allows(s.addr, s.len, PERM_W))) status = VIRTIO_BLK_S_IOERR;
-      else written = scatter(u8, req.data, a.data);
+      else {
+        written = scatter(u8, req.data, a.data);
+        for (const s of req.data) ex.dirty_mark(s.addr, s.len); // written outside the pass that popped it (assembly/dirty.ts)
+      }
     }
     u8[req.statusAddr] = status;
+    ex.dirty_mark(req.statusAddr, 1);
     return written + 1;
   }
 }
