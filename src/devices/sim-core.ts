@@ -656,8 +656,8 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     if (missing) fail(Code.FailedPrecondition, `the destination does not offer features 0x${missing.toString(16)} the source offered`);
     const why = this.rejectFeatures(s.driverFeatures);
     if (why !== null) fail(Code.FailedPrecondition, `negotiated features refused: ${why}`);
-    if (s.config.length !== this.config.length) fail(Code.InvalidArgument, `config size ${s.config.length} is not ${this.config.length}`);
-    if (s.vqs.length !== this.nvqs) fail(Code.InvalidArgument, `${s.vqs.length} queues, the destination has ${this.nvqs}`);
+    if (s.config.length !== this.config.length) fail(Code.FailedPrecondition, `config size ${s.config.length} is not ${this.config.length}`);
+    if (s.vqs.length !== this.nvqs) fail(Code.FailedPrecondition, `${s.vqs.length} queues, the destination has ${this.nvqs}`);
     if (s.groupAsid.length !== this.ngroups || s.groupAsid.some((a) => !Number.isInteger(a) || a < 0 || a >= this.nas)) fail(Code.InvalidArgument, 'group address spaces do not fit the destination');
     if (s.maps.length !== this.nas) fail(Code.InvalidArgument, `${s.maps.length} address spaces, the destination has ${this.nas}`);
     const st = s.status;
