@@ -114,6 +114,8 @@ export interface VdpaSimBlkOptions {
   deviceFeatures?: bigint;
   /** An asynchronous backend instead of the RAM disk. */
   backend?: BlkBackend;
+  /** Longest a suspend waits for backend requests in flight; past it the device sets NEEDS_RESET. @default 1000 */
+  suspendTimeoutMs?: number;
 }
 
 /** A request handed to the backend, with what its completion may touch. */
@@ -189,7 +191,7 @@ export class VdpaSimBlk extends VdpaSim {
     const ro = (opts.readOnly ?? false) || backendRo;
     const roBit = 1n << BigInt(VIRTIO_BLK_F_RO);
     const offered = opts.deviceFeatures !== undefined ? opts.deviceFeatures | (ro ? roBit : 0n) : (VDPASIM_BLK_FEATURES | (ro ? roBit : 0n));
-    super(platform, { name: opts.name, deviceId: VIRTIO_ID_BLOCK, supportedFeatures: offered, nvqs: 1, configSize: CFG_SIZE });
+    super(platform, { name: opts.name, deviceId: VIRTIO_ID_BLOCK, supportedFeatures: offered, nvqs: 1, configSize: CFG_SIZE, ...(opts.suspendTimeoutMs !== undefined ? { suspendTimeoutMs: opts.suspendTimeoutMs } : {}) });
     // Anything below that throws (platform memory running out) frees what the device had
     // allocated, whether or not it was built through constructDevice().
     try {

@@ -118,6 +118,8 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     this.platform = platform;
     this.name = attrs.name;
     this.attrs = { vendorId: 0, ngroups: 1, nas: 1, vqNumMax: 256, batch: 64, suspendTimeoutMs: 1000, ...attrs };
+    const t = this.attrs.suspendTimeoutMs;
+    if (typeof t !== 'number' || !Number.isFinite(t) || t < 0) throw new VirtioError(Code.InvalidArgument, `suspendTimeoutMs ${String(t)} must be a finite number ≥ 0`);
     this.nvqs = attrs.nvqs;
     this.ngroups = this.attrs.ngroups;
     this.nas = this.attrs.nas;

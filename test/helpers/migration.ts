@@ -42,6 +42,8 @@ export class SharedDisk implements BlkBackend {
   readonly data: Uint8Array;
   /** Requests started and not answered yet. */
   pending = 0;
+  /** Backend operations that ran (answered), by kind. */
+  ops = { read: 0, write: 0, flush: 0 };
   /** When set, answers wait for release() instead of a timer turn. */
   hold = false;
   private waiting: (() => void)[] = [];
@@ -63,20 +65,20 @@ export class SharedDisk implements BlkBackend {
     for (const g of this.waiting.splice(0)) setImmediate(g);
   }
   read(sector: number, len: number): Promise<Uint8Array> {
-    return this.later(() => this.data.slice(sector * SECTOR_SIZE, sector * SECTOR_SIZE + len));
+    return this.later(() => { this.ops.read++; return this.data.slice(sector * SECTOR_SIZE, sector * SECTOR_SIZE + len); });
   }
   write(sector: number, d: Uint8Array): Promise<void> {
     // The write lands when it is answered (as a disk's cache would be flushed by then).
-    return this.later(() => { this.data.set(d, sector * SECTOR_SIZE); });
+    return this.later(() => { this.ops.write++; this.data.set(d, sector * SECTOR_SIZE); });
   }
   flush(): Promise<void> {
-    return this.later(() => undefined);
+    return this.later(() => { this.ops.flush++; });
   }
 }
 
 /** A blk device over `disk`. */
-export function blkDev(p: Platform, disk: SharedDisk, deviceFeatures = BLK_MIG_FEATURES): VdpaSimBlk {
-  return new VdpaSimBlk(p, { name: `mblk${++n}`, backend: disk, deviceFeatures });
+export function blkDev(p: Platform, disk: SharedDisk, deviceFeatures = BLK_MIG_FEATURES, suspendTimeoutMs?: number): VdpaSimBlk {
+  return new VdpaSimBlk(p, { name: `mblk${++n}`, backend: disk, deviceFeatures, ...(suspendTimeoutMs !== undefined ? { suspendTimeoutMs } : {}) });
 }
 
 /** A blk driver bound through a slot. */
