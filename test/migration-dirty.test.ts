@@ -119,3 +119,30 @@ test('one active log per platform; bad ranges are refused', () => {
   a.destroy();
   assert.throws(() => new DirtyLog(p, { size: 100 }), (e: unknown) => e instanceof VirtioError && e.code === Code.InvalidArgument);
 });
+
+test('IOVA ≠ GPA (a non-identity map): the log is indexed by where the bytes are, not by the IOVA', async () => {
+  const { virtioInit, NET_SPLIT } = await import('./helpers/virtio-driver.ts');
+  const p = Platform.create({ ramSize: 4 << 20 });
+  const dev = netDev(p);
+  dev.attachPort(() => {});
+  const D = 2 ** 36; // IOVA of memory offset 0: far from any offset
+  const { queues } = virtioInit(dev, p, {
+    want: NET_SPLIT, dmaBase: D, noCallbacks: true,
+    afterFeatures: () => dev.setMap(0, [{ iova: D + p.ramBase, size: p.ramSize, addr: p.ramBase }]),
+  });
+  const rx = queues[0]!;
+  const buf = p.allocBuffer(16 * 2048, 4096);
+  for (let k = 0; k < 16; k++) rx.stageOne(k, D + buf + k * 2048, 2048, true);
+  rx.submit();
+  const log = new DirtyLog(p);
+  log.start();
+  const before = p.u8.slice(p.ramBase, p.ramBase + p.ramSize);
+  assert.equal(dev.deliver(Array.from({ length: 16 }, (_, i) => eth(1500, i))), 16);
+  const changed = changedPages(p, before, p.ramBase);
+  const logged = log.collect();
+  subset(changed, logged, 'non-identity map');
+  // The rx buffers' pages, by guest-physical address (offset - base), are all there.
+  for (let pg = (buf - p.ramBase) >> 12; pg < (buf - p.ramBase + 16 * 2048) >> 12; pg++) assert.ok(logged.includes(pg), `page ${pg}`);
+  assert.ok(logged.every((pg) => pg < log.pages));
+  log.destroy();
+});
