@@ -148,3 +148,26 @@ test('vdpa suspend/resume ops keep Linux semantics: immediate, DRIVER_OK stays, 
   dev.resume();
   assert.throws(() => dev.resume(), isCode(Code.FailedPrecondition));
 });
+
+test('a device its driver suspended migrates suspended: the destination presents SUSPEND until the driver resumes it', async () => {
+  const { migrate } = await import('../src/index.ts');
+  const p = Platform.create({ ramSize: 8 << 20 });
+  const disk = new SharedDisk(256);
+  const src = blkDev(p, disk);
+  const { slot, drv } = blkDriver(p, src, 'packed');
+  await drv.write(0, new Uint8Array(512).fill(3));
+  await drv.suspend();
+  const queued = drv.read(0, new Uint8Array(512)); // waits in the ring
+  await turn();
+  const dst = blkDev(p, disk);
+  await migrate({ source: src, destination: dst, switchover: (d) => slot.switchTo(d) });
+  assert.equal(dst.getStatus() & (VIRTIO_CONFIG_S_SUSPEND | VIRTIO_CONFIG_S_DRIVER_OK), VIRTIO_CONFIG_S_SUSPEND);
+  assert.equal(disk.ops.read, 0);
+  await drv.resume();
+  const buf = new Uint8Array(512);
+  await queued;
+  await drv.read(0, buf);
+  assert.deepEqual(buf, new Uint8Array(512).fill(3));
+  assert.equal(disk.ops.read, 2);
+  assert.equal(dst.getStatus(), S_RUN);
+});
