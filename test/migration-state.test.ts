@@ -110,3 +110,47 @@ test('refusals: malformed, corrupted, incompatible states change nothing on the 
   assert.deepEqual(dst.saveNetState(), src.saveNetState());
   refused(() => loadState(dst, bin), Code.FailedPrecondition);
 });
+
+test('the destination makes the same receive-filter decisions as the source on a frame corpus', async () => {
+  const p = Platform.create({ ramSize: 16 << 20 });
+  const src = netDev(p, 4, [2, 0, 0, 0, 0, 0x41]);
+  const { drv } = netDriver(p, src, 'split');
+  await drv.setRxMode({ promisc: false, allmulti: false, alluni: false, nomulti: false, nouni: false, nobcast: false });
+  await drv.setMacTable(Array.from({ length: 20 }, (_, i) => mac(0x02, i)), Array.from({ length: 20 }, (_, i) => mac(0x01, i)));
+  for (let v = 10; v < 40; v += 3) await drv.addVlan(v);
+  await drv.setQueuePairs(4);
+  await src.suspendDrained();
+  const st = saveState(src);
+  src.resume();
+  // The destination takes the state without the driver's rings (filter decisions only).
+  const noRings = structuredClone(st);
+  for (const q of noRings.vqs) q.ready = false;
+  const dst = netDev(p, 4);
+  loadState(dst, noRings);
+  dst.resume();
+  const bytes = (m: string) => m.split(':').map((h) => parseInt(h, 16));
+  const dsts = [
+    '02:00:00:00:00:41', 'ff:ff:ff:ff:ff:ff', mac(0x02, 3), mac(0x02, 19), mac(0x02, 21), mac(0x01, 5), mac(0x01, 25), '02:99:99:99:99:99', '33:33:00:00:00:01',
+  ];
+  const corpus: Uint8Array[] = [];
+  for (const d of dsts) {
+    for (const vlan of [-1, 10, 11, 13, 37, 38, 4000]) {
+      const f = new Uint8Array(80).fill(0x5a);
+      f.set(bytes(d), 0);
+      f.set([2, 0, 0, 0, 0, 9], 6);
+      if (vlan < 0) f.set([0x88, 0xb5], 12);
+      else f.set([0x81, 0x00, vlan >> 8, vlan & 0xff, 0x88, 0xb5], 12);
+      corpus.push(f);
+    }
+  }
+  const filtered = (d: VdpaSimNet) => d.pairStats.reduce((s, x) => s + x.filtered, 0);
+  const decide = (d: VdpaSimNet, f: Uint8Array) => {
+    const before = filtered(d);
+    d.deliver([f]);
+    return filtered(d) === before;
+  };
+  const a = corpus.map((f) => decide(src, f));
+  const b = corpus.map((f) => decide(dst, f));
+  assert.deepEqual(b, a);
+  assert.ok(a.some((x) => x) && a.some((x) => !x), 'the corpus has accepted and filtered frames');
+});
