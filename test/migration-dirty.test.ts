@@ -146,3 +146,22 @@ test('IOVA ≠ GPA (a non-identity map): the log is indexed by where the bytes a
   assert.ok(logged.every((pg) => pg < log.pages));
   log.destroy();
 });
+
+test('a migration interrupted during pre-copy stops the log and leaves the source running', async () => {
+  const p = Platform.create({ ramSize: 1 << 20 });
+  const dev = netDev(p);
+  dev.attachPort(() => {});
+  netDriver(p, dev, 'split');
+  const dst = netDev(p);
+  await assert.rejects(migrate({
+    source: dev, destination: dst, ram: { to: new Uint8Array(p.ramSize) },
+    round: () => { throw new VirtioError(Code.Cancelled, 'operator cancelled'); },
+  }), (e: unknown) => e instanceof VirtioError && e.code === Code.Cancelled);
+  assert.equal(dev.running, true);
+  assert.equal(dst.getStatus(), 0);
+  // The log is off (another one may start) and the device still delivers.
+  const log = new DirtyLog(p);
+  log.start();
+  log.destroy();
+  assert.equal(dev.deliver([eth(100, 1)]), 1);
+});
