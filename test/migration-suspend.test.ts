@@ -171,3 +171,26 @@ test('a device its driver suspended migrates suspended: the destination presents
   assert.equal(disk.ops.read, 2);
   assert.equal(dst.getStatus(), S_RUN);
 });
+
+test('the driver asks for SUSPEND while the VMM has the device stopped: answers held meanwhile go out on resume, then SUSPEND', async () => {
+  const p = Platform.create({ ramSize: 8 << 20 });
+  const disk = new SharedDisk(64);
+  const dev = blkDev(p, disk);
+  const { drv } = blkDriver(p, dev, 'split');
+  disk.hold = true;
+  const r = drv.read(0, new Uint8Array(512));
+  await turn();
+  dev.suspend(); // the VMM (vhost semantics): immediate
+  disk.release();
+  while (disk.pending > 0) await turn();
+  assert.equal(dev.heldCompletions, 1);
+  const s = drv.suspend();
+  await turn();
+  assert.equal(dev.getStatus() & VIRTIO_CONFIG_S_SUSPEND, 0);
+  dev.resume(); // the VMM lets it run: the held answer completes, then the device suspends
+  await s;
+  await r;
+  assert.equal(dev.getStatus() & (VIRTIO_CONFIG_S_SUSPEND | VIRTIO_CONFIG_S_DRIVER_OK), VIRTIO_CONFIG_S_SUSPEND);
+  await drv.resume();
+  assert.equal(dev.getStatus(), S_RUN);
+});

@@ -399,6 +399,14 @@ export class VdpaSimBlk extends VdpaSim {
     this.workProgress(); // a suspend waiting for requests in flight (sim-core quiesce)
   }
 
+  /**
+   * Answers held while suspended go out now — also when the driver asked for SUSPEND while the
+   * VMM had the device stopped: the suspend waits for exactly these.
+   */
+  protected override onResume(): void {
+    if (this.held.length) queueMicrotask(() => this.deliverHeld());
+  }
+
   /** Requests a suspend must finish first: in flight at the backend, or answered and not yet used. */
   protected override pendingWork(): number {
     return this.inflight.size + this.held.length;
@@ -430,6 +438,7 @@ export class VdpaSimBlk extends VdpaSim {
         q.flushUsed();
         return k;
       });
+      this.workProgress(); // a suspend waiting for these answers
     } catch {
       // Anything unexpected while pushing used: the queue can no longer be trusted.
       q.markUnmapped();

@@ -512,8 +512,12 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   private afterResume(): void {
     const d = this.deferredConfig.splice(0);
     if (d.length) this.updateConfig((v) => { for (const fn of d) fn(v); });
+    this.onResume();
     this.runBudgeted();
   }
+
+  /** Called when the device leaves a suspend (completions held meanwhile may go out now). */
+  protected onResume(): void {}
 
   /** Continues after suspend and processes whatever arrived meanwhile. */
   resume(): void {
