@@ -78,7 +78,7 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
   const now = o.now ?? (() => performance.now());
   const src = o.source;
   const dst = o.destination;
-  if (src.platform === dst.platform && src === dst) throw new VirtioError(Code.InvalidArgument, 'source and destination are the same device');
+  if (src === dst) throw new VirtioError(Code.InvalidArgument, 'source and destination are the same device');
   let log: DirtyLog | null = null;
   const copy = (pages: readonly number[]): void => {
     const u8 = src.platform.u8;
@@ -143,7 +143,14 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
       throw e;
     }
     const tLoad = now();
-    o.switchover?.(dst);
+    try {
+      o.switchover?.(dst);
+    } catch (e) {
+      // The caller could not switch: the destination forgets the state, the source runs on.
+      dst.reset();
+      restart();
+      throw e;
+    }
     if (!byDriver) dst.resume(); // else the driver resumes it with DRIVER_OK (VIRTIO 1.4 §3.4)
     const tRes = now();
     if ((o.announce ?? true) && dst instanceof VdpaSimNet) dst.announce();
