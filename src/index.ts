@@ -28,6 +28,7 @@ export { VirtioBlkDriver, VIRTIO_BLK_DRIVER_FEATURES } from './drivers/virtio-bl
 export { createVirtioVdpa, VirtioDrivers } from './drivers/index.ts';
 export { L2Switch } from './devices/switch.ts';
 export { IdbBackend } from './browser/idb-backend.ts';
+export { OpfsBackend } from './browser/opfs-backend.ts';
 export {
   NetCtrlState, VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_ANNOUNCE,
   VIRTIO_NET_OK, VIRTIO_NET_ERR, MAC_TABLE_MAX,
@@ -70,3 +71,4 @@ export type { LabCounters, LabRun, SameThreadRig } from './lab/same-thread.ts';
 export type { XMessage, XPort, XControl } from './lab/xthread-worker.ts';
 export type { ChartSeries } from './lab/report.ts';
 export type { DoorbellHandle } from './worker/doorbell.ts';
+export type { OpfsBackendOptions, OpfsSyncAccessHandle } from './browser/opfs-backend.ts';
