@@ -1,0 +1,166 @@
+// The demo page (web/, `npm run demo:web`) in headless Chromium: it is built with
+// scripts/build-web.mjs into build/web/ and served cross-origin isolated. The test checks what a
+// visitor sees: the devices bound and their rings drawn, counters moving (frames through the
+// switch, blocks read back as written), a `vdpa` command's output in the console, devices added
+// and removed from the console, and two small lab runs (same thread, and cross-thread in two Web
+// Workers) with their table and charts. It keeps a screenshot in build/demo-screenshot.png.
+// No wall-clock assertion: every wait is for a state, bounded only so a broken page fails.
+// Needs src/loader/wasm-code.ts (`node scripts/build-wasm.mjs`). Skipped without /usr/bin/chromium.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import path from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { serveStatic, type StaticServer } from './browser/server.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/** Upper bound of any one wait for the page (a stuck page fails instead of hanging). */
+const WAIT_MS = 60_000;
+
+interface Demo {
+  ready: boolean;
+  error: string | null;
+  kicks: number;
+  calls: number;
+  drivers: Record<string, Record<string, number>>;
+  lab: { results: { label: string; point: { mode: string; layout: string }; mdps: { median: number }; kicksPerDesc: { median: number } }[] } | null;
+}
+
+const haveChromium = existsSync(CHROMIUM);
+
+describe('demo page in Chromium', { skip: haveChromium ? false : `${CHROMIUM} not found (apt-get install chromium): browser test skipped` }, () => {
+  let server: StaticServer | undefined;
+  let browser: Browser | undefined;
+  let page: Page;
+  const problems: string[] = [];
+  const demo = () => page.evaluate(() => (window as unknown as { __demo: Demo }).__demo);
+
+  before(async () => {
+    const { buildWeb } = (await import(pathToFileURL(path.join(ROOT, 'scripts/build-web.mjs')).href)) as { buildWeb: () => Promise<string> };
+    await buildWeb();
+    server = await serveStatic(ROOT, ['build/web']);
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      timeout: 30_000,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    page = await browser.newPage({ viewport: { width: 1240, height: 900 } });
+    page.on('pageerror', (e) => problems.push(`page error: ${e.stack ?? e.message}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
+    });
+    page.on('response', (r) => {
+      if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`);
+    });
+    await page.goto(`${server.url}/build/web/index.html`);
+    await page.waitForFunction(() => {
+      const d = (window as unknown as { __demo?: Demo }).__demo;
+      return d && (d.ready || d.error);
+    }, undefined, { timeout: WAIT_MS, polling: 100 });
+  }, { timeout: WAIT_MS + 60_000 });
+
+  after(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  test('the page starts cross-origin isolated with three devices bound', async () => {
+    const d = await demo();
+    assert.equal(d.error, null);
+    assert.equal(d.ready, true);
+    assert.equal(await page.evaluate(() => globalThis.crossOriginIsolated), true);
+    assert.match(await page.textContent('#status') ?? '', /running — 3 devices in the worker/);
+    const cards = await page.$$eval('.ring', (els) => els.map((e) => (e as HTMLElement).dataset.queue));
+    assert.deepEqual(cards, ['net0/rx', 'net0/tx', 'net1/rx', 'net1/tx', 'blk0/req']);
+    const titles = await page.$$eval('.ring h3', (els) => els.map((e) => e.textContent));
+    assert.match(titles[0]!, /split \+ EVENT_IDX, 64 slots/);
+    assert.match(titles[2]!, /packed \+ EVENT_IDX, 64 slots/);
+    assert.equal(await page.locator('.ring canvas').count(), 5);
+  });
+
+  test('traffic moves: frames cross the switch intact, blocks read back as written, kicks and calls counted', async () => {
+    await page.waitForFunction(() => {
+      const d = (window as unknown as { __demo: Demo }).__demo;
+      return (d.drivers.net0?.received ?? 0) > 50 && (d.drivers.net1?.received ?? 0) > 50 && (d.drivers.blk0?.verified ?? 0) > 20;
+    }, undefined, { timeout: WAIT_MS, polling: 100 });
+    const a = await demo();
+    await page.waitForFunction((before) => {
+      const d = (window as unknown as { __demo: Demo }).__demo;
+      return d.drivers.net0!.received! > before.net0 && d.drivers.blk0!.verified! > before.blk0 && d.kicks > before.kicks && d.calls > before.calls;
+    }, { net0: a.drivers.net0!.received!, blk0: a.drivers.blk0!.verified!, kicks: a.kicks, calls: a.calls }, { timeout: WAIT_MS, polling: 100 });
+    const b = await demo();
+    for (const n of ['net0', 'net1']) assert.equal(b.drivers[n]!.bad, 0, `${n}: a received frame was not what its peer sent`);
+    assert.equal(b.drivers.blk0!.bad, 0, 'blk0: a block read back differently');
+    assert.equal(b.drivers.blk0!.ioerr, 0);
+    // The ring panels show live numbers: the packed one its wrap counters.
+    const nums = await page.$$eval('.ring .nums', (els) => els.map((e) => e.textContent ?? ''));
+    assert.match(nums[0]!, /avail idx \d+ {2}used idx \d+/);
+    assert.match(nums[2]!, /wrap: driver avail [01] used [01] · device avail [01] used [01]/);
+    for (const t of nums) assert.match(t, /kicks\/s \d+ {2}calls\/s \d+/);
+  });
+
+  test('the console runs `vdpa dev show` in the worker and prints it as iproute2 does', async () => {
+    await page.fill('#cmd', 'vdpa dev show');
+    await page.press('#cmd', 'Enter');
+    await page.waitForFunction(() => (document.getElementById('term')?.textContent ?? '').includes('blk0: type block'), undefined, { timeout: WAIT_MS });
+    const term = await page.textContent('#term') ?? '';
+    assert.match(term, /\$ vdpa dev show\n/);
+    assert.match(term, /^net0: type network mgmtdev vdpasim_net vendor_id 0 max_vqs \d+ max_vq_size \d+$/m);
+    assert.match(term, /^net1: type network mgmtdev vdpasim_net /m);
+    assert.match(term, /^blk0: type block mgmtdev vdpasim_blk /m);
+  });
+
+  test('a device added from the console gets a driver and rings; deleting it takes them away', async () => {
+    await page.fill('#cmd', 'dev add name net2 mgmtdev vdpasim_net mac 02:00:00:00:00:03');
+    await page.press('#cmd', 'Enter');
+    await page.waitForSelector('.ring[data-queue="net2/tx"]', { timeout: WAIT_MS });
+    await page.waitForFunction(() => ((window as unknown as { __demo: Demo }).__demo.drivers.net2?.received ?? 0) > 0, undefined, { timeout: WAIT_MS, polling: 100 })
+      .catch(async (e: Error) => assert.fail(`${e.message}\n${JSON.stringify(await demo())}\n${await page.textContent('#term')}`));
+    await page.fill('#cmd', 'dev del net2');
+    await page.press('#cmd', 'Enter');
+    await page.waitForSelector('.ring[data-queue="net2/tx"]', { state: 'detached', timeout: WAIT_MS });
+    // A mistake prints what upstream prints and leaves everything running.
+    await page.fill('#cmd', 'dev del net2');
+    await page.press('#cmd', 'Enter');
+    await page.waitForFunction(() => /\$ vdpa dev del net2\nError: (vdpa: )?device not found\.\nkernel answers: No such device\n$/.test(document.getElementById('term')?.textContent ?? ''), undefined, { timeout: WAIT_MS });
+    assert.equal((await page.textContent('#term'))!.split('$ vdpa dev del net2\n').length, 3);
+    assert.equal((await demo()).error, null);
+  });
+
+  async function runLab(sweep: string, chains: number): Promise<Demo['lab']> {
+    await page.selectOption('#lab-preset', sweep);
+    await page.fill('#lab-chains', String(chains));
+    await page.fill('#lab-rounds', '1');
+    await page.click('#lab-run');
+    await page.waitForFunction(() => {
+      const s = document.getElementById('lab-status')?.dataset.state;
+      return s === 'done' || s === 'failed';
+    }, undefined, { timeout: 2 * WAIT_MS, polling: 200 });
+    assert.equal(await page.getAttribute('#lab-status', 'data-state'), 'done', await page.textContent('#lab-status') ?? '');
+    return (await demo()).lab;
+  }
+
+  test('a small same-thread lab run fills the table and draws two charts', { timeout: 3 * WAIT_MS }, async () => {
+    const lab = await runLab('quick', 3000);
+    assert.equal(lab!.results.length, 16); // split/packed × EVENT_IDX off/on × 4 batches
+    for (const r of lab!.results) assert.ok(r.mdps.median > 0 && r.kicksPerDesc.median >= 0, r.label);
+    const table = await page.textContent('#lab-table') ?? '';
+    assert.equal(table.trim().split('\n').length >= 17, true, table);
+    assert.deepEqual(await page.$$eval('#charts .chart', (els) => els.map((e) => (e as HTMLElement).dataset.chart)), ['Throughput', 'Notifications per descriptor']);
+    assert.equal(await page.locator('#charts .chart canvas').count(), 2);
+    // One legend entry per design: the 4 layout × EVENT_IDX combinations.
+    assert.ok(await page.locator('#charts .chart').first().locator('.u-legend .u-series').count() >= 5);
+  });
+
+  test('a small cross-thread lab run: driver and device in two Web Workers', { timeout: 3 * WAIT_MS }, async () => {
+    const lab = await runLab('quick-xthread', 2000);
+    assert.deepEqual(lab!.results.map((r) => r.point.mode).sort(), ['poll', 'poll', 'same-thread', 'same-thread', 'wait', 'wait']);
+    for (const r of lab!.results) assert.ok(r.mdps.median > 0, r.label);
+    mkdirSync(path.join(ROOT, 'build'), { recursive: true });
+    await page.screenshot({ path: path.join(ROOT, 'build/demo-screenshot.png'), fullPage: true });
+    assert.deepEqual(problems, []);
+  });
+});
