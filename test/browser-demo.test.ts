@@ -67,24 +67,25 @@ describe('demo page in Chromium', { skip: haveChromium ? false : `${CHROMIUM} no
     await server?.close();
   });
 
-  test('the page starts cross-origin isolated with three devices bound', async () => {
+  test('the page starts cross-origin isolated with four devices bound (one disk on OPFS)', async () => {
     const d = await demo();
     assert.equal(d.error, null);
     assert.equal(d.ready, true);
     assert.equal(await page.evaluate(() => globalThis.crossOriginIsolated), true);
-    assert.match(await page.textContent('#status') ?? '', /running — 3 devices in the worker/);
+    assert.match(await page.textContent('#status') ?? '', /running — 4 devices in the worker/);
     const cards = await page.$$eval('.ring', (els) => els.map((e) => (e as HTMLElement).dataset.queue));
-    assert.deepEqual(cards, ['net0/rx', 'net0/tx', 'net1/rx', 'net1/tx', 'blk0/req']);
+    assert.deepEqual(cards, ['net0/rx', 'net0/tx', 'net1/rx', 'net1/tx', 'blk0/req', 'disk0/req']);
     const titles = await page.$$eval('.ring h3', (els) => els.map((e) => e.textContent));
     assert.match(titles[0]!, /split \+ EVENT_IDX, 64 slots/);
     assert.match(titles[2]!, /packed \+ EVENT_IDX, 64 slots/);
-    assert.equal(await page.locator('.ring canvas').count(), 5);
+    assert.equal(await page.locator('.ring canvas').count(), 6);
   });
 
   test('traffic moves: frames cross the switch intact, blocks read back as written, kicks and calls counted', async () => {
     await page.waitForFunction(() => {
       const d = (window as unknown as { __demo: Demo }).__demo;
-      return (d.drivers.net0?.received ?? 0) > 50 && (d.drivers.net1?.received ?? 0) > 50 && (d.drivers.blk0?.verified ?? 0) > 20;
+      return (d.drivers.net0?.received ?? 0) > 50 && (d.drivers.net1?.received ?? 0) > 50 && (d.drivers.blk0?.verified ?? 0) > 20
+        && (d.drivers.disk0?.verified ?? 0) > 20;
     }, undefined, { timeout: WAIT_MS, polling: 100 });
     const a = await demo();
     await page.waitForFunction((before) => {
@@ -93,8 +94,10 @@ describe('demo page in Chromium', { skip: haveChromium ? false : `${CHROMIUM} no
     }, { net0: a.drivers.net0!.received!, blk0: a.drivers.blk0!.verified!, kicks: a.kicks, calls: a.calls }, { timeout: WAIT_MS, polling: 100 });
     const b = await demo();
     for (const n of ['net0', 'net1']) assert.equal(b.drivers[n]!.bad, 0, `${n}: a received frame was not what its peer sent`);
-    assert.equal(b.drivers.blk0!.bad, 0, 'blk0: a block read back differently');
-    assert.equal(b.drivers.blk0!.ioerr, 0);
+    for (const n of ['blk0', 'disk0']) {
+      assert.equal(b.drivers[n]!.bad, 0, `${n}: a block read back differently`);
+      assert.equal(b.drivers[n]!.ioerr, 0, `${n}: I/O errors`);
+    }
     // The ring panels show live numbers: the packed one its wrap counters.
     const nums = await page.$$eval('.ring .nums', (els) => els.map((e) => e.textContent ?? ''));
     assert.match(nums[0]!, /avail idx \d+ {2}used idx \d+/);

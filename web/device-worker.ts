@@ -5,7 +5,7 @@
 // a userspace driver in Linux).
 
 import {
-  Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VdpaSimNet, L2Switch, VirtioError, formatMac,
+  Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VdpaSimNet, VdpaSimBlk, OpfsBackend, L2Switch, VirtioError, formatMac,
   VIRTIO_ID_NET, VIRTIO_ID_BLOCK, VIRTIO_NET_F_MAC, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER,
   VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED, VIRTIO_BLK_CFG,
   type VdpaDevice, type VdpaBusDriver,
@@ -145,6 +145,25 @@ function snapshot(id: number): FromWorker {
   return { t: 'snapshot', id, queues, switchPorts };
 }
 
+/**
+ * A vdpasim_blk device over a disk image in the Origin Private File System (OpfsBackend: sync
+ * access handles exist only in dedicated workers, like this one). The image persists across
+ * reloads. Another tab holding the image's lock, or a browser without OPFS, only costs the disk.
+ * It is put on the bus directly (bus.addDevice), not made by a management device, so `vdpa dev
+ * show` (which lists management devices' devices, as the kernel's netlink dump does) omits it.
+ */
+async function addOpfsDisk(o: { path: string; sectors: number } | null): Promise<void> {
+  if (!o) return;
+  let backend: OpfsBackend;
+  try {
+    backend = await OpfsBackend.open(o.path, { sectors: o.sectors });
+  } catch (e) {
+    post({ t: 'note', message: `no OPFS disk: ${e instanceof Error ? e.message : String(e)}` });
+    return;
+  }
+  bus.addDevice(new VdpaSimBlk(p, { name: 'disk0', backend }));
+}
+
 function runCommand(argv: string[]): { rc: number; out: string; err: string } {
   let out = '';
   let err = '';
@@ -168,7 +187,7 @@ self.onmessage = (ev: MessageEvent<ToWorker>) => {
           if (r.rc !== 0) throw new Error(`vdpa ${argv.join(' ')}: ${r.err}`);
         }
         void kickLoop();
-        post({ t: 'ready', devices: bus.devices.map(info) });
+        void addOpfsDisk(m.opfs).finally(() => post({ t: 'ready', devices: bus.devices.map(info) }));
         return;
       }
       case 'vdpa':

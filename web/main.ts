@@ -149,6 +149,9 @@ worker.onmessage = (ev: MessageEvent<FromWorker>) => {
         $('status').textContent = `running — ${m.devices.length} devices in the worker, crossOriginIsolated`;
       }, fail);
       return;
+    case 'note':
+      print(`${m.message}\n`, 'err');
+      return;
     case 'error':
       fail(new Error(`device worker: ${m.message}`));
       return;
@@ -166,6 +169,7 @@ worker.postMessage({
     ['dev', 'add', 'name', 'net1', 'mgmtdev', 'vdpasim_net', 'mac', '02:00:00:00:00:02'],
     ['dev', 'add', 'name', 'blk0', 'mgmtdev', 'vdpasim_blk'],
   ],
+  opfs: { path: 'vdpa-wasm-demo/disk0.img', sectors: 8192 },
 });
 
 // ───────────── the datapath: calls (waitAsync), load, a slow poll as a safety net ─────────────

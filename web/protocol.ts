@@ -35,7 +35,7 @@ export interface QueueSetup {
 
 /** Page → worker. */
 export type ToWorker =
-  | { t: 'init'; handle: PlatformHandle; ctl: number; commands: string[][] }
+  | { t: 'init'; handle: PlatformHandle; ctl: number; commands: string[][]; opfs: { path: string; sectors: number } | null }
   | { t: 'vdpa'; id: number; argv: string[] }
   | { t: 'bind'; id: number; name: string; features: string; queues: QueueSetup[] }
   | { t: 'snapshot'; id: number };
@@ -78,4 +78,5 @@ export type FromWorker =
   | { t: 'vdpa'; id: number; rc: number; out: string; err: string }
   | { t: 'bound'; id: number; ok: boolean; error?: string; features?: string }
   | { t: 'snapshot'; id: number; queues: QueueSnapshot[]; switchPorts: { name: string; rx: number; tx: number; drops: number }[] }
+  | { t: 'note'; message: string }
   | { t: 'error'; message: string };
