@@ -387,6 +387,9 @@ $('lab-run').addEventListener('click', () => {
   const rounds = Math.max(1, Math.min(20, Number(($('lab-rounds') as HTMLInputElement).value) || 3));
   const status = $('lab-status');
   status.dataset.state = 'running';
+  // The demo's own traffic would compete with the lab for the CPU: hold it during the run.
+  const wasPaused = paused;
+  paused = true;
   runPageLab({
     sweep: s.sweep, chains, rounds,
     onProgress: (done, total, pt) => {
@@ -409,5 +412,6 @@ $('lab-run').addEventListener('click', () => {
     fail(e);
   }).finally(() => {
     labBusy = false;
+    paused = wasPaused;
   });
 });
