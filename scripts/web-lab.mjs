@@ -46,7 +46,8 @@ try {
   }
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
   if ((await page.getAttribute('#lab-status', 'data-state')) !== 'done') throw new Error(await page.textContent('#lab-status'));
-  process.stdout.write(`${await page.textContent('#lab-table')}`);
+  const table = (await page.textContent('#lab-table')) ?? '';
+  process.stdout.write(table.endsWith('\n') ? table : `${table}\n`);
   if (json) await writeFile(json, JSON.stringify(await page.evaluate(() => window.__demo.lab), null, 2) + '\n');
 } finally {
   await browser.close();
