@@ -33,7 +33,7 @@ interface PageResult {
       opfs: ModelCounts;
       idb: ModelCounts;
       edges: Record<string, unknown>;
-      device: { capacity: number; id: string; roundTrip: boolean; inFile: boolean; zeros: boolean };
+      device: { afterClose: string; capacity: number; id: string; roundTrip: boolean; inFile: boolean; zeros: boolean };
     };
   };
 }
@@ -122,11 +122,15 @@ describe('OPFS backend in Chromium', { skip: haveChromium ? false : `${CHROMIUM}
       freshCapacity: 16,
       freshZeros: true,
       removedThenOpen: 'not_found',
+      fromHandleCapacity: 4,
+      fromHandleRoundTrip: true,
+      readAfterExternalClose: 'failed_precondition',
+      fromHandleOddSize: 'invalid_argument',
       removeMissing: 'not_found',
     });
   });
 
-  test('vdpasim_blk over OPFS through virtio_vdpa: writes land in the file, reads come back', () => {
-    assert.deepEqual(result.details.worker.device, { capacity: 2048, id: 'vdpasim-opfs0', roundTrip: true, inFile: true, zeros: true });
+  test('vdpasim_blk over OPFS through virtio_vdpa: writes land in the file, reads come back; a closed backend is IOERR', () => {
+    assert.deepEqual(result.details.worker.device, { afterClose: 'io_error', capacity: 2048, id: 'vdpasim-opfs0', roundTrip: true, inFile: true, zeros: true });
   });
 });

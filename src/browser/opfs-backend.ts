@@ -234,16 +234,27 @@ export class OpfsBackend implements BlkBackend {
     }
   }
 
-  /** Flushes (unless read-only) and closes the handle, releasing the file's lock. Idempotent. */
+  /**
+   * Flushes (unless read-only) and closes the handle, releasing the file's lock. Idempotent,
+   * and quiet when the handle was already closed underneath (by its opener, or by the browser);
+   * a flush that fails otherwise is thrown as a typed error after the handle is closed.
+   */
   close(): void {
     const h = this.handle;
     if (!h) return;
     this.handle = null;
+    let err: VirtioError | null = null;
     try {
       if (!this.readOnly) h.flush();
-    } finally {
-      h.close();
+    } catch (e) {
+      if ((e as { name?: unknown } | null)?.name !== 'InvalidStateError') err = wrap(e, 'close: flush');
     }
+    try {
+      h.close();
+    } catch {
+      // Closing releases the lock; a handle that cannot be closed holds none.
+    }
+    if (err) throw err;
   }
 
   /** Deletes the OPFS file `path` (it must not be open). Missing files are `not_found`. */

@@ -118,6 +118,29 @@ async function edges(p, model, sectors) {
   fresh.close();
   await OpfsBackend.remove(path('fresh'));
   out.removedThenOpen = await codeOf(() => OpfsBackend.open(path('fresh')));
+  // fromHandle: a handle the caller opened; closed underneath, requests fail typed.
+  const root = await navigator.storage.getDirectory();
+  const fh = await root.getFileHandle(`${RUN}-raw.img`, { create: true });
+  const raw = await fh.createSyncAccessHandle();
+  raw.truncate(4 * SECTOR);
+  const wrapped = OpfsBackend.fromHandle(raw);
+  out.fromHandleCapacity = wrapped.capacity;
+  await wrapped.write(1, new Uint8Array(SECTOR).fill(7));
+  out.fromHandleRoundTrip = (await wrapped.read(1, SECTOR)).every((x) => x === 7);
+  raw.close();
+  out.readAfterExternalClose = await codeOf(() => wrapped.read(0, SECTOR));
+  wrapped.close(); // the handle is already closed: still no throw
+  await root.removeEntry(`${RUN}-raw.img`);
+  out.fromHandleOddSize = await codeOf(async () => {
+    const h = await (await root.getFileHandle(`${RUN}-odd.img`, { create: true })).createSyncAccessHandle();
+    h.truncate(700);
+    try {
+      OpfsBackend.fromHandle(h);
+    } finally {
+      h.close();
+      await root.removeEntry(`${RUN}-odd.img`);
+    }
+  });
   out.removeMissing = await codeOf(() => OpfsBackend.remove(path('fresh')));
   return out;
 }
@@ -141,7 +164,11 @@ async function device(p) {
     await blk.read(2000, never);
     // What the driver wrote is in the file: read it back through the backend itself.
     const direct = await backend.read(100, data.length);
+    // A backend closed under a running device: each request ends with IOERR, nothing crashes.
+    backend.close();
+    const afterClose = await codeOf(() => blk.read(0, new Uint8Array(SECTOR)));
     return {
+      afterClose,
       capacity: blk.capacity,
       id: await blk.getId(),
       roundTrip: back.every((b, i) => b === data[i]),
