@@ -14,6 +14,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { serveStatic, type StaticServer } from './browser/server.ts';
+import { Platform, DriverQueue, DeviceQueue, ringFeatures } from '../src/index.ts';
+import { readRing, FREE, POSTED, DEVICE, USED } from '../web/rings.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -30,6 +32,68 @@ interface Demo {
 }
 
 const haveChromium = existsSync(CHROMIUM);
+
+// What the ring panels show, read from a real driver/device pair in one thread (no browser).
+describe('ring panels (web/rings.ts) read the ring state as the spec lays it out', () => {
+  /** [free, posted, held by the device, used not reclaimed] descriptor counts. */
+  const counts = (c: readonly number[]) => ({ free: c[FREE], posted: c[POSTED], device: c[DEVICE], used: c[USED] });
+
+  test('split: used entries, chains the device popped, chains still posted, free slots', () => {
+    const p = Platform.create({ ramSize: 1 << 20, privateSize: 1 << 16 });
+    const features = ringFeatures({ eventIdx: true });
+    const dq = new DriverQueue(p, { size: 8, features });
+    const dev = new DeviceQueue(p, { size: 8, features, ...dq.addresses });
+    const buf = p.allocBuffer(4096, 64);
+    for (let t = 0; t < 5; t++) dq.stage(t, [{ addr: buf + 64 * t, len: 16 }]);
+    dq.stage(5, [{ addr: buf + 512, len: 16 }], [{ addr: buf + 1024, len: 64 }]); // a 2-descriptor chain
+    assert.equal(dq.submit(), 6);
+    let v = readRing(p, dq, dev.getState());
+    assert.deepEqual(counts(v.counts), { free: 1, posted: 7, device: 0, used: 0 });
+    assert.deepEqual([v.availIdx, v.usedIdx, v.lastUsed, v.inFlight, v.numFree], [6, 0, 0, 6, 1]);
+    assert.equal(dev.pop(3), 3);
+    dev.pushPopped(2);
+    v = readRing(p, dq, dev.getState());
+    // Chains 0 and 1 used (2 descriptors), chain 2 held, chains 3, 4 and the 2-descriptor 5 posted.
+    assert.deepEqual(counts(v.counts), { free: 1, posted: 4, device: 1, used: 2 });
+    assert.deepEqual([v.availIdx, v.usedIdx, v.lastUsed], [6, 2, 0]);
+    assert.equal(v.wraps, null);
+    assert.equal(dq.getUsed(), 2);
+    v = readRing(p, dq, dev.getState());
+    assert.deepEqual(counts(v.counts), { free: 3, posted: 4, device: 1, used: 0 });
+    assert.deepEqual([v.lastUsed, v.inFlight, v.numFree], [2, 4, 3]);
+    // Without a device snapshot the driver cannot tell posted from held: all count as posted.
+    assert.deepEqual(counts(readRing(p, dq, null).counts), { free: 3, posted: 5, device: 0, used: 0 });
+  });
+
+  test('packed: AVAIL/USED flags against the wrap counters, across a wrap', () => {
+    const p = Platform.create({ ramSize: 1 << 20, privateSize: 1 << 16 });
+    const features = ringFeatures({ packed: true, eventIdx: true });
+    const dq = new DriverQueue(p, { size: 4, features });
+    const dev = new DeviceQueue(p, { size: 4, features, ...dq.addresses });
+    const buf = p.allocBuffer(4096, 64);
+    assert.deepEqual(readRing(p, dq, dev.getState()).wraps, [1, 1, 1, 1]); // VIRTIO 1.3 §2.8.1: counters start at 1
+    // One whole lap: every counter flips.
+    for (let t = 0; t < 4; t++) dq.stage(t, [{ addr: buf + 64 * t, len: 16 }]);
+    dq.submit();
+    assert.equal(dev.pop(), 4);
+    dev.pushPopped();
+    assert.deepEqual(counts(readRing(p, dq, dev.getState()).counts), { free: 0, posted: 0, device: 0, used: 4 });
+    assert.equal(dq.getUsed(), 4);
+    let v = readRing(p, dq, dev.getState());
+    assert.deepEqual(v.wraps, [0, 0, 0, 0]);
+    assert.deepEqual(counts(v.counts), { free: 4, posted: 0, device: 0, used: 0 });
+    // Second lap: 3 added, 2 popped, 1 used.
+    for (let t = 0; t < 3; t++) dq.stage(10 + t, [{ addr: buf + 64 * t, len: 16 }]);
+    dq.submit();
+    assert.equal(dev.pop(2), 2);
+    dev.pushPopped(1);
+    v = readRing(p, dq, dev.getState());
+    assert.deepEqual(counts(v.counts), { free: 1, posted: 1, device: 1, used: 1 });
+    assert.deepEqual([v.availIdx, v.lastUsed, v.inFlight, v.numFree], [3, 0, 3, 1]);
+    assert.deepEqual(v.wraps, [0, 0, 0, 0]);
+    assert.deepEqual([...v.states], [USED, DEVICE, POSTED, FREE]);
+  });
+});
 
 describe('demo page in Chromium', { skip: haveChromium ? false : `${CHROMIUM} not found (apt-get install chromium): browser test skipped` }, () => {
   let server: StaticServer | undefined;
