@@ -43,6 +43,9 @@ export { formatTable, textTable, toCsv, toJson, parseResult, series, svgChart, c
 export { Doorbell, DoorbellWaiter, DOORBELL_SIZE, WAKER_SIZE } from './worker/doorbell.ts';
 export { PcapWriter, readPcap, LINKTYPE_ETHERNET, PCAP_MAGIC } from './devices/pcap.ts';
 export { MgmtDevice, VdpaSimNetMgmt, VdpaSimBlkMgmt, parseMac, formatMac } from './mgmt/mgmtdev.ts';
+export { VhostVdpa, VhostVdpaFile } from './drivers/vhost-vdpa.ts';
+export { VhostError, ERRNO, errnoName } from './vhost/errno.ts';
+export * from './vhost/uapi.ts';
 
 export type { PlatformOptions, PlatformHandle } from './platform/platform.ts';
 export type { IotlbEntry } from './platform/iotlb.ts';
@@ -71,4 +74,7 @@ export type { LabCounters, LabRun, SameThreadRig } from './lab/same-thread.ts';
 export type { XMessage, XPort, XControl } from './lab/xthread-worker.ts';
 export type { ChartSeries } from './lab/report.ts';
 export type { DoorbellHandle } from './worker/doorbell.ts';
+export type { VdpaBusOptions } from './bus/bus.ts';
+export type { VhostVdpaNodeInfo } from './drivers/vhost-vdpa.ts';
+export type { ErrnoName } from './vhost/errno.ts';
 export type { OpfsBackendOptions, OpfsSyncAccessHandle } from './browser/opfs-backend.ts';
