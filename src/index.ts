@@ -29,6 +29,7 @@ export { createVirtioVdpa, VirtioDrivers } from './drivers/index.ts';
 export { L2Switch } from './devices/switch.ts';
 export { IdbBackend } from './browser/idb-backend.ts';
 export { OpfsBackend } from './browser/opfs-backend.ts';
+export { browserCrossThreadRunner } from './browser/lab-runner.ts';
 export {
   NetCtrlState, VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_ANNOUNCE,
   VIRTIO_NET_OK, VIRTIO_NET_ERR, MAC_TABLE_MAX,
@@ -78,3 +79,4 @@ export type { VdpaBusOptions } from './bus/bus.ts';
 export type { VhostVdpaNodeInfo } from './drivers/vhost-vdpa.ts';
 export type { ErrnoName } from './vhost/errno.ts';
 export type { OpfsBackendOptions, OpfsSyncAccessHandle } from './browser/opfs-backend.ts';
+export type { BrowserLabRunner, BrowserLabRunnerOptions, LabWorkerLike, LabWorkerEvent } from './browser/lab-runner.ts';

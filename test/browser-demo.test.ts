@@ -14,7 +14,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { serveStatic, type StaticServer } from './browser/server.ts';
-import { Platform, DriverQueue, DeviceQueue, ringFeatures } from '../src/index.ts';
+import { Platform, DriverQueue, DeviceQueue, ringFeatures, browserCrossThreadRunner, VirtioError } from '../src/index.ts';
 import { readRing, FREE, POSTED, DEVICE, USED } from '../web/rings.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -229,5 +229,48 @@ describe('demo page in Chromium', { skip: haveChromium ? false : `${CHROMIUM} no
     mkdirSync(path.join(ROOT, 'build'), { recursive: true });
     await page.screenshot({ path: path.join(ROOT, 'build/demo-screenshot.png'), fullPage: true });
     assert.deepEqual(problems, []);
+  });
+});
+
+describe('browserCrossThreadRunner (src/browser/lab-runner.ts)', () => {
+  test('refuses early and typed: without cross-origin isolation, and where there are no Web Workers', async () => {
+    const g = globalThis as { crossOriginIsolated?: boolean };
+    g.crossOriginIsolated = false;
+    try {
+      await assert.rejects(browserCrossThreadRunner(), (e: unknown) => e instanceof VirtioError && e.code === 'failed_precondition' && /Cross-Origin-Embedder-Policy/.test(e.message));
+    } finally {
+      delete g.crossOriginIsolated;
+    }
+    // Node 20 has no global Worker.
+    await assert.rejects(browserCrossThreadRunner(), (e: unknown) => e instanceof VirtioError && e.code === 'unsupported');
+  });
+
+  test('from dist in Chromium: default workers, a small cross-thread sweep', { skip: haveChromium ? false : 'no chromium' }, async () => {
+    if (!existsSync(path.join(ROOT, 'dist/browser/lab-worker.js'))) assert.fail('dist/browser/lab-worker.js is missing: run `npm run build` first');
+    const srv = await serveStatic(ROOT, ['dist', 'test/browser']);
+    const br = await chromium.launch({ executablePath: CHROMIUM, timeout: 30_000, args: ['--no-sandbox', '--disable-gpu', '--no-first-run'] });
+    try {
+      const pg = await br.newPage();
+      const errors: string[] = [];
+      pg.on('pageerror', (e) => errors.push(e.message));
+      pg.on('response', (r) => {
+        if (r.status() >= 400) errors.push(`HTTP ${r.status()} for ${r.url()}`);
+      });
+      await pg.goto(`${srv.url}/test/browser/lab.html`);
+      await pg.waitForFunction(() => '__result' in window, undefined, { timeout: WAIT_MS, polling: 100 });
+      const r = await pg.evaluate(() => (window as unknown as { __result: { ok: boolean; error?: string; results: { mode: string; layout: string; mdps: number; kicks: number; calls: number }[] } }).__result);
+      assert.deepEqual(errors, []);
+      assert.equal(r.ok, true, r.error);
+      assert.deepEqual(r.results.map((x) => `${x.mode} ${x.layout}`).sort(), ['poll packed', 'poll split', 'wait packed', 'wait split']);
+      for (const x of r.results) {
+        assert.ok(x.mdps > 0);
+        // Polling never notifies; waiting sides do, at most once per descriptor each way.
+        if (x.mode === 'poll') assert.deepEqual([x.kicks, x.calls], [0, 0]);
+        else assert.ok(x.kicks > 0 && x.kicks <= 1 && x.calls > 0 && x.calls <= 1, JSON.stringify(x));
+      }
+    } finally {
+      await br.close();
+      await srv.close();
+    }
   });
 });

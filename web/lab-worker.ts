@@ -1,4 +1,2 @@
-// A ring lab worker for the page: the same serveLab the Node runner uses, on a Web Worker's port.
-import { serveLab, type XPort } from '../src/index.ts';
-
-serveLab(self as unknown as XPort);
+// The page's ring lab worker: the package's browser lab worker entry, bundled (src/browser/lab-worker.ts).
+import '../src/browser/lab-worker.ts';

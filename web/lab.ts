@@ -1,102 +1,9 @@
 // The ring lab on the page: same-thread points run in this thread (one point at a time, so the
-// page repaints between points); cross-thread points run in two Web Workers (lab-worker.ts:
-// serveLab, the driver and the device halves) on one shared platform, as the Node runner
-// (src/lab/node-runner.ts) does with worker_threads. This thread only posts messages and never
-// blocks; the workers sleep in Atomics.wait on their doorbells.
+// page repaints between points); cross-thread points run in two Web Workers through the
+// package's browserCrossThreadRunner (src/browser/lab-runner.ts), whose worker script the page
+// bundles as lab-worker.js.
 
-import {
-  Platform, VirtioError, Code, runLab, expandSweep, labEnvironment,
-  type CrossThreadRunner, type LabPoint, type LabResult, type LabSweep, type LabRun, type XMessage,
-} from '../src/index.ts';
-
-interface Reply {
-  ok: boolean;
-  error?: string;
-  [k: string]: unknown;
-}
-
-/** One lab worker with ordered request/response (src/lab/node-runner.ts LabWorker, for Web Workers). */
-class LabWorker {
-  private readonly w: Worker;
-  private readonly waiting: ((r: Reply) => void)[] = [];
-  private dead: Error | null = null;
-
-  constructor(name: string) {
-    this.w = new Worker(new URL('./lab-worker.js', import.meta.url), { type: 'module', name });
-    this.w.onmessage = (e: MessageEvent<Reply>) => this.waiting.shift()?.(e.data);
-    this.w.onerror = (e) => {
-      e.preventDefault();
-      this.dead = new Error(`lab worker ${name}: ${e.message}`);
-      for (const f of this.waiting.splice(0)) f({ ok: false, error: this.dead.message });
-    };
-  }
-
-  ask(m: XMessage): Promise<Reply> {
-    if (this.dead) return Promise.reject(new VirtioError(Code.Cancelled, `lab worker is gone: ${this.dead.message}`));
-    return new Promise<Reply>((resolve, reject) => {
-      this.waiting.push((r) => (r.ok ? resolve(r) : reject(new VirtioError(Code.Internal, `lab worker: ${r.error}`))));
-      this.w.postMessage(m);
-    });
-  }
-
-  terminate(): void {
-    this.w.terminate();
-  }
-}
-
-/** A cross-thread runner over two Web Workers, and how to stop them. */
-export interface BrowserLabRunner {
-  runner: CrossThreadRunner;
-  close(): void;
-}
-
-/** Starts the driver and device lab workers on a shared platform (needs cross-origin isolation). */
-export async function browserCrossThreadRunner(): Promise<BrowserLabRunner> {
-  const p = Platform.create({ shared: true, ramSize: 48 << 20, privateSize: 16 << 20 });
-  const ctl = p.priv.alloc(8, 8);
-  const drvW = new LabWorker('lab-driver');
-  const devW = new LabWorker('lab-device');
-  try {
-    await drvW.ask({ op: 'attach', handle: p.handle({ priv: 4 << 20, ram: 40 << 20 }) });
-    await devW.ask({ op: 'attach', handle: p.handle({ priv: 4 << 20, ram: 4 << 20 }) });
-  } catch (e) {
-    drvW.terminate();
-    devW.terminate();
-    throw e;
-  }
-  const runner: CrossThreadRunner = async (pt: LabPoint, o) => {
-    Atomics.store(p.i32, ctl >> 2, 0);
-    Atomics.store(p.i32, (ctl >> 2) + 1, 0);
-    const d = await drvW.ask({ op: 'driver-setup', pt, ctl: { addr: ctl } });
-    const v = await devW.ask({ op: 'device-setup', pt, ctl: { addr: ctl }, addresses: d.addresses as never, kick: d.kick as never });
-    await drvW.ask({ op: 'driver-call', call: v.call as never });
-    const devDone = devW.ask({ op: 'device-run', spinUs: o.spinUs });
-    let runs: LabRun[];
-    try {
-      runs = (await drvW.ask({ op: 'driver-run', chains: o.chains, rounds: o.rounds, spinUs: o.spinUs })).runs as LabRun[];
-    } finally {
-      // Stop the device and wake it if it sleeps (as the Node runner does).
-      const kick = d.kick as { addr: number };
-      Atomics.store(p.i32, ctl >> 2, 1);
-      Atomics.add(p.i32, kick.addr >> 2, 1);
-      const waker = Atomics.load(p.i32, (kick.addr >> 2) + 1);
-      if (waker) {
-        Atomics.add(p.i32, waker >> 2, 1);
-        Atomics.notify(p.i32, waker >> 2);
-      }
-      await devDone;
-      await Promise.all([drvW.ask({ op: 'teardown' }), devW.ask({ op: 'teardown' })]);
-    }
-    return runs;
-  };
-  return {
-    runner,
-    close() {
-      drvW.terminate();
-      devW.terminate();
-    },
-  };
-}
+import { runLab, expandSweep, labEnvironment, browserCrossThreadRunner, type LabPoint, type LabResult, type LabSweep } from '../src/index.ts';
 
 /** Options of {@link runPageLab}. */
 export interface PageLabOptions {
@@ -113,7 +20,9 @@ export interface PageLabOptions {
 export async function runPageLab(o: PageLabOptions): Promise<LabResult> {
   const points = expandSweep(o.sweep);
   const cross = points.some((pt) => pt.mode !== 'same-thread');
-  const xr = cross ? await browserCrossThreadRunner() : null;
+  const xr = cross
+    ? await browserCrossThreadRunner({ createWorker: (name) => new Worker(new URL('./lab-worker.js', import.meta.url), { type: 'module', name }) })
+    : null;
   const env = { ...labEnvironment(), shared: cross };
   try {
     let out: LabResult | null = null;
