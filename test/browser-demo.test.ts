@@ -169,6 +169,30 @@ describe('demo page in Chromium', { skip: haveChromium ? false : `${CHROMIUM} no
     for (const t of nums) assert.match(t, /kicks\/s \d+ {2}calls\/s \d+/);
   });
 
+  test('a slow device (the pace slider): posted descriptors pile up in a TX ring, then drain', async () => {
+    const setPace = (ms: number) => page.$eval('#pace', (el, v) => {
+      (el as HTMLInputElement).value = String(v);
+      el.dispatchEvent(new Event('input'));
+    }, ms);
+    /** [free, posted, held, used] of net0/tx as its panel prints them. */
+    const posted = () => page.$eval('.ring[data-queue="net0/tx"] .nums', (el) => Number(/\[(\d+) \/ (\d+) \/ (\d+) \/ (\d+)\]/.exec(el.textContent ?? '')?.[2] ?? -1));
+    await setPace(300);
+    await page.waitForFunction(() => {
+      const t = document.querySelector('.ring[data-queue="net0/tx"] .nums')?.textContent ?? '';
+      return Number(/\[(\d+) \/ (\d+) \//.exec(t)?.[2] ?? 0) >= 16;
+    }, undefined, { timeout: WAIT_MS, polling: 50 });
+    assert.match(await page.textContent('#pace-v') ?? '', /every 300 ms/);
+    await setPace(0);
+    await page.$eval('#pause', (b) => (b as HTMLButtonElement).click());
+    await page.waitForFunction(() => {
+      const t = document.querySelector('.ring[data-queue="net0/tx"] .nums')?.textContent ?? '';
+      return /\[64 \/ 0 \/ 0 \/ 0\]/.test(t);
+    }, undefined, { timeout: WAIT_MS, polling: 50 });
+    assert.equal(await posted(), 0);
+    await page.$eval('#pause', (b) => (b as HTMLButtonElement).click());
+    assert.equal((await demo()).error, null);
+  });
+
   test('the console runs `vdpa dev show` in the worker and prints it as iproute2 does', async () => {
     await page.fill('#cmd', 'vdpa dev show');
     await page.press('#cmd', 'Enter');

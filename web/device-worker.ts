@@ -103,12 +103,17 @@ function bind(name: string, want: bigint, queues: QueueSetup[]): bigint {
   }
 }
 
+/** Milliseconds the device side lets kicks gather before serving them (the page's "device pace"). */
+let paceMs = 0;
+
 /** Sleeps on KICK_SEQ and delivers the kicks (never blocks: messages keep flowing). */
 async function kickLoop(): Promise<void> {
   let seen = Atomics.load(i32, ctl + CTL.KICK_SEQ);
   for (;;) {
     const w = Atomics.waitAsync(i32, ctl + CTL.KICK_SEQ, seen, 1000);
     if (w.async) await w.value;
+    // A slow device: the driver keeps adding meanwhile (kicks it still sends are folded into one).
+    if (paceMs > 0) await new Promise((r) => setTimeout(r, paceMs));
     seen = Atomics.load(i32, ctl + CTL.KICK_SEQ);
     let bits = Atomics.exchange(i32, ctl + CTL.KICK_BITS, 0);
     while (bits !== 0) {
@@ -202,6 +207,9 @@ self.onmessage = (ev: MessageEvent<ToWorker>) => {
         return;
       case 'snapshot':
         post(snapshot(m.id));
+        return;
+      case 'pace':
+        paceMs = Math.max(0, Math.min(1000, m.ms));
         return;
     }
   } catch (e) {

@@ -204,6 +204,11 @@ $('load').addEventListener('input', () => {
   load = Number(($('load') as HTMLInputElement).value);
   $('load-v').textContent = String(load);
 });
+$('pace').addEventListener('input', () => {
+  const ms = Number(($('pace') as HTMLInputElement).value);
+  $('pace-v').textContent = ms === 0 ? 'at once' : `every ${ms} ms`;
+  worker.postMessage({ t: 'pace', ms });
+});
 $('pause').addEventListener('click', () => {
   paused = !paused;
   $('pause').textContent = paused ? 'Resume' : 'Pause';

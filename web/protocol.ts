@@ -38,7 +38,9 @@ export type ToWorker =
   | { t: 'init'; handle: PlatformHandle; ctl: number; commands: string[][]; opfs: { path: string; sectors: number } | null }
   | { t: 'vdpa'; id: number; argv: string[] }
   | { t: 'bind'; id: number; name: string; features: string; queues: QueueSetup[] }
-  | { t: 'snapshot'; id: number };
+  | { t: 'snapshot'; id: number }
+  /** The device side takes its kicks only every `ms` (0: at once), so the rings visibly fill. */
+  | { t: 'pace'; ms: number };
 
 /** What the worker says about a device that appeared on the bus. */
 export interface DeviceInfo {
