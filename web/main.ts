@@ -189,7 +189,11 @@ async function callLoop(): Promise<void> {
       q.calls++;
       demo.calls++;
       try {
-        driverOf.get(q)!.service(q);
+        const d = driverOf.get(q)!;
+        d.service(q);
+        // Closed loop: what the device returned makes room for more at once (the timer tick
+        // below only restarts traffic that stopped).
+        if (!paused && load > 0) d.pump(load);
       } catch (e) {
         fail(e);
       }
