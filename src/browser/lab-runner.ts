@@ -13,7 +13,9 @@ import type { XMessage } from '../lab/xthread-worker.ts';
 
 /** The part of a Web Worker the runner uses (structural, so no DOM types are needed). */
 export interface LabWorkerLike {
+  /** Sends a lab message to the worker. */
   postMessage(m: unknown): void;
+  /** Stops the worker. */
   terminate(): void;
   /** 'message' events carry `data`; 'error' events a `message` (and preventDefault). */
   addEventListener(type: 'message' | 'error', listener: (e: LabWorkerEvent) => void): void;
@@ -21,8 +23,11 @@ export interface LabWorkerLike {
 
 /** What the runner reads from a worker's events. */
 export interface LabWorkerEvent {
+  /** A 'message' event's payload. */
   data?: unknown;
+  /** An 'error' event's text. */
   message?: string;
+  /** Marks an 'error' event handled (no console report). */
   preventDefault?(): void;
 }
 

@@ -19,11 +19,17 @@ const SECTOR = 512;
 
 /** The part of FileSystemSyncAccessHandle this backend uses. */
 export interface OpfsSyncAccessHandle {
+  /** Reads into `buffer` from byte offset `at`; returns the bytes read (fewer at the end of the file). */
   read(buffer: Uint8Array, options?: { at?: number }): number;
+  /** Writes `buffer` at byte offset `at`; returns the bytes written. */
   write(buffer: Uint8Array, options?: { at?: number }): number;
+  /** Sets the file's size in bytes (new bytes read as zeros). */
   truncate(newSize: number): void;
+  /** The file's size in bytes. */
   getSize(): number;
+  /** Persists what was written. */
   flush(): void;
+  /** Releases the handle and the file's lock. */
   close(): void;
 }
 
@@ -189,6 +195,7 @@ export class OpfsBackend implements BlkBackend {
     return this.handle;
   }
 
+  /** Reads `len` bytes (whole sectors) at `sector`. */
   async read(sector: number, len: number): Promise<Uint8Array> {
     const h = this.check('read', sector, len);
     const buf = new Uint8Array(len);
@@ -202,6 +209,7 @@ export class OpfsBackend implements BlkBackend {
     return buf;
   }
 
+  /** Writes `data` (whole sectors) at `sector`; in the file when the promise resolves. */
   async write(sector: number, data: Uint8Array): Promise<void> {
     const h = this.check('write', sector, data.length);
     if (this.readOnly) throw new VirtioError(Code.FailedPrecondition, 'write: the OPFS backend is read-only');
@@ -214,6 +222,7 @@ export class OpfsBackend implements BlkBackend {
     if (n !== data.length) throw new VirtioError(Code.IoError, `short write at sector ${sector}: ${n} of ${data.length} bytes`);
   }
 
+  /** Makes written data durable (the handle's flush()). */
   async flush(): Promise<void> {
     const h = this.check('flush', 0, 0);
     if (this.readOnly) return;
@@ -224,6 +233,7 @@ export class OpfsBackend implements BlkBackend {
     }
   }
 
+  /** Writes `count` sectors of zeros at `sector`, 1 MiB at a time. */
   async writeZeroes(sector: number, count: number): Promise<void> {
     if (!Number.isSafeInteger(count) || count < 0) throw new VirtioError(Code.InvalidArgument, `writeZeroes: count ${count}`);
     this.check('writeZeroes', sector, count * SECTOR);
