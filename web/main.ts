@@ -138,7 +138,12 @@ worker.onmessage = (ev: MessageEvent<FromWorker>) => {
   }
   switch (m.t) {
     case 'probe':
-      attaching.push(attach(m.dev).catch(fail));
+      // The first devices must bind; one added later from the console that cannot (no free
+      // doorbell bit, say) stays on the bus without a driver, and the console says why.
+      attaching.push(attach(m.dev).catch((e: unknown) => {
+        if (!demo.ready) throw e;
+        print(`no page driver for ${m.dev.name}: ${e instanceof Error ? e.message : String(e)}\n`, 'err');
+      }));
       return;
     case 'remove':
       detach(m.name);
