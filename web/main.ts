@@ -7,7 +7,7 @@ import uPlot from 'uplot';
 import uplotCss from 'uplot/dist/uPlot.min.css';
 import {
   Platform, PRESETS, formatTable, series, VIRTIO_ID_NET, VIRTIO_ID_BLOCK,
-  type LabPointResult, type LabResult, type LabSweep, type LabPoint, type VqState,
+  type LabPointResult, type LabResult, type LabSweep, type LabPoint, type VqState, type ChartSeries,
 } from '../src/index.ts';
 import { parseBatch } from '../src/cli/vdpa.ts';
 import { CTL, MAX_SLOTS, type FromWorker, type DeviceInfo, type QueueSnapshot } from './protocol.ts';
@@ -372,22 +372,30 @@ const SWEEPS: { name: string; label: string; x: keyof LabPoint; sweep: Partial<L
 const sel = $('lab-preset') as HTMLSelectElement;
 for (const s of SWEEPS) sel.add(new Option(s.label, s.name));
 
-const palette = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#4b5563', '#db2777'];
+const palette = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#4b5563', '#db2777', '#65a30d', '#0f766e', '#a16207', '#7c3aed'];
 
-function chart(title: string, yLabel: string, r: LabResult, x: keyof LabPoint, y: (p: LabPointResult) => number): HTMLElement {
-  const lines = series(r, x, y);
+/**
+ * One uPlot line chart: a line per design, as the Node lab's SVG charts (src/lab/report.ts
+ * charts()) draw them; `key` names it for the test.
+ */
+function chart(key: string, title: string, yLabel: string, x: keyof LabPoint, lines: ChartSeries[]): HTMLElement {
   const xs = [...new Set(lines.flatMap((l) => l.points.map((pt) => pt[0])))].sort((a, b) => a - b);
   const data: (number | null)[][] = [xs, ...lines.map((l) => xs.map((xv) => l.points.find((pt) => pt[0] === xv)?.[1] ?? null))];
   const log = xs.length > 1 && xs[0]! > 0 && xs[xs.length - 1]! / xs[0]! >= 4;
   const div = document.createElement('div');
   div.className = 'chart';
-  div.dataset.chart = title;
+  div.dataset.chart = key;
   // eslint-disable-next-line no-new
   new uPlot({
     title, width: 540, height: 300,
     scales: { x: log ? { time: false, distr: 3, log: 2 } : { time: false } },
     axes: [{ label: String(x) }, { label: yLabel }],
-    series: [{ label: String(x) }, ...lines.map((l, i) => ({ label: l.name || 'all', stroke: palette[i % palette.length], width: 2, points: { show: true } }))],
+    // Kicks solid, calls dashed in the same colour per design.
+    series: [{ label: String(x) }, ...lines.map((l, i) => {
+      const calls = l.name.startsWith('calls: ');
+      const design = calls ? i - lines.length / 2 : i;
+      return { label: l.name || 'all', stroke: palette[design % palette.length], width: 2, points: { show: true }, ...(calls ? { dash: [6, 4] } : {}) };
+    })],
   }, data as uPlot.AlignedData, div);
   return div;
 }
@@ -414,9 +422,11 @@ $('lab-run').addEventListener('click', () => {
     $('lab-table').textContent = formatTable(r);
     const charts = $('charts');
     charts.textContent = '';
+    const per = (name: string, y: (pt: LabPointResult) => number) => series(r, s.x, y).map((l) => ({ ...l, name: `${name}: ${l.name || 'all'}` }));
     charts.append(
-      chart('Throughput', 'M descriptors/s', r, s.x, (pt) => pt.mdps.median),
-      chart('Notifications per descriptor', 'kicks + calls per desc', r, s.x, (pt) => pt.kicksPerDesc.median + pt.callsPerDesc.median),
+      chart('Throughput', `Throughput against ${s.x}`, 'M descriptors / s (median)', s.x, series(r, s.x, (pt) => pt.mdps.median)),
+      chart('Notifications per descriptor', `Notifications per descriptor against ${s.x}`, 'per descriptor (median)', s.x,
+        [...per('kicks', (pt) => pt.kicksPerDesc.median), ...per('calls', (pt) => pt.callsPerDesc.median)]),
     );
     status.textContent = `done: ${r.results.length} points, ${r.rounds} rounds of ${r.chains} chains (${r.env.runtime.split(' ').slice(-2).join(' ')})`;
     status.dataset.state = 'done';

@@ -77,10 +77,17 @@ export function readRing(p: Platform, dq: DriverQueue, dev: VqState | null): Rin
   const drvAvailWrap = qw(Q.AVAIL_WRAP);
   const drvUsedWrap = qw(Q.USED_WRAP);
   const busy = size - numFree; // descriptors in flight, from the driver's used index on
-  let devDist = busy;
+  // Positions on a 2·size circle (the wrap counter is the lap's parity; counters start at 1).
+  const abs = (idx: number, wrap: number) => ((wrap ^ 1) * size + idx) % (2 * size);
+  const ahead = (a: number, b: number) => (a - b + 2 * size) % (2 * size);
+  // Descriptors (from the driver's used index) the device has taken. A snapshot older than the
+  // driver's own progress (device used index behind the driver's) says nothing: count none.
+  let devDist = 0;
   if (dev && dev.layout === 'packed') {
-    devDist = (dev.lastAvailIdx - lastUsed + size) % size;
-    if (devDist === 0 && dev.lastAvailWrap !== drvUsedWrap) devDist = size;
+    const u = abs(lastUsed, drvUsedWrap);
+    const du = ahead(abs(dev.lastUsedIdx, dev.lastUsedWrap), u);
+    const da = ahead(abs(dev.lastAvailIdx, dev.lastAvailWrap), u);
+    if (du <= da && da <= busy) devDist = da;
   }
   for (let k = 0; k < busy; k++) {
     const i = (lastUsed + k) % size;
