@@ -32,6 +32,7 @@ interface PageResult {
       opfsCapacity: number;
       opfs: ModelCounts;
       idb: ModelCounts;
+      idbEdges: Record<string, string>;
       edges: Record<string, unknown>;
       device: { afterClose: string; capacity: number; id: string; roundTrip: boolean; inFile: boolean; zeros: boolean };
     };
@@ -91,6 +92,18 @@ describe('OPFS backend in Chromium', { skip: haveChromium ? false : `${CHROMIUM}
     assert.equal(opfs.whole, true);
     assert.equal(opfs.write + opfs.read + opfs.flush, 300);
     assert.ok(opfs.write > 50 && opfs.read > 50 && opfs.flush > 10, JSON.stringify(opfs));
+  });
+
+  test('IndexedDB backend edges: out-of-range and closed are typed as for OPFS', () => {
+    assert.deepEqual(result.details.worker.idbEdges, {
+      readPastEnd: 'invalid_argument',
+      writePastEnd: 'invalid_argument',
+      readNegative: 'invalid_argument',
+      readPartialSector: 'invalid_argument',
+      readClosed: 'failed_precondition',
+      writeClosed: 'failed_precondition',
+      flushClosed: 'failed_precondition',
+    });
   });
 
   test('edges: capacity, persistence, lock, out-of-range, closed handle, read-only, remove', () => {

@@ -197,6 +197,18 @@ async function main() {
   try {
     const mi = await modelRun(idb, SECTORS, OPS, SEED);
     report.idb = { ...mi.counts, whole: mi.whole };
+    // The same range and lifecycle rules as the OPFS backend, typed the same way.
+    report.idbEdges = {
+      readPastEnd: await codeOf(() => idb.read(SECTORS - 2, 4 * SECTOR)),
+      writePastEnd: await codeOf(() => idb.write(SECTORS, new Uint8Array(SECTOR))),
+      readNegative: await codeOf(() => idb.read(-1, SECTOR)),
+      readPartialSector: await codeOf(() => idb.read(0, 100)),
+    };
+    idb.close();
+    idb.close(); // idempotent
+    report.idbEdges.readClosed = await codeOf(() => idb.read(0, SECTOR));
+    report.idbEdges.writeClosed = await codeOf(() => idb.write(0, new Uint8Array(SECTOR)));
+    report.idbEdges.flushClosed = await codeOf(() => idb.flush());
   } finally {
     idb.close();
     indexedDB.deleteDatabase(dbName);
