@@ -61,6 +61,8 @@ const drivers = new Map<string, PageDriver>();
 const bySlot: (PageQueue | null)[] = new Array(MAX_SLOTS).fill(null);
 const driverOf = new Map<PageQueue, PageDriver>();
 let snapshots = new Map<string, QueueSnapshot>();
+/** The L2 switch's per-port counters, by net device (from the worker's snapshots). */
+let switchPorts = new Map<string, { rx: number; tx: number; drops: number }>();
 
 function freeSlots(n: number): number[] {
   const out: number[] = [];
@@ -294,8 +296,10 @@ function draw(): void {
   for (const d of drivers.values()) {
     const k = d.counters();
     demo.drivers[d.dev.name] = k;
-    head = '<tr><th>driver</th><th>counters</th></tr>';
-    rows.push(`<tr><td>${d.dev.name}</td><td>${Object.entries(k).map(([n, x]) => `${n} ${x}`).join(' · ')}</td></tr>`);
+    head = '<tr><th>driver</th><th>counters</th><th>switch port (frames in / out / dropped)</th></tr>';
+    const sp = switchPorts.get(d.dev.name);
+    rows.push(`<tr><td>${d.dev.name}</td><td>${Object.entries(k).map(([n, x]) => `${n} ${x}`).join(' · ')}</td>` +
+      `<td>${sp ? `${sp.rx} / ${sp.tx} / ${sp.drops}` : '–'}</td></tr>`);
   }
   $('drv').innerHTML = head + rows.join('');
   requestAnimationFrame(draw);
@@ -305,6 +309,7 @@ requestAnimationFrame(draw);
 setInterval(() => {
   ask<Extract<FromWorker, { t: 'snapshot' }>>({ t: 'snapshot' }).then((s) => {
     snapshots = new Map(s.queues.map((q) => [`${q.name}/${q.idx}`, q]));
+    switchPorts = new Map(s.switchPorts.map((x) => [x.name, x]));
   }, fail);
 }, 250);
 
