@@ -195,7 +195,7 @@ export class PageBlkDriver implements PageDriver {
     this.base = p.allocBuffer(n * PageBlkDriver.REQ, 64);
     this.free = Array.from({ length: n }, (_, i) => n - 1 - i);
     this.what = new Int32Array(2 * n);
-    this.blocks = Math.max(1, Math.min(1024, Math.floor((dev.capacity ?? 8) / 8)));
+    this.blocks = Math.max(1, Math.min(256, Math.floor((dev.capacity ?? 8) / 8))); // 1 MiB: reads start soon
     this.written = new Uint8Array(this.blocks);
   }
 
