@@ -1014,9 +1014,31 @@ export interface SimCoreState {
   /** Address space of each virtqueue group. */
   groupAsid: number[];
   /** Mappings of each address space (memory offsets of the platform). */
-  maps: { iova: bigint; size: number; addr: number; perm: number }[][];
+  maps: {
+    /** First IOVA of the mapping. */
+    iova: bigint;
+    /** Bytes mapped. */
+    size: number;
+    /** Memory offset the IOVA maps to. */
+    addr: number;
+    /** Access the device has (PERM_R | PERM_W). */
+    perm: number;
+  }[][];
   /** Every virtqueue: size, areas, enabled, ring position (null: never set up). */
-  vqs: { num: number; desc: bigint; driver: bigint; device: bigint; ready: boolean; state: VqState | null }[];
+  vqs: {
+    /** Queue size set by setVqNum (0: never set). */
+    num: number;
+    /** Descriptor area address (IOVA). */
+    desc: bigint;
+    /** Driver area address (IOVA). */
+    driver: bigint;
+    /** Device area address (IOVA). */
+    device: bigint;
+    /** setVqReady(true) was called. */
+    ready: boolean;
+    /** Ring position (getVqState), or null for a queue never sized. */
+    state: VqState | null;
+  }[];
 }
 
 /** The feature mask of VERSION_1 plus the given bits. */
