@@ -194,3 +194,23 @@ test('the driver asks for SUSPEND while the VMM has the device stopped: answers 
   await drv.resume();
   assert.equal(dev.getStatus(), S_RUN);
 });
+
+test('FAILED may be written while suspended; a second suspend request while one is in progress is refused', async () => {
+  const p = Platform.create({ ramSize: 8 << 20 });
+  const disk = new SharedDisk(64);
+  const dev = blkDev(p, disk);
+  const { drv } = blkDriver(p, dev, 'split');
+  disk.hold = true;
+  const r = drv.read(0, new Uint8Array(512));
+  await turn();
+  const s = dev.suspendDrained();
+  await assert.rejects(dev.suspendDrained(), isCode(Code.FailedPrecondition));
+  disk.release();
+  await s;
+  await r;
+  dev.resume();
+  await drv.suspend();
+  dev.setStatus(dev.getStatus() | 0x80);
+  assert.equal(dev.getStatus() & 0x80, 0x80);
+  assert.equal(dev.running, false);
+});

@@ -383,6 +383,12 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    */
   private setSuspendStatus(status: number): void {
     const old = this.status;
+    // §2.1: FAILED may be set at any time; the driver gave up, whatever else the write says.
+    if ((status & VIRTIO_CONFIG_S_FAILED) && !(old & VIRTIO_CONFIG_S_FAILED)) {
+      this.status = old | VIRTIO_CONFIG_S_FAILED;
+      this.dispatchEvent(new CustomEvent('status', { detail: this.status }));
+      return;
+    }
     if (!hasFeature(this.driverFeatures, VIRTIO_F_SUSPEND) || !(old & VIRTIO_CONFIG_S_FEATURES_OK)) {
       throw new VirtioError(Code.FailedPrecondition, 'SUSPEND needs VIRTIO_F_SUSPEND negotiated');
     }
@@ -466,6 +472,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   suspendDrained(): Promise<void> {
     this.live();
     if (!(this.status & VIRTIO_CONFIG_S_DRIVER_OK) || this.suspended) return Promise.reject(new VirtioError(Code.FailedPrecondition, 'only a running device (DRIVER_OK) can be suspended'));
+    if (this.quiescing) return Promise.reject(new VirtioError(Code.FailedPrecondition, 'a suspend is already in progress'));
     return this.quiesce(false);
   }
 
