@@ -344,12 +344,14 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       return;
     }
     const old = this.status;
-    if ((status | old) & VIRTIO_CONFIG_S_SUSPEND) {
-      this.setSuspendStatus(status);
-      return;
-    }
     if ((status & VIRTIO_CONFIG_S_NEEDS_RESET) && !(old & VIRTIO_CONFIG_S_NEEDS_RESET)) {
       throw new VirtioError(Code.FailedPrecondition, 'DEVICE_NEEDS_RESET is set by the device, not the driver');
+    }
+    // Without VIRTIO_F_SUSPEND negotiated bit 4 means nothing to the device (a driver MUST NOT
+    // set it, VIRTIO 1.4 §2.1.1): it is kept like any other bit, as before SUSPEND existed.
+    if (((status | old) & VIRTIO_CONFIG_S_SUSPEND) && hasFeature(this.driverFeatures, VIRTIO_F_SUSPEND) && (old & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      this.setSuspendStatus(status);
+      return;
     }
     const next = status | (old & VIRTIO_CONFIG_S_NEEDS_RESET);
     const cleared = old & ~next;
@@ -388,9 +390,6 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       this.status = old | VIRTIO_CONFIG_S_FAILED;
       this.dispatchEvent(new CustomEvent('status', { detail: this.status }));
       return;
-    }
-    if (!hasFeature(this.driverFeatures, VIRTIO_F_SUSPEND) || !(old & VIRTIO_CONFIG_S_FEATURES_OK)) {
-      throw new VirtioError(Code.FailedPrecondition, 'SUSPEND needs VIRTIO_F_SUSPEND negotiated');
     }
     const base = old & ~(VIRTIO_CONFIG_S_SUSPEND | VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET);
     const extra = (status & ~(VIRTIO_CONFIG_S_SUSPEND | VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET)) ^ base;
