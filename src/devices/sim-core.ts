@@ -880,8 +880,9 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Changes config space through `fn`, bumps the generation and raises the config callback. */
   protected updateConfig(fn: (view: DataView) => void): void {
-    // VIRTIO 1.4 §3.4: a suspended device changes no config field; the change waits for resume.
-    if (this.suspended) {
+    // VIRTIO 1.4 §3.4: a device its driver suspended changes no config field; the change waits
+    // for resume. (The vdpa suspend op keeps Linux's vdpa_sim semantics: it stops the datapath only.)
+    if (this.status & VIRTIO_CONFIG_S_SUSPEND) {
       this.deferredConfig.push(fn);
       return;
     }
