@@ -42,6 +42,10 @@ export { formatTable, textTable, toCsv, toJson, parseResult, series, svgChart, c
 export { Doorbell, DoorbellWaiter, DOORBELL_SIZE, WAKER_SIZE } from './worker/doorbell.ts';
 export { PcapWriter, readPcap, LINKTYPE_ETHERNET, PCAP_MAGIC } from './devices/pcap.ts';
 export { MgmtDevice, VdpaSimNetMgmt, VdpaSimBlkMgmt, parseMac, formatMac } from './mgmt/mgmtdev.ts';
+export { Channel, errorToWire, errorFromWire } from './worker/channel.ts';
+export { MailboxClient, MailboxServer, MAILBOX_HEADER, MAILBOX_CAP } from './worker/mailbox.ts';
+export { serveVdpa } from './worker/host.ts';
+export { RemoteVdpaBus, RemoteVdpaDevice } from './worker/remote-device.ts';
 
 export type { PlatformOptions, PlatformHandle } from './platform/platform.ts';
 export type { IotlbEntry } from './platform/iotlb.ts';
@@ -70,3 +74,7 @@ export type { LabCounters, LabRun, SameThreadRig } from './lab/same-thread.ts';
 export type { XMessage, XPort, XControl } from './lab/xthread-worker.ts';
 export type { ChartSeries } from './lab/report.ts';
 export type { DoorbellHandle } from './worker/doorbell.ts';
+export type { PortLike, RequestHandler, ChannelOptions } from './worker/channel.ts';
+export type { MailboxHandle } from './worker/mailbox.ts';
+export type { ServeVdpaOptions, OpenedDevice, HostStats } from './worker/host.ts';
+export type { RemoteVdpaBusOptions, RemoteVdpaOutput } from './worker/remote-device.ts';

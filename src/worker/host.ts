@@ -1,0 +1,342 @@
+// The device side of "the device in a worker" (issue 8 §2): a VdpaBus with the management
+// devices, on a platform attached from the driving thread's shared memory, served over a
+// Channel. The worker is the devices' hardware: the control plane arrives as requests (mgmt
+// requests on the channel, the synchronous vdpa config ops through a shared-memory mailbox per
+// opened device, see mailbox.ts), the data plane only through shared memory. Kicks and calls
+// are doorbells (doorbell.ts), the role eventfds play for Linux vhost: a kick doorbell rings →
+// the device's kickVq runs here; the device's used-buffer / config callbacks ring call doorbells.
+//
+// The serving loop polls adaptively: after work it keeps polling its doorbells for `spinUs`
+// (a busy driver's next kick costs no futex wake), then parks in Atomics.wait, bounded, so an
+// idle worker sleeps (it wakes at most every `idleWaitMs` to let its event loop run timers).
+// Channel messages are delivered by the worker's event loop, so the client rings a `wake`
+// doorbell with every request and the loop yields to the event loop when it rings.
+//
+// Requests (channel): attach(handle) · vdpa(argv) · devAdd(mgmtdev, name, attrs) · devDel(name)
+// · switchConnect(name) · open(name, mailbox) · release(name) · stats() · shutdown().
+
+import { VirtioError, Code } from '../errors.ts';
+import { Platform, type PlatformHandle } from '../platform/platform.ts';
+import { VdpaBus, type VdpaDevice } from '../bus/bus.ts';
+import { VdpaSimNetMgmt, VdpaSimBlkMgmt, type MgmtDevAttrs } from '../mgmt/mgmtdev.ts';
+import { L2Switch } from '../devices/switch.ts';
+import { VdpaSimNet } from '../devices/net.ts';
+import { runVdpa } from '../cli/vdpa.ts';
+import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
+import { Channel, type PortLike } from './channel.ts';
+import { MailboxServer, type MailboxHandle } from './mailbox.ts';
+
+/** Options of {@link serveVdpa}. */
+export interface ServeVdpaOptions {
+  /**
+   * The platform to serve on. Without it the first request must be `attach(handle)` (a
+   * PlatformHandle with priv and ram slices for the devices' state and RAM disks).
+   */
+  platform?: Platform;
+  /** The bus to serve. @default a bus with vdpasim_net and vdpasim_blk on the platform */
+  bus?: VdpaBus;
+  /** RAM disk sectors of the default vdpasim_blk management device. @default 8192 (4 MiB) */
+  blkCapacity?: number;
+  /** Microseconds the loop keeps polling after work before it parks. @default 50 */
+  spinUs?: number;
+  /** Longest park before the loop yields to the event loop. @default 50 */
+  idleWaitMs?: number;
+}
+
+/** What `open` answers: the device's identity, its doorbells and what the client may cache. */
+export interface OpenedDevice {
+  name: string;
+  nvqs: number;
+  ngroups: number;
+  nas: number;
+  /** Kick doorbell of each queue (the client rings it; a guest may too). */
+  kicks: DoorbellHandle[];
+  /** Call doorbell of each queue (the device rings it). */
+  calls: DoorbellHandle[];
+  /** Config-change doorbell. */
+  config: DoorbellHandle;
+  /** Answers that never change for the life of the device. */
+  cache: {
+    deviceFeatures: bigint; configSize: number; deviceId: number; vendorId: number; vqNumMax: number; vqNumMin: number; vqAlign: number;
+  };
+}
+
+/** Counters of the serving loop (for "the worker sleeps when idle" figures). */
+export interface HostStats {
+  /** Times the loop parked in Atomics.wait. */
+  sleeps: number;
+  /** Parks that a doorbell ended (not a timeout). */
+  wakeups: number;
+  /** Kick doorbells handled. */
+  kicks: number;
+  /** Mailbox requests answered. */
+  syncOps: number;
+  /** Times the loop yielded to the event loop. */
+  yields: number;
+}
+
+interface Served {
+  dev: VdpaDevice;
+  kicks: Doorbell[];
+  calls: Doorbell[];
+  config: Doorbell;
+  mbox: MailboxServer;
+}
+
+/** Config ops a client may call synchronously (everything but the callbacks and kicks, which are doorbells). */
+const SYNC_OPS = new Set([
+  'setVqAddress', 'setVqNum', 'setVqReady', 'getVqReady', 'setVqState', 'getVqState', 'getVqGroup', 'getVendorVqStats',
+  'setDriverFeatures', 'getDriverFeatures', 'getStatus', 'setStatus', 'reset', 'suspend', 'resume', 'getConfig', 'setConfig',
+  'getGeneration', 'setMap', 'dmaMap', 'dmaUnmap', 'setGroupAsid',
+]);
+
+/**
+ * Serves a vdpa bus on `port` (a worker's parentPort or `self`, or any PortLike) until the
+ * channel closes or `shutdown` is requested; then every served device is reset and released
+ * and the returned promise resolves.
+ */
+export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<void> {
+  let p: Platform | null = opts.platform ?? null;
+  let bus: VdpaBus | null = opts.bus ?? null;
+  let waiter: DoorbellWaiter | null = null;
+  let wake: Doorbell | null = null;
+  const sw = new L2Switch();
+  const switched = new Map<string, number>();
+  const served = new Map<string, Served>();
+  const stats: HostStats = { sleeps: 0, wakeups: 0, kicks: 0, syncOps: 0, yields: 0 };
+  const spinMs = (opts.spinUs ?? 50) / 1000;
+  const idleWaitMs = opts.idleWaitMs ?? 50;
+  let yieldSoon = false;
+  let stopped = false;
+  let looping = false;
+  let finish!: () => void;
+  const done = new Promise<void>((f) => (finish = f));
+
+  const setup = (pl: Platform): void => {
+    p = pl;
+    if (!bus) {
+      bus = new VdpaBus();
+      bus.registerMgmtDevice(new VdpaSimNetMgmt(pl));
+      bus.registerMgmtDevice(new VdpaSimBlkMgmt(pl, opts.blkCapacity ?? 8192));
+    }
+    waiter = new DoorbellWaiter(pl);
+    wake = Doorbell.alloc(pl);
+    waiter.watch(wake, () => (yieldSoon = true));
+    if (!looping) {
+      looping = true;
+      void loop();
+    }
+  };
+
+  const need = (): { p: Platform; bus: VdpaBus; waiter: DoorbellWaiter } => {
+    if (!p || !bus || !waiter) throw new VirtioError(Code.FailedPrecondition, 'the device worker is not attached to a platform yet');
+    return { p, bus, waiter };
+  };
+
+  const release = (name: string): void => {
+    const s = served.get(name);
+    if (!s) return;
+    served.delete(name);
+    s.mbox.close();
+    for (const d of [...s.kicks, s.config]) waiter?.unwatch(d);
+    try {
+      if (!(s.dev as { isDestroyed?: boolean }).isDestroyed) {
+        s.dev.setConfigCb(null);
+        s.dev.reset(); // as vhost_vdpa's release does: the device forgets rings that may be freed
+      }
+    } catch {
+      /* deleted meanwhile */
+    }
+    for (const d of [...s.kicks, ...s.calls, s.config]) d.free();
+  };
+
+  const open = (name: string, mh: MailboxHandle): OpenedDevice => {
+    const { p, bus, waiter } = need();
+    if (served.has(name)) throw new VirtioError(Code.AlreadyExists, `${name} is already open`);
+    const dev = bus.device(name);
+    if (bus.driverOf(name)) throw new VirtioError(Code.FailedPrecondition, `${name} is bound to ${bus.driverOf(name)!.name} in the device worker`);
+    const kicks: Doorbell[] = [];
+    const calls: Doorbell[] = [];
+    let config: Doorbell | null = null;
+    try {
+      for (let i = 0; i < dev.nvqs; i++) {
+        kicks.push(Doorbell.alloc(p));
+        calls.push(Doorbell.alloc(p));
+      }
+      config = Doorbell.alloc(p);
+      const cfg = config;
+      const s: Served = {
+        dev, kicks, calls, config: cfg,
+        mbox: new MailboxServer(p, mh, waiter, (op, args) => {
+          stats.syncOps++;
+          return syncOp(s, op, args);
+        }),
+      };
+      kicks.forEach((k, i) =>
+        waiter.watch(k, () => {
+          stats.kicks++;
+          try {
+            dev.kickVq(i);
+          } catch {
+            // A kick on a deleted or reset device: nothing to do (a kick is a hint).
+          }
+        }));
+      served.set(name, s);
+      return {
+        name, nvqs: dev.nvqs, ngroups: dev.ngroups, nas: dev.nas,
+        kicks: kicks.map((d) => d.handle), calls: calls.map((d) => d.handle), config: cfg.handle,
+        cache: {
+          deviceFeatures: dev.getDeviceFeatures(), configSize: dev.getConfigSize(), deviceId: dev.getDeviceId(), vendorId: dev.getVendorId(),
+          vqNumMax: dev.getVqNumMax(), vqNumMin: dev.getVqNumMin?.() ?? 1, vqAlign: dev.getVqAlign(),
+        },
+      };
+    } catch (e) {
+      for (const d of [...kicks, ...calls]) d.free();
+      config?.free();
+      throw e;
+    }
+  };
+
+  const syncOp = (s: Served, op: string, args: unknown[]): unknown => {
+    const dev = s.dev;
+    if (op === 'setVqCb') {
+      const [idx, on] = args as [number, boolean];
+      const call = s.calls[idx];
+      if (!Number.isInteger(idx) || !call) throw new VirtioError(Code.InvalidArgument, `queue ${idx} is outside 0..${dev.nvqs - 1}`);
+      dev.setVqCb(idx, on ? () => call.ring() : null);
+      return null;
+    }
+    if (op === 'setConfigCb') {
+      dev.setConfigCb(args[0] ? () => s.config.ring() : null);
+      return null;
+    }
+    if (!SYNC_OPS.has(op)) throw new VirtioError(Code.Unsupported, `${op} is not a config op the device worker serves`);
+    const fn = (dev as unknown as Record<string, ((...a: unknown[]) => unknown) | undefined>)[op];
+    if (typeof fn !== 'function') throw new VirtioError(Code.Unsupported, `${dev.name} has no ${op}`);
+    return fn.apply(dev, args);
+  };
+
+  const handler = (op: string, args: unknown[]): unknown => {
+    switch (op) {
+      case 'attach': {
+        if (p) throw new VirtioError(Code.FailedPrecondition, 'the device worker is already attached');
+        setup(Platform.attach(args[0] as PlatformHandle));
+        return { wake: wake!.handle, shared: p!.shared };
+      }
+      case 'hello':
+        need();
+        return { wake: wake!.handle, shared: p!.shared };
+      case 'vdpa': {
+        const { bus } = need();
+        let out = '', err = '';
+        const code = runVdpa((args[0] as string[]).map(String), { bus, out: (s) => (out += s), err: (s) => (err += s) });
+        return { code, out, err };
+      }
+      case 'devAdd': {
+        const { bus } = need();
+        const dev = bus.devAdd(String(args[0]), String(args[1]), (args[2] ?? {}) as MgmtDevAttrs);
+        return { name: dev.name, nvqs: dev.nvqs, deviceId: dev.getDeviceId() };
+      }
+      case 'devDel': {
+        const { bus } = need();
+        const name = String(args[0]);
+        release(name);
+        const port = switched.get(name);
+        if (port !== undefined) {
+          sw.disconnect(port);
+          switched.delete(name);
+        }
+        bus.devDel(name);
+        return null;
+      }
+      case 'switchConnect': {
+        const { bus } = need();
+        const name = String(args[0]);
+        const dev = bus.device(name);
+        if (!(dev instanceof VdpaSimNet)) throw new VirtioError(Code.InvalidArgument, `${name} is not a vdpasim_net device`);
+        if (switched.has(name)) throw new VirtioError(Code.AlreadyExists, `${name} is already on the switch`);
+        const port = sw.connect(dev);
+        dev.attachPort((frames) => sw.input(port, frames));
+        switched.set(name, port);
+        return port;
+      }
+      case 'open':
+        return open(String(args[0]), args[1] as MailboxHandle);
+      case 'release':
+        release(String(args[0]));
+        return null;
+      case 'stats':
+        return { ...stats, sleeps: waiter?.sleeps ?? 0, wakeups: waiter?.wakeups ?? 0 };
+      case 'shutdown':
+        queueMicrotask(stop);
+        return null;
+      default:
+        throw new VirtioError(Code.Unsupported, `the device worker has no request ${op}`);
+    }
+  };
+
+  const ch = new Channel(port, { handler, name: 'device worker' });
+  ch.onClose(() => stop());
+  if (p) setup(p);
+
+  function stop(): void {
+    if (stopped) return;
+    stopped = true;
+    for (const name of [...served.keys()]) release(name);
+    ch.close();
+    if (!looping) cleanup();
+  }
+
+  function cleanup(): void {
+    waiter?.close();
+    wake?.free();
+    finish();
+  }
+
+  const now = () => performance.now();
+  const later = (f: () => void) => (typeof setImmediate === 'function' ? setImmediate(f) : setTimeout(f, 0));
+
+  // The adaptive serving loop. It returns to the event loop (a macrotask turn) when a channel
+  // request rang `wake`, and after each bounded park, so messages and timers are never starved;
+  // between polls that found work it lets microtasks (a device's deferred budget) run.
+  async function loop(): Promise<void> {
+    const w = waiter!;
+    for (;;) {
+      if (stopped) break;
+      let idleSince = -1;
+      for (;;) {
+        let n = 0;
+        try {
+          n = w.poll();
+        } catch {
+          /* a callback's fault is the device's: it has its own containment */
+        }
+        if (stopped || yieldSoon) break;
+        if (n > 0) {
+          idleSince = -1;
+          await 0; // let microtasks (deferred device work) run
+          continue;
+        }
+        const t = now();
+        if (idleSince < 0) idleSince = t;
+        if (t - idleSince < spinMs) continue;
+        let got = 0;
+        try {
+          got = w.wait(idleWaitMs);
+        } catch {
+          break;
+        }
+        if (got === 0) break; // a whole idle park: give the event loop a turn
+        idleSince = -1;
+        await 0;
+      }
+      yieldSoon = false;
+      stats.yields++;
+      await new Promise<void>((f) => later(f));
+    }
+    looping = false;
+    cleanup();
+  }
+
+  return done;
+}
