@@ -41,6 +41,8 @@ export interface ServeVdpaOptions {
   spinUs?: number;
   /** Longest park before the loop yields to the event loop. @default 50 */
   idleWaitMs?: number;
+  /** Extra requests the entry adds (e.g. the Node entry's `threadCpu`), by name. */
+  requests?: Record<string, (args: unknown[]) => unknown>;
 }
 
 /** What `open` answers: the device's identity, its doorbells and what the client may cache. */
@@ -272,8 +274,11 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
       case 'shutdown':
         queueMicrotask(stop);
         return null;
-      default:
+      default: {
+        const extra = opts.requests && Object.hasOwn(opts.requests, op) ? opts.requests[op] : undefined;
+        if (extra) return extra(args);
         throw new VirtioError(Code.Unsupported, `the device worker has no request ${op}`);
+      }
     }
   };
 
