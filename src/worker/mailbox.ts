@@ -25,6 +25,9 @@ export const MAILBOX_HEADER = 16;
 /** Default payload capacity. */
 export const MAILBOX_CAP = 16384;
 
+/** How long a caller spins for the answer before it sleeps in Atomics.wait (ms). */
+const SPIN_MS = 0.05;
+
 const IDLE = 0;
 const REQUEST = 1;
 const ANSWER = 2;
@@ -107,8 +110,9 @@ export class MailboxClient {
     try {
       Atomics.store(p.i32, si, REQUEST);
       this.db.ring();
-      // A short spin first: a busy device worker answers in a few µs, a futex wake costs ~50.
-      for (let i = 0; i < 2000 && Atomics.load(p.i32, si) !== ANSWER; i++);
+      // Spin up to SPIN_MS first: an awake device worker answers in µs, a futex wake costs ~50.
+      const spinEnd = performance.now() + SPIN_MS;
+      while (Atomics.load(p.i32, si) !== ANSWER && performance.now() < spinEnd);
       const deadline = performance.now() + timeoutMs;
       while (Atomics.load(p.i32, si) !== ANSWER) {
         const left = deadline - performance.now();
