@@ -277,6 +277,12 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     return 0;
   }
 
+  /** Queue idx's size: what set_vq_num set, or the maximum before that (get_vq_size). */
+  getVqSize(idx: number): number {
+    this.live();
+    return this.vq(idx).num || this.attrs.vqNumMax;
+  }
+
   /** Queue idx's doorbell: a u32 in private memory; Atomics.notify on it from another worker. */
   getVqNotification(idx: number): VqNotification {
     this.live();
@@ -466,6 +472,28 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   dmaUnmap(asid: number, iova: number | bigint, size: number): void {
     this.live();
     this.as(asid).dmaUnmap(iova, size);
+  }
+
+  /** Address space asid's current mappings (a copy, sorted by IOVA): what the datapath translates through. */
+  getMap(asid: number): readonly Readonly<{ iova: bigint; size: number; addr: number; perm: number }>[] {
+    this.live();
+    return this.as(asid).mappings;
+  }
+
+  /** Puts address space asid back to the identity map over RAM, the simulator's initial map (vdpasim_reset_map). */
+  resetMap(asid: number): void {
+    this.live();
+    this.as(asid).setIdentity();
+  }
+
+  /**
+   * vhost backend features the simulator supports beyond the config ops it has: queues may be
+   * enabled after DRIVER_OK (bit 6, VHOST_BACKEND_F_ENABLE_AFTER_DRIVER_OK), as Linux's
+   * vdpasim_get_backend_features reports.
+   */
+  getBackendFeatures(): bigint {
+    this.live();
+    return 1n << 6n;
   }
 
   /** Binds group to address space asid (its queues must be disabled). */
