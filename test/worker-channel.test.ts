@@ -49,16 +49,16 @@ test('a VirtioError crosses with its code and message; other throws become Inter
 
 test('closing one end rejects the pending and later requests of the other with Cancelled', async () => {
   const { port1, port2 } = new MessageChannel();
-  let release!: () => void;
+  let release: (() => void) | null = null;
   const server = new Channel(port2, { handler: () => new Promise<void>((f) => (release = f)) });
   const client = new Channel(port1);
   const pending = client.request('slow');
-  await sleep(5);
+  while (!release) await sleep(1); // the server is inside the handler
   server.close();
   await assert.rejects(pending, (e: unknown) => e instanceof VirtioError && e.code === Code.Cancelled);
   await assert.rejects(client.request('later'), (e: unknown) => e instanceof VirtioError && e.code === Code.Cancelled);
   assert.equal(client.pendingCount, 0);
-  release();
+  (release as unknown as () => void)();
 });
 
 test('a worker that exits rejects pending requests (no hang, no unhandled rejection)', async () => {
