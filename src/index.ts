@@ -48,7 +48,10 @@ export * from './vhost/uapi.ts';
 export { Channel, errorToWire, errorFromWire } from './worker/channel.ts';
 export { MailboxClient, MailboxServer, MAILBOX_HEADER, MAILBOX_CAP } from './worker/mailbox.ts';
 export { serveVdpa } from './worker/host.ts';
-export { RemoteVdpaBus, RemoteVdpaDevice } from './worker/remote-device.ts';
+export { RemoteVdpaBus, RemoteVdpaDevice, RemoteVhostFile } from './worker/remote-device.ts';
+export { REMOTE_VDPA } from './worker/host.ts';
+export { Vmm } from './vmm/vmm.ts';
+export { serveGuest } from './vmm/guest.ts';
 
 export type { PlatformOptions, PlatformHandle } from './platform/platform.ts';
 export type { IotlbEntry } from './platform/iotlb.ts';
@@ -84,3 +87,6 @@ export type { PortLike, RequestHandler, ChannelOptions } from './worker/channel.
 export type { MailboxHandle } from './worker/mailbox.ts';
 export type { ServeVdpaOptions, OpenedDevice, HostStats } from './worker/host.ts';
 export type { RemoteVdpaBusOptions, RemoteVdpaOutput } from './worker/remote-device.ts';
+export type { WireError } from './worker/channel.ts';
+export type { VmmDevice, GuestRam } from './vmm/vmm.ts';
+export type { GuestCounters, GuestNetResult, GuestBlkResult } from './vmm/guest.ts';

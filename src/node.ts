@@ -8,3 +8,5 @@ export type { NodeLabRunner } from './lab/node-runner.ts';
 export type { LabIo } from './lab/cli.ts';
 export { spawnDeviceWorker } from './worker/node.ts';
 export type { SpawnDeviceWorkerOptions, DeviceWorker } from './worker/node.ts';
+export { startVmm } from './vmm/node.ts';
+export type { StartVmmOptions, VmmSession } from './vmm/node.ts';

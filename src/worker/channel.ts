@@ -11,9 +11,10 @@
 //   response { vdpaRpc: 1, t: 'res', id, ok: true, value } | { …, ok: false, error: { code, message } }
 //   goodbye  { vdpaRpc: 1, t: 'bye' }  (the other side closed its end)
 //
-// Values cross by structured clone (bigint, Uint8Array, WebAssembly.Memory/Module all do).
+// A VhostError crosses as itself (errno preserved). Values cross by structured clone (bigint, Uint8Array, WebAssembly.Memory/Module all do).
 
 import { VirtioError, Code } from '../errors.ts';
+import { VhostError, ERRNO, type ErrnoName } from '../vhost/errno.ts';
 
 /** Listener shape shared by Node's EventEmitter-style and the DOM's EventTarget-style ports. */
 type Listener = (x: unknown) => void;
@@ -54,19 +55,33 @@ interface Wire {
   args?: unknown[];
   ok?: boolean;
   value?: unknown;
-  error?: { code: string; message: string };
+  error?: WireError;
+}
+
+/** An error as plain data: VirtioError code and raw message, plus the errno of a VhostError. */
+export interface WireError {
+  code: string;
+  message: string;
+  /** VhostError: the errno name ('EBUSY') and its inner detail. */
+  errno?: string;
+  detail?: string | null;
 }
 
 const CODES = new Set<string>(Object.values(Code));
 
-/** A VirtioError as plain data (code and raw message). */
-export function errorToWire(e: unknown): { code: string; message: string } {
+/** A VirtioError as plain data (code and raw message; a VhostError's errno too). */
+export function errorToWire(e: unknown): WireError {
+  if (e instanceof VhostError) return { code: e.code, message: e.rawMessage.replace(`${e.errnoName}: `, ''), errno: e.errnoName, detail: e.detail };
   if (e instanceof VirtioError) return { code: e.code, message: e.rawMessage };
   return { code: Code.Internal, message: (e as Error)?.message ?? String(e) };
 }
 
-/** The VirtioError that {@link errorToWire} describes (unknown codes become Internal). */
-export function errorFromWire(w: { code?: unknown; message?: unknown } | undefined): VirtioError {
+/** The VirtioError (or VhostError) that {@link errorToWire} describes (unknown codes become Internal). */
+export function errorFromWire(w: { code?: unknown; message?: unknown; errno?: unknown; detail?: unknown } | undefined): VirtioError {
+  if (typeof w?.errno === 'string' && Object.hasOwn(ERRNO, w.errno)) {
+    const detail = typeof w.detail === 'string' && Object.hasOwn(ERRNO, w.detail) ? (w.detail as ErrnoName) : undefined;
+    return new VhostError(w.errno as ErrnoName, typeof w.message === 'string' ? w.message : 'malformed error from the peer', detail ? { detail } : undefined);
+  }
   const code = typeof w?.code === 'string' && CODES.has(w.code) ? (w.code as Code) : Code.Internal;
   return new VirtioError(code, typeof w?.message === 'string' ? w.message : 'malformed error from the peer');
 }

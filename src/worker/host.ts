@@ -12,12 +12,21 @@
 // Channel messages are delivered by the worker's event loop, so the client rings a `wake`
 // doorbell with every request and the loop yields to the event loop when it rings.
 //
+// The worker's bus has two bus drivers: `remote_vdpa` (the default: a device bound to it is
+// opened from another thread as a RemoteVdpaDevice, for virtio_vdpa there) and `vhost_vdpa`
+// (bind a device to it and a VMM opens its node `vhost-vdpa-N` over the channel: ioctl bytes
+// and IOTLB messages as requests, kicks and calls as the doorbells SET_VRING_KICK/CALL name).
+//
 // Requests (channel): attach(handle) · vdpa(argv) · devAdd(mgmtdev, name, attrs) · devDel(name)
-// · switchConnect(name) · open(name, mailbox) · release(name) · stats() · shutdown().
+// · switchConnect(name) · open(name, mailbox) · release(name) · bind(name, driver) · unbind(name)
+// · vhostNodes() · vhostOpen(node) · vhostIoctl(fid, request, arg) · vhostWrite(fid, msg)
+// · vhostClose(fid) · stats() · shutdown().
 
 import { VirtioError, Code } from '../errors.ts';
 import { Platform, type PlatformHandle } from '../platform/platform.ts';
-import { VdpaBus, type VdpaDevice } from '../bus/bus.ts';
+import { VdpaBus, type VdpaDevice, type VdpaBusDriver } from '../bus/bus.ts';
+import { VhostVdpa, type VhostVdpaFile } from '../drivers/vhost-vdpa.ts';
+import { VHOST_SET_VRING_KICK, VHOST_VRING_FILE, VHOST_FILE_UNBIND } from '../vhost/uapi.ts';
 import { VdpaSimNetMgmt, VdpaSimBlkMgmt, type MgmtDevAttrs } from '../mgmt/mgmtdev.ts';
 import { L2Switch } from '../devices/switch.ts';
 import { VdpaSimNet } from '../devices/net.ts';
@@ -87,6 +96,9 @@ interface Served {
   mbox: MailboxServer;
 }
 
+/** Name of the worker bus's driver for devices driven from another thread. */
+export const REMOTE_VDPA = 'remote_vdpa';
+
 /** Config ops a client may call synchronously (everything but the callbacks and kicks, which are doorbells). */
 const SYNC_OPS = new Set([
   'setVqAddress', 'setVqNum', 'setVqReady', 'getVqReady', 'setVqState', 'getVqState', 'getVqGroup', 'getVendorVqStats',
@@ -110,6 +122,9 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
   const stats: HostStats = { sleeps: 0, wakeups: 0, kicks: 0, syncOps: 0, yields: 0, polls: 0 };
   const spinMs = (opts.spinUs ?? 50) / 1000;
   const idleWaitMs = opts.idleWaitMs ?? 50;
+  let vhost: VhostVdpa | null = null;
+  const files = new Map<number, { file: VhostVdpaFile; kicks: Map<number, Doorbell> }>();
+  let nextFid = 1;
   let yieldSoon = false;
   let stopped = false;
   let looping = false;
@@ -119,10 +134,13 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
   const setup = (pl: Platform): void => {
     p = pl;
     if (!bus) {
-      bus = new VdpaBus();
+      bus = new VdpaBus({ defaultDriver: REMOTE_VDPA });
       bus.registerMgmtDevice(new VdpaSimNetMgmt(pl));
       bus.registerMgmtDevice(new VdpaSimBlkMgmt(pl, opts.blkCapacity ?? 8192));
     }
+    if (!bus.busDrivers.some((d) => d.name === REMOTE_VDPA)) bus.registerDriver(remoteDriver);
+    vhost = (bus.busDrivers.find((d) => d.name === 'vhost_vdpa') as VhostVdpa | undefined) ?? null;
+    if (!vhost) bus.registerDriver((vhost = new VhostVdpa(pl)));
     waiter = new DoorbellWaiter(pl);
     wake = Doorbell.alloc(pl);
     waiter.watch(wake, () => (yieldSoon = true));
@@ -154,11 +172,20 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     for (const d of [...s.kicks, ...s.calls, s.config]) d.free();
   };
 
+  // The bus driver for devices driven from another thread: probing takes nothing; removal
+  // (unbind, dev del) releases an open device, as vhost_vdpa's remove revokes its file.
+  const remoteDriver: VdpaBusDriver = {
+    name: REMOTE_VDPA,
+    probe: () => {},
+    remove: (dev) => release(dev.name),
+  };
+
   const open = (name: string, mh: MailboxHandle): OpenedDevice => {
     const { p, bus, waiter } = need();
     if (served.has(name)) throw new VirtioError(Code.AlreadyExists, `${name} is already open`);
     const dev = bus.device(name);
-    if (bus.driverOf(name)) throw new VirtioError(Code.FailedPrecondition, `${name} is bound to ${bus.driverOf(name)!.name} in the device worker`);
+    const drv = bus.driverOf(name);
+    if (drv !== remoteDriver) throw new VirtioError(Code.FailedPrecondition, `${name} is ${drv ? `bound to ${drv.name}` : 'not bound'} in the device worker; bind it to ${REMOTE_VDPA} first`);
     const kicks: Doorbell[] = [];
     const calls: Doorbell[] = [];
     let config: Doorbell | null = null;
@@ -220,6 +247,42 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     return fn.apply(dev, args);
   };
 
+  const fileOf = (fid: unknown) => {
+    const f = typeof fid === 'number' ? files.get(fid) : undefined;
+    if (!f) throw new VirtioError(Code.NotFound, `no open vhost file ${String(fid)}`);
+    return f;
+  };
+
+  const closeFile = (fid: number): void => {
+    const f = files.get(fid);
+    if (!f) return;
+    files.delete(fid);
+    for (const db of f.kicks.values()) waiter?.unwatch(db);
+    f.file.close();
+  };
+
+  // The file's kick doorbells are watched by the file's own waiter; this loop parks on one
+  // waker only, so it watches the same doorbells (taking their waker word) and hands each ring
+  // to the file's waiter, which runs kick_vq. Re-done after every SET_VRING_KICK.
+  const adoptKick = (f: { file: VhostVdpaFile; kicks: Map<number, Doorbell> }, arg: Uint8Array): void => {
+    const { p, waiter } = need();
+    if (arg.length < VHOST_VRING_FILE.SIZE) return;
+    const v = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
+    const index = v.getUint32(VHOST_VRING_FILE.index, true);
+    const fd = v.getInt32(VHOST_VRING_FILE.fd, true);
+    const old = f.kicks.get(index);
+    if (old) waiter.unwatch(old);
+    f.kicks.delete(index);
+    if (fd === VHOST_FILE_UNBIND) return;
+    const db = new Doorbell(p, { addr: fd >>> 0 });
+    f.kicks.set(index, db);
+    const file = f.file;
+    waiter.watch(db, () => {
+      stats.kicks++;
+      file.kickWaiter?.poll();
+    });
+  };
+
   const handler = (op: string, args: unknown[]): unknown => {
     switch (op) {
       case 'attach': {
@@ -266,6 +329,37 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
       }
       case 'open':
         return open(String(args[0]), args[1] as MailboxHandle);
+      case 'bind':
+        need().bus.bind(String(args[0]), String(args[1]));
+        return String(args[1]) === 'vhost_vdpa' ? vhost!.nodeOf(String(args[0])) : null;
+      case 'unbind':
+        need().bus.unbind(String(args[0]));
+        return null;
+      case 'vhostNodes':
+        need();
+        return vhost!.nodes;
+      case 'vhostOpen': {
+        need();
+        const file = vhost!.open(String(args[0]));
+        const fid = nextFid++;
+        files.set(fid, { file, kicks: new Map() });
+        return fid;
+      }
+      case 'vhostIoctl': {
+        const f = fileOf(args[0]);
+        const req = Number(args[1]) >>> 0;
+        const arg = args[2] instanceof Uint8Array ? args[2] : new Uint8Array(0);
+        const r = f.file.ioctlRaw(req, arg);
+        if (r.ret === 0 && req === VHOST_SET_VRING_KICK) adoptKick(f, arg);
+        return r;
+      }
+      case 'vhostWrite': {
+        const f = fileOf(args[0]);
+        return f.file.writeRaw(args[1] instanceof Uint8Array ? args[1] : new Uint8Array(0));
+      }
+      case 'vhostClose':
+        closeFile(args[0] as number);
+        return null;
       case 'release':
         release(String(args[0]));
         return null;
@@ -290,6 +384,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     if (stopped) return;
     stopped = true;
     for (const name of [...served.keys()]) release(name);
+    for (const fid of [...files.keys()]) closeFile(fid);
     ch.close();
     if (!looping) cleanup();
   }

@@ -25,19 +25,25 @@ export interface DeviceWorker {
   close(): Promise<void>;
 }
 
+/**
+ * Starts a worker_threads Worker on module `rel` (a path like './node-device-worker', resolved
+ * next to `base`, with .ts under tsx and .js from dist).
+ */
+export function startModuleWorker(base: string, rel: string): Worker {
+  const self = new URL(base);
+  const ts = self.pathname.endsWith('.ts');
+  const entry = new URL(`${rel}${ts ? '.ts' : '.js'}`, self);
+  if (ts) {
+    const tsx = import.meta.resolve('tsx/esm/api');
+    return new Worker(`import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); })`, { eval: true });
+  }
+  return new Worker(entry);
+}
+
 /** Starts a device worker thread; resolves once its bus is attached to `opts.platform`. */
 export async function spawnDeviceWorker(opts: SpawnDeviceWorkerOptions): Promise<DeviceWorker> {
   if (!opts.platform?.shared) throw new VirtioError(Code.InvalidArgument, 'spawnDeviceWorker needs a shared platform (Platform.create({ shared: true }))');
-  const self = new URL(import.meta.url);
-  const ts = self.pathname.endsWith('.ts');
-  const entry = new URL(ts ? './node-device-worker.ts' : './node-device-worker.js', self);
-  let worker: Worker;
-  if (ts) {
-    const tsx = import.meta.resolve('tsx/esm/api');
-    worker = new Worker(`import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); })`, { eval: true });
-  } else {
-    worker = new Worker(entry);
-  }
+  const worker = startModuleWorker(import.meta.url, './node-device-worker');
   let bus: RemoteVdpaBus;
   try {
     bus = await RemoteVdpaBus.connect(worker, opts.platform, opts);

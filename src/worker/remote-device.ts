@@ -35,6 +35,8 @@ import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxClient } from './mailbox.ts';
 import type { OpenedDevice, HostStats } from './host.ts';
+import { VhostError, errnoName, type ErrnoName } from '../vhost/errno.ts';
+import type { VhostVdpaNodeInfo } from '../drivers/vhost-vdpa.ts';
 
 /** Options of {@link RemoteVdpaBus.connect}. */
 export interface RemoteVdpaBusOptions {
@@ -123,6 +125,33 @@ export class RemoteVdpaBus {
   /** Puts a vdpasim_net device of the worker on the worker's L2 switch (port mode). Resolves to the port. */
   async switchConnect(name: string): Promise<number> {
     return (await this.request('switchConnect', name)) as number;
+  }
+
+  /**
+   * Binds device `name` of the worker's bus to `driver` ('vhost_vdpa', or 'remote_vdpa' to open
+   * it with {@link openDevice}); resolves to the vhost node name for vhost_vdpa, else null.
+   */
+  async bind(name: string, driver: string): Promise<string | null> {
+    return (await this.request('bind', name, driver)) as string | null;
+  }
+
+  /** Unbinds device `name` of the worker's bus from its driver. */
+  async unbind(name: string): Promise<void> {
+    await this.request('unbind', name);
+  }
+
+  /** The worker's vhost-vdpa nodes. */
+  async vhostNodes(): Promise<VhostVdpaNodeInfo[]> {
+    return (await this.request('vhostNodes')) as VhostVdpaNodeInfo[];
+  }
+
+  /**
+   * Opens vhost node `node` (`vhost-vdpa-0`, …) in the worker: one owner at a time (EBUSY for a
+   * second open), as open(2) of /dev/vhost-vdpa-N.
+   */
+  async openVhost(node: string): Promise<RemoteVhostFile> {
+    const fid = (await this.request('vhostOpen', node)) as number;
+    return new RemoteVhostFile(this, node, fid);
   }
 
   /** The worker loop's counters (sleeps, wakeups, kicks, sync ops, yields). */
@@ -419,4 +448,63 @@ export class RemoteVdpaDevice implements VdpaDevice {
     this.markDead(new VirtioError(Code.NotFound, `device ${this.name} was released`));
     this.remote.forget(this);
   }
+}
+
+/**
+ * A vhost-vdpa node opened in a device worker, driven over the channel: the byte-level face of
+ * VhostVdpaFile (ioctl with uapi-laid-out argument structs, IOTLB messages as write()), each an
+ * ordered request. Failures are VhostErrors with Linux's errno, rebuilt from the -errno the
+ * worker answers. Kicks and calls never pass here: they are the doorbells SET_VRING_KICK/CALL name.
+ */
+export class RemoteVhostFile {
+  /** Node name. */
+  readonly node: string;
+  private readonly remote: RemoteVdpaBus;
+  private readonly fid: number;
+  private closed = false;
+
+  /** @internal made by {@link RemoteVdpaBus.openVhost}. */
+  constructor(remote: RemoteVdpaBus, node: string, fid: number) {
+    this.remote = remote;
+    this.node = node;
+    this.fid = fid;
+  }
+
+  /** ioctl() as the syscall answers: `ret` 0 or -errno, `out` the struct written back (or null). */
+  async ioctlRaw(request: number, arg: Uint8Array = new Uint8Array(0)): Promise<{ ret: number; out: Uint8Array | null }> {
+    if (this.closed) return { ret: -9, out: null }; // EBADF
+    return (await this.remote.request('vhostIoctl', this.fid, request >>> 0, arg)) as { ret: number; out: Uint8Array | null };
+  }
+
+  /** One ioctl: resolves to the struct written back (reads) or 0; rejects with a VhostError. */
+  async ioctl(request: number, arg: Uint8Array = new Uint8Array(0)): Promise<Uint8Array | number> {
+    const r = await this.ioctlRaw(request, arg);
+    if (r.ret < 0) throw errnoError(-r.ret, `ioctl 0x${(request >>> 0).toString(16)} on ${this.node}`);
+    return r.out ?? 0;
+  }
+
+  /** write() of one IOTLB message (vhost_msg / vhost_msg_v2): the bytes consumed or -errno. */
+  async writeRaw(msg: Uint8Array): Promise<number> {
+    if (this.closed) return -9;
+    return (await this.remote.request('vhostWrite', this.fid, msg)) as number;
+  }
+
+  /** Writes one IOTLB message; rejects with a VhostError. */
+  async writeMsg(msg: Uint8Array): Promise<number> {
+    const n = await this.writeRaw(msg);
+    if (n < 0) throw errnoError(-n, `IOTLB message on ${this.node}`);
+    return n;
+  }
+
+  /** Closes the file: the worker resets the device and drops its maps and doorbells. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.remote.request('vhostClose', this.fid);
+  }
+}
+
+function errnoError(errno: number, what: string): VhostError {
+  const name = errnoName(errno);
+  return new VhostError((/^E[A-Z0-9]+$/.test(name) && !/^E\d+$/.test(name) ? name : 'EIO') as ErrnoName, `${what} failed with errno ${errno} (${name})`);
 }
