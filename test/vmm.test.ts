@@ -97,3 +97,17 @@ test('vhost nodes over the channel: one owner (EBUSY), Linux errno for unknown i
     await s.close();
   }
 });
+
+test('the device worker dies under the VMM: node requests reject with Cancelled, closing does not hang', async () => {
+  const s = await startVmm();
+  try {
+    await s.devices.bus.devAdd('vdpasim_blk', 'blk0');
+    const d = await s.vmm.attach('blk0', BLK, 1);
+    await s.devices.worker.terminate();
+    await assert.rejects(d.file.ioctl(VHOST_GET_FEATURES), (e: unknown) => e instanceof VirtioError && e.code === Code.Cancelled);
+    await assert.rejects(s.devices.bus.openVhost('vhost-vdpa-0'), (e: unknown) => e instanceof VirtioError && e.code === Code.Cancelled);
+    await s.vmm.close();
+  } finally {
+    await s.close();
+  }
+});
