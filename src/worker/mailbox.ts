@@ -83,6 +83,8 @@ export class MailboxClient {
   private readonly si: number;
   private busy = false;
   private freed = false;
+  /** A call timed out: the server may still write its answer here, so the memory is never reused. */
+  private stale = false;
 
   /** Allocates a mailbox with `cap` payload bytes in `platform`'s private arena. */
   constructor(platform: Platform, cap = MAILBOX_CAP) {
@@ -116,7 +118,10 @@ export class MailboxClient {
       const deadline = performance.now() + timeoutMs;
       while (Atomics.load(p.i32, si) !== ANSWER) {
         const left = deadline - performance.now();
-        if (left <= 0) throw new VirtioError(Code.Cancelled, `${op}: the device worker did not answer in ${timeoutMs} ms`);
+        if (left <= 0) {
+          this.stale = true;
+          throw new VirtioError(Code.Cancelled, `${op}: the device worker did not answer in ${timeoutMs} ms`);
+        }
         try {
           Atomics.wait(p.i32, si, REQUEST, Math.min(left, 50));
         } catch (e) {
@@ -132,11 +137,14 @@ export class MailboxClient {
     }
   }
 
-  /** Frees the mailbox memory. Later calls throw Cancelled. */
+  /**
+   * Frees the mailbox memory. Later calls throw Cancelled. After a timed-out call the memory
+   * is left allocated (orphaned): a late answer must not land in someone else's bytes.
+   */
   free(): void {
     if (this.freed) return;
     this.freed = true;
-    this.p.release(this.handle.addr);
+    if (!this.stale) this.p.release(this.handle.addr);
   }
 }
 
