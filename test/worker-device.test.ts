@@ -189,3 +189,20 @@ test('an idle device worker parks instead of spinning (a few polls per bounded p
     await w.close();
   }
 });
+
+test('a device released in the worker (rebound to vhost_vdpa) fails the next synchronous op at once, not after the timeout', { timeout: 20_000 }, async () => {
+  const platform = Platform.create({ shared: true, ramSize: 32 << 20, privateSize: 16 << 20 });
+  const w = await spawnDeviceWorker({ platform, syncTimeoutMs: 60_000 });
+  try {
+    await w.bus.devAdd('vdpasim_net', 'net1');
+    const dev = await w.bus.openDevice('net1');
+    assert.equal(dev.getStatus(), 0);
+    assert.equal(await w.bus.bind('net1', 'vhost_vdpa'), 'vhost-vdpa-0'); // remote_vdpa lets it go
+    assert.throws(() => dev.getConfig(0, 6), (e: unknown) => e instanceof VirtioError && e.code === Code.Cancelled);
+    assert.ok(dev.deadReason);
+    assert.ok(dev.getStatus() & VIRTIO_CONFIG_S_NEEDS_RESET);
+    await assert.rejects(w.bus.openDevice('net1'), (e: unknown) => e instanceof VirtioError && e.code === Code.FailedPrecondition);
+  } finally {
+    await w.close();
+  }
+});

@@ -114,6 +114,7 @@ export class Channel {
   private nextId = 1;
   private serving: Promise<void> = Promise.resolve();
   private dead: VirtioError | null = null;
+  private exited = false;
 
   constructor(port: PortLike, opts: ChannelOptions = {}) {
     if (!port || typeof port.postMessage !== 'function') throw new VirtioError(Code.InvalidArgument, 'a channel needs a port with postMessage()');
@@ -123,8 +124,10 @@ export class Channel {
     this.unlisten.push(listen(port, 'message', (m) => this.onMessage(m)));
     // Node: a MessagePort emits 'close'; a Worker emits 'exit' and 'error'. Browser: a Worker
     // emits 'error' (uncaught exception), a MessagePort 'close' where supported.
-    const gone = (why: string) => (x: unknown) =>
+    const gone = (why: string) => (x: unknown) => {
+      if (why === 'the worker exited') this.exited = true;
       this.fail(new VirtioError(Code.Cancelled, `${this.name}: ${why}${x instanceof Error ? `: ${x.message}` : typeof x === 'number' ? ` (code ${x})` : ''}`, x instanceof Error ? { cause: x } : undefined));
+    };
     for (const [ev, why] of [['close', 'the port closed'], ['exit', 'the worker exited'], ['error', 'the worker failed'], ['messageerror', 'a message could not be deserialized']] as const) {
       try {
         this.unlisten.push(listen(port, ev, gone(why)));
@@ -155,6 +158,11 @@ export class Channel {
   /** Requests sent and not yet answered. */
   get pendingCount(): number {
     return this.pending.size;
+  }
+
+  /** True if the channel closed because the worker at the other end exited (it runs no more code). */
+  get peerExited(): boolean {
+    return this.exited;
   }
 
   /** Why the channel is closed, or null while it is open. */

@@ -9,7 +9,8 @@
 //   ┌──────────┬─────────┬──────────────────────┬───────────────────────────┐
 //   │ state i32│ len u32 │ doorbell (8 bytes)   │ payload (cap bytes, JSON) │
 //   └──────────┴─────────┴──────────────────────┴───────────────────────────┘
-//   state: 0 idle → 1 request written (client) → 2 answer written (server) → 0 (client read it)
+//   state: 0 idle → 1 request written (client) → 2 answer written (server) → 0 (client read it);
+//          3 closed (server: it serves no more; a call fails at once instead of timing out)
 //
 // The payload is JSON with bigint ({"$big":"hex"}) and Uint8Array ({"$u8":[…]}) tagged. A
 // browser main thread may not block: there a call throws FailedPrecondition (drive the device
@@ -31,6 +32,8 @@ const SPIN_MS = 0.05;
 const IDLE = 0;
 const REQUEST = 1;
 const ANSWER = 2;
+/** The server stopped serving (the device was released in the worker): calls fail at once. */
+const CLOSED = 3;
 
 /** A mailbox as plain data (post it to the serving worker). */
 export interface MailboxHandle {
@@ -85,6 +88,8 @@ export class MailboxClient {
   private freed = false;
   /** A call timed out: the server may still write its answer here, so the memory is never reused. */
   private stale = false;
+  /** The server closed the mailbox: it writes it no more, so it may be freed. */
+  serverClosed = false;
 
   /** Allocates a mailbox with `cap` payload bytes in `platform`'s private arena. */
   constructor(platform: Platform, cap = MAILBOX_CAP) {
@@ -109,14 +114,21 @@ export class MailboxClient {
     const { addr, cap } = this.handle;
     if (!put(p, addr, cap, [op, args])) throw new VirtioError(Code.InvalidArgument, `${op}: the request exceeds the ${cap}-byte mailbox`);
     this.busy = true;
+    const closed = () => {
+      this.serverClosed = true;
+      return new VirtioError(Code.Cancelled, `${op}: the device worker released this device`);
+    };
     try {
-      Atomics.store(p.i32, si, REQUEST);
+      if (Atomics.compareExchange(p.i32, si, IDLE, REQUEST) !== IDLE) throw closed();
       this.db.ring();
       // Spin up to SPIN_MS first: an awake device worker answers in µs, a futex wake costs ~50.
       const spinEnd = performance.now() + SPIN_MS;
       while (Atomics.load(p.i32, si) !== ANSWER && performance.now() < spinEnd);
       const deadline = performance.now() + timeoutMs;
-      while (Atomics.load(p.i32, si) !== ANSWER) {
+      for (;;) {
+        const st = Atomics.load(p.i32, si);
+        if (st === ANSWER) break;
+        if (st === CLOSED) throw closed();
         const left = deadline - performance.now();
         if (left <= 0) {
           this.stale = true;
@@ -189,13 +201,17 @@ export class MailboxServer {
       ans = [false, errorToWire(e)];
     }
     if (!put(p, addr, cap, ans)) put(p, addr, cap, [false, { code: Code.ResourceExhausted, message: `the answer exceeds the ${cap}-byte mailbox` }]);
+    // ANSWER unless close() raced in (it cannot: both run in this thread), so a plain store.
     Atomics.store(p.i32, si, ANSWER);
     Atomics.notify(p.i32, si);
     return true;
   }
 
-  /** Stops serving. */
+  /** Stops serving: a call in progress or made later fails at once with Cancelled. */
   close(): void {
     this.waiter.unwatch(this.db);
+    const si = this.handle.addr >> 2;
+    Atomics.store(this.p.i32, si, CLOSED);
+    Atomics.notify(this.p.i32, si);
   }
 }

@@ -117,9 +117,11 @@ export class RemoteVdpaBus {
 
   /** `vdpa dev del`: releases the device if it is open here, then deletes it in the worker. */
   async devDel(name: string): Promise<void> {
-    this.open.get(name)?.markDead(new VirtioError(Code.NotFound, `device ${name} was deleted`));
+    const d = this.open.get(name);
+    d?.markDead(new VirtioError(Code.NotFound, `device ${name} was deleted`));
     this.open.delete(name);
     await this.request('devDel', name);
+    d?.freeMailbox(); // the worker released it: it writes the mailbox no more
   }
 
   /** Puts a vdpasim_net device of the worker on the worker's L2 switch (port mode). Resolves to the port. */
@@ -186,15 +188,26 @@ export class RemoteVdpaBus {
     this.channel.close();
   }
 
+  /** @internal a device died on its own (released in the worker, or a call timed out): not open here any more. */
+  dropped(dev: RemoteVdpaDevice): void {
+    if (this.open.get(dev.name) === dev) this.open.delete(dev.name);
+  }
+
   /** @internal a device released itself. */
   forget(dev: RemoteVdpaDevice): void {
     if (this.open.get(dev.name) === dev) this.open.delete(dev.name);
-    if (!this.channel.closedReason) this.request('release', dev.name).catch(() => {});
+    // The mailbox is freed once the worker has released the device (its last write to it).
+    if (!this.channel.closedReason) this.request('release', dev.name).then(() => dev.freeMailbox(), () => {});
   }
 
   private lost(e: VirtioError): void {
     this.closed = true;
-    for (const d of this.open.values()) d.markDead(e);
+    for (const d of [...this.open.values()]) {
+      d.markDead(e);
+      // A worker that exited writes nothing more; one whose channel merely closed may still be
+      // releasing the device (it marks the mailbox closed), so its mailbox stays orphaned.
+      if (this.channel.peerExited) d.freeMailbox();
+    }
     this.open.clear();
     this.waiter.close(); // ends the pump's waitAsync
     this.wake.free();
@@ -259,6 +272,11 @@ export class RemoteVdpaDevice implements VdpaDevice {
     return this.dead;
   }
 
+  /** @internal frees the mailbox once the worker writes it no more (released, or the worker exited). */
+  freeMailbox(): void {
+    this.mbox.free();
+  }
+
   /** @internal the device is gone: raise the config callback so drivers see NEEDS_RESET. */
   markDead(e: VirtioError): void {
     if (this.dead) return;
@@ -266,7 +284,6 @@ export class RemoteVdpaDevice implements VdpaDevice {
     if (!this.remote.waiter.isClosed) {
       for (const d of [...this.calls, this.configDb]) this.remote.waiter.unwatch(d);
     }
-    this.mbox.free();
     const cb = this.configCb;
     if (cb) {
       queueMicrotask(() => {
@@ -284,7 +301,11 @@ export class RemoteVdpaDevice implements VdpaDevice {
     try {
       return this.mbox.call(op, args, this.remote.syncTimeoutMs);
     } catch (e) {
-      if (e instanceof VirtioError && e.code === Code.Cancelled && !this.dead) this.markDead(e);
+      if (e instanceof VirtioError && e.code === Code.Cancelled && !this.dead) {
+        this.markDead(e);
+        this.remote.dropped(this);
+        if (this.mbox.serverClosed) this.mbox.free(); // the worker's last write was "closed"
+      }
       throw e;
     }
   }
