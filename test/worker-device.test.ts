@@ -149,6 +149,15 @@ test('channel closed: management requests reject with a typed error, open device
     assert.equal(dev.deadReason.code, Code.Cancelled);
     await assert.rejects(w.bus.devAdd('vdpasim_net', 'net2'), (e: unknown) => e instanceof VirtioError && e.code === Code.Cancelled);
     await assert.rejects(w.bus.openDevice('net1'), (e: unknown) => e instanceof VirtioError && e.code === Code.Cancelled);
+    // The worker saw the channel close, released its devices and ended by itself.
+    const code = await new Promise<number>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('the device worker did not exit after the channel closed')), 5000);
+      w.worker.once('exit', (c) => {
+        clearTimeout(t);
+        resolve(c);
+      });
+    });
+    assert.equal(code, 0);
   } finally {
     await w.close();
   }
