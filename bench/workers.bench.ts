@@ -11,7 +11,9 @@
 // fewer rounds (a smoke run).
 import { Worker } from 'node:worker_threads';
 import { runLab, formatTable, Platform, VdpaBus, createVirtioVdpa } from '../src/index.ts';
-import { nodeCrossThreadRunner, nodeLabEnvironment, spawnDeviceWorker } from '../src/node.ts';
+import { nodeCrossThreadRunner, nodeLabEnvironment, spawnDeviceWorker, startVmm } from '../src/node.ts';
+import { featureBit, VIRTIO_F_VERSION_1, VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_NET_F_MAC } from '../src/index.ts';
+import type { GuestNetResult, GuestBlkResult } from '../src/vmm/guest.ts';
 
 const quick = process.argv.includes('--quick');
 const rounds = quick ? 2 : 5;
@@ -78,9 +80,46 @@ async function idle(label: string): Promise<void> {
   }
 }
 
+/** The minimal VMM's data phase: guest worker ↔ device worker through vhost nodes, VMM idle. */
+async function vmmPhase(label: string): Promise<void> {
+  const s = await startVmm();
+  try {
+    const base = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_ACCESS_PLATFORM) | featureBit(VIRTIO_F_EVENT_IDX);
+    for (const n of ['net1', 'net2']) {
+      await s.devices.bus.devAdd('vdpasim_net', n);
+      await s.devices.bus.switchConnect(n);
+      await s.vmm.attach(n, base | featureBit(VIRTIO_NET_F_MAC), 2);
+    }
+    await s.devices.bus.devAdd('vdpasim_blk', 'blk0');
+    await s.vmm.attach('blk0', base, 1);
+    const m1 = await s.vmm.config('net1', 0, 6);
+    const m2 = await s.vmm.config('net2', 0, 6);
+    const frames = quick ? 2000 : 10_000;
+    let msgs = 0;
+    const count = () => msgs++;
+    s.devices.worker.on('message', count);
+    s.guest.worker.on('message', count);
+    let t = performance.now();
+    const net = (await s.guest.channel.request('net', 'net1', 'net2', m1, m2, frames, 1)) as GuestNetResult;
+    const netMs = performance.now() - t;
+    t = performance.now();
+    const blk = (await s.guest.channel.request('blk', 'blk0', quick ? 1000 : 5000, 8192, 2)) as GuestBlkResult;
+    const blkMs = performance.now() - t;
+    s.devices.worker.off('message', count);
+    s.guest.worker.off('message', count);
+    out(`\n## ${label}: minimal VMM data phase (guest worker ↔ device worker via vhost nodes)\n` +
+      `net: ${2 * frames} frames (60-1459 bytes, both ways, checked) in ${netMs.toFixed(0)} ms = ${((2 * frames) / netMs).toFixed(1)} k frames/s; ` +
+      `blk: ${blk.writes} writes + ${blk.reads} reads (checked) in ${blkMs.toFixed(0)} ms; mismatches ${net.mismatches + blk.mismatches}; ` +
+      `messages to the VMM thread: ${msgs} (the answers)\n`);
+  } finally {
+    await s.close();
+  }
+}
+
 out(`# bench:workers — ${nodeLabEnvironment().runtime}, ${nodeLabEnvironment().cpu} × ${nodeLabEnvironment().cpus}${quick ? ' (quick)' : ''}\n`);
 await rings('alone');
 await idle('alone');
+await vmmPhase('alone');
 const hog = competitor();
 try {
   await new Promise((r) => setTimeout(r, 100));
