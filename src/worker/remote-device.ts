@@ -263,8 +263,16 @@ export class RemoteVdpaDevice implements VdpaDevice {
     this.calls = o.calls.map((h) => new Doorbell(p, h));
     this.configDb = new Doorbell(p, o.config);
     this.cbs = new Array<(() => void) | null>(o.nvqs).fill(null);
-    this.calls.forEach((d, i) => remote.waiter.watch(d, () => this.cbs[i]?.()));
-    remote.waiter.watch(this.configDb, () => this.configCb?.());
+    // A driver callback that throws must not stop the pump (no later call would be delivered).
+    const safe = (f: (() => void) | null | undefined) => {
+      try {
+        f?.();
+      } catch {
+        /* the driver's own fault; the next call is still delivered */
+      }
+    };
+    this.calls.forEach((d, i) => remote.waiter.watch(d, () => safe(this.cbs[i])));
+    remote.waiter.watch(this.configDb, () => safe(this.configCb));
   }
 
   /** Why the device is dead (worker gone, channel closed, deleted), or null. */
