@@ -10,4 +10,4 @@ export { ringWasmUrl } from './node/wasm-file.ts';
 export { spawnDeviceWorker } from './worker/node.ts';
 export type { SpawnDeviceWorkerOptions, DeviceWorker } from './worker/node.ts';
 export { startVmm } from './vmm/node.ts';
-export type { StartVmmOptions, VmmSession } from './vmm/node.ts';
+export type { StartVmmOptions, VmmSession, GuestWorker } from './vmm/node.ts';

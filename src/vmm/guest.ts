@@ -52,7 +52,9 @@ export interface GuestNetResult {
 
 /** Result of a `blk` run. */
 export interface GuestBlkResult {
+  /** Write requests completed. */
   writes: number;
+  /** Read requests (8 sectors each) completed. */
   reads: number;
   /** Sectors read back that differ from the model (must be 0). */
   mismatches: number;

@@ -15,6 +15,16 @@ export interface StartVmmOptions {
   guestRamSize?: number;
 }
 
+/** The guest worker of a {@link VmmSession}. */
+export interface GuestWorker {
+  /** The worker thread. */
+  worker: Worker;
+  /** Its channel (requests: queues, doorbells, net, blk, counters). */
+  channel: Channel;
+  /** Where its RAM is. */
+  ram: GuestRam;
+}
+
 /** A running VMM with its two workers. */
 export interface VmmSession {
   /** The VMM (control plane, this thread). */
@@ -24,7 +34,7 @@ export interface VmmSession {
   /** The device worker. */
   devices: DeviceWorker;
   /** The guest worker and its channel. */
-  guest: { worker: Worker; channel: Channel; ram: GuestRam };
+  guest: GuestWorker;
   /** Closes the nodes and terminates both workers. */
   close(): Promise<void>;
 }

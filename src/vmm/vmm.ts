@@ -34,14 +34,17 @@ export interface VmmDevice {
   deviceId: number;
   /** Queue size used. */
   queueSize: number;
-  /** Kick and call doorbells, per queue (the VMM's "eventfds"). */
+  /** Kick doorbell of each queue (the guest rings it; the VMM's ioeventfds). */
   kicks: Doorbell[];
+  /** Call doorbell of each queue (the device rings it; the VMM's irqfds). */
   calls: Doorbell[];
 }
 
 /** Where the guest's RAM is: guest-physical 0 at memory offset `gpaBase`, `ramSize` bytes. */
 export interface GuestRam {
+  /** Memory offset of guest-physical address 0 (not 0). */
   gpaBase: number;
+  /** Bytes of guest RAM. */
   ramSize: number;
 }
 

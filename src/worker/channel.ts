@@ -17,7 +17,8 @@ import { VirtioError, Code } from '../errors.ts';
 import { VhostError, ERRNO, type ErrnoName } from '../vhost/errno.ts';
 
 /** Listener shape shared by Node's EventEmitter-style and the DOM's EventTarget-style ports. */
-type Listener = (x: unknown) => void;
+export type PortListener = (x: unknown) => void;
+type Listener = PortListener;
 
 /**
  * What a channel needs of a port: postMessage plus either Node-style on/off or DOM-style
@@ -25,11 +26,16 @@ type Listener = (x: unknown) => void;
  * MessagePort or a worker's `self` all fit.
  */
 export interface PortLike {
+  /** Posts a message to the other end (structured clone). */
   postMessage(message: unknown): void;
-  on?(event: string, listener: Listener): unknown;
-  off?(event: string, listener: Listener): unknown;
-  addEventListener?(event: string, listener: Listener): void;
-  removeEventListener?(event: string, listener: Listener): void;
+  /** Node style: adds a listener for `event` ('message', 'close', 'exit', 'error'). */
+  on?(event: string, listener: PortListener): unknown;
+  /** Node style: removes a listener. */
+  off?(event: string, listener: PortListener): unknown;
+  /** DOM style: adds a listener ('message' events carry the message in `.data`). */
+  addEventListener?(event: string, listener: PortListener): void;
+  /** DOM style: removes a listener. */
+  removeEventListener?(event: string, listener: PortListener): void;
   /** MessagePort.close(): called by {@link Channel.close}. */
   close?(): void;
   /** Node MessagePort/Worker: lets the process exit while the port is open. */
@@ -60,10 +66,13 @@ interface Wire {
 
 /** An error as plain data: VirtioError code and raw message, plus the errno of a VhostError. */
 export interface WireError {
+  /** The VirtioError code. */
   code: string;
+  /** The raw message (without the code prefix). */
   message: string;
-  /** VhostError: the errno name ('EBUSY') and its inner detail. */
+  /** VhostError: the errno name ('EBUSY'). */
   errno?: string;
+  /** VhostError: the inner errno name Linux folded into `errno`, or null. */
   detail?: string | null;
 }
 

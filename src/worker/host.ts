@@ -56,9 +56,13 @@ export interface ServeVdpaOptions {
 
 /** What `open` answers: the device's identity, its doorbells and what the client may cache. */
 export interface OpenedDevice {
+  /** Device name. */
   name: string;
+  /** Virtqueues. */
   nvqs: number;
+  /** Virtqueue groups. */
   ngroups: number;
+  /** Address spaces. */
   nas: number;
   /** Kick doorbell of each queue (the client rings it; a guest may too). */
   kicks: DoorbellHandle[];
@@ -67,9 +71,25 @@ export interface OpenedDevice {
   /** Config-change doorbell. */
   config: DoorbellHandle;
   /** Answers that never change for the life of the device. */
-  cache: {
-    deviceFeatures: bigint; configSize: number; deviceId: number; vendorId: number; vqNumMax: number; vqNumMin: number; vqAlign: number;
-  };
+  cache: OpenedDeviceCache;
+}
+
+/** The config-op answers a client caches at open (they never change for the device's life). */
+export interface OpenedDeviceCache {
+  /** get_device_features. */
+  deviceFeatures: bigint;
+  /** get_config_size. */
+  configSize: number;
+  /** get_device_id. */
+  deviceId: number;
+  /** get_vendor_id. */
+  vendorId: number;
+  /** get_vq_num_max. */
+  vqNumMax: number;
+  /** get_vq_num_min. */
+  vqNumMin: number;
+  /** get_vq_align. */
+  vqAlign: number;
 }
 
 /** Counters of the serving loop (for "the worker sleeps when idle" figures). */

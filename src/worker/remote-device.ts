@@ -38,6 +38,32 @@ import type { OpenedDevice, HostStats } from './host.ts';
 import { VhostError, errnoName, type ErrnoName } from '../vhost/errno.ts';
 import type { VhostVdpaNodeInfo } from '../drivers/vhost-vdpa.ts';
 
+/** Bytes of the platform's arenas the device worker gets for its devices. */
+export interface AttachSlices {
+  /** Private memory: state blocks, IOTLB tables, doorbells. */
+  priv: number;
+  /** RAM: RAM disks and device staging buffers. */
+  ram: number;
+}
+
+/** What `devAdd` answers. */
+export interface RemoteDevInfo {
+  /** Device name. */
+  name: string;
+  /** Virtqueues. */
+  nvqs: number;
+  /** Virtio device id. */
+  deviceId: number;
+}
+
+/** ioctl() as the syscall answers. */
+export interface IoctlResult {
+  /** 0, or -errno. */
+  ret: number;
+  /** The struct written back, or null (write-only requests, errors). */
+  out: Uint8Array | null;
+}
+
 /** Options of {@link RemoteVdpaBus.connect}. */
 export interface RemoteVdpaBusOptions {
   /**
@@ -45,15 +71,18 @@ export interface RemoteVdpaBusOptions {
    * the worker's devices. Set false when the worker was started with its platform already.
    * @default { priv: 4 MiB, ram: 16 MiB }
    */
-  attach?: { priv: number; ram: number } | false;
+  attach?: AttachSlices | false;
   /** Milliseconds a synchronous config op may wait for the worker. @default 5000 */
   syncTimeoutMs?: number;
 }
 
 /** What `vdpa ARGV…` printed in the device worker, and its exit code. */
 export interface RemoteVdpaOutput {
+  /** Exit code: 0, or 1 on any error. */
   code: number;
+  /** Standard output. */
   out: string;
+  /** Standard error. */
   err: string;
 }
 
@@ -111,8 +140,8 @@ export class RemoteVdpaBus {
   }
 
   /** `vdpa dev add`: creates a device on the worker's bus. */
-  async devAdd(mgmtdev: string, name: string, attrs: MgmtDevAttrs = {}): Promise<{ name: string; nvqs: number; deviceId: number }> {
-    return (await this.request('devAdd', mgmtdev, name, attrs)) as { name: string; nvqs: number; deviceId: number };
+  async devAdd(mgmtdev: string, name: string, attrs: MgmtDevAttrs = {}): Promise<RemoteDevInfo> {
+    return (await this.request('devAdd', mgmtdev, name, attrs)) as RemoteDevInfo;
   }
 
   /** `vdpa dev del`: releases the device if it is open here, then deletes it in the worker. */
@@ -500,9 +529,9 @@ export class RemoteVhostFile {
   }
 
   /** ioctl() as the syscall answers: `ret` 0 or -errno, `out` the struct written back (or null). */
-  async ioctlRaw(request: number, arg: Uint8Array = new Uint8Array(0)): Promise<{ ret: number; out: Uint8Array | null }> {
+  async ioctlRaw(request: number, arg: Uint8Array = new Uint8Array(0)): Promise<IoctlResult> {
     if (this.closed) return { ret: -9, out: null }; // EBADF
-    return (await this.remote.request('vhostIoctl', this.fid, request >>> 0, arg)) as { ret: number; out: Uint8Array | null };
+    return (await this.remote.request('vhostIoctl', this.fid, request >>> 0, arg)) as IoctlResult;
   }
 
   /** One ioctl: resolves to the struct written back (reads) or 0; rejects with a VhostError. */
