@@ -47,6 +47,13 @@ export { MgmtDevice, VdpaSimNetMgmt, VdpaSimBlkMgmt, parseMac, formatMac } from 
 export { VhostVdpa, VhostVdpaFile } from './drivers/vhost-vdpa.ts';
 export { VhostError, ERRNO, errnoName } from './vhost/errno.ts';
 export * from './vhost/uapi.ts';
+export { Channel, errorToWire, errorFromWire } from './worker/channel.ts';
+export { MailboxClient, MailboxServer, MAILBOX_HEADER, MAILBOX_CAP } from './worker/mailbox.ts';
+export { serveVdpa } from './worker/host.ts';
+export { RemoteVdpaBus, RemoteVdpaDevice, RemoteVhostFile } from './worker/remote-device.ts';
+export { REMOTE_VDPA } from './worker/host.ts';
+export { Vmm } from './vmm/vmm.ts';
+export { serveGuest } from './vmm/guest.ts';
 
 export type { PlatformOptions, PlatformHandle } from './platform/platform.ts';
 export type { IotlbEntry } from './platform/iotlb.ts';
@@ -91,3 +98,10 @@ export type { MigrateOptions, MigrationReport } from './migration/migrate.ts';
 export type { SimCoreState } from './devices/sim-core.ts';
 export type { OpfsBackendOptions, OpfsSyncAccessHandle } from './browser/opfs-backend.ts';
 export type { BrowserLabRunner, BrowserLabRunnerOptions, LabWorkerLike, LabWorkerEvent } from './browser/lab-runner.ts';
+export type { PortLike, PortListener, RequestHandler, ChannelOptions } from './worker/channel.ts';
+export type { MailboxHandle } from './worker/mailbox.ts';
+export type { ServeVdpaOptions, OpenedDevice, OpenedDeviceCache, HostStats } from './worker/host.ts';
+export type { RemoteVdpaBusOptions, RemoteVdpaOutput, AttachSlices, RemoteDevInfo, IoctlResult } from './worker/remote-device.ts';
+export type { WireError } from './worker/channel.ts';
+export type { VmmDevice, GuestRam } from './vmm/vmm.ts';
+export type { GuestCounters, GuestNetResult, GuestBlkResult } from './vmm/guest.ts';
