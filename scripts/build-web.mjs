@@ -30,6 +30,8 @@ export async function buildWeb({ minify = false } = {}) {
     minify,
     loader: { '.css': 'text' },
     logLevel: 'warning',
+    // src/loader/wasm-global.ts only declares types: that its bare import is dropped is right.
+    logOverride: { 'ignored-bare-import': 'silent' },
     // src/lab/node-runner.ts and src/node/* are never imported by the page; keep Node built-ins out.
     external: ['node:*'],
   });
