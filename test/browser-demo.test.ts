@@ -273,6 +273,18 @@ describe('browserCrossThreadRunner (src/browser/lab-runner.ts)', () => {
     await assert.rejects(browserCrossThreadRunner(), (e: unknown) => e instanceof VirtioError && e.code === 'unsupported');
   });
 
+  test('a worker that never answers (serveLab not running in it) fails the runner, typed, and is terminated', async () => {
+    const made: { terminated: boolean }[] = [];
+    const silent = () => {
+      const w = { terminated: false, postMessage() {}, terminate() { w.terminated = true; }, addEventListener() {} };
+      made.push(w);
+      return w;
+    };
+    await assert.rejects(browserCrossThreadRunner({ createWorker: silent, startTimeoutMs: 50 }),
+      (e: unknown) => e instanceof VirtioError && e.code === 'cancelled' && /no answer to 'attach'/.test(e.message));
+    assert.deepEqual(made.map((w) => w.terminated), [true, true]);
+  });
+
   test('from dist in Chromium: default workers, a small cross-thread sweep', { skip: haveChromium ? false : 'no chromium' }, async () => {
     if (!existsSync(path.join(ROOT, 'dist/browser/lab-worker.js'))) assert.fail('dist/browser/lab-worker.js is missing: run `npm run build` first');
     const srv = await serveStatic(ROOT, ['dist', 'test/browser']);
