@@ -9,7 +9,7 @@ export { DeviceQueue } from './ring/device-queue.ts';
 export { ringFeatures, checkQueueSize } from './ring/queue-base.ts';
 export { checkVqState } from './ring/vq-state.ts';
 export { Q, QF, QSB_SIZE, REC, TLB, ringAreaSizes, ringAreaAligns } from './ring/layout.ts';
-export { hasSimd, ringModule, defaultModule, instantiate } from './loader/wasm.ts';
+export { hasSimd, ringModule, defaultModule, instantiate, loadRingModule } from './loader/wasm.ts';
 export { ABI_VERSION, RING_EXPORT_NAMES } from './loader/exports.ts';
 export * from './virtio/constants.ts';
 export { VdpaBus } from './bus/bus.ts';
@@ -28,6 +28,8 @@ export { VirtioBlkDriver, VIRTIO_BLK_DRIVER_FEATURES } from './drivers/virtio-bl
 export { createVirtioVdpa, VirtioDrivers } from './drivers/index.ts';
 export { L2Switch } from './devices/switch.ts';
 export { IdbBackend } from './browser/idb-backend.ts';
+export { OpfsBackend } from './browser/opfs-backend.ts';
+export { browserCrossThreadRunner } from './browser/lab-runner.ts';
 export {
   NetCtrlState, VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_ANNOUNCE,
   VIRTIO_NET_OK, VIRTIO_NET_ERR, MAC_TABLE_MAX,
@@ -42,6 +44,9 @@ export { formatTable, textTable, toCsv, toJson, parseResult, series, svgChart, c
 export { Doorbell, DoorbellWaiter, DOORBELL_SIZE, WAKER_SIZE } from './worker/doorbell.ts';
 export { PcapWriter, readPcap, LINKTYPE_ETHERNET, PCAP_MAGIC } from './devices/pcap.ts';
 export { MgmtDevice, VdpaSimNetMgmt, VdpaSimBlkMgmt, parseMac, formatMac } from './mgmt/mgmtdev.ts';
+export { VhostVdpa, VhostVdpaFile } from './drivers/vhost-vdpa.ts';
+export { VhostError, ERRNO, errnoName } from './vhost/errno.ts';
+export * from './vhost/uapi.ts';
 
 export type { PlatformOptions, PlatformHandle } from './platform/platform.ts';
 export type { IotlbEntry } from './platform/iotlb.ts';
@@ -59,7 +64,7 @@ export type { SwitchEndpoint, SwitchPortStats } from './devices/switch.ts';
 export type { RxMode, NetCtrlSnapshot } from './devices/net-ctrl.ts';
 export type { PcapOptions } from './devices/pcap.ts';
 export type { VdpaSimBlkOptions, BlkBackend } from './devices/blk.ts';
-export type { MgmtDevAttrs, MgmtAttrName } from './mgmt/mgmtdev.ts';
+export type { MgmtDevAttrs, MgmtAttrName, MgmtDevSetAttrs, VdpaMgmtDeviceTypes } from './mgmt/mgmtdev.ts';
 export type { VirtioClassDriver, VirtioVdpaOptions } from './drivers/virtio-vdpa.ts';
 export type { VirtioNetDriverOptions, NetDriverStats } from './drivers/virtio-net.ts';
 export type { VirtioBlkDriverOptions, BlkDiscardLimits, BlkTransferLimits } from './drivers/virtio-blk.ts';
@@ -70,4 +75,19 @@ export type { LabCounters, LabRun, SameThreadRig } from './lab/same-thread.ts';
 export type { XMessage, XPort, XControl } from './lab/xthread-worker.ts';
 export type { ChartSeries } from './lab/report.ts';
 export type { DoorbellHandle } from './worker/doorbell.ts';
+export type { VdpaBusOptions } from './bus/bus.ts';
+export type { VhostVdpaNodeInfo } from './drivers/vhost-vdpa.ts';
+export type { ErrnoName } from './vhost/errno.ts';
+export type { DetailListener, AnyEventListener, AddListenerOptions, RemoveListenerOptions, VdpaBusEventMap, VdpaSimEventMap, VirtioNetDriverEventMap, VirtioBlkDriverEventMap } from './events.ts';
 export type { NetRxBatch } from './drivers/virtio-net.ts';
+export { saveState, loadState, encodeState, decodeState, checkState, DEVICE_STATE_FORMAT, DEVICE_STATE_VERSION } from './migration/state.ts';
+export { DirtyLog, VHOST_LOG_PAGE } from './migration/dirty-log.ts';
+export { createSlot } from './migration/slot.ts';
+export { migrate } from './migration/migrate.ts';
+export type { DeviceState, VqStateEntry, MapEntry, MigratableDevice } from './migration/state.ts';
+export type { DirtyLogOptions } from './migration/dirty-log.ts';
+export type { DeviceSlot } from './migration/slot.ts';
+export type { MigrateOptions, MigrationReport } from './migration/migrate.ts';
+export type { SimCoreState } from './devices/sim-core.ts';
+export type { OpfsBackendOptions, OpfsSyncAccessHandle } from './browser/opfs-backend.ts';
+export type { BrowserLabRunner, BrowserLabRunnerOptions, LabWorkerLike, LabWorkerEvent } from './browser/lab-runner.ts';

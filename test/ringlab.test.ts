@@ -147,12 +147,12 @@ test('CLI: presets, a sweep to JSON/CSV/SVG/HTML files, compare, and usage error
   assert.match(c.o.out, /^event-idx\s+What does EVENT_IDX save/m);
   c = io();
   const j = join(dir, 'a.json');
-  assert.equal(await labMain(['--batch', '1,8', '--layout', 'split,packed', '--rounds', '1', '--chains', '200', '--json', j, '--csv', join(dir, 'a.csv'), '--svg', join(dir, 'a'), '--html', join(dir, 'a.html')], c.io), 0);
+  assert.equal(await labMain(['--batch', '1,8', '--layout', 'split,packed', '--rounds', '1', '--chains', '200', '--json', j, '--csv', join(dir, 'a.csv'), '--svg', join(dir, 'charts', 'a'), '--html', join(dir, 'a.html')], c.io), 0);
   assert.match(c.o.out, /4 points × 1 rounds × 200 chains/);
   assert.match(c.o.err, /\[1\/4\][\s\S]*done: 4 points/);
   assert.equal(parseResult(JSON.parse(readFileSync(j, 'utf8'))).results.length, 4);
   assert.equal(readFileSync(join(dir, 'a.csv'), 'utf8').trim().split('\n').length, 5);
-  for (const f of ['a-throughput.svg', 'a-notifications.svg', 'a.html']) assert.ok(existsSync(join(dir, f)), f);
+  for (const f of ['charts/a-throughput.svg', 'charts/a-notifications.svg', 'a.html']) assert.ok(existsSync(join(dir, f)), f);
   writeFileSync(join(dir, 'b.json'), readFileSync(j, 'utf8'));
   c = io();
   assert.equal(await labMain(['compare', j, join(dir, 'b.json')], c.io), 0);

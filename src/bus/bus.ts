@@ -5,7 +5,7 @@
 
 import { VirtioError, Code } from '../errors.ts';
 import type { VdpaConfigOps } from './config-ops.ts';
-import type { MgmtDevice, MgmtDevAttrs } from '../mgmt/mgmtdev.ts';
+import type { MgmtDevice, MgmtDevAttrs } from '../mgmt/base.ts';
 
 /** A device on the vdpa bus (struct vdpa_device): the config ops plus its identity. */
 export interface VdpaDevice extends VdpaConfigOps {
@@ -37,6 +37,18 @@ interface Entry {
   dev: VdpaDevice;
   mgmtdev: string | null;
   driver: VdpaBusDriver | null;
+  /** The only driver that may bind it (sysfs driver_override), or null. */
+  override: string | null;
+}
+
+/** Options of {@link VdpaBus}. */
+export interface VdpaBusOptions {
+  /**
+   * The driver new devices bind to when they have no driver override: with it set, a device
+   * is probed by that driver only (a host that wants every device for vhost_vdpa says so here).
+   * @default none: the first registered driver that matches, as Linux's bus does
+   */
+  defaultDriver?: string;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$/;
@@ -46,6 +58,13 @@ export class VdpaBus extends EventTarget {
   private readonly mgmt = new Map<string, MgmtDevice>();
   private readonly devs = new Map<string, Entry>();
   private readonly drivers: VdpaBusDriver[] = [];
+  /** The driver devices without an override bind to, or null for any (see {@link VdpaBusOptions}). */
+  readonly defaultDriver: string | null;
+
+  constructor(opts: VdpaBusOptions = {}) {
+    super();
+    this.defaultDriver = opts.defaultDriver ?? null;
+  }
 
   // ── management devices ──
 
@@ -115,7 +134,7 @@ export class VdpaBus extends EventTarget {
   /** Unbinds and removes a device (vdpa_unregister_device); resets it. */
   removeDevice(name: string): void {
     const e = this.entry(name);
-    this.unbind(e);
+    this.detach(e);
     this.devs.delete(name);
     e.dev.reset();
     this.emit('device-remove', name);
@@ -147,7 +166,7 @@ export class VdpaBus extends EventTarget {
   registerDriver(d: VdpaBusDriver): void {
     if (this.drivers.some((x) => x.name === d.name)) throw new VirtioError(Code.AlreadyExists, `driver ${d.name} is already registered`);
     this.drivers.push(d);
-    for (const e of this.devs.values()) if (!e.driver) this.tryBind(e, d);
+    for (const e of this.devs.values()) if (!e.driver && this.eligible(e, d)) this.tryBind(e, d);
   }
 
   /** Unbinds a driver from its devices and unregisters it. */
@@ -155,7 +174,7 @@ export class VdpaBus extends EventTarget {
     const i = this.drivers.findIndex((x) => x.name === name);
     if (i < 0) throw new VirtioError(Code.NotFound, `driver ${name} is not registered`);
     const d = this.drivers[i]!;
-    for (const e of this.devs.values()) if (e.driver === d) this.unbind(e);
+    for (const e of this.devs.values()) if (e.driver === d) this.detach(e);
     this.drivers.splice(i, 1);
   }
 
@@ -164,29 +183,64 @@ export class VdpaBus extends EventTarget {
     return [...this.drivers];
   }
 
-  /** Binds device `name` to driver `driver` (unbinding any other first). */
+  /**
+   * Binds device `name` to driver `driver`, unbinding any other first, and makes `driver` its
+   * driver override (sysfs driver_override + bind): from now on no other driver probes it,
+   * also after unbind() or when another driver registers. Throws NotFound for an unknown device
+   * or driver, Unsupported if the driver does not match the device; a probe that throws leaves
+   * the device unbound and the error propagates.
+   */
   bind(name: string, driver: string): void {
     const e = this.entry(name);
     const d = this.drivers.find((x) => x.name === driver);
     if (!d) throw new VirtioError(Code.NotFound, `driver ${driver} is not registered`);
-    if (e.driver === d) return;
     if (d.match && !d.match(e.dev)) throw new VirtioError(Code.Unsupported, `driver ${driver} does not match ${name}`);
-    this.unbind(e);
+    e.override = driver;
+    if (e.driver === d) return;
+    this.detach(e);
     d.probe(e.dev);
     e.driver = d;
     this.emit('bind', name);
   }
 
-  /** Unbinds device `name` from its driver, if any. */
+  /** Unbinds device `name` from its driver, if any (sysfs unbind). Its driver override stays. */
+  unbind(name: string): void {
+    this.detach(this.entry(name));
+  }
+
+  /** Same as {@link unbind} (the older name). */
   unbindDevice(name: string): void {
-    this.unbind(this.entry(name));
+    this.unbind(name);
+  }
+
+  /**
+   * Sets (or with null clears) the only driver that may bind device `name` (sysfs
+   * driver_override), without binding. If the device is unbound, it is then offered to the
+   * eligible registered drivers, as writing drivers_probe does.
+   */
+  setDriverOverride(name: string, driver: string | null): void {
+    const e = this.entry(name);
+    if (driver !== null && typeof driver !== 'string') throw new VirtioError(Code.InvalidArgument, 'driver override must be a driver name or null');
+    e.override = driver;
+    if (!e.driver) for (const d of this.drivers) if (this.eligible(e, d) && this.tryBind(e, d)) break;
+  }
+
+  /** The driver override of device `name`, or null. */
+  driverOverride(name: string): string | null {
+    return this.entry(name).override;
   }
 
   private insert(dev: VdpaDevice, mgmtdev: string | null): void {
-    const e: Entry = { dev, mgmtdev, driver: null };
+    const e: Entry = { dev, mgmtdev, driver: null, override: null };
     this.devs.set(dev.name, e);
     this.emit('device-add', dev.name);
-    for (const d of this.drivers) if (this.tryBind(e, d)) break;
+    for (const d of this.drivers) if (this.eligible(e, d) && this.tryBind(e, d)) break;
+  }
+
+  /** Whether driver d may probe e: its override, else the bus default, else any. */
+  private eligible(e: Entry, d: VdpaBusDriver): boolean {
+    const only = e.override ?? this.defaultDriver;
+    return only === null || only === d.name;
   }
 
   private tryBind(e: Entry, d: VdpaBusDriver): boolean {
@@ -201,7 +255,7 @@ export class VdpaBus extends EventTarget {
     return true;
   }
 
-  private unbind(e: Entry): void {
+  private detach(e: Entry): void {
     if (!e.driver) return;
     const d = e.driver;
     e.driver = null;

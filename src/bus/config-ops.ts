@@ -50,6 +50,10 @@ export interface VdpaConfigOps {
   getVqNotification?(idx: number): VqNotification;
   /** Vendor counters of queue idx. */
   getVendorVqStats?(idx: number): VqVendorStats;
+  /** The size queue idx has now (get_vq_size). */
+  getVqSize?(idx: number): number;
+  /** The virtqueue group of queue idx's descriptor table, when it can differ from getVqGroup (get_vq_desc_group). */
+  getVqDescGroup?(idx: number): number;
 
   // Device ops
   /** Features the device offers (a 64-bit mask). */
@@ -94,4 +98,8 @@ export interface VdpaConfigOps {
   dmaUnmap?(asid: number, iova: number | bigint, size: number): void;
   /** Binds virtqueue group `group` to address space `asid`. */
   setGroupAsid?(group: number, asid: number): void;
+  /** Puts address space asid back to the device's initial map (reset_map). */
+  resetMap?(asid: number): void;
+  /** vhost backend features (VHOST_BACKEND_F_* bits) the device itself supports (get_backend_features). */
+  getBackendFeatures?(): bigint;
 }

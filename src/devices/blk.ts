@@ -58,7 +58,16 @@ const CFG_SIZE = VIRTIO_BLK_CFG.SIZE;
  * Flag bits of blk_parse / blk_serve (assembly/dev/blk.ts BLK_F_*; test/blk-parse-sync.test.ts).
  * SEG_SHIFT: bits 16.. of the flag word carry the seg_max the config space offers.
  */
-export const BLK_FLAG = { RO: 1, DISCARD: 2, WRITE_ZEROES: 4, SEG_SHIFT: 16 } as const;
+export const BLK_FLAG = {
+  /** The disk is read-only (VIRTIO_BLK_F_RO). */
+  RO: 1,
+  /** DISCARD is offered. */
+  DISCARD: 2,
+  /** WRITE_ZEROES is offered. */
+  WRITE_ZEROES: 4,
+  /** Shift of the seg_max field in the flag word. */
+  SEG_SHIFT: 16,
+} as const;
 
 /**
  * Limits the device offers in config space and enforces in wasm (assembly/dev/blk.ts
@@ -67,12 +76,43 @@ export const BLK_FLAG = { RO: 1, DISCARD: 2, WRITE_ZEROES: 4, SEG_SHIFT: 16 } as
  * min(SEG_MAX, vq_num_max - 2) (128 is Linux's BLK_MAX_SEGMENTS): an IN / OUT request carries
  * at most size_max × seg_max data bytes (8 MiB by default); a longer one is IOERR before any copy.
  */
-export const BLK_LIMITS = { MAX_DISCARD_SECTORS: 65535, MAX_DISCARD_SEG: 16, SIZE_MAX: 65536, SEG_MAX: 128 } as const;
+export const BLK_LIMITS = {
+  /** Most sectors in one discard or write-zeroes range. */
+  MAX_DISCARD_SECTORS: 65535,
+  /** Most discard or write-zeroes ranges in one request. */
+  MAX_DISCARD_SEG: 16,
+  /** size_max: largest data segment, bytes. */
+  SIZE_MAX: 65536,
+  /** Upper bound of seg_max. */
+  SEG_MAX: 128,
+} as const;
 
 /** blk_parse output record layout (assembly/dev/blk.ts BLK_R_*, BLK_ACT_*, BLK_REQ_REC …). */
 export const BLK_REQ = {
-  REC: 32, ACTION: 0, TYPE: 4, SECTOR: 8, BYTES: 16, NRANGES: 20, RANGE0: 24, STATUS_AT: 28,
-  ACT_DONE: 0, ACT_BACKEND: 1, RANGE_REC: 16, SCRATCH: 16 + 32 + 16 * 16,
+  /** Bytes per record. */
+  REC: 32,
+  /** u32 at this offset: ACT_DONE or ACT_BACKEND. */
+  ACTION: 0,
+  /** u32: the request type (VIRTIO_BLK_T_*). */
+  TYPE: 4,
+  /** u64: first sector. */
+  SECTOR: 8,
+  /** u32: data bytes. */
+  BYTES: 16,
+  /** u32: discard / write-zeroes ranges. */
+  NRANGES: 20,
+  /** u32: index of the request's first range in the ranges area. */
+  RANGE0: 24,
+  /** u32: offset of the status byte within the chain's writable bytes (writeBytes - 1). */
+  STATUS_AT: 28,
+  /** Action: answered in wasm already (status and written length set). */
+  ACT_DONE: 0,
+  /** Action: the backend must serve it. */
+  ACT_BACKEND: 1,
+  /** Bytes per range record (struct virtio_blk_discard_write_zeroes). */
+  RANGE_REC: 16,
+  /** Private scratch bytes blk_parse needs. */
+  SCRATCH: 16 + 32 + 16 * 16,
 } as const;
 
 /** Features vdpasim_blk offers (VIRTIO_BLK_F_RO is added for read-only devices). */
@@ -114,6 +154,8 @@ export interface VdpaSimBlkOptions {
   deviceFeatures?: bigint;
   /** An asynchronous backend instead of the RAM disk. */
   backend?: BlkBackend;
+  /** Longest a suspend waits for backend requests in flight; past it the device sets NEEDS_RESET. @default 1000 */
+  suspendTimeoutMs?: number;
 }
 
 /** A request handed to the backend, with what its completion may touch. */
@@ -192,7 +234,7 @@ export class VdpaSimBlk extends VdpaSim {
     const ro = (opts.readOnly ?? false) || backendRo;
     const roBit = 1n << BigInt(VIRTIO_BLK_F_RO);
     const offered = opts.deviceFeatures !== undefined ? opts.deviceFeatures | (ro ? roBit : 0n) : (VDPASIM_BLK_FEATURES | (ro ? roBit : 0n));
-    super(platform, { name: opts.name, deviceId: VIRTIO_ID_BLOCK, supportedFeatures: offered, nvqs: 1, configSize: CFG_SIZE });
+    super(platform, { name: opts.name, deviceId: VIRTIO_ID_BLOCK, supportedFeatures: offered, nvqs: 1, configSize: CFG_SIZE, ...(opts.suspendTimeoutMs !== undefined ? { suspendTimeoutMs: opts.suspendTimeoutMs } : {}) });
     // Anything below that throws (platform memory running out) frees what the device had
     // allocated, whether or not it was built through constructDevice().
     try {
@@ -403,12 +445,26 @@ export class VdpaSimBlk extends VdpaSim {
     this.held.push(a);
     this.deliverHeld();
     if (this.inflight.size === 0) for (const w of this.drainWaiters.splice(0)) w();
+    this.workProgress(); // a suspend waiting for requests in flight (sim-core quiesce)
+  }
+
+  /**
+   * Answers held while suspended go out now — also when the driver asked for SUSPEND while the
+   * VMM had the device stopped: the suspend waits for exactly these.
+   */
+  protected override onResume(): void {
+    if (this.held.length) queueMicrotask(() => this.deliverHeld());
+  }
+
+  /** Requests a suspend must finish first: in flight at the backend, or answered and not yet used. */
+  protected override pendingWork(): number {
+    return this.inflight.size + this.held.length;
   }
 
   /** Pushes held answers used, if the device is running. Never throws (called from microtasks). */
   private deliverHeld(): void {
     const q = this.queue(0);
-    if (!q || !this.running || this.held.length === 0) return;
+    if (!q || !this.canComplete || this.held.length === 0) return;
     const list = this.held.splice(0);
     try {
       this.runDatapath(() => {
@@ -431,6 +487,7 @@ export class VdpaSimBlk extends VdpaSim {
         q.flushUsed();
         return k;
       });
+      this.workProgress(); // a suspend waiting for these answers
     } catch {
       // Anything unexpected while pushing used: the queue can no longer be trusted.
       q.markUnmapped();
@@ -454,11 +511,16 @@ export class VdpaSimBlk extends VdpaSim {
     const u8 = this.platform.u8;
     let status = a.status;
     let written = 0;
+    const ex = this.platform.exports;
     if (a.data && req.data) {
       if (stale && !req.data.every((s) => tlb.allows(s.addr, s.len, PERM_W))) status = VIRTIO_BLK_S_IOERR;
-      else written = scatter(u8, req.data, a.data);
+      else {
+        written = scatter(u8, req.data, a.data);
+        for (const s of req.data) ex.dirty_mark(s.addr, s.len); // written outside the pass that popped it (assembly/dirty.ts)
+      }
     }
     u8[req.statusAddr] = status;
+    ex.dirty_mark(req.statusAddr, 1);
     return written + 1;
   }
 }

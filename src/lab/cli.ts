@@ -6,7 +6,8 @@
 //   vdpa-ringlab --preset cross-thread --html xthread.html
 //   vdpa-ringlab compare before.json after.json
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { VirtioError } from '../errors.ts';
 import { PRESETS, preset, DEFAULT_SWEEP, CROSS_THREAD_MODES, expandSweep, pointLabel, type LabPoint, type LabSweep } from './sweep.ts';
 import { runLab, type LabBaseline, type LabResult } from './lab.ts';
@@ -148,15 +149,17 @@ export async function labMain(argv: readonly string[], io: LabIo): Promise<numbe
     } finally {
       await xr?.close();
     }
-    const write = (dest: string, s: string) => (dest === '-' ? io.out(s) : writeFileSync(dest, s));
+    // Output files may name a directory that does not exist yet (build/lab/…): make it, as `-o` does elsewhere.
+    const put = (dest: string, s: string) => { mkdirSync(dirname(dest), { recursive: true }); writeFileSync(dest, s); };
+    const write = (dest: string, s: string) => (dest === '-' ? io.out(s) : put(dest, s));
     if (json) write(json, toJson(r));
     if (csv) write(csv, toCsv(r));
     if (svg) {
       const c = charts(r, x);
-      writeFileSync(`${svg}-throughput.svg`, c.throughput);
-      writeFileSync(`${svg}-notifications.svg`, c.notifications);
+      put(`${svg}-throughput.svg`, c.throughput);
+      put(`${svg}-notifications.svg`, c.notifications);
     }
-    if (html) writeFileSync(html, toHtml(r, x));
+    if (html) put(html, toHtml(r, x));
     if (json !== '-' && csv !== '-') io.out(formatTable(r) + '\n');
     return 0;
   } catch (e) {
