@@ -82,7 +82,14 @@ export interface DeviceState {
   /** net: control-queue state (rx mode, MAC tables, VLANs, queue pairs). */
   net?: NetCtrlSnapshot;
   /** blk: disk identity and requests in flight (always none: they are drained). */
-  blk?: { capacity: number; readOnly: boolean; inFlight: 0 };
+  blk?: {
+    /** Disk size in 512-byte sectors (VIRTIO 1.3 §5.2.4 `capacity`). */
+    capacity: number;
+    /** The disk refuses writes (VIRTIO_BLK_F_RO). */
+    readOnly: boolean;
+    /** Requests in flight at save: always 0, the source drains them before it saves. */
+    inFlight: 0;
+  };
 }
 
 /** A device whose state can be saved and loaded. */
