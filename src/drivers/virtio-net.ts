@@ -775,7 +775,9 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       // A token is a slot of ours (the ring core checks used ids against what is in flight).
       for (let i = 0; i < n; i++) free[k++] = tx.usedToken(i);
       this.txNfree[qi] = k;
-      if (n === 0 && tx.enableCb()) break;
+      // Fewer than asked: drained at that moment, so re-enable at once (no empty getUsed);
+      // used buffers that raced in mean one more round.
+      if (n < tx.batch && tx.enableCb()) break;
     }
   }
 
@@ -836,6 +838,8 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       if (rx.kickPrepare()) this.dev.kickVq(2 * qi);
       if (failure) throw failure.e;
       if (frames) for (const f of frames) this.deliver(f);
+      // Fewer than asked: drained, so ask for the next interrupt now (no empty getUsed first).
+      if (n < rx.batch && this.rxq[qi] === rx && rx.enableCb()) break;
     }
   }
 
