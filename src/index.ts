@@ -76,3 +76,4 @@ export type { DoorbellHandle } from './worker/doorbell.ts';
 export type { VdpaBusOptions } from './bus/bus.ts';
 export type { VhostVdpaNodeInfo } from './drivers/vhost-vdpa.ts';
 export type { ErrnoName } from './vhost/errno.ts';
+export type { ForeignPlatformOptions } from './platform/platform.ts';
