@@ -77,3 +77,5 @@ export type { VdpaBusOptions } from './bus/bus.ts';
 export type { VhostVdpaNodeInfo } from './drivers/vhost-vdpa.ts';
 export type { ErrnoName } from './vhost/errno.ts';
 export type { ForeignPlatformOptions } from './platform/platform.ts';
+export { VirtioPciFunction } from './pci/virtio-pci.ts';
+export type { VirtioPciOptions, PciInterruptSink, PciDescription, PciBarDescription, GuestMemoryRegion } from './pci/virtio-pci.ts';
