@@ -9,7 +9,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, VirtioPciFunction,
+  Platform, VdpaBus, VirtioError, Code, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, VirtioPciFunction,
   featureBit, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_F_EVENT_IDX,
   type VdpaSimNet, type VdpaSimBlk, type PciInterruptSink,
 } from '../src/index.ts';
@@ -577,6 +577,19 @@ describe('bad accesses: read all ones, writes dropped, nothing thrown', () => {
     net.write(4, C.VIRTIO_PCI_COMMON_STATUS, 1, S_ACK);
     assert.equal(net.read(4, C.VIRTIO_PCI_COMMON_STATUS, 1), S_ACK | S_DRIVER);
     net.close();
+  });
+
+  test('bad options are VirtioError(InvalidArgument) and leave the node unowned', () => {
+    const { p, bus, vhost } = world();
+    bus.devAdd('vdpasim_net', 'net0');
+    const f = vhost.open('vhost-vdpa-0');
+    for (const o of [{ bar: 6 }, { bar: 5 }, { msixVectors: 129 }, { msixVectors: 1.5 }, { msixBar: 4 }, { msixBar: 5 }, { bar: 0, msixBar: 1 },
+      { guestMemory: [{ gpa: -1, size: 1, offset: 0 }] }, { guestMemory: [null] }, { guestMemory: 'x' }]) {
+      assert.throws(() => new VirtioPciFunction(p, f, o as never), (e: unknown) => e instanceof VirtioError && e.code === Code.InvalidArgument, JSON.stringify(o));
+    }
+    const fn = new VirtioPciFunction(p, f, { bar: 0, bar64: false, msixBar: 2 });
+    assert.deepEqual(fn.description.bars.map((b) => [b.index, b.kind]), [[0, 'mem32'], [2, 'mem32']]);
+    fn.close();
   });
 
   test('random register traffic never throws and leaves a function a guest can still bring up', async () => {

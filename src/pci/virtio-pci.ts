@@ -195,6 +195,20 @@ export class VirtioPciFunction {
     this.bar = opts.bar ?? 4;
     this.bar64 = opts.bar64 ?? true;
     this.msixBar = opts.msixBar ?? 1;
+    // Options are checked before the node is touched, so a refused function leaves it unowned.
+    for (const [n, b] of [['bar', this.bar], ['msixBar', this.msixBar]] as const) {
+      if (!Number.isInteger(b) || b < 0 || b > 5) bad(`${n} ${b} must be 0..5`);
+    }
+    if (this.bar64 && this.bar === 5) bad('a 64-bit BAR takes two slots: bar must be 0..4');
+    const asked = opts.msixVectors;
+    if (asked !== undefined && (!Number.isInteger(asked) || asked < 0 || asked > MAX_VECTORS)) bad(`msixVectors ${asked} must be 0..${MAX_VECTORS}`);
+    if (asked !== 0 && (this.msixBar === this.bar || (this.bar64 && this.msixBar === this.bar + 1))) bad(`msixBar ${this.msixBar} collides with the virtio BAR ${this.bar}`);
+    const regions = opts.guestMemory ?? [{ gpa: 0, size: platform.ramSize, offset: platform.ramBase }];
+    if (!Array.isArray(regions) || !regions.every((r) => typeof r === 'object' && r !== null &&
+      (typeof r.gpa === 'bigint' ? r.gpa >= 0n : Number.isSafeInteger(r.gpa) && r.gpa >= 0) &&
+      Number.isSafeInteger(r.size) && r.size > 0 && Number.isSafeInteger(r.offset) && r.offset >= 0)) {
+      bad('guestMemory must be an array of { gpa ≥ 0, size > 0, offset ≥ 0 }');
+    }
     file.setOwner();
     this.virtioId = file.getDeviceId();
     this.numQueues = file.getVqsCount();
@@ -206,13 +220,8 @@ export class VirtioPciFunction {
     // the IOTLB this function programs, whether or not the guest negotiated ACCESS_PLATFORM.
     this.deviceAccessPlatform = dev & featureBit(VIRTIO_F_ACCESS_PLATFORM);
     this.offered = dev & ~UNSUPPORTED & (opts.accessPlatform ? ~0n : ~featureBit(VIRTIO_F_ACCESS_PLATFORM));
-    const nvec = opts.msixVectors ?? this.numQueues + 1;
-    if (!Number.isInteger(nvec) || nvec < 0 || nvec > MAX_VECTORS) bad(`msixVectors ${nvec} must be 0..${MAX_VECTORS}`);
-    for (const [n, b] of [['bar', this.bar], ['msixBar', this.msixBar]] as const) {
-      if (!Number.isInteger(b) || b < 0 || b > 5) bad(`${n} ${b} must be 0..5`);
-    }
-    if (this.bar64 && this.bar === 5) bad('a 64-bit BAR takes two slots: bar must be 0..4');
-    if (nvec > 0 && (this.msixBar === this.bar || (this.bar64 && this.msixBar === this.bar + 1))) bad(`msixBar ${this.msixBar} collides with the virtio BAR ${this.bar}`);
+    // Config + one per queue, as QEMU gives virtio-net (Linux shares vectors when there are fewer).
+    const nvec = asked ?? Math.min(this.numQueues + 1, MAX_VECTORS);
     this.nvec = nvec;
     this.msixTable = new Uint32Array(nvec * 4);
     for (let v = 0; v < nvec; v++) this.msixTable[v * 4 + 3] = C.PCI_MSIX_ENTRY_CTRL_MASKBIT; // masked at reset (PCI 3.0 §6.8.2.9)
@@ -230,7 +239,7 @@ export class VirtioPciFunction {
       this.backendError(e);
     }
     this.persist = persist;
-    this.regions = (opts.guestMemory ?? [{ gpa: 0, size: platform.ramSize, offset: platform.ramBase }]).map((r) => ({ ...r }));
+    this.regions = regions.map((r) => ({ ...r }));
     this.mapGuest(false);
 
     this.waiter = new DoorbellWaiter(platform);
