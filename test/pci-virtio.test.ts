@@ -472,6 +472,35 @@ describe('bring-up by a register-level guest driver', () => {
     blk.close();
   });
 
+  test('a node without IOTLB_PERSIST: after a guest reset the function maps guest RAM again (INVALIDATE + UPDATE)', async () => {
+    const { p, bus, vhost, memory } = world({ msixVectors: 0 });
+    const dev = bus.devAdd('vdpasim_blk', 'blk0') as VdpaSimBlk;
+    const file = vhost.open('vhost-vdpa-0');
+    file.getBackendFeatures = () => 0n; // as a node that does not offer IOTLB_PERSIST
+    const blk = new VirtioPciFunction(p, file, { msixVectors: 0, guestMemory: [{ gpa: 0, size: 32 * PAGE, offset: RAM_OFFSET }] });
+    const g = new Guest(blk, memory);
+    g.probe();
+    for (let round = 0; round < 2; round++) {
+      g.negotiate(featureBit(VIRTIO_F_VERSION_1)); // resets first
+      g.setupQueue(0, 16);
+      g.addStatus(S_DRIVER_OK);
+      const h = g.alloc(16);
+      g.dv.setUint32(h, 1, true);
+      g.dv.setBigUint64(h + 8, BigInt(round), true);
+      const data = g.alloc(512);
+      g.bytes(data, 512).fill(0x31 + round);
+      const s = g.alloc(1);
+      g.bytes(s, 1)[0] = 0xff;
+      g.add(0, [{ gpa: h, len: 16 }, { gpa: data, len: 512 }], [{ gpa: s, len: 1 }]);
+      g.kick(0);
+      for (let i = 0; i < 10 && g.bytes(s, 1)[0] === 0xff; i++) await tick();
+      assert.equal(g.bytes(s, 1)[0], 0, `round ${round}`);
+      assert.equal(p.u8[dev.disk + round * 512 + 7], 0x31 + round);
+    }
+    assert.equal(blk.backendErrors, 0);
+    blk.close();
+  });
+
   test('a config change under INTx sets ISR bit 1', async () => {
     const { fn, bus, memory, irq } = world({ msixVectors: 0 });
     const dev = bus.devAdd('vdpasim_net', 'net0') as VdpaSimNet;
