@@ -281,7 +281,7 @@ export function drv_kick_prepare(q: usize): i32 {
  */
 export function drv_get_used(q: usize, out: usize, max: i32): i32 {
   if (broken(q)) return STATUS_BROKEN;
-  return isPacked(q) ? packed.drvGetUsed(q, out, max) : split.drvGetUsed(q, out, max);
+  return isPacked(q) ? packed.drvGetUsed(q, out, out + 4, 8, max) : split.drvGetUsed(q, out, out + 4, 8, max);
 }
 
 /** Enables used-buffer notifications. Returns 1 if used buffers are already pending. */
@@ -318,4 +318,43 @@ export function drv_detach_unused(q: usize, st: usize, out: usize, max: i32): i3
     }
   }
   return k;
+}
+
+// ─────────────────────────── fused verbs (issue 11) ───────────────────────────
+
+/**
+ * The fused device pass: serves up to max available chains of one direct device-readable
+ * descriptor (1..stride bytes; any length when stride is 0) in one call: the checks and
+ * translation of dev_pop, the copy to dst + i*stride (when stride != 0), the length to lens[i]
+ * (u32, when lens != 0), the used element {id, 0}, one publish, and the notification decision
+ * of dev_need_call. Stops before the first chain that is anything else; dev_pop takes it from
+ * there (and reports any error in it). Returns (served << 2) | (stopped at such a chain << 1)
+ * | (notify the driver now), STATUS_BROKEN, or the peer error that broke the queue now.
+ */
+export function dev_serve(q: usize, max: i32, dst: usize, stride: u32, lens: usize): i32 {
+  if (broken(q)) return STATUS_BROKEN;
+  if (max <= 0) return max == 0 ? 0 : STATUS_INVALID_ARG;
+  const tbl = <usize>load<u32>(q, Q_IOTLB);
+  return isPacked(q) ? packed.devServe(q, tbl, max, dst, stride, lens) : split.devServe(q, tbl, max, dst, stride, lens);
+}
+
+/**
+ * Adds up to n one-buffer chains from 16-byte buffer records {u64 addr, u32 len, u32 token}
+ * (device-writable when flags bit 0 is set) and publishes them with one store; with flags bit 1
+ * also decides the kick (drv_kick_prepare). Stops when the ring is full.
+ * Returns (added << 1) | (kick the device now), STATUS_BROKEN or STATUS_INVALID_ARG.
+ */
+export function drv_add_bufs(q: usize, bufs: usize, n: i32, flags: u32): i32 {
+  if (broken(q)) return STATUS_BROKEN;
+  if (n <= 0) return n == 0 ? 0 : STATUS_INVALID_ARG;
+  return isPacked(q) ? packed.drvAddBufs(q, bufs, n, flags) : split.drvAddBufs(q, bufs, n, flags);
+}
+
+/**
+ * Reclaims up to max used buffers into a token array (u32 each) and, when lens != 0, a length
+ * array. Same checks and results as drv_get_used.
+ */
+export function drv_reclaim(q: usize, tokens: usize, lens: usize, max: i32): i32 {
+  if (broken(q)) return STATUS_BROKEN;
+  return isPacked(q) ? packed.drvGetUsed(q, tokens, lens, 4, max) : split.drvGetUsed(q, tokens, lens, 4, max);
 }

@@ -1,4 +1,4 @@
-// Builds every wasm variant with asc and embeds the release ones in src/loader/wasm-code.ts.
+// Builds every wasm variant with asc and embeds each release one in src/loader/wasm-code-*.ts.
 //   release × {unshared, shared} × {simd, plain}  (the loader picks one at run time)
 //   debug   × {unshared, shared}                  (tests run the ring suites on it too)
 import { execFileSync } from 'node:child_process';
@@ -29,16 +29,17 @@ for (const target of ['release', 'debug']) {
 }
 
 const release = variants.filter((v) => v.target === 'release');
-let out = '// generated — do not edit (scripts/build-wasm.mjs embeds build/*.wasm)\n';
-out += '/** Base64 of each release build of assembly/, keyed by variant. */\n';
-out += 'export const wasmCode = {\n';
+// One module per release build, so an application (or a bundler) pulls in only the builds it
+// loads: src/loader/wasm.ts imports the two SIMD builds and loads the plain ones on demand.
+// Each literal is typed `string` so the declarations (.d.ts) stay free of the base64.
 for (const v of release) {
-  const key = `${v.shared ? 'shared' : 'unshared'}${v.simd ? 'Simd' : 'Plain'}`;
+  const key = `${v.shared ? 'shared' : 'unshared'}-${v.simd ? 'simd' : 'plain'}`;
   const b64 = readFileSync(join(root, 'build', `${v.name}.wasm`)).toString('base64');
-  out += `  ${key}: '${b64}',\n`;
+  const out = '// generated — do not edit (scripts/build-wasm.mjs embeds build/*.wasm)\n'
+    + `/** Base64 of build/${v.name}.wasm (${v.size} bytes): the ${v.shared ? 'shared' : 'unshared'}-memory, ${v.simd ? 'SIMD' : 'plain (no SIMD)'} release build. */\n`
+    + `export const code: string = '${b64}';\n`;
+  writeFileSync(join(root, 'src', 'loader', `wasm-code-${key}.ts`), out);
 }
-out += '} as const;\n';
-writeFileSync(join(root, 'src', 'loader', 'wasm-code.ts'), out);
 for (const v of variants) console.log(`${v.name}.wasm ${v.size} bytes`);
 const budget = 64 * 1024;
 for (const v of release) if (v.size > budget) throw new Error(`${v.name}.wasm is ${v.size} bytes, over the ${budget}-byte budget`);

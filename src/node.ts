@@ -6,3 +6,4 @@ export { nodeCrossThreadRunner, nodeLabEnvironment } from './lab/node-runner.ts'
 export { labMain, LAB_USAGE } from './lab/cli.ts';
 export type { NodeLabRunner } from './lab/node-runner.ts';
 export type { LabIo } from './lab/cli.ts';
+export { ringWasmUrl } from './node/wasm-file.ts';

@@ -111,7 +111,7 @@ describe('management devices', () => {
     assert.ok(net.maxSupportedVqs >= 2 * VDPASIM_NET_MAX_VQP);
     assert.deepEqual([...blk.supportedClasses], ['block']);
     assert.deepEqual([...blk.deviceIds], [VIRTIO_ID_BLOCK]);
-    assert.deepEqual([...blk.attrs], ['device_features']);
+    assert.deepEqual([...blk.attrs], ['device_features', 'capacity', 'image', 'backend']);
     assert.equal(blk.supportedFeatures, VDPASIM_BLK_FEATURES | featureBit(VIRTIO_BLK_F_RO));
   });
 });

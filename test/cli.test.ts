@@ -9,7 +9,7 @@ import {
   Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, createVirtioVdpa, VIRTIO_CONFIG_S_ACKNOWLEDGE,
   VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_FEATURES_OK,
 } from '../src/index.ts';
-import { runVdpa, formatJson, parseBatch, featureNames, matches } from '../src/cli/vdpa.ts';
+import { runVdpa, formatJson, parseBatch, featureNames, matches, VDPA_HELP } from '../src/cli/vdpa.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const fixture = (name: string) => fileURLToPath(new URL(`./cli-batch/${name}`, import.meta.url));
@@ -55,6 +55,7 @@ const DEV0 = 'vdpa0: type network mgmtdev vdpasim_net vendor_id 0 max_vqs 3 max_
 const DEV0_JSON = '"vdpa0":{"type":"network","mgmtdev":"vdpasim_net","vendor_id":0,"max_vqs":3,"max_vq_size":256}';
 const BLK0 = 'blk0: type block mgmtdev vdpasim_blk vendor_id 0 max_vqs 1 max_vq_size 256\n';
 const BLK0_JSON = '"blk0":{"type":"block","mgmtdev":"vdpasim_blk","vendor_id":0,"max_vqs":1,"max_vq_size":256}';
+const BLK0_CONFIG = 'blk0: capacity 8192 size_max 65536 blk_size 512 seg_max 128 max_discard_sec 65535 max_discard_seg 16 discard_sec_align 1 max_write_zeroes_sec 65535 max_write_zeroes_seg 16 read_only false flush true \n';
 const ADD0 = 'dev add name vdpa0 mgmtdev vdpasim_net mac 00:11:22:33:44:55 mtu 1500';
 
 // ───────────────────────── mgmtdev ─────────────────────────
@@ -73,7 +74,7 @@ test('mgmtdev show -j: compact JSON; bits without a name are numbers', () => {
   assert.equal(ok(bus, '-j mgmtdev show'),
     '{"mgmtdev":{"vdpasim_net":{"supported_classes":["net"],"max_supported_vqs":17,"dev_features":' + NET_FEATURES_JSON + '},'
     + '"vdpasim_blk":{"supported_classes":["block"],"max_supported_vqs":1,"dev_features":[1,2,5,6,9,13,14,"RING_INDIRECT_DESC","RING_EVENT_IDX","VERSION_1","ACCESS_PLATFORM","RING_PACKED"]}}}\n');
-  assert.equal(ok(bus, '-json mgmtdev show vdpasim_net'),
+  assert.equal(ok(bus, '--json mgmtdev show vdpasim_net'),
     `{"mgmtdev":{"vdpasim_net":{"supported_classes":["net"],"max_supported_vqs":17,"dev_features":${NET_FEATURES_JSON}}}}\n`);
 });
 
@@ -100,10 +101,10 @@ test('mgmtdev show -j -p: json_writer pretty layout (4 spaces, one-line arrays)'
 test('mgmtdev show: unknown management device, bad handle, extra arguments', () => {
   const { bus } = setup();
   assert.deepEqual(vdpa(bus, ...args('mgmtdev show nope')), {
-    rc: 1, out: '', err: 'Error: Fail to find the specified mgmt device.\nkernel answers: No such device\n',
+    rc: 1, out: '', err: 'Error: vdpa: Fail to find the specified mgmt device.\nkernel answers: No such device\n',
   });
   assert.deepEqual(vdpa(bus, ...args('-j mgmtdev show nope')), {
-    rc: 1, out: '{"mgmtdev":{}}\n', err: 'Error: Fail to find the specified mgmt device.\nkernel answers: No such device\n',
+    rc: 1, out: '{"mgmtdev":{}}\n', err: 'Error: vdpa: Fail to find the specified mgmt device.\nkernel answers: No such device\n',
   });
   assert.deepEqual(vdpa(bus, ...args('mgmtdev show a/b/c')), {
     rc: 1, out: '', err: 'Wrong vdpa mgmtdev identification string format\nExpected "mgmtdev_bus_name/mgmtdev_name"\nExpected "mgmtdev_name"\n',
@@ -147,9 +148,9 @@ test('dev show: empty bus, then text and JSON of each device', () => {
 
 test('dev show / del of an unknown device: No such device; JSON still closes its section', () => {
   const { bus } = setup();
-  assert.deepEqual(vdpa(bus, ...args('dev show nope')), { rc: 1, out: '', err: 'Error: device not found.\nkernel answers: No such device\n' });
-  assert.deepEqual(vdpa(bus, ...args('-j dev show nope')), { rc: 1, out: '{"dev":{}}\n', err: 'Error: device not found.\nkernel answers: No such device\n' });
-  assert.deepEqual(vdpa(bus, ...args('dev del nope')), { rc: 1, out: '', err: 'Error: device not found.\nkernel answers: No such device\n' });
+  assert.deepEqual(vdpa(bus, ...args('dev show nope')), { rc: 1, out: '', err: 'Error: vdpa: device not found.\nkernel answers: No such device\n' });
+  assert.deepEqual(vdpa(bus, ...args('-j dev show nope')), { rc: 1, out: '{"dev":{}}\n', err: 'Error: vdpa: device not found.\nkernel answers: No such device\n' });
+  assert.deepEqual(vdpa(bus, ...args('dev del nope')), { rc: 1, out: '', err: 'Error: vdpa: device not found.\nkernel answers: No such device\n' });
   assert.deepEqual(vdpa(bus, ...args('dev del')), { rc: 1, out: '', err: 'String parameter expected\n' });
   assert.deepEqual(vdpa(bus, ...args('dev show vdpa0 extra')), { rc: 1, out: '', err: 'Unknown option "extra"\n' });
 });
@@ -176,32 +177,41 @@ test('dev add: device_features limits what dev config show reports', () => {
 
 /** Management errors: [command, stderr]; each leaves the bus as it was and exits 1. */
 const ADD_ERRORS: [string, string][] = [
+  // iproute2's own parse errors (ll_addr_a2n, vdpa_argv_parse); a bad number prints nothing.
   ['dev add name v mgmtdev vdpasim_net mac zz:11:22:33:44:55', '"zz" is invalid lladdr.\n'],
-  ['dev add name v mgmtdev vdpasim_net mac 00:11:22', '"00:11:22" is invalid lladdr.\n'],
-  ['dev add name v mgmtdev vdpasim_net mac 01:00:5e:00:00:01', 'Error: MAC address 01:00:5e:00:00:01 is multicast.\nkernel answers: Invalid argument\n'],
-  ['dev add name v mgmtdev vdpasim_net mac 00:00:00:00:00:00', 'Error: MAC address 00:00:00:00:00:00 is not valid.\nkernel answers: Invalid argument\n'],
-  ['dev add name v mgmtdev vdpasim_net mtu 67', 'Error: mtu 67 is outside 68..65535.\nkernel answers: Invalid argument\n'],
-  ['dev add name v mgmtdev vdpasim_net mtu 65536', 'Error: argument "65536" is wrong: mtu must be a number of 0..65535\n'],
-  ['dev add name v mgmtdev vdpasim_net mtu big', 'Error: argument "big" is wrong: mtu must be a number of 0..65535\n'],
-  ['dev add name v mgmtdev vdpasim_net max_vqp 0', 'Error: max_vqp 0 is outside 1..8.\nkernel answers: Invalid argument\n'],
-  ['dev add name v mgmtdev vdpasim_net max_vqp 9', 'Error: max_vqp 9 is outside 1..8.\nkernel answers: Invalid argument\n'],
-  ['dev add name v mgmtdev vdpasim_net device_features 0x300000021', 'Error: device_features 0x300000021 has unsupported bits 0x1.\nkernel answers: Invalid argument\n'],
-  ['dev add name v mgmtdev vdpasim_net device_features 0x20', 'Error: device_features must include VERSION_1 (bit 32).\nkernel answers: Invalid argument\n'],
-  ['dev add name v mgmtdev vdpasim_net device_features 0xg', 'Error: argument "0xg" is wrong: device_features must be a hexadecimal u64\n'],
-  ['dev add name vdpa0 mgmtdev vdpasim_net', 'Error: device vdpa0 already exists.\nkernel answers: File exists\n'],
-  ['dev add name v mgmtdev nope', 'Error: Fail to find the specified management device.\nkernel answers: No such device\n'],
-  ['dev add name v mgmtdev vdpasim_blk mac 00:11:22:33:44:66', 'Error: vdpasim_blk does not support attribute mac.\nkernel answers: Operation not supported\n'],
-  ['dev add name v mgmtdev vdpasim_blk mtu 1500', 'Error: vdpasim_blk does not support attribute mtu.\nkernel answers: Operation not supported\n'],
-  ['dev add name -bad mgmtdev vdpasim_net', 'Option "-bad" is unknown, try "vdpa -help".\n'],
-  ['dev add name .bad mgmtdev vdpasim_net', 'Error: device name ".bad" must be 1-63 characters of [A-Za-z0-9_.:-], starting alphanumeric.\nkernel answers: Invalid argument\n'],
+  ['dev add name v mgmtdev vdpasim_net mac 00:11:22:33:44:100', '"100" is invalid lladdr.\n'],
+  ['dev add name v mgmtdev vdpasim_net mtu 65536', ''],
+  ['dev add name v mgmtdev vdpasim_net mtu big', ''],
+  ['dev add name v mgmtdev vdpasim_net device_features 0xg', ''],
+  ['dev add name v mgmtdev vdpasim_net max_vqp 1x', ''],
+  ['dev add name v mgmtdev vdpasim_net max_vqp -1', "vdpa: invalid option -- '1'\nUnknown option.\n" + VDPA_HELP],
+  ['dev add name -bad mgmtdev vdpasim_net', "vdpa: invalid option -- 'b'\nUnknown option.\n" + VDPA_HELP],
   ['dev add name v', 'management device handle not set.\n'],
   ['dev add mgmtdev vdpasim_net', 'device name is not set.\n'],
   ['dev add name v mgmtdev', 'vdpa identification ("mgmtdev_bus_name/mgmtdev_name") expected\n'],
   ['dev add name v mgmtdev vdpasim_net mtu', 'number expected\n'],
   ['dev add name v mgmtdev vdpasim_net mac', 'String parameter expected\n'],
   ['dev add name v mgmtdev vdpasim_net speed 10', 'Unknown option "speed"\n'],
-  ['dev add name v mgmtdev vdpasim_net ma 9', 'Error: max_vqp 9 is outside 1..8.\nkernel answers: Invalid argument\n'],
   ['dev add name v mgmtdev vdpasim_net mc 00:11:22:33:44:66', 'Unknown option "mc"\n'],
+  ['dev add name v mgmtdev vdpasim_blk capacity 1000', 'Error: capacity "1000" is not a positive multiple of 512 bytes (suffixes K, M, G, T).\n'],
+  ['dev add name v mgmtdev vdpasim_net capacity 1G', 'Error: vdpa: Some provided attributes are not supported: 0x200000.\nkernel answers: Operation not supported\n'],
+  // drivers/vdpa/vdpa.c's checks: extack with the module prefix (NL_SET_ERR_MSG_MOD).
+  ['dev add name v mgmtdev vdpasim_net max_vqp 0', 'Error: vdpa: At least one pair of VQs is required.\nkernel answers: Invalid argument\n'],
+  ['dev add name v mgmtdev vdpasim_net mac 00:11:22:33:44:66 device_features 0x100000000', 'Error: vdpa: Missing features 0x20 for provided attributes.\nkernel answers: Invalid argument\n'],
+  ['dev add name v mgmtdev vdpasim_net mtu 1500 max_vqp 2 device_features 0x100000000', 'Error: vdpa: Missing features 0x400008 for provided attributes.\nkernel answers: Invalid argument\n'],
+  ['dev add name v mgmtdev nope', 'Error: vdpa: Fail to find the specified management device.\nkernel answers: No such device\n'],
+  ['dev add name v mgmtdev vdpasim_blk mac 00:11:22:33:44:66', 'Error: vdpa: Some provided attributes are not supported: 0x400.\nkernel answers: Operation not supported\n'],
+  ['dev add name v mgmtdev vdpasim_blk mtu 1500 max_vqp 1', 'Error: vdpa: Some provided attributes are not supported: 0x3000.\nkernel answers: Operation not supported\n'],
+  // The simulator's dev_add sets no extack: only the errno, as upstream prints it.
+  ['dev add name v mgmtdev vdpasim_net mac 01:00:5e:00:00:01', 'kernel answers: Invalid argument\n'],
+  ['dev add name v mgmtdev vdpasim_net mac 00:00:00:00:00:00', 'kernel answers: Invalid argument\n'],
+  ['dev add name v mgmtdev vdpasim_net mtu 67', 'kernel answers: Invalid argument\n'],
+  ['dev add name v mgmtdev vdpasim_net max_vqp 9', 'kernel answers: Invalid argument\n'],
+  ['dev add name v mgmtdev vdpasim_net ma 9', 'kernel answers: Invalid argument\n'],
+  ['dev add name v mgmtdev vdpasim_net device_features 0x300000021', 'kernel answers: Invalid argument\n'],
+  ['dev add name v mgmtdev vdpasim_net device_features 0x20', 'kernel answers: Invalid argument\n'],
+  ['dev add name vdpa0 mgmtdev vdpasim_net', 'kernel answers: File exists\n'],
+  ['dev add name .bad mgmtdev vdpasim_net', 'kernel answers: Invalid argument\n'],
 ];
 
 for (const [cmd, err] of ADD_ERRORS) {
@@ -219,20 +229,21 @@ test('dev config show: net before and after feature negotiation, block with no f
   const { platform, bus } = setup();
   ok(bus, ADD0);
   ok(bus, 'dev add name blk0 mgmtdev vdpasim_blk');
-  assert.equal(ok(bus, 'dev config show'), 'vdpa0: mac 00:11:22:33:44:55 link up link_announce false max_vq_pairs 1 mtu 1500 \nblk0: \n');
-  assert.equal(ok(bus, 'dev config'), 'vdpa0: mac 00:11:22:33:44:55 link up link_announce false max_vq_pairs 1 mtu 1500 \nblk0: \n');
+  assert.equal(ok(bus, 'dev config show'), 'vdpa0: mac 00:11:22:33:44:55 link up link_announce false max_vq_pairs 1 mtu 1500 \n' + BLK0_CONFIG);
+  assert.equal(ok(bus, 'dev config'), 'vdpa0: mac 00:11:22:33:44:55 link up link_announce false max_vq_pairs 1 mtu 1500 \n' + BLK0_CONFIG);
   assert.equal(ok(bus, '-j dev config show'),
-    '{"config":{"vdpa0":{"mac":"00:11:22:33:44:55","link ":"up","link_announce ":false,"max_vq_pairs":1,"mtu":1500},"blk0":{}}}\n');
+    '{"config":{"vdpa0":{"mac":"00:11:22:33:44:55","link ":"up","link_announce ":false,"max_vq_pairs":1,"mtu":1500},"blk0":{"capacity":8192,"size_max":65536,"blk_size":512,"seg_max":128,"max_discard_sec":65535,"max_discard_seg":16,"discard_sec_align":1,"max_write_zeroes_sec":65535,"max_write_zeroes_seg":16,"read_only":false,"flush":true}}}\n');
 
   // A driver binds both and negotiates: negotiated_features appears for net.
   bus.registerDriver(createVirtioVdpa(platform, { queueSize: 64 }));
   await tick();
   assert.equal(ok(bus, 'dev c s vdpa0'),
     `vdpa0: mac 00:11:22:33:44:55 link up link_announce false max_vq_pairs 1 mtu 1500 \n  negotiated_features ${NET_FEATURES}\n`);
-  assert.equal(ok(bus, 'dev config show blk0'), 'blk0: \n');
+  assert.equal(ok(bus, 'dev config show blk0'), BLK0_CONFIG
+    + '  negotiated_features bit_1 bit_2 bit_6 bit_9 bit_13 bit_14 RING_INDIRECT_DESC RING_EVENT_IDX VERSION_1 ACCESS_PLATFORM RING_PACKED\n');
   assert.equal(ok(bus, '-j dev config show vdpa0'),
     `{"config":{"vdpa0":{"mac":"00:11:22:33:44:55","link ":"up","link_announce ":false,"max_vq_pairs":1,"mtu":1500,"negotiated_features":${NET_FEATURES_JSON}}}}\n`);
-  assert.equal(ok(bus, '-j -p dev config show'), [
+  assert.equal(ok(bus, '-j -p dev config show vdpa0'), [
     '{',
     '    "config": {',
     '        "vdpa0": {',
@@ -242,8 +253,7 @@ test('dev config show: net before and after feature negotiation, block with no f
     '            "max_vq_pairs": 1,',
     '            "mtu": 1500,',
     `            "negotiated_features": ${NET_FEATURES_PRETTY}`,
-    '        },',
-    '        "blk0": {}',
+    '        }',
     '    }',
     '}',
     '',
@@ -260,8 +270,8 @@ test('dev config show: link down, and a driver that negotiated few features', ()
   assert.equal(ok(bus, 'dev config show vdpa0'), 'vdpa0: mac 00:11:22:33:44:55 link down link_announce false max_vq_pairs 1 mtu 1500 \n', 'no FEATURES_OK yet');
   dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
   assert.equal(ok(bus, 'dev config show vdpa0'), 'vdpa0: mac 00:11:22:33:44:55 link down link_announce false max_vq_pairs 1 mtu 1500 \n  negotiated_features MAC VERSION_1\n');
-  assert.deepEqual(vdpa(bus, ...args('dev config show nope')), { rc: 1, out: '', err: 'Error: device not found.\nkernel answers: No such device\n' });
-  assert.deepEqual(vdpa(bus, ...args('-j dev config show nope')), { rc: 1, out: '{"config":{}}\n', err: 'Error: device not found.\nkernel answers: No such device\n' });
+  assert.deepEqual(vdpa(bus, ...args('dev config show nope')), { rc: 1, out: '', err: 'Error: vdpa: device not found.\nkernel answers: No such device\n' });
+  assert.deepEqual(vdpa(bus, ...args('-j dev config show nope')), { rc: 1, out: '{"config":{}}\n', err: 'Error: vdpa: device not found.\nkernel answers: No such device\n' });
   assert.deepEqual(vdpa(bus, ...args('dev config frob')), { rc: 1, out: '', err: 'Command "frob" not found\n' });
   assert.deepEqual(vdpa(bus, ...args('dev config help')), { rc: 0, out: '', err: 'Usage: vdpa dev config show [ DEV ]\n' });
 });
@@ -273,7 +283,7 @@ test('dev vstats show: per-queue counters after traffic, text and JSON', async (
   ok(bus, ADD0);
   ok(bus, 'dev add name blk0 mgmtdev vdpasim_blk');
   assert.deepEqual(vdpa(bus, ...args('dev vstats show vdpa0 qidx 1')), {
-    rc: 1, out: '', err: 'Error: feature negotiation not complete.\nkernel answers: Resource temporarily unavailable\n',
+    rc: 1, out: '', err: 'Error: vdpa: feature negotiation not complete.\nkernel answers: Resource temporarily unavailable\n',
   });
   const virtio = createVirtioVdpa(platform, { queueSize: 64 });
   bus.registerDriver(virtio);
@@ -307,19 +317,19 @@ test('dev vstats show: per-queue counters after traffic, text and JSON', async (
   assert.deepEqual(vdpa(bus, ...args('dev vstats help')), { rc: 0, out: '', err: usage });
   assert.deepEqual(vdpa(bus, ...args('dev vstats s vdpa0 qidx 1')), { rc: 1, out: '', err: 'Command "s" not found\n' }, 'vstats takes no prefixes');
   assert.deepEqual(vdpa(bus, ...args('dev vs show vdpa0 qidx 1')), { rc: 1, out: '', err: 'Command "vs" not found\n' });
-  assert.deepEqual(vdpa(bus, ...args('dev vstats show vdpa0 qidx x')), { rc: 1, out: '', err: 'Error: argument "x" is wrong: qidx must be a number of 0..4294967295\n' });
+  assert.deepEqual(vdpa(bus, ...args('dev vstats show vdpa0 qidx x')), { rc: 1, out: '', err: '' });
   assert.deepEqual(vdpa(bus, ...args('dev vstats show vdpa0 q 1')), { rc: 1, out: '', err: 'Unknown option "q"\n' });
   assert.deepEqual(vdpa(bus, ...args('dev vstats show vdpa0 qidx 3')), {
-    rc: 1, out: '', err: 'Error: queue index 3 is out of range (3 queues).\nkernel answers: Invalid argument\n',
+    rc: 1, out: '', err: 'kernel answers: Invalid argument\n',
   });
   assert.deepEqual(vdpa(bus, ...args('dev vstats show vdpa0 qidx 40000')), {
-    rc: 1, out: '', err: 'Error: queue index exceeds max value.\nkernel answers: Numerical result out of range\n',
+    rc: 1, out: '', err: 'Error: vdpa: queue index exceeds max value.\nkernel answers: Numerical result out of range\n',
   });
   assert.deepEqual(vdpa(bus, ...args('dev vstats show blk0 qidx 0')), {
-    rc: 1, out: '', err: 'Error: vendor stats are not supported for block devices.\nkernel answers: Operation not supported\n',
+    rc: 1, out: '', err: 'kernel answers: Operation not supported\n',
   });
   assert.deepEqual(vdpa(bus, ...args('-j dev vstats show nope qidx 0')), {
-    rc: 1, out: '{"vstats":{}}\n', err: 'Error: device not found.\nkernel answers: No such device\n',
+    rc: 1, out: '{"vstats":{}}\n', err: 'Error: vdpa: device not found.\nkernel answers: No such device\n',
   });
 });
 
@@ -337,10 +347,7 @@ test('dev vstats show: multiqueue queue types; the control queue follows the dat
 
 // ───────────────────────── global options, help, objects ─────────────────────────
 
-const HELP = 'Usage: vdpa [ OPTIONS ] OBJECT { COMMAND | help }\n'
-  + '       vdpa [ -f[orce] ] -b[atch] filename\n'
-  + 'where  OBJECT := { mgmtdev | dev }\n'
-  + '       OPTIONS := { -V[ersion] | -j[son] | -p[retty] }\n';
+const HELP = VDPA_HELP;
 
 test('help, -V, unknown objects, commands and options', () => {
   const { bus } = setup();
@@ -351,8 +358,8 @@ test('help, -V, unknown objects, commands and options', () => {
   assert.deepEqual(vdpa(bus, '-Version'), { rc: 0, out: 'vdpa utility, vdpa-wasm-test\n', err: '' });
   assert.deepEqual(vdpa(bus, ...args('x show')), { rc: 1, out: '', err: 'Object "x" not found\n' });
   assert.deepEqual(vdpa(bus, ...args('dev frob')), { rc: 1, out: '', err: 'Command "frob" not found\n' });
-  assert.deepEqual(vdpa(bus, ...args('-x dev show')), { rc: 1, out: '', err: 'Option "-x" is unknown, try "vdpa -help".\n' });
-  assert.deepEqual(vdpa(bus, '-batch'), { rc: 1, out: '', err: HELP });
+  assert.deepEqual(vdpa(bus, ...args('-x dev show')), { rc: 1, out: '', err: "vdpa: invalid option -- 'x'\nUnknown option.\n" + HELP });
+  assert.deepEqual(vdpa(bus, '-batch'), { rc: 1, out: '', err: "vdpa: option requires an argument -- 'b'\nUnknown option.\n" + HELP });
   const devHelp = vdpa(bus, ...args('dev help'));
   assert.equal(devHelp.rc, 0);
   assert.match(devHelp.err, /^Usage: vdpa dev show \[ DEV \]\n {7}vdpa dev add name NAME mgmtdev MANAGEMENTDEV \[ device_features DEVICE_FEATURES\]\n/);
@@ -387,8 +394,8 @@ test('-batch -j: one JSON document per command', () => {
 
 test('-batch stops at the first failure and reports FILE:LINE; -force runs on', () => {
   const file = fixture('errors.batch');
-  const dup = 'Error: device vdpa0 already exists.\nkernel answers: File exists\n';
-  const mac = 'Error: vdpasim_blk does not support attribute mac.\nkernel answers: Operation not supported\n';
+  const dup = 'kernel answers: File exists\n';
+  const mac = 'Error: vdpa: Some provided attributes are not supported: 0x400.\nkernel answers: Operation not supported\n';
   {
     const { bus } = setup();
     assert.deepEqual(vdpa(bus, '-batch', file), { rc: 1, out: '', err: `${dup}Command failed ${file}:4\n` });
@@ -453,7 +460,7 @@ test('bin/vdpa.mjs: -batch FILE and -batch - (stdin), exit codes', () => {
 
   const b = spawnSync(process.execPath, [bin, '-batch', '-'], { cwd: root, encoding: 'utf8', input: readFileSync(fixture('errors.batch'), 'utf8') });
   assert.equal(b.stdout, '');
-  assert.equal(b.stderr, 'Error: device vdpa0 already exists.\nkernel answers: File exists\nCommand failed -:4\n');
+  assert.equal(b.stderr, 'kernel answers: File exists\nCommand failed -:4\n');
   assert.equal(b.status, 1);
 
   const c = spawnSync(process.execPath, [bin, '-V'], { cwd: root, encoding: 'utf8' });
@@ -466,6 +473,6 @@ test('src/cli/main.ts under tsx: one process, one bus', () => {
   const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
   const r = spawnSync(process.execPath, ['--import', 'tsx', main, '-j', 'dev', 'show', 'vdpa0'], { cwd: root, encoding: 'utf8' });
   assert.equal(r.stdout, '{"dev":{}}\n', 'a device added by another process does not exist here');
-  assert.equal(r.stderr, 'Error: device not found.\nkernel answers: No such device\n');
+  assert.equal(r.stderr, 'Error: vdpa: device not found.\nkernel answers: No such device\n');
   assert.equal(r.status, 1);
 });

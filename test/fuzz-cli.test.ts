@@ -25,6 +25,8 @@ const VALID = [
   'dev add name vdpa0 mgmtdev vdpasim_net', 'dev add name vdpa0 mgmtdev vdpasim_net mac 00:11:22:33:44:55 mtu 1500 max_vqp 2',
   'dev add name blk0 mgmtdev vdpasim_blk', 'dev add name vdpa1 mgmtdev vdpasim_net device_features 0x300000000',
   'dev del vdpa0', 'dev del blk0', 'dev del vdpa1', 'dev config help', 'dev vstats help',
+  'dev set name vdpa0 mac 02:00:00:00:00:01', 'dev set name blk0 mac 02:00:00:00:00:02', 'dev add name blk1 mgmtdev vdpasim_blk capacity 64k',
+  'dev config show blk1', 'dev del blk1', '--json dev show', 'dev show -jp',
 ].map((s) => s.split(' '));
 
 const TOKENS = [

@@ -8,9 +8,14 @@ import assert from 'node:assert/strict';
 import {
   Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, VirtioError, Code,
   DriverQueue, Doorbell, DoorbellWaiter, featureBit, VIRTIO_F_VERSION_1, VIRTIO_F_ACCESS_PLATFORM,
-  VIRTIO_NET_F_MAC, VIRTIO_F_RING_PACKED, ringModule, instantiate,
+  VIRTIO_NET_F_MAC, VIRTIO_F_RING_PACKED, ringModule, instantiate, loadRingModule,
 } from '../src/index.ts';
-import { wasmCode } from '../src/loader/wasm-code.ts';
+import { code as unsharedSimd } from '../src/loader/wasm-code-unshared-simd.ts';
+import { code as unsharedPlain } from '../src/loader/wasm-code-unshared-plain.ts';
+import { code as sharedSimd } from '../src/loader/wasm-code-shared-simd.ts';
+import { code as sharedPlain } from '../src/loader/wasm-code-shared-plain.ts';
+
+const wasmCode = { unsharedSimd, unsharedPlain, sharedSimd, sharedPlain };
 import * as U from '../src/vhost/uapi.ts';
 import { eth, tick } from './helpers/net.ts';
 import { rng } from './helpers/builds.ts';
@@ -60,9 +65,10 @@ describe('the ring module on a foreign memory writes nothing', () => {
   });
 
   for (const shared of [false, true]) {
-    test(`instantiating every ${shared ? 'shared' : 'unshared'} build and Platform.foreign leave every byte as it was`, () => {
+    test(`instantiating every ${shared ? 'shared' : 'unshared'} build and Platform.foreign leave every byte as it was`, async () => {
       const mem = patterned(8, 64, shared);
       const before = new Uint8Array(mem.buffer).slice();
+      await loadRingModule({ shared, simd: false });
       for (const simd of [true, false]) {
         try {
           instantiate(ringModule({ shared, simd }), mem);

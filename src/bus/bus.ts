@@ -5,7 +5,7 @@
 
 import { VirtioError, Code } from '../errors.ts';
 import type { VdpaConfigOps } from './config-ops.ts';
-import type { MgmtDevice, MgmtDevAttrs } from '../mgmt/mgmtdev.ts';
+import type { MgmtDevice, MgmtDevAttrs } from '../mgmt/base.ts';
 
 /** A device on the vdpa bus (struct vdpa_device): the config ops plus its identity. */
 export interface VdpaDevice extends VdpaConfigOps {

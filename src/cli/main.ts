@@ -8,7 +8,8 @@
 import { readFileSync } from 'node:fs';
 import { Platform } from '../platform/platform.ts';
 import { VdpaBus } from '../bus/bus.ts';
-import { VdpaSimNetMgmt, VdpaSimBlkMgmt } from '../mgmt/mgmtdev.ts';
+import { VdpaSimNetMgmt } from '../devices/net-mgmt.ts';
+import { VdpaSimBlkMgmt } from '../devices/blk-mgmt.ts';
 import { runVdpa } from './vdpa.ts';
 
 function version(): string {

@@ -58,7 +58,16 @@ const CFG_SIZE = VIRTIO_BLK_CFG.SIZE;
  * Flag bits of blk_parse / blk_serve (assembly/dev/blk.ts BLK_F_*; test/blk-parse-sync.test.ts).
  * SEG_SHIFT: bits 16.. of the flag word carry the seg_max the config space offers.
  */
-export const BLK_FLAG = { RO: 1, DISCARD: 2, WRITE_ZEROES: 4, SEG_SHIFT: 16 } as const;
+export const BLK_FLAG = {
+  /** The disk is read-only (VIRTIO_BLK_F_RO). */
+  RO: 1,
+  /** DISCARD is offered. */
+  DISCARD: 2,
+  /** WRITE_ZEROES is offered. */
+  WRITE_ZEROES: 4,
+  /** Shift of the seg_max field in the flag word. */
+  SEG_SHIFT: 16,
+} as const;
 
 /**
  * Limits the device offers in config space and enforces in wasm (assembly/dev/blk.ts
@@ -67,12 +76,43 @@ export const BLK_FLAG = { RO: 1, DISCARD: 2, WRITE_ZEROES: 4, SEG_SHIFT: 16 } as
  * min(SEG_MAX, vq_num_max - 2) (128 is Linux's BLK_MAX_SEGMENTS): an IN / OUT request carries
  * at most size_max × seg_max data bytes (8 MiB by default); a longer one is IOERR before any copy.
  */
-export const BLK_LIMITS = { MAX_DISCARD_SECTORS: 65535, MAX_DISCARD_SEG: 16, SIZE_MAX: 65536, SEG_MAX: 128 } as const;
+export const BLK_LIMITS = {
+  /** Most sectors in one discard or write-zeroes range. */
+  MAX_DISCARD_SECTORS: 65535,
+  /** Most discard or write-zeroes ranges in one request. */
+  MAX_DISCARD_SEG: 16,
+  /** size_max: largest data segment, bytes. */
+  SIZE_MAX: 65536,
+  /** Upper bound of seg_max. */
+  SEG_MAX: 128,
+} as const;
 
 /** blk_parse output record layout (assembly/dev/blk.ts BLK_R_*, BLK_ACT_*, BLK_REQ_REC …). */
 export const BLK_REQ = {
-  REC: 32, ACTION: 0, TYPE: 4, SECTOR: 8, BYTES: 16, NRANGES: 20, RANGE0: 24, STATUS_AT: 28,
-  ACT_DONE: 0, ACT_BACKEND: 1, RANGE_REC: 16, SCRATCH: 16 + 32 + 16 * 16,
+  /** Bytes per record. */
+  REC: 32,
+  /** u32 at this offset: ACT_DONE or ACT_BACKEND. */
+  ACTION: 0,
+  /** u32: the request type (VIRTIO_BLK_T_*). */
+  TYPE: 4,
+  /** u64: first sector. */
+  SECTOR: 8,
+  /** u32: data bytes. */
+  BYTES: 16,
+  /** u32: discard / write-zeroes ranges. */
+  NRANGES: 20,
+  /** u32: index of the request's first range in the ranges area. */
+  RANGE0: 24,
+  /** u32: offset of the status byte within the chain's writable bytes (writeBytes - 1). */
+  STATUS_AT: 28,
+  /** Action: answered in wasm already (status and written length set). */
+  ACT_DONE: 0,
+  /** Action: the backend must serve it. */
+  ACT_BACKEND: 1,
+  /** Bytes per range record (struct virtio_blk_discard_write_zeroes). */
+  RANGE_REC: 16,
+  /** Private scratch bytes blk_parse needs. */
+  SCRATCH: 16 + 32 + 16 * 16,
 } as const;
 
 /** Features vdpasim_blk offers (VIRTIO_BLK_F_RO is added for read-only devices). */
@@ -171,6 +211,9 @@ export class VdpaSimBlk extends VdpaSim {
   private ringId: object = {};
   private ringCfg = { num: 0, desc: 0n, driver: 0n, device: 0n };
   private backendErrors = 0;
+  /** The features {@link flags} was computed for (-1: not yet). */
+  private flagsFor = -1n;
+  private flags = 0;
 
   constructor(platform: Platform, opts: VdpaSimBlkOptions) {
     const backend = opts.backend ?? null;
@@ -285,9 +328,15 @@ export class VdpaSimBlk extends VdpaSim {
     const q = this.queue(0);
     if (!q) return 0;
     if (this.held.length) queueMicrotask(() => this.deliverHeld()); // resumed: answers held while suspended
+    // The flag word depends only on the negotiated features: computed once per negotiation,
+    // not per kick (BigInt feature tests allocate).
     const f = this.getDriverFeatures();
-    const flags = (this.readOnly ? BLK_FLAG.RO : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? BLK_FLAG.DISCARD : 0) |
-      (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? BLK_FLAG.WRITE_ZEROES : 0) | (this.segMax << BLK_FLAG.SEG_SHIFT);
+    if (f !== this.flagsFor) {
+      this.flagsFor = f;
+      this.flags = (this.readOnly ? BLK_FLAG.RO : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? BLK_FLAG.DISCARD : 0) |
+        (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? BLK_FLAG.WRITE_ZEROES : 0) | (this.segMax << BLK_FLAG.SEG_SHIFT);
+    }
+    const flags = this.flags;
     const cap = this.capacity;
     const capLo = cap % 2 ** 32;
     const capHi = Math.floor(cap / 2 ** 32);

@@ -96,6 +96,11 @@ export class NetCtrlState {
     dv.setUint16(F_PAIRS, 1, true);
   }
 
+  /** Sets the device's own MAC address (`vdpa dev set … mac`), keeping the tables. */
+  setMac(mac: Uint8Array): void {
+    this.mem().set(mac, this.offset + F_MAC);
+  }
+
   /** Sets the command groups the negotiated features allow and the most queue pairs. */
   setCaps(caps: number, maxPairs: number): void {
     this.dv.setUint32(F_CAPS, (caps & 0xffff) | (maxPairs << 16), true);
@@ -138,7 +143,10 @@ export class NetCtrlState {
 
   /** Active queue pairs (1 until VQ_PAIRS_SET). */
   get pairs(): number {
-    return this.dv.getUint16(F_PAIRS, true);
+    // Read per datapath pass: two byte loads, no DataView.
+    const u8 = this.mem();
+    const o = this.offset + F_PAIRS;
+    return u8[o]! | (u8[o + 1]! << 8);
   }
 
   /** Plain-data snapshot (for migration). */

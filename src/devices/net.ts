@@ -12,6 +12,7 @@
 
 import { VirtioError, Code } from '../errors.ts';
 import { VdpaSim, features } from './sim-core.ts';
+import { parseMac } from '../virtio/mac.ts';
 import type { Platform } from '../platform/platform.ts';
 import type { PcapWriter } from './pcap.ts';
 import type { SwitchEndpoint } from './switch.ts';
@@ -103,6 +104,7 @@ function zeroStats(): NetPairStats {
 }
 
 function drop(st: NetPairStats, cause: DropCause, n: number): void {
+  if (n === 0) return; // the common case, per datapath batch: skip the keyed update
   st[cause] += n;
   st.drops += n;
 }
@@ -116,10 +118,15 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   readonly maxVqp: number;
   /** Per-pair loopback counters. */
   readonly pairStats: NetPairStats[];
-  private readonly staging: number;
-  private readonly rxStaging: number;
+  /**
+   * Staging for one tx batch (port mode and capture) and for one batch off the wire
+   * (deliver()): allocated when first needed (attachPort, capture, deliver), so a device in
+   * plain loopback, which never leaves wasm, holds none (-1 until then).
+   */
+  private staging = -1;
+  private rxStaging = -1;
   private readonly stride: number;
-  private readonly lens: number;
+  private lens = -1;
   /** The filter block, verdict bytes, scratch and loopback counters the wasm datapath uses. */
   private readonly filterBlock: number;
   private readonly verdict: number;
@@ -133,6 +140,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   private kickedInPass = false;
   /** The features the filter block's caps were written for (-1: not yet). */
   private capsFor = -1n;
+  /** For capsFor: the control queue's index (-1 without VIRTIO_NET_F_CTRL_VQ) and whether MQ was negotiated (no BigInt work per pass). */
+  private ctrlIdx = -1;
+  private mq = false;
+  /** Rx rings whose kicks were turned off (see quietRx). */
+  private readonly quietRings = new WeakSet<DeviceQueue>();
   /** Control-queue state (a view of the filter block wasm keeps): the receive filter and the active queue pairs. */
   readonly ctrl: NetCtrlState;
 
@@ -156,11 +168,8 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       this.configView.setUint16(CFG_STATUS, VIRTIO_NET_S_LINK_UP, true);
       this.configView.setUint16(CFG_MAX_VQP, maxVqp, true);
       this.configView.setUint16(CFG_MTU, mtu, true);
-      // Staging for one batch: header + Ethernet header (+ VLAN tag) + MTU per frame.
+      // Staging for one batch (allocated when first needed): header + Ethernet header (+ VLAN tag) + MTU per frame.
       this.stride = VIRTIO_NET_HDR_SIZE + 14 + 4 + mtu; // + an 802.1Q tag
-      this.staging = this.allocPriv(this.batch * this.stride, 64);
-      this.rxStaging = this.allocPriv(this.batch * this.stride, 64);
-      this.lens = this.allocPriv(this.batch * 4, 4);
       this.filterBlock = this.allocPriv(FILTER_BLOCK_SIZE, 8);
       this.verdict = this.allocPriv(this.batch, 8);
       this.scratch = this.allocPriv(32, 8);
@@ -185,6 +194,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    */
   attachPort(port: NetPort | null): void {
     this.live();
+    if (port) this.txStaging();
     this.port = port;
   }
 
@@ -196,6 +206,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    */
   capture(w: PcapWriter | null): void {
     this.live();
+    if (w) this.txStaging();
     this.pcap = w;
   }
 
@@ -210,6 +221,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     if (!Array.isArray(frames) || !frames.every((f) => f instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'deliver() takes an array of Uint8Array frames');
     if (this.pcap) for (const f of frames) this.pcap.write(f);
     if (frames.length === 0) return 0;
+    if (this.rxStaging < 0) {
+      // First frames off the wire: take the staging they go through (throws if private memory is full).
+      this.lens = this.allocPriv(this.batch * 4, 4);
+      this.rxStaging = this.allocPriv(this.batch * this.stride, 64);
+    }
     if (!this.running || !this.linkUp) {
       drop(this.pairStats[0]!, 'dropsLinkDown', frames.length);
       return 0;
@@ -231,9 +247,26 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     return delivered;
   }
 
+  /** Allocates the tx staging area if it is not there yet (throws if private memory is full). */
+  private txStaging(): void {
+    if (this.staging < 0) this.staging = this.allocPriv(this.batch * this.stride, 64);
+  }
+
   /** The MAC address in config space. */
   get mac(): Uint8Array {
     return this.config.slice(CFG_MAC, CFG_MAC + 6);
+  }
+
+  /**
+   * Sets the MAC address in config space, as `vdpa dev set name NAME mac MAC` does
+   * (vdpasim_net_set_attr); the receive filter takes it as the device's own address and the
+   * driver sees a config change. Throws InvalidArgument for a multicast or zero address.
+   */
+  setMac(mac: string | Uint8Array): void {
+    this.live();
+    const m = parseMac(mac);
+    this.ctrl.setMac(m);
+    this.updateConfig(() => this.config.set(m, CFG_MAC));
   }
 
   /** The MTU in config space. */
@@ -330,10 +363,15 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.kickedInPass = false;
     this.syncCaps();
     let done = 0;
-    const f = this.getDriverFeatures();
-    const ctrl = hasFeature(f, VIRTIO_NET_F_CTRL_VQ) ? this.ctrlVq : -1;
+    const ctrl = this.ctrlIdx;
+    // A kick on an rx queue (buffers posted) finds no work: nothing waits for rx buffers, as a
+    // looped-back or delivered frame that finds none is dropped at once (vdpasim_net drops it
+    // too). Linux's vdpasim_net_work serves tx on any kick; skipping it here saves a tx pass
+    // per rx refill.
+    if (only !== undefined && only !== ctrl && (only & 1) === 0) return 0;
     if (ctrl >= 0 && (only === undefined || only === ctrl)) done += this.control(ctrl, budget);
-    for (let pair = 0; pair < this.activePairs; pair++) {
+    const pairs = this.mq ? this.ctrl.pairs : 1;
+    for (let pair = 0; pair < pairs; pair++) {
       if (only !== undefined && only !== ctrl && only >> 1 !== pair) continue;
       if (only === ctrl) break;
       done += this.loop(pair, budget);
@@ -346,6 +384,8 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     const f = this.getDriverFeatures();
     if (f === this.capsFor) return;
     this.capsFor = f;
+    this.ctrlIdx = hasFeature(f, VIRTIO_NET_F_CTRL_VQ) ? this.ctrlVq : -1;
+    this.mq = hasFeature(f, VIRTIO_NET_F_MQ);
     const caps = (hasFeature(f, VIRTIO_NET_F_CTRL_RX) ? CTRL_CAP_RX : 0) | (hasFeature(f, VIRTIO_NET_F_CTRL_RX_EXTRA) ? CTRL_CAP_RX_EXTRA : 0) |
       (hasFeature(f, VIRTIO_NET_F_CTRL_VLAN) ? CTRL_CAP_VLAN : 0) | (hasFeature(f, VIRTIO_NET_F_CTRL_MAC_ADDR) ? CTRL_CAP_MAC_ADDR : 0) |
       (hasFeature(f, VIRTIO_NET_F_MQ) ? CTRL_CAP_MQ : 0) | (hasFeature(f, VIRTIO_NET_F_GUEST_ANNOUNCE) ? CTRL_CAP_ANNOUNCE : 0);
@@ -376,16 +416,35 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   }
 
   /** Takes tx frames of one pair, a batch at a time: to the port, or back into rx (loopback). */
+  /**
+   * Asks the driver not to kick rx queue `rx` (VIRTIO 1.3 §2.7.10 / §2.8.10: the device may
+   * suppress notifications): this device never waits for rx buffers (a frame that finds none is
+   * dropped), so an rx kick would only run an empty pass. Once per ring.
+   */
+  private quietRx(rx: DeviceQueue): void {
+    if (this.quietRings.has(rx)) return;
+    rx.disableKick();
+    this.quietRings.add(rx);
+  }
+
   private loop(pair: number, budget: number): number {
+    const rxq = this.queue(2 * pair);
+    if (rxq) this.quietRx(rxq);
     const tx = this.queue(2 * pair + 1);
     if (!tx) return 0;
     let done = 0;
-    while (done < budget) {
-      const n = this.popOrRearm(tx, Math.min(this.batch, budget - done));
-      if (n === 0) break;
+    let max = Math.min(this.batch, budget);
+    let n = this.popOrRearm(tx, max);
+    while (n > 0) {
       if (this.port) this.portTx(pair, tx, n);
       else this.loopInWasm(pair, tx, n);
       done += n;
+      if (done >= budget) break;
+      const drained = n < max; // fewer than asked: the ring was empty at that pop
+      max = Math.min(this.batch, budget - done);
+      // Drained: re-arm the kick and look once more (what popOrRearm does after an empty pop,
+      // without the empty pop).
+      n = drained ? (tx.enableKick() ? tx.pop(max) : 0) : this.popOrRearm(tx, max);
     }
     return done;
   }

@@ -69,7 +69,21 @@ function microsNow(): number {
 }
 
 /** Parses a pcap byte stream back into frames (for tests and tools). */
-export function readPcap(data: Uint8Array): { linktype: number; snaplen: number; frames: { tsUs: number; data: Uint8Array; origLen: number }[] } {
+export function readPcap(data: Uint8Array): {
+  /** The global header's link type (LINKTYPE_ETHERNET for our streams). */
+  linktype: number;
+  /** The global header's snapshot length. */
+  snaplen: number;
+  /** The records, in order. */
+  frames: {
+    /** Capture time, µs since the epoch. */
+    tsUs: number;
+    /** The captured bytes (at most snaplen). */
+    data: Uint8Array;
+    /** The frame's length on the wire. */
+    origLen: number;
+  }[];
+} {
   if (data.length < 24) throw new VirtioError(Code.InvalidArgument, 'pcap stream shorter than its header');
   const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
   if (v.getUint32(0, true) !== PCAP_MAGIC) throw new VirtioError(Code.InvalidArgument, 'not a little-endian microsecond pcap stream');

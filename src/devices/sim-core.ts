@@ -475,7 +475,16 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   }
 
   /** Address space asid's current mappings (a copy, sorted by IOVA): what the datapath translates through. */
-  getMap(asid: number): readonly Readonly<{ iova: bigint; size: number; addr: number; perm: number }>[] {
+  getMap(asid: number): readonly Readonly<{
+    /** First IOVA. */
+    iova: bigint;
+    /** Bytes mapped. */
+    size: number;
+    /** Memory offset the IOVA maps to. */
+    addr: number;
+    /** PERM_R / PERM_W bits. */
+    perm: number;
+  }>[] {
     this.live();
     return this.as(asid).mappings;
   }

@@ -341,7 +341,12 @@ export class VhostVdpaFile {
    * ioctl() as a syscall answers, for byte pipes: never throws; `ret` is 0 or -errno, `out` the
    * struct written back (null for write-only requests and on error).
    */
-  ioctlRaw(request: number, arg: Uint8Array = EMPTY): { ret: number; out: Uint8Array | null } {
+  ioctlRaw(request: number, arg: Uint8Array = EMPTY): {
+    /** 0, or the negative errno the ioctl returned. */
+    ret: number;
+    /** The bytes the kernel would copy back for an _IOR/_IOWR request, else null. */
+    out: Uint8Array | null;
+  } {
     try {
       const r = this.ioctl(request, arg);
       return { ret: 0, out: typeof r === 'number' ? null : r };
@@ -419,7 +424,12 @@ export class VhostVdpaFile {
     this.ioctl(U.VHOST_SET_VRING_BASE, U.encodeVringState(s.index, s.num));
   }
   /** VHOST_GET_VRING_BASE. */
-  getVringBase(index: number): { index: number; num: number } {
+  getVringBase(index: number): {
+    /** The queue index. */
+    index: number;
+    /** vhost_vring_state.num: split, the last avail index; packed, avail index | wrap << 15 in the low 16 bits and the used pair in the high 16 (as Linux vhost_vdpa). */
+    num: number;
+  } {
     return rdState(this.ioctl(U.VHOST_GET_VRING_BASE, U.encodeVringState(index, 0)));
   }
   /** VHOST_SET_VRING_KICK: the doorbell the driver rings for queue `index`; null detaches. */
@@ -464,7 +474,12 @@ export class VhostVdpaFile {
     return b[0]! | (b[1]! << 8);
   }
   /** VHOST_VDPA_GET_IOVA_RANGE. */
-  getIovaRange(): { first: bigint; last: bigint } {
+  getIovaRange(): {
+    /** First usable IOVA. */
+    first: bigint;
+    /** Last usable IOVA (inclusive). */
+    last: bigint;
+  } {
     const b = this.ioctl(U.VHOST_VDPA_GET_IOVA_RANGE) as Uint8Array;
     const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
     return { first: v.getBigUint64(0, true), last: v.getBigUint64(8, true) };

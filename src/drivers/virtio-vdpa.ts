@@ -29,6 +29,8 @@ export interface VirtioClassDriver {
   onNeedsReset(): void;
   /** The config space changed. */
   onConfigChange(): void;
+  /** Descriptors per indirect table of this driver's queues; 0: it never needs one, no table pool is allocated. @default 16 */
+  readonly indirectMax?: number;
 }
 
 /** Options of {@link VirtioVdpa}. */
@@ -82,7 +84,7 @@ export class VirtioBinding {
       const size = Math.min(this.size, dev.getVqNumMax());
       this.queues = [];
       for (let i = 0; i < n; i++) {
-        const q = new DriverQueue(this.platform, { size, features });
+        const q = new DriverQueue(this.platform, cls.indirectMax === undefined ? { size, features } : { size, features, indirectMax: cls.indirectMax });
         this.queues.push(q);
         dev.setVqNum(i, size);
         dev.setVqAddress(i, q.addresses.descArea, q.addresses.driverArea, q.addresses.deviceArea);

@@ -65,7 +65,12 @@ export interface LabPointResult {
   /** Device calls per descriptor. */
   callsPerDesc: LabStat;
   /** Cross-thread batch-1: round-trip latency percentiles, µs. */
-  latency?: { p50: number; p99: number };
+  latency?: {
+    /** Median. */
+    p50: number;
+    /** 99th percentile. */
+    p99: number;
+  };
   /** Ours ÷ baseline throughput, per baseline that covers the point. */
   ratios: Record<string, number>;
 }

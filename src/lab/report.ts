@@ -153,7 +153,12 @@ export function svgChart(title: string, xLabel: string, yLabel: string, lines: r
 }
 
 /** The two charts of a result against `x`: throughput, and kicks + calls per descriptor. */
-export function charts(r: LabResult, x: keyof LabPoint): { throughput: string; notifications: string } {
+export function charts(r: LabResult, x: keyof LabPoint): {
+  /** SVG: M descriptors/s against `x`. */
+  throughput: string;
+  /** SVG: kicks and calls per descriptor against `x`. */
+  notifications: string;
+} {
   const thr = series(r, x, (p) => p.mdps.median);
   const kicks = series(r, x, (p) => p.kicksPerDesc.median).map((s) => ({ ...s, name: `kicks: ${s.name}` }));
   const calls = series(r, x, (p) => p.callsPerDesc.median).map((s) => ({ ...s, name: `calls: ${s.name}` }));

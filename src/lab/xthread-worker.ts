@@ -23,18 +23,66 @@ export interface XControl {
 
 /** Messages a lab worker understands. */
 export type XMessage =
-  | { op: 'attach'; handle: PlatformHandle }
-  | { op: 'driver-setup'; pt: LabPoint; ctl: XControl }
-  | { op: 'device-setup'; pt: LabPoint; ctl: XControl; addresses: VqAddresses; kick: DoorbellHandle }
-  | { op: 'driver-call'; call: DoorbellHandle }
-  | { op: 'device-run'; spinUs: number }
-  | { op: 'driver-run'; chains: number; rounds: number; spinUs: number }
-  | { op: 'teardown' };
+  | {
+    /** Attach to the runner's platform. */
+    op: 'attach';
+    /** The platform to attach ({@link Platform.attach}). */
+    handle: PlatformHandle;
+  }
+  | {
+    /** Make the driver side of a point. */
+    op: 'driver-setup';
+    /** The point measured. */
+    pt: LabPoint;
+    /** The runner's control words. */
+    ctl: XControl;
+  }
+  | {
+    /** Make the device side of a point over the driver's rings. */
+    op: 'device-setup';
+    /** The point measured. */
+    pt: LabPoint;
+    /** The runner's control words. */
+    ctl: XControl;
+    /** Ring addresses the driver side reported. */
+    addresses: VqAddresses;
+    /** The driver's kick doorbell. */
+    kick: DoorbellHandle;
+  }
+  | {
+    /** Give the driver the device's call doorbell. */
+    op: 'driver-call';
+    /** The device's call doorbell. */
+    call: DoorbellHandle;
+  }
+  | {
+    /** Serve the rings until the stop word is set. */
+    op: 'device-run';
+    /** Microseconds an idle device spins before it sleeps. */
+    spinUs: number;
+  }
+  | {
+    /** Drive `rounds` rounds of `chains` chains, timing them. */
+    op: 'driver-run';
+    /** Chains per round. */
+    chains: number;
+    /** Rounds. */
+    rounds: number;
+    /** Microseconds an idle driver spins before it sleeps. */
+    spinUs: number;
+  }
+  | {
+    /** Free everything this worker made. */
+    op: 'teardown';
+  };
 
 /** Anything with postMessage/onmessage (a worker_threads parentPort, a Web Worker's self). */
 export interface XPort {
+  /** Sends a reply to the runner. */
   postMessage(m: unknown): void;
+  /** Node worker_threads style: calls `cb` with each message. */
   on?(ev: 'message', cb: (m: XMessage) => void): void;
+  /** Web Worker style: calls `cb` with each message event. */
   addEventListener?(ev: 'message', cb: (e: { data: XMessage }) => void): void;
 }
 

@@ -3,8 +3,17 @@
 // vdpa_config_ops.set_map / dma_map / dma_unmap install (Linux drivers/vhost/iotlb.c).
 
 import { VirtioError, Code } from '../errors.ts';
-import { TLB } from '../ring/layout.ts';
 import type { Platform } from './platform.ts';
+
+// The platform does not import from src/ring/ (the rings import the platform): the table
+// layout lives here, and ring/layout.ts re-exports it.
+/** IOTLB table (assembly/mem.ts): u32 count, u32 lastHit, then entries {u64 first, u64 last, u32 target, u32 perm}. */
+export const TLB = {
+  /** Header bytes (u32 count, u32 lastHit). */
+  HDR: 8,
+  /** Bytes per entry. */
+  ENT: 24,
+} as const;
 
 /** Device may read the range (VHOST_ACCESS_RO). */
 export const PERM_R = 1;
@@ -125,7 +134,16 @@ export class Iotlb {
   }
 
   /** The current mappings, sorted by IOVA. */
-  get mappings(): readonly Readonly<{ iova: bigint; size: number; addr: number; perm: number }>[] {
+  get mappings(): readonly Readonly<{
+    /** First IOVA. */
+    iova: bigint;
+    /** Bytes mapped. */
+    size: number;
+    /** Memory offset the IOVA maps to. */
+    addr: number;
+    /** PERM_R / PERM_W bits. */
+    perm: number;
+  }>[] {
     return this.entries.map((e) => ({ iova: e.first, size: e.size, addr: e.addr, perm: e.perm }));
   }
 

@@ -19,6 +19,7 @@
 // views keep seeing every byte that existed when the platform was made, which is all it uses.
 
 import { VirtioError, Code } from '../errors.ts';
+import '../loader/wasm-global.ts';
 import { defaultModule, instantiate } from '../loader/wasm.ts';
 import type { RingExports } from '../loader/exports.ts';
 import { Allocator } from './allocator.ts';
@@ -61,9 +62,19 @@ export interface PlatformHandle {
    * creator's allocator by {@link Platform.handle}). Without it the attached side's
    * `priv` allocator refuses every allocation.
    */
-  privSlice?: { base: number; size: number };
+  privSlice?: {
+    /** Memory offset of the slice. */
+    base: number;
+    /** Bytes in the slice. */
+    size: number;
+  };
   /** The part of RAM the attaching side may allocate from; without it `ram` refuses. */
-  ramSlice?: { base: number; size: number };
+  ramSlice?: {
+    /** Memory offset of the slice. */
+    base: number;
+    /** Bytes in the slice. */
+    size: number;
+  };
 }
 
 /** Options of {@link Platform.foreign}: a memory the caller owns and where guest RAM lies in it. */
@@ -196,7 +207,8 @@ export class Platform {
   /**
    * Creates a memory with the given layout and instantiates the ring module on it. Throws
    * VirtioError(InvalidArgument) for sizes that are not positive integers or a layout over
-   * 4 GiB, ResourceExhausted when the engine cannot make the memory.
+   * 4 GiB, ResourceExhausted when the engine cannot make the memory, Unsupported for
+   * `shared: true` on a page that is not cross-origin isolated (COOP/COEP headers missing).
    */
   static create(opts: PlatformOptions = {}): Platform {
     const rawRam = opts.ramSize ?? 16 << 20;
@@ -211,6 +223,12 @@ export class Platform {
     const ramBase = privBase + privSize;
     const pages = (ramBase + ramSize) / PAGE;
     if (pages > 65536) throw new VirtioError(Code.InvalidArgument, `layout needs ${pages} pages, over the 4 GiB of wasm32`);
+    // A page that is not cross-origin isolated can make a shared memory in some engines but
+    // cannot post it to a worker (DataCloneError much later): refuse it here, naming the fix.
+    if (shared && (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === false) {
+      throw new VirtioError(Code.Unsupported, 'shared: true needs a cross-origin isolated page (crossOriginIsolated is false): '
+        + 'serve it with the headers Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp');
+    }
     let memory: WebAssembly.Memory;
     try {
       memory = new WebAssembly.Memory(shared ? { initial: pages, maximum: pages, shared: true } : { initial: pages, maximum: pages });

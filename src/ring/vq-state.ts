@@ -6,8 +6,11 @@ import type { Layout } from './queue-base.ts';
 
 /** Split ring position. usedIndex is optional on restore (then = availIndex, as vdpa_sim). */
 export interface SplitVqState {
+  /** Format version of this record (1). */
   version: 1;
+  /** The ring layout the state is for. */
   layout: 'split';
+  /** Queue size the state is for. */
   size: number;
   /** last_avail_idx: the next avail ring entry the device reads (free-running u16). */
   availIndex: number;
@@ -17,8 +20,11 @@ export interface SplitVqState {
 
 /** Packed ring position (struct vdpa_vq_state_packed). */
 export interface PackedVqState {
+  /** Format version of this record (1). */
   version: 1;
+  /** The ring layout the state is for. */
   layout: 'packed';
+  /** Queue size the state is for. */
   size: number;
   /** Next descriptor slot the device reads. */
   lastAvailIdx: number;

@@ -38,26 +38,103 @@ export const iocSize = (req: number): number => (req >>> 16) & 0x3fff;
 // ── struct layouts (vhost_types.h), byte offsets; all fields little-endian here ──
 
 /** struct vhost_vring_state { unsigned int index; unsigned int num; } */
-export const VHOST_VRING_STATE = { SIZE: 8, index: 0, num: 4 } as const;
+export const VHOST_VRING_STATE = {
+  /** sizeof the struct, bytes. */
+  SIZE: 8,
+  /** Byte offset of `index`. */
+  index: 0,
+  /** Byte offset of `num`. */
+  num: 4,
+} as const;
 /** struct vhost_vring_file { unsigned int index; int fd; } (fd -1 = VHOST_FILE_UNBIND) */
-export const VHOST_VRING_FILE = { SIZE: 8, index: 0, fd: 4 } as const;
+export const VHOST_VRING_FILE = {
+  /** sizeof the struct, bytes. */
+  SIZE: 8,
+  /** Byte offset of `index`. */
+  index: 0,
+  /** Byte offset of `fd`. */
+  fd: 4,
+} as const;
 /**
  * struct vhost_vring_addr { unsigned int index; unsigned int flags; __u64 desc_user_addr;
  * __u64 used_user_addr; __u64 avail_user_addr; __u64 log_guest_addr; } — note used before avail.
  */
-export const VHOST_VRING_ADDR = { SIZE: 40, index: 0, flags: 4, desc_user_addr: 8, used_user_addr: 16, avail_user_addr: 24, log_guest_addr: 32 } as const;
+export const VHOST_VRING_ADDR = {
+  /** sizeof the struct, bytes. */
+  SIZE: 40,
+  /** Byte offset of `index`. */
+  index: 0,
+  /** Byte offset of `flags`. */
+  flags: 4,
+  /** Byte offset of `desc_user_addr`. */
+  desc_user_addr: 8,
+  /** Byte offset of `used_user_addr`. */
+  used_user_addr: 16,
+  /** Byte offset of `avail_user_addr`. */
+  avail_user_addr: 24,
+  /** Byte offset of `log_guest_addr`. */
+  log_guest_addr: 32,
+} as const;
 /** struct vhost_vdpa_config { __u32 off; __u32 len; __u8 buf[]; } (sizeof is 8: buf is flexible) */
-export const VHOST_VDPA_CONFIG = { SIZE: 8, off: 0, len: 4, buf: 8 } as const;
+export const VHOST_VDPA_CONFIG = {
+  /** sizeof the struct, bytes. */
+  SIZE: 8,
+  /** Byte offset of `off`. */
+  off: 0,
+  /** Byte offset of `len`. */
+  len: 4,
+  /** Byte offset of `buf`. */
+  buf: 8,
+} as const;
 /** struct vhost_vdpa_iova_range { __u64 first; __u64 last; } */
-export const VHOST_VDPA_IOVA_RANGE = { SIZE: 16, first: 0, last: 8 } as const;
+export const VHOST_VDPA_IOVA_RANGE = {
+  /** sizeof the struct, bytes. */
+  SIZE: 16,
+  /** Byte offset of `first`. */
+  first: 0,
+  /** Byte offset of `last`. */
+  last: 8,
+} as const;
 /** struct vhost_iotlb_msg { __u64 iova; __u64 size; __u64 uaddr; __u8 perm; __u8 type; } (padded to 32) */
-export const VHOST_IOTLB_MSG_LAYOUT = { SIZE: 32, iova: 0, size: 8, uaddr: 16, perm: 24, type: 25 } as const;
+export const VHOST_IOTLB_MSG_LAYOUT = {
+  /** sizeof the struct, bytes. */
+  SIZE: 32,
+  /** Byte offset of `iova`. */
+  iova: 0,
+  /** Byte offset of `size`. */
+  size: 8,
+  /** Byte offset of `uaddr`. */
+  uaddr: 16,
+  /** Byte offset of `perm`. */
+  perm: 24,
+  /** Byte offset of `type`. */
+  type: 25,
+} as const;
 /** struct vhost_msg { int type; union { struct vhost_iotlb_msg iotlb; __u8 padding[64]; }; } (the union is 8-aligned) */
-export const VHOST_MSG = { SIZE: 72, type: 0, iotlb: 8 } as const;
+export const VHOST_MSG = {
+  /** sizeof the struct, bytes. */
+  SIZE: 72,
+  /** Byte offset of `type`. */
+  type: 0,
+  /** Byte offset of `iotlb`. */
+  iotlb: 8,
+} as const;
 /** struct vhost_msg_v2 { __u32 type; __u32 asid; union { struct vhost_iotlb_msg iotlb; __u8 padding[64]; }; } */
-export const VHOST_MSG_V2 = { SIZE: 72, type: 0, asid: 4, iotlb: 8 } as const;
+export const VHOST_MSG_V2 = {
+  /** sizeof the struct, bytes. */
+  SIZE: 72,
+  /** Byte offset of `type`. */
+  type: 0,
+  /** Byte offset of `asid`. */
+  asid: 4,
+  /** Byte offset of `iotlb`. */
+  iotlb: 8,
+} as const;
 /** struct vhost_memory { __u32 nregions; __u32 padding; struct vhost_memory_region regions[]; } */
-export const VHOST_MEMORY = { SIZE: 8 } as const;
+export const VHOST_MEMORY = {
+  /** sizeof the struct, bytes. */
+  SIZE: 8,
+} as const;
 
 /** vhost.h VHOST_VIRTIO: the ioctl type byte. */
 export const VHOST_VIRTIO = 0xaf;

@@ -36,15 +36,26 @@ export const SECTOR_SIZE = 512;
  * @48, le32 max_write_zeroes_seg @52, u8 write_zeroes_may_unmap @56, 3 unused bytes (size 60).
  */
 export const VIRTIO_BLK_CFG = {
+  /** le64 capacity: disk size in 512-byte sectors. */
   CAPACITY: 0,
+  /** le32 size_max: largest segment, bytes (VIRTIO_BLK_F_SIZE_MAX). */
   SIZE_MAX: 8,
+  /** le32 seg_max: most segments in a request (VIRTIO_BLK_F_SEG_MAX). */
   SEG_MAX: 12,
+  /** le32 blk_size: logical block size, bytes (VIRTIO_BLK_F_BLK_SIZE). */
   BLK_SIZE: 20,
+  /** le32 max_discard_sectors (VIRTIO_BLK_F_DISCARD). */
   MAX_DISCARD_SECTORS: 36,
+  /** le32 max_discard_seg (VIRTIO_BLK_F_DISCARD). */
   MAX_DISCARD_SEG: 40,
+  /** le32 discard_sector_alignment (VIRTIO_BLK_F_DISCARD). */
   DISCARD_SECTOR_ALIGNMENT: 44,
+  /** le32 max_write_zeroes_sectors (VIRTIO_BLK_F_WRITE_ZEROES). */
   MAX_WRITE_ZEROES_SECTORS: 48,
+  /** le32 max_write_zeroes_seg (VIRTIO_BLK_F_WRITE_ZEROES). */
   MAX_WRITE_ZEROES_SEG: 52,
+  /** u8 write_zeroes_may_unmap (VIRTIO_BLK_F_WRITE_ZEROES). */
   WRITE_ZEROES_MAY_UNMAP: 56,
+  /** Bytes of the config space up to and including write_zeroes_may_unmap (and its padding). */
   SIZE: 60,
 } as const;

@@ -102,7 +102,7 @@ interface Watch {
 /**
  * One thread's view of the doorbells it serves: watch() them, then poll() (callbacks of those
  * that rang since), wait() (Atomics.wait, in workers and Node's main thread) or waitAsync()
- * (a browser main thread may not block). {@link run} is the adaptive loop a device worker uses.
+ * (a browser main thread may not block).
  */
 export class DoorbellWaiter {
   /** The platform whose memory holds the waker. */
