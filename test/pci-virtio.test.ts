@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import {
   Platform, VdpaBus, VirtioError, Code, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, VirtioPciFunction,
   featureBit, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_F_EVENT_IDX,
-  type VdpaSimNet, type VdpaSimBlk, type PciInterruptSink,
+  DriverQueue, VIRTIO_F_RING_PACKED, type VdpaSimNet, type VdpaSimBlk, type PciInterruptSink,
 } from '../src/index.ts';
 import * as C from '../src/pci/constants.ts';
 import { eth, tick } from './helpers/net.ts';
@@ -154,20 +154,26 @@ class Guest {
 
   /** setup_vq (split ring of `size` in guest RAM) with MSI-X `vector` (or NO_VECTOR). */
   setupQueue(q: number, size: number, vector = C.VIRTIO_MSI_NO_VECTOR): void {
-    this.common(C.VIRTIO_PCI_COMMON_Q_SELECT, 2, q);
-    const max = this.common(C.VIRTIO_PCI_COMMON_Q_SIZE, 2);
-    assert.ok(max >= size && this.common(C.VIRTIO_PCI_COMMON_Q_ENABLE, 2) === 0);
-    this.common(C.VIRTIO_PCI_COMMON_Q_SIZE, 2, size);
     const desc = this.alloc(16 * size, 4096);
     const avail = this.alloc(6 + 2 * size, 2);
     const used = this.alloc(6 + 8 * size, 4096);
     this.bytes(desc, 16 * size).fill(0);
     this.bytes(avail, 6 + 2 * size).fill(0);
     this.bytes(used, 6 + 8 * size).fill(0);
+    const noff = this.setupQueueAt(q, size, desc, avail, used, vector);
+    this.rings[q] = { size, desc, avail, used, next: 0, lastUsed: 0, noff };
+  }
+
+  /** The register part of setup_vq for rings already laid out at these guest-physical addresses. Returns queue_notify_off. */
+  setupQueueAt(q: number, size: number, desc: number, avail: number, used: number, vector = C.VIRTIO_MSI_NO_VECTOR): number {
+    this.common(C.VIRTIO_PCI_COMMON_Q_SELECT, 2, q);
+    const max = this.common(C.VIRTIO_PCI_COMMON_Q_SIZE, 2);
+    assert.ok(max >= size && this.common(C.VIRTIO_PCI_COMMON_Q_ENABLE, 2) === 0);
+    this.common(C.VIRTIO_PCI_COMMON_Q_SIZE, 2, size);
     // vp_iowrite64_twopart: lo then hi.
     for (const [lo, v] of [[C.VIRTIO_PCI_COMMON_Q_DESCLO, desc], [C.VIRTIO_PCI_COMMON_Q_AVAILLO, avail], [C.VIRTIO_PCI_COMMON_Q_USEDLO, used]] as const) {
-      this.common(lo, 4, v);
-      this.common(lo + 4, 4, 0);
+      this.common(lo, 4, v % 2 ** 32);
+      this.common(lo + 4, 4, Math.floor(v / 2 ** 32));
     }
     this.common(C.VIRTIO_PCI_COMMON_Q_MSIX, 2, vector);
     assert.equal(this.common(C.VIRTIO_PCI_COMMON_Q_MSIX, 2), vector, 'the vector took');
@@ -175,7 +181,12 @@ class Guest {
     assert.ok(noff * this.notifyMult + 2 <= this.caps.get(C.VIRTIO_PCI_CAP_NOTIFY_CFG)!.length);
     this.common(C.VIRTIO_PCI_COMMON_Q_ENABLE, 2, 1);
     assert.equal(this.common(C.VIRTIO_PCI_COMMON_Q_ENABLE, 2), 1, 'queue enabled');
-    this.rings[q] = { size, desc, avail, used, next: 0, lastUsed: 0, noff };
+    return noff;
+  }
+
+  /** A notify write for queue q at queue_notify_off `noff`. */
+  notify(q: number, noff: number): void {
+    this.wr(C.VIRTIO_PCI_CAP_NOTIFY_CFG, noff * this.notifyMult, 2, q);
   }
 
   /** One chain: device-readable then device-writable buffers (guest-physical). Returns the head. */
@@ -410,6 +421,75 @@ describe('bring-up by a register-level guest driver', () => {
       assert.equal(net.backendErrors, 0);
       net.close();
     });
+  }
+
+  for (const layout of ['split', 'packed'] as const) {
+    for (const eventIdx of [false, true]) {
+      test(`vdpasim_net on ${layout} rings${eventIdx ? ' with EVENT_IDX' : ''} (the package's DriverQueue as the guest's ring code), guest RAM at guest-physical 1 GiB`, async () => {
+        const G = 0x4000_0000;
+        const memory = new WebAssembly.Memory({ initial: 5 + 49, maximum: 1000 });
+        const p = Platform.foreign({ memory, ramBase: RAM_OFFSET, ramSize: 48 * PAGE, privateSize: 8 << 20, allocateRam: true });
+        const bus = new VdpaBus({ defaultDriver: 'vhost_vdpa' });
+        bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
+        const vhost = new VhostVdpa(p);
+        bus.registerDriver(vhost);
+        bus.devAdd('vdpasim_net', 'net0');
+        const msi: number[] = [];
+        const fn = new VirtioPciFunction(p, vhost.open('vhost-vdpa-0'), {
+          guestMemory: [{ gpa: G, size: 48 * PAGE, offset: RAM_OFFSET }],
+          interrupts: { msi: (_lo, _hi, _data, v) => msi.push(v) },
+        });
+        const g = new Guest(fn, memory);
+        g.probe();
+        g.enableMsix();
+        const features = g.negotiate(featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MAC) |
+          (layout === 'packed' ? featureBit(VIRTIO_F_RING_PACKED) : 0n) | (eventIdx ? featureBit(VIRTIO_F_EVENT_IDX) : 0n));
+        const dmaBase = G - RAM_OFFSET; // guest-physical = memory offset + dmaBase
+        const qs = [0, 1].map((q) => {
+          const dq = new DriverQueue(p, { size: 64, features, dmaBase });
+          const a = dq.addresses;
+          const noff = g.setupQueueAt(q, 64, Number(a.descArea), Number(a.driverArea), Number(a.deviceArea), q + 1);
+          return { dq, noff };
+        });
+        g.addStatus(S_DRIVER_OK);
+        const [rx, tx] = [qs[0]!, qs[1]!];
+        const kick = (i: number) => {
+          if (qs[i]!.dq.kickPrepare()) g.notify(i, qs[i]!.noff);
+        };
+        for (let round = 0; round < 3; round++) {
+          const bufs: number[] = [];
+          for (let i = 0; i < 8; i++) {
+            const b = p.allocBuffer(2048);
+            bufs.push(b);
+            assert.ok(rx.dq.add(i, [], [{ addr: b + dmaBase, len: 2048 }]));
+          }
+          kick(0);
+          const frames = Array.from({ length: 8 }, (_, i) => eth(60 + 91 * i + round, i));
+          frames.forEach((fr, i) => {
+            const b = p.allocBuffer(12 + fr.length);
+            p.u8.fill(0, b, b + 12);
+            p.u8.set(fr, b + 12);
+            assert.ok(tx.dq.add(100 + i, [{ addr: b + dmaBase, len: 12 + fr.length }]));
+          });
+          msi.length = 0;
+          kick(1);
+          for (let i = 0; i < 10 && !msi.includes(1); i++) await tick();
+          const got = rx.dq.reclaim();
+          assert.equal(got.length, frames.length, `round ${round}`);
+          got.forEach(({ token, len }, i) => {
+            assert.equal(len, 12 + frames[i]!.length);
+            assert.deepEqual(p.u8.slice(bufs[token]! + 12, bufs[token]! + len), frames[i]);
+          });
+          assert.equal(tx.dq.reclaim().length, frames.length);
+          assert.ok(msi.includes(1), `rx vector (round ${round}: ${msi.join(',')})`);
+          rx.dq.enableCb(); // re-arm (virtqueue_enable_cb: used_event with EVENT_IDX)
+          tx.dq.enableCb();
+          memory.grow(1);
+        }
+        assert.equal(fn.backendErrors, 0);
+        fn.close();
+      });
+    }
   }
 
   test('vdpasim_blk with INTx: capacity from device config, sectors written and read back match the disk, ISR read-to-clear drops the line', async () => {
