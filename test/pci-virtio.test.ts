@@ -581,6 +581,46 @@ describe('bring-up by a register-level guest driver', () => {
     blk.close();
   });
 
+  test('an I/O-port BAR (as v86 can relocate): packed layout found through the capabilities, blk I/O works, config snapshot', async () => {
+    const { p, bus, vhost, memory, irq } = world({ msixVectors: 0 });
+    const dev = bus.devAdd('vdpasim_blk', 'blk0') as VdpaSimBlk;
+    const blk = new VirtioPciFunction(p, vhost.open('vhost-vdpa-0'), {
+      bar: 0, barKind: 'io', msixVectors: 0, guestMemory: [{ gpa: 0, size: 32 * PAGE, offset: RAM_OFFSET }],
+      interrupts: { setIntx: (l) => irq.intx.push(l) },
+    });
+    assert.deepEqual(blk.description.bars, [{ index: 0, size: 0x100, kind: 'io', prefetchable: false }]);
+    assert.equal(blk.configRead(C.PCI_BASE_ADDRESS_0, 4), C.PCI_BASE_ADDRESS_SPACE_IO);
+    blk.configWrite(C.PCI_BASE_ADDRESS_0, 4, 0xffffffff);
+    assert.equal(blk.configRead(C.PCI_BASE_ADDRESS_0, 4), (~0xff | 1) >>> 0, '256 ports');
+    blk.configWrite(C.PCI_BASE_ADDRESS_0, 4, 0xc001);
+    assert.equal(blk.barAddress(0), 0xc000n);
+    const snap = blk.configSnapshot();
+    assert.equal(snap[0]! | (snap[1]! << 8), 0x1af4);
+    assert.equal(snap[C.PCI_BASE_ADDRESS_0]! & 1, 1);
+    const g = new Guest(blk, memory);
+    g.probe();
+    assert.deepEqual([...g.caps.values()].filter((c) => c.type !== 5).map((c) => [c.type, c.bar, c.offset]), [[1, 0, 0], [3, 0, 0x40], [4, 0, 0x60], [2, 0, (0x60 + blk.file.getConfigSize() + 3) & ~3]]);
+    g.negotiate(featureBit(VIRTIO_F_VERSION_1));
+    g.setupQueue(0, 16);
+    g.addStatus(S_DRIVER_OK);
+    const h = g.alloc(16);
+    g.dv.setUint32(h, 1, true);
+    g.dv.setBigUint64(h + 8, 3n, true);
+    const data = g.alloc(512);
+    g.bytes(data, 512).fill(0x5c);
+    const s = g.alloc(1);
+    g.bytes(s, 1)[0] = 0xff;
+    g.add(0, [{ gpa: h, len: 16 }, { gpa: data, len: 512 }], [{ gpa: s, len: 1 }]);
+    g.kick(0);
+    for (let i = 0; i < 10 && irq.intx.length === 0; i++) await tick();
+    assert.deepEqual(irq.intx, [true]);
+    assert.equal(g.rd(C.VIRTIO_PCI_CAP_ISR_CFG, 0, 1), 1);
+    assert.equal(g.bytes(s, 1)[0], 0);
+    assert.equal(p.u8[dev.disk + 3 * 512 + 100], 0x5c);
+    assert.equal(blk.badAccesses, 0);
+    blk.close();
+  });
+
   test('a config change under INTx sets ISR bit 1', async () => {
     const { fn, bus, memory, irq } = world({ msixVectors: 0 });
     const dev = bus.devAdd('vdpasim_net', 'net0') as VdpaSimNet;
@@ -696,7 +736,7 @@ describe('bad accesses: read all ones, writes dropped, nothing thrown', () => {
       { guestMemory: [{ gpa: -1, size: 1, offset: 0 }] }, { guestMemory: [null] }, { guestMemory: 'x' }]) {
       assert.throws(() => new VirtioPciFunction(p, f, o as never), (e: unknown) => e instanceof VirtioError && e.code === Code.InvalidArgument, JSON.stringify(o));
     }
-    const fn = new VirtioPciFunction(p, f, { bar: 0, bar64: false, msixBar: 2 });
+    const fn = new VirtioPciFunction(p, f, { bar: 0, barKind: 'mem32', msixBar: 2 });
     assert.deepEqual(fn.description.bars.map((b) => [b.index, b.kind]), [[0, 'mem32'], [2, 'mem32']]);
     fn.close();
   });

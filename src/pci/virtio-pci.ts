@@ -13,7 +13,10 @@
 // Layout, as QEMU's virtio-pci lays it out (hw/virtio/virtio-pci.c): the virtio structures in
 // one 16 KiB memory BAR (4 by default, 64-bit prefetchable): common cfg @0x0000, ISR @0x1000,
 // device cfg @0x2000, notify @0x3000 with notify_off_multiplier 4 (queue q at 0x3000 + 4q);
-// the MSI-X table @0 and PBA @0x800 of a 4 KiB BAR (1 by default). Config space: type 0 header,
+// the MSI-X table @0 and PBA @0x800 of a 4 KiB BAR (1 by default). For emulators that can
+// only relocate I/O BARs (v86), barKind 'io' packs the structures into ≥ 256 ports (common @0,
+// ISR @0x40, device @0x60, notify after it); the guest finds them through the capabilities
+// either way. Config space: type 0 header,
 // capabilities from 0x40 (MSI-X, then the virtio vendor capabilities, last the PCI cfg window).
 //
 // Bad accesses are handled as hardware does: a read nothing decodes (wrong BAR, out of the
@@ -59,8 +62,13 @@ export interface VirtioPciOptions {
   msixVectors?: number;
   /** BAR of the virtio structures (0..5; a 64-bit BAR also takes the next). @default 4 */
   bar?: number;
-  /** Make that BAR 64-bit (prefetchable) memory, as QEMU does; false makes it 32-bit memory. @default true */
-  bar64?: boolean;
+  /**
+   * Kind of that BAR: 64-bit prefetchable memory (QEMU's), 32-bit memory, or I/O ports for
+   * emulators whose memory BARs cannot move (v86 relocates only I/O BARs). An I/O BAR packs the
+   * structures: common @0, ISR @0x40, device cfg @0x60, notify after it; at least 256 bytes.
+   * @default 'mem64'
+   */
+  barKind?: 'mem64' | 'mem32' | 'io';
   /** BAR of the MSI-X table and PBA. @default 1 */
   msixBar?: number;
   /** Offer VIRTIO_F_ACCESS_PLATFORM to the guest (only with a vIOMMU in the guest). @default false */
@@ -75,8 +83,8 @@ export interface PciBarDescription {
   index: number;
   /** Bytes (a power of two). */
   size: number;
-  /** 32- or 64-bit memory. */
-  kind: 'mem32' | 'mem64';
+  /** 32- or 64-bit memory, or I/O ports. */
+  kind: 'mem32' | 'mem64' | 'io';
   /** Prefetchable. */
   prefetchable: boolean;
 }
@@ -98,12 +106,9 @@ export interface PciDescription {
   queues: number;
 }
 
-// Offsets of the structures in the modern BAR (QEMU: 0x1000 apart).
+// Offsets of the structures in a memory BAR (QEMU: 0x1000 apart); an I/O BAR packs them (layout()).
 const COMMON = 0x0000;
-const ISR = 0x1000;
-const DEVICE = 0x2000;
-const NOTIFY = 0x3000;
-const MODERN_BAR_SIZE = 0x4000;
+const MEM_LAYOUT = { isr: 0x1000, device: 0x2000, notify: 0x3000, size: 0x4000 };
 const NOTIFY_MULT = 4;
 const MSIX_BAR_SIZE = 0x1000;
 const MSIX_PBA = 0x800;
@@ -158,7 +163,10 @@ export class VirtioPciFunction {
   private readonly wmask = new Uint8Array(256);
   private readonly cfgView: DataView;
   private readonly bar: number;
+  private readonly barKind: 'mem64' | 'mem32' | 'io';
   private readonly bar64: boolean;
+  /** Offsets of ISR, device cfg and notify in the virtio BAR, and its size. */
+  private readonly lay: { isr: number; device: number; notify: number; size: number };
   private readonly msixBar: number;
   private readonly nvec: number;
   private readonly msixCap: number;
@@ -193,7 +201,9 @@ export class VirtioPciFunction {
       throw new VirtioError(Code.InvalidArgument, why);
     };
     this.bar = opts.bar ?? 4;
-    this.bar64 = opts.bar64 ?? true;
+    this.barKind = opts.barKind ?? 'mem64';
+    if (!['mem64', 'mem32', 'io'].includes(this.barKind)) bad(`barKind ${String(this.barKind)} must be 'mem64', 'mem32' or 'io'`);
+    this.bar64 = this.barKind === 'mem64';
     this.msixBar = opts.msixBar ?? 1;
     // Options are checked before the node is touched, so a refused function leaves it unowned.
     for (const [n, b] of [['bar', this.bar], ['msixBar', this.msixBar]] as const) {
@@ -222,6 +232,7 @@ export class VirtioPciFunction {
     this.offered = dev & ~UNSUPPORTED & (opts.accessPlatform ? ~0n : ~featureBit(VIRTIO_F_ACCESS_PLATFORM));
     // Config + one per queue, as QEMU gives virtio-net (Linux shares vectors when there are fewer).
     const nvec = asked ?? Math.min(this.numQueues + 1, MAX_VECTORS);
+    this.lay = this.barKind === 'io' ? ioLayout(this.configSize, this.numQueues) : MEM_LAYOUT;
     this.nvec = nvec;
     this.msixTable = new Uint32Array(nvec * 4);
     for (let v = 0; v < nvec; v++) this.msixTable[v * 4 + 3] = C.PCI_MSIX_ENTRY_CTRL_MASKBIT; // masked at reset (PCI 3.0 §6.8.2.9)
@@ -263,7 +274,7 @@ export class VirtioPciFunction {
 
   /** What the emulator needs to place the function (IDs, class, BARs, vectors). */
   get description(): PciDescription {
-    const bars: PciBarDescription[] = [{ index: this.bar, size: MODERN_BAR_SIZE, kind: this.bar64 ? 'mem64' : 'mem32', prefetchable: this.bar64 }];
+    const bars: PciBarDescription[] = [{ index: this.bar, size: this.lay.size, kind: this.barKind, prefetchable: this.bar64 }];
     if (this.nvec > 0) bars.push({ index: this.msixBar, size: MSIX_BAR_SIZE, kind: 'mem32', prefetchable: false });
     bars.sort((a, b) => a.index - b.index);
     return {
@@ -284,12 +295,21 @@ export class VirtioPciFunction {
   barAddress(index: number): bigint {
     const d = this.description.bars.find((b) => b.index === index);
     if (!d) return 0n;
-    const lo = BigInt((this.cfgView.getUint32(C.PCI_BASE_ADDRESS_0 + 4 * index, true) & ~0xf) >>> 0);
+    const lo = BigInt((this.cfgView.getUint32(C.PCI_BASE_ADDRESS_0 + 4 * index, true) & (d.kind === 'io' ? ~0x3 : ~0xf)) >>> 0);
     const hi = d.kind === 'mem64' ? BigInt(this.cfgView.getUint32(C.PCI_BASE_ADDRESS_0 + 4 * index + 4, true)) : 0n;
     return ((hi << 32n) | lo) & 0xffff_ffff_ffff_ffffn;
   }
 
   // ───────────────────────── config space ─────────────────────────
+
+  /**
+   * A copy of the 256 config-space bytes as they are now, for emulators that keep a device's
+   * config space as bytes of their own (v86 does). Such an emulator bypasses
+   * {@link configWrite}: no BAR sizing through the write mask, no MSI-X (use msixVectors: 0).
+   */
+  configSnapshot(): Uint8Array {
+    return this.cfg.slice();
+  }
 
   /** A config-space read of `size` (1, 2, 4) bytes at `offset` (0..255, naturally aligned). */
   configRead(offset: number, size: number): number {
@@ -332,11 +352,12 @@ export class VirtioPciFunction {
   /** A read of `size` (1, 2, 4) bytes at `offset` in BAR `bar`. Never throws. */
   read(bar: number, offset: number, size: number): number {
     if (!okSize(size) || !Number.isInteger(offset) || offset < 0 || offset % size !== 0) return this.bad(size);
-    if (bar === this.bar && offset < MODERN_BAR_SIZE) {
-      if (offset < ISR) return this.commonRead(offset, size);
-      if (offset < DEVICE) return offset - ISR < 4 ? this.isrRead(offset - ISR, size) : this.bad(size);
-      if (offset < NOTIFY) return this.deviceRead(offset - DEVICE, size);
-      return offset - NOTIFY < this.notifyLen ? 0 : this.bad(size);
+    const l = this.lay;
+    if (bar === this.bar && offset < l.size) {
+      if (offset < l.isr) return this.commonRead(offset, size);
+      if (offset < l.device) return offset - l.isr < 4 ? this.isrRead(offset - l.isr, size) : this.bad(size);
+      if (offset < l.notify) return this.deviceRead(offset - l.device, size);
+      return offset - l.notify < this.notifyLen ? 0 : this.bad(size);
     }
     if (bar === this.msixBar && this.nvec > 0 && offset < MSIX_BAR_SIZE) return this.msixRead(offset, size);
     return this.bad(size);
@@ -349,11 +370,12 @@ export class VirtioPciFunction {
       return;
     }
     const v = (value >>> 0) & ones(size);
-    if (bar === this.bar && offset < MODERN_BAR_SIZE) {
-      if (offset < ISR) this.commonWrite(offset, size, v);
-      else if (offset < DEVICE) this.bad(size); // ISR is read-only
-      else if (offset < NOTIFY) this.deviceWrite(offset - DEVICE, size, v);
-      else this.notify(offset - NOTIFY);
+    const l = this.lay;
+    if (bar === this.bar && offset < l.size) {
+      if (offset < l.isr) this.commonWrite(offset, size, v);
+      else if (offset < l.device) this.bad(size); // ISR is read-only
+      else if (offset < l.notify) this.deviceWrite(offset - l.device, size, v);
+      else this.notify(offset - l.notify);
       return;
     }
     if (bar === this.msixBar && this.nvec > 0 && offset < MSIX_BAR_SIZE) {
@@ -695,7 +717,8 @@ export class VirtioPciFunction {
     this.mask(C.PCI_INTERRUPT_LINE, 1, 0xff);
     for (const b of d.bars) {
       const at = C.PCI_BASE_ADDRESS_0 + 4 * b.index;
-      const flags = (b.kind === 'mem64' ? C.PCI_BASE_ADDRESS_MEM_TYPE_64 : 0) | (b.prefetchable ? C.PCI_BASE_ADDRESS_MEM_PREFETCH : 0);
+      const flags = b.kind === 'io' ? C.PCI_BASE_ADDRESS_SPACE_IO
+        : (b.kind === 'mem64' ? C.PCI_BASE_ADDRESS_MEM_TYPE_64 : 0) | (b.prefetchable ? C.PCI_BASE_ADDRESS_MEM_PREFETCH : 0);
       c.setUint32(at, flags, true);
       // Address bits above the size are writable: writing all ones reads back the size (PCI 3.0 §6.2.5.1).
       this.mask(at, 4, ~(b.size - 1) >>> 0);
@@ -730,9 +753,9 @@ export class VirtioPciFunction {
       return p;
     };
     vcap(C.VIRTIO_PCI_CAP_COMMON_CFG, C.VIRTIO_PCI_CAP_SIZE, COMMON, C.VIRTIO_PCI_MODERN_COMMON_CFG_SIZE);
-    vcap(C.VIRTIO_PCI_CAP_ISR_CFG, C.VIRTIO_PCI_CAP_SIZE, ISR, 4);
-    if (this.configSize > 0) vcap(C.VIRTIO_PCI_CAP_DEVICE_CFG, C.VIRTIO_PCI_CAP_SIZE, DEVICE, this.configSize);
-    const n = vcap(C.VIRTIO_PCI_CAP_NOTIFY_CFG, C.VIRTIO_PCI_NOTIFY_CAP_SIZE, NOTIFY, this.notifyLen);
+    vcap(C.VIRTIO_PCI_CAP_ISR_CFG, C.VIRTIO_PCI_CAP_SIZE, this.lay.isr, 4);
+    if (this.configSize > 0) vcap(C.VIRTIO_PCI_CAP_DEVICE_CFG, C.VIRTIO_PCI_CAP_SIZE, this.lay.device, this.configSize);
+    const n = vcap(C.VIRTIO_PCI_CAP_NOTIFY_CFG, C.VIRTIO_PCI_NOTIFY_CAP_SIZE, this.lay.notify, this.notifyLen);
     c.setUint32(n + C.VIRTIO_PCI_NOTIFY_CAP_MULT, NOTIFY_MULT, true);
     // VIRTIO_PCI_CAP_PCI_CFG: a window onto the BARs through config space (§4.1.4.9); bar,
     // offset, length and data are the driver's to write.
@@ -784,6 +807,15 @@ const FIELD_WIDTH: Record<number, number> = {
   [C.VIRTIO_PCI_COMMON_Q_AVAILHI]: 4, [C.VIRTIO_PCI_COMMON_Q_USEDLO]: 4, [C.VIRTIO_PCI_COMMON_Q_USEDHI]: 4,
   [C.VIRTIO_PCI_COMMON_Q_NDATA]: 2, [C.VIRTIO_PCI_COMMON_Q_RESET]: 2, 60: 2, 62: 2,
 };
+
+/** The packed layout of an I/O BAR: common @0 (64 bytes), ISR @0x40, device cfg @0x60, notify after it, a power of two ≥ 256. */
+function ioLayout(configSize: number, nq: number): { isr: number; device: number; notify: number; size: number } {
+  const device = 0x60;
+  const notify = (device + Math.max(configSize, 4) + 3) & ~3;
+  let size = 0x100;
+  while (size < notify + Math.max(nq, 1) * NOTIFY_MULT) size *= 2;
+  return { isr: 0x40, device, notify, size };
+}
 
 /** Class codes as QEMU's virtio-pci devices report them (virtio-net: Ethernet; virtio-blk: SCSI storage). */
 function classOf(id: number): number {
