@@ -91,16 +91,23 @@ export interface PciBarDescription {
 
 /** What an emulator needs to place the function. */
 export interface PciDescription {
+  /** 0x1af4 (VIRTIO 1.3 §4.1.2). */
   vendorId: number;
+  /** 0x1040 + the virtio device ID (a modern, non-transitional function). */
   deviceId: number;
+  /** 0x1af4. */
   subsystemVendorId: number;
+  /** 0x1100, as QEMU (≥ 0x40: §4.1.2.1). */
   subsystemId: number;
+  /** 1 (non-transitional devices have revision ≥ 1, §4.1.2.1). */
   revision: number;
   /** class << 16 | subclass << 8 | prog-if. */
   classCode: number;
   /** 1 = INTA#. */
   interruptPin: number;
+  /** The BARs the function decodes. */
   bars: PciBarDescription[];
+  /** MSI-X table entries (0: INTx only). */
   msixVectors: number;
   /** Virtqueues (num_queues). */
   queues: number;
