@@ -741,6 +741,21 @@ describe('bad accesses: read all ones, writes dropped, nothing thrown', () => {
     fn.close();
   });
 
+  test('after close() the function reads all ones and drops writes, like an unplugged card', () => {
+    const { fn, bus } = world();
+    bus.devAdd('vdpasim_net', 'net0');
+    const net = fn('net0');
+    net.close();
+    net.close();
+    assert.equal(net.configRead(C.PCI_VENDOR_ID, 2), 0xffff);
+    assert.equal(net.read(4, C.VIRTIO_PCI_COMMON_STATUS, 1), 0xff);
+    net.write(4, 0x3000, 2, 0); // a notify on freed doorbells: dropped
+    net.write(4, C.VIRTIO_PCI_COMMON_STATUS, 1, 1);
+    net.configWrite(C.PCI_COMMAND, 2, 7);
+    assert.equal(net.poll(), 0);
+    assert.equal(net.backendErrors, 0);
+  });
+
   test('random register traffic never throws and leaves a function a guest can still bring up', async () => {
     const { fn, bus, memory } = world();
     bus.devAdd('vdpasim_blk', 'blk0');

@@ -320,7 +320,7 @@ export class VirtioPciFunction {
 
   /** A config-space read of `size` (1, 2, 4) bytes at `offset` (0..255, naturally aligned). */
   configRead(offset: number, size: number): number {
-    if (!okSize(size) || !Number.isInteger(offset) || offset < 0 || offset + size > 256 || offset % size !== 0) return this.bad(size);
+    if (this.closed || !okSize(size) || !Number.isInteger(offset) || offset < 0 || offset + size > 256 || offset % size !== 0) return this.bad(size);
     if (this.pciCfgCap && offset >= this.pciCfgCap + C.VIRTIO_PCI_CFG_CAP_DATA && offset < this.pciCfgCap + C.VIRTIO_PCI_CFG_CAP_SIZE) {
       return this.pciCfgData(false, 0) >>> (8 * (offset - this.pciCfgCap - C.VIRTIO_PCI_CFG_CAP_DATA)) & ones(size);
     }
@@ -335,7 +335,7 @@ export class VirtioPciFunction {
 
   /** A config-space write; read-only bits keep their value (BAR sizing works by the write mask). */
   configWrite(offset: number, size: number, value: number): void {
-    if (!okSize(size) || !Number.isInteger(offset) || offset < 0 || offset + size > 256 || offset % size !== 0 || typeof value !== 'number') {
+    if (this.closed || !okSize(size) || !Number.isInteger(offset) || offset < 0 || offset + size > 256 || offset % size !== 0 || typeof value !== 'number') {
       this.bad(size);
       return;
     }
@@ -358,7 +358,7 @@ export class VirtioPciFunction {
 
   /** A read of `size` (1, 2, 4) bytes at `offset` in BAR `bar`. Never throws. */
   read(bar: number, offset: number, size: number): number {
-    if (!okSize(size) || !Number.isInteger(offset) || offset < 0 || offset % size !== 0) return this.bad(size);
+    if (this.closed || !okSize(size) || !Number.isInteger(offset) || offset < 0 || offset % size !== 0) return this.bad(size);
     const l = this.lay;
     if (bar === this.bar && offset < l.size) {
       if (offset < l.isr) return this.commonRead(offset, size);
@@ -372,7 +372,7 @@ export class VirtioPciFunction {
 
   /** A write of `size` (1, 2, 4) bytes of `value` at `offset` in BAR `bar`. Never throws. */
   write(bar: number, offset: number, size: number, value: number): void {
-    if (!okSize(size) || !Number.isInteger(offset) || offset < 0 || offset % size !== 0 || typeof value !== 'number') {
+    if (this.closed || !okSize(size) || !Number.isInteger(offset) || offset < 0 || offset % size !== 0 || typeof value !== 'number') {
       this.bad(size);
       return;
     }
@@ -406,7 +406,10 @@ export class VirtioPciFunction {
     return this.waiter;
   }
 
-  /** Resets the device, closes the node and frees the doorbells. */
+  /**
+   * Resets the device, closes the node and frees the doorbells. Afterwards the function is
+   * gone from the bus, as a hot-unplugged card: every access reads all ones and writes are dropped.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
