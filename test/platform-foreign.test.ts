@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import {
   Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, VirtioError, Code,
   DriverQueue, Doorbell, DoorbellWaiter, featureBit, VIRTIO_F_VERSION_1, VIRTIO_F_ACCESS_PLATFORM,
-  VIRTIO_NET_F_MAC, VIRTIO_F_RING_PACKED, ringModule, instantiate, loadRingModule,
+  VIRTIO_NET_F_MAC, VIRTIO_F_RING_PACKED, ringModule, instantiate, loadRingModule, createVirtioVdpa,
 } from '../src/index.ts';
 import { code as unsharedSimd } from '../src/loader/wasm-code-unshared-simd.ts';
 import { code as unsharedPlain } from '../src/loader/wasm-code-unshared-plain.ts';
@@ -276,3 +276,36 @@ for (const shared of [false, true]) {
     f.close();
   });
 }
+
+test('the package\'s own drivers (virtio_vdpa: virtio-net batches, virtio-blk) on an unshared foreign memory grown between operations', async () => {
+  const memory = new WebAssembly.Memory({ initial: 70, maximum: 400 });
+  const p = Platform.foreign({ memory, ramBase: 2 * PAGE + 4096, ramSize: 64 * PAGE, privateSize: 8 << 20, allocateRam: true });
+  const bus = new VdpaBus();
+  bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
+  bus.registerMgmtDevice(new VdpaSimBlkMgmt(p, 64));
+  const virtio = createVirtioVdpa(p, { queueSize: 64 });
+  bus.registerDriver(virtio);
+  bus.devAdd('vdpasim_net', 'net0', {});
+  bus.devAdd('vdpasim_blk', 'blk0', {});
+  const net = virtio.net('net0');
+  const blk = virtio.blk('blk0');
+  const seen: Uint8Array[] = [];
+  net.onFrames((b) => {
+    for (let i = 0; i < b.count; i++) seen.push(b.data.slice(b.offsets[i]!, b.offsets[i]! + b.lengths[i]!));
+  });
+  for (let round = 0; round < 4; round++) {
+    memory.grow(1);
+    const frames = Array.from({ length: 8 }, (_, i) => eth(64 + 50 * i + round, i));
+    assert.equal(net.sendBatch(frames), frames.length);
+    for (let i = 0; i < 5 && seen.length < 8 * (round + 1); i++) await tick();
+    assert.deepEqual(seen.slice(8 * round), frames, `net round ${round}`);
+    memory.grow(1);
+    const data = new Uint8Array(1024).fill(0x40 + round);
+    await blk.write(round * 2, data);
+    memory.grow(1);
+    const back = new Uint8Array(1024);
+    await blk.read(round * 2, back);
+    assert.deepEqual(back, data, `blk round ${round}`);
+  }
+  assert.equal(p.u8.length, memory.buffer.byteLength);
+});
