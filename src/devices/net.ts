@@ -17,13 +17,13 @@ import type { Platform } from '../platform/platform.ts';
 import type { PcapWriter } from './pcap.ts';
 import type { SwitchEndpoint } from './switch.ts';
 import {
-  NetCtrlState, FILTER_BLOCK_SIZE, CTRL_CAP_RX, CTRL_CAP_RX_EXTRA, CTRL_CAP_VLAN, CTRL_CAP_MAC_ADDR, CTRL_CAP_MQ, CTRL_CAP_ANNOUNCE,
+  NetCtrlState, checkNetCtrlSnapshot, type NetCtrlSnapshot, FILTER_BLOCK_SIZE, CTRL_CAP_RX, CTRL_CAP_RX_EXTRA, CTRL_CAP_VLAN, CTRL_CAP_MAC_ADDR, CTRL_CAP_MQ, CTRL_CAP_ANNOUNCE,
 } from './net-ctrl.ts';
 import {
   VIRTIO_ID_NET, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
   VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER, VIRTIO_F_ACCESS_PLATFORM,
   VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_MQ, VIRTIO_NET_F_CTRL_MAC_ADDR,
-  VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MRG_RXBUF, hasFeature,
+  VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_S_ANNOUNCE, hasFeature,
 } from '../virtio/constants.ts';
 import type { VqVendorStats } from '../bus/config-ops.ts';
 import type { DeviceQueue } from '../ring/device-queue.ts';
@@ -283,7 +283,25 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   setLink(up: boolean): void {
     this.live();
     if (up === this.linkUp) return;
-    this.updateConfig((v) => v.setUint16(CFG_STATUS, up ? VIRTIO_NET_S_LINK_UP : 0, true));
+    this.updateConfig((v) => v.setUint16(CFG_STATUS, (v.getUint16(CFG_STATUS, true) & ~VIRTIO_NET_S_LINK_UP) | (up ? VIRTIO_NET_S_LINK_UP : 0), true));
+  }
+
+  /**
+   * Asks the driver to announce itself (after a migration, VIRTIO 1.3 §5.1.6.5.4): sets
+   * VIRTIO_NET_S_ANNOUNCE in config status, if VIRTIO_NET_F_GUEST_ANNOUNCE was negotiated.
+   * The driver sends gratuitous ARP and acks with VIRTIO_NET_CTRL_ANNOUNCE_ACK, which clears
+   * the bit. Returns false (and does nothing) without GUEST_ANNOUNCE.
+   */
+  announce(): boolean {
+    this.live();
+    if (!hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_GUEST_ANNOUNCE)) return false;
+    this.updateConfig((v) => v.setUint16(CFG_STATUS, v.getUint16(CFG_STATUS, true) | VIRTIO_NET_S_ANNOUNCE, true));
+    return true;
+  }
+
+  /** True while VIRTIO_NET_S_ANNOUNCE is set (an announcement not acked yet). */
+  get announcing(): boolean {
+    return (this.configView.getUint16(CFG_STATUS, true) & VIRTIO_NET_S_ANNOUNCE) !== 0;
   }
 
   /** Index of the control queue for the negotiated features (§5.1.2). */
@@ -326,6 +344,27 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     }
     if (hasFeature(f, VIRTIO_NET_F_CTRL_RX_EXTRA) && !hasFeature(f, VIRTIO_NET_F_CTRL_RX)) return 'VIRTIO_NET_F_CTRL_RX_EXTRA needs VIRTIO_NET_F_CTRL_RX';
     return null;
+  }
+
+  /** Migration: the control-queue state and whether an announcement is pending. */
+  saveNetState(): NetCtrlSnapshot {
+    this.live();
+    return this.ctrl.save();
+  }
+
+  /**
+   * Migration: checks that a source's net state and config fit this device (same MTU and queue
+   * pairs: staging is sized by them) and returns the loader; throws and changes nothing if not.
+   */
+  prepareNetState(snap: unknown, config: Uint8Array): () => void {
+    const s = checkNetCtrlSnapshot(snap, this.maxVqp);
+    const v = new DataView(config.buffer, config.byteOffset, config.byteLength);
+    if (v.getUint16(CFG_MAX_VQP, true) !== this.maxVqp) throw new VirtioError(Code.FailedPrecondition, `${this.name}: the source has ${v.getUint16(CFG_MAX_VQP, true)} queue pairs, this device ${this.maxVqp}`);
+    if (v.getUint16(CFG_MTU, true) !== this.mtu) throw new VirtioError(Code.FailedPrecondition, `${this.name}: the source's MTU is ${v.getUint16(CFG_MTU, true)}, this device's ${this.mtu}`);
+    return () => {
+      this.ctrl.load(s, config.subarray(CFG_MAC, CFG_MAC + 6));
+      this.capsFor = -1n;
+    };
   }
 
   protected override onReset(): void {
@@ -411,6 +450,9 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       done += n;
       const mac = this.ctrl.takeNewMac();
       if (mac) this.updateConfig(() => this.config.set(mac, CFG_MAC));
+      if (this.ctrl.takeAnnounceAck() && this.announcing) {
+        this.updateConfig((v) => v.setUint16(CFG_STATUS, v.getUint16(CFG_STATUS, true) & ~VIRTIO_NET_S_ANNOUNCE, true));
+      }
     }
     return done;
   }

@@ -21,7 +21,7 @@ import type { VdpaDevice } from '../bus/bus.ts';
 import type { DriverQueue } from '../ring/driver-queue.ts';
 import type { VirtioBinding, VirtioClassDriver } from './virtio-vdpa.ts';
 import {
-  VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_ACCESS_PLATFORM,
+  VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_SUSPEND,
   VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_DISCARD,
   VIRTIO_BLK_F_WRITE_ZEROES, featureBit, hasFeature,
 } from '../virtio/constants.ts';
@@ -35,7 +35,7 @@ import {
 export const VIRTIO_BLK_DRIVER_FEATURES: bigint = [
   VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_ACCESS_PLATFORM,
   VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_DISCARD,
-  VIRTIO_BLK_F_WRITE_ZEROES,
+  VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_F_SUSPEND,
 ].reduce((f, b) => f | featureBit(b), 0n);
 
 /** Options of {@link VirtioBlkDriver}. */
@@ -173,6 +173,16 @@ export class VirtioBlkDriver extends EventTarget implements VirtioClassDriver {
     this.dev = dev;
     this.binding = binding;
     this.driverFeatures = opts.features ?? VIRTIO_BLK_DRIVER_FEATURES;
+  }
+
+  /** Suspends the device (SUSPEND status bit, VIRTIO 1.4 §3.4): resolves once requests in flight finished and SUSPEND reads 1. */
+  suspend(timeoutMs?: number): Promise<void> {
+    return this.binding.suspend(timeoutMs);
+  }
+
+  /** Resumes a device suspended by {@link suspend}. */
+  resume(timeoutMs?: number): Promise<void> {
+    return this.binding.resume(timeoutMs);
   }
 
   /** One request queue. */

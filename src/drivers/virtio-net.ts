@@ -17,12 +17,13 @@ import {
   VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER,
   VIRTIO_F_ACCESS_PLATFORM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
   VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN,
-  VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, featureBit, hasFeature,
+  VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_S_ANNOUNCE,
+  VIRTIO_F_SUSPEND, featureBit, hasFeature,
 } from '../virtio/constants.ts';
 import {
   VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, VIRTIO_NET_CTRL_MAC_ADDR_SET,
   VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_VLAN_ADD, VIRTIO_NET_CTRL_VLAN_DEL, VIRTIO_NET_CTRL_MQ,
-  VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_OK, type RxMode,
+  VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_OK, VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, type RxMode,
 } from '../virtio/net-ctrl.ts';
 
 /** Bytes of struct virtio_net_hdr_v1 (VIRTIO 1.3 §5.1.6). */
@@ -36,7 +37,7 @@ export const VIRTIO_NET_DRIVER_FEATURES: bigint = [
   VIRTIO_F_ACCESS_PLATFORM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_CTRL_VQ,
   VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ,
   // Each rx buffer holds a whole frame, so num_buffers is always 1; taking the feature costs nothing.
-  VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_F_SUSPEND,
 ].reduce((f, b) => f | featureBit(b), 0n);
 
 /** How long a control command may take before it fails (a device in another worker). */
@@ -615,8 +616,52 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     return r;
   }
 
-  /** Config changed: report link changes. */
+  /** Suspends the device (SUSPEND status bit, VIRTIO 1.4 §3.4): resolves once SUSPEND reads 1. */
+  suspend(timeoutMs?: number): Promise<void> {
+    return this.binding.suspend(timeoutMs);
+  }
+
+  /** Resumes a device suspended by {@link suspend}. */
+  resume(timeoutMs?: number): Promise<void> {
+    return this.binding.resume(timeoutMs);
+  }
+
+  /** Announcements answered (VIRTIO_NET_S_ANNOUNCE → RARP sent + ANNOUNCE_ACK). */
+  announcements = 0;
+  private announcing = false;
+
+  /**
+   * VIRTIO 1.3 §5.1.6.5.4: the device asks the driver to announce itself (after a migration).
+   * Sends a RARP broadcast from our MAC, as QEMU's self-announce does (we have no IP for a
+   * gratuitous ARP; an L2 switch learns the MAC's new port from either), then acks with
+   * VIRTIO_NET_CTRL_ANNOUNCE_ACK, which clears VIRTIO_NET_S_ANNOUNCE. Emits `announce`.
+   */
+  private announce(): void {
+    if (this.announcing) return;
+    this.announcing = true;
+    const mac = this.mac;
+    const f = new Uint8Array(60);
+    f.fill(0xff, 0, 6);
+    f.set(mac, 6);
+    f.set([0x80, 0x35, 0, 1, 0x08, 0x00, 6, 4, 0, 3], 12); // RARP: ethertype, Ethernet/IPv4, 6/4, op 3 (request reverse)
+    f.set(mac, 22);
+    f.set(mac, 32);
+    this.send(f);
+    this.command(VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, new Uint8Array(0)).then(
+      () => {
+        this.announcements++;
+        this.dispatchEvent(new CustomEvent('announce', { detail: this.announcements }));
+      },
+      (e: unknown) => this.dispatchEvent(new CustomEvent('error', { detail: e })),
+    ).finally(() => { this.announcing = false; });
+  }
+
+  /** Config changed: report link changes; answer an announcement request. */
   onConfigChange(): void {
+    if (hasFeature(this.binding.features, VIRTIO_NET_F_GUEST_ANNOUNCE) && (this.dev.getConfig(6, 1)[0]! & VIRTIO_NET_S_ANNOUNCE)) {
+      // The device's config callback may run inside its datapath: answer from a microtask.
+      queueMicrotask(() => { if (!this.failed) this.announce(); });
+    }
     const up = this.linkUp;
     if (up !== this.lastLink) {
       this.lastLink = up;

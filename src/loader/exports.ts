@@ -62,6 +62,10 @@ export interface RingExports {
   drv_add_bufs(q: number, bufs: number, n: number, flags: number): number;
   /** Reclaims used buffers into token (and length) arrays: the count, or a status. */
   drv_reclaim(q: number, tokens: number, lens: number, max: number): number;
+  /** Dirty-page logging (assembly/dirty.ts): bitmap for guest RAM [base, base + pages * 4096); pages 0 stops. */
+  dirty_log_set(bitmap: number, base: number, pages: number): void;
+  /** Marks [addr, addr + len) dirty if logging is on. */
+  dirty_mark(addr: number, len: number): void;
 }
 
 /** Names of the function exports, for checking a module. */
@@ -71,6 +75,7 @@ export const RING_EXPORT_NAMES: readonly (keyof RingExports)[] = [
   'drv_enable_cb', 'drv_disable_cb', 'drv_used_pending', 'drv_detach_unused',
   'tlb_translate',
   'dev_serve', 'drv_add_bufs', 'drv_reclaim',
+  'dirty_log_set', 'dirty_mark',
 ];
 
 /** The ABI version this TypeScript layer speaks (assembly/index.ts abi_version). */
