@@ -733,7 +733,8 @@ describe('bad accesses: read all ones, writes dropped, nothing thrown', () => {
     bus.devAdd('vdpasim_net', 'net0');
     const f = vhost.open('vhost-vdpa-0');
     for (const o of [{ bar: 6 }, { bar: 5 }, { msixVectors: 129 }, { msixVectors: 1.5 }, { msixBar: 4 }, { msixBar: 5 }, { bar: 0, msixBar: 1 },
-      { guestMemory: [{ gpa: -1, size: 1, offset: 0 }] }, { guestMemory: [null] }, { guestMemory: 'x' }]) {
+      { guestMemory: [{ gpa: -1, size: 1, offset: 0 }] }, { guestMemory: [null] }, { guestMemory: 'x' },
+      { guestMemory: [{ gpa: 0, size: PAGE, offset: p.ramBase - PAGE }] }, { guestMemory: [{ gpa: 0, size: p.ramSize + 1, offset: p.ramBase }] }]) {
       assert.throws(() => new VirtioPciFunction(p, f, o as never), (e: unknown) => e instanceof VirtioError && e.code === Code.InvalidArgument, JSON.stringify(o));
     }
     const fn = new VirtioPciFunction(p, f, { bar: 0, barKind: 'mem32', msixBar: 2 });

@@ -226,6 +226,12 @@ export class VirtioPciFunction {
       Number.isSafeInteger(r.size) && r.size > 0 && Number.isSafeInteger(r.offset) && r.offset >= 0)) {
       bad('guestMemory must be an array of { gpa ≥ 0, size > 0, offset ≥ 0 }');
     }
+    // vhost_vdpa maps only platform RAM (an UPDATE elsewhere is EFAULT): say so before owning the node.
+    for (const r of regions) {
+      if (r.offset < platform.ramBase || r.offset + r.size > platform.ramBase + platform.ramSize) {
+        bad(`guest memory [${r.offset}, +${r.size}) is not inside the platform's RAM [${platform.ramBase}, +${platform.ramSize})`);
+      }
+    }
     file.setOwner();
     this.virtioId = file.getDeviceId();
     this.numQueues = file.getVqsCount();
