@@ -105,3 +105,6 @@ export type { RemoteVdpaBusOptions, RemoteVdpaOutput, AttachSlices, RemoteDevInf
 export type { WireError } from './worker/channel.ts';
 export type { VmmDevice, GuestRam } from './vmm/vmm.ts';
 export type { GuestCounters, GuestNetResult, GuestBlkResult } from './vmm/guest.ts';
+export type { ForeignPlatformOptions } from './platform/platform.ts';
+export { VirtioPciFunction } from './pci/virtio-pci.ts';
+export type { VirtioPciOptions, PciInterruptSink, PciDescription, PciBarDescription, GuestMemoryRegion } from './pci/virtio-pci.ts';

@@ -95,7 +95,8 @@ export interface NetRxBatch {
 class RxBatch implements NetRxBatch {
   count = 0;
   queue = 0;
-  readonly data: Uint8Array;
+  /** Re-pointed at the platform's current view before each delivery (the memory may have grown). */
+  data: Uint8Array;
   readonly offsets: Uint32Array;
   readonly lengths: Uint32Array;
   /** The rx buffer (token) of each used entry, to post again (driver-internal). */
@@ -797,6 +798,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       }
       // Batch receivers see the frames in place, before the buffers go back to the device.
       const b = this.rxBatch!;
+      b.data = u8; // an owner's grow of a foreign memory detaches the view made at setup
       let m = 0;
       const slots = b.slots;
       for (let i = 0; i < n; i++) {
