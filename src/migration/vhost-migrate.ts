@@ -1,0 +1,324 @@
+// The VMM-faithful migration path over a vhost_vdpa node, as QEMU does it over vhost-vdpa
+// (hw/virtio/vhost-vdpa.c, net/vhost-vdpa.c): the VMM sees the device only through the uAPI.
+//
+// Source: VHOST_VDPA_SUSPEND, VHOST_GET_VRING_BASE per queue, VHOST_VDPA_GET_CONFIG, plus what
+// the VMM knows itself — the features it negotiated, the ring addresses it set, and the
+// control-queue state it learnt by shadowing the control queue (QEMU's shadow CVQ: the
+// guest's commands go through the VMM, which forwards each to the device from its own ASID and
+// applies it to its model of the device only when the device acks VIRTIO_NET_OK).
+//
+// Destination: SET_FEATURES, SET_VRING_NUM / ADDR / BASE, kick and call, the control queue
+// alone enabled, DRIVER_OK (with VHOST_BACKEND_F_ENABLE_AFTER_DRIVER_OK), replay of the control
+// state as commands through the control queue (QEMU's vhost_vdpa_net_load_*: MAC, MQ, RX mode,
+// MAC tables, VLANs — same order), and only then SET_VRING_ENABLE for the data queues, so no
+// frame is received under the destination's reset filter.
+
+import { VirtioError, Code } from '../errors.ts';
+import type { Platform } from '../platform/platform.ts';
+import type { VhostVdpaFile } from '../drivers/vhost-vdpa.ts';
+import { DriverQueue } from '../ring/driver-queue.ts';
+import { Doorbell, type DoorbellHandle } from '../worker/doorbell.ts';
+import * as U from '../vhost/uapi.ts';
+import {
+  VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_F_RING_PACKED, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_MQ,
+  VIRTIO_NET_F_CTRL_MAC_ADDR, hasFeature,
+} from '../virtio/constants.ts';
+import {
+  VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, VIRTIO_NET_CTRL_MAC_ADDR_SET,
+  VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_VLAN_ADD, VIRTIO_NET_CTRL_VLAN_DEL, VIRTIO_NET_CTRL_MQ,
+  VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_OK, type RxMode,
+} from '../virtio/net-ctrl.ts';
+
+const RX_KEYS = ['promisc', 'allmulti', 'alluni', 'nomulti', 'nouni', 'nobcast'] as const;
+
+/** A virtqueue as the VMM set it up (it knows the addresses: there is no GET_VRING_ADDR). */
+export interface VhostVringSetup {
+  /** Queue index. */
+  index: number;
+  /** VHOST_SET_VRING_NUM. */
+  num: number;
+  /** IOVAs of the descriptor area, driver (avail) area and device (used) area. */
+  desc: number;
+  avail: number;
+  used: number;
+  /** Whether the guest enabled it (SET_VRING_ENABLE 1). */
+  enabled: boolean;
+}
+
+/** A vring in the migration stream: the setup plus VHOST_GET_VRING_BASE's `num`. */
+export interface VhostVringState extends VhostVringSetup {
+  /** Split: last avail index; packed: avail | wrap << 15, used pair in the high 16 bits (as Linux). */
+  base: number;
+}
+
+/** The net control state the VMM learnt by shadowing the control queue (QEMU's VirtIONet fields). */
+export interface NetShadowState {
+  /** VIRTIO_NET_CTRL_MAC_ADDR_SET, else the config space's MAC ("aa:bb:…"). */
+  mac: string;
+  /** RX mode bits. */
+  rx: RxMode;
+  /** Unicast and multicast MAC tables. */
+  uni: string[];
+  multi: string[];
+  /** VLAN ids added, ascending. */
+  vlans: number[];
+  /** VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET. */
+  pairs: number;
+}
+
+/** What the source VMM sends: uAPI reads plus its own knowledge. */
+export interface VhostMigrationState {
+  format: 'vdpa-wasm-vhost-state';
+  version: 1;
+  /** VHOST_VDPA_GET_DEVICE_ID. */
+  deviceId: number;
+  /** The features the VMM negotiated (VHOST_SET_FEATURES; without VHOST_F_LOG_ALL). */
+  features: bigint;
+  /** VHOST_VDPA_GET_CONFIG of the whole config space. */
+  config: Uint8Array;
+  /** Every queue the VMM set up, with its base. */
+  vrings: VhostVringState[];
+  /** Net: the shadowed control state. */
+  net?: NetShadowState;
+}
+
+const macStr = (b: Uint8Array): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+const macBytes = (s: string): number[] => s.split(':').map((h) => parseInt(h, 16));
+
+/** Options of {@link VhostNetCvq}. */
+export interface VhostNetCvqOptions {
+  /** Control queue index (2 × max queue pairs; 2 without MQ). */
+  index: number;
+  /** Negotiated features (the ring layout follows them). */
+  features: bigint;
+  /** The VMM's own ASID for the control queue's group. @default 1 */
+  asid?: number;
+  /** IOVA at which the VMM maps guest RAM in that ASID. @default 0x8000_0000 */
+  iova?: number;
+  /** Ring size. @default 16 */
+  size?: number;
+}
+
+/**
+ * The VMM's shadow control queue (QEMU's shadow CVQ, net/vhost-vdpa.c): the control queue's
+ * group gets the VMM's own address space, the VMM drives the ring, and it keeps a model of the
+ * device's control state that changes only when the device acks a command with VIRTIO_NET_OK
+ * (as virtio_net_handle_ctrl_iov is run only after the device accepted it). Set up with
+ * {@link start} between FEATURES_OK and DRIVER_OK.
+ */
+export class VhostNetCvq {
+  private readonly f: VhostVdpaFile;
+  private readonly p: Platform;
+  private readonly o: Required<VhostNetCvqOptions>;
+  private q: DriverQueue | null = null;
+  private kick: Doorbell | null = null;
+  private buf = 0;
+  /** The shadow model. */
+  readonly state: NetShadowState;
+
+  constructor(f: VhostVdpaFile, platform: Platform, opts: VhostNetCvqOptions) {
+    this.f = f;
+    this.p = platform;
+    this.o = { asid: 1, iova: 0x8000_0000, size: 16, ...opts };
+    // The device's reset state (QEMU's virtio_net_reset: promiscuous, empty tables, 1 pair).
+    const mac = f.getConfig(0, 6);
+    this.state = {
+      mac: macStr(mac),
+      rx: { promisc: true, allmulti: false, alluni: false, nomulti: false, nouni: false, nobcast: false },
+      uni: [], multi: [], vlans: [], pairs: 1,
+    };
+  }
+
+  /** Puts the control queue's group in the VMM's ASID, maps RAM there, sets the ring up and enables it. */
+  start(): void {
+    const { f, p, o } = this;
+    f.setGroupAsid(f.getVringGroup(o.index), o.asid);
+    f.iotlb({ type: U.VHOST_IOTLB_UPDATE, iova: o.iova, size: p.ramSize, uaddr: p.ramBase, perm: U.VHOST_ACCESS_RW }, o.asid);
+    const dmaBase = o.iova - p.ramBase;
+    this.q = new DriverQueue(p, { size: o.size, features: o.features & ~(1n << BigInt(U.VHOST_F_LOG_ALL)), dmaBase });
+    this.buf = p.allocBuffer(4 + 8 + 2 * 6 * 64 + 1 + 8);
+    this.kick = Doorbell.alloc(p);
+    const a = this.q.addresses;
+    f.setVringNum({ index: o.index, num: o.size });
+    f.setVringAddr({ index: o.index, desc: a.descArea, avail: a.driverArea, used: a.deviceArea });
+    if (hasFeature(o.features, VIRTIO_F_RING_PACKED)) f.setVringBase({ index: o.index, num: 0x8000 | (0x8000 << 16) });
+    f.setVringKick(o.index, this.kick.handle);
+    f.setVringEnable({ index: o.index, num: 1 });
+  }
+
+  /**
+   * Sends one command (struct virtio_net_ctrl_hdr + data, then the ack byte) and waits for the
+   * device's answer; on VIRTIO_NET_OK applies it to the shadow model. Returns the ack.
+   */
+  async command(cls: number, cmd: number, data: Uint8Array): Promise<number> {
+    const q = this.q;
+    if (!q || !this.kick) throw new VirtioError(Code.FailedPrecondition, 'the shadow control queue is not started');
+    const p = this.p;
+    const dmaBase = this.o.iova - p.ramBase;
+    const len = 2 + data.length;
+    const ack = this.buf + len;
+    p.u8[this.buf] = cls;
+    p.u8[this.buf + 1] = cmd;
+    p.u8.set(data, this.buf + 2);
+    p.u8[ack] = 0xff;
+    if (!q.add(0, [{ addr: this.buf + dmaBase, len }], [{ addr: ack + dmaBase, len: 1 }])) {
+      throw new VirtioError(Code.ResourceExhausted, 'the shadow control queue is full');
+    }
+    if (q.kickPrepare()) this.kick.ring();
+    for (let i = 0; i < 64 && q.getUsed(1) === 0; i++) await new Promise<void>((r) => setImmediate(r));
+    const status = p.u8[ack]!;
+    if (status === 0xff) throw new VirtioError(Code.IoError, `the device did not answer control command ${cls}.${cmd}`);
+    if (status === VIRTIO_NET_OK) this.apply(cls, cmd, data);
+    return status;
+  }
+
+  /** Convenience senders, as a guest would issue them. */
+  setRx(key: keyof RxMode, on: boolean): Promise<number> {
+    return this.command(VIRTIO_NET_CTRL_RX, RX_KEYS.indexOf(key), Uint8Array.of(on ? 1 : 0));
+  }
+  setMac(mac: string): Promise<number> {
+    return this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, Uint8Array.from(macBytes(mac)));
+  }
+  setMacTable(uni: string[], multi: string[]): Promise<number> {
+    const b = new Uint8Array(8 + 6 * (uni.length + multi.length));
+    const v = new DataView(b.buffer);
+    v.setUint32(0, uni.length, true);
+    uni.forEach((m, i) => b.set(macBytes(m), 4 + 6 * i));
+    const o = 4 + 6 * uni.length;
+    v.setUint32(o, multi.length, true);
+    multi.forEach((m, i) => b.set(macBytes(m), o + 4 + 6 * i));
+    return this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, b);
+  }
+  vlan(add: boolean, id: number): Promise<number> {
+    return this.command(VIRTIO_NET_CTRL_VLAN, add ? VIRTIO_NET_CTRL_VLAN_ADD : VIRTIO_NET_CTRL_VLAN_DEL, Uint8Array.of(id & 0xff, id >> 8));
+  }
+  setPairs(n: number): Promise<number> {
+    return this.command(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, Uint8Array.of(n & 0xff, n >> 8));
+  }
+
+  /**
+   * Replays `s` into the device, in QEMU's vhost_vdpa_net_load order (MAC, MQ, RX mode, MAC
+   * tables, VLANs), sending only what differs from the reset state and what the negotiated
+   * features allow. Every command must be acked OK (FailedPrecondition otherwise).
+   */
+  async replay(s: NetShadowState): Promise<void> {
+    const feats = this.o.features;
+    const ok = async (what: string, r: Promise<number>) => {
+      if ((await r) !== VIRTIO_NET_OK) throw new VirtioError(Code.FailedPrecondition, `the destination refused ${what}`);
+    };
+    if (hasFeature(feats, VIRTIO_NET_F_CTRL_MAC_ADDR) && s.mac !== this.state.mac) await ok('MAC_ADDR_SET', this.setMac(s.mac));
+    if (hasFeature(feats, VIRTIO_NET_F_MQ) && s.pairs !== 1) await ok('VQ_PAIRS_SET', this.setPairs(s.pairs));
+    if (hasFeature(feats, VIRTIO_NET_F_CTRL_RX)) {
+      // vhost_vdpa_net_load_rx: the device starts promiscuous; only the bits that differ are sent.
+      for (const k of RX_KEYS) {
+        const extra = k !== 'promisc' && k !== 'allmulti';
+        if (extra && !hasFeature(feats, VIRTIO_NET_F_CTRL_RX_EXTRA)) continue;
+        if (s.rx[k] !== this.state.rx[k]) await ok(`RX ${k}`, this.setRx(k, s.rx[k]));
+      }
+      if (s.uni.length || s.multi.length) await ok('MAC_TABLE_SET', this.setMacTable(s.uni, s.multi));
+    }
+    if (hasFeature(feats, VIRTIO_NET_F_CTRL_VLAN)) for (const v of s.vlans) await ok(`VLAN_ADD ${v}`, this.vlan(true, v));
+  }
+
+  /** virtio_net_handle_ctrl's effect on the model, for an acked command. */
+  private apply(cls: number, cmd: number, d: Uint8Array): void {
+    const s = this.state;
+    const v = new DataView(d.buffer, d.byteOffset, d.byteLength);
+    if (cls === VIRTIO_NET_CTRL_RX && cmd < RX_KEYS.length && d.length >= 1) s.rx[RX_KEYS[cmd]!] = d[0] !== 0;
+    else if (cls === VIRTIO_NET_CTRL_MAC && cmd === VIRTIO_NET_CTRL_MAC_ADDR_SET) s.mac = macStr(d.subarray(0, 6));
+    else if (cls === VIRTIO_NET_CTRL_MAC && cmd === VIRTIO_NET_CTRL_MAC_TABLE_SET) {
+      const nu = v.getUint32(0, true);
+      s.uni = Array.from({ length: nu }, (_, i) => macStr(d.subarray(4 + 6 * i, 10 + 6 * i)));
+      const o = 4 + 6 * nu;
+      const nm = v.getUint32(o, true);
+      s.multi = Array.from({ length: nm }, (_, i) => macStr(d.subarray(o + 4 + 6 * i, o + 10 + 6 * i)));
+    } else if (cls === VIRTIO_NET_CTRL_VLAN) {
+      const id = v.getUint16(0, true);
+      const set = new Set(s.vlans);
+      if (cmd === VIRTIO_NET_CTRL_VLAN_ADD) set.add(id);
+      else set.delete(id);
+      s.vlans = [...set].sort((a, b) => a - b);
+    } else if (cls === VIRTIO_NET_CTRL_MQ && cmd === VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET) s.pairs = v.getUint16(0, true);
+  }
+}
+
+/**
+ * Source side: suspends the device (VHOST_VDPA_SUSPEND) and reads what the VMM needs through
+ * the uAPI only. `vrings` are the queues the VMM set up (not the shadow control queue).
+ */
+export function vhostSave(f: VhostVdpaFile, o: { features: bigint; vrings: VhostVringSetup[]; cvq?: VhostNetCvq }): VhostMigrationState {
+  f.suspend();
+  const vrings = o.vrings.map((r) => ({ ...r, base: f.getVringBase(r.index).num }));
+  return {
+    format: 'vdpa-wasm-vhost-state',
+    version: 1,
+    deviceId: f.getDeviceId(),
+    features: o.features & ~(1n << BigInt(U.VHOST_F_LOG_ALL)),
+    config: f.getConfig(0, f.getConfigSize()),
+    vrings,
+    ...(o.cvq ? { net: structuredClone(o.cvq.state) } : {}),
+  };
+}
+
+/** Options of {@link vhostLoad}. */
+export interface VhostLoadOptions {
+  /** The destination VMM's IOTLB maps (ASID 0 unless said), sent before the rings start. */
+  maps: { iova: number; size: number; uaddr: number; perm?: number; asid?: number }[];
+  /** The kick and call doorbells of each queue. */
+  doorbells: (index: number) => { kick: DoorbellHandle | null; call: DoorbellHandle | null };
+  /** Net: the destination's shadow control queue (index and options); made and started here. */
+  cvq?: Omit<VhostNetCvqOptions, 'features'>;
+}
+
+const BIT = (b: number): bigint => 1n << BigInt(b);
+
+/**
+ * Destination side, on a freshly opened node: negotiates the source's features, sets every
+ * ring, starts with only the control queue enabled, replays the control state through it,
+ * then enables the data queues the guest had enabled. Refuses (FailedPrecondition, before
+ * DRIVER_OK) a device of another class or one that does not accept the features. Returns the
+ * destination's shadow control queue (net), whose model equals the source's.
+ */
+export async function vhostLoad(f: VhostVdpaFile, platform: Platform, s: VhostMigrationState, o: VhostLoadOptions): Promise<VhostNetCvq | null> {
+  if (s.format !== 'vdpa-wasm-vhost-state' || s.version !== 1) throw new VirtioError(Code.InvalidArgument, 'not a vhost migration state of version 1');
+  if (f.getDeviceId() !== s.deviceId) throw new VirtioError(Code.FailedPrecondition, `device id ${f.getDeviceId()} is not the source's ${s.deviceId}`);
+  if (f.getConfigSize() !== s.config.length) throw new VirtioError(Code.FailedPrecondition, 'the config space size differs from the source');
+  const late = BIT(U.VHOST_BACKEND_F_ENABLE_AFTER_DRIVER_OK);
+  if (!(f.getBackendFeatures() & late)) throw new VirtioError(Code.FailedPrecondition, 'the destination cannot enable queues after DRIVER_OK');
+  f.setOwner();
+  f.setBackendFeatures(BIT(U.VHOST_BACKEND_F_IOTLB_MSG_V2) | BIT(U.VHOST_BACKEND_F_IOTLB_BATCH) | BIT(U.VHOST_BACKEND_F_IOTLB_ASID) | late |
+    (f.getBackendFeatures() & (BIT(U.VHOST_BACKEND_F_SUSPEND) | BIT(U.VHOST_BACKEND_F_RESUME))));
+  f.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+  if ((f.getFeatures() & s.features) !== s.features) {
+    f.setStatus(0);
+    throw new VirtioError(Code.FailedPrecondition, 'the destination does not offer every feature the source negotiated');
+  }
+  f.setFeatures(s.features);
+  const fok = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
+  f.setStatus(fok);
+  if (!(f.getStatus() & VIRTIO_CONFIG_S_FEATURES_OK)) {
+    f.setStatus(0);
+    throw new VirtioError(Code.FailedPrecondition, 'the destination did not accept the features (FEATURES_OK)');
+  }
+  for (const m of o.maps) f.iotlb({ type: U.VHOST_IOTLB_UPDATE, iova: m.iova, size: m.size, uaddr: m.uaddr, perm: m.perm ?? U.VHOST_ACCESS_RW }, m.asid ?? 0);
+  let cvq: VhostNetCvq | null = null;
+  if (s.net) {
+    if (!o.cvq) throw new VirtioError(Code.InvalidArgument, 'a net state needs the destination control queue (cvq)');
+    cvq = new VhostNetCvq(f, platform, { ...o.cvq, features: s.features });
+    cvq.start();
+  }
+  for (const r of s.vrings) {
+    f.setVringNum({ index: r.index, num: r.num });
+    f.setVringAddr({ index: r.index, desc: r.desc, avail: r.avail, used: r.used });
+    f.setVringBase({ index: r.index, num: r.base });
+    const d = o.doorbells(r.index);
+    f.setVringKick(r.index, d.kick);
+    f.setVringCall(r.index, d.call);
+  }
+  f.setStatus(fok | VIRTIO_CONFIG_S_DRIVER_OK);
+  if (cvq && s.net) await cvq.replay(s.net);
+  // Only now the data queues: no frame meets the filter before its state is back.
+  for (const r of s.vrings) if (r.enabled) f.setVringEnable({ index: r.index, num: 1 });
+  return cvq;
+}
