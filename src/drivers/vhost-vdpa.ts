@@ -491,7 +491,6 @@ export class VhostVdpaFile {
   setConfig(off: number, data: Uint8Array): void {
     this.ioctl(U.VHOST_VDPA_SET_CONFIG, U.encodeVdpaConfig(off, data));
   }
-  /** VHOST_VDPA_SET_VRING_ENABLE (num 1 enables, 0 disables). */
   /**
    * VHOST_SET_LOG_BASE: the dirty log bitmap is at memory offset `addr` of the platform's
    * memory (what the VMM's user address is to Linux), laid out as vhost's log: bit
@@ -533,6 +532,7 @@ export class VhostVdpaFile {
     return this.logging;
   }
 
+  /** VHOST_VDPA_SET_VRING_ENABLE (num 1 enables, 0 disables). */
   setVringEnable(s: { index: number; num: number }): void {
     this.ioctl(U.VHOST_VDPA_SET_VRING_ENABLE, U.encodeVringState(s.index, s.num));
   }

@@ -38,9 +38,11 @@ export interface VhostVringSetup {
   index: number;
   /** VHOST_SET_VRING_NUM. */
   num: number;
-  /** IOVAs of the descriptor area, driver (avail) area and device (used) area. */
+  /** IOVA of the descriptor area. */
   desc: number;
+  /** IOVA of the driver (avail) area. */
   avail: number;
+  /** IOVA of the device (used) area. */
   used: number;
   /** Whether the guest enabled it (SET_VRING_ENABLE 1). */
   enabled: boolean;
@@ -58,8 +60,9 @@ export interface NetShadowState {
   mac: string;
   /** RX mode bits. */
   rx: RxMode;
-  /** Unicast and multicast MAC tables. */
+  /** Unicast MAC table. */
   uni: string[];
+  /** Multicast MAC table. */
   multi: string[];
   /** VLAN ids added, ascending. */
   vlans: number[];
@@ -69,7 +72,9 @@ export interface NetShadowState {
 
 /** What the source VMM sends: uAPI reads plus its own knowledge. */
 export interface VhostMigrationState {
+  /** Format tag. */
   format: 'vdpa-wasm-vhost-state';
+  /** Format version. */
   version: 1;
   /** VHOST_VDPA_GET_DEVICE_ID. */
   deviceId: number;
@@ -173,13 +178,15 @@ export class VhostNetCvq {
     return status;
   }
 
-  /** Convenience senders, as a guest would issue them. */
+  /** VIRTIO_NET_CTRL_RX: one RX mode bit. */
   setRx(key: keyof RxMode, on: boolean): Promise<number> {
     return this.command(VIRTIO_NET_CTRL_RX, RX_KEYS.indexOf(key), Uint8Array.of(on ? 1 : 0));
   }
+  /** VIRTIO_NET_CTRL_MAC_ADDR_SET. */
   setMac(mac: string): Promise<number> {
     return this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, Uint8Array.from(macBytes(mac)));
   }
+  /** VIRTIO_NET_CTRL_MAC_TABLE_SET: both tables. */
   setMacTable(uni: string[], multi: string[]): Promise<number> {
     const b = new Uint8Array(8 + 6 * (uni.length + multi.length));
     const v = new DataView(b.buffer);
@@ -190,9 +197,11 @@ export class VhostNetCvq {
     multi.forEach((m, i) => b.set(macBytes(m), o + 4 + 6 * i));
     return this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, b);
   }
+  /** VIRTIO_NET_CTRL_VLAN_ADD (add) or _DEL. */
   vlan(add: boolean, id: number): Promise<number> {
     return this.command(VIRTIO_NET_CTRL_VLAN, add ? VIRTIO_NET_CTRL_VLAN_ADD : VIRTIO_NET_CTRL_VLAN_DEL, Uint8Array.of(id & 0xff, id >> 8));
   }
+  /** VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET. */
   setPairs(n: number): Promise<number> {
     return this.command(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, Uint8Array.of(n & 0xff, n >> 8));
   }
@@ -261,12 +270,34 @@ export function vhostSave(f: VhostVdpaFile, o: { features: bigint; vrings: Vhost
   };
 }
 
+/** One IOTLB UPDATE of {@link VhostLoadOptions.maps}. */
+export interface VhostLoadMap {
+  /** First IOVA. */
+  iova: number;
+  /** Bytes. */
+  size: number;
+  /** Memory offset it maps to (the VMM's user address). */
+  uaddr: number;
+  /** VHOST_ACCESS_*. @default VHOST_ACCESS_RW */
+  perm?: number;
+  /** Address space. @default 0 */
+  asid?: number;
+}
+
+/** A queue's doorbells (VHOST_SET_VRING_KICK / CALL; null leaves it unbound). */
+export interface VhostLoadDoorbells {
+  /** What the driver rings. */
+  kick: DoorbellHandle | null;
+  /** What the device rings. */
+  call: DoorbellHandle | null;
+}
+
 /** Options of {@link vhostLoad}. */
 export interface VhostLoadOptions {
-  /** The destination VMM's IOTLB maps (ASID 0 unless said), sent before the rings start. */
-  maps: { iova: number; size: number; uaddr: number; perm?: number; asid?: number }[];
+  /** The destination VMM's IOTLB maps, sent before the rings start. */
+  maps: VhostLoadMap[];
   /** The kick and call doorbells of each queue. */
-  doorbells: (index: number) => { kick: DoorbellHandle | null; call: DoorbellHandle | null };
+  doorbells: (index: number) => VhostLoadDoorbells;
   /** Net: the destination's shadow control queue (index and options); made and started here. */
   cvq?: Omit<VhostNetCvqOptions, 'features'>;
 }
