@@ -414,5 +414,12 @@ describe('the VMM-faithful path over vhost_vdpa (QEMU with a shadow control queu
     const fp = vhost.open(vhost.nodeOf('poor'));
     await assert.rejects(vhostLoad(fp, p, st, { maps: [], doorbells: () => ({ kick: null, call: null }), cvq: { index: 4 } }), /offer every feature/);
     assert.equal(fp.getStatus() & S_DRIVER_OK, 0);
+    // A control command the destination refuses during the replay: the load fails and the destination is reset.
+    const same = new VdpaSimNet(p, netOpts('same'));
+    vhost.probe(same);
+    const fs = vhost.open(vhost.nodeOf('same'));
+    const bad = { ...st, net: { ...st.net!, pairs: 9 } };
+    await assert.rejects(vhostLoad(fs, p, bad, { maps: [], doorbells: () => ({ kick: null, call: null }), cvq: { index: 4 } }), /refused VQ_PAIRS_SET/);
+    assert.equal(fs.getStatus(), 0, 'reset');
   });
 });

@@ -318,38 +318,49 @@ export async function vhostLoad(f: VhostVdpaFile, platform: Platform, s: VhostMi
   const late = BIT(U.VHOST_BACKEND_F_ENABLE_AFTER_DRIVER_OK);
   if (!(f.getBackendFeatures() & late)) throw new VirtioError(Code.FailedPrecondition, 'the destination cannot enable queues after DRIVER_OK');
   f.setOwner();
-  f.setBackendFeatures(BIT(U.VHOST_BACKEND_F_IOTLB_MSG_V2) | BIT(U.VHOST_BACKEND_F_IOTLB_BATCH) | BIT(U.VHOST_BACKEND_F_IOTLB_ASID) | late |
-    (f.getBackendFeatures() & (BIT(U.VHOST_BACKEND_F_SUSPEND) | BIT(U.VHOST_BACKEND_F_RESUME))));
-  f.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-  if ((f.getFeatures() & s.features) !== s.features) {
-    f.setStatus(0);
-    throw new VirtioError(Code.FailedPrecondition, 'the destination does not offer every feature the source negotiated');
+  try {
+    f.setBackendFeatures(BIT(U.VHOST_BACKEND_F_IOTLB_MSG_V2) | BIT(U.VHOST_BACKEND_F_IOTLB_BATCH) | BIT(U.VHOST_BACKEND_F_IOTLB_ASID) | late |
+      (f.getBackendFeatures() & (BIT(U.VHOST_BACKEND_F_SUSPEND) | BIT(U.VHOST_BACKEND_F_RESUME))));
+    f.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+    if ((f.getFeatures() & s.features) !== s.features) {
+      f.setStatus(0);
+      throw new VirtioError(Code.FailedPrecondition, 'the destination does not offer every feature the source negotiated');
+    }
+    f.setFeatures(s.features);
+    const fok = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
+    f.setStatus(fok);
+    if (!(f.getStatus() & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      f.setStatus(0);
+      throw new VirtioError(Code.FailedPrecondition, 'the destination did not accept the features (FEATURES_OK)');
+    }
+    for (const m of o.maps) f.iotlb({ type: U.VHOST_IOTLB_UPDATE, iova: m.iova, size: m.size, uaddr: m.uaddr, perm: m.perm ?? U.VHOST_ACCESS_RW }, m.asid ?? 0);
+    let cvq: VhostNetCvq | null = null;
+    if (s.net) {
+      if (!o.cvq) throw new VirtioError(Code.InvalidArgument, 'a net state needs the destination control queue (cvq)');
+      cvq = new VhostNetCvq(f, platform, { ...o.cvq, features: s.features });
+      cvq.start();
+    }
+    for (const r of s.vrings) {
+      f.setVringNum({ index: r.index, num: r.num });
+      f.setVringAddr({ index: r.index, desc: r.desc, avail: r.avail, used: r.used });
+      f.setVringBase({ index: r.index, num: r.base });
+      const d = o.doorbells(r.index);
+      f.setVringKick(r.index, d.kick);
+      f.setVringCall(r.index, d.call);
+    }
+    f.setStatus(fok | VIRTIO_CONFIG_S_DRIVER_OK);
+    if (cvq && s.net) await cvq.replay(s.net);
+    // Only now the data queues: no frame meets the filter before its state is back.
+    for (const r of s.vrings) if (r.enabled) f.setVringEnable({ index: r.index, num: 1 });
+    return cvq;
+  } catch (e) {
+    // A refused load leaves the destination reset (no half-configured device runs), as a
+    // failed QEMU incoming migration resets its vhost device; the source is untouched.
+    try {
+      f.setStatus(0);
+    } catch {
+      // the node may be gone: nothing left to undo
+    }
+    throw e;
   }
-  f.setFeatures(s.features);
-  const fok = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
-  f.setStatus(fok);
-  if (!(f.getStatus() & VIRTIO_CONFIG_S_FEATURES_OK)) {
-    f.setStatus(0);
-    throw new VirtioError(Code.FailedPrecondition, 'the destination did not accept the features (FEATURES_OK)');
-  }
-  for (const m of o.maps) f.iotlb({ type: U.VHOST_IOTLB_UPDATE, iova: m.iova, size: m.size, uaddr: m.uaddr, perm: m.perm ?? U.VHOST_ACCESS_RW }, m.asid ?? 0);
-  let cvq: VhostNetCvq | null = null;
-  if (s.net) {
-    if (!o.cvq) throw new VirtioError(Code.InvalidArgument, 'a net state needs the destination control queue (cvq)');
-    cvq = new VhostNetCvq(f, platform, { ...o.cvq, features: s.features });
-    cvq.start();
-  }
-  for (const r of s.vrings) {
-    f.setVringNum({ index: r.index, num: r.num });
-    f.setVringAddr({ index: r.index, desc: r.desc, avail: r.avail, used: r.used });
-    f.setVringBase({ index: r.index, num: r.base });
-    const d = o.doorbells(r.index);
-    f.setVringKick(r.index, d.kick);
-    f.setVringCall(r.index, d.call);
-  }
-  f.setStatus(fok | VIRTIO_CONFIG_S_DRIVER_OK);
-  if (cvq && s.net) await cvq.replay(s.net);
-  // Only now the data queues: no frame meets the filter before its state is back.
-  for (const r of s.vrings) if (r.enabled) f.setVringEnable({ index: r.index, num: 1 });
-  return cvq;
 }
