@@ -91,6 +91,21 @@ export interface VhostMigrationState {
 const macStr = (b: Uint8Array): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 const macBytes = (s: string): number[] => s.split(':').map((h) => parseInt(h, 16));
 
+/** struct virtio_net_ctrl_mac × 2: u32 entries + MACs, unicast then multicast (VIRTIO 1.3 §5.1.6.5.2). */
+function macTable(uni: string[], multi: string[]): Uint8Array {
+  const b = new Uint8Array(8 + 6 * (uni.length + multi.length));
+  const v = new DataView(b.buffer);
+  v.setUint32(0, uni.length, true);
+  uni.forEach((m, i) => b.set(macBytes(m), 4 + 6 * i));
+  const o = 4 + 6 * uni.length;
+  v.setUint32(o, multi.length, true);
+  multi.forEach((m, i) => b.set(macBytes(m), o + 4 + 6 * i));
+  return b;
+}
+
+/** Bytes per command slot of the shadow control queue: header, the largest table we send (2 × 64 MACs), ack. */
+const CMD_SLOT = 1024;
+
 /** Options of {@link VhostNetCvq}. */
 export interface VhostNetCvqOptions {
   /** Control queue index (2 × max queue pairs; 2 without MQ). */
@@ -101,7 +116,7 @@ export interface VhostNetCvqOptions {
   asid?: number;
   /** IOVA at which the VMM maps guest RAM in that ASID. @default 0x8000_0000 */
   iova?: number;
-  /** Ring size. @default 16 */
+  /** Ring size: commands in flight per batch. @default 64 */
   size?: number;
 }
 
@@ -125,7 +140,7 @@ export class VhostNetCvq {
   constructor(f: VhostVdpaFile, platform: Platform, opts: VhostNetCvqOptions) {
     this.f = f;
     this.p = platform;
-    this.o = { asid: 1, iova: 0x8000_0000, size: 16, ...opts };
+    this.o = { asid: 1, iova: 0x8000_0000, size: 64, ...opts };
     // The device's reset state (QEMU's virtio_net_reset: promiscuous, empty tables, 1 pair).
     const mac = f.getConfig(0, 6);
     this.state = {
@@ -142,7 +157,7 @@ export class VhostNetCvq {
     f.iotlb({ type: U.VHOST_IOTLB_UPDATE, iova: o.iova, size: p.ramSize, uaddr: p.ramBase, perm: U.VHOST_ACCESS_RW }, o.asid);
     const dmaBase = o.iova - p.ramBase;
     this.q = new DriverQueue(p, { size: o.size, features: o.features & ~(1n << BigInt(U.VHOST_F_LOG_ALL)), dmaBase });
-    this.buf = p.allocBuffer(4 + 8 + 2 * 6 * 64 + 1 + 8);
+    this.buf = p.allocBuffer(o.size * CMD_SLOT);
     this.kick = Doorbell.alloc(p);
     const a = this.q.addresses;
     f.setVringNum({ index: o.index, num: o.size });
@@ -157,25 +172,49 @@ export class VhostNetCvq {
    * device's answer; on VIRTIO_NET_OK applies it to the shadow model. Returns the ack.
    */
   async command(cls: number, cmd: number, data: Uint8Array): Promise<number> {
+    return (await this.commands([{ cls, cmd, data }]))[0]!;
+  }
+
+  /**
+   * Sends commands in batches of up to the ring size with one kick per batch and waits for
+   * every answer (as QEMU ≥ 8.2 loads the control state: all commands out, then all acks
+   * checked), applying the acked-OK ones to the model in order. Returns the acks.
+   */
+  async commands(list: readonly { cls: number; cmd: number; data: Uint8Array }[]): Promise<number[]> {
     const q = this.q;
-    if (!q || !this.kick) throw new VirtioError(Code.FailedPrecondition, 'the shadow control queue is not started');
+    const kick = this.kick;
+    if (!q || !kick) throw new VirtioError(Code.FailedPrecondition, 'the shadow control queue is not started');
     const p = this.p;
     const dmaBase = this.o.iova - p.ramBase;
-    const len = 2 + data.length;
-    const ack = this.buf + len;
-    p.u8[this.buf] = cls;
-    p.u8[this.buf + 1] = cmd;
-    p.u8.set(data, this.buf + 2);
-    p.u8[ack] = 0xff;
-    if (!q.add(0, [{ addr: this.buf + dmaBase, len }], [{ addr: ack + dmaBase, len: 1 }])) {
-      throw new VirtioError(Code.ResourceExhausted, 'the shadow control queue is full');
+    const acks: number[] = [];
+    for (let at = 0; at < list.length; at += this.o.size) {
+      const chunk = list.slice(at, at + this.o.size);
+      chunk.forEach((c, k) => {
+        if (c.data.length > CMD_SLOT - 3) throw new VirtioError(Code.InvalidArgument, `a ${c.data.length}-byte control command is too long`);
+        const buf = this.buf + k * CMD_SLOT;
+        const len = 2 + c.data.length;
+        p.u8[buf] = c.cls;
+        p.u8[buf + 1] = c.cmd;
+        p.u8.set(c.data, buf + 2);
+        p.u8[buf + len] = 0xff;
+        if (!q.add(k, [{ addr: buf + dmaBase, len }], [{ addr: buf + len + dmaBase, len: 1 }])) {
+          throw new VirtioError(Code.ResourceExhausted, 'the shadow control queue is full');
+        }
+      });
+      if (q.kickPrepare()) kick.ring();
+      let done = 0;
+      for (let i = 0; i < 64 && done < chunk.length; i++) {
+        done += q.getUsed(chunk.length);
+        if (done < chunk.length) await new Promise<void>((r) => setImmediate(r));
+      }
+      if (done < chunk.length) throw new VirtioError(Code.IoError, `the device answered ${done} of ${chunk.length} control commands`);
+      chunk.forEach((c, k) => {
+        const st = p.u8[this.buf + k * CMD_SLOT + 2 + c.data.length]!;
+        if (st === VIRTIO_NET_OK) this.apply(c.cls, c.cmd, c.data);
+        acks.push(st);
+      });
     }
-    if (q.kickPrepare()) this.kick.ring();
-    for (let i = 0; i < 64 && q.getUsed(1) === 0; i++) await new Promise<void>((r) => setImmediate(r));
-    const status = p.u8[ack]!;
-    if (status === 0xff) throw new VirtioError(Code.IoError, `the device did not answer control command ${cls}.${cmd}`);
-    if (status === VIRTIO_NET_OK) this.apply(cls, cmd, data);
-    return status;
+    return acks;
   }
 
   /** VIRTIO_NET_CTRL_RX: one RX mode bit. */
@@ -188,14 +227,7 @@ export class VhostNetCvq {
   }
   /** VIRTIO_NET_CTRL_MAC_TABLE_SET: both tables. */
   setMacTable(uni: string[], multi: string[]): Promise<number> {
-    const b = new Uint8Array(8 + 6 * (uni.length + multi.length));
-    const v = new DataView(b.buffer);
-    v.setUint32(0, uni.length, true);
-    uni.forEach((m, i) => b.set(macBytes(m), 4 + 6 * i));
-    const o = 4 + 6 * uni.length;
-    v.setUint32(o, multi.length, true);
-    multi.forEach((m, i) => b.set(macBytes(m), o + 4 + 6 * i));
-    return this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, b);
+    return this.command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, macTable(uni, multi));
   }
   /** VIRTIO_NET_CTRL_VLAN_ADD (add) or _DEL. */
   vlan(add: boolean, id: number): Promise<number> {
@@ -213,21 +245,28 @@ export class VhostNetCvq {
    */
   async replay(s: NetShadowState): Promise<void> {
     const feats = this.o.features;
-    const ok = async (what: string, r: Promise<number>) => {
-      if ((await r) !== VIRTIO_NET_OK) throw new VirtioError(Code.FailedPrecondition, `the destination refused ${what}`);
-    };
-    if (hasFeature(feats, VIRTIO_NET_F_CTRL_MAC_ADDR) && s.mac !== this.state.mac) await ok('MAC_ADDR_SET', this.setMac(s.mac));
-    if (hasFeature(feats, VIRTIO_NET_F_MQ) && s.pairs !== 1) await ok('VQ_PAIRS_SET', this.setPairs(s.pairs));
+    const list: { cls: number; cmd: number; data: Uint8Array; what: string }[] = [];
+    if (hasFeature(feats, VIRTIO_NET_F_CTRL_MAC_ADDR) && s.mac !== this.state.mac) {
+      list.push({ cls: VIRTIO_NET_CTRL_MAC, cmd: VIRTIO_NET_CTRL_MAC_ADDR_SET, data: Uint8Array.from(macBytes(s.mac)), what: 'MAC_ADDR_SET' });
+    }
+    if (hasFeature(feats, VIRTIO_NET_F_MQ) && s.pairs !== 1) {
+      list.push({ cls: VIRTIO_NET_CTRL_MQ, cmd: VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, data: Uint8Array.of(s.pairs & 0xff, s.pairs >> 8), what: 'VQ_PAIRS_SET' });
+    }
     if (hasFeature(feats, VIRTIO_NET_F_CTRL_RX)) {
       // vhost_vdpa_net_load_rx: the device starts promiscuous; only the bits that differ are sent.
-      for (const k of RX_KEYS) {
+      RX_KEYS.forEach((k, i) => {
         const extra = k !== 'promisc' && k !== 'allmulti';
-        if (extra && !hasFeature(feats, VIRTIO_NET_F_CTRL_RX_EXTRA)) continue;
-        if (s.rx[k] !== this.state.rx[k]) await ok(`RX ${k}`, this.setRx(k, s.rx[k]));
-      }
-      if (s.uni.length || s.multi.length) await ok('MAC_TABLE_SET', this.setMacTable(s.uni, s.multi));
+        if (extra && !hasFeature(feats, VIRTIO_NET_F_CTRL_RX_EXTRA)) return;
+        if (s.rx[k] !== this.state.rx[k]) list.push({ cls: VIRTIO_NET_CTRL_RX, cmd: i, data: Uint8Array.of(s.rx[k] ? 1 : 0), what: `RX ${k}` });
+      });
+      if (s.uni.length || s.multi.length) list.push({ cls: VIRTIO_NET_CTRL_MAC, cmd: VIRTIO_NET_CTRL_MAC_TABLE_SET, data: macTable(s.uni, s.multi), what: 'MAC_TABLE_SET' });
     }
-    if (hasFeature(feats, VIRTIO_NET_F_CTRL_VLAN)) for (const v of s.vlans) await ok(`VLAN_ADD ${v}`, this.vlan(true, v));
+    if (hasFeature(feats, VIRTIO_NET_F_CTRL_VLAN)) {
+      for (const v of s.vlans) list.push({ cls: VIRTIO_NET_CTRL_VLAN, cmd: VIRTIO_NET_CTRL_VLAN_ADD, data: Uint8Array.of(v & 0xff, v >> 8), what: `VLAN_ADD ${v}` });
+    }
+    const acks = await this.commands(list);
+    const bad = acks.findIndex((a) => a !== VIRTIO_NET_OK);
+    if (bad >= 0) throw new VirtioError(Code.FailedPrecondition, `the destination refused ${list[bad]!.what}`);
   }
 
   /** virtio_net_handle_ctrl's effect on the model, for an acked command. */
