@@ -176,7 +176,7 @@ export class VhostNetCvq {
   }
 
   /**
-   * Sends commands in batches of up to the ring size with one kick per batch and waits for
+   * Sends commands in batches of half the ring size (2 descriptors each) with one kick per batch and waits for
    * every answer (as QEMU ≥ 8.2 loads the control state: all commands out, then all acks
    * checked), applying the acked-OK ones to the model in order. Returns the acks.
    */
@@ -187,8 +187,10 @@ export class VhostNetCvq {
     const p = this.p;
     const dmaBase = this.o.iova - p.ramBase;
     const acks: number[] = [];
-    for (let at = 0; at < list.length; at += this.o.size) {
-      const chunk = list.slice(at, at + this.o.size);
+    // Each command is a 2-descriptor chain (out, in): half the ring's descriptors per batch.
+    const per = Math.max(1, this.o.size >> 1);
+    for (let at = 0; at < list.length; at += per) {
+      const chunk = list.slice(at, at + per);
       chunk.forEach((c, k) => {
         if (c.data.length > CMD_SLOT - 3) throw new VirtioError(Code.InvalidArgument, `a ${c.data.length}-byte control command is too long`);
         const buf = this.buf + k * CMD_SLOT;
