@@ -91,5 +91,5 @@ export type { MigrateOptions, MigrationReport } from './migration/migrate.ts';
 export type { SimCoreState } from './devices/sim-core.ts';
 export type { OpfsBackendOptions, OpfsSyncAccessHandle } from './browser/opfs-backend.ts';
 export type { BrowserLabRunner, BrowserLabRunnerOptions, LabWorkerLike, LabWorkerEvent } from './browser/lab-runner.ts';
-export { VhostNetCvq, vhostSave, vhostLoad } from './migration/vhost-migrate.ts';
+export { VhostNetCvq, vhostSave, vhostLoad, checkVhostState } from './migration/vhost-migrate.ts';
 export type { VhostVringSetup, VhostVringState, NetShadowState, VhostMigrationState, VhostNetCvqOptions, VhostLoadOptions, VhostLoadMap, VhostLoadDoorbells } from './migration/vhost-migrate.ts';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import {
   VdpaSimNet, VdpaSimBlk, saveState, loadState, VhostNetCvq, vhostSave, vhostLoad, type VhostVringSetup, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA,
   VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ, VDPASIM_NET_FEATURES, VDPASIM_BLK_FEATURES,
-  Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, VhostError, DriverQueue, Doorbell, DoorbellWaiter,
+  Code, VirtioError, Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, VhostError, DriverQueue, Doorbell, DoorbellWaiter,
   featureBit, VIRTIO_F_VERSION_1, VIRTIO_F_ACCESS_PLATFORM, VIRTIO_NET_F_MAC, VIRTIO_F_RING_PACKED,
 } from '../src/index.ts';
 import * as U from '../src/vhost/uapi.ts';
@@ -414,6 +414,19 @@ describe('the VMM-faithful path over vhost_vdpa (QEMU with a shadow control queu
     const fp = vhost.open(vhost.nodeOf('poor'));
     await assert.rejects(vhostLoad(fp, p, st, { maps: [], doorbells: () => ({ kick: null, call: null }), cvq: { index: 4 } }), /offer every feature/);
     assert.equal(fp.getStatus() & S_DRIVER_OK, 0);
+    // Malformed states: InvalidArgument before anything reaches the device.
+    const fresh = new VdpaSimNet(p, netOpts('fresh'));
+    vhost.probe(fresh);
+    const ff = vhost.open(vhost.nodeOf('fresh'));
+    const mangled: unknown[] = [
+      null, { ...st, version: 2 }, { ...st, features: 5 }, { ...st, vrings: [{ ...st.vrings[0]!, base: -1 }] },
+      { ...st, vrings: [st.vrings[0]!, st.vrings[0]!] }, { ...st, net: { ...st.net!, mac: 'nope' } },
+      { ...st, net: { ...st.net!, vlans: [4096] } }, { ...st, net: { ...st.net!, uni: Array(129).fill('02:00:00:00:00:01') } },
+    ];
+    for (const m of mangled) {
+      await assert.rejects(vhostLoad(ff, p, m as typeof st, { maps: [], doorbells: () => ({ kick: null, call: null }), cvq: { index: 4 } }), (e: unknown) => e instanceof VirtioError && e.code === Code.InvalidArgument);
+      assert.equal(ff.getStatus(), 0);
+    }
     // A control command the destination refuses during the replay: the load fails and the destination is reset.
     const same = new VdpaSimNet(p, netOpts('same'));
     vhost.probe(same);

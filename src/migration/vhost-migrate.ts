@@ -345,6 +345,32 @@ export interface VhostLoadOptions {
 
 const BIT = (b: number): bigint => 1n << BigInt(b);
 
+const u32ok = (x: unknown): boolean => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 0xffff_ffff;
+const macOk = (x: unknown): boolean => typeof x === 'string' && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(x);
+
+/** Shape checks of a received state (InvalidArgument), before anything is sent to the device. */
+export function checkVhostState(s: VhostMigrationState): void {
+  const bad = (why: string): never => { throw new VirtioError(Code.InvalidArgument, `vhost migration state: ${why}`); };
+  if (!s || typeof s !== 'object' || s.format !== 'vdpa-wasm-vhost-state' || s.version !== 1) bad('not a vhost migration state of version 1');
+  if (!u32ok(s.deviceId)) bad('deviceId');
+  if (typeof s.features !== 'bigint' || s.features < 0n || s.features >= 1n << 64n) bad('features must be a u64 bigint');
+  if (!(s.config instanceof Uint8Array)) bad('config must be bytes');
+  if (!Array.isArray(s.vrings)) bad('vrings must be an array');
+  const seen = new Set<number>();
+  for (const r of s.vrings) {
+    if (!r || typeof r !== 'object' || ![r.index, r.num, r.desc, r.avail, r.used, r.base].every(u32ok) || typeof r.enabled !== 'boolean') bad('a vring entry is malformed');
+    if (seen.has(r.index)) bad(`vring ${r.index} appears twice`);
+    seen.add(r.index);
+  }
+  const n = s.net;
+  if (n !== undefined) {
+    if (!n || typeof n !== 'object' || !macOk(n.mac) || !n.rx || typeof n.rx !== 'object' || !RX_KEYS.every((k) => typeof n.rx[k] === 'boolean')) bad('net: mac or rx mode');
+    if (!Array.isArray(n.uni) || !Array.isArray(n.multi) || !n.uni.every(macOk) || !n.multi.every(macOk) || n.uni.length + n.multi.length > 128) bad('net: MAC tables');
+    if (!Array.isArray(n.vlans) || !n.vlans.every((v) => Number.isInteger(v) && v >= 0 && v < 4096)) bad('net: vlans');
+    if (!Number.isInteger(n.pairs) || n.pairs < 1 || n.pairs > 0xffff) bad('net: pairs');
+  }
+}
+
 /**
  * Destination side, on a freshly opened node: negotiates the source's features, sets every
  * ring, starts with only the control queue enabled, replays the control state through it,
@@ -353,7 +379,7 @@ const BIT = (b: number): bigint => 1n << BigInt(b);
  * destination's shadow control queue (net), whose model equals the source's.
  */
 export async function vhostLoad(f: VhostVdpaFile, platform: Platform, s: VhostMigrationState, o: VhostLoadOptions): Promise<VhostNetCvq | null> {
-  if (s.format !== 'vdpa-wasm-vhost-state' || s.version !== 1) throw new VirtioError(Code.InvalidArgument, 'not a vhost migration state of version 1');
+  checkVhostState(s);
   if (f.getDeviceId() !== s.deviceId) throw new VirtioError(Code.FailedPrecondition, `device id ${f.getDeviceId()} is not the source's ${s.deviceId}`);
   if (f.getConfigSize() !== s.config.length) throw new VirtioError(Code.FailedPrecondition, 'the config space size differs from the source');
   const late = BIT(U.VHOST_BACKEND_F_ENABLE_AFTER_DRIVER_OK);
