@@ -108,3 +108,5 @@ export type { GuestCounters, GuestNetResult, GuestBlkResult } from './vmm/guest.
 export type { ForeignPlatformOptions } from './platform/platform.ts';
 export { VirtioPciFunction } from './pci/virtio-pci.ts';
 export type { VirtioPciOptions, PciInterruptSink, PciDescription, PciBarDescription, GuestMemoryRegion } from './pci/virtio-pci.ts';
+export { VhostNetCvq, vhostSave, vhostLoad, checkVhostState } from './migration/vhost-migrate.ts';
+export type { VhostVringSetup, VhostVringState, NetShadowState, VhostMigrationState, VhostNetCvqOptions, VhostLoadOptions, VhostLoadMap, VhostLoadDoorbells } from './migration/vhost-migrate.ts';
