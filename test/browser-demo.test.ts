@@ -206,6 +206,7 @@ describe('demo page in Chromium', { skip: haveChromium ? false : `${CHROMIUM} no
     assert.match(term, /^net0: type network mgmtdev vdpasim_net vendor_id 0 max_vqs \d+ max_vq_size \d+$/m);
     assert.match(term, /^net1: type network mgmtdev vdpasim_net /m);
     assert.match(term, /^blk0: type block mgmtdev vdpasim_blk /m);
+    assert.match(term, /^disk0: type block mgmtdev vdpasim_blk /m);
   });
 
   test('a device added from the console gets a driver and rings; deleting it takes them away', async () => {
