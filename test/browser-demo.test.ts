@@ -298,7 +298,8 @@ describe('browserCrossThreadRunner (src/browser/lab-runner.ts)', () => {
         if (r.status() >= 400) errors.push(`HTTP ${r.status()} for ${r.url()}`);
       });
       await pg.goto(`${srv.url}/test/browser/lab.html`);
-      await pg.waitForFunction(() => '__result' in window, undefined, { timeout: WAIT_MS, polling: 100 });
+      // Bounded above the runner's own 60 s start timeout, so a stuck start reports its reason.
+      await pg.waitForFunction(() => '__result' in window, undefined, { timeout: 3 * WAIT_MS, polling: 100 });
       const r = await pg.evaluate(() => (window as unknown as { __result: { ok: boolean; error?: string; results: { mode: string; layout: string; mdps: number; kicks: number; calls: number }[] } }).__result);
       assert.deepEqual(errors, []);
       assert.equal(r.ok, true, r.error);
