@@ -64,7 +64,7 @@ function consumer(name: string, compilerOptions: Record<string, unknown>, main: 
 }
 
 const MAIN = `
-import { Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, DriverQueue, ringFeatures, loadRingModule, type BlkBackend } from 'vdpa-wasm';
+import { Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, DriverQueue, ringFeatures, loadRingModule, type BlkBackend, type VdpaDevice } from 'vdpa-wasm';
 import { ringWasmUrl, FileBackend } from 'vdpa-wasm/node';
 import { runVdpa } from 'vdpa-wasm/cli';
 
@@ -85,6 +85,11 @@ const blkCap: number = bus.devAdd('vdpasim_blk', 'blk0', { capacity: 8 }).capaci
 bus.addEventListener('device-add', (e) => { const name: string = e.detail; void name; });
 net.addEventListener('needs-reset', (e) => { const vq: number = e.detail.vq; void vq; });
 export { blkCap };
+// A management device of one's own registers the device type it makes.
+interface MyDevice extends VdpaDevice { hello(): string }
+declare module 'vdpa-wasm' { interface VdpaMgmtDeviceTypes { my_mgmt: MyDevice } }
+const mine: string = bus.devAdd('my_mgmt', 'm0').hello();
+export { mine };
 export { bytes, q, url, rc, backend, FileBackend };
 `;
 
