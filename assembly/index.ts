@@ -15,6 +15,7 @@ import { copyBytes, translateContig } from "./mem";
 import { chainAt, segAt, C_SEG, C_NREAD, C_NWRITE, C_WRITTEN } from "./ring/chain";
 import { blkServe, blkParse } from "./dev/blk";
 import { netCtrl, netFilter, netFilterStaged, netLoop, netPlace } from "./dev/net";
+import { dirtyOn, dirtyLogSet, dirtyMark, dirtyMarkChains, dirtyMarkRing } from "./dirty";
 
 export * from "./status";
 
@@ -49,9 +50,11 @@ export function dev_reset(q: usize): void {
 export function dev_pop(q: usize, chains: usize, maxChains: i32, segs: usize, maxSegs: i32): i32 {
   if (broken(q)) return STATUS_BROKEN;
   const tbl = <usize>load<u32>(q, Q_IOTLB);
-  return isPacked(q)
+  const n = isPacked(q)
     ? packed.devPop(q, tbl, chains, maxChains, segs, maxSegs)
     : split.devPop(q, tbl, chains, maxChains, segs, maxSegs);
+  if (dirtyOn && n > 0) dirtyMarkChains(chains, n, segs); // the buffers this pass may write (dirty.ts)
+  return n;
 }
 
 /**
@@ -62,7 +65,9 @@ export function dev_pop(q: usize, chains: usize, maxChains: i32, segs: usize, ma
 export function dev_push(q: usize, chains: usize, n: i32, inOrderBatch: i32): i32 {
   if (broken(q)) return STATUS_BROKEN;
   if (n <= 0) return n == 0 ? 0 : STATUS_INVALID_ARG;
-  return isPacked(q) ? packed.devPush(q, chains, n, inOrderBatch != 0) : split.devPush(q, chains, n, inOrderBatch != 0);
+  const r = isPacked(q) ? packed.devPush(q, chains, n, inOrderBatch != 0) : split.devPush(q, chains, n, inOrderBatch != 0);
+  if (dirtyOn) dirtyMarkRing(q); // used entries (dirty.ts)
+  return r;
 }
 
 /** Whether to notify the driver of used buffers now (event idx / flags). Returns 1 or 0. */
@@ -74,12 +79,14 @@ export function dev_need_call(q: usize): i32 {
 /** Enables kicks from the driver. Returns 1 if buffers are already available (poll again). */
 export function dev_enable_kick(q: usize): i32 {
   if (broken(q)) return 0;
+  if (dirtyOn) dirtyMarkRing(q); // used flags / avail_event (dirty.ts)
   return isPacked(q) ? packed.devEnableKick(q) : split.devEnableKick(q);
 }
 
 /** Disables kicks from the driver. */
 export function dev_disable_kick(q: usize): void {
   if (broken(q)) return;
+  if (dirtyOn) dirtyMarkRing(q); // used flags (dirty.ts)
   if (isPacked(q)) packed.devDisableKick(q); else split.devDisableKick(q);
 }
 
@@ -281,7 +288,7 @@ export function drv_kick_prepare(q: usize): i32 {
  */
 export function drv_get_used(q: usize, out: usize, max: i32): i32 {
   if (broken(q)) return STATUS_BROKEN;
-  return isPacked(q) ? packed.drvGetUsed(q, out, max) : split.drvGetUsed(q, out, max);
+  return isPacked(q) ? packed.drvGetUsed(q, out, out + 4, 8, max) : split.drvGetUsed(q, out, out + 4, 8, max);
 }
 
 /** Enables used-buffer notifications. Returns 1 if used buffers are already pending. */
@@ -318,4 +325,68 @@ export function drv_detach_unused(q: usize, st: usize, out: usize, max: i32): i3
     }
   }
   return k;
+}
+
+// ─────────────────────────── fused verbs (issue 11) ───────────────────────────
+
+/**
+ * The fused device pass: serves up to max available chains of one direct device-readable
+ * descriptor (1..stride bytes; any length when stride is 0) in one call: the checks and
+ * translation of dev_pop, the copy to dst + i*stride (when stride != 0), the length to lens[i]
+ * (u32, when lens != 0), the used element {id, 0}, one publish, and the notification decision
+ * of dev_need_call. Stops before the first chain that is anything else; dev_pop takes it from
+ * there (and reports any error in it). Returns (served << 2) | (stopped at such a chain << 1)
+ * | (notify the driver now), STATUS_BROKEN, or the peer error that broke the queue now.
+ */
+export function dev_serve(q: usize, max: i32, dst: usize, stride: u32, lens: usize): i32 {
+  if (broken(q)) return STATUS_BROKEN;
+  if (max <= 0) return max == 0 ? 0 : STATUS_INVALID_ARG;
+  const tbl = <usize>load<u32>(q, Q_IOTLB);
+  const r = isPacked(q) ? packed.devServe(q, tbl, max, dst, stride, lens) : split.devServe(q, tbl, max, dst, stride, lens);
+  // Only device-readable chains are served, so the driver memory this pass writes is the used
+  // ring (entries, packed flags); dst and lens are the device's own memory (dirty.ts skips
+  // offsets outside the logged guest RAM, and logs them if the caller put them inside it).
+  if (dirtyOn && r > 0) {
+    dirtyMarkRing(q);
+    const served = <u32>r >> 2;
+    if (stride != 0 && served > 0) dirtyMark(dst, served * stride);
+    if (lens != 0 && served > 0) dirtyMark(lens, served << 2);
+  }
+  return r;
+}
+
+/**
+ * Adds up to n one-buffer chains from 16-byte buffer records {u64 addr, u32 len, u32 token}
+ * (device-writable when flags bit 0 is set) and publishes them with one store; with flags bit 1
+ * also decides the kick (drv_kick_prepare). Stops when the ring is full.
+ * Returns (added << 1) | (kick the device now), STATUS_BROKEN or STATUS_INVALID_ARG.
+ */
+export function drv_add_bufs(q: usize, bufs: usize, n: i32, flags: u32): i32 {
+  if (broken(q)) return STATUS_BROKEN;
+  if (n <= 0) return n == 0 ? 0 : STATUS_INVALID_ARG;
+  return isPacked(q) ? packed.drvAddBufs(q, bufs, n, flags) : split.drvAddBufs(q, bufs, n, flags);
+}
+
+/**
+ * Reclaims up to max used buffers into a token array (u32 each) and, when lens != 0, a length
+ * array. Same checks and results as drv_get_used.
+ */
+export function drv_reclaim(q: usize, tokens: usize, lens: usize, max: i32): i32 {
+  if (broken(q)) return STATUS_BROKEN;
+  return isPacked(q) ? packed.drvGetUsed(q, tokens, lens, 4, max) : split.drvGetUsed(q, tokens, lens, 4, max);
+}
+
+// ─────────────────────────── dirty-page logging (dirty.ts) ───────────────────────────
+
+/**
+ * Starts dirty-page logging into the vhost-layout bitmap at `bitmap` for guest RAM
+ * [base, base + pages * 4096); pages 0 stops it. Per module instance.
+ */
+export function dirty_log_set(bitmap: usize, base: usize, pages: u32): void {
+  dirtyLogSet(bitmap, base, pages);
+}
+
+/** Marks [addr, addr + len) dirty (for device writes made outside wasm). No-op when logging is off. */
+export function dirty_mark(addr: usize, len: u32): void {
+  if (dirtyOn) dirtyMark(addr, len);
 }

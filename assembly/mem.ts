@@ -32,7 +32,7 @@ import { SEG_REC } from "./ring/defs";
  * binary search finds it in O(log n) (65 536 entries: 16 probes), then one compare on its last
  * IOVA and one on its permission decide.
  */
-function findEntry(tbl: usize, iova: u64, perm: u32): i32 {
+export function findEntry(tbl: usize, iova: u64, perm: u32): i32 {
   let lo: u32 = 0;
   let hi = load<u32>(tbl);
   // Invariant: entries [0, lo) start at or below iova, entries [hi, count) start above it.

@@ -1,17 +1,21 @@
 // `npm run lab -- ARGS`: the ring lab (vdpa-ringlab) with this repository's baselines wired in,
 // so each same-thread point also reports × ts (the plain-TypeScript ring in bench/baseline/,
-// same workload and checks, lockstep round trips) and × c (bench/native/ring.c, only where it
-// has the point: queue size 256, 64-byte 1-descriptor chains, batch 1/32/256).
+// same workload and checks, lockstep round trips), × js (the strongest plain-JS ring,
+// bench/baseline/js-fast-ring.ts: one function per side, state in locals) and × c
+// (bench/native/ring.c, only where it has the point: queue size 256, 64-byte 1-descriptor
+// chains, batch 1/32/256).
 // Compiled with tsc into build/js and run with plain node, like ring.bench.ts.
 import { labMain } from '../src/lab/cli.ts';
 import type { LabBaseline } from '../src/lab/lab.ts';
-import { createTsRoundTrip } from './baseline/ts-ring.ts';
+import { createTsRoundTrip, type TsRoundTripOptions, type TsRoundTrip } from './baseline/ts-ring.ts';
+import { createJsFastRoundTrip } from './baseline/js-fast-ring.ts';
 import { runNative, type NativeResult } from './native/run.ts';
 
-const ts: LabBaseline = (pt, o) => {
+/** A baseline over one of the JS round trips (same points, same measurement). */
+const jsBaseline = (create: (o: TsRoundTripOptions) => TsRoundTrip): LabBaseline => (pt, o) => {
   if (pt.mode !== 'same-thread' || pt.chainLen > 1 && pt.indirect) return null;
   if (pt.queueSize & (pt.queueSize - 1) || pt.batch * pt.chainLen > pt.queueSize) return null;
-  const t = createTsRoundTrip({ layout: pt.layout, size: pt.queueSize, batch: pt.batch, copy: pt.copy, payload: pt.payload, segments: pt.chainLen, memoryBytes: 64 << 20 });
+  const t = create({ layout: pt.layout, size: pt.queueSize, batch: pt.batch, copy: pt.copy, payload: pt.payload, segments: pt.chainLen, memoryBytes: 64 << 20 });
   const iters = Math.max(1, Math.ceil(o.chains / pt.batch));
   t.run(Math.max(1, Math.ceil(2000 / pt.batch))); // warm-up
   const rates: number[] = [];
@@ -23,6 +27,8 @@ const ts: LabBaseline = (pt, o) => {
   t.check();
   return rates.sort((a, b) => a - b)[rates.length >> 1]!;
 };
+const ts = jsBaseline(createTsRoundTrip);
+const js = jsBaseline(createJsFastRoundTrip);
 
 let native: NativeResult[] | null | undefined;
 const c: LabBaseline = (pt) => {
@@ -38,5 +44,5 @@ process.exitCode = await labMain(process.argv.slice(2), {
   out: (s) => process.stdout.write(s),
   err: (s) => process.stderr.write(s),
   tty: process.stderr.isTTY === true,
-  baselines: { ts, c },
+  baselines: { ts, js, c },
 });

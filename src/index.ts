@@ -28,6 +28,8 @@ export { VirtioBlkDriver, VIRTIO_BLK_DRIVER_FEATURES } from './drivers/virtio-bl
 export { createVirtioVdpa, VirtioDrivers } from './drivers/index.ts';
 export { L2Switch } from './devices/switch.ts';
 export { IdbBackend } from './browser/idb-backend.ts';
+export { OpfsBackend } from './browser/opfs-backend.ts';
+export { browserCrossThreadRunner } from './browser/lab-runner.ts';
 export {
   NetCtrlState, VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_ANNOUNCE,
   VIRTIO_NET_OK, VIRTIO_NET_ERR, MAC_TABLE_MAX,
@@ -77,3 +79,15 @@ export type { VdpaBusOptions } from './bus/bus.ts';
 export type { VhostVdpaNodeInfo } from './drivers/vhost-vdpa.ts';
 export type { ErrnoName } from './vhost/errno.ts';
 export type { DetailListener, AnyEventListener, AddListenerOptions, RemoveListenerOptions, VdpaBusEventMap, VdpaSimEventMap, VirtioNetDriverEventMap, VirtioBlkDriverEventMap } from './events.ts';
+export type { NetRxBatch } from './drivers/virtio-net.ts';
+export { saveState, loadState, encodeState, decodeState, checkState, DEVICE_STATE_FORMAT, DEVICE_STATE_VERSION } from './migration/state.ts';
+export { DirtyLog, VHOST_LOG_PAGE } from './migration/dirty-log.ts';
+export { createSlot } from './migration/slot.ts';
+export { migrate } from './migration/migrate.ts';
+export type { DeviceState, VqStateEntry, MapEntry, MigratableDevice } from './migration/state.ts';
+export type { DirtyLogOptions } from './migration/dirty-log.ts';
+export type { DeviceSlot } from './migration/slot.ts';
+export type { MigrateOptions, MigrationReport } from './migration/migrate.ts';
+export type { SimCoreState } from './devices/sim-core.ts';
+export type { OpfsBackendOptions, OpfsSyncAccessHandle } from './browser/opfs-backend.ts';
+export type { BrowserLabRunner, BrowserLabRunnerOptions, LabWorkerLike, LabWorkerEvent } from './browser/lab-runner.ts';

@@ -104,10 +104,12 @@ test('destroy() is idempotent; a microtask continuation scheduled before devDel 
   q.destroy();
 });
 
-for (const mib of [1, 6]) test(`a failed devAdd (private memory of ${mib} MiB runs out half-way) leaves the allocators as they were`, () => {
-  // 1 MiB: the IOTLB tables and doorbells fit, mtu 65535 tx staging does not. 6 MiB: tx staging
-  // (≈ 4.2 MiB) fits too, and the rx staging after it does not.
-  const { p, bus } = setup(mib << 20);
+for (const left of [8 << 10, 13 << 10]) test(`a failed devAdd (private memory runs out half-way, ${left >> 10} KiB left) leaves the allocators as they were`, () => {
+  // 8 KiB: the first IOTLB table fits, the second does not. 13 KiB: both fit, the doorbells and
+  // the filter block after them do not. (The staging areas are allocated when first used, so
+  // they no longer make construction run out.)
+  const { p, bus } = setup(1 << 20);
+  const hog = p.priv.alloc(p.priv.available - left, 16);
   const priv = p.priv.available;
   const ram = p.ram.available;
   for (let i = 0; i < 5; i++) {
@@ -116,6 +118,7 @@ for (const mib of [1, 6]) test(`a failed devAdd (private memory of ${mib} MiB ru
     assert.equal(p.ram.available, ram, `attempt ${i}: RAM`);
   }
   assert.deepEqual(bus.devices, []);
+  p.priv.release(hog);
   bus.devAdd('vdpasim_net', 'n'); // a device that fits still can be made
 });
 
@@ -302,6 +305,7 @@ test('a blk backend that deletes its device from inside read(): nothing is writt
 test('new VdpaSimNet(...) refused after the base constructor ran leaks nothing, without constructDevice', async () => {
   const { VdpaSimNet } = await import('../src/index.ts');
   const p = Platform.create({ ramSize: 1 << 20, privateSize: 6 << 20 });
+  p.priv.alloc(p.priv.available - (13 << 10), 16); // room for the IOTLB tables, not for the rest
   const priv = p.priv.available;
   for (let i = 0; i < 3; i++) {
     throwsCode(() => new VdpaSimNet(p, { name: 'n', mac: new Uint8Array(5) }), Code.InvalidArgument);

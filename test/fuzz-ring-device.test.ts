@@ -31,6 +31,8 @@ interface Env {
   p: Platform;
   iotlb: Iotlb;
   cases: number;
+  /** Private memory serve() copies to (8 × 4096 bytes) and writes lengths to (after it). */
+  sink: number;
 }
 const envs = new Map<Build, Env>();
 
@@ -39,7 +41,7 @@ function env(build: Build): Env {
   if (!e) {
     const p = makePlatform(build, { ramSize: RAM, privateSize: 2 << 20 });
     p.u8.set(canary(), p.ramBase);
-    e = { p, iotlb: new Iotlb(p, 64), cases: 0 };
+    e = { p, iotlb: new Iotlb(p, 64), cases: 0, sink: p.priv.alloc(8 * 4096 + 64, 16) };
     envs.set(build, e);
   }
   return e;
@@ -466,6 +468,67 @@ function expectPush(c: Case, img: DataView, lo: number, used: RefPos, recs: { id
   return { last, wrap };
 }
 
+/**
+ * One DeviceQueue.serve() call checked against the reference parser, one chain at a time: the
+ * chains it serves, the bytes it copies and lengths it reports, the used entries it writes
+ * (and nothing else in RAM or private memory), where it stops and the errors it may report.
+ * Returns the positions after it, or null if it broke the queue.
+ */
+function serveRound(c: Case, q: RefQueue, dq: DeviceQueue, p: Platform, iotlb: Iotlb, sink: number, r: Rand, pos: RefPos, used: RefPos, deviceWritable: [number, number][], round: number): { pos: RefPos; used: RefPos } | null {
+  const max = r.range(1, 8);
+  const stride = r.pick([0, 0, 8, 64, 4096]);
+  const dst = stride !== 0 ? sink : 0;
+  const lens = r.chance(0.5) ? sink + 8 * 4096 : 0;
+  const want: RefChain[] = [];
+  let end: 'empty' | 'stop' | Set<string> = 'empty';
+  let ePos = pos;
+  let eUsed = used;
+  while (want.length < max) {
+    const one = refPop(q, ePos, 1, 65535, eUsed);
+    if (one.kind === 'error') { end = one.codes; break; }
+    const ch = one.chains[0];
+    if (ch === undefined) break;
+    // What serve takes: one direct readable descriptor of 1..stride bytes in one map entry.
+    const flags = c.packed ? p.view.getUint16(c.desc + 16 * ePos.last + 14, true) : p.view.getUint16(c.desc + 16 * ch.id + 12, true);
+    if ((flags & (F_NEXT | F_INDIRECT | F_WRITE)) !== 0 || ch.readable.length !== 1 || ch.writable.length !== 0 || ch.readBytes === 0 || (stride !== 0 && ch.readBytes > stride)) {
+      end = 'stop';
+      break;
+    }
+    want.push(ch);
+    ePos = one.pos;
+    eUsed = c.packed ? (eUsed.last + 1 === c.size ? { last: 0, wrap: eUsed.wrap ^ 1 } : { last: eUsed.last + 1, wrap: eUsed.wrap }) : { last: (eUsed.last + 1) & 0xffff, wrap: eUsed.wrap };
+  }
+  const snap = p.u8.slice(c.windowLo, c.windowHi);
+  const privSnap = p.u8.slice(p.privBase, p.privBase + p.privSize);
+  let n = -1;
+  let err: unknown;
+  try {
+    n = dq.serve(max, dst, stride, lens);
+  } catch (x) {
+    err = x;
+  }
+  checkWindow(p, privSnap, p.privBase, [[dq.qsb, dq.qsb + QSB_SIZE], [iotlb.offset + 4, iotlb.offset + 8], [sink, sink + 8 * 4096 + 64]], `round ${round} serve (private memory)`);
+  tally(err ? 'serve-error' : `serve:${end instanceof Set ? 'stop-at-error' : end}`);
+  if (err) {
+    // serve() reports only errors pop() would report at that chain (split: avail idx, head).
+    assert.ok(err instanceof VirtioError && end instanceof Set && end.has(err.code), `round ${round}: serve threw ${String(err)}, expected ${end instanceof Set ? [...end].join('|') : end}`);
+    assert.equal(dq.broken, true);
+    checkWindow(p, snap, c.windowLo, deviceWritable, `round ${round} serve error`);
+    return null;
+  }
+  assert.equal(n, want.length, `round ${round}: chains served`);
+  assert.equal(dq.serveStopped, end !== 'empty', `round ${round}: serveStopped`);
+  for (let k = 0; k < n; k++) {
+    const seg = want[k]!.readable[0]!;
+    if (lens !== 0) assert.equal(p.view.getUint32(lens + 4 * k, true), seg.len, `served chain ${k} length`);
+    if (stride !== 0) assert.equal(Buffer.compare(p.u8.subarray(dst + k * stride, dst + k * stride + seg.len), p.u8.subarray(seg.addr, seg.addr + seg.len)), 0, `served chain ${k} bytes`);
+  }
+  const img = new DataView(snap.buffer, snap.byteOffset, snap.byteLength);
+  const nextUsed = n > 0 ? expectPush(c, img, c.windowLo, used, want.map((ch) => ({ id: ch.id, ndesc: 1, written: 0 })), false) : used;
+  checkWindow(p, snap, c.windowLo, [], `round ${round} serve`);
+  return { pos: ePos, used: nextUsed };
+}
+
 function runCase(build: Build, r: Rand, i: number): void {
   const e = env(build);
   const { p, iotlb } = e;
@@ -515,6 +578,14 @@ function runCase(build: Build, r: Rand, i: number): void {
         checkWindow(p, snap, c.windowLo, [], 'pop after the rings lost their mapping');
         tally('rings-unmapped');
         break;
+      }
+      if (r.chance(0.3)) {
+        // The fused pass first (issue 11): it must serve exactly the leading chains pop() would
+        // return as one readable descriptor, and leave the rest (and every error) to pop().
+        const s = serveRound(c, q, dq, p, iotlb, e.sink, r, pos, used, deviceWritable, round);
+        if (s === null) break; // it found the error itself: the queue is broken, case done
+        pos = s.pos;
+        used = s.used;
       }
       const max = r.chance(0.3) ? r.range(1, 4) : dq.batch;
       const want = refPop(q, pos, Math.min(max, dq.batch), dq.maxSegs, used);

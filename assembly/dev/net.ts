@@ -68,6 +68,9 @@ import { devUnpop } from "../ring/unpop";
 /** Events bit: MAC_ADDR_SET changed the MAC at F_MAC (the device updates its config space). */
 // @ts-ignore: decorator
 @inline const EV_MAC: u32 = 1;
+/** Events bit: the driver acked an announcement (VIRTIO_NET_CTRL_ANNOUNCE_ACK). */
+// @ts-ignore: decorator
+@inline const EV_ANNOUNCE_ACK: u32 = 2;
 
 /** Most entries per MAC table (QEMU's MAC_TABLE_ENTRIES is 64). */
 // @ts-ignore: decorator
@@ -208,7 +211,10 @@ function execute(f: usize, c: usize, len: u32): u8 {
     return NET_OK;
   }
   if (cls == CTRL_ANNOUNCE) {
-    return (caps & CAP_ANNOUNCE) && cmd == CTRL_ANNOUNCE_ACK && dl == 0 ? NET_OK : NET_ERR;
+    if (!(caps & CAP_ANNOUNCE) || cmd != CTRL_ANNOUNCE_ACK || dl != 0) return NET_ERR;
+    // §5.1.6.5.4: the device clears VIRTIO_NET_S_ANNOUNCE (TS does, in config space).
+    store<u32>(f, load<u32>(f, F_EVENTS) | EV_ANNOUNCE_ACK, F_EVENTS);
+    return NET_OK;
   }
   if (cls == CTRL_MQ) {
     // §5.1.6.5.6.1: 1 ≤ virtqueue_pairs ≤ max_virtqueue_pairs.

@@ -15,7 +15,7 @@
 import {
   Q_SIZE, Q_FLAGS, Q_DESC, Q_DRIVER, Q_DEVICE, Q_AVAIL, Q_AVAIL_WRAP, Q_USED, Q_USED_WRAP,
   Q_SIGNALLED, Q_PENDING, Q_FREE_HEAD, Q_NUM_FREE, Q_DSTATE, Q_INDIRECT, Q_INDIRECT_MAX,
-  Q_DMA_BASE, Q_BATCH_ID, Q_BATCH_LEN, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED, Q_INFLIGHT,
+  Q_DMA_BASE, Q_BATCH_ID, Q_BATCH_LEN, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED, Q_STAT_NOTIFY, Q_INFLIGHT,
   Q_F_EVENT_IDX, Q_F_INDIRECT, Q_F_IN_ORDER, Q_F_SIG_VALID, Q_F_CB_OFF,
   fail, addStat, needEvent,
 } from "./state";
@@ -29,7 +29,7 @@ import {
   STATUS_USED_ID_INVALID, STATUS_USED_ID_NOT_INFLIGHT, STATUS_BUFFER_ID_INVALID,
   STATUS_TOO_MANY_SEGMENTS, STATUS_INVALID_ARG,
 } from "../status";
-import { translateContig, PERM_R, PERM_W, SEG_FULL, TLB_HDR, TLB_ENT } from "../mem";
+import { translateContig, findEntry, copyBytes, PERM_R, PERM_W, SEG_FULL, TLB_HDR, TLB_ENT } from "../mem";
 import { ald16, ald32, ast16, ast32 } from "../sync";
 import { beginChain, addData, chainAt, oneSegChain, requestInLen, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
 import { inFlight } from "./split";
@@ -256,6 +256,95 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
 }
 
 /**
+ * The fused device pass ("serve"); same contract as split devServe. Used descriptors are
+ * written at the device's used position as they are served, the first one's flags last (as
+ * devPush), so the driver sees the batch at once. Returns (served << 2) | (stopped at a chain
+ * for devPop << 1) | (notify the driver); it reports no errors itself (devPop does).
+ */
+// @ts-ignore: decorator
+@inline export function devServe(q: usize, tbl: usize, max: i32, dst: usize, stride: u32, lens: usize): i32 {
+  const size = load<u32>(q, Q_SIZE);
+  const ring = <usize>load<u32>(q, Q_DESC);
+  let pos = load<u32>(q, Q_AVAIL);
+  let wrap = load<u32>(q, Q_AVAIL_WRAP);
+  let upos = load<u32>(q, Q_USED);
+  let uwrap = load<u32>(q, Q_USED_WRAP);
+  // As devPop: the device holds the slots from its used to its avail position; a buffer cannot
+  // lie in them. Serving keeps that count (each chain is used as it is popped).
+  const usedAt = upos + (uwrap ? 0 : size);
+  const held = (pos + (wrap ? 0 : size) + 2 * size - usedAt) % (2 * size);
+  if (held >= size) return 1 << 1; // no slot can be the driver's: devPop decides
+  const same = held == 0; // then the used position is the avail position, wrap counters alike
+  const e0 = tbl + TLB_HDR + load<u32>(tbl, 4) * TLB_ENT;
+  let hPerm: u32 = load<u32>(tbl) != 0 ? load<u32>(e0, 20) : 0;
+  let hFirst = load<u64>(e0);
+  let hLast = load<u64>(e0, 8);
+  let hTarget = load<u32>(e0, 16);
+  let n: i32 = 0;
+  let stop: i32 = 0;
+  let headAt: usize = 0;
+  let headFlags: u32 = 0;
+  // Flag patterns of the current lap, updated when the position wraps.
+  let ab = availBits(wrap);
+  let ub = usedBits(wrap);
+  while (n < max) {
+    const d = ring + (<usize>pos << 4);
+    // Acquire: the head's flags are written last by the driver (§2.8.21.2).
+    const flags = <u32>ald16(d, 14);
+    if ((flags & (VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED)) != ab) break; // isAvail
+    const len = load<u32>(d, 8);
+    const id = <u32>load<u16>(d, 12);
+    if ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE)) != 0 || len == 0 || (stride != 0 && len > stride) || id >= size) { stop = 1; break; }
+    const a = load<u64>(d);
+    const end = a + <u64>len - 1;
+    if (end < a) { stop = 1; break; }
+    if ((hPerm & PERM_R) == 0 || a < hFirst || end > hLast) {
+      const i = findEntry(tbl, a, PERM_R);
+      if (i < 0) { stop = 1; break; }
+      const e = tbl + TLB_HDR + <usize>i * TLB_ENT;
+      hPerm = load<u32>(e, 20);
+      hFirst = load<u64>(e);
+      hLast = load<u64>(e, 8);
+      hTarget = load<u32>(e, 16);
+      if (end > hLast) { stop = 1; break; }
+    }
+    const src = <usize>(hTarget + <u32>(a - hFirst));
+    if (stride != 0) copyBytes(dst + <usize>n * stride, src, len);
+    if (lens != 0) store<u32>(lens + (<usize>n << 2), len);
+    // Used descriptor {len 0, id}; no WRITE flag: nothing was written (§2.8.3).
+    if (same) {
+      // The device holds no slot: the used descriptor goes where this one was read, and its id
+      // is already there (the one just read and reported).
+      store<u32>(d, 0, 8);
+      if (n == 0) { headAt = d; headFlags = ub; } else ast16(d, ub, 14);
+    } else {
+      const u = ring + (<usize>upos << 4);
+      store<u32>(u, 0, 8);
+      store<u16>(u, <u16>id, 12);
+      if (n == 0) { headAt = u; headFlags = usedBits(uwrap); } else ast16(u, usedBits(uwrap), 14);
+      if (++upos == size) { upos = 0; uwrap ^= 1; }
+    }
+    if (++pos == size) { pos = 0; wrap ^= 1; ab = availBits(wrap); ub = usedBits(wrap); }
+    n++;
+  }
+  if (n == 0) return stop << 1;
+  if (same) { upos = pos; uwrap = wrap; }
+  // Release: id and len before the flags that hand the batch back (§2.8.21.1).
+  ast16(headAt, headFlags, 14);
+  store<u32>(q, pos, Q_AVAIL);
+  store<u32>(q, wrap, Q_AVAIL_WRAP);
+  store<u32>(q, upos, Q_USED);
+  store<u32>(q, uwrap, Q_USED_WRAP);
+  store<u32>(q, load<u32>(q, Q_PENDING) + <u32>n, Q_PENDING);
+  addStat(q, Q_STAT_CHAINS, <u64>n);
+  addStat(q, Q_STAT_DESCS, <u64>n);
+  addStat(q, Q_STAT_USED, <u64>n);
+  const call = devNeedCall(q);
+  addStat(q, Q_STAT_NOTIFY, <u64>call); // counted here: the caller gets the decision, not a verb to count it
+  return (n << 2) | (stop << 1) | call;
+}
+
+/**
  * vring_need_event for packed event suppression (§2.8.10, §2.8.21): notify iff the descriptor
  * at `offWrap` (slot | wrap << 15) is among the `count` slots up to slot `pos` of the wrap
  * `wrap` (pos is the slot after the last one used / made available).
@@ -275,7 +364,8 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
 }
 
 /** Decides whether to send a used-buffer notification (virtio_packed_should_notify). */
-export function devNeedCall(q: usize): i32 {
+// @ts-ignore: decorator
+@inline export function devNeedCall(q: usize): i32 {
   const f = load<u32>(q, Q_FLAGS);
   const drv = <usize>load<u32>(q, Q_DRIVER);
   const newIdx = load<u32>(q, Q_USED);
@@ -461,8 +551,62 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
   return k;
 }
 
+/** Adds up to n one-buffer chains from buffer records; same contract as split drvAddBufs. */
+// @ts-ignore: decorator
+@inline export function drvAddBufs(q: usize, bufs: usize, n: i32, flags: u32): i32 {
+  const size = load<u32>(q, Q_SIZE);
+  const inOrder = (load<u32>(q, Q_FLAGS) & Q_F_IN_ORDER) != 0;
+  const ring = <usize>load<u32>(q, Q_DESC);
+  const st = <usize>load<u32>(q, Q_DSTATE);
+  const wr = (flags & 1) != 0;
+  const wf: u32 = wr ? VRING_DESC_F_WRITE : 0;
+  let pos = load<u32>(q, Q_AVAIL);
+  let wrap = load<u32>(q, Q_AVAIL_WRAP);
+  let freeHead = load<u32>(q, Q_FREE_HEAD);
+  let numFree = load<u32>(q, Q_NUM_FREE);
+  let ab = availBits(wrap); // this lap's AVAIL/USED pattern, updated when the position wraps
+  let k: i32 = 0;
+  for (; k < n && numFree != 0; k++) {
+    const b = bufs + (<usize>k << 4);
+    // In order, the buffer id is the head slot (as drvAdd); else the free list's head.
+    let id: u32;
+    if (inOrder) {
+      id = pos;
+    } else {
+      id = freeHead;
+      freeHead = load<u32>(st + <usize>id * DSTATE_REC, 8);
+    }
+    const hs = st + <usize>id * DSTATE_REC;
+    const d = ring + (<usize>pos << 4);
+    const len = load<u32>(b, 8);
+    store<u64>(d, load<u64>(b));
+    store<u32>(d, len, 8);
+    store<u16>(d, <u16>id, 12);
+    store<u64>(hs, <u64>load<u32>(b, 12) | (<u64>1 << 32)); // token, ndesc 1
+    store<u32>(hs, wr ? len : 0, 12);
+    // Release: §2.8.21.2 addr, len and id before the flags that make it available.
+    ast16(d, wf | ab, 14);
+    if (++pos == size) { pos = 0; wrap ^= 1; ab = availBits(wrap); }
+    numFree--;
+  }
+  if (k > 0) {
+    store<u32>(q, pos, Q_AVAIL);
+    store<u32>(q, wrap, Q_AVAIL_WRAP);
+    store<u32>(q, freeHead, Q_FREE_HEAD);
+    store<u32>(q, numFree, Q_NUM_FREE);
+    store<u32>(q, load<u32>(q, Q_PENDING) + <u32>k, Q_PENDING);
+    store<u32>(q, load<u32>(q, Q_INFLIGHT) + <u32>k, Q_INFLIGHT);
+    addStat(q, Q_STAT_CHAINS, <u64>k);
+    addStat(q, Q_STAT_DESCS, <u64>k);
+  }
+  const kick = (flags & 2) != 0 ? drvKickPrepare(q) : 0;
+  addStat(q, Q_STAT_NOTIFY, <u64>kick); // counted here, as kickPrepare() counts its kicks
+  return (k << 1) | kick;
+}
+
 /** Kick decision from the device event suppression area (virtqueue_kick_prepare_packed). */
-export function drvKickPrepare(q: usize): i32 {
+// @ts-ignore: decorator
+@inline export function drvKickPrepare(q: usize): i32 {
   const added = load<u32>(q, Q_PENDING);
   if (added == 0) return 0;
   store<u32>(q, 0, Q_PENDING);
@@ -481,8 +625,9 @@ export function drvKickPrepare(q: usize): i32 {
   return packedNeedEvent(size, load<u32>(q, Q_AVAIL_WRAP), ev & 0xffff, load<u32>(q, Q_AVAIL), added) ? 1 : 0;
 }
 
-/** Reclaims up to max used buffers. Same contract as split drvGetUsed. */
-export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
+/** Reclaims up to max used buffers. Same contract (and outputs) as split drvGetUsed. */
+// @ts-ignore: decorator
+@inline export function drvGetUsed(q: usize, outTok: usize, outLen: usize, stride: u32, max: i32): i32 {
   const size = load<u32>(q, Q_SIZE);
   const ring = <usize>load<u32>(q, Q_DESC);
   const st = <usize>load<u32>(q, Q_DSTATE);
@@ -495,7 +640,29 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
   // A bad entry breaks the queue, but the good entries before it in this batch are still
   // returned (and committed below): their tokens must not be lost to the caller.
   let err: i32 = 0;
-  while (k < max) {
+  if (!inOrder) {
+    // The common case in a loop of its own: the same checks, no in-order batch bookkeeping.
+    let ub = usedBits(wrap);
+    while (k < max) {
+      const d = ring + (<usize>pos << 4);
+      // Acquire: id and len are read after the flags that say the descriptor is used.
+      if ((<u32>ald16(d, 14) & (VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED)) != ub) break;
+      const id = <u32>load<u16>(d, 12);
+      const len = load<u32>(d, 8);
+      if (id >= size) { err = fail(q, STATUS_USED_ID_INVALID); break; }
+      const s = st + <usize>id * DSTATE_REC;
+      const nd = load<u32>(s, 4);
+      if (nd == 0) { err = fail(q, STATUS_USED_ID_NOT_INFLIGHT); break; }
+      store<u32>(outTok + <usize>k * stride, load<u32>(s));
+      if (outLen != 0) store<u32>(outLen + <usize>k * stride, len);
+      store<u64>(s, <u64>freeHead << 32, 4); // ndesc = 0 (not in flight), next = free list
+      freeHead = id;
+      numFree += nd;
+      pos += nd;
+      if (pos >= size) { pos -= size; wrap ^= 1; ub = usedBits(wrap); }
+      k++;
+    }
+  } else while (k < max) {
     let id: u32;
     let len: u32;
     if (inOrder) {
@@ -533,7 +700,8 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
     }
     const s = st + <usize>id * DSTATE_REC;
     const nd = load<u32>(s, 4);
-    store<u64>(out + <usize>k * USED_REC, <u64>load<u32>(s) | (<u64>len << 32));
+    store<u32>(outTok + <usize>k * stride, load<u32>(s));
+    if (outLen != 0) store<u32>(outLen + <usize>k * stride, len);
     if (inOrder) {
       store<u32>(s, 0, 4);
     } else {

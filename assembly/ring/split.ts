@@ -10,7 +10,7 @@
 import {
   Q_SIZE, Q_FLAGS, Q_DESC, Q_DRIVER, Q_DEVICE, Q_AVAIL, Q_USED, Q_SIGNALLED, Q_PENDING,
   Q_FREE_HEAD, Q_NUM_FREE, Q_DSTATE, Q_INDIRECT, Q_INDIRECT_MAX, Q_DMA_BASE, Q_BATCH_ID,
-  Q_BATCH_LEN, Q_NEXT_HEAD, Q_EVENT_SHADOW, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED, Q_INFLIGHT,
+  Q_BATCH_LEN, Q_NEXT_HEAD, Q_EVENT_SHADOW, Q_STAT_CHAINS, Q_STAT_DESCS, Q_STAT_USED, Q_STAT_NOTIFY, Q_INFLIGHT,
   Q_F_EVENT_IDX, Q_F_INDIRECT, Q_F_IN_ORDER, Q_F_SIG_VALID, Q_F_CB_OFF,
   fail, addStat, needEvent,
 } from "./state";
@@ -24,7 +24,7 @@ import {
   STATUS_INDIRECT_INVALID, STATUS_ADDRESS_UNMAPPED, STATUS_AVAIL_IDX_INVALID, STATUS_USED_ID_INVALID,
   STATUS_USED_ID_NOT_INFLIGHT, STATUS_USED_IDX_INVALID, STATUS_TOO_MANY_SEGMENTS, STATUS_INVALID_ARG,
 } from "../status";
-import { translateContig, PERM_R, PERM_W, SEG_FULL, TLB_HDR, TLB_ENT } from "../mem";
+import { translateContig, findEntry, copyBytes, PERM_R, PERM_W, SEG_FULL, TLB_HDR, TLB_ENT } from "../mem";
 import { ald16, ast16 } from "../sync";
 import { beginChain, addData, chainAt, oneSegChain, requestInLen, INDIRECT_MAX_LEN, C_ID, C_NDESC, C_WRITTEN } from "./chain";
 
@@ -187,10 +187,88 @@ export function devPush(q: usize, chains: usize, n: i32, inOrderBatch: bool): i3
 }
 
 /**
+ * The fused device pass ("serve"; vhost's handle_tx loop with vhost_add_used_and_signal_n, no
+ * chain or segment records): for up to max available chains that are ONE direct device-readable
+ * descriptor of 1..stride bytes (any length when stride is 0) mapped readable in one IOTLB entry,
+ * checks and translates it exactly as devPop does, copies its bytes to dst + i*stride (when
+ * stride != 0), writes its length to lens[i] (u32, when lens != 0) and writes the used element
+ * {id, 0}; then publishes used->idx once and decides the call (devNeedCall). It stops before the
+ * first chain that is anything else (or fails a check devPop reports in a walk): that chain is
+ * left for devPop, which applies every check and reports the error.
+ * Returns (served << 2) | (stopped at a chain for devPop << 1) | (notify the driver), or a
+ * negative status (queue now broken) for the errors devPop reports before looking at a chain
+ * (avail->idx too far ahead, head out of range).
+ */
+// @ts-ignore: decorator
+@inline export function devServe(q: usize, tbl: usize, max: i32, dst: usize, stride: u32, lens: usize): i32 {
+  const size = load<u32>(q, Q_SIZE);
+  const mask = size - 1;
+  const avail = <usize>load<u32>(q, Q_DRIVER);
+  const used = <usize>load<u32>(q, Q_DEVICE);
+  const desc = <usize>load<u32>(q, Q_DESC);
+  let last = load<u32>(q, Q_AVAIL);
+  let uidx = load<u32>(q, Q_USED);
+  // Acquire: ring entries and descriptors before avail->idx (as devPop).
+  const availIdx = <u32>ald16(avail, AVAIL_IDX);
+  // §2.7.13.3: avail->idx never runs more than the queue size ahead (as devPop).
+  if (((availIdx - last) & 0xffff) > size) return fail(q, STATUS_AVAIL_IDX_INVALID);
+  // The IOTLB entry that served the last lookup, in locals for the batch.
+  const e0 = tbl + TLB_HDR + load<u32>(tbl, 4) * TLB_ENT;
+  let hPerm: u32 = load<u32>(tbl) != 0 ? load<u32>(e0, 20) : 0; // no entries: nothing hits
+  let hFirst = load<u64>(e0);
+  let hLast = load<u64>(e0, 8);
+  let hTarget = load<u32>(e0, 16);
+  let n: i32 = 0;
+  let stop: i32 = 0;
+  while (n < max && last != availIdx) {
+    const head = <u32>load<u16>(avail + AVAIL_RING + ((<usize>(last & mask)) << 1));
+    if (head >= size) return fail(q, STATUS_HEAD_OUT_OF_RANGE);
+    const d = desc + (<usize>head << 4);
+    const flags = <u32>load<u16>(d, 12);
+    const len = load<u32>(d, 8);
+    if ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE)) != 0 || len == 0 || (stride != 0 && len > stride)) { stop = 1; break; }
+    const a = load<u64>(d);
+    const end = a + <u64>len - 1;
+    if (end < a) { stop = 1; break; } // wraps 2^64: devPop reports it
+    if ((hPerm & PERM_R) == 0 || a < hFirst || end > hLast) {
+      const i = findEntry(tbl, a, PERM_R);
+      if (i < 0) { stop = 1; break; } // unmapped: devPop reports it
+      const e = tbl + TLB_HDR + <usize>i * TLB_ENT;
+      hPerm = load<u32>(e, 20);
+      hFirst = load<u64>(e);
+      hLast = load<u64>(e, 8);
+      hTarget = load<u32>(e, 16);
+      if (end > hLast) { stop = 1; break; } // spans entries: two segments, devPop's
+    }
+    const src = <usize>(hTarget + <u32>(a - hFirst));
+    if (stride != 0) copyBytes(dst + <usize>n * stride, src, len);
+    if (lens != 0) store<u32>(lens + (<usize>n << 2), len);
+    // struct vring_used_elem { le32 id; le32 len = 0 } in one store.
+    store<u64>(used + USED_RING + (<usize>(uidx & mask) << 3), <u64>head);
+    uidx = (uidx + 1) & 0xffff;
+    last = (last + 1) & 0xffff;
+    n++;
+  }
+  if (n == 0) return stop << 1;
+  // Release: §2.7.8.2 used elements before used->idx.
+  ast16(used, <u16>uidx, USED_IDX);
+  store<u32>(q, last, Q_AVAIL);
+  store<u32>(q, uidx, Q_USED);
+  store<u32>(q, load<u32>(q, Q_PENDING) + <u32>n, Q_PENDING);
+  addStat(q, Q_STAT_CHAINS, <u64>n);
+  addStat(q, Q_STAT_DESCS, <u64>n);
+  addStat(q, Q_STAT_USED, <u64>n);
+  const call = devNeedCall(q);
+  addStat(q, Q_STAT_NOTIFY, <u64>call); // counted here: the caller gets the decision, not a verb to count it
+  return (n << 2) | (stop << 1) | call;
+}
+
+/**
  * Decides whether the driver wants a used-buffer notification now (vhost_notify in
  * drivers/vhost/vhost.c). Returns 1 to notify, 0 to stay quiet.
  */
-export function devNeedCall(q: usize): i32 {
+// @ts-ignore: decorator
+@inline export function devNeedCall(q: usize): i32 {
   const f = load<u32>(q, Q_FLAGS);
   const avail = <usize>load<u32>(q, Q_DRIVER);
   const newIdx = load<u32>(q, Q_USED);
@@ -380,10 +458,65 @@ export function drvAdd(q: usize, reqs: usize, n: i32, dsegs: usize): i32 {
 }
 
 /**
+ * Adds up to n one-buffer chains from buffer records (BUF_REC each: u64 addr | u32 len |
+ * u32 token), device-writable when flags bit 0 is set, and publishes avail->idx once
+ * (virtqueue_add_outbuf/inbuf in a loop, then one publish). With flags bit 1 also decides the
+ * kick (drvKickPrepare). Stops when the ring is full. Returns (added << 1) | kick.
+ */
+// @ts-ignore: decorator
+@inline export function drvAddBufs(q: usize, bufs: usize, n: i32, flags: u32): i32 {
+  const size = load<u32>(q, Q_SIZE);
+  const mask = size - 1;
+  const desc = <usize>load<u32>(q, Q_DESC);
+  const avail = <usize>load<u32>(q, Q_DRIVER);
+  const st = <usize>load<u32>(q, Q_DSTATE);
+  const wr = (flags & 1) != 0;
+  const dflags: u16 = wr ? <u16>VRING_DESC_F_WRITE : 0;
+  let shadow = load<u32>(q, Q_AVAIL);
+  let freeHead = load<u32>(q, Q_FREE_HEAD);
+  let numFree = load<u32>(q, Q_NUM_FREE);
+  let k: i32 = 0;
+  for (; k < n && numFree != 0; k++) {
+    const b = bufs + (<usize>k << 4);
+    const head = freeHead;
+    const hs = st + <usize>head * DSTATE_REC;
+    const d = desc + (<usize>head << 4);
+    const len = load<u32>(b, 8);
+    freeHead = load<u32>(hs, 8);
+    store<u64>(d, load<u64>(b));
+    store<u32>(d, len, 8);
+    store<u16>(d, dflags, 12);
+    // The private link stays in `next`, as Linux leaves desc[].next (desc_extra[].next).
+    store<u16>(d, <u16>freeHead, 14);
+    // Private state: token, ndesc 1, (next kept), inLen.
+    store<u64>(hs, <u64>load<u32>(b, 12) | (<u64>1 << 32));
+    store<u32>(hs, wr ? len : 0, 12);
+    store<u16>(avail + AVAIL_RING + (<usize>(shadow & mask) << 1), <u16>head);
+    shadow = (shadow + 1) & 0xffff;
+    numFree--;
+  }
+  if (k > 0) {
+    // Release: §2.7.13.2 descriptors and ring entries MUST be visible before avail->idx.
+    ast16(avail, <u16>shadow, AVAIL_IDX);
+    store<u32>(q, shadow, Q_AVAIL);
+    store<u32>(q, freeHead, Q_FREE_HEAD);
+    store<u32>(q, numFree, Q_NUM_FREE);
+    store<u32>(q, load<u32>(q, Q_PENDING) + <u32>k, Q_PENDING);
+    store<u32>(q, load<u32>(q, Q_INFLIGHT) + <u32>k, Q_INFLIGHT);
+    addStat(q, Q_STAT_CHAINS, <u64>k);
+    addStat(q, Q_STAT_DESCS, <u64>k);
+  }
+  const kick = (flags & 2) != 0 ? drvKickPrepare(q) : 0;
+  addStat(q, Q_STAT_NOTIFY, <u64>kick); // counted here, as kickPrepare() counts its kicks
+  return (k << 1) | kick;
+}
+
+/**
  * Decides whether the device needs a kick for what was added since the last call
  * (virtqueue_kick_prepare_split). Returns 1 to kick.
  */
-export function drvKickPrepare(q: usize): i32 {
+// @ts-ignore: decorator
+@inline export function drvKickPrepare(q: usize): i32 {
   const added = load<u32>(q, Q_PENDING);
   // Nothing new since the last decision: nothing to kick for.
   if (added == 0) return 0;
@@ -420,10 +553,13 @@ export function drvKickPrepare(q: usize): i32 {
 }
 
 /**
- * Reclaims up to max used buffers into used records {token, len}.
- * Returns the number reclaimed (0: none), or a negative status (queue now broken).
+ * Reclaims up to max used buffers: token k to outTok + k*stride, length to outLen + k*stride
+ * (skipped when outLen is 0). Used records {token, len}: (out, out + 4, 8); token and length
+ * arrays: (tokens, lens, 4). Returns the number reclaimed (0: none), or a negative status
+ * (queue now broken).
  */
-export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
+// @ts-ignore: decorator
+@inline export function drvGetUsed(q: usize, outTok: usize, outLen: usize, stride: u32, max: i32): i32 {
   const size = load<u32>(q, Q_SIZE);
   const mask = size - 1;
   const used = <usize>load<u32>(q, Q_DEVICE);
@@ -440,7 +576,24 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
   // A bad entry breaks the queue, but the good entries before it in this batch are still
   // returned (and committed below): their tokens must not be lost to the caller.
   let err: i32 = 0;
-  while (k < max && last != usedIdx) {
+  if (!inOrder) {
+    // The common case in a loop of its own: the same checks, no in-order batch bookkeeping.
+    while (k < max && last != usedIdx) {
+      const e = load<u64>(used + USED_RING + (<usize>(last & mask) << 3)); // { id, len }
+      const id = <u32>e;
+      if (id >= size) { err = fail(q, STATUS_USED_ID_INVALID); break; }
+      const s = st + <usize>id * DSTATE_REC;
+      const nd = load<u32>(s, 4);
+      if (nd == 0) { err = fail(q, STATUS_USED_ID_NOT_INFLIGHT); break; }
+      freeHead = freeChain(st, id, nd, freeHead);
+      numFree += nd;
+      store<u32>(outTok + <usize>k * stride, load<u32>(s));
+      if (outLen != 0) store<u32>(outLen + <usize>k * stride, <u32>(e >> 32));
+      store<u32>(s, 0, 4);
+      last = (last + 1) & 0xffff;
+      k++;
+    }
+  } else while (k < max && last != usedIdx) {
     let id: u32;
     let len: u32;
     if (inOrder) {
@@ -484,7 +637,8 @@ export function drvGetUsed(q: usize, out: usize, max: i32): i32 {
       numFree += nd;
     }
     const s = st + <usize>id * DSTATE_REC;
-    store<u64>(out + <usize>k * USED_REC, <u64>load<u32>(s) | (<u64>len << 32));
+    store<u32>(outTok + <usize>k * stride, load<u32>(s));
+    if (outLen != 0) store<u32>(outLen + <usize>k * stride, len);
     store<u32>(s, 0, 4);
     last = (last + 1) & 0xffff;
     k++;

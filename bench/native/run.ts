@@ -35,11 +35,13 @@ const SOURCE = existsSync(LOCAL_SOURCE) ? LOCAL_SOURCE : resolve('bench/native/r
 /**
  * Compiles ring.c with the system `cc` into a temporary directory, runs its self-test, then runs
  * it once per layout × batch (1, 32, 256) × copy combination, each for `seconds` (default 0.3)
- * after a 0.1 s warm-up. Returns `{ skipped }` if `cc` is missing or the build fails; throws if
+ * after a 0.1 s warm-up, timed by `clock` (wall: CLOCK_MONOTONIC, the default; cpu: the process's
+ * CPU time, CLOCK_PROCESS_CPUTIME_ID). Returns `{ skipped }` if `cc` is missing or the build fails; throws if
  * the program reports a failed self-test or protocol error (a bug, not an environment problem).
  */
-export function runNative(opts: { seconds?: number } = {}): NativeResult[] | { skipped: string } {
+export function runNative(opts: { seconds?: number; clock?: 'wall' | 'cpu' } = {}): NativeResult[] | { skipped: string } {
   const seconds = opts.seconds ?? 0.3;
+  const clock = opts.clock ?? 'wall';
   if (!(seconds > 0 && seconds <= 60)) throw new RangeError(`seconds must be in (0, 60], got ${seconds}`);
 
   const probe = spawnSync('cc', ['--version'], { encoding: 'utf8' });
@@ -66,7 +68,7 @@ export function runNative(opts: { seconds?: number } = {}): NativeResult[] | { s
       for (const batch of BATCHES) {
         for (const copy of [false, true]) {
           // One process per combination, so one run's heap and caches do not shape the next.
-          const args = ['--seconds', String(seconds), '--layout', layout, '--batch', String(batch), '--copy', copy ? '1' : '0'];
+          const args = ['--seconds', String(seconds), '--clock', clock, '--layout', layout, '--batch', String(batch), '--copy', copy ? '1' : '0'];
           const r = spawnSync(exe, args, { encoding: 'utf8', timeout: (seconds + 30) * 1000 });
           if (r.error || r.status !== 0) {
             throw new Error(`ring ${args.join(' ')} failed (${r.error?.message ?? r.status}): ${r.stderr.trim()}`);

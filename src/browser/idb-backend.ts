@@ -9,18 +9,26 @@ import type { BlkBackend } from '../devices/blk.ts';
 const SECTOR = 512;
 const STORE = 'chunks';
 
+/** An IndexedDB failure as a typed error: quota is resource_exhausted, the rest io_error. */
+function idbError(e: unknown, what: string): VirtioError {
+  if (e instanceof VirtioError) return e;
+  const name = (e as { name?: unknown } | null)?.name;
+  const code = name === 'QuotaExceededError' ? Code.ResourceExhausted : name === 'InvalidStateError' ? Code.FailedPrecondition : Code.IoError;
+  return new VirtioError(code, `${what}: ${(e as { message?: unknown } | null)?.message ?? String(e)}`, { cause: e });
+}
+
 function req<T>(r: IDBRequest<T>): Promise<T> {
   return new Promise((resolve, reject) => {
     r.onsuccess = () => resolve(r.result);
-    r.onerror = () => reject(r.error ?? new Error('IndexedDB request failed'));
+    r.onerror = () => reject(idbError(r.error, 'IndexedDB request failed'));
   });
 }
 
 function done(tx: IDBTransaction): Promise<void> {
   return new Promise((resolve, reject) => {
     tx.oncomplete = () => resolve();
-    tx.onerror = () => reject(tx.error ?? new Error('IndexedDB transaction failed'));
-    tx.onabort = () => reject(tx.error ?? new Error('IndexedDB transaction aborted'));
+    tx.onerror = () => reject(idbError(tx.error, 'IndexedDB transaction failed'));
+    tx.onabort = () => reject(idbError(tx.error, 'IndexedDB transaction aborted'));
   });
 }
 
@@ -31,6 +39,7 @@ export class IdbBackend implements BlkBackend {
   /** Sectors per stored chunk. */
   readonly chunkSectors: number;
   private readonly db: IDBDatabase;
+  private isClosed = false;
 
   private constructor(db: IDBDatabase, capacity: number, chunkSectors: number) {
     this.db = db;
@@ -50,9 +59,35 @@ export class IdbBackend implements BlkBackend {
     return new IdbBackend(db, opts.sectors, chunk);
   }
 
+  /** A transaction on the store, after checking that [sector, sector + bytes) lies on the disk. */
+  private tx(op: string, sector: number, bytes: number, mode: IDBTransactionMode): IDBTransaction {
+    this.check(op, sector, bytes);
+    try {
+      return this.db.transaction(STORE, mode);
+    } catch (e) {
+      throw idbError(e, op); // the browser closed the database (storage cleared, version change)
+    }
+  }
+
+  /** Throws unless open and [sector, sector + bytes) is a whole-sector range on the disk. */
+  private check(op: string, sector: number, bytes: number): void {
+    if (this.isClosed) throw new VirtioError(Code.FailedPrecondition, `${op}: the IndexedDB backend is closed`);
+    if (!Number.isSafeInteger(sector) || sector < 0 || !Number.isSafeInteger(bytes) || bytes < 0 || bytes % SECTOR) {
+      throw new VirtioError(Code.InvalidArgument, `${op}: sector ${sector}, ${bytes} bytes is not a whole-sector range`);
+    }
+    if (sector + bytes / SECTOR > this.capacity) {
+      throw new VirtioError(Code.InvalidArgument, `${op}: sectors [${sector}, ${sector + bytes / SECTOR}) lie beyond the disk's ${this.capacity}`);
+    }
+  }
+
+  /** Reads `len` bytes (whole sectors) at `sector`; never-written chunks read as zeros. */
   async read(sector: number, len: number): Promise<Uint8Array> {
     const out = new Uint8Array(len);
-    const tx = this.db.transaction(STORE, 'readonly');
+    if (len === 0) {
+      this.check('read', sector, 0);
+      return out;
+    }
+    const tx = this.tx('read', sector, len, 'readonly');
     const st = tx.objectStore(STORE);
     const cb = this.chunkSectors * SECTOR;
     const start = sector * SECTOR;
@@ -70,8 +105,13 @@ export class IdbBackend implements BlkBackend {
     return out;
   }
 
+  /** Writes `data` (whole sectors) at `sector` in one transaction, committed when it resolves. */
   async write(sector: number, data: Uint8Array): Promise<void> {
-    const tx = this.db.transaction(STORE, 'readwrite');
+    if (data.length === 0) {
+      this.check('write', sector, 0);
+      return;
+    }
+    const tx = this.tx('write', sector, data.length, 'readwrite');
     const st = tx.objectStore(STORE);
     const cb = this.chunkSectors * SECTOR;
     const start = sector * SECTOR;
@@ -89,12 +129,15 @@ export class IdbBackend implements BlkBackend {
     await done(tx);
   }
 
+  /** Nothing to do: each write resolved only after its transaction committed. */
   async flush(): Promise<void> {
-    // Each write resolved only after its transaction committed.
+    if (this.isClosed) throw new VirtioError(Code.FailedPrecondition, 'flush: the IndexedDB backend is closed');
   }
 
-  /** Closes the database. */
+  /** Closes the database (idempotent); later requests fail with `failed_precondition`. */
   close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
     this.db.close();
   }
 }

@@ -154,6 +154,8 @@ export interface VdpaSimBlkOptions {
   deviceFeatures?: bigint;
   /** An asynchronous backend instead of the RAM disk. */
   backend?: BlkBackend;
+  /** Longest a suspend waits for backend requests in flight; past it the device sets NEEDS_RESET. @default 1000 */
+  suspendTimeoutMs?: number;
 }
 
 /** A request handed to the backend, with what its completion may touch. */
@@ -211,6 +213,9 @@ export class VdpaSimBlk extends VdpaSim {
   private ringId: object = {};
   private ringCfg = { num: 0, desc: 0n, driver: 0n, device: 0n };
   private backendErrors = 0;
+  /** The features {@link flags} was computed for (-1: not yet). */
+  private flagsFor = -1n;
+  private flags = 0;
 
   constructor(platform: Platform, opts: VdpaSimBlkOptions) {
     const backend = opts.backend ?? null;
@@ -229,7 +234,7 @@ export class VdpaSimBlk extends VdpaSim {
     const ro = (opts.readOnly ?? false) || backendRo;
     const roBit = 1n << BigInt(VIRTIO_BLK_F_RO);
     const offered = opts.deviceFeatures !== undefined ? opts.deviceFeatures | (ro ? roBit : 0n) : (VDPASIM_BLK_FEATURES | (ro ? roBit : 0n));
-    super(platform, { name: opts.name, deviceId: VIRTIO_ID_BLOCK, supportedFeatures: offered, nvqs: 1, configSize: CFG_SIZE });
+    super(platform, { name: opts.name, deviceId: VIRTIO_ID_BLOCK, supportedFeatures: offered, nvqs: 1, configSize: CFG_SIZE, ...(opts.suspendTimeoutMs !== undefined ? { suspendTimeoutMs: opts.suspendTimeoutMs } : {}) });
     // Anything below that throws (platform memory running out) frees what the device had
     // allocated, whether or not it was built through constructDevice().
     try {
@@ -325,9 +330,15 @@ export class VdpaSimBlk extends VdpaSim {
     const q = this.queue(0);
     if (!q) return 0;
     if (this.held.length) queueMicrotask(() => this.deliverHeld()); // resumed: answers held while suspended
+    // The flag word depends only on the negotiated features: computed once per negotiation,
+    // not per kick (BigInt feature tests allocate).
     const f = this.getDriverFeatures();
-    const flags = (this.readOnly ? BLK_FLAG.RO : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? BLK_FLAG.DISCARD : 0) |
-      (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? BLK_FLAG.WRITE_ZEROES : 0) | (this.segMax << BLK_FLAG.SEG_SHIFT);
+    if (f !== this.flagsFor) {
+      this.flagsFor = f;
+      this.flags = (this.readOnly ? BLK_FLAG.RO : 0) | (hasFeature(f, VIRTIO_BLK_F_DISCARD) ? BLK_FLAG.DISCARD : 0) |
+        (hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES) ? BLK_FLAG.WRITE_ZEROES : 0) | (this.segMax << BLK_FLAG.SEG_SHIFT);
+    }
+    const flags = this.flags;
     const cap = this.capacity;
     const capLo = cap % 2 ** 32;
     const capHi = Math.floor(cap / 2 ** 32);
@@ -434,12 +445,26 @@ export class VdpaSimBlk extends VdpaSim {
     this.held.push(a);
     this.deliverHeld();
     if (this.inflight.size === 0) for (const w of this.drainWaiters.splice(0)) w();
+    this.workProgress(); // a suspend waiting for requests in flight (sim-core quiesce)
+  }
+
+  /**
+   * Answers held while suspended go out now — also when the driver asked for SUSPEND while the
+   * VMM had the device stopped: the suspend waits for exactly these.
+   */
+  protected override onResume(): void {
+    if (this.held.length) queueMicrotask(() => this.deliverHeld());
+  }
+
+  /** Requests a suspend must finish first: in flight at the backend, or answered and not yet used. */
+  protected override pendingWork(): number {
+    return this.inflight.size + this.held.length;
   }
 
   /** Pushes held answers used, if the device is running. Never throws (called from microtasks). */
   private deliverHeld(): void {
     const q = this.queue(0);
-    if (!q || !this.running || this.held.length === 0) return;
+    if (!q || !this.canComplete || this.held.length === 0) return;
     const list = this.held.splice(0);
     try {
       this.runDatapath(() => {
@@ -462,6 +487,7 @@ export class VdpaSimBlk extends VdpaSim {
         q.flushUsed();
         return k;
       });
+      this.workProgress(); // a suspend waiting for these answers
     } catch {
       // Anything unexpected while pushing used: the queue can no longer be trusted.
       q.markUnmapped();
@@ -485,11 +511,16 @@ export class VdpaSimBlk extends VdpaSim {
     const u8 = this.platform.u8;
     let status = a.status;
     let written = 0;
+    const ex = this.platform.exports;
     if (a.data && req.data) {
       if (stale && !req.data.every((s) => tlb.allows(s.addr, s.len, PERM_W))) status = VIRTIO_BLK_S_IOERR;
-      else written = scatter(u8, req.data, a.data);
+      else {
+        written = scatter(u8, req.data, a.data);
+        for (const s of req.data) ex.dirty_mark(s.addr, s.len); // written outside the pass that popped it (assembly/dirty.ts)
+      }
     }
     u8[req.statusAddr] = status;
+    ex.dirty_mark(req.statusAddr, 1);
     return written + 1;
   }
 }

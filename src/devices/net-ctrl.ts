@@ -13,6 +13,7 @@ export {
 } from '../virtio/net-ctrl.ts';
 export type { RxMode } from '../virtio/net-ctrl.ts';
 import type { RxMode } from '../virtio/net-ctrl.ts';
+import { VirtioError, Code } from '../errors.ts';
 
 /** Most entries per MAC table we keep (QEMU's MAC_TABLE_ENTRIES is 64). */
 export const MAC_TABLE_MAX = 64;
@@ -115,6 +116,37 @@ export class NetCtrlState {
     return this.mem().slice(this.offset + F_MAC, this.offset + F_MAC + 6);
   }
 
+  /** Returns and clears "the driver acked an announcement" (VIRTIO_NET_CTRL_ANNOUNCE_ACK ran). */
+  takeAnnounceAck(): boolean {
+    const dv = this.dv;
+    const ev = dv.getUint32(F_EVENTS, true);
+    if (!(ev & 2)) return false;
+    dv.setUint32(F_EVENTS, ev & ~2, true);
+    return true;
+  }
+
+  /**
+   * Writes a saved state back (migration): RX mode, both MAC tables, VLANs, pairs, and the
+   * device's own address `mac`. The caller validated it ({@link checkNetCtrlSnapshot}).
+   */
+  load(s: NetCtrlSnapshot, mac: Uint8Array): void {
+    const u8 = this.mem();
+    const caps = this.dv.getUint32(F_CAPS, true);
+    u8.fill(0, this.offset, this.offset + FILTER_BLOCK_SIZE);
+    const dv = this.dv;
+    let fl = 0;
+    RX_KEYS.forEach((k, i) => { if (s.rx[k]) fl |= 1 << i; });
+    dv.setUint32(F_FLAGS, fl, true);
+    u8.set(mac, this.offset + F_MAC);
+    dv.setUint16(F_PAIRS, s.pairs, true);
+    dv.setUint32(F_NUNI, s.uni.length, true);
+    s.uni.forEach((m, i) => u8.set(macBytes(m), this.offset + F_UNI + 6 * i));
+    dv.setUint32(F_NMULTI, s.multi.length, true);
+    s.multi.forEach((m, i) => u8.set(macBytes(m), this.offset + F_MULTI + 6 * i));
+    for (const v of s.vlans) u8[this.offset + F_VLANS + (v >> 3)]! |= 1 << (v & 7);
+    dv.setUint32(F_CAPS, caps, true);
+  }
+
   /** RX mode (a copy). */
   get rx(): RxMode {
     const fl = this.dv.getUint32(F_FLAGS, true);
@@ -143,7 +175,10 @@ export class NetCtrlState {
 
   /** Active queue pairs (1 until VQ_PAIRS_SET). */
   get pairs(): number {
-    return this.dv.getUint16(F_PAIRS, true);
+    // Read per datapath pass: two byte loads, no DataView.
+    const u8 = this.mem();
+    const o = this.offset + F_PAIRS;
+    return u8[o]! | (u8[o + 1]! << 8);
   }
 
   /** Plain-data snapshot (for migration). */
@@ -156,6 +191,44 @@ export class NetCtrlState {
     const u8 = this.mem();
     return Array.from({ length: n }, (_, i) => macKey(u8, this.offset + at + 6 * i));
   }
+}
+
+/** The RX mode keys in flag-bit order (VIRTIO_NET_CTRL_RX_* command numbers). */
+export const NET_RX_KEYS: readonly (keyof RxMode)[] = RX_KEYS;
+
+/**
+ * Validates a control-queue snapshot for a device with `maxPairs` queue pairs (migration):
+ * every RX key a boolean, at most MAC_TABLE_MAX well-formed addresses per table, VLAN ids
+ * 0..4095 ascending and unique, 1 ≤ pairs ≤ maxPairs. Throws InvalidArgument; returns it typed.
+ */
+export function checkNetCtrlSnapshot(v: unknown, maxPairs: number): NetCtrlSnapshot {
+  const bad = (why: string): never => { throw new VirtioError(Code.InvalidArgument, `net control state: ${why}`); };
+  if (typeof v !== 'object' || v === null) bad('not an object');
+  const o = v as Record<string, unknown>;
+  const rx = o.rx as Record<string, unknown> | null;
+  if (typeof rx !== 'object' || rx === null) bad('rx is not an object');
+  for (const k of RX_KEYS) if (typeof rx![k] !== 'boolean') bad(`rx.${k} is not a boolean`);
+  const table = (t: unknown, name: string): string[] => {
+    if (!Array.isArray(t) || t.length > MAC_TABLE_MAX) bad(`${name} must be an array of at most ${MAC_TABLE_MAX} MACs`);
+    for (const m of t as unknown[]) if (typeof m !== 'string' || !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(m)) bad(`${name} entry ${String(m)} is not a MAC`);
+    return [...(t as string[])];
+  };
+  const uni = table(o.uni, 'uni');
+  const multi = table(o.multi, 'multi');
+  if (!Array.isArray(o.vlans)) bad('vlans is not an array');
+  const vlans = o.vlans as unknown[];
+  vlans.forEach((x, i) => {
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x > 4095) bad(`vlan ${String(x)} is outside 0..4095`);
+    if (i > 0 && (x as number) <= (vlans[i - 1] as number)) bad('vlans must be ascending and unique');
+  });
+  if (typeof o.pairs !== 'number' || !Number.isInteger(o.pairs) || o.pairs < 1 || o.pairs > maxPairs) bad(`pairs ${String(o.pairs)} is outside 1..${maxPairs}`);
+  const r = {} as RxMode;
+  for (const k of RX_KEYS) r[k] = rx![k] as boolean;
+  return { rx: r, uni, multi, vlans: [...(vlans as number[])], pairs: o.pairs as number };
+}
+
+function macBytes(m: string): Uint8Array {
+  return Uint8Array.from(m.split(':').map((h) => parseInt(h, 16)));
 }
 
 function macKey(b: Uint8Array, o: number): string {

@@ -17,13 +17,13 @@ import type { Platform } from '../platform/platform.ts';
 import type { PcapWriter } from './pcap.ts';
 import type { SwitchEndpoint } from './switch.ts';
 import {
-  NetCtrlState, FILTER_BLOCK_SIZE, CTRL_CAP_RX, CTRL_CAP_RX_EXTRA, CTRL_CAP_VLAN, CTRL_CAP_MAC_ADDR, CTRL_CAP_MQ, CTRL_CAP_ANNOUNCE,
+  NetCtrlState, checkNetCtrlSnapshot, type NetCtrlSnapshot, FILTER_BLOCK_SIZE, CTRL_CAP_RX, CTRL_CAP_RX_EXTRA, CTRL_CAP_VLAN, CTRL_CAP_MAC_ADDR, CTRL_CAP_MQ, CTRL_CAP_ANNOUNCE,
 } from './net-ctrl.ts';
 import {
   VIRTIO_ID_NET, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
   VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER, VIRTIO_F_ACCESS_PLATFORM,
   VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_MQ, VIRTIO_NET_F_CTRL_MAC_ADDR,
-  VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MRG_RXBUF, hasFeature,
+  VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_S_ANNOUNCE, hasFeature,
 } from '../virtio/constants.ts';
 import type { VqVendorStats } from '../bus/config-ops.ts';
 import type { DeviceQueue } from '../ring/device-queue.ts';
@@ -104,6 +104,7 @@ function zeroStats(): NetPairStats {
 }
 
 function drop(st: NetPairStats, cause: DropCause, n: number): void {
+  if (n === 0) return; // the common case, per datapath batch: skip the keyed update
   st[cause] += n;
   st.drops += n;
 }
@@ -117,10 +118,15 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   readonly maxVqp: number;
   /** Per-pair loopback counters. */
   readonly pairStats: NetPairStats[];
-  private readonly staging: number;
-  private readonly rxStaging: number;
+  /**
+   * Staging for one tx batch (port mode and capture) and for one batch off the wire
+   * (deliver()): allocated when first needed (attachPort, capture, deliver), so a device in
+   * plain loopback, which never leaves wasm, holds none (-1 until then).
+   */
+  private staging = -1;
+  private rxStaging = -1;
   private readonly stride: number;
-  private readonly lens: number;
+  private lens = -1;
   /** The filter block, verdict bytes, scratch and loopback counters the wasm datapath uses. */
   private readonly filterBlock: number;
   private readonly verdict: number;
@@ -134,6 +140,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   private kickedInPass = false;
   /** The features the filter block's caps were written for (-1: not yet). */
   private capsFor = -1n;
+  /** For capsFor: the control queue's index (-1 without VIRTIO_NET_F_CTRL_VQ) and whether MQ was negotiated (no BigInt work per pass). */
+  private ctrlIdx = -1;
+  private mq = false;
+  /** Rx rings whose kicks were turned off (see quietRx). */
+  private readonly quietRings = new WeakSet<DeviceQueue>();
   /** Control-queue state (a view of the filter block wasm keeps): the receive filter and the active queue pairs. */
   readonly ctrl: NetCtrlState;
 
@@ -157,11 +168,8 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       this.configView.setUint16(CFG_STATUS, VIRTIO_NET_S_LINK_UP, true);
       this.configView.setUint16(CFG_MAX_VQP, maxVqp, true);
       this.configView.setUint16(CFG_MTU, mtu, true);
-      // Staging for one batch: header + Ethernet header (+ VLAN tag) + MTU per frame.
+      // Staging for one batch (allocated when first needed): header + Ethernet header (+ VLAN tag) + MTU per frame.
       this.stride = VIRTIO_NET_HDR_SIZE + 14 + 4 + mtu; // + an 802.1Q tag
-      this.staging = this.allocPriv(this.batch * this.stride, 64);
-      this.rxStaging = this.allocPriv(this.batch * this.stride, 64);
-      this.lens = this.allocPriv(this.batch * 4, 4);
       this.filterBlock = this.allocPriv(FILTER_BLOCK_SIZE, 8);
       this.verdict = this.allocPriv(this.batch, 8);
       this.scratch = this.allocPriv(32, 8);
@@ -186,6 +194,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    */
   attachPort(port: NetPort | null): void {
     this.live();
+    if (port) this.txStaging();
     this.port = port;
   }
 
@@ -197,6 +206,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    */
   capture(w: PcapWriter | null): void {
     this.live();
+    if (w) this.txStaging();
     this.pcap = w;
   }
 
@@ -211,6 +221,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     if (!Array.isArray(frames) || !frames.every((f) => f instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'deliver() takes an array of Uint8Array frames');
     if (this.pcap) for (const f of frames) this.pcap.write(f);
     if (frames.length === 0) return 0;
+    if (this.rxStaging < 0) {
+      // First frames off the wire: take the staging they go through (throws if private memory is full).
+      this.lens = this.allocPriv(this.batch * 4, 4);
+      this.rxStaging = this.allocPriv(this.batch * this.stride, 64);
+    }
     if (!this.running || !this.linkUp) {
       drop(this.pairStats[0]!, 'dropsLinkDown', frames.length);
       return 0;
@@ -230,6 +245,11 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       return delivered;
     });
     return delivered;
+  }
+
+  /** Allocates the tx staging area if it is not there yet (throws if private memory is full). */
+  private txStaging(): void {
+    if (this.staging < 0) this.staging = this.allocPriv(this.batch * this.stride, 64);
   }
 
   /** The MAC address in config space. */
@@ -263,7 +283,25 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   setLink(up: boolean): void {
     this.live();
     if (up === this.linkUp) return;
-    this.updateConfig((v) => v.setUint16(CFG_STATUS, up ? VIRTIO_NET_S_LINK_UP : 0, true));
+    this.updateConfig((v) => v.setUint16(CFG_STATUS, (v.getUint16(CFG_STATUS, true) & ~VIRTIO_NET_S_LINK_UP) | (up ? VIRTIO_NET_S_LINK_UP : 0), true));
+  }
+
+  /**
+   * Asks the driver to announce itself (after a migration, VIRTIO 1.3 §5.1.6.5.4): sets
+   * VIRTIO_NET_S_ANNOUNCE in config status, if VIRTIO_NET_F_GUEST_ANNOUNCE was negotiated.
+   * The driver sends gratuitous ARP and acks with VIRTIO_NET_CTRL_ANNOUNCE_ACK, which clears
+   * the bit. Returns false (and does nothing) without GUEST_ANNOUNCE.
+   */
+  announce(): boolean {
+    this.live();
+    if (!hasFeature(this.getDriverFeatures(), VIRTIO_NET_F_GUEST_ANNOUNCE)) return false;
+    this.updateConfig((v) => v.setUint16(CFG_STATUS, v.getUint16(CFG_STATUS, true) | VIRTIO_NET_S_ANNOUNCE, true));
+    return true;
+  }
+
+  /** True while VIRTIO_NET_S_ANNOUNCE is set (an announcement not acked yet). */
+  get announcing(): boolean {
+    return (this.configView.getUint16(CFG_STATUS, true) & VIRTIO_NET_S_ANNOUNCE) !== 0;
   }
 
   /** Index of the control queue for the negotiated features (§5.1.2). */
@@ -308,6 +346,27 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     return null;
   }
 
+  /** Migration: the control-queue state and whether an announcement is pending. */
+  saveNetState(): NetCtrlSnapshot {
+    this.live();
+    return this.ctrl.save();
+  }
+
+  /**
+   * Migration: checks that a source's net state and config fit this device (same MTU and queue
+   * pairs: staging is sized by them) and returns the loader; throws and changes nothing if not.
+   */
+  prepareNetState(snap: unknown, config: Uint8Array): () => void {
+    const s = checkNetCtrlSnapshot(snap, this.maxVqp);
+    const v = new DataView(config.buffer, config.byteOffset, config.byteLength);
+    if (v.getUint16(CFG_MAX_VQP, true) !== this.maxVqp) throw new VirtioError(Code.FailedPrecondition, `${this.name}: the source has ${v.getUint16(CFG_MAX_VQP, true)} queue pairs, this device ${this.maxVqp}`);
+    if (v.getUint16(CFG_MTU, true) !== this.mtu) throw new VirtioError(Code.FailedPrecondition, `${this.name}: the source's MTU is ${v.getUint16(CFG_MTU, true)}, this device's ${this.mtu}`);
+    return () => {
+      this.ctrl.load(s, config.subarray(CFG_MAC, CFG_MAC + 6));
+      this.capsFor = -1n;
+    };
+  }
+
   protected override onReset(): void {
     this.ctrl?.reset(this.config.subarray(CFG_MAC, CFG_MAC + 6));
     this.capsFor = -1n;
@@ -343,10 +402,15 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     this.kickedInPass = false;
     this.syncCaps();
     let done = 0;
-    const f = this.getDriverFeatures();
-    const ctrl = hasFeature(f, VIRTIO_NET_F_CTRL_VQ) ? this.ctrlVq : -1;
+    const ctrl = this.ctrlIdx;
+    // A kick on an rx queue (buffers posted) finds no work: nothing waits for rx buffers, as a
+    // looped-back or delivered frame that finds none is dropped at once (vdpasim_net drops it
+    // too). Linux's vdpasim_net_work serves tx on any kick; skipping it here saves a tx pass
+    // per rx refill.
+    if (only !== undefined && only !== ctrl && (only & 1) === 0) return 0;
     if (ctrl >= 0 && (only === undefined || only === ctrl)) done += this.control(ctrl, budget);
-    for (let pair = 0; pair < this.activePairs; pair++) {
+    const pairs = this.mq ? this.ctrl.pairs : 1;
+    for (let pair = 0; pair < pairs; pair++) {
       if (only !== undefined && only !== ctrl && only >> 1 !== pair) continue;
       if (only === ctrl) break;
       done += this.loop(pair, budget);
@@ -359,6 +423,8 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     const f = this.getDriverFeatures();
     if (f === this.capsFor) return;
     this.capsFor = f;
+    this.ctrlIdx = hasFeature(f, VIRTIO_NET_F_CTRL_VQ) ? this.ctrlVq : -1;
+    this.mq = hasFeature(f, VIRTIO_NET_F_MQ);
     const caps = (hasFeature(f, VIRTIO_NET_F_CTRL_RX) ? CTRL_CAP_RX : 0) | (hasFeature(f, VIRTIO_NET_F_CTRL_RX_EXTRA) ? CTRL_CAP_RX_EXTRA : 0) |
       (hasFeature(f, VIRTIO_NET_F_CTRL_VLAN) ? CTRL_CAP_VLAN : 0) | (hasFeature(f, VIRTIO_NET_F_CTRL_MAC_ADDR) ? CTRL_CAP_MAC_ADDR : 0) |
       (hasFeature(f, VIRTIO_NET_F_MQ) ? CTRL_CAP_MQ : 0) | (hasFeature(f, VIRTIO_NET_F_GUEST_ANNOUNCE) ? CTRL_CAP_ANNOUNCE : 0);
@@ -384,21 +450,43 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       done += n;
       const mac = this.ctrl.takeNewMac();
       if (mac) this.updateConfig(() => this.config.set(mac, CFG_MAC));
+      if (this.ctrl.takeAnnounceAck() && this.announcing) {
+        this.updateConfig((v) => v.setUint16(CFG_STATUS, v.getUint16(CFG_STATUS, true) & ~VIRTIO_NET_S_ANNOUNCE, true));
+      }
     }
     return done;
   }
 
   /** Takes tx frames of one pair, a batch at a time: to the port, or back into rx (loopback). */
+  /**
+   * Asks the driver not to kick rx queue `rx` (VIRTIO 1.3 §2.7.10 / §2.8.10: the device may
+   * suppress notifications): this device never waits for rx buffers (a frame that finds none is
+   * dropped), so an rx kick would only run an empty pass. Once per ring.
+   */
+  private quietRx(rx: DeviceQueue): void {
+    if (this.quietRings.has(rx)) return;
+    rx.disableKick();
+    this.quietRings.add(rx);
+  }
+
   private loop(pair: number, budget: number): number {
+    const rxq = this.queue(2 * pair);
+    if (rxq) this.quietRx(rxq);
     const tx = this.queue(2 * pair + 1);
     if (!tx) return 0;
     let done = 0;
-    while (done < budget) {
-      const n = this.popOrRearm(tx, Math.min(this.batch, budget - done));
-      if (n === 0) break;
+    let max = Math.min(this.batch, budget);
+    let n = this.popOrRearm(tx, max);
+    while (n > 0) {
       if (this.port) this.portTx(pair, tx, n);
       else this.loopInWasm(pair, tx, n);
       done += n;
+      if (done >= budget) break;
+      const drained = n < max; // fewer than asked: the ring was empty at that pop
+      max = Math.min(this.batch, budget - done);
+      // Drained: re-arm the kick and look once more (what popOrRearm does after an empty pop,
+      // without the empty pop).
+      n = drained ? (tx.enableKick() ? tx.pop(max) : 0) : this.popOrRearm(tx, max);
     }
     return done;
   }

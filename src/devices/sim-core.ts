@@ -14,7 +14,7 @@ import type { VdpaConfigOps, VqNotification, VqVendorStats } from '../bus/config
 import {
   VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK,
   VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_CONFIG_S_FAILED, VIRTIO_F_VERSION_1, VIRTIO_F_RING_PACKED,
-  featureBit, hasFeature,
+  VIRTIO_CONFIG_S_SUSPEND, VIRTIO_F_SUSPEND, featureBit, hasFeature,
 } from '../virtio/constants.ts';
 
 /** What a device class tells the core about itself (Linux struct vdpasim_dev_attr). */
@@ -39,6 +39,8 @@ export interface VdpaSimAttrs {
   vqNumMax?: number;
   /** Chains one datapath pass may take from a queue. @default 64 */
   batch?: number;
+  /** Longest a suspend may wait for requests in flight before the device gives up (NEEDS_RESET). @default 1000 */
+  suspendTimeoutMs?: number;
 }
 
 /** Per-virtqueue bookkeeping. */
@@ -98,6 +100,10 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   private generation = 0;
   private configCb: (() => void) | null = null;
   private suspended = false;
+  /** A suspend is finishing requests in flight: nothing new is popped, completions still go out. */
+  private quiescing: { viaStatus: boolean; done: (() => void)[]; fail: ((e: VirtioError) => void)[]; timer: ReturnType<typeof setTimeout> | null } | null = null;
+  /** Config changes made while suspended: applied and notified on resume (VIRTIO 1.4 §3.4). */
+  private deferredConfig: ((view: DataView) => void)[] = [];
   private moreScheduled = false;
   private readonly vqs: SimVq[];
   private readonly iotlbs: Iotlb[];
@@ -111,7 +117,9 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     if (!hasFeature(attrs.supportedFeatures, VIRTIO_F_VERSION_1)) throw new VirtioError(Code.InvalidArgument, 'a device must offer VIRTIO_F_VERSION_1');
     this.platform = platform;
     this.name = attrs.name;
-    this.attrs = { vendorId: 0, ngroups: 1, nas: 1, vqNumMax: 256, batch: 64, ...attrs };
+    this.attrs = { vendorId: 0, ngroups: 1, nas: 1, vqNumMax: 256, batch: 64, suspendTimeoutMs: 1000, ...attrs };
+    const t = this.attrs.suspendTimeoutMs;
+    if (typeof t !== 'number' || !Number.isFinite(t) || t < 0) throw new VirtioError(Code.InvalidArgument, `suspendTimeoutMs ${String(t)} must be a finite number ≥ 0`);
     this.nvqs = attrs.nvqs;
     this.ngroups = this.attrs.ngroups;
     this.nas = this.attrs.nas;
@@ -342,6 +350,10 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       return;
     }
     const old = this.status;
+    if ((status | old) & VIRTIO_CONFIG_S_SUSPEND) {
+      this.setSuspendStatus(status);
+      return;
+    }
     if ((status & VIRTIO_CONFIG_S_NEEDS_RESET) && !(old & VIRTIO_CONFIG_S_NEEDS_RESET)) {
       throw new VirtioError(Code.FailedPrecondition, 'DEVICE_NEEDS_RESET is set by the device, not the driver');
     }
@@ -365,6 +377,109 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     if ((accepted & VIRTIO_CONFIG_S_DRIVER_OK) && !(old & VIRTIO_CONFIG_S_DRIVER_OK)) this.runBudgeted();
   }
 
+  /**
+   * The SUSPEND status bit (VIRTIO 1.4 §2.1, §3.4 Device Suspend), with VIRTIO_F_SUSPEND
+   * negotiated. Suspend: the driver writes its status plus SUSPEND, only after DRIVER_OK. The
+   * device finishes what it must (requests in flight, within suspendTimeoutMs), then presents
+   * SUSPEND = 1 and DRIVER_OK = 0; until then the status reads as before. While suspended the
+   * device sends no notifications, touches no virtqueue and changes no config field (a change
+   * meanwhile is applied and notified on resume). Resume: the driver sets DRIVER_OK (with or
+   * without SUSPEND in the same write); the device clears SUSPEND and runs again. A device that
+   * cannot suspend sets DEVICE_NEEDS_RESET.
+   */
+  private setSuspendStatus(status: number): void {
+    const old = this.status;
+    if (!hasFeature(this.driverFeatures, VIRTIO_F_SUSPEND) || !(old & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      throw new VirtioError(Code.FailedPrecondition, 'SUSPEND needs VIRTIO_F_SUSPEND negotiated');
+    }
+    const base = old & ~(VIRTIO_CONFIG_S_SUSPEND | VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET);
+    const extra = (status & ~(VIRTIO_CONFIG_S_SUSPEND | VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET)) ^ base;
+    if (extra & ~VIRTIO_CONFIG_S_FAILED) throw new VirtioError(Code.FailedPrecondition, `status bits 0x${extra.toString(16)} cannot change together with SUSPEND`);
+    if (!(old & VIRTIO_CONFIG_S_SUSPEND)) {
+      // Suspend request: §3.4 the driver MUST NOT set SUSPEND before DRIVER_OK.
+      if (!(old & VIRTIO_CONFIG_S_DRIVER_OK) || !(status & VIRTIO_CONFIG_S_DRIVER_OK)) throw new VirtioError(Code.FailedPrecondition, 'SUSPEND can be set only after DRIVER_OK');
+      if (old & VIRTIO_CONFIG_S_NEEDS_RESET) throw new VirtioError(Code.FailedPrecondition, 'the device needs a reset');
+      if (this.quiescing) return; // already finishing what it must
+      void this.quiesce(true).catch(() => { /* NEEDS_RESET is the answer (§3.4) */ });
+      return;
+    }
+    // Suspended (SUSPEND = 1, DRIVER_OK = 0): DRIVER_OK resumes; rewriting the status is a no-op.
+    if (!(status & VIRTIO_CONFIG_S_DRIVER_OK)) {
+      if ((status & ~VIRTIO_CONFIG_S_NEEDS_RESET) === (old & ~VIRTIO_CONFIG_S_NEEDS_RESET)) return;
+      throw new VirtioError(Code.FailedPrecondition, 'a suspended device leaves SUSPEND only by DRIVER_OK (or a reset)');
+    }
+    this.status = (old & ~VIRTIO_CONFIG_S_SUSPEND) | VIRTIO_CONFIG_S_DRIVER_OK;
+    this.suspended = false;
+    this.dispatchEvent(new CustomEvent('status', { detail: this.status }));
+    this.afterResume();
+  }
+
+  /**
+   * Stops popping, waits (bounded) until the class has nothing in flight, then suspends:
+   * with the status bit (viaStatus) or as the vdpa suspend op ({@link suspendDrained}).
+   */
+  private quiesce(viaStatus: boolean): Promise<void> {
+    if (this.quiescing) throw new VirtioError(Code.FailedPrecondition, 'a suspend is already in progress');
+    const q = { viaStatus, done: [] as (() => void)[], fail: [] as ((e: VirtioError) => void)[], timer: null as ReturnType<typeof setTimeout> | null };
+    const p = new Promise<void>((res, rej) => { q.done.push(res); q.fail.push(rej); });
+    this.quiescing = q;
+    this.workProgress();
+    if (this.quiescing === q) {
+      q.timer = setTimeout(() => {
+        if (this.quiescing !== q) return;
+        this.quiescing = null;
+        const err = new VirtioError(Code.FailedPrecondition, `${this.name}: ${this.pendingWork()} requests still in flight after ${this.attrs.suspendTimeoutMs} ms: cannot suspend`);
+        this.needsReset(-1, err);
+        for (const f of q.fail) f(err);
+      }, this.attrs.suspendTimeoutMs);
+    }
+    return p;
+  }
+
+  /**
+   * Subclasses call this when requests in flight finished: a pending suspend completes once
+   * nothing is left.
+   */
+  protected workProgress(): void {
+    const q = this.quiescing;
+    if (!q || this.pendingWork() > 0) return;
+    if (q.timer) clearTimeout(q.timer);
+    this.quiescing = null;
+    if (this.destroyed || !(this.status & VIRTIO_CONFIG_S_DRIVER_OK)) {
+      const err = new VirtioError(Code.Cancelled, `${this.name} was reset while suspending`);
+      for (const f of q.fail) f(err);
+      return;
+    }
+    this.suspended = true;
+    if (q.viaStatus) {
+      this.status = (this.status & ~VIRTIO_CONFIG_S_DRIVER_OK) | VIRTIO_CONFIG_S_SUSPEND;
+      this.dispatchEvent(new CustomEvent('status', { detail: this.status }));
+    }
+    for (const d of q.done) d();
+  }
+
+  /** Requests in flight the device must finish before it is suspended (blk's async backend). @default 0 */
+  protected pendingWork(): number {
+    return 0;
+  }
+
+  /**
+   * The vdpa suspend op for a VMM that migrates (VHOST_VDPA_SUSPEND as QEMU uses it): stops
+   * taking new requests, lets the ones in flight finish and reach the used ring (bounded by
+   * suspendTimeoutMs; past it the device sets NEEDS_RESET and this rejects), then suspends.
+   * DRIVER_OK stays set. Resolves when the device is suspended with nothing in flight.
+   */
+  suspendDrained(): Promise<void> {
+    this.live();
+    if (!(this.status & VIRTIO_CONFIG_S_DRIVER_OK) || this.suspended) return Promise.reject(new VirtioError(Code.FailedPrecondition, 'only a running device (DRIVER_OK) can be suspended'));
+    return this.quiesce(false);
+  }
+
+  /** True between a suspend request and the moment the device is suspended. */
+  get isSuspending(): boolean {
+    return this.quiescing !== null;
+  }
+
   /** Why the device rejects a feature set, or null if it accepts it. */
   rejectFeatures(features: bigint): string | null {
     this.live();
@@ -378,6 +493,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   reset(): void {
     this.live();
     for (const vq of this.vqs) vq.queue?.destroy();
+    this.cancelQuiesce();
     this.resetState();
     this.dispatchEvent(new CustomEvent('status', { detail: 0 }));
   }
@@ -389,12 +505,33 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     this.suspended = true;
   }
 
+  private cancelQuiesce(): void {
+    const q = this.quiescing;
+    if (!q) return;
+    if (q.timer) clearTimeout(q.timer);
+    this.quiescing = null;
+    const err = new VirtioError(Code.Cancelled, `${this.name} was reset while suspending`);
+    for (const f of q.fail) f(err);
+  }
+
+  /** Config changes deferred while suspended take effect (one notification), then the datapath runs. */
+  private afterResume(): void {
+    const d = this.deferredConfig.splice(0);
+    if (d.length) this.updateConfig((v) => { for (const fn of d) fn(v); });
+    this.onResume();
+    this.runBudgeted();
+  }
+
+  /** Called when the device leaves a suspend (completions held meanwhile may go out now). */
+  protected onResume(): void {}
+
   /** Continues after suspend and processes whatever arrived meanwhile. */
   resume(): void {
     this.live();
     if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, 'the device is not suspended');
+    if (this.status & VIRTIO_CONFIG_S_SUSPEND) throw new VirtioError(Code.FailedPrecondition, 'the driver suspended the device (SUSPEND): it resumes it with DRIVER_OK');
     this.suspended = false;
-    this.runBudgeted();
+    this.afterResume();
   }
 
   /** True while suspended. */
@@ -524,6 +661,102 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     return a;
   }
 
+  // ───────────────────────── Migration (src/migration/state.ts) ─────────────────────────
+
+  /**
+   * The core state of a suspended device with nothing in flight (after suspendDrained() or
+   * the SUSPEND status bit). Throws FailedPrecondition otherwise.
+   */
+  saveCoreState(): SimCoreState {
+    this.live();
+    if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, `${this.name} must be suspended to save its state`);
+    if (this.pendingWork() > 0) throw new VirtioError(Code.FailedPrecondition, `${this.name} has ${this.pendingWork()} requests in flight: suspend with suspendDrained() or the SUSPEND status bit`);
+    return {
+      deviceId: this.attrs.deviceId, deviceFeatures: this.attrs.supportedFeatures, driverFeatures: this.driverFeatures,
+      status: this.status, config: this.config.slice(), generation: this.generation, groupAsid: [...this.groupAsid],
+      maps: this.iotlbs.map((t) => t.mappings.map((m) => ({ iova: m.iova, size: m.size, addr: m.addr, perm: m.perm }))),
+      vqs: this.vqs.map((vq, i) => ({
+        num: vq.num, desc: vq.desc, driver: vq.driver, device: vq.device, ready: vq.ready,
+        state: vq.num === 0 ? null : this.getVqState(i),
+      })),
+    };
+  }
+
+  /**
+   * Checks that core state `s` (already well-formed) can be loaded into this device: a fresh
+   * device (status 0) of the same class, queue count and config size, offering every feature
+   * the source offered and accepting the negotiated ones, queue sizes and positions valid.
+   * Throws FailedPrecondition / InvalidArgument; changes nothing.
+   */
+  checkCoreState(s: SimCoreState): void {
+    this.live();
+    const fail = (code: typeof Code.InvalidArgument | typeof Code.FailedPrecondition, why: string): never => { throw new VirtioError(code, `${this.name}: cannot load state: ${why}`); };
+    if (this.status !== 0) fail(Code.FailedPrecondition, 'the destination must be a fresh (reset) device');
+    if (s.deviceId !== this.attrs.deviceId) fail(Code.InvalidArgument, `device id ${s.deviceId} is not ${this.attrs.deviceId}`);
+    // Linux's `vdpa dev add … device_features` exists for this: the destination must offer
+    // everything the source offered, or the driver could have negotiated what it lacks.
+    const missing = s.deviceFeatures & ~this.attrs.supportedFeatures;
+    if (missing) fail(Code.FailedPrecondition, `the destination does not offer features 0x${missing.toString(16)} the source offered`);
+    const why = this.rejectFeatures(s.driverFeatures);
+    if (why !== null) fail(Code.FailedPrecondition, `negotiated features refused: ${why}`);
+    if (s.config.length !== this.config.length) fail(Code.FailedPrecondition, `config size ${s.config.length} is not ${this.config.length}`);
+    if (s.vqs.length !== this.nvqs) fail(Code.FailedPrecondition, `${s.vqs.length} queues, the destination has ${this.nvqs}`);
+    if (s.groupAsid.length !== this.ngroups || s.groupAsid.some((a) => !Number.isInteger(a) || a < 0 || a >= this.nas)) fail(Code.InvalidArgument, 'group address spaces do not fit the destination');
+    if (s.maps.length !== this.nas) fail(Code.InvalidArgument, `${s.maps.length} address spaces, the destination has ${this.nas}`);
+    const st = s.status;
+    const okRunning = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
+    if ((st & okRunning) !== okRunning || !(st & (VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_SUSPEND)) || (st & (VIRTIO_CONFIG_S_NEEDS_RESET | VIRTIO_CONFIG_S_FAILED))) {
+      fail(Code.FailedPrecondition, `status 0x${st.toString(16)} is not a live device's (FEATURES_OK and DRIVER_OK or SUSPEND, no NEEDS_RESET/FAILED)`);
+    }
+    if ((st & VIRTIO_CONFIG_S_SUSPEND) && !hasFeature(s.driverFeatures, VIRTIO_F_SUSPEND)) fail(Code.InvalidArgument, 'SUSPEND without VIRTIO_F_SUSPEND');
+    const packed = hasFeature(s.driverFeatures, VIRTIO_F_RING_PACKED);
+    s.vqs.forEach((v, i) => {
+      if (v.num === 0) {
+        if (v.ready) fail(Code.InvalidArgument, `queue ${i} is enabled without a size`);
+        return;
+      }
+      if (!Number.isInteger(v.num) || v.num < 1 || v.num > this.attrs.vqNumMax) fail(Code.InvalidArgument, `queue ${i} size ${v.num} is outside 1..${this.attrs.vqNumMax}`);
+      if (v.ready) checkQueueSize(v.num, packed);
+      if (v.state) checkVqState(v.state, packed ? 'packed' : 'split', v.num);
+    });
+  }
+
+  /**
+   * Loads core state `s` (checked with {@link checkCoreState}): features, config, maps,
+   * queues with their positions; the device ends suspended — by the vdpa op (DRIVER_OK set:
+   * resume() runs it) or, if the driver had suspended it, with SUSPEND (DRIVER_OK resumes).
+   * If anything fails on the way the device is reset and the error thrown: nothing changed.
+   */
+  loadCoreState(s: SimCoreState, loadClass: () => void): void {
+    this.checkCoreState(s);
+    try {
+      this.status = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
+      this.driverFeatures = s.driverFeatures;
+      s.maps.forEach((m, asid) => this.iotlbs[asid]!.setMap(m));
+      s.groupAsid.forEach((a, g) => { this.groupAsid[g] = a; });
+      this.config.set(s.config);
+      s.vqs.forEach((v, i) => {
+        const vq = this.vqs[i]!;
+        if (v.num === 0) return;
+        vq.num = v.num;
+        vq.desc = v.desc;
+        vq.driver = v.driver;
+        vq.device = v.device;
+        vq.addrSet = true;
+        if (v.state) vq.saved = checkVqState(v.state, hasFeature(s.driverFeatures, VIRTIO_F_RING_PACKED) ? 'packed' : 'split', v.num);
+      });
+      loadClass();
+      s.vqs.forEach((v, i) => { if (v.ready) this.setVqReady(i, true); });
+      this.suspended = true;
+      this.status = s.status;
+      this.generation = s.generation;
+    } catch (e) {
+      for (const vq of this.vqs) vq.queue?.destroy();
+      this.resetState();
+      throw e;
+    }
+  }
+
   // ───────────────────────── Datapath ─────────────────────────
 
   /**
@@ -616,6 +849,11 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** True when the datapath may run: DRIVER_OK, not suspended, not NEEDS_RESET or FAILED. */
   get running(): boolean {
+    return this.canComplete && this.quiescing === null;
+  }
+
+  /** True when requests already taken may complete: running, or finishing them for a suspend. */
+  protected get canComplete(): boolean {
     return !this.destroyed && (this.status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && !this.suspended &&
       (this.status & (VIRTIO_CONFIG_S_NEEDS_RESET | VIRTIO_CONFIG_S_FAILED)) === 0;
   }
@@ -673,6 +911,11 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Changes config space through `fn`, bumps the generation and raises the config callback. */
   protected updateConfig(fn: (view: DataView) => void): void {
+    // VIRTIO 1.4 §3.4: a suspended device changes no config field; the change waits for resume.
+    if (this.suspended) {
+      this.deferredConfig.push(fn);
+      return;
+    }
     fn(this.configView);
     this.configChanged();
   }
@@ -719,6 +962,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     this.status = 0;
     this.driverFeatures = 0n;
     this.suspended = false;
+    this.deferredConfig = [];
     for (const vq of this.vqs) {
       Object.assign(vq, { num: 0, desc: 0n, driver: 0n, device: 0n, addrSet: false, ready: false, cb: null, queue: null, saved: null });
       this.platform.u32[vq.doorbell >> 2] = 0;
@@ -751,6 +995,28 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       throw new VirtioError(Code.InvalidArgument, `config range [${offset}, +${len}) is outside the ${this.config.length}-byte config space`);
     }
   }
+}
+
+/** The core part of a device's migration state (plain data; src/migration/state.ts encodes it). */
+export interface SimCoreState {
+  /** Virtio device id. */
+  deviceId: number;
+  /** Features the source device offered (its provisioned device_features). */
+  deviceFeatures: bigint;
+  /** Negotiated features. */
+  driverFeatures: bigint;
+  /** Device status (DRIVER_OK with a vdpa suspend; SUSPEND without DRIVER_OK when the driver suspended it). */
+  status: number;
+  /** Config space bytes. */
+  config: Uint8Array;
+  /** Config generation. */
+  generation: number;
+  /** Address space of each virtqueue group. */
+  groupAsid: number[];
+  /** Mappings of each address space (memory offsets of the platform). */
+  maps: { iova: bigint; size: number; addr: number; perm: number }[][];
+  /** Every virtqueue: size, areas, enabled, ring position (null: never set up). */
+  vqs: { num: number; desc: bigint; driver: bigint; device: bigint; ready: boolean; state: VqState | null }[];
 }
 
 /** The feature mask of VERSION_1 plus the given bits. */

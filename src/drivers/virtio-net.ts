@@ -1,6 +1,12 @@
 // A virtio-net driver (VIRTIO 1.3 §5.1, in the role of Linux drivers/net/virtio_net.c) on a
 // device bound through virtio_vdpa: rx buffers posted and refilled inside, frames sent with a
 // zeroed virtio_net_hdr_v1, received by callback or async iterator.
+//
+// Datapath without per-frame allocation: onFrames() hands each rx batch over as views of the
+// rx buffers (offsets and lengths in one reused batch object) before the buffers are posted
+// again; per-frame copies and `frame` events are made only when someone listens for them.
+// sendBatch() checks room once per batch; send(frame, more) queues bursts behind one kick. Tx
+// buffers are allocated 32 at a time as sending needs them (an idle device holds none).
 
 import { VirtioError, Code } from '../errors.ts';
 import { parseMac } from '../virtio/mac.ts';
@@ -11,12 +17,13 @@ import {
   VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER,
   VIRTIO_F_ACCESS_PLATFORM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
   VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN,
-  VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, featureBit, hasFeature,
+  VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_S_ANNOUNCE,
+  VIRTIO_F_SUSPEND, featureBit, hasFeature,
 } from '../virtio/constants.ts';
 import {
   VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, VIRTIO_NET_CTRL_MAC_ADDR_SET,
   VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_VLAN_ADD, VIRTIO_NET_CTRL_VLAN_DEL, VIRTIO_NET_CTRL_MQ,
-  VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_OK, type RxMode,
+  VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_OK, VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, type RxMode,
 } from '../virtio/net-ctrl.ts';
 
 /** Bytes of struct virtio_net_hdr_v1 (VIRTIO 1.3 §5.1.6). */
@@ -30,7 +37,7 @@ export const VIRTIO_NET_DRIVER_FEATURES: bigint = [
   VIRTIO_F_ACCESS_PLATFORM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_CTRL_VQ,
   VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_MQ,
   // Each rx buffer holds a whole frame, so num_buffers is always 1; taking the feature costs nothing.
-  VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_F_SUSPEND,
 ].reduce((f, b) => f | featureBit(b), 0n);
 
 /** How long a control command may take before it fails (a device in another worker). */
@@ -61,12 +68,61 @@ export interface NetDriverStats {
 /** Frames kept for an async iterator that is not reading (oldest dropped beyond). */
 const BACKLOG_MAX = 1024;
 
+/** Tx buffers are allocated this many at a time, when the ones there are all in flight. */
+const TX_CHUNK = 32;
+
+/**
+ * A batch of received frames, handed to {@link VirtioNetDriver.onFrames} callbacks: frame i is
+ * the Ethernet frame (no virtio-net header) at `data[offsets[i], offsets[i] + lengths[i])`, in
+ * the rx buffer the device wrote it into. Valid only during the callback: the buffers are posted
+ * again when it returns (copy what you keep). One object per driver, reused for every batch.
+ */
+export interface NetRxBatch {
+  /** Frames in the batch. */
+  readonly count: number;
+  /** The memory the frames are in (the platform's). */
+  readonly data: Uint8Array;
+  /** Byte offset of frame i in {@link data}. */
+  readonly offsets: Uint32Array;
+  /** Bytes of frame i. */
+  readonly lengths: Uint32Array;
+  /** The rx queue (pair index) the batch came from. */
+  readonly queue: number;
+  /** A view of frame i (allocates the view; the zero-allocation way is data + offsets + lengths). */
+  frame(i: number): Uint8Array;
+}
+
+class RxBatch implements NetRxBatch {
+  count = 0;
+  queue = 0;
+  readonly data: Uint8Array;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+  /** The rx buffer (token) of each used entry, to post again (driver-internal). */
+  readonly slots: Uint32Array;
+  constructor(data: Uint8Array, max: number) {
+    this.data = data;
+    this.offsets = new Uint32Array(max);
+    this.lengths = new Uint32Array(max);
+    this.slots = new Uint32Array(max);
+  }
+  frame(i: number): Uint8Array {
+    if (!(i >= 0 && i < this.count)) throw new VirtioError(Code.InvalidArgument, `frame ${i} is outside the batch of ${this.count}`);
+    return this.data.subarray(this.offsets[i]!, this.offsets[i]! + this.lengths[i]!);
+  }
+}
+
 /**
  * The virtio-net driver of one device. Events: `frame` (detail: Uint8Array), `link`
  * (detail: boolean), `error` (detail: VirtioError — the device needs a reset; call reset()).
  */
 export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   readonly driverFeatures: bigint;
+  /**
+   * No indirect tables: every chain this driver adds is one descriptor (a frame) or, on the
+   * control queue, two or three; so no table pool is allocated for its queues.
+   */
+  readonly indirectMax = 0;
   /** Counters. */
   readonly stats: NetDriverStats = { txPackets: 0, rxPackets: 0, rxErrors: 0, rxBacklogDrops: 0 };
   private readonly dev: VdpaDevice;
@@ -76,10 +132,25 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   private txq: DriverQueue[] = [];
   private ctrlq: DriverQueue | null = null;
   private bufSize = 0;
-  /** Per rx queue: memory of its buffers. Per tx queue: memory and free slots. */
+  /** Distance between tx buffers: bufSize rounded up to 4 bytes, so headers are aligned words. */
+  private txStride = 0;
+  private flushScheduled = false;
+  /** Per rx queue: memory of its buffers. */
   private rxPools: number[] = [];
-  private txPools: number[] = [];
-  private txFree: number[][] = [];
+  /**
+   * Per tx queue: its buffers, allocated TX_CHUNK at a time as sending needs them (an idle
+   * queue holds none), slot s at txChunks[q][s / TX_CHUNK] + (s % TX_CHUNK) × bufSize; and a
+   * stack of free slots.
+   */
+  private txChunks: number[][] = [];
+  private txMax: number[] = [];
+  private txFree: Int32Array[] = [];
+  private txNfree: number[] = [];
+  /** Batch receivers ({@link onFrames}); the batch they are handed. */
+  private batchListeners = new Set<(batch: NetRxBatch) => void>();
+  private rxBatch: RxBatch | null = null;
+  /** `frame` event listeners added (an upper bound: `once` listeners stay counted). */
+  private frameEvents = new Set<unknown>();
   private pairs = 1;
   private scheduled = false;
   private listeners = new Set<(frame: Uint8Array) => void>();
@@ -157,9 +228,13 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     this.failed = null;
     const p = this.binding.platform;
     this.bufSize = HDR + ETH + this.mtu + 4; // + room for a VLAN tag
+    this.txStride = (this.bufSize + 3) & ~3;
     this.rxPools = [];
-    this.txPools = [];
+    this.txChunks = [];
+    this.txMax = [];
     this.txFree = [];
+    this.txNfree = [];
+    this.rxBatch = new RxBatch(p.u8, Math.max(...this.rxq.map((q) => q.batch)));
     this.rxq.forEach((rx, qi) => {
       const nrx = Math.min(this.opts.rxBuffers ?? Math.max(1, rx.size >> 1), rx.size);
       const pool = p.ram.alloc(nrx * this.bufSize, 64);
@@ -170,8 +245,11 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     });
     this.txq.forEach((tx, qi) => {
       const ntx = this.opts.txBuffers ?? Math.max(1, tx.size >> 1);
-      this.txPools.push(p.ram.alloc(ntx * this.bufSize, 64));
-      this.txFree.push(Array.from({ length: ntx }, (_, i) => ntx - 1 - i));
+      // Lazily: the first TX_CHUNK buffers come with the first frame sent (see growTx).
+      this.txChunks.push([]);
+      this.txMax.push(ntx);
+      this.txFree.push(new Int32Array(ntx));
+      this.txNfree.push(0);
       this.dev.setVqCb(2 * qi + 1, () => this.schedule());
     });
     this.lastLink = this.linkUp;
@@ -205,19 +283,110 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
   /** Forgets buffers in flight (the device is being reset). */
   stop(): void {
     const p = this.binding.platform;
-    for (const m of [...this.rxPools, ...this.txPools, ...this.orphans]) p.ram.release(m);
+    for (const m of [...this.rxPools, ...this.txChunks.flat(), ...this.orphans]) p.ram.release(m);
     this.orphans = [];
     this.rxPools = [];
-    this.txPools = [];
+    this.txChunks = [];
+    this.txMax = [];
+    this.txNfree = [];
     this.rxq = [];
     this.txq = [];
     this.ctrlq = null;
     this.txFree = [];
   }
 
-  /** Sends one Ethernet frame. Returns false if its tx queue has no free buffer (try again later). */
-  send(frame: Uint8Array): boolean {
-    return this.sendBatch([frame]) === 1;
+  /**
+   * Sends one Ethernet frame. Returns false if its tx queue has no free buffer (try again later).
+   * With `more` (Linux's netdev_xmit_more()), more frames follow at once: this one is queued but
+   * published and kicked with the next send() without `more` (or, at the latest, from a
+   * microtask), so a burst costs one ring publish and one kick. Without it the frame is handed
+   * to the device before send() returns.
+   */
+  send(frame: Uint8Array, more = false): boolean {
+    if (this.failed) throw this.failed;
+    if (this.txq.length === 0) throw new VirtioError(Code.FailedPrecondition, 'the driver is not started');
+    if (!(frame instanceof Uint8Array) || frame.length < ETH || frame.length > this.bufSize - HDR) {
+      throw new VirtioError(Code.InvalidArgument, `frame of ${(frame as Uint8Array | undefined)?.length} bytes is outside ${ETH}..${this.bufSize - HDR}`);
+    }
+    if (this.pairs !== 1) return this.sendBatch([frame]) === 1;
+    // One frame on queue 0, without the batch's bookkeeping (no array, no allocation).
+    const tx = this.txq[0]!;
+    if (this.txNfree[0] === 0 || tx.numFree <= tx.stagedCount) this.reclaimTx(0);
+    if (this.txNfree[0] === 0 && !this.growTx(0)) return false;
+    if (tx.numFree <= tx.stagedCount || !tx.canStage(1)) return false;
+    const slot = this.txFree[0]![--this.txNfree[0]!]!;
+    const at = this.txAddr(0, slot);
+    this.fillTx(at, frame);
+    tx.stageOne(slot, at, HDR + frame.length);
+    this.stats.txPackets++;
+    if (!more) {
+      this.publishTx(0);
+    } else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(this.flushTx);
+    }
+    return true;
+  }
+
+  /** Publishes the frames staged on tx queue qi and kicks if the device wants it. Throws if the ring broke. */
+  private publishTx(qi: number): void {
+    const tx = this.txq[qi]!;
+    const staged = tx.stagedCount;
+    if (staged === 0) return;
+    let added: number;
+    try {
+      added = tx.submit();
+    } finally {
+      // Room was checked when each frame was staged; never leave one staged.
+      tx.clearStaged();
+    }
+    if (added !== staged) throw new VirtioError(Code.Internal, `tx ring ${qi} took ${added} of ${staged}`);
+    if (tx.kickPrepare()) this.dev.kickVq(2 * qi + 1);
+  }
+
+  /** Publishes what send(frame, true) left staged and kicks (a microtask: never throws). */
+  private readonly flushTx = (): void => {
+    this.flushScheduled = false;
+    if (this.failed) return;
+    try {
+      for (let qi = 0; qi < this.txq.length; qi++) this.publishTx(qi);
+    } catch (e) {
+      this.failed = e instanceof VirtioError ? e : new VirtioError(Code.Internal, `${this.dev.name}: sending failed`, { cause: e });
+      this.dispatchEvent(new CustomEvent('error', { detail: this.failed }));
+    }
+  };
+
+  /** Writes a zeroed virtio_net_hdr_v1 (no offloads) and the frame into the tx buffer at `at`. */
+  private fillTx(at: number, frame: Uint8Array): void {
+    const u8 = this.binding.platform.u8;
+    // Buffers are 4-byte aligned (txStride): the header is three u32 stores.
+    const w = at >> 2;
+    const u32 = this.binding.platform.u32;
+    u32[w] = 0;
+    u32[w + 1] = 0;
+    u32[w + 2] = 0;
+    u8.set(frame, at + HDR);
+  }
+
+  /** Memory offset of tx buffer `slot` of queue qi. */
+  private txAddr(qi: number, slot: number): number {
+    return this.txChunks[qi]![(slot / TX_CHUNK) | 0]! + (slot % TX_CHUNK) * this.txStride;
+  }
+
+  /**
+   * Allocates the next TX_CHUNK buffers of tx queue qi (up to txBuffers): sending grows the
+   * pool as it needs it, so an idle queue holds no tx memory. Returns false at the limit.
+   * Throws ResourceExhausted if the platform RAM is full.
+   */
+  private growTx(qi: number): boolean {
+    const chunks = this.txChunks[qi]!;
+    const first = chunks.length * TX_CHUNK;
+    const n = Math.min(TX_CHUNK, this.txMax[qi]! - first);
+    if (n <= 0) return false;
+    chunks.push(this.binding.platform.ram.alloc(TX_CHUNK * this.txStride, 64));
+    const free = this.txFree[qi]!;
+    for (let i = n - 1; i >= 0; i--) free[this.txNfree[qi]!++] = first + i;
+    return true;
   }
 
   /**
@@ -239,10 +408,42 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       }
     }
     if (frames.length === 0) return 0;
-    const p = this.binding.platform;
     const pairs = this.pairs;
-    // Reclaim first (it may throw if the device broke a ring): from here on nothing throws.
-    for (let qi = 0; qi < pairs; qi++) this.reclaimTx(qi);
+    // Reclaim first (it may throw if the device broke a ring), and take tx memory as needed
+    // (it may throw ResourceExhausted): from here on nothing throws.
+    for (let qi = 0; qi < pairs; qi++) {
+      if (this.txNfree[qi]! < frames.length || this.txq[qi]!.numFree < frames.length) this.reclaimTx(qi);
+      while (this.txNfree[qi]! < frames.length && this.growTx(qi));
+    }
+    if (pairs === 1) {
+      // One queue: no flow hashing, no per-call bookkeeping.
+      const tx = this.txq[0]!;
+      // Room for how many: free buffers, ring slots, staging room — checked once per batch.
+      let room = Math.min(frames.length, this.txNfree[0]!, tx.numFree - tx.stagedCount, tx.batch - tx.stagedCount);
+      while (room > 0 && !tx.canStage(room)) room--;
+      const free = this.txFree[0]!;
+      let top = this.txNfree[0]!;
+      let n = 0;
+      for (; n < room; n++) {
+        const slot = free[--top]!;
+        const at = this.txAddr(0, slot);
+        const f = frames[n]!;
+        this.fillTx(at, f);
+        tx.stageOne(slot, at, HDR + f.length);
+      }
+      this.txNfree[0] = top;
+      const staged = tx.stagedCount;
+      if (staged > 0) {
+        const added = tx.submit();
+        if (added !== staged) {
+          tx.clearStaged();
+          throw new VirtioError(Code.Internal, `tx ring 0 took ${added} of ${staged}`);
+        }
+      }
+      this.stats.txPackets += n;
+      if (staged > 0 && tx.kickPrepare()) this.dev.kickVq(1);
+      return n;
+    }
     // Per call (not a field): a kick may run a port callback that sends again, re-entering here.
     const touched = new Uint8Array(this.txq.length);
     let n = 0;
@@ -250,14 +451,12 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       const qi = pairs === 1 ? 0 : txQueueOf(f, pairs);
       touched[qi] = 1;
       const tx = this.txq[qi]!;
-      const free = this.txFree[qi]!;
       // One descriptor per frame: stop (keeping the sent prefix exact) when the queue is out of
       // buffers or ring slots.
-      if (free.length === 0 || tx.numFree <= tx.stagedCount || !tx.canStage(1)) break;
-      const slot = free.pop()!;
-      const at = this.txPools[qi]! + slot * this.bufSize;
-      p.u8.fill(0, at, at + HDR); // virtio_net_hdr_v1: no offloads
-      p.u8.set(f, at + HDR);
+      if (this.txNfree[qi] === 0 || tx.numFree <= tx.stagedCount || !tx.canStage(1)) break;
+      const slot = this.txFree[qi]![--this.txNfree[qi]!]!;
+      const at = this.txAddr(qi, slot);
+      this.fillTx(at, f);
       tx.stageOne(slot, at, HDR + f.length);
       n++;
     }
@@ -284,10 +483,33 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     return n;
   }
 
-  /** Calls `fn` for every received frame; returns an unsubscribe function. */
+  /** Calls `fn` for every received frame (a copy it may keep); returns an unsubscribe function. */
   onFrame(fn: (frame: Uint8Array) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
+  }
+
+  /**
+   * Calls `fn` with every batch of received frames, as views of the rx buffers (see
+   * {@link NetRxBatch}): no copy, no object per frame. The batch is valid during the call only.
+   * Frames taken by batch receivers alone are not kept for {@link frames}. Returns an
+   * unsubscribe function.
+   */
+  onFrames(fn: (batch: NetRxBatch) => void): () => void {
+    this.batchListeners.add(fn);
+    return () => this.batchListeners.delete(fn);
+  }
+
+  /** As EventTarget's; `frame` listeners are counted, so frames are copied for events only when someone listens. */
+  override addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: AddEventListenerOptions | boolean): void {
+    if (type === 'frame' && listener) this.frameEvents.add(listener);
+    super.addEventListener(type, listener, options);
+  }
+
+  /** As EventTarget's. */
+  override removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: EventListenerOptions | boolean): void {
+    if (type === 'frame' && listener) this.frameEvents.delete(listener);
+    super.removeEventListener(type, listener, options);
   }
 
   /**
@@ -393,8 +615,52 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     return r;
   }
 
-  /** Config changed: report link changes. */
+  /** Suspends the device (SUSPEND status bit, VIRTIO 1.4 §3.4): resolves once SUSPEND reads 1. */
+  suspend(timeoutMs?: number): Promise<void> {
+    return this.binding.suspend(timeoutMs);
+  }
+
+  /** Resumes a device suspended by {@link suspend}. */
+  resume(timeoutMs?: number): Promise<void> {
+    return this.binding.resume(timeoutMs);
+  }
+
+  /** Announcements answered (VIRTIO_NET_S_ANNOUNCE → RARP sent + ANNOUNCE_ACK). */
+  announcements = 0;
+  private announcing = false;
+
+  /**
+   * VIRTIO 1.3 §5.1.6.5.4: the device asks the driver to announce itself (after a migration).
+   * Sends a RARP broadcast from our MAC, as QEMU's self-announce does (we have no IP for a
+   * gratuitous ARP; an L2 switch learns the MAC's new port from either), then acks with
+   * VIRTIO_NET_CTRL_ANNOUNCE_ACK, which clears VIRTIO_NET_S_ANNOUNCE. Emits `announce`.
+   */
+  private announce(): void {
+    if (this.announcing) return;
+    this.announcing = true;
+    const mac = this.mac;
+    const f = new Uint8Array(60);
+    f.fill(0xff, 0, 6);
+    f.set(mac, 6);
+    f.set([0x80, 0x35, 0, 1, 0x08, 0x00, 6, 4, 0, 3], 12); // RARP: ethertype, Ethernet/IPv4, 6/4, op 3 (request reverse)
+    f.set(mac, 22);
+    f.set(mac, 32);
+    this.send(f);
+    this.command(VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, new Uint8Array(0)).then(
+      () => {
+        this.announcements++;
+        this.dispatchEvent(new CustomEvent('announce', { detail: this.announcements }));
+      },
+      (e: unknown) => this.dispatchEvent(new CustomEvent('error', { detail: e })),
+    ).finally(() => { this.announcing = false; });
+  }
+
+  /** Config changed: report link changes; answer an announcement request. */
   onConfigChange(): void {
+    if (hasFeature(this.binding.features, VIRTIO_NET_F_GUEST_ANNOUNCE) && (this.dev.getConfig(6, 1)[0]! & VIRTIO_NET_S_ANNOUNCE)) {
+      // The device's config callback may run inside its datapath: answer from a microtask.
+      queueMicrotask(() => { if (!this.failed) this.announce(); });
+    }
     const up = this.linkUp;
     if (up !== this.lastLink) {
       this.lastLink = up;
@@ -505,7 +771,10 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     if (!tx || !free) return;
     for (;;) {
       const n = tx.getUsed();
-      for (let i = 0; i < n; i++) free.push(tx.usedToken(i));
+      let k = this.txNfree[qi]!;
+      // A token is a slot of ours (the ring core checks used ids against what is in flight).
+      for (let i = 0; i < n; i++) free[k++] = tx.usedToken(i);
+      this.txNfree[qi] = k;
       if (n === 0 && tx.enableCb()) break;
     }
   }
@@ -516,6 +785,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
     if (!rx || pool === undefined) return;
     const u8 = this.binding.platform.u8;
     for (;;) {
+      if (this.rxq[qi] !== rx) return; // a receiver reset the driver: this ring is gone
       const n = rx.getUsed();
       // Drained: ask for the next interrupt; buffers that raced in mean one more round
       // (virtqueue_enable_cb's contract, as virtnet_poll uses it).
@@ -523,28 +793,58 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
         if (rx.enableCb()) break;
         continue;
       }
-      const frames: Uint8Array[] = [];
+      // Batch receivers see the frames in place, before the buffers go back to the device.
+      const b = this.rxBatch!;
+      let m = 0;
+      const slots = b.slots;
       for (let i = 0; i < n; i++) {
-        const slot = rx.usedToken(i);
+        const slot = (slots[i] = rx.usedToken(i));
         const len = rx.usedLen(i);
-        const at = pool + slot * this.bufSize;
-        if (len < HDR + ETH || len > this.bufSize) this.stats.rxErrors++;
-        else frames.push(u8.slice(at + HDR, at + len));
-        rx.stageOne(slot, at, this.bufSize, true);
+        if (len < HDR + ETH || len > this.bufSize) {
+          this.stats.rxErrors++;
+          continue;
+        }
+        b.offsets[m] = pool + slot * this.bufSize + HDR;
+        b.lengths[m] = len - HDR;
+        m++;
+      }
+      this.stats.rxPackets += m;
+      b.count = m;
+      b.queue = qi;
+      // Copies only for whoever wants frames one by one (onFrame, `frame` events, frames()).
+      const perFrame = this.listeners.size > 0 || this.frameEvents.size > 0 || this.waiters.length > 0 || this.batchListeners.size === 0;
+      const frames: Uint8Array[] | null = perFrame && m > 0 ? [] : null;
+      if (frames) for (let i = 0; i < m; i++) frames.push(u8.slice(b.offsets[i]!, b.offsets[i]! + b.lengths[i]!));
+      let failure: { e: unknown } | null = null;
+      try {
+        if (m > 0) for (const fn of this.batchListeners) fn(b);
+      } catch (e) {
+        failure = { e }; // reported once the buffers are back (see schedule())
+      }
+      b.count = 0;
+      // A receiver that reset the driver (or the device went away): these buffers belonged to
+      // rings that are gone.
+      if (this.rxq[qi] !== rx) {
+        if (failure) throw failure.e;
+        return;
+      }
+      for (let i = 0; i < n; i++) {
+        const slot = slots[i]!;
+        rx.stageOne(slot, pool + slot * this.bufSize, this.bufSize, true);
       }
       rx.submit();
       if (rx.kickPrepare()) this.dev.kickVq(2 * qi);
-      for (const f of frames) this.deliver(f);
+      if (failure) throw failure.e;
+      if (frames) for (const f of frames) this.deliver(f);
     }
   }
 
   private deliver(f: Uint8Array): void {
-    this.stats.rxPackets++;
     for (const fn of this.listeners) fn(f);
-    this.dispatchEvent(new CustomEvent('frame', { detail: f }));
+    if (this.frameEvents.size > 0) this.dispatchEvent(new CustomEvent('frame', { detail: f }));
     const w = this.waiters.shift();
     if (w) w({ value: f, done: false });
-    else if (this.listeners.size === 0) {
+    else if (this.listeners.size === 0 && this.batchListeners.size === 0) {
       if (this.backlog.length >= BACKLOG_MAX) {
         this.backlog.shift();
         this.stats.rxBacklogDrops++;

@@ -10,7 +10,7 @@ import { DriverQueue } from '../ring/driver-queue.ts';
 import {
   VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_DRIVER_OK,
   VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_ID_NET, VIRTIO_ID_BLOCK, VIRTIO_F_VERSION_1,
-  hasFeature,
+  VIRTIO_CONFIG_S_SUSPEND, VIRTIO_F_SUSPEND, hasFeature,
 } from '../virtio/constants.ts';
 
 /** What a class driver (net, blk) tells the bus driver. */
@@ -29,6 +29,8 @@ export interface VirtioClassDriver {
   onNeedsReset(): void;
   /** The config space changed. */
   onConfigChange(): void;
+  /** Descriptors per indirect table of this driver's queues; 0: it never needs one, no table pool is allocated. @default 16 */
+  readonly indirectMax?: number;
 }
 
 /** Options of {@link VirtioVdpa}. */
@@ -82,7 +84,7 @@ export class VirtioBinding {
       const size = Math.min(this.size, dev.getVqNumMax());
       this.queues = [];
       for (let i = 0; i < n; i++) {
-        const q = new DriverQueue(this.platform, { size, features });
+        const q = new DriverQueue(this.platform, cls.indirectMax === undefined ? { size, features } : { size, features, indirectMax: cls.indirectMax });
         this.queues.push(q);
         dev.setVqNum(i, size);
         dev.setVqAddress(i, q.addresses.descArea, q.addresses.driverArea, q.addresses.deviceArea);
@@ -111,6 +113,43 @@ export class VirtioBinding {
     if (!this.cls) throw new VirtioError(Code.FailedPrecondition, 'the device was never initialized');
     this.teardown();
     this.init(this.cls);
+  }
+
+  /**
+   * Suspends the device through the SUSPEND status bit (VIRTIO 1.4 §3.4; needs VIRTIO_F_SUSPEND
+   * negotiated, and DRIVER_OK): writes status | SUSPEND, then polls until the device presents
+   * SUSPEND = 1 (it finishes requests in flight first), as Linux's virtio_device_set_suspend_bit.
+   * Rejects with FailedPrecondition if the device sets DEVICE_NEEDS_RESET (it cannot suspend)
+   * or does not answer within `timeoutMs`.
+   */
+  async suspend(timeoutMs = 2000): Promise<void> {
+    const dev = this.dev;
+    if (!hasFeature(this.features, VIRTIO_F_SUSPEND)) throw new VirtioError(Code.Unsupported, `${dev.name}: VIRTIO_F_SUSPEND was not negotiated`);
+    const st = dev.getStatus();
+    if (st & VIRTIO_CONFIG_S_SUSPEND) return;
+    if (!(st & VIRTIO_CONFIG_S_DRIVER_OK)) throw new VirtioError(Code.FailedPrecondition, `${dev.name}: SUSPEND needs DRIVER_OK`);
+    dev.setStatus(st | VIRTIO_CONFIG_S_SUSPEND);
+    await this.waitStatus((s) => (s & VIRTIO_CONFIG_S_SUSPEND) !== 0, timeoutMs, 'suspend');
+  }
+
+  /** Resumes a device this driver suspended: sets DRIVER_OK and waits for SUSPEND to read 0 (VIRTIO 1.4 §3.4). */
+  async resume(timeoutMs = 2000): Promise<void> {
+    const dev = this.dev;
+    const st = dev.getStatus();
+    if (!(st & VIRTIO_CONFIG_S_SUSPEND)) throw new VirtioError(Code.FailedPrecondition, `${dev.name} is not suspended`);
+    dev.setStatus(st | VIRTIO_CONFIG_S_DRIVER_OK);
+    await this.waitStatus((s) => (s & VIRTIO_CONFIG_S_SUSPEND) === 0, timeoutMs, 'resume');
+  }
+
+  private async waitStatus(done: (s: number) => boolean, timeoutMs: number, what: string): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const s = this.dev.getStatus();
+      if (done(s)) return;
+      if (s & VIRTIO_CONFIG_S_NEEDS_RESET) throw new VirtioError(Code.FailedPrecondition, `${this.dev.name} could not ${what} (DEVICE_NEEDS_RESET)`);
+      if (Date.now() > deadline) throw new VirtioError(Code.FailedPrecondition, `${this.dev.name} did not ${what} within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
   }
 
   /** Stops the class driver, resets the device and frees the rings. */

@@ -56,6 +56,16 @@ export interface RingExports {
   drv_used_pending(q: number): number;
   /** Detaches up to `max` buffers still in flight (virtqueue_detach_unused_buf), writing their tokens (u32 each) at `out`; returns the number detached. Call drv_init afterwards. */
   drv_detach_unused(q: number, dstate: number, out: number, max: number): number;
+  /** Fused device pass: (served << 2) | (stopped at a chain for dev_pop << 1) | notify, or a status. */
+  dev_serve(q: number, max: number, dst: number, stride: number, lens: number): number;
+  /** Adds one-buffer chains from {u64 addr, u32 len, u32 token} records: (added << 1) | kick, or a status. */
+  drv_add_bufs(q: number, bufs: number, n: number, flags: number): number;
+  /** Reclaims used buffers into token (and length) arrays: the count, or a status. */
+  drv_reclaim(q: number, tokens: number, lens: number, max: number): number;
+  /** Dirty-page logging (assembly/dirty.ts): bitmap for guest RAM [base, base + pages * 4096); pages 0 stops. */
+  dirty_log_set(bitmap: number, base: number, pages: number): void;
+  /** Marks [addr, addr + len) dirty if logging is on. */
+  dirty_mark(addr: number, len: number): void;
 }
 
 /** Names of the function exports, for checking a module. */
@@ -64,6 +74,8 @@ export const RING_EXPORT_NAMES: readonly (keyof RingExports)[] = [
   'dev_available', 'dev_copy_out', 'dev_copy_in', 'blk_serve', 'blk_parse', 'net_ctrl', 'net_filter', 'net_filter_staged', 'net_loop', 'net_place', 'drv_init', 'drv_add', 'drv_kick_prepare', 'drv_get_used',
   'drv_enable_cb', 'drv_disable_cb', 'drv_used_pending', 'drv_detach_unused',
   'tlb_translate',
+  'dev_serve', 'drv_add_bufs', 'drv_reclaim',
+  'dirty_log_set', 'dirty_mark',
 ];
 
 /** The ABI version this TypeScript layer speaks (assembly/index.ts abi_version). */

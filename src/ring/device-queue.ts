@@ -77,6 +77,10 @@ export class DeviceQueue extends QueueBase {
   private readonly pushRecs: number;
   private readonly u32: Uint32Array;
   private readonly u16: Uint16Array;
+  /** True if the last {@link serve} decided the driver needs a used-buffer notification now. */
+  serveCall = false;
+  /** True if the last {@link serve} stopped at a chain it does not serve: pop() it. */
+  serveStopped = false;
   private nPopped = 0;
   private nPushed = 0;
   private nPending = 0;
@@ -107,7 +111,7 @@ export class DeviceQueue extends QueueBase {
       this.u16 = new Uint16Array(platform.memory.buffer);
       this.mapRings(true);
       this.setWord(Q.IOTLB, this.iotlb.offset);
-      this.platform.exports.dev_reset(this.qsb);
+      this.ex.dev_reset(this.qsb);
       // A map change under a live ring re-translates it; a ring that lost its mapping breaks the queue.
       this.unsubscribe = this.iotlb.onChange(() => this.mapRings(false));
     } catch (e) {
@@ -140,7 +144,7 @@ export class DeviceQueue extends QueueBase {
   pop(max = this.batch): number {
     this.live();
     const m = Math.min(max, this.batch);
-    const r = this.platform.exports.dev_pop(this.qsb, this.chains, m, this.segs, this.maxSegs);
+    const r = this.ex.dev_pop(this.qsb, this.chains, m, this.segs, this.maxSegs);
     if (r < 0) {
       this.nPopped = this.nPushed = 0;
       this.fail(r, 'dev_pop');
@@ -149,6 +153,39 @@ export class DeviceQueue extends QueueBase {
     this.nPushed = 0;
     this.popGen = this.iotlb.generation;
     return r;
+  }
+
+  /**
+   * The fused device pass: serves up to `max` available chains that are one device-readable
+   * buffer of 1..`stride` bytes (any length when stride is 0) in ONE wasm call, with no chain
+   * records: each is validated and translated exactly as pop() does, its bytes are copied to
+   * memory at dst + i·stride (when stride > 0), its length is written to the u32 at lens + 4·i
+   * (when lens > 0; both ranges must lie in RAM or in private memory), and it is returned as used with 0 bytes written. used->idx is published
+   * once and the notification decision of needCall() is made: read it in {@link serveCall}.
+   * This is what a transmit datapath does (vhost handle_tx with vhost_add_used_and_signal_n).
+   *
+   * Returns the chains served. It stops early at the first chain that is anything else
+   * (several descriptors, indirect, writable, longer than stride, split across map entries,
+   * or malformed): then {@link serveStopped} is true and pop() takes it from there, with the
+   * details (and reports any spec violation in it). Throws like pop() for the errors it finds
+   * itself (avail->idx too far ahead, head out of range). Chains popped earlier are not touched.
+   */
+  serve(max = this.batch, dst = 0, stride = 0, lens = 0): number {
+    this.live();
+    // Cheap integer checks: this wrapper runs once per batch, at batch 1 once per chain.
+    if ((max >>> 0) !== max || max > 65536) throw new VirtioError(Code.InvalidArgument, `max ${max} must be 0..65536`);
+    if ((stride >>> 0) !== stride) throw new VirtioError(Code.InvalidArgument, `stride ${stride} must be a u32`);
+    if (stride !== 0) this.checkOut(dst, max * stride, 'copy destination');
+    if (lens !== 0) this.checkOut(lens, 4 * max, 'lens array');
+    const r = this.ex.dev_serve(this.qsb, max, dst, stride, lens);
+    if (r < 0) {
+      this.serveCall = this.serveStopped = false;
+      this.fail(r, 'dev_serve');
+    }
+    // The notification decided in wasm is counted there (stats.notifies).
+    this.serveStopped = (r & 2) !== 0;
+    this.serveCall = (r & 1) !== 0;
+    return r >>> 2;
   }
 
   /**
@@ -264,7 +301,7 @@ export class DeviceQueue extends QueueBase {
     if (this.iotlb.generation !== this.popGen) {
       for (let i = 0; i < n; i++) if (!this.segsAllowed(i, false, stride)) this.breakUnmapped();
     }
-    return this.platform.exports.dev_copy_out(this.chains, n, this.segs, dst, stride);
+    return this.ex.dev_copy_out(this.chains, n, this.segs, dst, stride);
   }
 
   /**
@@ -284,7 +321,7 @@ export class DeviceQueue extends QueueBase {
         if (!this.segsAllowed(i, true, Math.min(view.getUint32(lens + 4 * i, true), stride))) this.breakUnmapped();
       }
     }
-    return this.platform.exports.dev_copy_in(this.chains, n, this.segs, src, stride, lens);
+    return this.ex.dev_copy_in(this.chains, n, this.segs, src, stride, lens);
   }
 
   /**
@@ -307,7 +344,7 @@ export class DeviceQueue extends QueueBase {
         if (!this.segsAllowed(i, true, this.u32[(this.chains >> 2) + 8 * i + 6]!)) this.breakUnmapped();
       }
     }
-    const r = this.platform.exports.dev_push(this.qsb, this.chains + 32 * this.nPushed, n, inOrderBatch ? 1 : 0);
+    const r = this.ex.dev_push(this.qsb, this.chains + 32 * this.nPushed, n, inOrderBatch ? 1 : 0);
     if (r < 0) this.fail(r, 'dev_push');
     this.nPushed += n;
     return r;
@@ -341,7 +378,7 @@ export class DeviceQueue extends QueueBase {
     if (inOrderBatch && !this.inOrder) throw new VirtioError(Code.FailedPrecondition, 'inOrderBatch needs VIRTIO_F_IN_ORDER');
     const n = this.nPending;
     this.nPending = 0;
-    const r = this.platform.exports.dev_push(this.qsb, this.pushRecs, n, inOrderBatch ? 1 : 0);
+    const r = this.ex.dev_push(this.qsb, this.pushRecs, n, inOrderBatch ? 1 : 0);
     if (r < 0) this.fail(r, 'dev_push');
     return r;
   }
@@ -349,7 +386,7 @@ export class DeviceQueue extends QueueBase {
   /** Whether to send the driver a used-buffer notification now (event idx / flags). */
   needCall(): boolean {
     this.live();
-    const c = this.platform.exports.dev_need_call(this.qsb) === 1;
+    const c = this.ex.dev_need_call(this.qsb) === 1;
     if (c) this.countNotify();
     return c;
   }
@@ -357,19 +394,19 @@ export class DeviceQueue extends QueueBase {
   /** Asks the driver for kicks. Returns true if buffers are already available (pop again). */
   enableKick(): boolean {
     this.live();
-    return this.platform.exports.dev_enable_kick(this.qsb) === 1;
+    return this.ex.dev_enable_kick(this.qsb) === 1;
   }
 
   /** Tells the driver that kicks are not needed (the device is polling). */
   disableKick(): void {
     this.live();
-    this.platform.exports.dev_disable_kick(this.qsb);
+    this.ex.dev_disable_kick(this.qsb);
   }
 
   /** Split: chains available; packed: 1 if one is. */
   available(): number {
     this.live();
-    return this.platform.exports.dev_available(this.qsb);
+    return this.ex.dev_available(this.qsb);
   }
 
   /** The ring position to migrate (Linux struct vdpa_vq_state). */
@@ -401,7 +438,7 @@ export class DeviceQueue extends QueueBase {
     // The counters are not ring position: they survive a restore (as vdpa_sim's stats do).
     const stats = this.platform.u8.slice(this.qsb + Q.STAT_CHAINS, this.qsb + Q.STAT_CHAINS + 32);
     const status = this.platform.i32[(this.qsb + Q.STATUS) >> 2]!;
-    this.platform.exports.dev_reset(this.qsb);
+    this.ex.dev_reset(this.qsb);
     this.platform.u8.set(stats, this.qsb + Q.STAT_CHAINS);
     this.nPopped = this.nPushed = this.nPending = 0;
     this.mapRings(false);
@@ -421,7 +458,7 @@ export class DeviceQueue extends QueueBase {
   /** Back to the initial position (indices 0, wrap counters 1), not broken, counters cleared. */
   reset(): void {
     this.live();
-    this.platform.exports.dev_reset(this.qsb);
+    this.ex.dev_reset(this.qsb);
     this.clearBroken();
     this.nPopped = this.nPushed = this.nPending = 0;
     this.mapRings(false);
@@ -509,6 +546,17 @@ export class DeviceQueue extends QueueBase {
 
   private checkIndex(i: number): void {
     if (!Number.isInteger(i) || i < 0 || i >= this.nPopped) throw new VirtioError(Code.InvalidArgument, `chain ${i} is not one of the ${this.nPopped} popped`);
+  }
+
+  /** A range serve() writes must lie whole in RAM or in private memory (never the module's static data). */
+  private checkOut(base: number, bytes: number, what: string): void {
+    const p = this.platform;
+    const end = base + bytes;
+    const inRam = base >= p.ramBase && end <= p.ramBase + p.ramSize;
+    const inPriv = base >= p.privBase && end <= p.privBase + p.privSize;
+    if (!Number.isSafeInteger(base) || !Number.isSafeInteger(bytes) || bytes < 0 || !(inRam || inPriv)) {
+      throw new VirtioError(Code.InvalidArgument, `${what} [${base}, +${bytes}) is not inside RAM or private memory`);
+    }
   }
 
   private checkBatchRange(n: number, base: number, stride: number): void {

@@ -58,6 +58,15 @@ export class DriverQueue extends QueueBase {
   private readonly segs: number;
   private readonly usedOut: number;
   private readonly dstate: number;
+  /** True if the last {@link addBufs} decided the device needs a kick now. */
+  kickNeeded = false;
+  // The fused verbs' records, allocated on first use (an idle queue does not pay for them):
+  // buffer records (16 bytes each), reclaimed tokens and lengths (u32 each), `batch` of each.
+  private bufRecs = 0;
+  private tokArr = 0;
+  private lenArr = 0;
+  private tokView: Uint32Array | undefined;
+  private lenView: Uint32Array | undefined;
   private staged = 0;
   private stagedSegs = 0;
   private readonly u32: Uint32Array;
@@ -174,7 +183,7 @@ export class DriverQueue extends QueueBase {
   submit(keep = false): number {
     this.live();
     if (this.staged === 0) return 0;
-    const r = this.platform.exports.drv_add(this.qsb, this.reqs, this.staged, this.segs);
+    const r = this.ex.drv_add(this.qsb, this.reqs, this.staged, this.segs);
     if (r < 0) this.fail(r, 'drv_add');
     if (r === this.staged) {
       if (!keep) this.staged = this.stagedSegs = 0;
@@ -182,6 +191,86 @@ export class DriverQueue extends QueueBase {
       this.dropStaged(r);
     }
     return r;
+  }
+
+  /**
+   * Sets buffer record i (0..batch-1) for {@link addBufs}: a one-buffer chain of `len` bytes at
+   * IOVA `addr`, returned with `token`. Records stay set until overwritten, so a ring that
+   * recycles the same buffers sets them once.
+   */
+  setBuf(i: number, token: number, addr: number, len: number): void {
+    this.live();
+    if (this.bufRecs === 0) this.allocFused();
+    if (!Number.isInteger(i) || i < 0 || i >= this.batch) throw new VirtioError(Code.InvalidArgument, `buffer record ${i} must be 0..${this.batch - 1}`);
+    this.checkToken(token);
+    if (!Number.isSafeInteger(addr) || addr < 0) throw new VirtioError(Code.InvalidArgument, `buffer address ${addr} must be a non-negative integer`);
+    if (!Number.isInteger(len) || len < 0 || len > 0xffffffff) throw new VirtioError(Code.InvalidArgument, `buffer length ${len} must be a u32`);
+    const w = (this.bufRecs >> 2) + 4 * i;
+    const u = this.u32;
+    u[w] = addr >>> 0;
+    u[w + 1] = Math.floor(addr / 2 ** 32);
+    u[w + 2] = len;
+    u[w + 3] = token;
+  }
+
+  /**
+   * Adds buffer records [from, from + n) (see {@link setBuf}) as one-buffer chains, device-
+   * readable (or device-writable with `writable`), in ONE wasm call: descriptors, ring entries,
+   * one publish, and the kick decision of kickPrepare(), read in {@link kickNeeded}. Returns
+   * how many were added: fewer than n when the ring is full (exactly those are published).
+   * Throws the peer's error if the queue is broken. Staged requests (stage/submit) are separate.
+   */
+  addBufs(n: number, writable = false, from = 0): number {
+    this.live();
+    // Cheap integer checks: this wrapper runs once per batch, at batch 1 once per chain.
+    if ((n >>> 0) !== n || (from >>> 0) !== from || from + n > this.batch) {
+      throw new VirtioError(Code.InvalidArgument, `buffer records [${from}, +${n}) are not within 0..${this.batch}`);
+    }
+    if (this.bufRecs === 0) this.allocFused(); // records never set: zero-length buffers, token 0
+    const r = this.ex.drv_add_bufs(this.qsb, this.bufRecs + 16 * from, n, writable ? 3 : 2);
+    if (r < 0) {
+      this.kickNeeded = false;
+      this.fail(r, 'drv_add_bufs');
+    }
+    // The kick decided in wasm is counted there (stats.notifies).
+    this.kickNeeded = (r & 1) !== 0;
+    return r >>> 1;
+  }
+
+  /**
+   * Reclaims up to `max` used buffers in one wasm call into {@link usedTokens} and
+   * {@link usedLens} (no records to read back one by one). Same checks and errors as getUsed().
+   */
+  reclaimUsed(max = this.batch): number {
+    this.live();
+    if ((max >>> 0) !== max) throw new VirtioError(Code.InvalidArgument, `max ${max} must be a non-negative integer`);
+    if (this.tokArr === 0) this.allocFused();
+    const r = this.ex.drv_reclaim(this.qsb, this.tokArr, this.lenArr, max < this.batch ? max : this.batch);
+    if (r < 0) this.fail(r, 'drv_reclaim');
+    return r;
+  }
+
+  /** Tokens of the last {@link reclaimUsed} (a view over private memory; `batch` entries). */
+  get usedTokens(): Uint32Array {
+    if (this.tokView === undefined) this.allocFused();
+    return this.tokView!;
+  }
+
+  /** Lengths the device wrote into the buffers of the last {@link reclaimUsed} (`batch` entries). */
+  get usedLens(): Uint32Array {
+    if (this.lenView === undefined) this.allocFused();
+    return this.lenView!;
+  }
+
+  private allocFused(): void {
+    this.live();
+    const b = this.batch;
+    this.bufRecs = this.allocPriv(b * 16, 16);
+    this.platform.u8.fill(0, this.bufRecs, this.bufRecs + b * 16);
+    this.tokArr = this.allocPriv(b * 4, 16);
+    this.lenArr = this.allocPriv(b * 4, 16);
+    this.tokView = this.u32.subarray(this.tokArr >> 2, (this.tokArr >> 2) + b);
+    this.lenView = this.u32.subarray(this.lenArr >> 2, (this.lenArr >> 2) + b);
   }
 
   /** Stages and submits one chain. Returns false if the ring had no room (nothing staged remains). */
@@ -209,7 +298,7 @@ export class DriverQueue extends QueueBase {
   /** Whether the device wants a kick for what was added since the last call (kick_prepare). */
   kickPrepare(): boolean {
     this.live();
-    const k = this.platform.exports.drv_kick_prepare(this.qsb) === 1;
+    const k = this.ex.drv_kick_prepare(this.qsb) === 1;
     if (k) this.countNotify();
     return k;
   }
@@ -221,7 +310,7 @@ export class DriverQueue extends QueueBase {
   getUsed(max = this.batch): number {
     this.live();
     const m = Math.min(max, this.batch);
-    const r = this.platform.exports.drv_get_used(this.qsb, this.usedOut, m);
+    const r = this.ex.drv_get_used(this.qsb, this.usedOut, m);
     if (r < 0) this.fail(r, 'drv_get_used');
     return r;
   }
@@ -259,19 +348,19 @@ export class DriverQueue extends QueueBase {
    */
   enableCb(): boolean {
     this.live();
-    return this.platform.exports.drv_enable_cb(this.qsb) === 0;
+    return this.ex.drv_enable_cb(this.qsb) === 0;
   }
 
   /** Suppresses used-buffer notifications. */
   disableCb(): void {
     this.live();
-    this.platform.exports.drv_disable_cb(this.qsb);
+    this.ex.drv_disable_cb(this.qsb);
   }
 
   /** Split: used buffers the device claims are pending; packed: 1 if any. */
   usedPending(): number {
     this.live();
-    return this.platform.exports.drv_used_pending(this.qsb);
+    return this.ex.drv_used_pending(this.qsb);
   }
 
   /**
@@ -283,7 +372,7 @@ export class DriverQueue extends QueueBase {
     const tokens: number[] = [];
     const out = this.usedOut;
     for (;;) {
-      const n = this.platform.exports.drv_detach_unused(this.qsb, this.dstate, out, this.batch * 2);
+      const n = this.ex.drv_detach_unused(this.qsb, this.dstate, out, this.batch * 2);
       for (let i = 0; i < n; i++) tokens.push(this.u32[(out >> 2) + i]!);
       if (n < this.batch * 2) break;
     }
@@ -294,7 +383,7 @@ export class DriverQueue extends QueueBase {
   /** Re-initializes the rings and every counter; buffers in flight are forgotten. */
   reset(): void {
     this.live();
-    this.platform.exports.drv_init(this.qsb);
+    this.ex.drv_init(this.qsb);
     this.staged = this.stagedSegs = 0;
     this.clearBroken();
   }

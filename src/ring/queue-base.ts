@@ -88,11 +88,14 @@ export abstract class QueueBase {
   /** Offset of this queue's state block. */
   readonly qsb: number;
   protected readonly owned: number[] = [];
+  /** The platform's ring exports (one field load on the per-batch paths). */
+  protected readonly ex: Platform['exports'];
   private brokenError: VirtioError | undefined;
   private dead = false;
 
   protected constructor(platform: Platform, size: number, features: bigint) {
     this.platform = platform;
+    this.ex = platform.exports;
     this.features = features;
     this.layout = hasFeature(features, VIRTIO_F_RING_PACKED) ? 'packed' : 'split';
     checkQueueSize(size, this.layout === 'packed');

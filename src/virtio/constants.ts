@@ -15,6 +15,12 @@ export const VIRTIO_F_RING_PACKED = 34;
 /** linux/virtio_config.h VIRTIO_F_IN_ORDER; VIRTIO 1.3 §6. */
 export const VIRTIO_F_IN_ORDER = 35;
 
+/**
+ * VIRTIO 1.4 §6 "VIRTIO_F_SUSPEND (43)": the driver may suspend the device with the SUSPEND
+ * status bit (§2.1 Device Status Field, §3.4 Device Suspend).
+ */
+export const VIRTIO_F_SUSPEND = 43;
+
 /** The feature mask with bit `n` set. */
 export function featureBit(n: number): bigint {
   return 1n << BigInt(n);
@@ -68,6 +74,11 @@ export const VIRTIO_CONFIG_S_DRIVER = 2;
 export const VIRTIO_CONFIG_S_DRIVER_OK = 4;
 /** The driver has acknowledged the features it understands; negotiation is complete. */
 export const VIRTIO_CONFIG_S_FEATURES_OK = 8;
+/**
+ * VIRTIO 1.4 §2.1: SUSPEND (16). The driver sets it (after DRIVER_OK, with VIRTIO_F_SUSPEND) to
+ * suspend the device; the device presents it with DRIVER_OK clear once suspended.
+ */
+export const VIRTIO_CONFIG_S_SUSPEND = 0x10;
 /** The device has experienced an error from which it cannot recover. */
 export const VIRTIO_CONFIG_S_NEEDS_RESET = 0x40;
 /** Something went wrong in the guest; it has given up on the device. */
@@ -106,6 +117,8 @@ export const VIRTIO_NET_F_MQ = 22;
 export const VIRTIO_NET_F_CTRL_MAC_ADDR = 23;
 /** virtio_net_config.status: link is up. */
 export const VIRTIO_NET_S_LINK_UP = 1;
+/** linux/virtio_net.h VIRTIO_NET_S_ANNOUNCE; VIRTIO 1.3 §5.1.4: the driver should announce itself (GUEST_ANNOUNCE). */
+export const VIRTIO_NET_S_ANNOUNCE = 2;
 
 // ── virtio-blk feature bits (linux/virtio_blk.h; VIRTIO 1.3 §5.2.3) ────────────────────────
 /** Maximum size of any single segment is in size_max. */

@@ -1,0 +1,143 @@
+// The ring lab's cross-thread runner for browsers: two module Web Workers (driver and device,
+// each running serveLab from lab-worker.ts) on one shared platform, reused across points — what
+// src/lab/node-runner.ts does with worker_threads. The calling thread only posts messages and
+// never blocks (a page's main thread may not Atomics.wait); the workers sleep on their doorbells.
+// Needs a cross-origin isolated page (COOP/COEP) for the shared memory.
+
+import { VirtioError, Code } from '../errors.ts';
+import { Platform } from '../platform/platform.ts';
+import type { CrossThreadRunner } from '../lab/lab.ts';
+import type { LabRun } from '../lab/same-thread.ts';
+import type { LabPoint } from '../lab/sweep.ts';
+import type { XMessage } from '../lab/xthread-worker.ts';
+
+/** The part of a Web Worker the runner uses (structural, so no DOM types are needed). */
+export interface LabWorkerLike {
+  /** Sends a lab message to the worker. */
+  postMessage(m: unknown): void;
+  /** Stops the worker. */
+  terminate(): void;
+  /** 'message' events carry `data`; 'error' events a `message` (and preventDefault). */
+  addEventListener(type: 'message' | 'error', listener: (e: LabWorkerEvent) => void): void;
+}
+
+/** What the runner reads from a worker's events. */
+export interface LabWorkerEvent {
+  /** A 'message' event's payload. */
+  data?: unknown;
+  /** An 'error' event's text. */
+  message?: string;
+  /** Marks an 'error' event handled (no console report). */
+  preventDefault?(): void;
+}
+
+/** Options of {@link browserCrossThreadRunner}. */
+export interface BrowserLabRunnerOptions {
+  /**
+   * Starts one lab worker (a module worker whose script runs this package's
+   * `browser/lab-worker.js`). @default `new Worker(new URL('./lab-worker.js', import.meta.url), { type: 'module', name })`,
+   * which finds the file next to this module in `dist/browser/`; bundlers that move modules need their own.
+   */
+  createWorker?: (name: string) => LabWorkerLike;
+}
+
+/** A cross-thread runner and how to stop its workers. */
+export interface BrowserLabRunner {
+  /** Give it to runLab({ crossThread }). */
+  runner: CrossThreadRunner;
+  /** Terminates the workers. */
+  close(): void;
+}
+
+interface Reply {
+  ok: boolean;
+  error?: string;
+  [k: string]: unknown;
+}
+
+/** One lab worker with ordered request/response. */
+class LabWorker {
+  private readonly waiting: ((r: Reply) => void)[] = [];
+  private dead: Error | null = null;
+
+  constructor(private readonly w: LabWorkerLike, name: string) {
+    w.addEventListener('message', (e) => this.waiting.shift()?.(e.data as Reply));
+    w.addEventListener('error', (e) => {
+      e.preventDefault?.();
+      this.dead = new Error(`lab worker ${name}: ${e.message ?? 'failed to load or crashed'}`);
+      for (const f of this.waiting.splice(0)) f({ ok: false, error: this.dead.message });
+    });
+  }
+
+  ask(m: XMessage): Promise<Reply> {
+    if (this.dead) return Promise.reject(new VirtioError(Code.Cancelled, `lab worker is gone: ${this.dead.message}`));
+    return new Promise<Reply>((resolve, reject) => {
+      this.waiting.push((r) => (r.ok ? resolve(r) : reject(new VirtioError(Code.Internal, `lab worker: ${r.error}`))));
+      this.w.postMessage(m);
+    });
+  }
+
+  terminate(): void {
+    this.w.terminate();
+  }
+}
+
+function defaultWorker(name: string): LabWorkerLike {
+  const W = (globalThis as { Worker?: new (url: URL, o: { type: 'module'; name: string }) => LabWorkerLike }).Worker;
+  if (!W) throw new VirtioError(Code.Unsupported, 'Web Workers are not available here (in Node use nodeCrossThreadRunner from vdpa-wasm/node)');
+  return new W(new URL('./lab-worker.js', import.meta.url), { type: 'module', name });
+}
+
+/** Starts the driver and device lab workers on a shared platform. */
+export async function browserCrossThreadRunner(opts: BrowserLabRunnerOptions = {}): Promise<BrowserLabRunner> {
+  if ((globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === false) {
+    throw new VirtioError(Code.FailedPrecondition, 'the cross-thread lab needs shared memory: serve the page cross-origin isolated ' +
+      '(Cross-Origin-Opener-Policy: same-origin, Cross-Origin-Embedder-Policy: require-corp)');
+  }
+  const make = opts.createWorker ?? defaultWorker;
+  const p = Platform.create({ shared: true, ramSize: 48 << 20, privateSize: 16 << 20 });
+  const ctl = p.priv.alloc(8, 8);
+  const drvW = new LabWorker(make('vdpa-lab-driver'), 'driver');
+  const devW = new LabWorker(make('vdpa-lab-device'), 'device');
+  try {
+    await drvW.ask({ op: 'attach', handle: p.handle({ priv: 4 << 20, ram: 40 << 20 }) });
+    await devW.ask({ op: 'attach', handle: p.handle({ priv: 4 << 20, ram: 4 << 20 }) });
+  } catch (e) {
+    drvW.terminate();
+    devW.terminate();
+    throw e;
+  }
+  const runner: CrossThreadRunner = async (pt: LabPoint, o) => {
+    Atomics.store(p.i32, ctl >> 2, 0);
+    Atomics.store(p.i32, (ctl >> 2) + 1, 0);
+    const d = await drvW.ask({ op: 'driver-setup', pt, ctl: { addr: ctl } });
+    const v = await devW.ask({ op: 'device-setup', pt, ctl: { addr: ctl }, addresses: d.addresses as never, kick: d.kick as never });
+    await drvW.ask({ op: 'driver-call', call: v.call as never });
+    const devDone = devW.ask({ op: 'device-run', spinUs: o.spinUs });
+    let runs: LabRun[];
+    try {
+      runs = (await drvW.ask({ op: 'driver-run', chains: o.chains, rounds: o.rounds, spinUs: o.spinUs })).runs as LabRun[];
+    } finally {
+      // Stop the device and wake it if it sleeps, as the Node runner does (the stop flag is
+      // checked at most 100 ms later in any case).
+      const kick = d.kick as { addr: number };
+      Atomics.store(p.i32, ctl >> 2, 1);
+      Atomics.add(p.i32, kick.addr >> 2, 1);
+      const waker = Atomics.load(p.i32, (kick.addr >> 2) + 1);
+      if (waker) {
+        Atomics.add(p.i32, waker >> 2, 1);
+        Atomics.notify(p.i32, waker >> 2);
+      }
+      await devDone;
+      await Promise.all([drvW.ask({ op: 'teardown' }), devW.ask({ op: 'teardown' })]);
+    }
+    return runs;
+  };
+  return {
+    runner,
+    close() {
+      drvW.terminate();
+      devW.terminate();
+    },
+  };
+}

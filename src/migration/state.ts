@@ -1,0 +1,398 @@
+// Device migration state (DESIGN.md "Live migration"; Linux vDPA's device state as QEMU's
+// vhost-vdpa migration carries it): a versioned, self-describing plain-data object (its JSON
+// view) with a stable little-endian binary encoding. saveState() reads a suspended device;
+// loadState() validates everything first — format, version, class, feature compatibility,
+// queues, control state — and changes nothing on error.
+//
+// blk requests in flight: drained, not recorded. A device is saved only once suspended with
+// nothing in flight (sim-core suspendDrained / the SUSPEND status bit: requests finish and
+// reach the used ring, bounded by suspendTimeoutMs, past which the device sets NEEDS_RESET).
+// Why: completions then live in guest memory, which migrates anyway, so there is nothing to
+// replay and nothing can complete twice. QEMU's inflight tracking for vhost-user-blk
+// (record + resubmit) exists for a backend that crashes and cannot finish; a live migration
+// between healthy backends can. The encoding keeps an in-flight count (always 0) so a later
+// record+resubmit mode is a new version, not a new format.
+
+import { VirtioError, Code } from '../errors.ts';
+import type { VdpaSim, SimCoreState } from '../devices/sim-core.ts';
+import { VdpaSimNet } from '../devices/net.ts';
+import { VdpaSimBlk } from '../devices/blk.ts';
+import type { NetCtrlSnapshot } from '../devices/net-ctrl.ts';
+import type { VqState } from '../ring/vq-state.ts';
+
+/** The `format` field of every state. */
+export const DEVICE_STATE_FORMAT = 'vdpa-wasm-device-state';
+/** The state version this code writes and reads. */
+export const DEVICE_STATE_VERSION = 1;
+
+/** A virtqueue in a {@link DeviceState}. u64 values are "0x…" hex strings (JSON has no u64). */
+export interface VqStateEntry {
+  /** Queue size (0: never set up). */
+  num: number;
+  /** Descriptor area IOVA. */
+  desc: string;
+  /** Driver area IOVA. */
+  driver: string;
+  /** Device area IOVA. */
+  device: string;
+  /** Enabled. */
+  ready: boolean;
+  /** Ring position (split: avail/used index; packed: indices with wrap counters). */
+  state: VqState | null;
+}
+
+/** One IOTLB mapping in a {@link DeviceState}. */
+export interface MapEntry {
+  /** First IOVA (hex). */
+  iova: string;
+  /** Bytes. */
+  size: number;
+  /** Memory offset it maps to. */
+  addr: number;
+  /** PERM_R | PERM_W. */
+  perm: number;
+}
+
+/** The migratable state of a vdpasim_net or vdpasim_blk device: plain JSON-able data. */
+export interface DeviceState {
+  /** Always {@link DEVICE_STATE_FORMAT}. */
+  format: typeof DEVICE_STATE_FORMAT;
+  /** Always {@link DEVICE_STATE_VERSION}. */
+  version: 1;
+  /** Device class. */
+  class: 'net' | 'blk';
+  /** Virtio device id. */
+  deviceId: number;
+  /** Features the source offered (hex). */
+  deviceFeatures: string;
+  /** Negotiated features (hex). */
+  driverFeatures: string;
+  /** Device status byte. */
+  status: number;
+  /** Config generation. */
+  generation: number;
+  /** Config space (hex bytes). */
+  config: string;
+  /** Address space of each virtqueue group. */
+  groupAsid: number[];
+  /** Mappings per address space. */
+  maps: MapEntry[][];
+  /** Every virtqueue. */
+  vqs: VqStateEntry[];
+  /** net: control-queue state (rx mode, MAC tables, VLANs, queue pairs). */
+  net?: NetCtrlSnapshot;
+  /** blk: disk identity and requests in flight (always none: they are drained). */
+  blk?: { capacity: number; readOnly: boolean; inFlight: 0 };
+}
+
+/** A device whose state can be saved and loaded. */
+export type MigratableDevice = VdpaSimNet | VdpaSimBlk;
+
+const hex64 = (v: bigint): string => '0x' + v.toString(16);
+const bad = (why: string): never => { throw new VirtioError(Code.InvalidArgument, `device state: ${why}`); };
+
+/**
+ * The state of a device suspended with nothing in flight (after `await dev.suspendDrained()`,
+ * or once the driver's SUSPEND reads 1). Throws FailedPrecondition otherwise.
+ */
+export function saveState(dev: MigratableDevice): DeviceState {
+  const c = dev.saveCoreState();
+  const s: DeviceState = {
+    format: DEVICE_STATE_FORMAT, version: 1, class: dev instanceof VdpaSimNet ? 'net' : 'blk',
+    deviceId: c.deviceId, deviceFeatures: hex64(c.deviceFeatures), driverFeatures: hex64(c.driverFeatures),
+    status: c.status, generation: c.generation, config: toHex(c.config), groupAsid: c.groupAsid,
+    maps: c.maps.map((l) => l.map((m) => ({ iova: hex64(m.iova), size: m.size, addr: m.addr, perm: m.perm }))),
+    vqs: c.vqs.map((v) => ({ num: v.num, desc: hex64(v.desc), driver: hex64(v.driver), device: hex64(v.device), ready: v.ready, state: v.state })),
+  };
+  if (dev instanceof VdpaSimNet) s.net = dev.saveNetState();
+  else s.blk = { capacity: dev.capacity, readOnly: dev.readOnly, inFlight: 0 };
+  return s;
+}
+
+/**
+ * Loads `state` (a {@link DeviceState}, its JSON text parsed, or its binary encoding) into a
+ * fresh device of the same management device. Everything is validated before anything is
+ * applied; on any error the device is left as it was (fresh) and a VirtioError says why:
+ * InvalidArgument for a malformed state, FailedPrecondition for one this device cannot take
+ * (another class, features it does not offer, other queue pairs / MTU / disk). Afterwards the
+ * device is suspended: `resume()` (or the driver's DRIVER_OK, if it had set SUSPEND) runs it.
+ */
+export function loadState(dev: MigratableDevice, state: DeviceState | Uint8Array): void {
+  const s = state instanceof Uint8Array ? decodeState(state) : checkState(state);
+  const core = toCore(s);
+  const cls = dev instanceof VdpaSimNet ? 'net' : 'blk';
+  if (s.class !== cls) throw new VirtioError(Code.FailedPrecondition, `device state: a ${s.class} state cannot be loaded into ${dev.name}, a ${cls} device`);
+  dev.checkCoreState(core);
+  let loadClass: () => void;
+  if (dev instanceof VdpaSimNet) {
+    loadClass = dev.prepareNetState(s.net, core.config);
+  } else {
+    const b = s.blk!;
+    if (b.capacity !== dev.capacity || b.readOnly !== dev.readOnly) {
+      throw new VirtioError(Code.FailedPrecondition, `device state: the source disk has ${b.capacity} sectors${b.readOnly ? ' (read-only)' : ''}, ${dev.name} ${dev.capacity}${dev.readOnly ? ' (read-only)' : ''}`);
+    }
+    loadClass = () => {};
+  }
+  (dev as VdpaSim).loadCoreState(core, loadClass);
+}
+
+/** Validates the shape of a state object (JSON view); returns it typed. Throws InvalidArgument. */
+export function checkState(v: unknown): DeviceState {
+  if (typeof v !== 'object' || v === null) bad('not an object');
+  const o = v as Record<string, unknown>;
+  if (o.format !== DEVICE_STATE_FORMAT) bad(`format ${String(o.format)} is not ${DEVICE_STATE_FORMAT}`);
+  if (o.version !== DEVICE_STATE_VERSION) bad(`version ${String(o.version)} is not ${DEVICE_STATE_VERSION}`);
+  if (o.class !== 'net' && o.class !== 'blk') bad(`class ${String(o.class)} is not net or blk`);
+  const int = (x: unknown, name: string, max: number): number => {
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x > max) bad(`${name} ${String(x)} is not an integer in 0..${max}`);
+    return x as number;
+  };
+  int(o.deviceId, 'deviceId', 0xffffffff);
+  hexU64(o.deviceFeatures, 'deviceFeatures');
+  hexU64(o.driverFeatures, 'driverFeatures');
+  int(o.status, 'status', 0xff);
+  int(o.generation, 'generation', 0xffffffff);
+  if (typeof o.config !== 'string' || !/^([0-9a-f]{2})*$/.test(o.config) || o.config.length > 2 * 0xffff) bad('config is not hex bytes');
+  if (!Array.isArray(o.groupAsid) || o.groupAsid.length > 255) bad('groupAsid is not an array');
+  (o.groupAsid as unknown[]).forEach((a, i) => int(a, `groupAsid[${i}]`, 255));
+  if (!Array.isArray(o.maps) || o.maps.length > 255) bad('maps is not an array');
+  for (const l of o.maps as unknown[]) {
+    if (!Array.isArray(l) || l.length > 0xffff) bad('maps entry is not an array');
+    for (const m of l as Record<string, unknown>[]) {
+      if (typeof m !== 'object' || m === null) bad('a mapping is not an object');
+      hexU64(m.iova, 'mapping iova');
+      int(m.size, 'mapping size', 0xffffffff);
+      int(m.addr, 'mapping addr', 0xffffffff);
+      int(m.perm, 'mapping perm', 3);
+    }
+  }
+  if (!Array.isArray(o.vqs) || o.vqs.length > 0xffff) bad('vqs is not an array');
+  for (const [i, q] of (o.vqs as Record<string, unknown>[]).entries()) {
+    if (typeof q !== 'object' || q === null) bad(`vq ${i} is not an object`);
+    int(q.num, `vq ${i} num`, 0xffff);
+    hexU64(q.desc, `vq ${i} desc`);
+    hexU64(q.driver, `vq ${i} driver`);
+    hexU64(q.device, `vq ${i} device`);
+    if (typeof q.ready !== 'boolean') bad(`vq ${i} ready is not a boolean`);
+    if (q.state !== null && (typeof q.state !== 'object' || (q.state as { layout?: unknown }).layout === undefined)) bad(`vq ${i} state is not a vq state or null`);
+  }
+  if (o.class === 'net' && (typeof o.net !== 'object' || o.net === null)) bad('a net state needs `net`');
+  if (o.class === 'blk') {
+    const b = o.blk as Record<string, unknown> | undefined;
+    if (typeof b !== 'object' || b === null) bad('a blk state needs `blk`');
+    if (typeof b!.capacity !== 'number' || !Number.isSafeInteger(b!.capacity) || (b!.capacity as number) < 1) bad('blk.capacity is not a positive integer');
+    if (typeof b!.readOnly !== 'boolean') bad('blk.readOnly is not a boolean');
+    if (b!.inFlight !== 0) bad('blk.inFlight must be 0 (requests in flight are drained before a save)');
+  }
+  return v as DeviceState;
+}
+
+function hexU64(x: unknown, name: string): bigint {
+  if (typeof x !== 'string' || !/^0x[0-9a-f]{1,16}$/.test(x)) bad(`${name} ${String(x)} is not a hex u64`);
+  return BigInt(x as string);
+}
+
+function toCore(s: DeviceState): SimCoreState {
+  return {
+    deviceId: s.deviceId, deviceFeatures: BigInt(s.deviceFeatures), driverFeatures: BigInt(s.driverFeatures),
+    status: s.status, generation: s.generation, config: fromHex(s.config), groupAsid: [...s.groupAsid],
+    maps: s.maps.map((l) => l.map((m) => ({ iova: BigInt(m.iova), size: m.size, addr: m.addr, perm: m.perm }))),
+    vqs: s.vqs.map((v) => ({ num: v.num, desc: BigInt(v.desc), driver: BigInt(v.driver), device: BigInt(v.device), ready: v.ready, state: v.state })),
+  };
+}
+
+function toHex(b: Uint8Array): string {
+  let s = '';
+  for (const x of b) s += x.toString(16).padStart(2, '0');
+  return s;
+}
+
+function fromHex(s: string): Uint8Array {
+  const b = new Uint8Array(s.length / 2);
+  for (let i = 0; i < b.length; i++) b[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
+  return b;
+}
+
+// ───────────────────────── binary encoding ─────────────────────────
+//
+// Little-endian, in this order (version 1):
+//   "VDPASTAT" | u16 version | u8 class (1 net, 2 blk) | u8 0 | u32 deviceId | u64 deviceFeatures
+//   | u64 driverFeatures | u8 status | u32 generation | u16 configLen | config
+//   | u8 ngroups | u8 asid × ngroups | u8 nas | per space: u16 n | n × (u64 iova, u32 size, u32 addr, u8 perm)
+//   | u16 nvqs | per vq: u16 num | u64 desc | u64 driver | u64 device | u8 ready | u8 kind (0 none, 1 split, 2 packed)
+//       split: u16 size u16 availIndex u16 usedIndex; packed: u16 size u16 lastAvailIdx u8 wrap u16 lastUsedIdx u8 wrap
+//   | net: u8 rx flags (promisc, allmulti, alluni, nomulti, nouni, nobcast) | u8 n | 6n uni | u8 n | 6n multi
+//          | u16 n | u16 × n vlans | u16 pairs
+//   | blk: u64 capacity | u8 readOnly | u32 inFlight (0)
+//   | u32 CRC-32 (IEEE) of everything before it.
+
+const MAGIC = [0x56, 0x44, 0x50, 0x41, 0x53, 0x54, 0x41, 0x54]; // "VDPASTAT"
+const RX_KEYS = ['promisc', 'allmulti', 'alluni', 'nomulti', 'nouni', 'nobcast'] as const;
+
+class Writer {
+  private buf = new Uint8Array(1024);
+  private dv = new DataView(this.buf.buffer);
+  n = 0;
+  private room(k: number): void {
+    if (this.n + k <= this.buf.length) return;
+    const b = new Uint8Array(Math.max(this.buf.length * 2, this.n + k));
+    b.set(this.buf);
+    this.buf = b;
+    this.dv = new DataView(b.buffer);
+  }
+  u8(v: number): void { this.room(1); this.dv.setUint8(this.n, v); this.n += 1; }
+  u16(v: number): void { this.room(2); this.dv.setUint16(this.n, v, true); this.n += 2; }
+  u32(v: number): void { this.room(4); this.dv.setUint32(this.n, v, true); this.n += 4; }
+  u64(v: bigint): void { this.room(8); this.dv.setBigUint64(this.n, v, true); this.n += 8; }
+  bytes(b: ArrayLike<number>): void { this.room(b.length); this.buf.set(b, this.n); this.n += b.length; }
+  done(): Uint8Array { return this.buf.slice(0, this.n); }
+}
+
+class Reader {
+  private readonly dv: DataView;
+  n = 0;
+  constructor(private readonly b: Uint8Array) {
+    this.dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  }
+  private need(k: number): void { if (this.n + k > this.b.length) bad(`truncated at byte ${this.n}`); }
+  u8(): number { this.need(1); return this.dv.getUint8(this.n++); }
+  u16(): number { this.need(2); const v = this.dv.getUint16(this.n, true); this.n += 2; return v; }
+  u32(): number { this.need(4); const v = this.dv.getUint32(this.n, true); this.n += 4; return v; }
+  u64(): bigint { this.need(8); const v = this.dv.getBigUint64(this.n, true); this.n += 8; return v; }
+  bytes(k: number): Uint8Array { this.need(k); const v = this.b.slice(this.n, this.n + k); this.n += k; return v; }
+}
+
+/** The stable binary encoding of a state (validated first). */
+export function encodeState(state: DeviceState): Uint8Array {
+  const s = checkState(state);
+  const w = new Writer();
+  w.bytes(MAGIC);
+  w.u16(s.version);
+  w.u8(s.class === 'net' ? 1 : 2);
+  w.u8(0);
+  w.u32(s.deviceId);
+  w.u64(BigInt(s.deviceFeatures));
+  w.u64(BigInt(s.driverFeatures));
+  w.u8(s.status);
+  w.u32(s.generation);
+  const cfg = fromHex(s.config);
+  w.u16(cfg.length);
+  w.bytes(cfg);
+  w.u8(s.groupAsid.length);
+  for (const a of s.groupAsid) w.u8(a);
+  w.u8(s.maps.length);
+  for (const l of s.maps) {
+    w.u16(l.length);
+    for (const m of l) { w.u64(BigInt(m.iova)); w.u32(m.size); w.u32(m.addr); w.u8(m.perm); }
+  }
+  w.u16(s.vqs.length);
+  for (const v of s.vqs) {
+    w.u16(v.num); w.u64(BigInt(v.desc)); w.u64(BigInt(v.driver)); w.u64(BigInt(v.device)); w.u8(v.ready ? 1 : 0);
+    const st = v.state;
+    if (!st) w.u8(0);
+    else if (st.layout === 'split') { w.u8(1); w.u16(st.size); w.u16(st.availIndex); w.u16(st.usedIndex ?? st.availIndex); }
+    else { w.u8(2); w.u16(st.size); w.u16(st.lastAvailIdx); w.u8(st.lastAvailWrap); w.u16(st.lastUsedIdx); w.u8(st.lastUsedWrap); }
+  }
+  if (s.class === 'net') {
+    const n = s.net!;
+    let fl = 0;
+    RX_KEYS.forEach((k, i) => { if (n.rx[k]) fl |= 1 << i; });
+    w.u8(fl);
+    for (const t of [n.uni, n.multi]) {
+      w.u8(t.length);
+      for (const m of t) w.bytes(m.split(':').map((h) => parseInt(h, 16)));
+    }
+    w.u16(n.vlans.length);
+    for (const v of n.vlans) w.u16(v);
+    w.u16(n.pairs);
+  } else {
+    const b = s.blk!;
+    w.u64(BigInt(b.capacity));
+    w.u8(b.readOnly ? 1 : 0);
+    w.u32(0);
+  }
+  w.u32(crc32(w.done()));
+  return w.done();
+}
+
+/** Decodes a binary state: checks magic, version, CRC and every length; returns the JSON view. */
+export function decodeState(bytes: Uint8Array): DeviceState {
+  if (!(bytes instanceof Uint8Array) || bytes.length < 12) bad('not a binary device state');
+  const r = new Reader(bytes);
+  const magic = r.bytes(8);
+  if (!MAGIC.every((m, i) => magic[i] === m)) bad('bad magic (not a vdpa-wasm device state)');
+  const version = r.u16();
+  if (version !== DEVICE_STATE_VERSION) bad(`version ${version} is not ${DEVICE_STATE_VERSION}`);
+  const body = bytes.subarray(0, bytes.length - 4);
+  const crc = new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4, 4).getUint32(0, true);
+  if (crc32(body) !== crc) bad('CRC mismatch (corrupted state)');
+  const clsByte = r.u8();
+  if (clsByte !== 1 && clsByte !== 2) bad(`class ${clsByte} is not 1 (net) or 2 (blk)`);
+  r.u8();
+  const s: DeviceState = {
+    format: DEVICE_STATE_FORMAT, version: 1, class: clsByte === 1 ? 'net' : 'blk', deviceId: r.u32(),
+    deviceFeatures: hex64(r.u64()), driverFeatures: hex64(r.u64()), status: r.u8(), generation: r.u32(),
+    config: toHex(r.bytes(r.u16())), groupAsid: [], maps: [], vqs: [],
+  };
+  for (let g = r.u8(); g > 0; g--) s.groupAsid.push(r.u8());
+  for (let a = r.u8(); a > 0; a--) {
+    const l: MapEntry[] = [];
+    for (let k = r.u16(); k > 0; k--) l.push({ iova: hex64(r.u64()), size: r.u32(), addr: r.u32(), perm: r.u8() });
+    s.maps.push(l);
+  }
+  for (let q = r.u16(); q > 0; q--) {
+    const v: VqStateEntry = { num: r.u16(), desc: hex64(r.u64()), driver: hex64(r.u64()), device: hex64(r.u64()), ready: r.u8() === 1, state: null };
+    const kind = r.u8();
+    if (kind === 1) v.state = { version: 1, layout: 'split', size: r.u16(), availIndex: r.u16(), usedIndex: r.u16() };
+    else if (kind === 2) {
+      const size = r.u16();
+      const lastAvailIdx = r.u16();
+      const lastAvailWrap = r.u8();
+      const lastUsedIdx = r.u16();
+      const lastUsedWrap = r.u8();
+      if (lastAvailWrap > 1 || lastUsedWrap > 1) bad('a wrap counter is not 0 or 1');
+      v.state = { version: 1, layout: 'packed', size, lastAvailIdx, lastAvailWrap: lastAvailWrap as 0 | 1, lastUsedIdx, lastUsedWrap: lastUsedWrap as 0 | 1 };
+    } else if (kind !== 0) bad(`vq state kind ${kind} is not 0, 1 or 2`);
+    s.vqs.push(v);
+  }
+  if (s.class === 'net') {
+    const fl = r.u8();
+    const rx = {} as NetCtrlSnapshot['rx'];
+    RX_KEYS.forEach((k, i) => { rx[k] = (fl & (1 << i)) !== 0; });
+    const table = (): string[] => {
+      const out: string[] = [];
+      for (let k = r.u8(); k > 0; k--) out.push(Array.from(r.bytes(6), (x) => x.toString(16).padStart(2, '0')).join(':'));
+      return out;
+    };
+    const uni = table();
+    const multi = table();
+    const vlans: number[] = [];
+    for (let k = r.u16(); k > 0; k--) vlans.push(r.u16());
+    s.net = { rx, uni, multi, vlans, pairs: r.u16() };
+  } else {
+    const cap = r.u64();
+    if (cap > BigInt(Number.MAX_SAFE_INTEGER)) bad('blk capacity over 2^53');
+    const readOnly = r.u8() === 1;
+    if (r.u32() !== 0) bad('blk requests in flight must be 0');
+    s.blk = { capacity: Number(cap), readOnly, inFlight: 0 };
+  }
+  if (r.n !== bytes.length - 4) bad(`${bytes.length - 4 - r.n} trailing bytes`);
+  return checkState(s);
+}
+
+let crcTable: Uint32Array | null = null;
+
+/** CRC-32 (IEEE 802.3, as zlib's crc32). */
+function crc32(b: Uint8Array): number {
+  if (!crcTable) {
+    crcTable = new Uint32Array(256);
+    for (let i = 0; i < 256; i++) {
+      let c = i;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[i] = c >>> 0;
+    }
+  }
+  let c = 0xffffffff;
+  for (const x of b) c = crcTable[(c ^ x) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}

@@ -1,0 +1,94 @@
+// Shared set-up for the migration suites: devices with VIRTIO_F_SUSPEND (and GUEST_ANNOUNCE),
+// drivers bound through a DeviceSlot so the device behind them can move, and a shared
+// in-memory disk that stands for the storage both hosts see.
+import {
+  Platform, VdpaSimNet, VdpaSimBlk, VirtioBinding, VirtioNetDriver, VirtioBlkDriver, createSlot, featureBit,
+  VDPASIM_NET_FEATURES, VDPASIM_BLK_FEATURES, VIRTIO_F_SUSPEND, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_F_RING_PACKED,
+  VIRTIO_NET_DRIVER_FEATURES, VIRTIO_BLK_DRIVER_FEATURES, SECTOR_SIZE,
+  type DeviceSlot, type BlkBackend,
+} from '../../src/index.ts';
+
+export type Layout = 'split' | 'packed';
+
+/** Net features offered: the default set plus SUSPEND and GUEST_ANNOUNCE. */
+export const NET_MIG_FEATURES = VDPASIM_NET_FEATURES | featureBit(VIRTIO_F_SUSPEND) | featureBit(VIRTIO_NET_F_GUEST_ANNOUNCE);
+/** Blk features offered: the default set plus SUSPEND. */
+export const BLK_MIG_FEATURES = VDPASIM_BLK_FEATURES | featureBit(VIRTIO_F_SUSPEND);
+
+/** Driver features for a layout (packed is negotiated only when asked for). */
+export function driverFeatures(base: bigint, layout: Layout): bigint {
+  return layout === 'packed' ? base : base & ~featureBit(VIRTIO_F_RING_PACKED);
+}
+
+let n = 0;
+
+/** A net device with `pairs` queue pairs. */
+export function netDev(p: Platform, pairs = 1, mac = [2, 0, 0, 0, 0, 1], deviceFeatures = NET_MIG_FEATURES): VdpaSimNet {
+  return new VdpaSimNet(p, { name: `mnet${++n}`, maxVqp: pairs, mac: Uint8Array.from(mac), deviceFeatures });
+}
+
+/** A net driver bound through a slot. */
+export function netDriver(p: Platform, dev: VdpaSimNet, layout: Layout, queueSize = 64): { slot: DeviceSlot<VdpaSimNet>; drv: VirtioNetDriver; binding: VirtioBinding } {
+  const slot = createSlot(dev);
+  const binding = new VirtioBinding(slot.device, p, queueSize);
+  const drv = new VirtioNetDriver(slot.device, binding, { features: driverFeatures(VIRTIO_NET_DRIVER_FEATURES, layout) });
+  binding.init(drv);
+  return { slot, drv, binding };
+}
+
+/** An in-memory disk both hosts see (shared storage), answering after `delay` microtask turns. */
+export class SharedDisk implements BlkBackend {
+  readonly capacity: number;
+  readonly data: Uint8Array;
+  /** Requests started and not answered yet. */
+  pending = 0;
+  /** Backend operations that ran (answered), by kind. */
+  ops = { read: 0, write: 0, flush: 0 };
+  /** When set, answers wait for release() instead of a timer turn. */
+  hold = false;
+  private waiting: (() => void)[] = [];
+  constructor(sectors: number) {
+    this.capacity = sectors;
+    this.data = new Uint8Array(sectors * SECTOR_SIZE);
+  }
+  private later<T>(fn: () => T): Promise<T> {
+    this.pending++;
+    return new Promise<T>((res) => {
+      const go = () => { this.pending--; res(fn()); };
+      if (this.hold) this.waiting.push(go);
+      else setImmediate(go);
+    });
+  }
+  /** Answers every held request. */
+  release(): void {
+    this.hold = false;
+    for (const g of this.waiting.splice(0)) setImmediate(g);
+  }
+  read(sector: number, len: number): Promise<Uint8Array> {
+    return this.later(() => { this.ops.read++; return this.data.slice(sector * SECTOR_SIZE, sector * SECTOR_SIZE + len); });
+  }
+  write(sector: number, d: Uint8Array): Promise<void> {
+    // The write lands when it is answered (as a disk's cache would be flushed by then).
+    return this.later(() => { this.ops.write++; this.data.set(d, sector * SECTOR_SIZE); });
+  }
+  flush(): Promise<void> {
+    return this.later(() => { this.ops.flush++; });
+  }
+}
+
+/** A blk device over `disk`. */
+export function blkDev(p: Platform, disk: SharedDisk, deviceFeatures = BLK_MIG_FEATURES, suspendTimeoutMs?: number): VdpaSimBlk {
+  return new VdpaSimBlk(p, { name: `mblk${++n}`, backend: disk, deviceFeatures, ...(suspendTimeoutMs !== undefined ? { suspendTimeoutMs } : {}) });
+}
+
+/** A blk driver bound through a slot. */
+export function blkDriver(p: Platform, dev: VdpaSimBlk, layout: Layout, queueSize = 64): { slot: DeviceSlot<VdpaSimBlk>; drv: VirtioBlkDriver; binding: VirtioBinding } {
+  const slot = createSlot(dev);
+  const binding = new VirtioBinding(slot.device, p, queueSize);
+  const drv = new VirtioBlkDriver(slot.device, binding, { features: driverFeatures(VIRTIO_BLK_DRIVER_FEATURES, layout) });
+  binding.init(drv);
+  return { slot, drv, binding };
+}
+
+/** Lets timers and microtasks run. */
+export const turn = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
