@@ -1014,9 +1014,31 @@ export interface SimCoreState {
   /** Address space of each virtqueue group. */
   groupAsid: number[];
   /** Mappings of each address space (memory offsets of the platform). */
-  maps: { iova: bigint; size: number; addr: number; perm: number }[][];
+  maps: {
+    /** First IOVA. */
+    iova: bigint;
+    /** Bytes mapped. */
+    size: number;
+    /** Memory offset the IOVA maps to. */
+    addr: number;
+    /** PERM_R / PERM_W bits. */
+    perm: number;
+  }[][];
   /** Every virtqueue: size, areas, enabled, ring position (null: never set up). */
-  vqs: { num: number; desc: bigint; driver: bigint; device: bigint; ready: boolean; state: VqState | null }[];
+  vqs: {
+    /** Queue size set by the driver. */
+    num: number;
+    /** Descriptor area address. */
+    desc: bigint;
+    /** Driver area address. */
+    driver: bigint;
+    /** Device area address. */
+    device: bigint;
+    /** Enabled (set_vq_ready). */
+    ready: boolean;
+    /** Ring position, or null for a queue never set up. */
+    state: VqState | null;
+  }[];
 }
 
 /** The feature mask of VERSION_1 plus the given bits. */

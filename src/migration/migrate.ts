@@ -22,7 +22,14 @@ export interface MigrateOptions<T extends MigratableDevice> {
    * to `to` (size bytes; e.g. the same range of the destination platform's memory). Omit when
    * both devices see the same memory (a shared memory, or one platform).
    */
-  ram?: { to: Uint8Array; base?: number; size?: number };
+  ram?: {
+    /** Where the bytes go (size bytes). */
+    to: Uint8Array;
+    /** First source byte. @default the source platform's ramBase */
+    base?: number;
+    /** Bytes to copy. @default the source platform's ramSize */
+    size?: number;
+  };
   /** Pre-copy stops when a round finds at most this many dirty pages. @default 16 */
   maxDirtyPages?: number;
   /** Pre-copy rounds at most (after the full copy). @default 8 */

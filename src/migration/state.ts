@@ -82,7 +82,14 @@ export interface DeviceState {
   /** net: control-queue state (rx mode, MAC tables, VLANs, queue pairs). */
   net?: NetCtrlSnapshot;
   /** blk: disk identity and requests in flight (always none: they are drained). */
-  blk?: { capacity: number; readOnly: boolean; inFlight: 0 };
+  blk?: {
+    /** Disk size in sectors (the destination's must match). */
+    capacity: number;
+    /** Read-only disk (the destination's must match). */
+    readOnly: boolean;
+    /** Requests in flight: always 0, they are drained before a save. */
+    inFlight: 0;
+  };
 }
 
 /** A device whose state can be saved and loaded. */
