@@ -1,6 +1,6 @@
 // Builds the demo page (web/) into build/web/: esbuild bundles the page, the device worker and
 // the lab worker from the TypeScript sources (uPlot included: a dev dependency bundled into the
-// page, never a dependency of the package). Needs src/loader/wasm-code.ts, which
+// page, never a dependency of the package). Needs src/loader/wasm-code-unshared-simd.ts, which
 // `node scripts/build-wasm.mjs` writes. Usable as a module: `await buildWeb()`.
 
 import { build } from 'esbuild';
@@ -14,8 +14,8 @@ export const WEB_OUT = path.join(ROOT, 'build/web');
 
 /** Bundles web/ into build/web/ and returns that directory. */
 export async function buildWeb({ minify = false } = {}) {
-  if (!existsSync(path.join(ROOT, 'src/loader/wasm-code.ts'))) {
-    throw new Error('src/loader/wasm-code.ts is missing: run `node scripts/build-wasm.mjs` first');
+  if (!existsSync(path.join(ROOT, 'src/loader/wasm-code-unshared-simd.ts'))) {
+    throw new Error('src/loader/wasm-code-unshared-simd.ts is missing: run `node scripts/build-wasm.mjs` first');
   }
   await mkdir(WEB_OUT, { recursive: true });
   await build({

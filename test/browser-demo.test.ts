@@ -5,7 +5,7 @@
 // and removed from the console, and two small lab runs (same thread, and cross-thread in two Web
 // Workers) with their table and charts. It keeps a screenshot in build/demo-screenshot.png.
 // No wall-clock assertion: every wait is for a state, bounded only so a broken page fails.
-// Needs src/loader/wasm-code.ts (`node scripts/build-wasm.mjs`). Skipped without /usr/bin/chromium.
+// Needs src/loader/wasm-code-unshared-simd.ts (`node scripts/build-wasm.mjs`). Skipped without /usr/bin/chromium.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
