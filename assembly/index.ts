@@ -335,12 +335,13 @@ export function drv_detach_unused(q: usize, st: usize, out: usize, max: i32): i3
  * translation of dev_pop, the copy to dst + i*stride (when stride != 0), the length to lens[i]
  * (u32, when lens != 0), the used element {id, 0}, one publish, and the notification decision
  * of dev_need_call. Stops before the first chain that is anything else; dev_pop takes it from
- * there (and reports any error in it). Returns (served << 2) | (stopped at such a chain << 1)
+ * there (and reports any error in it). At most 65536 chains per call. Returns (served << 2) | (stopped at such a chain << 1)
  * | (notify the driver now), STATUS_BROKEN, or the peer error that broke the queue now.
  */
 export function dev_serve(q: usize, max: i32, dst: usize, stride: u32, lens: usize): i32 {
   if (broken(q)) return STATUS_BROKEN;
   if (max <= 0) return max == 0 ? 0 : STATUS_INVALID_ARG;
+  if (max > 65536) max = 65536; // the count must fit the result's bits 2..31
   const tbl = <usize>load<u32>(q, Q_IOTLB);
   const r = isPacked(q) ? packed.devServe(q, tbl, max, dst, stride, lens) : split.devServe(q, tbl, max, dst, stride, lens);
   // Only device-readable chains are served, so the driver memory this pass writes is the used

@@ -2,7 +2,7 @@
 //   release × {unshared, shared} × {simd, plain}  (the loader picks one at run time)
 //   debug   × {unshared, shared}                  (tests run the ring suites on it too)
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -40,6 +40,9 @@ for (const v of release) {
     + `export const code: string = '${b64}';\n`;
   writeFileSync(join(root, 'src', 'loader', `wasm-code-${key}.ts`), out);
 }
+// The single-module wasm-code.ts of older builds (before one module per build) would still be
+// compiled and packed: remove it.
+rmSync(join(root, 'src', 'loader', 'wasm-code.ts'), { force: true });
 for (const v of variants) console.log(`${v.name}.wasm ${v.size} bytes`);
 const budget = 64 * 1024;
 for (const v of release) if (v.size > budget) throw new Error(`${v.name}.wasm is ${v.size} bytes, over the ${budget}-byte budget`);

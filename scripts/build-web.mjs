@@ -1,6 +1,6 @@
 // Builds the demo page (web/) into build/web/: esbuild bundles the page, the device worker and
 // the lab worker from the TypeScript sources (uPlot included: a dev dependency bundled into the
-// page, never a dependency of the package). Needs src/loader/wasm-code-unshared-simd.ts, which
+// page, never a dependency of the package). Needs src/loader/wasm-code-*.ts, which
 // `node scripts/build-wasm.mjs` writes. Usable as a module: `await buildWeb()`.
 
 import { build } from 'esbuild';
@@ -15,7 +15,7 @@ export const WEB_OUT = path.join(ROOT, 'build/web');
 /** Bundles web/ into build/web/ and returns that directory. */
 export async function buildWeb({ minify = false } = {}) {
   if (!existsSync(path.join(ROOT, 'src/loader/wasm-code-unshared-simd.ts'))) {
-    throw new Error('src/loader/wasm-code-unshared-simd.ts is missing: run `node scripts/build-wasm.mjs` first');
+    throw new Error('src/loader/wasm-code-*.ts are missing: run `node scripts/build-wasm.mjs` first');
   }
   await mkdir(WEB_OUT, { recursive: true });
   await build({
@@ -30,6 +30,8 @@ export async function buildWeb({ minify = false } = {}) {
     minify,
     loader: { '.css': 'text' },
     logLevel: 'warning',
+    // src/loader/wasm-global.ts only declares types: that its bare import is dropped is right.
+    logOverride: { 'ignored-bare-import': 'silent' },
     // src/lab/node-runner.ts and src/node/* are never imported by the page; keep Node built-ins out.
     external: ['node:*'],
   });

@@ -5,7 +5,7 @@
 //   node scripts/web-lab.mjs [--sweep NAME] [--chains N] [--rounds N] [--json FILE]
 //
 // NAME is one of the page's sweeps: quick, quick-xthread, or a preset (event-idx, …).
-// Needs /usr/bin/chromium (or $CHROMIUM) and src/loader/wasm-code-unshared-simd.ts (node scripts/build-wasm.mjs).
+// Needs /usr/bin/chromium (or $CHROMIUM) and src/loader/wasm-code-*.ts (node scripts/build-wasm.mjs).
 
 import { writeFile } from 'node:fs/promises';
 import { chromium } from 'playwright-core';

@@ -5,7 +5,7 @@
 // and removed from the console, and two small lab runs (same thread, and cross-thread in two Web
 // Workers) with their table and charts. It keeps a screenshot in build/demo-screenshot.png.
 // No wall-clock assertion: every wait is for a state, bounded only so a broken page fails.
-// Needs src/loader/wasm-code-unshared-simd.ts (`node scripts/build-wasm.mjs`). Skipped without /usr/bin/chromium.
+// Needs src/loader/wasm-code-*.ts (`node scripts/build-wasm.mjs`). Skipped without /usr/bin/chromium.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -271,6 +271,18 @@ describe('browserCrossThreadRunner (src/browser/lab-runner.ts)', () => {
     }
     // Node 20 has no global Worker.
     await assert.rejects(browserCrossThreadRunner(), (e: unknown) => e instanceof VirtioError && e.code === 'unsupported');
+  });
+
+  test('a worker that never answers (serveLab not running in it) fails the runner, typed, and is terminated', async () => {
+    const made: { terminated: boolean }[] = [];
+    const silent = () => {
+      const w = { terminated: false, postMessage() {}, terminate() { w.terminated = true; }, addEventListener() {} };
+      made.push(w);
+      return w;
+    };
+    await assert.rejects(browserCrossThreadRunner({ createWorker: silent, startTimeoutMs: 50 }),
+      (e: unknown) => e instanceof VirtioError && e.code === 'cancelled' && /no answer to 'attach'/.test(e.message));
+    assert.deepEqual(made.map((w) => w.terminated), [true, true]);
   });
 
   test('from dist in Chromium: default workers, a small cross-thread sweep', { skip: haveChromium ? false : 'no chromium' }, async () => {

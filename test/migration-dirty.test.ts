@@ -4,7 +4,7 @@
 // pre-copy with the log ends with an exact copy of what the device wrote.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Platform, DirtyLog, VHOST_LOG_PAGE, migrate, VirtioError, Code } from '../src/index.ts';
+import { Platform, DirtyLog, VHOST_LOG_PAGE, migrate, VirtioError, Code, DriverQueue, DeviceQueue, ringFeatures } from '../src/index.ts';
 import { netDev, netDriver, blkDev, blkDriver, SharedDisk, turn } from './helpers/migration.ts';
 import { eth } from './helpers/net.ts';
 
@@ -165,3 +165,40 @@ test('a migration interrupted during pre-copy stops the log and leaves the sourc
   log.destroy();
   assert.equal(dev.deliver([eth(100, 1)]), 1);
 });
+
+for (const layout of ['split', 'packed'] as const) {
+  test(`${layout} fused serve: the used ring it writes is logged; its sink only when it lies in guest RAM`, () => {
+    const p = Platform.create({ ramSize: 2 << 20 });
+    const features = ringFeatures({ packed: layout === 'packed' });
+    const drv = new DriverQueue(p, { size: 64, features });
+    const dev = new DeviceQueue(p, { size: 64, features, ...drv.addresses });
+    const bufs = p.allocBuffer(16 * 64);
+    const lens = p.priv.alloc(16 * 4, 8); // the device's own memory: not guest RAM
+    const sink = p.allocBuffer(16 * 64); // inside guest RAM: logged like any device write
+    const log = new DirtyLog(p);
+    log.start();
+    log.collect();
+    const before = p.u8.slice(p.ramBase, p.ramBase + p.ramSize);
+    for (let i = 0; i < 16; i++) drv.setBuf(i, i, bufs + i * 64, 64);
+    assert.equal(drv.addBufs(16), 16);
+    log.collect(); // the driver's own writes are not the device's
+    const afterAdd = p.u8.slice(p.ramBase, p.ramBase + p.ramSize);
+    assert.equal(dev.serve(16, sink, 64, lens), 16);
+    const changed = changedPages(p, afterAdd, p.ramBase);
+    assert.ok(changed.length >= 1, 'the sink (and the used ring, where it lies in RAM) written');
+    const sinkPage = (sink - p.ramBase) >> 12;
+    assert.ok(changed.includes(sinkPage));
+    const logged = log.collect();
+    subset(changed, logged, 'serve');
+    assert.ok(logged.includes((Number(drv.addresses.deviceArea) - p.ramBase) >> 12), 'the used ring page');
+    assert.notDeepEqual(before, afterAdd);
+    // Off: serving marks nothing.
+    log.stop();
+    for (let i = 0; i < 16; i++) drv.setBuf(i, i, bufs + i * 64, 64);
+    drv.reclaimUsed();
+    assert.equal(drv.addBufs(16), 16);
+    assert.equal(dev.serve(16, sink, 64, lens), 16);
+    assert.deepEqual(log.snapshot(), new Uint8Array(log.snapshot().length));
+    log.destroy();
+  });
+}

@@ -17,13 +17,16 @@ const S_RUN = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONF
 
 test('SUSPEND needs VIRTIO_F_SUSPEND negotiated and DRIVER_OK', async () => {
   const p = Platform.create({ ramSize: 8 << 20 });
-  // Not offered: the driver cannot negotiate it, and the bit is refused.
+  // Not offered: our driver refuses to suspend; a driver that writes bit 4 anyway (it MUST NOT,
+  // §2.1.1) suspends nothing: the device keeps running, the bit is kept as before SUSPEND existed.
   const plain = new VdpaSimNet(p, { name: 'plain', deviceFeatures: VDPASIM_NET_FEATURES });
   const { drv: d0 } = netDriver(p, plain, 'split');
   assert.equal(plain.getDriverFeatures() & featureBit(VIRTIO_F_SUSPEND), 0n);
-  assert.throws(() => plain.setStatus(S_RUN | VIRTIO_CONFIG_S_SUSPEND), isCode(Code.FailedPrecondition));
   await assert.rejects(d0.suspend(), isCode(Code.Unsupported));
   assert.equal(plain.getStatus(), S_RUN);
+  plain.setStatus(S_RUN | VIRTIO_CONFIG_S_SUSPEND);
+  assert.equal(plain.running, true);
+  assert.equal(plain.isSuspended, false);
   // Offered and negotiated, but before DRIVER_OK.
   const dev = netDev(p);
   dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
@@ -193,4 +196,24 @@ test('the driver asks for SUSPEND while the VMM has the device stopped: answers 
   assert.equal(dev.getStatus() & (VIRTIO_CONFIG_S_SUSPEND | VIRTIO_CONFIG_S_DRIVER_OK), VIRTIO_CONFIG_S_SUSPEND);
   await drv.resume();
   assert.equal(dev.getStatus(), S_RUN);
+});
+
+test('FAILED may be written while suspended; a second suspend request while one is in progress is refused', async () => {
+  const p = Platform.create({ ramSize: 8 << 20 });
+  const disk = new SharedDisk(64);
+  const dev = blkDev(p, disk);
+  const { drv } = blkDriver(p, dev, 'split');
+  disk.hold = true;
+  const r = drv.read(0, new Uint8Array(512));
+  await turn();
+  const s = dev.suspendDrained();
+  await assert.rejects(dev.suspendDrained(), isCode(Code.FailedPrecondition));
+  disk.release();
+  await s;
+  await r;
+  dev.resume();
+  await drv.suspend();
+  dev.setStatus(dev.getStatus() | 0x80);
+  assert.equal(dev.getStatus() & 0x80, 0x80);
+  assert.equal(dev.running, false);
 });

@@ -173,13 +173,13 @@ describe('nodes, binding and the single owner', () => {
     f.setOwner();
   });
 
-  test('request codes: unknown → ENOTTY, dirty log → ENOTTY, short argument → EFAULT, queue index → ENOBUFS', () => {
+  test('request codes: unknown → ENOTTY, dirty-log eventfd → ENOTTY, short argument → EFAULT, queue index → ENOBUFS', () => {
     const { bus, vhost } = setup();
     bus.devAdd('vdpasim_net', 'net0');
     const f = vhost.open('vhost-vdpa-0');
     f.setOwner();
     errno(() => f.ioctl(U.IOW(U.VHOST_VIRTIO, 0x6f, 8), st(0, 0)), 'ENOTTY');
-    errno(() => f.ioctl(U.VHOST_SET_LOG_BASE, u64(0)), 'ENOTTY');
+    errno(() => f.ioctl(U.VHOST_SET_LOG_FD, U.encodeU32(0)), 'ENOTTY');
     errno(() => f.ioctl(U.VHOST_SET_VRING_ENDIAN, st(0, 0)), 'ENOTTY');
     errno(() => f.ioctl(U.VHOST_SET_MEM_TABLE, new Uint8Array(8)), 'ENOTTY');
     errno(() => f.ioctl(U.VHOST_SET_FEATURES, new Uint8Array(4)), 'EFAULT');

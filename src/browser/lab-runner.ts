@@ -39,6 +39,12 @@ export interface BrowserLabRunnerOptions {
    * which finds the file next to this module in `dist/browser/`; bundlers that move modules need their own.
    */
   createWorker?: (name: string) => LabWorkerLike;
+  /**
+   * How long a new worker may take to answer its first message. A worker that never answers
+   * (its script did not call serveLab: a bundler dropped the import, say) then fails the
+   * runner with `cancelled` instead of hanging. @default 15000
+   */
+  startTimeoutMs?: number;
 }
 
 /** A cross-thread runner and how to stop its workers. */
@@ -69,10 +75,23 @@ class LabWorker {
     });
   }
 
-  ask(m: XMessage): Promise<Reply> {
+  /** Sends `m`; resolves with the answer. With `timeoutMs`, a worker silent that long is declared dead. */
+  ask(m: XMessage, timeoutMs = 0): Promise<Reply> {
     if (this.dead) return Promise.reject(new VirtioError(Code.Cancelled, `lab worker is gone: ${this.dead.message}`));
     return new Promise<Reply>((resolve, reject) => {
-      this.waiting.push((r) => (r.ok ? resolve(r) : reject(new VirtioError(Code.Internal, `lab worker: ${r.error}`))));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      this.waiting.push((r) => {
+        clearTimeout(timer);
+        if (r.ok) resolve(r);
+        else reject(new VirtioError(Code.Internal, `lab worker: ${r.error}`));
+      });
+      if (timeoutMs > 0) {
+        timer = setTimeout(() => {
+          this.dead = new Error(`no answer to '${m.op}' within ${timeoutMs} ms (does the worker script run serveLab? a bundler may have dropped a bare import)`);
+          this.waiting.splice(0);
+          reject(new VirtioError(Code.Cancelled, `lab worker: ${this.dead.message}`));
+        }, timeoutMs);
+      }
       this.w.postMessage(m);
     });
   }
@@ -100,8 +119,11 @@ export async function browserCrossThreadRunner(opts: BrowserLabRunnerOptions = {
   const drvW = new LabWorker(make('vdpa-lab-driver'), 'driver');
   const devW = new LabWorker(make('vdpa-lab-device'), 'device');
   try {
-    await drvW.ask({ op: 'attach', handle: p.handle({ priv: 4 << 20, ram: 40 << 20 }) });
-    await devW.ask({ op: 'attach', handle: p.handle({ priv: 4 << 20, ram: 4 << 20 }) });
+    const t = opts.startTimeoutMs ?? 15_000;
+    await Promise.all([
+      drvW.ask({ op: 'attach', handle: p.handle({ priv: 4 << 20, ram: 40 << 20 }) }, t),
+      devW.ask({ op: 'attach', handle: p.handle({ priv: 4 << 20, ram: 4 << 20 }) }, t),
+    ]);
   } catch (e) {
     drvW.terminate();
     devW.terminate();

@@ -127,7 +127,7 @@ export class NetCtrlState {
 
   /**
    * Writes a saved state back (migration): RX mode, both MAC tables, VLANs, pairs, and the
-   * device's own address `mac`. The caller validated it (checkNetCtrlSnapshot).
+   * device's own address `mac`. The caller validated it (`checkNetCtrlSnapshot`).
    */
   load(s: NetCtrlSnapshot, mac: Uint8Array): void {
     const u8 = this.mem();

@@ -350,12 +350,14 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       return;
     }
     const old = this.status;
-    if ((status | old) & VIRTIO_CONFIG_S_SUSPEND) {
-      this.setSuspendStatus(status);
-      return;
-    }
     if ((status & VIRTIO_CONFIG_S_NEEDS_RESET) && !(old & VIRTIO_CONFIG_S_NEEDS_RESET)) {
       throw new VirtioError(Code.FailedPrecondition, 'DEVICE_NEEDS_RESET is set by the device, not the driver');
+    }
+    // Without VIRTIO_F_SUSPEND negotiated bit 4 means nothing to the device (a driver MUST NOT
+    // set it, VIRTIO 1.4 §2.1.1): it is kept like any other bit, as before SUSPEND existed.
+    if (((status | old) & VIRTIO_CONFIG_S_SUSPEND) && hasFeature(this.driverFeatures, VIRTIO_F_SUSPEND) && (old & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      this.setSuspendStatus(status);
+      return;
     }
     const next = status | (old & VIRTIO_CONFIG_S_NEEDS_RESET);
     const cleared = old & ~next;
@@ -389,8 +391,11 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    */
   private setSuspendStatus(status: number): void {
     const old = this.status;
-    if (!hasFeature(this.driverFeatures, VIRTIO_F_SUSPEND) || !(old & VIRTIO_CONFIG_S_FEATURES_OK)) {
-      throw new VirtioError(Code.FailedPrecondition, 'SUSPEND needs VIRTIO_F_SUSPEND negotiated');
+    // §2.1: FAILED may be set at any time; the driver gave up, whatever else the write says.
+    if ((status & VIRTIO_CONFIG_S_FAILED) && !(old & VIRTIO_CONFIG_S_FAILED)) {
+      this.status = old | VIRTIO_CONFIG_S_FAILED;
+      this.dispatchEvent(new CustomEvent('status', { detail: this.status }));
+      return;
     }
     const base = old & ~(VIRTIO_CONFIG_S_SUSPEND | VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET);
     const extra = (status & ~(VIRTIO_CONFIG_S_SUSPEND | VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET)) ^ base;
@@ -472,6 +477,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   suspendDrained(): Promise<void> {
     this.live();
     if (!(this.status & VIRTIO_CONFIG_S_DRIVER_OK) || this.suspended) return Promise.reject(new VirtioError(Code.FailedPrecondition, 'only a running device (DRIVER_OK) can be suspended'));
+    if (this.quiescing) return Promise.reject(new VirtioError(Code.FailedPrecondition, 'a suspend is already in progress'));
     return this.quiesce(false);
   }
 
@@ -911,8 +917,9 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /** Changes config space through `fn`, bumps the generation and raises the config callback. */
   protected updateConfig(fn: (view: DataView) => void): void {
-    // VIRTIO 1.4 §3.4: a suspended device changes no config field; the change waits for resume.
-    if (this.suspended) {
+    // VIRTIO 1.4 §3.4: a device its driver suspended changes no config field; the change waits
+    // for resume. (The vdpa suspend op keeps Linux's vdpa_sim semantics: it stops the datapath only.)
+    if (this.status & VIRTIO_CONFIG_S_SUSPEND) {
       this.deferredConfig.push(fn);
       return;
     }
@@ -1015,28 +1022,28 @@ export interface SimCoreState {
   groupAsid: number[];
   /** Mappings of each address space (memory offsets of the platform). */
   maps: {
-    /** First IOVA. */
+    /** First IOVA of the mapping. */
     iova: bigint;
     /** Bytes mapped. */
     size: number;
     /** Memory offset the IOVA maps to. */
     addr: number;
-    /** PERM_R / PERM_W bits. */
+    /** Access the device has (PERM_R | PERM_W). */
     perm: number;
   }[][];
   /** Every virtqueue: size, areas, enabled, ring position (null: never set up). */
   vqs: {
-    /** Queue size set by the driver. */
+    /** Queue size set by setVqNum (0: never set). */
     num: number;
-    /** Descriptor area address. */
+    /** Descriptor area address (IOVA). */
     desc: bigint;
-    /** Driver area address. */
+    /** Driver area address (IOVA). */
     driver: bigint;
-    /** Device area address. */
+    /** Device area address (IOVA). */
     device: bigint;
-    /** Enabled (set_vq_ready). */
+    /** setVqReady(true) was called. */
     ready: boolean;
-    /** Ring position, or null for a queue never set up. */
+    /** Ring position (getVqState), or null for a queue never sized. */
     state: VqState | null;
   }[];
 }

@@ -24,6 +24,7 @@ import {
   VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_RING_PACKED, hasFeature,
 } from '../virtio/constants.ts';
 import * as U from '../vhost/uapi.ts';
+import { VHOST_LOG_PAGE } from '../migration/dirty-log.ts';
 
 const U64_MAX = (1n << 64n) - 1n;
 const BIT = (b: number): bigint => 1n << BigInt(b);
@@ -39,6 +40,8 @@ const SETTABLE_BACKEND_FEATURES = VHOST_VDPA_BACKEND_FEATURES | BIT(U.VHOST_BACK
   BIT(U.VHOST_BACKEND_F_ENABLE_AFTER_DRIVER_OK);
 
 const EMPTY = new Uint8Array(0);
+/** vhost.h VHOST_F_LOG_ALL as a mask. */
+const LOG_ALL = BIT(U.VHOST_F_LOG_ALL);
 
 function fail(errno: ErrnoName, msg: string, opts?: { cause?: unknown; detail?: ErrnoName }): never {
   throw new VhostError(errno, msg, opts);
@@ -197,6 +200,14 @@ export class VhostVdpaFile {
   /** Queues kicked by each watched doorbell (by address): one eventfd may serve several vqs. */
   private readonly kickers = new Map<number, Set<number>>();
   private state: 'open' | 'closed' | 'revoked' = 'open';
+  /** VHOST_F_LOG_ALL acked. */
+  private logAll = false;
+  /** VHOST_SET_LOG_BASE: memory offset of the bitmap, or -1. */
+  private logBase = -1;
+  /** Guest RAM the log covers: memory offset of GPA 0 and its bytes (setLogRegion). */
+  private logRegion: { base: number; size: number };
+  /** True while this node has the platform's (one) wasm log set. */
+  private logging = false;
   /** Kicks whose kick_vq threw (a deleted device); counted, never thrown into a microtask. */
   kickErrors = 0;
 
@@ -207,6 +218,7 @@ export class VhostVdpaFile {
     this.node = node;
     this.onClose = onClose;
     this.vqs = Array.from({ length: dev.nvqs }, () => ({ kick: null, call: null }));
+    this.logRegion = { base: platform.ramBase, size: platform.ramSize };
     try {
       this.resetDevice(); // vhost_vdpa_open resets the device, with a clean map
     } catch (e) {
@@ -245,12 +257,22 @@ export class VhostVdpaFile {
       case U.VHOST_VDPA_SET_CONFIG:
         return this.config(req === U.VHOST_VDPA_SET_CONFIG, a, arg);
       case U.VHOST_GET_FEATURES:
-        return out64(this.op(() => dev.getDeviceFeatures(), 'get_device_features'));
+        // Beyond Linux: VHOST_F_LOG_ALL is offered too (vhost-vdpa has no dirty log; we do).
+        return out64(this.op(() => dev.getDeviceFeatures(), 'get_device_features') | LOG_ALL);
       case U.VHOST_SET_FEATURES: {
-        // "It's not allowed to change the features after they have been negotiated."
-        if (this.status() & VIRTIO_CONFIG_S_FEATURES_OK) fail('EBUSY', 'features were already negotiated (FEATURES_OK)');
         const f = this.u64(a);
-        this.op(() => dev.setDriverFeatures(f), 'set_driver_features');
+        // VHOST_F_LOG_ALL is the node's, never the device's. As vhost (vhost_dev_set_features
+        // while a VMM migrates), it may be toggled at any time: a SET_FEATURES after FEATURES_OK
+        // that changes only that bit is accepted. Anything else then is EBUSY, as vdpa.c:
+        // "It's not allowed to change the features after they have been negotiated."
+        if (this.status() & VIRTIO_CONFIG_S_FEATURES_OK) {
+          const cur = this.op(() => dev.getDriverFeatures(), 'get_driver_features');
+          if ((f & ~LOG_ALL) !== cur) fail('EBUSY', 'features were already negotiated (FEATURES_OK)');
+        } else {
+          this.op(() => dev.setDriverFeatures(f & ~LOG_ALL), 'set_driver_features');
+        }
+        this.logAll = (f & LOG_ALL) !== 0n;
+        this.updateLog();
         return 0;
       }
       case U.VHOST_VDPA_GET_VRING_NUM:
@@ -260,8 +282,13 @@ export class VhostVdpaFile {
       case U.VHOST_VDPA_GET_AS_NUM:
         return out32(dev.nas);
       case U.VHOST_SET_LOG_BASE:
+        // Beyond Linux, whose vhost-vdpa returns -ENOIOCTLCMD (ENOTTY) here: see setLogBase().
+        if (!this.owner) fail('EPERM', 'VHOST_SET_OWNER first');
+        return this.setLogBaseRaw(this.u64(a));
       case U.VHOST_SET_LOG_FD:
-        return fail('ENOTTY', 'vhost-vdpa has no dirty log');
+        // vhost signals log writes through this eventfd; our log is polled by the VMM (DirtyLog's
+        // read-and-clear), so, as Linux vhost-vdpa, ENOTTY.
+        return fail('ENOTTY', 'no dirty-log eventfd: the VMM reads the bitmap');
       case U.VHOST_VDPA_SET_CONFIG_CALL: {
         this.need(a, 4);
         const db = this.doorbell(a.getInt32(0, true));
@@ -464,6 +491,47 @@ export class VhostVdpaFile {
   setConfig(off: number, data: Uint8Array): void {
     this.ioctl(U.VHOST_VDPA_SET_CONFIG, U.encodeVdpaConfig(off, data));
   }
+  /**
+   * VHOST_SET_LOG_BASE: the dirty log bitmap is at memory offset `addr` of the platform's
+   * memory (what the VMM's user address is to Linux), laid out as vhost's log: bit
+   * `gpa >> 12` (VHOST_LOG_PAGE), bit i in byte i >> 3 at position i & 7, one bit per page of
+   * the region set by {@link setLogRegion}. While VHOST_F_LOG_ALL is acked too, every byte the
+   * device writes into guest RAM sets its page's bit (in wasm, on the datapath). The VMM reads
+   * and clears bits itself. Linux's vhost-vdpa refuses this ioctl (-ENOIOCTLCMD): we go beyond
+   * it, so a VMM needs no shadow virtqueues to see the device's writes.
+   *
+   * GPA vs IOTLB: an IOTLB UPDATE maps an IOVA to `uaddr`, a memory offset. The log is indexed
+   * by guest-physical address GPA = uaddr − base, where `base` is the memory offset at which
+   * the VMM's guest RAM starts (setLogRegion; default the platform's RAM): the same HVA → GPA
+   * step vhost's log_write_hva takes through its memory table. The IOVA never enters the log,
+   * so a non-identity map (vIOMMU) changes which page a descriptor names, not how it is logged.
+   * Writes outside the region are not logged. One log per platform (the wasm instance holds
+   * one): a DirtyLog started on the same platform and this node's log replace each other.
+   */
+  setLogBase(addr: number | bigint): void {
+    this.ioctl(U.VHOST_SET_LOG_BASE, U.encodeU64(BigInt(addr)));
+  }
+
+  /**
+   * Our extension (no ioctl): the guest RAM the log covers, `[base, base + size)` in memory
+   * offsets, GPA 0 at `base`; whole 4 KiB pages. EINVAL outside the memory.
+   */
+  setLogRegion(r: { base: number; size: number }): void {
+    this.live();
+    const mem = this.platform.memory.buffer.byteLength;
+    if (!Number.isSafeInteger(r.base) || !Number.isSafeInteger(r.size) || r.base < 0 || r.size <= 0 || r.size % VHOST_LOG_PAGE !== 0 || r.base + r.size > mem) {
+      fail('EINVAL', `log region [${r.base}, +${r.size}) must be whole pages inside the memory`);
+    }
+    if (this.logBase >= 0 && this.logBase + Math.ceil(r.size / VHOST_LOG_PAGE / 8) > mem) fail('EFAULT', 'the log bitmap would not fit the memory for that region');
+    this.logRegion = { base: r.base, size: r.size };
+    this.updateLog();
+  }
+
+  /** True while the device's writes are being logged (LOG_ALL acked and a log base set). */
+  get logActive(): boolean {
+    return this.logging;
+  }
+
   /** VHOST_VDPA_SET_VRING_ENABLE (num 1 enables, 0 disables). */
   setVringEnable(s: { index: number; num: number }): void {
     this.ioctl(U.VHOST_VDPA_SET_VRING_ENABLE, U.encodeVringState(s.index, s.num));
@@ -695,6 +763,26 @@ export class VhostVdpaFile {
     return 0;
   }
 
+  private setLogBaseRaw(addr: bigint): number {
+    const bytes = Math.ceil(this.logRegion.size / VHOST_LOG_PAGE / 8);
+    // vhost's log_access_ok: the whole bitmap must be addressable (here: inside the memory).
+    if (addr + BigInt(bytes) > BigInt(this.platform.memory.buffer.byteLength)) fail('EFAULT', `a ${bytes}-byte log at 0x${addr.toString(16)} is outside the memory`);
+    this.logBase = Number(addr);
+    this.updateLog();
+    return 0;
+  }
+
+  /** Sets or clears the wasm log: on only with LOG_ALL acked and a base set. */
+  private updateLog(): void {
+    const on = this.logAll && this.logBase >= 0 && this.state === 'open';
+    if (on) {
+      this.platform.exports.dirty_log_set(this.logBase, this.logRegion.base, this.logRegion.size / VHOST_LOG_PAGE);
+    } else if (this.logging) {
+      this.platform.exports.dirty_log_set(0, 0, 0);
+    }
+    this.logging = on;
+  }
+
   /** VHOST_GET_BACKEND_FEATURES: the base set plus what the device can really do. */
   private offeredBackendFeatures(): bigint {
     const dev = this.dev;
@@ -746,6 +834,9 @@ export class VhostVdpaFile {
     this.inBatch = false;
     this.batchSnapshot = null;
     this.suspended = false;
+    // A reset clears the negotiated features, LOG_ALL with them; the log base stays (vhost keeps log_base).
+    this.logAll = false;
+    this.updateLog();
     this.op(() => this.dev.reset(), 'reset');
     // Our simulator's reset puts every address space back on its identity map (the clean map).
     // With IOTLB_PERSIST the node's tables go back in. Without it, as in Linux, the node keeps
@@ -902,6 +993,7 @@ export class VhostVdpaFile {
       }
     };
     this.acked &= ~BIT(U.VHOST_BACKEND_F_IOTLB_PERSIST); // the reset on release cleans the maps
+    this.logBase = -1;
     quiet(() => this.resetDevice());
     for (let i = 0; i < this.vqs.length; i++) {
       this.unkick(i);

@@ -95,7 +95,8 @@ export interface NetRxBatch {
 class RxBatch implements NetRxBatch {
   count = 0;
   queue = 0;
-  readonly data: Uint8Array;
+  /** Re-pointed at the platform's current view before each delivery (the memory may have grown). */
+  data: Uint8Array;
   readonly offsets: Uint32Array;
   readonly lengths: Uint32Array;
   /** The rx buffer (token) of each used entry, to post again (driver-internal). */
@@ -775,7 +776,9 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       // A token is a slot of ours (the ring core checks used ids against what is in flight).
       for (let i = 0; i < n; i++) free[k++] = tx.usedToken(i);
       this.txNfree[qi] = k;
-      if (n === 0 && tx.enableCb()) break;
+      // Fewer than asked: drained at that moment, so re-enable at once (no empty getUsed);
+      // used buffers that raced in mean one more round.
+      if (n < tx.batch && tx.enableCb()) break;
     }
   }
 
@@ -795,6 +798,7 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       }
       // Batch receivers see the frames in place, before the buffers go back to the device.
       const b = this.rxBatch!;
+      b.data = u8; // an owner's grow of a foreign memory detaches the view made at setup
       let m = 0;
       const slots = b.slots;
       for (let i = 0; i < n; i++) {
@@ -836,6 +840,8 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       if (rx.kickPrepare()) this.dev.kickVq(2 * qi);
       if (failure) throw failure.e;
       if (frames) for (const f of frames) this.deliver(f);
+      // Fewer than asked: drained, so ask for the next interrupt now (no empty getUsed first).
+      if (n < rx.batch && this.rxq[qi] === rx && rx.enableCb()) break;
     }
   }
 

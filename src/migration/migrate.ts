@@ -23,11 +23,11 @@ export interface MigrateOptions<T extends MigratableDevice> {
    * both devices see the same memory (a shared memory, or one platform).
    */
   ram?: {
-    /** Where the bytes go (size bytes). */
+    /** The destination's copy of guest RAM (`size` bytes). */
     to: Uint8Array;
-    /** First source byte. @default the source platform's ramBase */
+    /** Memory offset of guest RAM on the source. @default the source platform's RAM base */
     base?: number;
-    /** Bytes to copy. @default the source platform's ramSize */
+    /** Bytes of guest RAM. @default the source platform's RAM size */
     size?: number;
   };
   /** Pre-copy stops when a round finds at most this many dirty pages. @default 16 */

@@ -83,11 +83,11 @@ export interface DeviceState {
   net?: NetCtrlSnapshot;
   /** blk: disk identity and requests in flight (always none: they are drained). */
   blk?: {
-    /** Disk size in sectors (the destination's must match). */
+    /** Disk size in 512-byte sectors (VIRTIO 1.3 §5.2.4 `capacity`). */
     capacity: number;
-    /** Read-only disk (the destination's must match). */
+    /** The disk refuses writes (VIRTIO_BLK_F_RO). */
     readOnly: boolean;
-    /** Requests in flight: always 0, they are drained before a save. */
+    /** Requests in flight at save: always 0, the source drains them before it saves. */
     inFlight: 0;
   };
 }

@@ -8,6 +8,15 @@
 //
 // That is the layout create() makes. An attached handle may put the two arenas in either order
 // (private memory above RAM too): arenas are told apart by their ranges, never by their order.
+//
+// foreign() opens a memory someone else owns (an emulator's, whose guest RAM lies somewhere in
+// it): the caller says where RAM is, and the private arena goes where the caller says or in
+// pages foreign() grows onto the memory. The owner may grow the memory at any time: an
+// unshared memory's old ArrayBuffer is then detached, so the views below are getters that
+// re-make themselves when they find their buffer detached: one `length` load per access (not
+// `byteLength`, which V8 11 does not inline: 6× slower in bench/pci.bench.ts), no allocation
+// unless a grow happened. A shared memory's buffers are never detached: the old
+// views keep seeing every byte that existed when the platform was made, which is all it uses.
 
 import { VirtioError, Code } from '../errors.ts';
 import '../loader/wasm-global.ts';
@@ -68,6 +77,31 @@ export interface PlatformHandle {
   };
 }
 
+/** Options of {@link Platform.foreign}: a memory the caller owns and where guest RAM lies in it. */
+export interface ForeignPlatformOptions {
+  /** The memory (shared or not), e.g. an emulator's exported memory. */
+  memory: WebAssembly.Memory;
+  /** Offset of guest RAM in the memory (any byte offset at or above 64 KiB). */
+  ramBase: number;
+  /** Bytes of guest RAM. */
+  ramSize: number;
+  /**
+   * Offset of the private arena (state blocks, IOTLB tables, doorbells), above or below RAM.
+   * Without it foreign() grows the memory by `privateSize` and puts the arena in the new pages.
+   */
+  privBase?: number;
+  /** Bytes of the private arena (rounded up to 64 KiB when foreign() grows it). @default 1 MiB */
+  privateSize?: number;
+  /**
+   * Let {@link Platform.ram} allocate from guest RAM. Off by default: the guest owns its RAM and
+   * the package would hand out bytes the guest uses. Turn it on when this side plays the guest.
+   * @default false
+   */
+  allocateRam?: boolean;
+  /** A compiled ring module to use instead of the embedded release build that fits the memory. */
+  module?: WebAssembly.Module;
+}
+
 function roundPages(n: number): number {
   return Math.ceil(n / PAGE) * PAGE;
 }
@@ -98,17 +132,49 @@ export class Platform {
   readonly priv: Allocator;
   /** Allocator for rings and buffers: the whole RAM, the handle's `ramSlice`, or closed (see {@link priv}). */
   readonly ram: Allocator;
-  /** Byte view of the whole memory. */
-  readonly u8: Uint8Array;
-  /** u32 view of the whole memory (index = offset / 4). */
-  readonly u32: Uint32Array;
-  /** i32 view of the whole memory (index = offset / 4). */
-  readonly i32: Int32Array;
-  /** DataView of the whole memory (little-endian accessors for spec layouts). */
-  readonly view: DataView;
+  private _u8!: Uint8Array;
+  private _u16!: Uint16Array;
+  private _u32!: Uint32Array;
+  private _i32!: Int32Array;
+  private _view!: DataView;
   private identity?: Iotlb;
 
-  private constructor(h: PlatformHandle, shared: boolean, attached: boolean) {
+  /** Byte view of the whole memory (re-made after a grow detached the old buffer). */
+  get u8(): Uint8Array {
+    return this._u8.length !== 0 ? this._u8 : this.remap()._u8;
+  }
+  /** u16 view of the whole memory (index = offset / 2). */
+  get u16(): Uint16Array {
+    return this._u8.length !== 0 ? this._u16 : this.remap()._u16;
+  }
+  /** u32 view of the whole memory (index = offset / 4). */
+  get u32(): Uint32Array {
+    return this._u8.length !== 0 ? this._u32 : this.remap()._u32;
+  }
+  /** i32 view of the whole memory (index = offset / 4). */
+  get i32(): Int32Array {
+    return this._u8.length !== 0 ? this._i32 : this.remap()._i32;
+  }
+  /** DataView of the whole memory (little-endian accessors for spec layouts). */
+  get view(): DataView {
+    return this._u8.length !== 0 ? this._view : this.remap()._view;
+  }
+
+  /**
+   * Re-makes the views over the memory's current buffer. The getters do it by themselves when
+   * a grow detached the old buffer; call it after growing a shared memory to see the new pages.
+   */
+  remap(): this {
+    const buf = this.memory.buffer;
+    this._u8 = new Uint8Array(buf);
+    this._u16 = new Uint16Array(buf);
+    this._u32 = new Uint32Array(buf);
+    this._i32 = new Int32Array(buf);
+    this._view = new DataView(buf);
+    return this;
+  }
+
+  private constructor(h: PlatformHandle, shared: boolean, mode: 'create' | 'attach' | 'foreign', allocateRam = true) {
     checkHandle(h);
     this.memory = h.memory;
     this.module = h.module;
@@ -117,20 +183,20 @@ export class Platform {
     this.privSize = h.privSize;
     this.ramBase = h.ramBase;
     this.ramSize = h.ramSize;
-    const buf = h.memory.buffer;
-    this.u8 = new Uint8Array(buf);
-    this.u32 = new Uint32Array(buf);
-    this.i32 = new Int32Array(buf);
-    this.view = new DataView(buf);
+    this.remap();
     // The creator owns both arenas. An attached side may allocate only from the slices the
     // creator carved out for it: with the whole arena it would hand out the creator's offsets
     // again (a worker's queue state over the driver's rings).
     const refuse = (arena: string) =>
       Allocator.closed(`this platform was attached without a ${arena} slice, so it cannot allocate ${arena} memory; ` +
         `make the handle with handle({ priv, ram }) on the creating side to give it one`);
-    if (!attached) {
+    if (mode === 'create') {
       this.priv = new Allocator(h.privBase, h.privSize);
       this.ram = new Allocator(h.ramBase, h.ramSize);
+    } else if (mode === 'foreign') {
+      this.priv = new Allocator(h.privBase, h.privSize);
+      this.ram = allocateRam ? new Allocator(h.ramBase, h.ramSize)
+        : Allocator.closed('guest RAM of a foreign platform belongs to the guest; open it with foreign({ allocateRam: true }) to allocate there');
     } else {
       this.priv = h.privSlice ? new Allocator(h.privSlice.base, h.privSlice.size) : refuse('priv');
       this.ram = h.ramSlice ? new Allocator(h.ramSlice.base, h.ramSlice.size) : refuse('ram');
@@ -170,7 +236,7 @@ export class Platform {
       throw new VirtioError(Code.ResourceExhausted, `cannot create a ${shared ? 'shared ' : ''}memory of ${pages} pages: ${(e as Error).message}`, { cause: e });
     }
     const module = opts.module ?? defaultModule(shared);
-    return new Platform({ memory, module, privBase, privSize, ramBase, ramSize }, shared, false);
+    return new Platform({ memory, module, privBase, privSize, ramBase, ramSize }, shared, 'create');
   }
 
   /**
@@ -188,7 +254,41 @@ export class Platform {
       throw new VirtioError(Code.InvalidArgument, 'a platform handle needs a WebAssembly.Memory');
     }
     const shared = typeof SharedArrayBuffer !== 'undefined' && h.memory.buffer instanceof SharedArrayBuffer;
-    return new Platform(h, shared, true);
+    return new Platform(h, shared, 'attach');
+  }
+
+  /**
+   * Opens a memory the caller owns (an emulator's) whose guest RAM is [ramBase, +ramSize).
+   * The private arena is [privBase, +privateSize) if given (above or below RAM, apart from it),
+   * else `privateSize` bytes in pages grown onto the memory here. Nothing is written into the
+   * memory (the ring module has no data segments and no start function; allocators keep their
+   * books in JS). The owner may grow the memory later (see {@link u8}). Throws
+   * VirtioError(InvalidArgument) for a layout that overlaps, starts below 64 KiB or lies outside
+   * the memory, ResourceExhausted when the memory cannot grow by the private arena.
+   */
+  static foreign(opts: ForeignPlatformOptions): Platform {
+    if (typeof opts !== 'object' || opts === null || !(opts.memory instanceof WebAssembly.Memory)) {
+      throw new VirtioError(Code.InvalidArgument, 'foreign() needs { memory: WebAssembly.Memory, ramBase, ramSize }');
+    }
+    const { memory } = opts;
+    const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+    const rawPriv = opts.privateSize ?? 1 << 20;
+    if (!isCount(rawPriv) || rawPriv === 0) throw new VirtioError(Code.InvalidArgument, `privateSize ${String(rawPriv)} must be a positive integer`);
+    if (!isCount(opts.ramBase) || !isCount(opts.ramSize) || opts.ramBase + opts.ramSize > memory.buffer.byteLength) {
+      throw new VirtioError(Code.InvalidArgument, `guest RAM [${String(opts.ramBase)}, +${String(opts.ramSize)}) is not inside the memory`);
+    }
+    let privBase = opts.privBase;
+    let privSize = rawPriv;
+    if (privBase === undefined) {
+      privSize = roundPages(rawPriv);
+      try {
+        privBase = memory.grow(privSize / PAGE) * PAGE;
+      } catch (e) {
+        throw new VirtioError(Code.ResourceExhausted, `cannot grow the memory by ${privSize / PAGE} pages for the private arena: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    const module = opts.module ?? defaultModule(shared);
+    return new Platform({ memory, module, privBase, privSize, ramBase: opts.ramBase, ramSize: opts.ramSize }, shared, 'foreign', opts.allocateRam ?? false);
   }
 
   /**

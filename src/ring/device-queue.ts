@@ -75,8 +75,13 @@ export class DeviceQueue extends QueueBase {
   private readonly chains: number;
   private readonly segs: number;
   private readonly pushRecs: number;
-  private readonly u32: Uint32Array;
-  private readonly u16: Uint16Array;
+  // Views through the platform, never cached: the memory's owner may grow it (detaching the buffer).
+  private get u32(): Uint32Array {
+    return this.platform.u32;
+  }
+  private get u16(): Uint16Array {
+    return this.platform.u16;
+  }
   /** True if the last {@link serve} decided the driver needs a used-buffer notification now. */
   serveCall = false;
   /** True if the last {@link serve} stopped at a chain it does not serve: pop() it. */
@@ -107,8 +112,6 @@ export class DeviceQueue extends QueueBase {
       this.chains = this.allocPriv(this.batch * REC.CHAIN, 16);
       this.segs = this.allocPriv(this.maxSegs * REC.SEG, 16);
       this.pushRecs = this.allocPriv(this.batch * REC.CHAIN, 16);
-      this.u32 = platform.u32;
-      this.u16 = new Uint16Array(platform.memory.buffer);
       this.mapRings(true);
       this.setWord(Q.IOTLB, this.iotlb.offset);
       this.ex.dev_reset(this.qsb);

@@ -69,7 +69,10 @@ export class DriverQueue extends QueueBase {
   private lenView: Uint32Array | undefined;
   private staged = 0;
   private stagedSegs = 0;
-  private readonly u32: Uint32Array;
+  // A view through the platform, never cached: the memory's owner may grow it (detaching the buffer).
+  private get u32(): Uint32Array {
+    return this.platform.u32;
+  }
 
   constructor(platform: Platform, opts: DriverQueueOptions) {
     super(platform, opts.size, opts.features ?? ringFeatures());
@@ -104,7 +107,6 @@ export class DriverQueue extends QueueBase {
       this.setWord(Q.INDIRECT_MAX, this.indirectMax);
       this.setWord(Q.DMA_BASE, dmaBase % 2 ** 32);
       this.setWord(Q.DMA_BASE + 4, Math.floor(dmaBase / 2 ** 32));
-      this.u32 = platform.u32;
       this.reset();
     } catch (e) {
       super.destroy();

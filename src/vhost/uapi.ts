@@ -154,7 +154,7 @@ export const VHOST_SET_OWNER = IO(VHOST_VIRTIO, 0x01);
 export const VHOST_RESET_OWNER = IO(VHOST_VIRTIO, 0x02);
 /** vhost memory table (not used by vhost-vdpa, which maps through IOTLB messages). */
 export const VHOST_SET_MEM_TABLE = IOW(VHOST_VIRTIO, 0x03, VHOST_MEMORY.SIZE);
-/** Dirty log base (vhost-vdpa: ENOTTY). */
+/** Dirty log base (u64 in: where the log bitmap is). Linux vhost-vdpa: ENOTTY; our node implements it. */
 export const VHOST_SET_LOG_BASE = IOW(VHOST_VIRTIO, 0x04, 8);
 /** Dirty log eventfd (vhost-vdpa: ENOTTY). */
 export const VHOST_SET_LOG_FD = IOW(VHOST_VIRTIO, 0x07, 4);
@@ -261,6 +261,11 @@ export const VHOST_ACCESS_RO = 0x1;
 export const VHOST_ACCESS_WO = 0x2;
 /** vhost_iotlb_msg.perm: both. */
 export const VHOST_ACCESS_RW = 0x3;
+
+// ── vhost feature bits in VHOST_GET/SET_FEATURES (vhost.h) ──
+
+/** vhost.h VHOST_F_LOG_ALL (26): log every write the device makes, into the VHOST_SET_LOG_BASE bitmap. */
+export const VHOST_F_LOG_ALL = 26;
 
 // ── backend features (bit numbers, vhost_types.h) ──
 

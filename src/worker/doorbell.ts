@@ -185,7 +185,7 @@ export class DoorbellWaiter {
       this.sleeps++;
       if (r !== 'timed-out') this.wakeups++;
     } finally {
-      Atomics.store(m, this.i + 1, 0);
+      Atomics.store(this.platform.i32, this.i + 1, 0);
     }
     return this.poll();
   }
@@ -206,12 +206,13 @@ export class DoorbellWaiter {
         r = res.async ? await (res.value as Promise<string>) : (res.value as string);
       } else {
         await new Promise((f) => setTimeout(f, Math.min(timeoutMs, 1)));
-        r = Atomics.load(m, this.i) !== seq ? 'ok' : 'timed-out';
+        // Re-read the view after the await: an unshared memory's owner may have grown it.
+        r = Atomics.load(this.platform.i32, this.i) !== seq ? 'ok' : 'timed-out';
       }
       this.sleeps++;
       if (r === 'ok') this.wakeups++;
     } finally {
-      Atomics.store(m, this.i + 1, 0);
+      Atomics.store(this.platform.i32, this.i + 1, 0);
     }
     return this.poll();
   }

@@ -1,0 +1,464 @@
+// The device side of "the device in a worker" (issue 8 §2): a VdpaBus with the management
+// devices, on a platform attached from the driving thread's shared memory, served over a
+// Channel. The worker is the devices' hardware: the control plane arrives as requests (mgmt
+// requests on the channel, the synchronous vdpa config ops through a shared-memory mailbox per
+// opened device, see mailbox.ts), the data plane only through shared memory. Kicks and calls
+// are doorbells (doorbell.ts), the role eventfds play for Linux vhost: a kick doorbell rings →
+// the device's kickVq runs here; the device's used-buffer / config callbacks ring call doorbells.
+//
+// The serving loop polls adaptively: after work it keeps polling its doorbells for `spinUs`
+// (a busy driver's next kick costs no futex wake), then parks in Atomics.wait, bounded, so an
+// idle worker sleeps (it wakes at most every `idleWaitMs` to let its event loop run timers).
+// Channel messages are delivered by the worker's event loop, so the client rings a `wake`
+// doorbell with every request and the loop yields to the event loop when it rings.
+//
+// The worker's bus has two bus drivers: `remote_vdpa` (the default: a device bound to it is
+// opened from another thread as a RemoteVdpaDevice, for virtio_vdpa there) and `vhost_vdpa`
+// (bind a device to it and a VMM opens its node `vhost-vdpa-N` over the channel: ioctl bytes
+// and IOTLB messages as requests, kicks and calls as the doorbells SET_VRING_KICK/CALL name).
+//
+// Requests (channel): attach(handle) · vdpa(argv) · devAdd(mgmtdev, name, attrs) · devDel(name)
+// · switchConnect(name) · open(name, mailbox) · release(name) · bind(name, driver) · unbind(name)
+// · vhostNodes() · vhostOpen(node) · vhostIoctl(fid, request, arg) · vhostWrite(fid, msg)
+// · vhostClose(fid) · stats() · shutdown().
+
+import { VirtioError, Code } from '../errors.ts';
+import { Platform, type PlatformHandle } from '../platform/platform.ts';
+import { VdpaBus, type VdpaDevice, type VdpaBusDriver } from '../bus/bus.ts';
+import { VhostVdpa, type VhostVdpaFile } from '../drivers/vhost-vdpa.ts';
+import { VHOST_SET_VRING_KICK, VHOST_VRING_FILE, VHOST_FILE_UNBIND } from '../vhost/uapi.ts';
+import { VdpaSimNetMgmt, VdpaSimBlkMgmt, type MgmtDevAttrs } from '../mgmt/mgmtdev.ts';
+import { L2Switch } from '../devices/switch.ts';
+import { VdpaSimNet } from '../devices/net.ts';
+import { runVdpa } from '../cli/vdpa.ts';
+import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
+import { Channel, type PortLike } from './channel.ts';
+import { MailboxServer, type MailboxHandle } from './mailbox.ts';
+
+/** Options of {@link serveVdpa}. */
+export interface ServeVdpaOptions {
+  /**
+   * The platform to serve on. Without it the first request must be `attach(handle)` (a
+   * PlatformHandle with priv and ram slices for the devices' state and RAM disks).
+   */
+  platform?: Platform;
+  /** The bus to serve. @default a bus with vdpasim_net and vdpasim_blk on the platform */
+  bus?: VdpaBus;
+  /** RAM disk sectors of the default vdpasim_blk management device. @default 8192 (4 MiB) */
+  blkCapacity?: number;
+  /** Microseconds the loop keeps polling after work before it parks. @default 50 */
+  spinUs?: number;
+  /** Longest park before the loop yields to the event loop. @default 50 */
+  idleWaitMs?: number;
+  /** Extra requests the entry adds (e.g. the Node entry's `threadCpu`), by name. */
+  requests?: Record<string, (args: unknown[]) => unknown>;
+}
+
+/** What `open` answers: the device's identity, its doorbells and what the client may cache. */
+export interface OpenedDevice {
+  /** Device name. */
+  name: string;
+  /** Virtqueues. */
+  nvqs: number;
+  /** Virtqueue groups. */
+  ngroups: number;
+  /** Address spaces. */
+  nas: number;
+  /** Kick doorbell of each queue (the client rings it; a guest may too). */
+  kicks: DoorbellHandle[];
+  /** Call doorbell of each queue (the device rings it). */
+  calls: DoorbellHandle[];
+  /** Config-change doorbell. */
+  config: DoorbellHandle;
+  /** Answers that never change for the life of the device. */
+  cache: OpenedDeviceCache;
+}
+
+/** The config-op answers a client caches at open (they never change for the device's life). */
+export interface OpenedDeviceCache {
+  /** get_device_features. */
+  deviceFeatures: bigint;
+  /** get_config_size. */
+  configSize: number;
+  /** get_device_id. */
+  deviceId: number;
+  /** get_vendor_id. */
+  vendorId: number;
+  /** get_vq_num_max. */
+  vqNumMax: number;
+  /** get_vq_num_min. */
+  vqNumMin: number;
+  /** get_vq_align. */
+  vqAlign: number;
+}
+
+/** Counters of the serving loop (for "the worker sleeps when idle" figures). */
+export interface HostStats {
+  /** Times the loop parked in Atomics.wait. */
+  sleeps: number;
+  /** Parks that a doorbell ended (not a timeout). */
+  wakeups: number;
+  /** Kick doorbells handled. */
+  kicks: number;
+  /** Mailbox requests answered. */
+  syncOps: number;
+  /** Times the loop yielded to the event loop. */
+  yields: number;
+  /** Doorbell polls (spinning shows as a fast-growing count; an idle worker adds a few per park). */
+  polls: number;
+}
+
+interface Served {
+  dev: VdpaDevice;
+  kicks: Doorbell[];
+  calls: Doorbell[];
+  config: Doorbell;
+  mbox: MailboxServer;
+}
+
+/** Name of the worker bus's driver for devices driven from another thread. */
+export const REMOTE_VDPA = 'remote_vdpa';
+
+/** Config ops a client may call synchronously (everything but the callbacks and kicks, which are doorbells). */
+const SYNC_OPS = new Set([
+  'setVqAddress', 'setVqNum', 'setVqReady', 'getVqReady', 'setVqState', 'getVqState', 'getVqGroup', 'getVendorVqStats',
+  'setDriverFeatures', 'getDriverFeatures', 'getStatus', 'setStatus', 'reset', 'suspend', 'resume', 'getConfig', 'setConfig',
+  'getGeneration', 'setMap', 'dmaMap', 'dmaUnmap', 'setGroupAsid',
+]);
+
+/**
+ * Serves a vdpa bus on `port` (a worker's parentPort or `self`, or any PortLike) until the
+ * channel closes or `shutdown` is requested; then every served device is reset and released
+ * and the returned promise resolves.
+ */
+export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<void> {
+  let p: Platform | null = opts.platform ?? null;
+  let bus: VdpaBus | null = opts.bus ?? null;
+  let waiter: DoorbellWaiter | null = null;
+  let wake: Doorbell | null = null;
+  const sw = new L2Switch();
+  const switched = new Map<string, number>();
+  const served = new Map<string, Served>();
+  const stats: HostStats = { sleeps: 0, wakeups: 0, kicks: 0, syncOps: 0, yields: 0, polls: 0 };
+  const spinMs = (opts.spinUs ?? 50) / 1000;
+  const idleWaitMs = opts.idleWaitMs ?? 50;
+  let vhost: VhostVdpa | null = null;
+  const files = new Map<number, { file: VhostVdpaFile; kicks: Map<number, Doorbell> }>();
+  let nextFid = 1;
+  let yieldSoon = false;
+  let stopped = false;
+  let looping = false;
+  let finish!: () => void;
+  const done = new Promise<void>((f) => (finish = f));
+
+  const setup = (pl: Platform): void => {
+    p = pl;
+    if (!bus) {
+      bus = new VdpaBus({ defaultDriver: REMOTE_VDPA });
+      bus.registerMgmtDevice(new VdpaSimNetMgmt(pl));
+      bus.registerMgmtDevice(new VdpaSimBlkMgmt(pl, opts.blkCapacity ?? 8192));
+    }
+    if (!bus.busDrivers.some((d) => d.name === REMOTE_VDPA)) bus.registerDriver(remoteDriver);
+    vhost = (bus.busDrivers.find((d) => d.name === 'vhost_vdpa') as VhostVdpa | undefined) ?? null;
+    if (!vhost) bus.registerDriver((vhost = new VhostVdpa(pl)));
+    waiter = new DoorbellWaiter(pl);
+    wake = Doorbell.alloc(pl);
+    waiter.watch(wake, () => (yieldSoon = true));
+    if (!looping) {
+      looping = true;
+      void loop();
+    }
+  };
+
+  const need = (): { p: Platform; bus: VdpaBus; waiter: DoorbellWaiter } => {
+    if (!p || !bus || !waiter) throw new VirtioError(Code.FailedPrecondition, 'the device worker is not attached to a platform yet');
+    return { p, bus, waiter };
+  };
+
+  const release = (name: string): void => {
+    const s = served.get(name);
+    if (!s) return;
+    served.delete(name);
+    s.mbox.close();
+    for (const d of [...s.kicks, s.config]) waiter?.unwatch(d);
+    try {
+      if (!(s.dev as { isDestroyed?: boolean }).isDestroyed) {
+        s.dev.setConfigCb(null);
+        s.dev.reset(); // as vhost_vdpa's release does: the device forgets rings that may be freed
+      }
+    } catch {
+      /* deleted meanwhile */
+    }
+    for (const d of [...s.kicks, ...s.calls, s.config]) d.free();
+  };
+
+  // The bus driver for devices driven from another thread: probing takes nothing; removal
+  // (unbind, dev del) releases an open device, as vhost_vdpa's remove revokes its file.
+  const remoteDriver: VdpaBusDriver = {
+    name: REMOTE_VDPA,
+    probe: () => {},
+    remove: (dev) => release(dev.name),
+  };
+
+  const open = (name: string, mh: MailboxHandle): OpenedDevice => {
+    const { p, bus, waiter } = need();
+    if (served.has(name)) throw new VirtioError(Code.AlreadyExists, `${name} is already open`);
+    const dev = bus.device(name);
+    const drv = bus.driverOf(name);
+    if (drv !== remoteDriver) throw new VirtioError(Code.FailedPrecondition, `${name} is ${drv ? `bound to ${drv.name}` : 'not bound'} in the device worker; bind it to ${REMOTE_VDPA} first`);
+    const kicks: Doorbell[] = [];
+    const calls: Doorbell[] = [];
+    let config: Doorbell | null = null;
+    try {
+      for (let i = 0; i < dev.nvqs; i++) {
+        kicks.push(Doorbell.alloc(p));
+        calls.push(Doorbell.alloc(p));
+      }
+      config = Doorbell.alloc(p);
+      const cfg = config;
+      const s: Served = {
+        dev, kicks, calls, config: cfg,
+        mbox: new MailboxServer(p, mh, waiter, (op, args) => {
+          stats.syncOps++;
+          return syncOp(s, op, args);
+        }),
+      };
+      kicks.forEach((k, i) =>
+        waiter.watch(k, () => {
+          stats.kicks++;
+          try {
+            dev.kickVq(i);
+          } catch {
+            // A kick on a deleted or reset device: nothing to do (a kick is a hint).
+          }
+        }));
+      served.set(name, s);
+      return {
+        name, nvqs: dev.nvqs, ngroups: dev.ngroups, nas: dev.nas,
+        kicks: kicks.map((d) => d.handle), calls: calls.map((d) => d.handle), config: cfg.handle,
+        cache: {
+          deviceFeatures: dev.getDeviceFeatures(), configSize: dev.getConfigSize(), deviceId: dev.getDeviceId(), vendorId: dev.getVendorId(),
+          vqNumMax: dev.getVqNumMax(), vqNumMin: dev.getVqNumMin?.() ?? 1, vqAlign: dev.getVqAlign(),
+        },
+      };
+    } catch (e) {
+      for (const d of [...kicks, ...calls]) d.free();
+      config?.free();
+      throw e;
+    }
+  };
+
+  const syncOp = (s: Served, op: string, args: unknown[]): unknown => {
+    const dev = s.dev;
+    if (op === 'setVqCb') {
+      const [idx, on] = args as [number, boolean];
+      const call = s.calls[idx];
+      if (!Number.isInteger(idx) || !call) throw new VirtioError(Code.InvalidArgument, `queue ${idx} is outside 0..${dev.nvqs - 1}`);
+      dev.setVqCb(idx, on ? () => call.ring() : null);
+      return null;
+    }
+    if (op === 'setConfigCb') {
+      dev.setConfigCb(args[0] ? () => s.config.ring() : null);
+      return null;
+    }
+    if (!SYNC_OPS.has(op)) throw new VirtioError(Code.Unsupported, `${op} is not a config op the device worker serves`);
+    const fn = (dev as unknown as Record<string, ((...a: unknown[]) => unknown) | undefined>)[op];
+    if (typeof fn !== 'function') throw new VirtioError(Code.Unsupported, `${dev.name} has no ${op}`);
+    return fn.apply(dev, args);
+  };
+
+  const fileOf = (fid: unknown) => {
+    const f = typeof fid === 'number' ? files.get(fid) : undefined;
+    if (!f) throw new VirtioError(Code.NotFound, `no open vhost file ${String(fid)}`);
+    return f;
+  };
+
+  const closeFile = (fid: number): void => {
+    const f = files.get(fid);
+    if (!f) return;
+    files.delete(fid);
+    for (const db of f.kicks.values()) waiter?.unwatch(db);
+    f.file.close();
+  };
+
+  // The file's kick doorbells are watched by the file's own waiter; this loop parks on one
+  // waker only, so it watches the same doorbells (taking their waker word) and hands each ring
+  // to the file's waiter, which runs kick_vq. Re-done after every SET_VRING_KICK.
+  const adoptKick = (f: { file: VhostVdpaFile; kicks: Map<number, Doorbell> }, arg: Uint8Array): void => {
+    const { p, waiter } = need();
+    if (arg.length < VHOST_VRING_FILE.SIZE) return;
+    const v = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
+    const index = v.getUint32(VHOST_VRING_FILE.index, true);
+    const fd = v.getInt32(VHOST_VRING_FILE.fd, true);
+    const old = f.kicks.get(index);
+    if (old) waiter.unwatch(old);
+    f.kicks.delete(index);
+    if (fd === VHOST_FILE_UNBIND) return;
+    const db = new Doorbell(p, { addr: fd >>> 0 });
+    f.kicks.set(index, db);
+    const file = f.file;
+    waiter.watch(db, () => {
+      stats.kicks++;
+      file.kickWaiter?.poll();
+    });
+  };
+
+  const handler = (op: string, args: unknown[]): unknown => {
+    switch (op) {
+      case 'attach': {
+        if (p) throw new VirtioError(Code.FailedPrecondition, 'the device worker is already attached');
+        setup(Platform.attach(args[0] as PlatformHandle));
+        return { wake: wake!.handle, shared: p!.shared };
+      }
+      case 'hello':
+        need();
+        return { wake: wake!.handle, shared: p!.shared };
+      case 'vdpa': {
+        const { bus } = need();
+        let out = '', err = '';
+        const code = runVdpa((args[0] as string[]).map(String), { bus, out: (s) => (out += s), err: (s) => (err += s) });
+        return { code, out, err };
+      }
+      case 'devAdd': {
+        const { bus } = need();
+        const dev = bus.devAdd(String(args[0]), String(args[1]), (args[2] ?? {}) as MgmtDevAttrs);
+        return { name: dev.name, nvqs: dev.nvqs, deviceId: dev.getDeviceId() };
+      }
+      case 'devDel': {
+        const { bus } = need();
+        const name = String(args[0]);
+        release(name);
+        const port = switched.get(name);
+        if (port !== undefined) {
+          sw.disconnect(port);
+          switched.delete(name);
+        }
+        bus.devDel(name);
+        return null;
+      }
+      case 'switchConnect': {
+        const { bus } = need();
+        const name = String(args[0]);
+        const dev = bus.device(name);
+        if (!(dev instanceof VdpaSimNet)) throw new VirtioError(Code.InvalidArgument, `${name} is not a vdpasim_net device`);
+        if (switched.has(name)) throw new VirtioError(Code.AlreadyExists, `${name} is already on the switch`);
+        const port = sw.connect(dev);
+        dev.attachPort((frames) => sw.input(port, frames));
+        switched.set(name, port);
+        return port;
+      }
+      case 'open':
+        return open(String(args[0]), args[1] as MailboxHandle);
+      case 'bind':
+        need().bus.bind(String(args[0]), String(args[1]));
+        return String(args[1]) === 'vhost_vdpa' ? vhost!.nodeOf(String(args[0])) : null;
+      case 'unbind':
+        need().bus.unbind(String(args[0]));
+        return null;
+      case 'vhostNodes':
+        need();
+        return vhost!.nodes;
+      case 'vhostOpen': {
+        need();
+        const file = vhost!.open(String(args[0]));
+        const fid = nextFid++;
+        files.set(fid, { file, kicks: new Map() });
+        return fid;
+      }
+      case 'vhostIoctl': {
+        const f = fileOf(args[0]);
+        const req = Number(args[1]) >>> 0;
+        const arg = args[2] instanceof Uint8Array ? args[2] : new Uint8Array(0);
+        const r = f.file.ioctlRaw(req, arg);
+        if (r.ret === 0 && req === VHOST_SET_VRING_KICK) adoptKick(f, arg);
+        return r;
+      }
+      case 'vhostWrite': {
+        const f = fileOf(args[0]);
+        return f.file.writeRaw(args[1] instanceof Uint8Array ? args[1] : new Uint8Array(0));
+      }
+      case 'vhostClose':
+        closeFile(args[0] as number);
+        return null;
+      case 'release':
+        release(String(args[0]));
+        return null;
+      case 'stats':
+        return { ...stats, sleeps: waiter?.sleeps ?? 0, wakeups: waiter?.wakeups ?? 0 };
+      case 'shutdown':
+        queueMicrotask(stop);
+        return null;
+      default: {
+        const extra = opts.requests && Object.hasOwn(opts.requests, op) ? opts.requests[op] : undefined;
+        if (extra) return extra(args);
+        throw new VirtioError(Code.Unsupported, `the device worker has no request ${op}`);
+      }
+    }
+  };
+
+  const ch = new Channel(port, { handler, name: 'device worker' });
+  ch.onClose(() => stop());
+  if (p) setup(p);
+
+  function stop(): void {
+    if (stopped) return;
+    stopped = true;
+    for (const name of [...served.keys()]) release(name);
+    for (const fid of [...files.keys()]) closeFile(fid);
+    ch.close();
+    if (!looping) cleanup();
+  }
+
+  function cleanup(): void {
+    waiter?.close();
+    wake?.free();
+    finish();
+  }
+
+  const now = () => performance.now();
+  const later = (f: () => void) => (typeof setImmediate === 'function' ? setImmediate(f) : setTimeout(f, 0));
+
+  // The adaptive serving loop. It returns to the event loop (a macrotask turn) when a channel
+  // request rang `wake`, and after each bounded park, so messages and timers are never starved;
+  // between polls that found work it lets microtasks (a device's deferred budget) run.
+  async function loop(): Promise<void> {
+    const w = waiter!;
+    // Spin only right after work: once a park timed out, the next one starts at once.
+    let lastWork = -Infinity;
+    for (;;) {
+      if (stopped) break;
+      for (;;) {
+        let n = 0;
+        stats.polls++;
+        try {
+          n = w.poll();
+        } catch {
+          /* a callback's fault is the device's: it has its own containment */
+        }
+        if (stopped || yieldSoon) break;
+        if (n > 0) {
+          lastWork = now();
+          await 0; // let microtasks (deferred device work) run
+          continue;
+        }
+        if (now() - lastWork < spinMs) continue;
+        let got = 0;
+        try {
+          got = w.wait(idleWaitMs);
+        } catch {
+          break;
+        }
+        if (got === 0) break; // a whole idle park: give the event loop a turn
+        lastWork = now();
+        await 0;
+      }
+      yieldSoon = false;
+      stats.yields++;
+      await new Promise<void>((f) => later(f));
+    }
+    looping = false;
+    cleanup();
+  }
+
+  return done;
+}

@@ -1,0 +1,64 @@
+// loadState against mutated states: every bad input is refused with a VirtioError (never a
+// TypeError, a trap or a hang) and leaves the destination fresh; the binary decoder likewise.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Platform, VirtioError, saveState, loadState, encodeState, decodeState, seeded, type DeviceState } from '../src/index.ts';
+import { netDev, netDriver, blkDev, blkDriver, SharedDisk } from './helpers/migration.ts';
+
+const VALUES: unknown[] = [null, undefined, -1, 0, 1, 2 ** 53, 0.5, NaN, '', '0x', '0xffffffffffffffffff', 'zz', [], {}, true, 65535, 65536, 4096];
+
+function paths(v: unknown, prefix: (string | number)[] = [], out: (string | number)[][] = []): (string | number)[][] {
+  out.push(prefix);
+  if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) paths(x, [...prefix, Array.isArray(v) ? Number(k) : k], out);
+  return out;
+}
+
+function mutate(s: DeviceState, rnd: () => number): unknown {
+  const c = structuredClone(s) as unknown as Record<string, unknown>;
+  const all = paths(c).filter((p) => p.length > 0);
+  const p = all[Math.floor(rnd() * all.length)]!;
+  let o: Record<string | number, unknown> = c;
+  for (const k of p.slice(0, -1)) o = o[k] as Record<string | number, unknown>;
+  o[p[p.length - 1]!] = VALUES[Math.floor(rnd() * VALUES.length)];
+  return c;
+}
+
+test('mutated net and blk states: typed refusals, destination unchanged', async () => {
+  const p = Platform.create({ ramSize: 16 << 20 });
+  const net = netDev(p, 2);
+  const { drv } = netDriver(p, net, 'packed');
+  await drv.setMacTable(['02:00:00:00:00:05'], ['01:00:5e:00:00:01']);
+  await drv.addVlan(7);
+  await net.suspendDrained();
+  const disk = new SharedDisk(64);
+  const blk = blkDev(p, disk);
+  blkDriver(p, blk, 'split');
+  await blk.suspendDrained();
+  const rnd = seeded(42);
+  let refused = 0;
+  for (const [src, make] of [[net, () => netDev(p, 2)], [blk, () => blkDev(p, disk)]] as const) {
+    const st = saveState(src);
+    const bin = encodeState(st);
+    for (let i = 0; i < 300; i++) {
+      const dst = make();
+      try {
+        loadState(dst, mutate(st, rnd) as DeviceState);
+      } catch (e) {
+        assert.ok(e instanceof VirtioError, `not a VirtioError: ${String(e)}`);
+        assert.equal(dst.getStatus(), 0);
+        refused++;
+      }
+      dst.destroy();
+      // Binary: random byte edits and truncations.
+      const b = bin.slice(0, Math.max(1, bin.length - Math.floor(rnd() * 3)));
+      b[Math.floor(rnd() * b.length)] = Math.floor(rnd() * 256);
+      try {
+        decodeState(b);
+      } catch (e) {
+        assert.ok(e instanceof VirtioError, `decode: not a VirtioError: ${String(e)}`);
+      }
+    }
+  }
+  console.log(`# refused ${refused} of 600`);
+  assert.ok(refused > 300, `${refused} of 600 mutated states refused`);
+});
