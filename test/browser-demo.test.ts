@@ -206,6 +206,7 @@ describe('demo page in Chromium', { skip: haveChromium ? false : `${CHROMIUM} no
     assert.match(term, /^net0: type network mgmtdev vdpasim_net vendor_id 0 max_vqs \d+ max_vq_size \d+$/m);
     assert.match(term, /^net1: type network mgmtdev vdpasim_net /m);
     assert.match(term, /^blk0: type block mgmtdev vdpasim_blk /m);
+    assert.match(term, /^disk0: type block mgmtdev vdpasim_blk /m);
   });
 
   test('a device added from the console gets a driver and rings; deleting it takes them away', async () => {
@@ -297,7 +298,8 @@ describe('browserCrossThreadRunner (src/browser/lab-runner.ts)', () => {
         if (r.status() >= 400) errors.push(`HTTP ${r.status()} for ${r.url()}`);
       });
       await pg.goto(`${srv.url}/test/browser/lab.html`);
-      await pg.waitForFunction(() => '__result' in window, undefined, { timeout: WAIT_MS, polling: 100 });
+      // Bounded above the runner's own 60 s start timeout, so a stuck start reports its reason.
+      await pg.waitForFunction(() => '__result' in window, undefined, { timeout: 3 * WAIT_MS, polling: 100 });
       const r = await pg.evaluate(() => (window as unknown as { __result: { ok: boolean; error?: string; results: { mode: string; layout: string; mdps: number; kicks: number; calls: number }[] } }).__result);
       assert.deepEqual(errors, []);
       assert.equal(r.ok, true, r.error);

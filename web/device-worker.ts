@@ -64,6 +64,10 @@ const pageDriver: VdpaBusDriver = {
     }
     dropSlots(dev.name);
     dev.reset();
+    if (dev instanceof VdpaSimBlk && opfsDisk && dev.backend === opfsDisk) {
+      opfsDisk.close(); // releases the image's lock (vdpa dev del disk0)
+      opfsDisk = null;
+    }
     post({ t: 'remove', name: dev.name });
   },
 };
@@ -152,21 +156,21 @@ function snapshot(id: number): FromWorker {
 
 /**
  * A vdpasim_blk device over a disk image in the Origin Private File System (OpfsBackend: sync
- * access handles exist only in dedicated workers, like this one). The image persists across
- * reloads. Another tab holding the image's lock, or a browser without OPFS, only costs the disk.
- * It is put on the bus directly (bus.addDevice), not made by a management device, so `vdpa dev
- * show` (which lists management devices' devices, as the kernel's netlink dump does) omits it.
+ * access handles exist only in dedicated workers, like this one), made through the management
+ * device like the others (a backend is a management attribute given in code: the tool cannot
+ * pass one). The image persists across reloads. Another tab holding the image's lock, or a
+ * browser without OPFS, only costs the disk.
  */
+let opfsDisk: OpfsBackend | null = null;
 async function addOpfsDisk(o: { path: string; sectors: number } | null): Promise<void> {
   if (!o) return;
-  let backend: OpfsBackend;
   try {
-    backend = await OpfsBackend.open(o.path, { sectors: o.sectors });
+    opfsDisk = await OpfsBackend.open(o.path, { sectors: o.sectors });
   } catch (e) {
     post({ t: 'note', message: `no OPFS disk: ${e instanceof Error ? e.message : String(e)}` });
     return;
   }
-  bus.addDevice(new VdpaSimBlk(p, { name: 'disk0', backend }));
+  bus.devAdd('vdpasim_blk', 'disk0', { backend: opfsDisk });
 }
 
 function runCommand(argv: string[]): { rc: number; out: string; err: string } {

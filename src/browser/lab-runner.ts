@@ -42,7 +42,7 @@ export interface BrowserLabRunnerOptions {
   /**
    * How long a new worker may take to answer its first message. A worker that never answers
    * (its script did not call serveLab: a bundler dropped the import, say) then fails the
-   * runner with `cancelled` instead of hanging. @default 15000
+   * runner with `cancelled` instead of hanging (a cold start on a loaded machine can take seconds). @default 60000
    */
   startTimeoutMs?: number;
 }
@@ -119,7 +119,7 @@ export async function browserCrossThreadRunner(opts: BrowserLabRunnerOptions = {
   const drvW = new LabWorker(make('vdpa-lab-driver'), 'driver');
   const devW = new LabWorker(make('vdpa-lab-device'), 'device');
   try {
-    const t = opts.startTimeoutMs ?? 15_000;
+    const t = opts.startTimeoutMs ?? 60_000;
     await Promise.all([
       drvW.ask({ op: 'attach', handle: p.handle({ priv: 4 << 20, ram: 40 << 20 }) }, t),
       devW.ask({ op: 'attach', handle: p.handle({ priv: 4 << 20, ram: 4 << 20 }) }, t),
