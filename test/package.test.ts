@@ -64,7 +64,7 @@ function consumer(name: string, compilerOptions: Record<string, unknown>, main: 
 }
 
 const MAIN = `
-import { Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, DriverQueue, ringFeatures, loadRingModule, type BlkBackend } from 'vdpa-wasm';
+import { Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, DriverQueue, ringFeatures, loadRingModule, type BlkBackend, type VdpaDevice } from 'vdpa-wasm';
 import { ringWasmUrl, FileBackend } from 'vdpa-wasm/node';
 import { runVdpa } from 'vdpa-wasm/cli';
 
@@ -85,6 +85,11 @@ const blkCap: number = bus.devAdd('vdpasim_blk', 'blk0', { capacity: 8 }).capaci
 bus.addEventListener('device-add', (e) => { const name: string = e.detail; void name; });
 net.addEventListener('needs-reset', (e) => { const vq: number = e.detail.vq; void vq; });
 export { blkCap };
+// A management device of one's own registers the device type it makes.
+interface MyDevice extends VdpaDevice { hello(): string }
+declare module 'vdpa-wasm' { interface VdpaMgmtDeviceTypes { my_mgmt: MyDevice } }
+const mine: string = bus.devAdd('my_mgmt', 'm0').hello();
+export { mine };
 export { bytes, q, url, rc, backend, FileBackend };
 `;
 
@@ -155,10 +160,17 @@ test('package.json: engines, sideEffects for the entry scripts only, the docs sc
   assert.ok(p.devDependencies.typedoc);
   assert.equal(p.scripts.docs, 'typedoc');
   assert.ok(Array.isArray(p.sideEffects));
-  for (const entry of ['./src/cli/main.ts', './src/lab/node-worker.ts']) {
+  for (const entry of ['./src/cli/main.ts', './src/lab/node-worker.ts', './src/browser/lab-worker.ts']) {
     assert.ok(p.sideEffects.includes(entry), entry);
     assert.ok(existsSync(join(root, entry)), entry);
   }
+  // Every module that runs code when imported (a worker or tool entry) is listed, or a bundler
+  // drops `import './entry'` (web/lab-worker.ts bundles src/browser/lab-worker.ts that way).
+  const srcFiles = walk(join(root, 'src')).filter((f) => f.endsWith('.ts'));
+  const withTopLevelCalls = srcFiles.filter((f) => /^(?!export|import|const|let|var|function|class|interface|type|declare|async|enum|abstract)[A-Za-z_$][\w$.]*(?:\(|\s=\s).*[;{(,]$/m.test(readFileSync(f, 'utf8').replace(/^\s*\/\/.*$/gm, '')))
+    .map((f) => './' + f.slice(root.length).replace(/\\/g, '/'));
+  const listed = (f: string) => p.sideEffects.some((g) => new RegExp('^' + g.replace(/[.]/g, '\\.').replace(/\*/g, '[^/]*') + '$').test(f));
+  assert.deepEqual(withTopLevelCalls.filter((f) => !listed(f)), []);
 });
 
 test('the house: imports go one way (rings → platform, drivers → virtio/, never the reverse)', () => {
