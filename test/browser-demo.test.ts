@@ -12,12 +12,12 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { CHROMIUM, launchChromium, watchPage } from './helpers/chromium.ts';
 import { serveStatic, type StaticServer } from './browser/server.ts';
 import { Platform, DriverQueue, DeviceQueue, ringFeatures, browserCrossThreadRunner, VirtioError } from '../src/index.ts';
 import { readRing, FREE, POSTED, DEVICE, USED } from '../web/rings.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** Upper bound of any one wait for the page (a stuck page fails instead of hanging). */
 const WAIT_MS = 60_000;
@@ -110,19 +110,9 @@ describe('demo page in Chromium', { skip: haveChromium ? false : `${CHROMIUM} no
     const { buildWeb } = (await import(pathToFileURL(path.join(ROOT, 'scripts/build-web.mjs')).href)) as { buildWeb: () => Promise<string> };
     await buildWeb();
     server = await serveStatic(ROOT, ['build/web']);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      timeout: 30_000,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1240, height: 900 } });
-    page.on('pageerror', (e) => problems.push(`page error: ${e.stack ?? e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
-    });
-    page.on('response', (r) => {
-      if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`);
-    });
+    watchPage(page, (p) => problems.push(p));
     await page.goto(`${server.url}/build/web/index.html`);
     await page.waitForFunction(() => {
       const d = (window as unknown as { __demo?: Demo }).__demo;
@@ -289,7 +279,7 @@ describe('browserCrossThreadRunner (src/browser/lab-runner.ts)', () => {
   test('from dist in Chromium: default workers, a small cross-thread sweep', { skip: haveChromium ? false : 'no chromium' }, async () => {
     if (!existsSync(path.join(ROOT, 'dist/browser/lab-worker.js'))) assert.fail('dist/browser/lab-worker.js is missing: run `npm run build` first');
     const srv = await serveStatic(ROOT, ['dist', 'test/browser']);
-    const br = await chromium.launch({ executablePath: CHROMIUM, timeout: 30_000, args: ['--no-sandbox', '--disable-gpu', '--no-first-run'] });
+    const br = await launchChromium();
     try {
       const pg = await br.newPage();
       const errors: string[] = [];

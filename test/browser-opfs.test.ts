@@ -11,10 +11,10 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { CHROMIUM, launchChromium, watchPage } from './helpers/chromium.ts';
 import { serveStatic, type StaticServer } from './browser/server.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** How long the page may take to publish its result (it bounds the worker at 60 s itself). */
 const PAGE_TIMEOUT_MS = 90_000;
@@ -50,20 +50,10 @@ describe('OPFS backend in Chromium', { skip: haveChromium ? false : `${CHROMIUM}
   before(async () => {
     if (!existsSync(path.join(ROOT, 'dist/index.js'))) assert.fail('dist/index.js is missing: run `npm run build` first');
     server = await serveStatic(ROOT, ['dist', 'test/browser']);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      timeout: 30_000,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
     // A fresh context: its own origin storage (OPFS and IndexedDB start empty).
     const page = await (await browser.newContext()).newPage();
-    page.on('pageerror', (e) => problems.push(`page error: ${e.stack ?? e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
-    });
-    page.on('response', (r) => {
-      if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`);
-    });
+    watchPage(page, (p) => problems.push(p));
     await page.goto(`${server.url}/test/browser/opfs.html`);
     await page.waitForFunction(() => '__result' in window, undefined, { timeout: PAGE_TIMEOUT_MS, polling: 100 });
     result = await page.evaluate(() => (window as unknown as { __result: PageResult }).__result);

@@ -12,10 +12,10 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { CHROMIUM, launchChromium, watchPage } from './helpers/chromium.ts';
 import { serveStatic, type StaticServer } from './browser/server.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** How long the page may take to publish its result (it bounds each run at 20 s itself). */
 const PAGE_TIMEOUT_MS = 90_000;
@@ -52,11 +52,7 @@ describe('in Chromium', { skip: haveChromium ? false : `${CHROMIUM} not found (a
   before(async () => {
     if (!existsSync(path.join(ROOT, 'dist/index.js'))) assert.fail('dist/index.js is missing: run `npm run build` first');
     server = await serveStatic(ROOT, ['dist', 'test/browser']);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      timeout: 30_000,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
     const page = await browser.newPage();
     // The first problem also ends the wait for the result, so a broken page fails fast.
     let reportProblem: (p: string) => void = () => {};
@@ -68,14 +64,7 @@ describe('in Chromium', { skip: haveChromium ? false : `${CHROMIUM} not found (a
       problems.push(p);
       reportProblem(p);
     };
-    page.on('pageerror', (e) => problem(`page error: ${e.stack ?? e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error') problem(`console error: ${m.text()}`);
-    });
-    page.on('requestfailed', (r) => problem(`request failed: ${r.url()} (${r.failure()?.errorText})`));
-    page.on('response', (r) => {
-      if (r.status() >= 400) problem(`HTTP ${r.status()} for ${r.url()}`);
-    });
+    watchPage(page, (p) => problem(p));
     await page.goto(`${server.url}/test/browser/index.html`);
     await Promise.race([
       page.waitForFunction(() => '__result' in window, undefined, { timeout: PAGE_TIMEOUT_MS, polling: 100 }),

@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { CHROMIUM, launchChromium, watchPage } from './helpers/chromium.ts';
 import { serveStatic, type StaticServer } from './browser/server.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 interface VmmPage {
@@ -31,17 +31,9 @@ describe('minimal VMM in Chromium', { skip: existsSync(CHROMIUM) || process.env.
   before(async () => {
     if (!existsSync(path.join(ROOT, 'dist/vmm/browser-guest-worker.js'))) assert.fail('dist/vmm/browser-guest-worker.js is missing: run `npm run build` first');
     server = await serveStatic(ROOT, ['dist', 'test/browser']);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      timeout: 30_000,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
     const page = await browser.newPage();
-    page.on('pageerror', (e) => problems.push(`page error: ${e.stack ?? e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
-    });
-    page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()}`));
+    watchPage(page, (p) => problems.push(p));
     await page.goto(`${server.url}/test/browser/vmm.html`);
     await page.waitForFunction(() => '__vmm' in window, undefined, { timeout: 90_000, polling: 100 });
     result = await page.evaluate(() => (window as unknown as { __vmm: VmmPage }).__vmm);

@@ -7,9 +7,8 @@
 import { VirtioError, Code } from '../errors.ts';
 import { Platform } from '../platform/platform.ts';
 import type { CrossThreadRunner } from '../lab/lab.ts';
-import type { LabRun } from '../lab/same-thread.ts';
-import type { LabPoint } from '../lab/sweep.ts';
 import type { XMessage } from '../lab/xthread-worker.ts';
+import { pairRunner, type LabReply } from '../lab/pair-runner.ts';
 
 /** The part of a Web Worker the runner uses (structural, so no DOM types are needed). */
 export interface LabWorkerLike {
@@ -55,11 +54,7 @@ export interface BrowserLabRunner {
   close(): void;
 }
 
-interface Reply {
-  ok: boolean;
-  error?: string;
-  [k: string]: unknown;
-}
+type Reply = LabReply;
 
 /** One lab worker with ordered request/response. */
 class LabWorker {
@@ -129,32 +124,7 @@ export async function browserCrossThreadRunner(opts: BrowserLabRunnerOptions = {
     devW.terminate();
     throw e;
   }
-  const runner: CrossThreadRunner = async (pt: LabPoint, o) => {
-    Atomics.store(p.i32, ctl >> 2, 0);
-    Atomics.store(p.i32, (ctl >> 2) + 1, 0);
-    const d = await drvW.ask({ op: 'driver-setup', pt, ctl: { addr: ctl } });
-    const v = await devW.ask({ op: 'device-setup', pt, ctl: { addr: ctl }, addresses: d.addresses as never, kick: d.kick as never });
-    await drvW.ask({ op: 'driver-call', call: v.call as never });
-    const devDone = devW.ask({ op: 'device-run', spinUs: o.spinUs });
-    let runs: LabRun[];
-    try {
-      runs = (await drvW.ask({ op: 'driver-run', chains: o.chains, rounds: o.rounds, spinUs: o.spinUs })).runs as LabRun[];
-    } finally {
-      // Stop the device and wake it if it sleeps, as the Node runner does (the stop flag is
-      // checked at most 100 ms later in any case).
-      const kick = d.kick as { addr: number };
-      Atomics.store(p.i32, ctl >> 2, 1);
-      Atomics.add(p.i32, kick.addr >> 2, 1);
-      const waker = Atomics.load(p.i32, (kick.addr >> 2) + 1);
-      if (waker) {
-        Atomics.add(p.i32, waker >> 2, 1);
-        Atomics.notify(p.i32, waker >> 2);
-      }
-      await devDone;
-      await Promise.all([drvW.ask({ op: 'teardown' }), devW.ask({ op: 'teardown' })]);
-    }
-    return runs;
-  };
+  const runner = pairRunner(p, ctl, drvW, devW);
   return {
     runner,
     close() {

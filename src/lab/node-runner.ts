@@ -8,15 +8,10 @@ import { VirtioError, Code } from '../errors.ts';
 import { Platform } from '../platform/platform.ts';
 import type { CrossThreadRunner, LabEnvironment } from './lab.ts';
 import { labEnvironment } from './lab.ts';
-import type { LabRun } from './same-thread.ts';
-import type { LabPoint } from './sweep.ts';
 import type { XMessage } from './xthread-worker.ts';
+import { pairRunner, type LabReply } from './pair-runner.ts';
 
-interface Reply {
-  ok: boolean;
-  error?: string;
-  [k: string]: unknown;
-}
+type Reply = LabReply;
 
 /** One lab worker and its ordered request/response. */
 class LabWorker {
@@ -77,31 +72,7 @@ export async function nodeCrossThreadRunner(): Promise<NodeLabRunner> {
     await Promise.all([drvW.terminate(), devW.terminate()]);
     throw e;
   }
-  const runner: CrossThreadRunner = async (pt: LabPoint, o) => {
-    Atomics.store(p.i32, ctl >> 2, 0);
-    Atomics.store(p.i32, (ctl >> 2) + 1, 0);
-    const d = await drvW.ask({ op: 'driver-setup', pt, ctl: { addr: ctl } });
-    const v = await devW.ask({ op: 'device-setup', pt, ctl: { addr: ctl }, addresses: d.addresses as never, kick: d.kick as never });
-    await drvW.ask({ op: 'driver-call', call: v.call as never });
-    const devDone = devW.ask({ op: 'device-run', spinUs: o.spinUs });
-    let runs: LabRun[];
-    try {
-      runs = (await drvW.ask({ op: 'driver-run', chains: o.chains, rounds: o.rounds, spinUs: o.spinUs })).runs as LabRun[];
-    } finally {
-      // Stop the device and wake it if it sleeps (a kick on its own doorbell would do; the
-      // stop flag is checked at most 100 ms later in any case).
-      Atomics.store(p.i32, ctl >> 2, 1);
-      Atomics.add(p.i32, (d.kick as { addr: number }).addr >> 2, 1);
-      const waker = Atomics.load(p.i32, ((d.kick as { addr: number }).addr >> 2) + 1);
-      if (waker) {
-        Atomics.add(p.i32, waker >> 2, 1);
-        Atomics.notify(p.i32, waker >> 2);
-      }
-      await devDone;
-      await Promise.all([drvW.ask({ op: 'teardown' }), devW.ask({ op: 'teardown' })]);
-    }
-    return runs;
-  };
+  const runner = pairRunner(p, ctl, drvW, devW);
   return {
     runner,
     async close() {
