@@ -143,8 +143,8 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   /** For capsFor: the control queue's index (-1 without VIRTIO_NET_F_CTRL_VQ) and whether MQ was negotiated (no BigInt work per pass). */
   private ctrlIdx = -1;
   private mq = false;
-  /** Rx rings whose kicks were turned off (see quietRx). */
-  private readonly quietRings = new WeakSet<DeviceQueue>();
+  /** Per pair: the rx ring whose kicks were turned off (see quietRx); a plain compare per pass. */
+  private readonly quietRings: (DeviceQueue | null)[] = [];
   /** Control-queue state (a view of the filter block wasm keeps): the receive filter and the active queue pairs. */
   readonly ctrl: NetCtrlState;
 
@@ -463,15 +463,15 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    * suppress notifications): this device never waits for rx buffers (a frame that finds none is
    * dropped), so an rx kick would only run an empty pass. Once per ring.
    */
-  private quietRx(rx: DeviceQueue): void {
-    if (this.quietRings.has(rx)) return;
+  private quietRx(pair: number, rx: DeviceQueue): void {
+    if (this.quietRings[pair] === rx) return;
     rx.disableKick();
-    this.quietRings.add(rx);
+    this.quietRings[pair] = rx;
   }
 
   private loop(pair: number, budget: number): number {
     const rxq = this.queue(2 * pair);
-    if (rxq) this.quietRx(rxq);
+    if (rxq) this.quietRx(pair, rxq);
     const tx = this.queue(2 * pair + 1);
     if (!tx) return 0;
     let done = 0;
