@@ -515,7 +515,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       frames.push(u8.subarray(at + VIRTIO_NET_HDR_SIZE, at + len));
     }
     st.txPackets += nf;
-    tx.pushPopped(n);
+    tx.pushPopped(n, tx.inOrder);
     if (!up) {
       st.txDropsLinkDown += nf;
       return;
@@ -528,6 +528,9 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    * Loopback without leaving wasm: the receive filter classifies the tx batch, the accepted
    * frames are copied chain to chain into as many rx buffers, and counters come back in memory.
    */
+  // Tx chains (here and in portTx) go back used exactly as popped, each with nothing written:
+  // with VIRTIO_F_IN_ORDER one used entry stands for the whole batch (§2.7.9 / §2.8.10 allow
+  // it; Linux's vdpasim_net writes one per chain, which costs a used entry per frame here).
   private loopInWasm(pair: number, tx: DeviceQueue, n: number): void {
     const ex = this.platform.exports;
     const u32 = this.platform.u32;
@@ -541,7 +544,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     st.txErrors += bad;
     st.txPackets += n - bad;
     if (!this.linkUp) {
-      tx.pushPopped(n);
+      tx.pushPopped(n, tx.inOrder);
       drop(st, 'dropsLinkDown', n - bad);
       return;
     }
@@ -564,7 +567,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       drop(st, 'dropsTooBig', tooBig);
       rx!.pushPopped(used);
     }
-    tx.pushPopped(n);
+    tx.pushPopped(n, tx.inOrder);
     drop(st, 'dropsNoBuffer', ok - delivered - tooBig); // no rx buffer for the rest
     if (this.pcap) this.captureStaged(tx, n);
   }

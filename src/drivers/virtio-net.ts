@@ -425,11 +425,21 @@ export class VirtioNetDriver extends EventTarget implements VirtioClassDriver {
       const free = this.txFree[0]!;
       let top = this.txNfree[0]!;
       let n = 0;
+      // fillTx and txAddr inlined, views and fields read once per batch (this loop runs per frame).
+      const p = this.binding.platform;
+      const u8 = p.u8;
+      const u32 = p.u32;
+      const chunks = this.txChunks[0]!;
+      const stride = this.txStride;
       for (; n < room; n++) {
         const slot = free[--top]!;
-        const at = this.txAddr(0, slot);
+        const at = chunks[slot >>> 5]! + (slot & (TX_CHUNK - 1)) * stride; // TX_CHUNK = 32
         const f = frames[n]!;
-        this.fillTx(at, f);
+        const w = at >> 2; // a zeroed virtio_net_hdr_v1: three u32 stores (buffers are 4-byte aligned)
+        u32[w] = 0;
+        u32[w + 1] = 0;
+        u32[w + 2] = 0;
+        u8.set(f, at + HDR);
         tx.stageOne(slot, at, HDR + f.length);
       }
       this.txNfree[0] = top;
