@@ -143,8 +143,8 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
   /** For capsFor: the control queue's index (-1 without VIRTIO_NET_F_CTRL_VQ) and whether MQ was negotiated (no BigInt work per pass). */
   private ctrlIdx = -1;
   private mq = false;
-  /** Rx rings whose kicks were turned off (see quietRx). */
-  private readonly quietRings = new WeakSet<DeviceQueue>();
+  /** Per pair: the rx ring whose kicks were turned off (see quietRx); a plain compare per pass. */
+  private readonly quietRings: (DeviceQueue | null)[] = [];
   /** Control-queue state (a view of the filter block wasm keeps): the receive filter and the active queue pairs. */
   readonly ctrl: NetCtrlState;
 
@@ -463,15 +463,15 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    * suppress notifications): this device never waits for rx buffers (a frame that finds none is
    * dropped), so an rx kick would only run an empty pass. Once per ring.
    */
-  private quietRx(rx: DeviceQueue): void {
-    if (this.quietRings.has(rx)) return;
+  private quietRx(pair: number, rx: DeviceQueue): void {
+    if (this.quietRings[pair] === rx) return;
     rx.disableKick();
-    this.quietRings.add(rx);
+    this.quietRings[pair] = rx;
   }
 
   private loop(pair: number, budget: number): number {
     const rxq = this.queue(2 * pair);
-    if (rxq) this.quietRx(rxq);
+    if (rxq) this.quietRx(pair, rxq);
     const tx = this.queue(2 * pair + 1);
     if (!tx) return 0;
     let done = 0;
@@ -515,7 +515,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       frames.push(u8.subarray(at + VIRTIO_NET_HDR_SIZE, at + len));
     }
     st.txPackets += nf;
-    tx.pushPopped(n);
+    tx.pushPopped(n, tx.inOrder);
     if (!up) {
       st.txDropsLinkDown += nf;
       return;
@@ -528,6 +528,9 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
    * Loopback without leaving wasm: the receive filter classifies the tx batch, the accepted
    * frames are copied chain to chain into as many rx buffers, and counters come back in memory.
    */
+  // Tx chains (here and in portTx) go back used exactly as popped, each with nothing written:
+  // with VIRTIO_F_IN_ORDER one used entry stands for the whole batch (§2.7.9 / §2.8.10 allow
+  // it; Linux's vdpasim_net writes one per chain, which costs a used entry per frame here).
   private loopInWasm(pair: number, tx: DeviceQueue, n: number): void {
     const ex = this.platform.exports;
     const u32 = this.platform.u32;
@@ -541,7 +544,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     st.txErrors += bad;
     st.txPackets += n - bad;
     if (!this.linkUp) {
-      tx.pushPopped(n);
+      tx.pushPopped(n, tx.inOrder);
       drop(st, 'dropsLinkDown', n - bad);
       return;
     }
@@ -564,7 +567,7 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
       drop(st, 'dropsTooBig', tooBig);
       rx!.pushPopped(used);
     }
-    tx.pushPopped(n);
+    tx.pushPopped(n, tx.inOrder);
     drop(st, 'dropsNoBuffer', ok - delivered - tooBig); // no rx buffer for the rest
     if (this.pcap) this.captureStaged(tx, n);
   }

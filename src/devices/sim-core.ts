@@ -7,6 +7,7 @@
 import { VirtioError, Code, PEER_CODES } from '../errors.ts';
 import { DeviceQueue } from '../ring/device-queue.ts';
 import { checkQueueSize } from '../ring/queue-base.ts';
+import { Q } from '../ring/layout.ts';
 import { checkVqState, type VqState } from '../ring/vq-state.ts';
 import { Iotlb, type IotlbEntry } from '../platform/iotlb.ts';
 import type { Platform } from '../platform/platform.ts';
@@ -774,7 +775,14 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   process(budget = this.batch, only?: number): number {
     this.live();
     if (!this.running) return 0;
-    return this.runDatapath(() => this.datapath(budget, only));
+    // runDatapath without its closure: this runs once per kick.
+    let done = 0;
+    try {
+      done = this.datapath(budget, only);
+    } catch (e) {
+      if (this.passFailed(e)) return done;
+    }
+    return this.afterPass(done);
   }
 
   /** One budget now; if it was used up, the rest in a microtask (until a pass finds less). */
@@ -873,29 +881,54 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     try {
       done = fn();
     } catch (e) {
-      // User code the pass called (a port, a backend, a config callback) reset, disabled or
-      // deleted the device: the pass stops at the first touch of a destroyed queue. That is
-      // the caller's doing, not a fault.
-      if (e instanceof VirtioError && e.code === Code.Cancelled) return done;
-      // A peer error broke a ring: the loop below finds the queue and sets NEEDS_RESET. Any
-      // other error is the device's own fault (a backend, a bug): it must not escape into the
-      // driver's kick or a microtask, so the device stops with NEEDS_RESET too (§2.1.2).
-      if (!(e instanceof VirtioError) || !PEER_CODES.has(e.code)) {
-        const err = e instanceof VirtioError ? e : new VirtioError(Code.Internal, `${this.name}: datapath fault: ${(e as Error)?.message ?? String(e)}`, { cause: e });
-        this.needsReset(-1, err);
-        return done;
-      }
+      if (this.passFailed(e)) return done;
     }
+    return this.afterPass(done);
+  }
+
+  /**
+   * Handles an error a datapath pass threw. Returns true if the pass is over (the device was
+   * cancelled, or faulted and is now NEEDS_RESET); false for a peer error, which
+   * {@link afterPass} finds on its queue.
+   */
+  private passFailed(e: unknown): boolean {
+    // User code the pass called (a port, a backend, a config callback) reset, disabled or
+    // deleted the device: the pass stops at the first touch of a destroyed queue. That is
+    // the caller's doing, not a fault.
+    if (e instanceof VirtioError && e.code === Code.Cancelled) return true;
+    // A peer error broke a ring: afterPass finds the queue and sets NEEDS_RESET. Any other
+    // error is the device's own fault (a backend, a bug): it must not escape into the
+    // driver's kick or a microtask, so the device stops with NEEDS_RESET too (§2.1.2).
+    if (!(e instanceof VirtioError) || !PEER_CODES.has(e.code)) {
+      const err = e instanceof VirtioError ? e : new VirtioError(Code.Internal, `${this.name}: datapath fault: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+      this.needsReset(-1, err);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * After a pass: a broken queue sets NEEDS_RESET; queues with used buffers the driver wants to
+   * hear about raise their callbacks. Runs once per kick, so it reads the queue state blocks
+   * (status, used-since-last-decision) from memory and calls into wasm (dev_need_call) only
+   * for a queue that pushed used buffers: dev_need_call answers 0 without a side effect for a
+   * broken queue or one with nothing pending (assembly/ring/split.ts, packed.ts devNeedCall).
+   */
+  private afterPass(done: number): number {
+    const i32 = this.platform.i32;
     for (let i = 0; i < this.nvqs; i++) {
       const vq = this.vqs[i]!;
       const q = vq.queue;
       if (!q) continue;
-      const st = q.state;
-      if (st.state === 'broken') {
-        this.needsReset(i, st.error);
-        return done;
+      const qsb = q.qsb;
+      if (i32[(qsb + Q.STATUS) >> 2] !== 0) {
+        const st = q.state;
+        if (st.state === 'broken') {
+          this.needsReset(i, st.error);
+          return done;
+        }
       }
-      if (q.needCall()) vq.cb?.();
+      if (i32[(qsb + Q.PENDING) >> 2] !== 0 && q.needCall()) vq.cb?.();
     }
     return done;
   }
