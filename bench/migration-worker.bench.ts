@@ -49,7 +49,7 @@ async function net(p: Platform, w: DeviceWorker[]): Promise<WorkerMigrationRepor
   const reps: WorkerMigrationReport[] = [];
   for (let m = 0; m < N; m++) {
     const dst = await add(1 - side);
-    const mig = migrateBetweenWorkers({ source: cur, destination: dst, switchover: (d) => slot.switchTo(d) });
+    const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot });
     drv.send(frame); // queued while the device is stopped
     reps.push(await mig);
     await w[side]!.bus.devDel(cur.name);
@@ -79,7 +79,7 @@ async function blk(p: Platform, w: DeviceWorker[], sectors: number): Promise<Wor
   const reps: WorkerMigrationReport[] = [];
   for (let m = 0; m < N; m++) {
     const dst = await add(1 - side);
-    const mig = migrateBetweenWorkers({ source: cur, destination: dst, switchover: (d) => slot.switchTo(d) });
+    const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot });
     const wr = drv.write((m * 8) % sectors, data); // queued while the device is stopped
     reps.push(await mig);
     await wr;

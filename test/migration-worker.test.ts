@@ -171,7 +171,8 @@ test('net: loopback traffic across 50 switchovers between workers: every frame b
         if (drv.sendBatch([f]) === 1) sent.push(f);
       }
       const dst = await add(1 - side);
-      const mig = migrateBetweenWorkers({ source: cur, destination: dst, switchover: (d) => slot.switchTo(d) });
+      // The slot form: callbacks installed on the destination before the source stops.
+      const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot });
       for (let k = 0; k < 2; k++) {
         const f = frame(seq++);
         if (drv.sendBatch([f]) === 1) { sent.push(f); sentWhileStopped++; }
@@ -212,6 +213,10 @@ test('a destination that refuses the state (another disk size) leaves the source
       (e: unknown) => e instanceof VirtioError && e.code === Code.FailedPrecondition);
     assert.equal(switched, false);
     assert.equal(small.getStatus(), 0, 'the refusing destination changed nothing');
+    // The same with the slot form: the callbacks it installed ahead on the destination are removed.
+    await assert.rejects(migrateBetweenWorkers({ source: src, destination: small, slot }),
+      (e: unknown) => e instanceof VirtioError && e.code === Code.FailedPrecondition);
+    assert.equal(slot.current, src);
     await assert.rejects(migrateBetweenWorkers({ source: src, destination: net as RemoteVdpaDevice }),
       (e: unknown) => e instanceof VirtioError && e.code === Code.FailedPrecondition);
     // A switchover that throws: the destination forgets the state, the source runs on.

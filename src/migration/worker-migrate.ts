@@ -19,8 +19,18 @@ export interface VdpaSlot<T extends VdpaDevice> {
   readonly device: T;
   /** The device behind the handle now. */
   readonly current: T;
-  /** Puts `next` behind the handle: the callbacks set through it move to `next` and leave the old device. */
-  switchTo(next: T): void;
+  /**
+   * Installs the callbacks set through the handle on `next` ahead of a switch (a fresh device
+   * never runs them before it is resumed), so the switch itself makes no call per queue.
+   */
+  prepare(next: T): void;
+  /**
+   * Puts `next` behind the handle: the callbacks set through it move to `next` (unless prepared)
+   * and leave the old device — at once, or with `{ keepOld: true }` when {@link detach} is called.
+   */
+  switchTo(next: T, opts?: { keepOld?: boolean }): void;
+  /** Clears the callbacks set through the handle from `old` (a device switched away from). */
+  detach(old: T): void;
 }
 
 /**
@@ -46,17 +56,30 @@ export function createVdpaSlot<T extends VdpaDevice>(initial: T): VdpaSlot<T> {
       /* the old device is gone: it has no callbacks left to clear */
     }
   };
+  let prepared: T | null = null;
+  const install = (next: T): void => {
+    for (const [i, cb] of vqCbs) next.setVqCb(i, cb);
+    if (cfgCb !== undefined) next.setConfigCb(cfgCb);
+  };
+  const detach = (old: T): void => {
+    for (const i of vqCbs.keys()) quiet(() => old.setVqCb(i, null));
+    if (cfgCb !== undefined) quiet(() => old.setConfigCb(null));
+  };
   return {
     device,
     get current() { return cur; },
-    switchTo(next: T) {
-      const old = cur;
-      for (const [i, cb] of vqCbs) next.setVqCb(i, cb);
-      if (cfgCb !== undefined) next.setConfigCb(cfgCb);
-      cur = next;
-      for (const i of vqCbs.keys()) quiet(() => old.setVqCb(i, null));
-      if (cfgCb !== undefined) quiet(() => old.setConfigCb(null));
+    prepare(next: T) {
+      install(next);
+      prepared = next;
     },
+    switchTo(next: T, opts: { keepOld?: boolean } = {}) {
+      const old = cur;
+      if (prepared !== next) install(next);
+      prepared = null;
+      cur = next;
+      if (!opts.keepOld && old !== next) detach(old);
+    },
+    detach,
   };
 }
 
@@ -68,6 +91,12 @@ export interface WorkerMigrateOptions {
   destination: RemoteVdpaDevice;
   /** Called once the destination holds the state, before it resumes: re-point the guest's binding. */
   switchover?: (destination: RemoteVdpaDevice) => void;
+  /**
+   * The slot the guest's driver is bound through (instead of `switchover`): its callbacks are
+   * installed on the destination before the source stops and cleared from the source after the
+   * destination resumed, so the downtime holds no per-queue call between threads.
+   */
+  slot?: VdpaSlot<RemoteVdpaDevice>;
   /** net: raise VIRTIO_NET_S_ANNOUNCE on the destination after resume (with GUEST_ANNOUNCE). @default true */
   announce?: boolean;
   /** Clock in ms. @default performance.now */
@@ -108,11 +137,26 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   const p = src.remoteBus.platform;
   if (dst.remoteBus.platform.memory !== p.memory) throw new VirtioError(Code.InvalidArgument, 'source and destination workers must share one platform memory');
   if (src.getDeviceId() !== dst.getDeviceId()) throw new VirtioError(Code.FailedPrecondition, `${src.name} is device id ${src.getDeviceId()}, ${dst.name} ${dst.getDeviceId()}`);
+  const slot = o.slot;
+  if (slot && o.switchover) throw new VirtioError(Code.InvalidArgument, 'give either a slot or a switchover, not both');
+  if (slot && slot.current !== src) throw new VirtioError(Code.InvalidArgument, `the slot is bound to ${slot.current.name}, not the source ${src.name}`);
+  slot?.prepare(dst);
   const t0 = now();
   // A device its driver suspended (SUSPEND status bit, VIRTIO 1.4 §3.4) is stopped and stays so.
   const byDriver = (src.getStatus() & VIRTIO_CONFIG_S_SUSPEND) !== 0;
-  if (!byDriver) await src.suspendDrained();
-  const restart = (): void => { if (!byDriver) src.resume(); };
+  const forget = (): void => { if (slot?.current === src) slot.detach(dst); };
+  if (!byDriver) {
+    try {
+      await src.suspendDrained();
+    } catch (e) {
+      forget();
+      throw e;
+    }
+  }
+  const restart = (): void => {
+    forget();
+    if (!byDriver) src.resume();
+  };
   const tSusp = now();
   let saved: Awaited<ReturnType<RemoteVdpaDevice['saveState']>>;
   try {
@@ -149,12 +193,15 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   }
   const tDisk = now();
   try {
-    o.switchover?.(dst);
+    if (slot) slot.switchTo(dst, { keepOld: true });
+    else o.switchover?.(dst);
   } catch (e) {
+    if (slot?.current === dst) slot.switchTo(src, { keepOld: true });
     undo(e);
   }
   if (!byDriver) dst.resume(); // else the driver resumes it with DRIVER_OK
   const tRes = now();
+  slot?.detach(src); // after the downtime: the suspended source rings nothing anyway
   if (o.announce ?? true) await dst.announce();
   return {
     suspendMs: tSusp - t0, saveMs: tSave - tSusp, loadMs: tLoad - tSave, diskMs: tDisk - tLoad, diskBytes,
