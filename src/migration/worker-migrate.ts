@@ -11,6 +11,7 @@
 import { VirtioError, Code } from '../errors.ts';
 import type { VdpaDevice } from '../bus/bus.ts';
 import type { RemoteVdpaDevice } from '../worker/remote-device.ts';
+import type { MigDisk } from '../worker/host.ts';
 import { VIRTIO_CONFIG_S_SUSPEND } from '../virtio/constants.ts';
 
 /** A swappable binding to any vdpa device (a RemoteVdpaDevice, say): see {@link createVdpaSlot}. */
@@ -105,9 +106,12 @@ export interface WorkerMigrateOptions {
 
 /** What {@link migrateBetweenWorkers} did, phase by phase (times in ms). */
 export interface WorkerMigrationReport {
-  /** Suspend requested → the source worker answered: suspended with nothing in flight. */
+  /**
+   * Suspend requested → source suspended with nothing in flight (one request suspends and
+   * saves: the worker's suspend time plus half the request's round trip).
+   */
   suspendMs: number;
-  /** saveState + encoding in the source worker, and the bytes' trip here. */
+  /** saveState + encoding in the source worker, plus half the round trip (the bytes' way here). */
   saveMs: number;
   /** Decoding + loadState in the destination worker. */
   loadMs: number;
@@ -141,29 +145,36 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   if (slot && o.switchover) throw new VirtioError(Code.InvalidArgument, 'give either a slot or a switchover, not both');
   if (slot && slot.current !== src) throw new VirtioError(Code.InvalidArgument, `the slot is bound to ${slot.current.name}, not the source ${src.name}`);
   slot?.prepare(dst);
-  const t0 = now();
   // A device its driver suspended (SUSPEND status bit, VIRTIO 1.4 §3.4) is stopped and stays so.
   const byDriver = (src.getStatus() & VIRTIO_CONFIG_S_SUSPEND) !== 0;
+  const t0 = now();
   const forget = (): void => { if (slot?.current === src) slot.detach(dst); };
-  if (!byDriver) {
-    try {
-      await src.suspendDrained();
-    } catch (e) {
-      forget();
-      throw e;
-    }
-  }
   const restart = (): void => {
     forget();
     if (!byDriver) src.resume();
   };
-  const tSusp = now();
-  let saved: Awaited<ReturnType<RemoteVdpaDevice['saveState']>>;
-  try {
-    saved = await src.saveState();
-  } catch (e) {
-    restart();
-    throw e;
+  let saved: { state: Uint8Array; disk: MigDisk | null };
+  let tSusp: number;
+  if (!byDriver) {
+    // Suspend and save in one request to the source worker: the split is the worker's clock.
+    let r: Awaited<ReturnType<RemoteVdpaDevice['suspendAndSave']>>;
+    try {
+      r = await src.suspendAndSave();
+    } catch (e) {
+      forget(); // not suspended, or resumed by the worker after a failed save: it runs on
+      throw e;
+    }
+    saved = r;
+    const trip = now() - t0 - r.suspendMs - r.saveMs;
+    tSusp = t0 + r.suspendMs + trip / 2;
+  } else {
+    tSusp = now();
+    try {
+      saved = await src.saveState();
+    } catch (e) {
+      restart();
+      throw e;
+    }
   }
   const tSave = now();
   let loaded: Awaited<ReturnType<RemoteVdpaDevice['loadState']>>;

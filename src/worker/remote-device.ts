@@ -524,6 +524,14 @@ export class RemoteVdpaDevice implements VdpaDevice {
     return (await this.remote.request('migSave', this.name)) as { state: Uint8Array; disk: MigDisk | null };
   }
   /**
+   * suspendDrained() then saveState() in one request; `suspendMs` / `saveMs` are the worker's
+   * clock. If the save fails the worker resumes the device (it runs on) and this rejects.
+   */
+  async suspendAndSave(): Promise<{ state: Uint8Array; disk: MigDisk | null; suspendMs: number; saveMs: number }> {
+    this.live();
+    return (await this.remote.request('migSuspendSave', this.name)) as { state: Uint8Array; disk: MigDisk | null; suspendMs: number; saveMs: number };
+  }
+  /**
    * Loads an encoded state into this fresh device (loadState: validated first, nothing changes
    * on error); it is left suspended, resume() runs it. Resolves to its RAM disk's place.
    */
