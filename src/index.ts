@@ -112,4 +112,4 @@ export { VhostNetCvq, vhostSave, vhostLoad, checkVhostState } from './migration/
 export type { VhostVringSetup, VhostVringState, NetShadowState, VhostMigrationState, VhostNetCvqOptions, VhostLoadOptions, VhostLoadMap, VhostLoadDoorbells } from './migration/vhost-migrate.ts';
 export { migrateBetweenWorkers, createVdpaSlot } from './migration/worker-migrate.ts';
 export type { WorkerMigrateOptions, WorkerMigrationReport, VdpaSlot } from './migration/worker-migrate.ts';
-export type { MigDisk } from './worker/host.ts';
+export type { MigDisk, MigSaved, MigLoaded } from './worker/host.ts';

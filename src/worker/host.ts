@@ -127,6 +127,24 @@ export interface MigDisk {
   bytes: number;
 }
 
+/** What a device worker answers to a save (migSave, migSuspendSave). */
+export interface MigSaved {
+  /** The device state, binary-encoded (encodeState). */
+  state: Uint8Array;
+  /** The blk RAM disk's place, or null (net, or a backend). */
+  disk: MigDisk | null;
+  /** migSuspendSave: ms the suspend took in the worker (0 for migSave). */
+  suspendMs: number;
+  /** migSuspendSave: ms the save took in the worker (0 for migSave). */
+  saveMs: number;
+}
+
+/** What a device worker answers to a load (migLoad). */
+export interface MigLoaded {
+  /** The blk RAM disk's place, or null (net, or a backend). */
+  disk: MigDisk | null;
+}
+
 /** Name of the worker bus's driver for devices driven from another thread. */
 export const REMOTE_VDPA = 'remote_vdpa';
 
@@ -414,7 +432,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         return migDev(args[0]).suspendDrained().then(() => null);
       case 'migSave': {
         const dev = migDev(args[0]);
-        return { state: encodeState(saveState(dev)), disk: diskOf(dev) };
+        return { state: encodeState(saveState(dev)), disk: diskOf(dev), suspendMs: 0, saveMs: 0 } satisfies MigSaved;
       }
       case 'migSuspendSave': {
         // Both in one request (one channel round trip less inside the downtime). A save that
@@ -425,7 +443,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
           const t1 = performance.now();
           try {
             const state = encodeState(saveState(dev));
-            return { state, disk: diskOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1 };
+            return { state, disk: diskOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1 } satisfies MigSaved;
           } catch (e) {
             dev.resume();
             throw e;
@@ -436,7 +454,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         const dev = migDev(args[0]);
         if (!(args[1] instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'migLoad needs the encoded state bytes');
         loadState(dev, args[1]);
-        return { disk: diskOf(dev) };
+        return { disk: diskOf(dev) } satisfies MigLoaded;
       }
       case 'migAnnounce': {
         const dev = migDev(args[0]);

@@ -34,7 +34,7 @@ import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../virtio/constants.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxClient } from './mailbox.ts';
-import type { OpenedDevice, HostStats, MigDisk } from './host.ts';
+import type { OpenedDevice, HostStats, MigSaved, MigLoaded } from './host.ts';
 import { VhostError, errnoName, type ErrnoName } from '../vhost/errno.ts';
 import type { VhostVdpaNodeInfo } from '../drivers/vhost-vdpa.ts';
 
@@ -519,25 +519,25 @@ export class RemoteVdpaDevice implements VdpaDevice {
    * Saves the suspended device's state in the binary encoding (encodeState), with its RAM disk's
    * place in the shared memory (blk with a RAM disk; else null).
    */
-  async saveState(): Promise<{ state: Uint8Array; disk: MigDisk | null }> {
+  async saveState(): Promise<MigSaved> {
     this.live();
-    return (await this.remote.request('migSave', this.name)) as { state: Uint8Array; disk: MigDisk | null };
+    return (await this.remote.request('migSave', this.name)) as MigSaved;
   }
   /**
    * suspendDrained() then saveState() in one request; `suspendMs` / `saveMs` are the worker's
    * clock. If the save fails the worker resumes the device (it runs on) and this rejects.
    */
-  async suspendAndSave(): Promise<{ state: Uint8Array; disk: MigDisk | null; suspendMs: number; saveMs: number }> {
+  async suspendAndSave(): Promise<MigSaved> {
     this.live();
-    return (await this.remote.request('migSuspendSave', this.name)) as { state: Uint8Array; disk: MigDisk | null; suspendMs: number; saveMs: number };
+    return (await this.remote.request('migSuspendSave', this.name)) as MigSaved;
   }
   /**
    * Loads an encoded state into this fresh device (loadState: validated first, nothing changes
    * on error); it is left suspended, resume() runs it. Resolves to its RAM disk's place.
    */
-  async loadState(state: Uint8Array): Promise<{ disk: MigDisk | null }> {
+  async loadState(state: Uint8Array): Promise<MigLoaded> {
     this.live();
-    return (await this.remote.request('migLoad', this.name, state)) as { disk: MigDisk | null };
+    return (await this.remote.request('migLoad', this.name, state)) as MigLoaded;
   }
   /** net: raises VIRTIO_NET_S_ANNOUNCE (with GUEST_ANNOUNCE negotiated); resolves to whether it did. */
   async announce(): Promise<boolean> {
