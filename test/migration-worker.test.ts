@@ -241,3 +241,28 @@ test('a destination that refuses the state (another disk size) leaves the source
     await Promise.all(w.map((x) => x.close()));
   }
 });
+
+test('a source that is not running (no DRIVER_OK) is refused by its worker; workers on another memory are refused', async () => {
+  const { w } = await twoWorkers();
+  const other = Platform.create({ shared: true, ramSize: 24 << 20, privateSize: 8 << 20 });
+  const w3 = await spawnDeviceWorker({ platform: other });
+  try {
+    await w[0].bus.devAdd('vdpasim_net', 'idle', {});
+    await w[1].bus.devAdd('vdpasim_net', 'dst', {});
+    await w3.bus.devAdd('vdpasim_net', 'far', {});
+    const idle = await w[0].bus.openDevice('idle');
+    const dst = await w[1].bus.openDevice('dst');
+    const far = await w3.bus.openDevice('far');
+    const slot = createVdpaSlot(idle);
+    await assert.rejects(migrateBetweenWorkers({ source: idle, destination: dst, slot }),
+      (e: unknown) => e instanceof VirtioError && e.code === Code.FailedPrecondition);
+    assert.equal(slot.current, idle);
+    assert.equal(dst.getStatus(), 0);
+    await assert.rejects(migrateBetweenWorkers({ source: idle, destination: far }),
+      (e: unknown) => e instanceof VirtioError && e.code === Code.InvalidArgument);
+    await assert.rejects(migrateBetweenWorkers({ source: idle, destination: idle }),
+      (e: unknown) => e instanceof VirtioError && e.code === Code.InvalidArgument);
+  } finally {
+    await Promise.all([...w, w3].map((x) => x.close()));
+  }
+});
