@@ -110,3 +110,6 @@ export { VirtioPciFunction } from './pci/virtio-pci.ts';
 export type { VirtioPciOptions, PciInterruptSink, PciDescription, PciBarDescription, GuestMemoryRegion } from './pci/virtio-pci.ts';
 export { VhostNetCvq, vhostSave, vhostLoad, checkVhostState } from './migration/vhost-migrate.ts';
 export type { VhostVringSetup, VhostVringState, NetShadowState, VhostMigrationState, VhostNetCvqOptions, VhostLoadOptions, VhostLoadMap, VhostLoadDoorbells } from './migration/vhost-migrate.ts';
+export { migrateBetweenWorkers, createVdpaSlot } from './migration/worker-migrate.ts';
+export type { WorkerMigrateOptions, WorkerMigrationReport, VdpaSlot } from './migration/worker-migrate.ts';
+export type { MigDisk, MigSaved, MigLoaded } from './worker/host.ts';

@@ -20,7 +20,8 @@
 // Requests (channel): attach(handle) · vdpa(argv) · devAdd(mgmtdev, name, attrs) · devDel(name)
 // · switchConnect(name) · open(name, mailbox) · release(name) · bind(name, driver) · unbind(name)
 // · vhostNodes() · vhostOpen(node) · vhostIoctl(fid, request, arg) · vhostWrite(fid, msg)
-// · vhostClose(fid) · stats() · shutdown().
+// · vhostClose(fid) · stats() · shutdown() · migSuspend(name) · migSave(name) · migSuspendSave(name) · migLoad(name, bytes)
+// · migAnnounce(name).
 
 import { VirtioError, Code } from '../errors.ts';
 import { Platform, type PlatformHandle } from '../platform/platform.ts';
@@ -34,6 +35,8 @@ import { runVdpa } from '../cli/vdpa.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxServer, type MailboxHandle } from './mailbox.ts';
+import { VdpaSimBlk } from '../devices/blk.ts';
+import { saveState, loadState, encodeState } from '../migration/state.ts';
 
 /** Options of {@link serveVdpa}. */
 export interface ServeVdpaOptions {
@@ -114,6 +117,32 @@ interface Served {
   calls: Doorbell[];
   config: Doorbell;
   mbox: MailboxServer;
+}
+
+/** A blk device's RAM disk in the shared memory (absolute offset, bytes), for a migration between workers to copy. */
+export interface MigDisk {
+  /** Memory offset of the disk's first byte. */
+  addr: number;
+  /** Bytes. */
+  bytes: number;
+}
+
+/** What a device worker answers to a save (migSave, migSuspendSave). */
+export interface MigSaved {
+  /** The device state, binary-encoded (encodeState). */
+  state: Uint8Array;
+  /** The blk RAM disk's place, or null (net, or a backend). */
+  disk: MigDisk | null;
+  /** migSuspendSave: ms the suspend took in the worker (0 for migSave). */
+  suspendMs: number;
+  /** migSuspendSave: ms the save took in the worker (0 for migSave). */
+  saveMs: number;
+}
+
+/** What a device worker answers to a load (migLoad). */
+export interface MigLoaded {
+  /** The blk RAM disk's place, or null (net, or a backend). */
+  disk: MigDisk | null;
 }
 
 /** Name of the worker bus's driver for devices driven from another thread. */
@@ -267,6 +296,15 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     return fn.apply(dev, args);
   };
 
+  const migDev = (name: unknown): VdpaSimNet | VdpaSimBlk => {
+    const dev = need().bus.device(String(name));
+    if (!(dev instanceof VdpaSimNet) && !(dev instanceof VdpaSimBlk)) throw new VirtioError(Code.Unsupported, `${String(name)} is not a vdpasim_net or vdpasim_blk device: it cannot migrate`);
+    return dev;
+  };
+
+  const diskOf = (dev: VdpaSimNet | VdpaSimBlk): MigDisk | null =>
+    dev instanceof VdpaSimBlk && dev.disk >= 0 ? { addr: dev.disk, bytes: dev.capacity * 512 } : null;
+
   const fileOf = (fid: unknown) => {
     const f = typeof fid === 'number' ? files.get(fid) : undefined;
     if (!f) throw new VirtioError(Code.NotFound, `no open vhost file ${String(fid)}`);
@@ -388,6 +426,40 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
       case 'shutdown':
         queueMicrotask(stop);
         return null;
+      // Migration between workers (src/migration/worker-migrate.ts): the vdpa suspend op with
+      // requests in flight finished, the binary state out / in, the RAM disk's place, announce.
+      case 'migSuspend':
+        return migDev(args[0]).suspendDrained().then(() => null);
+      case 'migSave': {
+        const dev = migDev(args[0]);
+        return { state: encodeState(saveState(dev)), disk: diskOf(dev), suspendMs: 0, saveMs: 0 } satisfies MigSaved;
+      }
+      case 'migSuspendSave': {
+        // Both in one request (one channel round trip less inside the downtime). A save that
+        // fails resumes the device: the caller's source runs on.
+        const dev = migDev(args[0]);
+        const t0 = performance.now();
+        return dev.suspendDrained().then(() => {
+          const t1 = performance.now();
+          try {
+            const state = encodeState(saveState(dev));
+            return { state, disk: diskOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1 } satisfies MigSaved;
+          } catch (e) {
+            dev.resume();
+            throw e;
+          }
+        });
+      }
+      case 'migLoad': {
+        const dev = migDev(args[0]);
+        if (!(args[1] instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'migLoad needs the encoded state bytes');
+        loadState(dev, args[1]);
+        return { disk: diskOf(dev) } satisfies MigLoaded;
+      }
+      case 'migAnnounce': {
+        const dev = migDev(args[0]);
+        return dev instanceof VdpaSimNet ? dev.announce() : false;
+      }
       default: {
         const extra = opts.requests && Object.hasOwn(opts.requests, op) ? opts.requests[op] : undefined;
         if (extra) return extra(args);

@@ -34,7 +34,7 @@ import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../virtio/constants.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxClient } from './mailbox.ts';
-import type { OpenedDevice, HostStats } from './host.ts';
+import type { OpenedDevice, HostStats, MigSaved, MigLoaded } from './host.ts';
 import { VhostError, errnoName, type ErrnoName } from '../vhost/errno.ts';
 import type { VhostVdpaNodeInfo } from '../drivers/vhost-vdpa.ts';
 
@@ -495,6 +495,54 @@ export class RemoteVdpaDevice implements VdpaDevice {
   /** Binds a group to an address space. */
   setGroupAsid(group: number, asid: number): void {
     this.call('setGroupAsid', group, asid);
+  }
+
+  // Migration between workers (src/migration/worker-migrate.ts): channel requests, ordered
+  // after every synchronous op this thread made (those were answered before the call returned).
+  /** The device worker's bus this device was opened through. */
+  get remoteBus(): RemoteVdpaBus {
+    return this.remote;
+  }
+  private live(): void {
+    if (this.dead) throw new VirtioError(Code.Cancelled, `${this.name}: ${this.dead.rawMessage}`, { cause: this.dead });
+  }
+  /**
+   * The vdpa suspend op a migrating VMM uses: the device stops taking requests, finishes those
+   * in flight (bounded by its suspendTimeoutMs, past which it sets NEEDS_RESET and this
+   * rejects) and suspends.
+   */
+  async suspendDrained(): Promise<void> {
+    this.live();
+    await this.remote.request('migSuspend', this.name);
+  }
+  /**
+   * Saves the suspended device's state in the binary encoding (encodeState), with its RAM disk's
+   * place in the shared memory (blk with a RAM disk; else null).
+   */
+  async saveState(): Promise<MigSaved> {
+    this.live();
+    return (await this.remote.request('migSave', this.name)) as MigSaved;
+  }
+  /**
+   * suspendDrained() then saveState() in one request; `suspendMs` / `saveMs` are the worker's
+   * clock. If the save fails the worker resumes the device (it runs on) and this rejects.
+   */
+  async suspendAndSave(): Promise<MigSaved> {
+    this.live();
+    return (await this.remote.request('migSuspendSave', this.name)) as MigSaved;
+  }
+  /**
+   * Loads an encoded state into this fresh device (loadState: validated first, nothing changes
+   * on error); it is left suspended, resume() runs it. Resolves to its RAM disk's place.
+   */
+  async loadState(state: Uint8Array): Promise<MigLoaded> {
+    this.live();
+    return (await this.remote.request('migLoad', this.name, state)) as MigLoaded;
+  }
+  /** net: raises VIRTIO_NET_S_ANNOUNCE (with GUEST_ANNOUNCE negotiated); resolves to whether it did. */
+  async announce(): Promise<boolean> {
+    this.live();
+    return (await this.remote.request('migAnnounce', this.name)) as boolean;
   }
 
   /**
