@@ -7,26 +7,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Platform, VirtioBinding, VirtioBlkDriver, VirtioNetDriver, migrateBetweenWorkers, createVdpaSlot, seeded,
+  Platform, VirtioBinding, VirtioBlkDriver, VirtioNetDriver, migrateBetweenWorkers, createVdpaSlot,
   VirtioError, Code, type RemoteVdpaDevice,
 } from '../src/index.ts';
 import { spawnDeviceWorker, type DeviceWorker } from '../src/node.ts';
+import { blkWorkload, blockPattern } from './helpers/migration.ts';
 
 const BLOCK = 4096;
 const BLOCKS = 64;
 const SECTORS = BLOCKS * (BLOCK / 512);
 const DEPTH = 8;
 
-function pattern(b: number, tag: number): Uint8Array {
-  const out = new Uint8Array(BLOCK);
-  if (tag === 0) return out;
-  let x = (b * 0x9e3779b1 + tag * 0x85ebca6b) >>> 0 || 1;
-  for (let i = 0; i < BLOCK; i += 4) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x; out[i + 1] = x >>> 8; out[i + 2] = x >>> 16; out[i + 3] = x >>> 24;
-  }
-  return out;
-}
+const pattern = (b: number, tag: number): Uint8Array => blockPattern(b, tag, BLOCK);
 
 const turn = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
 
@@ -61,48 +53,8 @@ test('blk: 60 migrations between two workers under a verified random workload, R
     const binding = new VirtioBinding(slot.device, p, 64);
     const drv = new VirtioBlkDriver(slot.device, binding);
     binding.init(drv);
-    const rnd = seeded(5);
-    const model = new Array<number>(BLOCKS).fill(0);
-    const busy = new Set<number>();
-    let tags = 0, writes = 0, reads = 0, inflight = 0, stop = false;
-    const errors: string[] = [];
-    const one = async (): Promise<void> => {
-      let b = Math.floor(rnd() * BLOCKS);
-      while (busy.has(b)) b = (b + 1) % BLOCKS;
-      busy.add(b);
-      inflight++;
-      try {
-        if (rnd() < 0.5) {
-          const tag = ++tags;
-          writes++;
-          await drv.write(b * 8, pattern(b, tag));
-          model[b] = tag;
-        } else {
-          reads++;
-          const buf = new Uint8Array(BLOCK);
-          await drv.read(b * 8, buf);
-          const want = pattern(b, model[b]!);
-          if (!buf.every((x, i) => x === want[i])) errors.push(`block ${b}: read does not match write ${model[b]}`);
-        }
-      } catch (e) {
-        errors.push(String(e));
-      } finally {
-        busy.delete(b);
-        inflight--;
-      }
-    };
-    const load = (async () => {
-      const live = new Set<Promise<void>>();
-      while (!stop) {
-        while (live.size < DEPTH) {
-          const q = one();
-          live.add(q);
-          void q.finally(() => live.delete(q));
-        }
-        await Promise.race(live);
-      }
-      await Promise.all(live);
-    })();
+    const work = blkWorkload(drv, { blocks: BLOCKS, depth: DEPTH, seed: 5, block: BLOCK });
+    const { model, stats } = work;
     const N = Number(process.env.WMIGS ?? 60);
     const downtime: number[] = [];
     let sawQueued = 0;
@@ -110,7 +62,7 @@ test('blk: 60 migrations between two workers under a verified random workload, R
       await turn();
       const other = 1 - side;
       const dst = await add(other);
-      if (inflight > 0) sawQueued++;
+      if (stats.inflight > 0) sawQueued++;
       const rep = await migrateBetweenWorkers({ source: cur, destination: dst, switchover: (d) => slot.switchTo(d) });
       assert.equal(rep.diskBytes, SECTORS * 512);
       downtime.push(rep.downtimeMs);
@@ -118,12 +70,11 @@ test('blk: 60 migrations between two workers under a verified random workload, R
       cur = dst;
       side = other;
     }
-    stop = true;
-    await load;
-    assert.deepEqual(errors, []);
-    assert.equal(inflight, 0);
+    await work.stop();
+    assert.deepEqual(stats.errors, []);
+    assert.equal(stats.inflight, 0);
     assert.ok(sawQueued > N / 2, `driver requests were outstanding at most switchovers (${sawQueued}/${N})`);
-    assert.ok(writes > N && reads > N, `workload ran (${writes} writes, ${reads} reads)`);
+    assert.ok(stats.writes > N && stats.reads > N, `workload ran (${stats.writes} writes, ${stats.reads} reads)`);
     // The whole disk, read through the guest's ring from the last destination, is the model.
     for (let b = 0; b < BLOCKS; b++) {
       const buf = new Uint8Array(BLOCK);
@@ -131,7 +82,7 @@ test('blk: 60 migrations between two workers under a verified random workload, R
       assert.deepEqual(buf, pattern(b, model[b]!), `block ${b}`);
     }
     downtime.sort((a, c) => a - c);
-    console.log(`# blk between workers: ${N} migrations, ${writes} writes, ${reads} reads; downtime p50 ${downtime[N >> 1]!.toFixed(3)} ms`);
+    console.log(`# blk between workers: ${N} migrations, ${stats.writes} writes, ${stats.reads} reads; downtime p50 ${downtime[N >> 1]!.toFixed(3)} ms`);
   } finally {
     await Promise.all(w.map((x) => x.close()));
   }

@@ -1,10 +1,10 @@
 // Shared set-up for the migration suites: devices with VIRTIO_F_SUSPEND (and GUEST_ANNOUNCE),
 // drivers bound through a DeviceSlot so the device behind them can move, and a shared
-// in-memory disk that stands for the storage both hosts see.
+// in-memory disk that stands for the storage both hosts see, and a verified random blk workload.
 import {
   Platform, VdpaSimNet, VdpaSimBlk, VirtioBinding, VirtioNetDriver, VirtioBlkDriver, createSlot, featureBit,
   VDPASIM_NET_FEATURES, VDPASIM_BLK_FEATURES, VIRTIO_F_SUSPEND, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_F_RING_PACKED,
-  VIRTIO_NET_DRIVER_FEATURES, VIRTIO_BLK_DRIVER_FEATURES, SECTOR_SIZE,
+  VIRTIO_NET_DRIVER_FEATURES, VIRTIO_BLK_DRIVER_FEATURES, SECTOR_SIZE, seeded,
   type DeviceSlot, type BlkBackend,
 } from '../../src/index.ts';
 
@@ -92,3 +92,78 @@ export function blkDriver(p: Platform, dev: VdpaSimBlk, layout: Layout, queueSiz
 
 /** Lets timers and microtasks run. */
 export const turn = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
+
+/** The bytes block `b` (of `size` bytes) holds after the write tagged `tag` (tag 0: never written, zeroes). */
+export function blockPattern(b: number, tag: number, size = 4096): Uint8Array {
+  const out = new Uint8Array(size);
+  if (tag === 0) return out;
+  let x = (b * 0x9e3779b1 + tag * 0x85ebca6b) >>> 0 || 1;
+  for (let i = 0; i < size; i += 4) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    out[i] = x; out[i + 1] = x >>> 8; out[i + 2] = x >>> 16; out[i + 3] = x >>> 24;
+  }
+  return out;
+}
+
+/** What a {@link blkWorkload} did so far. */
+export interface BlkWorkload {
+  /** Tag of the last write each block saw (0: none): the model of the disk. */
+  readonly model: number[];
+  /** Writes and reads completed or failed, requests in flight now, and every mismatch or error. */
+  readonly stats: { writes: number; reads: number; inflight: number; errors: string[] };
+  /** Stops submitting and waits for what is in flight. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A verified random workload of 4 KiB block writes and reads, `depth` requests in flight, never
+ * two on one block at once; every read is checked against the model. Runs until stop().
+ */
+export function blkWorkload(drv: { write(sector: number, data: Uint8Array): Promise<unknown>; read(sector: number, buf: Uint8Array): Promise<unknown> },
+  o: { blocks: number; depth: number; seed: number; block?: number }): BlkWorkload {
+  const BLOCK = o.block ?? 4096;
+  const rnd = seeded(o.seed);
+  const model = new Array<number>(o.blocks).fill(0);
+  const busy = new Set<number>();
+  const stats = { writes: 0, reads: 0, inflight: 0, errors: [] as string[] };
+  let tags = 0;
+  let stopped = false;
+  const one = async (): Promise<void> => {
+    let b = Math.floor(rnd() * o.blocks);
+    while (busy.has(b)) b = (b + 1) % o.blocks;
+    busy.add(b);
+    stats.inflight++;
+    try {
+      if (rnd() < 0.5) {
+        const tag = ++tags;
+        stats.writes++;
+        await drv.write(b * (BLOCK / 512), blockPattern(b, tag, BLOCK));
+        model[b] = tag;
+      } else {
+        stats.reads++;
+        const buf = new Uint8Array(BLOCK);
+        await drv.read(b * (BLOCK / 512), buf);
+        const want = blockPattern(b, model[b]!, BLOCK);
+        if (!buf.every((x, i) => x === want[i])) stats.errors.push(`block ${b}: read does not match write ${model[b]}`);
+      }
+    } catch (e) {
+      stats.errors.push(String(e));
+    } finally {
+      busy.delete(b);
+      stats.inflight--;
+    }
+  };
+  const loop = (async () => {
+    const live = new Set<Promise<void>>();
+    while (!stopped) {
+      while (live.size < o.depth) {
+        const q = one();
+        live.add(q);
+        void q.finally(() => live.delete(q));
+      }
+      await Promise.race(live);
+    }
+    await Promise.all(live);
+  })();
+  return { model, stats, stop: async () => { stopped = true; await loop; } };
+}
