@@ -207,7 +207,9 @@ export class VhostNetCvq {
       let done = 0;
       for (let i = 0; i < 64 && done < chunk.length; i++) {
         done += q.getUsed(chunk.length);
-        if (done < chunk.length) await new Promise<void>((r) => setImmediate(r));
+        // A macrotask turn lets a device in another worker (or behind a timer) answer. Browsers have
+        // no setImmediate: this module runs in pages and Web Workers too.
+        if (done < chunk.length) await new Promise<void>((r) => (typeof setImmediate === 'function' ? setImmediate(r) : setTimeout(r, 0)));
       }
       if (done < chunk.length) throw new VirtioError(Code.IoError, `the device answered ${done} of ${chunk.length} control commands`);
       chunk.forEach((c, k) => {
