@@ -4,19 +4,33 @@
 // install (used-buffer and config callbacks) move with it.
 
 import type { VdpaSim } from '../devices/sim-core.ts';
+import type { VdpaDevice } from '../bus/bus.ts';
 
-/** A swappable binding to a device (see {@link createSlot}). */
-export interface DeviceSlot<T extends VdpaSim> {
+/** A swappable binding to any vdpa device (a RemoteVdpaDevice, say): see {@link createVdpaSlot}. */
+export interface VdpaSlot<T extends VdpaDevice> {
   /** The handle to give drivers: behaves as the current device. */
   readonly device: T;
   /** The device behind the handle now. */
   readonly current: T;
-  /** Puts `next` behind the handle: the callbacks set through it move to `next`, and leave the old device. */
-  switchTo(next: T): void;
+  /**
+   * Installs the callbacks set through the handle on `next` ahead of a switch (a fresh device
+   * never runs them before it is resumed), so the switch itself makes no call per queue.
+   */
+  prepare(next: T): void;
+  /**
+   * Puts `next` behind the handle: the callbacks set through it move to `next` (unless prepared)
+   * and leave the old device — at once, or with `{ keepOld: true }` when {@link detach} is called.
+   */
+  switchTo(next: T, opts?: { keepOld?: boolean }): void;
+  /** Clears the callbacks set through the handle from `old` (a device switched away from). */
+  detach(old: T): void;
 }
 
-/** A slot over `initial`. */
-export function createSlot<T extends VdpaSim>(initial: T): DeviceSlot<T> {
+/**
+ * A slot over `initial` (createSlot for any VdpaDevice): drivers bind to `device`; the
+ * used-buffer and config callbacks they install move with {@link VdpaSlot.switchTo}.
+ */
+export function createVdpaSlot<T extends VdpaDevice>(initial: T): VdpaSlot<T> {
   let cur = initial;
   const vqCbs = new Map<number, (() => void) | null>();
   let cfgCb: (() => void) | null | undefined;
@@ -28,19 +42,44 @@ export function createSlot<T extends VdpaSim>(initial: T): DeviceSlot<T> {
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(cur) : v;
     },
   });
+  const quiet = (f: () => void): void => {
+    try {
+      f();
+    } catch {
+      /* the old device is gone: it has no callbacks left to clear */
+    }
+  };
+  let prepared: T | null = null;
+  const install = (next: T): void => {
+    for (const [i, cb] of vqCbs) next.setVqCb(i, cb);
+    if (cfgCb !== undefined) next.setConfigCb(cfgCb);
+  };
+  const detach = (old: T): void => {
+    for (const i of vqCbs.keys()) quiet(() => old.setVqCb(i, null));
+    if (cfgCb !== undefined) quiet(() => old.setConfigCb(null));
+  };
   return {
     device,
     get current() { return cur; },
-    switchTo(next: T) {
-      for (const [i, cb] of vqCbs) {
-        next.setVqCb(i, cb);
-        if (!cur.isDestroyed) cur.setVqCb(i, null);
-      }
-      if (cfgCb !== undefined) {
-        next.setConfigCb(cfgCb);
-        if (!cur.isDestroyed) cur.setConfigCb(null);
-      }
-      cur = next;
+    prepare(next: T) {
+      install(next);
+      prepared = next;
     },
+    switchTo(next: T, opts: { keepOld?: boolean } = {}) {
+      const old = cur;
+      if (prepared !== next) install(next);
+      prepared = null;
+      cur = next;
+      if (!opts.keepOld && old !== next) detach(old);
+    },
+    detach,
   };
+}
+
+/** A slot over a simulator device (the in-thread migrations' form of {@link VdpaSlot}). */
+export type DeviceSlot<T extends VdpaSim> = VdpaSlot<T>;
+
+/** A slot over `initial`: {@link createVdpaSlot} for a simulator device. */
+export function createSlot<T extends VdpaSim>(initial: T): DeviceSlot<T> {
+  return createVdpaSlot(initial);
 }

@@ -9,80 +9,10 @@
 // shared storage would skip it). If the destination refuses, the source resumes and runs on.
 
 import { VirtioError, Code } from '../errors.ts';
-import type { VdpaDevice } from '../bus/bus.ts';
 import type { RemoteVdpaDevice } from '../worker/remote-device.ts';
 import type { MigDisk } from '../worker/host.ts';
+import type { VdpaSlot } from './slot.ts';
 import { VIRTIO_CONFIG_S_SUSPEND } from '../virtio/constants.ts';
-
-/** A swappable binding to any vdpa device (a RemoteVdpaDevice, say): see {@link createVdpaSlot}. */
-export interface VdpaSlot<T extends VdpaDevice> {
-  /** The handle to give drivers: behaves as the current device. */
-  readonly device: T;
-  /** The device behind the handle now. */
-  readonly current: T;
-  /**
-   * Installs the callbacks set through the handle on `next` ahead of a switch (a fresh device
-   * never runs them before it is resumed), so the switch itself makes no call per queue.
-   */
-  prepare(next: T): void;
-  /**
-   * Puts `next` behind the handle: the callbacks set through it move to `next` (unless prepared)
-   * and leave the old device — at once, or with `{ keepOld: true }` when {@link detach} is called.
-   */
-  switchTo(next: T, opts?: { keepOld?: boolean }): void;
-  /** Clears the callbacks set through the handle from `old` (a device switched away from). */
-  detach(old: T): void;
-}
-
-/**
- * A slot over `initial` (createSlot for any VdpaDevice): drivers bind to `device`; the
- * used-buffer and config callbacks they install move with {@link VdpaSlot.switchTo}.
- */
-export function createVdpaSlot<T extends VdpaDevice>(initial: T): VdpaSlot<T> {
-  let cur = initial;
-  const vqCbs = new Map<number, (() => void) | null>();
-  let cfgCb: (() => void) | null | undefined;
-  const device = new Proxy(initial, {
-    get(_t, key) {
-      if (key === 'setVqCb') return (idx: number, cb: (() => void) | null) => { cur.setVqCb(idx, cb); vqCbs.set(idx, cb); };
-      if (key === 'setConfigCb') return (cb: (() => void) | null) => { cur.setConfigCb(cb); cfgCb = cb; };
-      const v: unknown = Reflect.get(cur, key, cur);
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(cur) : v;
-    },
-  });
-  const quiet = (f: () => void): void => {
-    try {
-      f();
-    } catch {
-      /* the old device is gone: it has no callbacks left to clear */
-    }
-  };
-  let prepared: T | null = null;
-  const install = (next: T): void => {
-    for (const [i, cb] of vqCbs) next.setVqCb(i, cb);
-    if (cfgCb !== undefined) next.setConfigCb(cfgCb);
-  };
-  const detach = (old: T): void => {
-    for (const i of vqCbs.keys()) quiet(() => old.setVqCb(i, null));
-    if (cfgCb !== undefined) quiet(() => old.setConfigCb(null));
-  };
-  return {
-    device,
-    get current() { return cur; },
-    prepare(next: T) {
-      install(next);
-      prepared = next;
-    },
-    switchTo(next: T, opts: { keepOld?: boolean } = {}) {
-      const old = cur;
-      if (prepared !== next) install(next);
-      prepared = null;
-      cur = next;
-      if (!opts.keepOld && old !== next) detach(old);
-    },
-    detach,
-  };
-}
 
 /** Options of {@link migrateBetweenWorkers}. */
 export interface WorkerMigrateOptions {
