@@ -26,15 +26,17 @@ const cache = process.env.VDPA_GUEST_CACHE ?? join(root, '.cache', 'guest');
 const out = join(cache, 'out');
 const manifestPath = join(out, 'manifest.json');
 const rebuild = process.argv.includes('--rebuild');
-/** The modules the guest needs; their dependencies come from modules.dep. */
-const WANT = ['virtio_pci', 'virtio_net', 'virtio_blk'];
+/** The modules the guest needs (ext4 mounts the ext2 filesystem the test makes; crc32c_generic is its softdep); their dependencies come from each module's depends=. */
+const WANT = ['virtio_pci', 'virtio_net', 'virtio_blk', 'crc32c_generic', 'ext4'];
 
 const sha256 = (p) => createHash('sha256').update(readFileSync(p)).digest('hex');
 const run = (cmd, args, opts = {}) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], ...opts });
 
 if (!rebuild && existsSync(manifestPath)) {
   const m = JSON.parse(readFileSync(manifestPath, 'utf8'));
-  if (['kernel', 'initramfs', 'bios', 'vgabios'].every((k) => existsSync(m[k]))) {
+  // A cache built for an older module list is rebuilt (the packages stay cached).
+  const built = new Set((m.modules ?? []).map((n) => n.replace(/\.ko$/, '').replace(/-/g, '_')));
+  if (['kernel', 'initramfs', 'bios', 'vgabios'].every((k) => existsSync(m[k])) && WANT.every((w) => built.has(w))) {
     process.stdout.write(`${JSON.stringify(m, null, 2)}\n`);
     process.exit(0);
   }

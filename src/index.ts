@@ -113,3 +113,5 @@ export type { VhostVringSetup, VhostVringState, NetShadowState, VhostMigrationSt
 export { migrateBetweenWorkers } from './migration/worker-migrate.ts';
 export type { WorkerMigrateOptions, WorkerMigrationReport } from './migration/worker-migrate.ts';
 export type { MigDisk, MigSaved, MigLoaded } from './worker/host.ts';
+export { PingResponder, inetChecksum } from './devices/ping-responder.ts';
+export type { PingResponderStats } from './devices/ping-responder.ts';

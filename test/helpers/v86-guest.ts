@@ -1,0 +1,139 @@
+// Boots the Debian i386 guest of scripts/fetch-guest.mjs in v86 under Node, and talks to its
+// busybox shell on the serial console.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { V86 } from 'v86';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** What scripts/fetch-guest.mjs prints. */
+export interface GuestManifest {
+  kernel: string;
+  kernelRelease: string;
+  initramfs: string;
+  bios: string;
+  vgabios: string;
+  modules: string[];
+  versions: Record<string, string>;
+}
+
+/** Fetches (first run) or finds (cached) the guest; the script prints its manifest. */
+export function guestManifest(): GuestManifest {
+  const out = execFileSync(process.execPath, [join(root, 'scripts', 'fetch-guest.mjs')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
+  return JSON.parse(out) as GuestManifest;
+}
+
+/** The path of v86's wasm build in node_modules. */
+export function v86WasmPath(): string {
+  return join(dirname(createRequire(import.meta.url).resolve('v86')), 'v86.wasm');
+}
+
+const image = (p: string) => {
+  const b = readFileSync(p);
+  return { buffer: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer };
+};
+
+/** Kernel command line: serial console, quiet, no waiting on hardware v86 does not have. */
+export const GUEST_CMDLINE = 'console=ttyS0 quiet loglevel=3 tsc=reliable mitigations=off random.trust_cpu=on';
+
+/** The busybox shell on the guest's serial console. */
+export class SerialShell {
+  /** Everything the guest printed. */
+  log = '';
+  private seq = 0;
+  private waiters: Array<{ re: RegExp; from: number; resolve: (m: RegExpExecArray) => void }> = [];
+
+  constructor(private readonly emulator: V86) {
+    emulator.add_listener('serial0-output-byte', (b: number) => {
+      this.log += String.fromCharCode(b);
+      if (b !== 10) return;
+      this.waiters = this.waiters.filter((w) => {
+        w.re.lastIndex = w.from;
+        const m = w.re.exec(this.log);
+        if (m) w.resolve(m);
+        return !m;
+      });
+    });
+  }
+
+  /** Waits for `re` (global flag) to match in what the guest prints from now on. */
+  waitFor(re: RegExp, ms: number, what = re.source, from = this.log.length): Promise<RegExpExecArray> {
+    re.lastIndex = from;
+    const m = re.exec(this.log);
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.resolve !== done);
+        reject(new Error(`guest: no ${what} within ${ms} ms; last output:\n${this.log.slice(-2000)}`));
+      }, ms);
+      const done = (x: RegExpExecArray) => {
+        clearTimeout(t);
+        resolve(x);
+      };
+      this.waiters.push({ re, from, resolve: done });
+    });
+  }
+
+  /** Runs `cmd` in the guest shell; resolves to its output (without the echoed command) and exit code. */
+  async run(cmd: string, ms = 60_000): Promise<{ out: string; code: number }> {
+    const id = ++this.seq;
+    const from = this.log.length;
+    const marker = new RegExp(`@@(\\d+)@@${id}@@\\r?\\n`, 'g');
+    this.emulator.serial0_send(`${cmd}; echo "@@$?@@${id}@@"\n`);
+    const m = await this.waitFor(marker, ms, `end of "${cmd}"`, from);
+    // The tty echoes the command line first (with `$?` unexpanded, so it cannot match the
+    // marker; ash may redraw a long line): the output starts on the line after its end.
+    const text = this.log.slice(from, m.index);
+    const echoed = text.lastIndexOf(`@@${id}@@"`);
+    const start = echoed < 0 ? 0 : text.indexOf('\n', echoed) + 1;
+    return { out: text.slice(start).replace(/\r/g, ''), code: Number(m[1]) };
+  }
+
+  /** {@link run}, failing on a non-zero exit code. */
+  async ok(cmd: string, ms?: number): Promise<string> {
+    const r = await this.run(cmd, ms);
+    if (r.code !== 0) throw new Error(`guest: "${cmd}" exited ${r.code}:\n${r.out}`);
+    return r.out;
+  }
+}
+
+/** Options of {@link startGuest}. */
+export interface StartGuestOptions {
+  /** Guest RAM. @default 128 MiB */
+  memoryMiB?: number;
+  /** Plugs devices in after v86 loaded and before the CPU runs. */
+  setup?: (emulator: V86) => void | Promise<void>;
+  /** v86's `wasm_fn` (to instantiate its module yourself). */
+  wasmFn?: (imports: WebAssembly.Imports) => Promise<WebAssembly.Exports>;
+}
+
+/** A booted guest at its shell prompt, with the time from run() to the prompt. */
+export async function startGuest(m: GuestManifest, o: StartGuestOptions = {}): Promise<{ emulator: V86; shell: SerialShell; bootMs: number }> {
+  const emulator = new V86({
+    wasm_path: v86WasmPath(),
+    ...(o.wasmFn ? { wasm_fn: o.wasmFn } : {}),
+    bios: image(m.bios),
+    vga_bios: image(m.vgabios),
+    bzimage: image(m.kernel),
+    initrd: image(m.initramfs),
+    cmdline: GUEST_CMDLINE,
+    memory_size: (o.memoryMiB ?? 128) << 20,
+    autostart: false,
+    disable_keyboard: true,
+    disable_mouse: true,
+    disable_speaker: true,
+    fastboot: true,
+  });
+  const shell = new SerialShell(emulator);
+  await new Promise<void>((resolve) => emulator.add_listener('emulator-loaded', () => resolve()));
+  await o.setup?.(emulator);
+  const t0 = performance.now();
+  const ready = shell.waitFor(/VDPA-GUEST-READY/g, 180_000, 'the guest init');
+  await emulator.run();
+  await ready;
+  const bootMs = performance.now() - t0;
+  return { emulator, shell, bootMs };
+}
