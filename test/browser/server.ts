@@ -34,15 +34,29 @@ const COMMON_HEADERS = {
   'Cache-Control': 'no-store',
 };
 
+/** Options of {@link serveStatic}. */
+export interface ServeStaticOptions {
+  /**
+   * Single files served at fixed URL paths as `application/octet-stream`, whatever their name
+   * (e.g. the guest's kernel, initramfs and BIOS, which live outside the repository and have no
+   * known extension): `{ '/guest/kernel': '/abs/path/vmlinuz-…' }`.
+   */
+  files?: Readonly<Record<string, string>>;
+}
+
 /**
- * Serves the files under `root`/`dirs[i]` (and nothing else under `root`) read-only.
- * Requests that leave those folders — `..`, encoded separators, symlinks pointing out —
- * get 404, as do unknown file types.
+ * Serves the files under `root`/`dirs[i]` (and nothing else under `root`) read-only, plus the
+ * exact URL paths of `opts.files`. Requests that leave those folders — `..`, encoded
+ * separators, symlinks pointing out — get 404, as do unknown file types.
  */
-export async function serveStatic(root: string, dirs: readonly string[]): Promise<StaticServer> {
+export async function serveStatic(root: string, dirs: readonly string[], opts: ServeStaticOptions = {}): Promise<StaticServer> {
   const realRoot = await realpath(root);
-  const allowed = await Promise.all(dirs.map((d) => realpath(path.join(realRoot, d))));
-  const inside = (file: string) => allowed.some((dir) => file.startsWith(dir + path.sep));
+  // A folder may be a symlink (node_modules is one in a git worktree): a request path must lie
+  // under the folder as named, and the file it resolves to under the folder's real path.
+  const named = dirs.map((d) => path.join(realRoot, d));
+  const allowed = await Promise.all(named.map((d) => realpath(d)));
+  const under = (list: string[], file: string) => list.some((dir) => file.startsWith(dir + path.sep));
+  const files = new Map(Object.entries(opts.files ?? {}));
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -56,18 +70,25 @@ export async function serveStatic(root: string, dirs: readonly string[]): Promis
       res.writeHead(400, COMMON_HEADERS).end('bad path');
       return;
     }
+    const single = files.get(rel);
+    if (single !== undefined) {
+      const body = await readFile(single);
+      res.writeHead(200, { ...COMMON_HEADERS, 'Content-Type': 'application/octet-stream', 'Content-Length': body.length });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
     // path.resolve normalizes `..`; the allow-list check runs on the result and again on the
     // real path, so neither traversal nor a symlink can reach outside the served folders.
     const file = path.resolve(realRoot, '.' + path.posix.normalize('/' + rel));
     const type = MIME[path.extname(file)];
-    if (rel.includes('\0') || rel.includes('\\') || !inside(file) || !type) {
+    if (rel.includes('\0') || rel.includes('\\') || !under(named, file) || !type) {
       res.writeHead(404, COMMON_HEADERS).end('not found');
       return;
     }
     let body: Buffer;
     try {
       const real = await realpath(file);
-      if (!inside(real) || !(await stat(real)).isFile()) throw new Error('not a served file');
+      if (!under(allowed, real) || !(await stat(real)).isFile()) throw new Error('not a served file');
       body = await readFile(real);
     } catch {
       res.writeHead(404, COMMON_HEADERS).end('not found');
