@@ -39,6 +39,14 @@ const image = (p: string) => {
 /** Kernel command line: serial console, quiet, no waiting on hardware v86 does not have. */
 export const GUEST_CMDLINE = 'console=ttyS0 quiet loglevel=3 tsc=reliable mitigations=off random.trust_cpu=on';
 
+/** A guest's first serial port: a v86 emulator, or a relay of one that runs elsewhere (a page's worker). */
+export interface SerialConsole {
+  /** Calls `listener` with each byte the guest writes. */
+  add_listener(event: 'serial0-output-byte', listener: (byte: number) => void): void;
+  /** Writes `data` to the guest. */
+  serial0_send(data: string): void;
+}
+
 /** The busybox shell on the guest's serial console. */
 export class SerialShell {
   /** Everything the guest printed. */
@@ -46,7 +54,7 @@ export class SerialShell {
   private seq = 0;
   private waiters: Array<{ re: RegExp; from: number; resolve: (m: RegExpExecArray) => void }> = [];
 
-  constructor(private readonly emulator: V86) {
+  constructor(private readonly emulator: SerialConsole) {
     emulator.add_listener('serial0-output-byte', (b: number) => {
       this.log += String.fromCharCode(b);
       if (b !== 10) return;
