@@ -45,6 +45,7 @@ export { Doorbell, DoorbellWaiter, DOORBELL_SIZE, WAKER_SIZE } from './worker/do
 export { PcapWriter, readPcap, LINKTYPE_ETHERNET, PCAP_MAGIC } from './devices/pcap.ts';
 export { MgmtDevice, VdpaSimNetMgmt, VdpaSimBlkMgmt, parseMac, formatMac } from './mgmt/mgmtdev.ts';
 export { VhostVdpa, VhostVdpaFile } from './drivers/vhost-vdpa.ts';
+export { VhostTypedFile } from './vhost/typed-file.ts';
 export { VhostError, ERRNO, errnoName } from './vhost/errno.ts';
 export * from './vhost/uapi.ts';
 export { Channel, errorToWire, errorFromWire } from './worker/channel.ts';
