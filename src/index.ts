@@ -51,7 +51,7 @@ export * from './vhost/uapi.ts';
 export { Channel, errorToWire, errorFromWire } from './worker/channel.ts';
 export { MailboxClient, MailboxServer, MAILBOX_HEADER, MAILBOX_CAP } from './worker/mailbox.ts';
 export { serveVdpa } from './worker/host.ts';
-export { RemoteVdpaBus, RemoteVdpaDevice, RemoteVhostFile } from './worker/remote-device.ts';
+export { RemoteVdpaBus, RemoteVdpaDevice, RemoteVhostFile, RemoteVhostSyncFile } from './worker/remote-device.ts';
 export { REMOTE_VDPA } from './worker/host.ts';
 export { Vmm } from './vmm/vmm.ts';
 export { serveGuest } from './vmm/guest.ts';
