@@ -108,7 +108,7 @@ export type { VmmDevice, GuestRam } from './vmm/vmm.ts';
 export type { GuestCounters, GuestNetResult, GuestBlkResult } from './vmm/guest.ts';
 export type { ForeignPlatformOptions } from './platform/platform.ts';
 export { VirtioPciFunction } from './pci/virtio-pci.ts';
-export type { VirtioPciOptions, PciInterruptSink, PciDescription, PciBarDescription, GuestMemoryRegion } from './pci/virtio-pci.ts';
+export type { VirtioPciOptions, PciInterruptSink, PciDescription, PciBarDescription, GuestMemoryRegion, VhostFileOps } from './pci/virtio-pci.ts';
 export { VhostNetCvq, vhostSave, vhostLoad, checkVhostState } from './migration/vhost-migrate.ts';
 export type { VhostVringSetup, VhostVringState, NetShadowState, VhostMigrationState, VhostNetCvqOptions, VhostLoadOptions, VhostLoadMap, VhostLoadDoorbells } from './migration/vhost-migrate.ts';
 export { migrateBetweenWorkers } from './migration/worker-migrate.ts';
