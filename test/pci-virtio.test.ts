@@ -358,9 +358,7 @@ describe('bring-up by a register-level guest driver', () => {
     const g = new Guest(blk, memory, RAM_OFFSET);
     g.probe();
     for (let round = 0; round < 2; round++) {
-      g.negotiate(featureBit(VIRTIO_F_VERSION_1)); // resets first
-      g.setupQueue(0, 16);
-      g.addStatus(S_DRIVER_OK);
+      g.bringUp(featureBit(VIRTIO_F_VERSION_1), [{ size: 16 }]); // resets first
       const data = g.alloc(512);
       g.bytes(data, 512).fill(0x31 + round);
       const s = g.blkRequest(1, round, data, 512);
@@ -392,9 +390,7 @@ describe('bring-up by a register-level guest driver', () => {
     const g = new Guest(blk, memory, RAM_OFFSET);
     g.probe();
     assert.deepEqual([...g.caps.values()].filter((c) => c.type !== 5).map((c) => [c.type, c.bar, c.offset]), [[1, 0, 0], [3, 0, 0x40], [4, 0, 0x60], [2, 0, (0x60 + blk.file.getConfigSize() + 3) & ~3]]);
-    g.negotiate(featureBit(VIRTIO_F_VERSION_1));
-    g.setupQueue(0, 16);
-    g.addStatus(S_DRIVER_OK);
+    g.bringUp(featureBit(VIRTIO_F_VERSION_1), [{ size: 16 }]);
     const data = g.alloc(512);
     g.bytes(data, 512).fill(0x5c);
     const s = g.blkRequest(1, 3, data, 512);
@@ -563,10 +559,7 @@ describe('bad accesses: read all ones, writes dropped, nothing thrown', () => {
     for (let i = 0; i < 6; i++) blk.configWrite(C.PCI_BASE_ADDRESS_0 + 4 * i, 4, 0);
     const g = new Guest(blk, memory, RAM_OFFSET);
     g.probe();
-    g.negotiate(featureBit(VIRTIO_F_VERSION_1));
-    g.setupQueue(0, 16);
-    g.addStatus(S_DRIVER_OK);
-    assert.equal(g.status & S_DRIVER_OK, S_DRIVER_OK);
+    assert.equal(g.bringUp(featureBit(VIRTIO_F_VERSION_1), [{ size: 16 }]), featureBit(VIRTIO_F_VERSION_1));
     blk.close();
   });
 });

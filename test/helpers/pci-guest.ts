@@ -117,6 +117,15 @@ export class Guest {
     return f;
   }
 
+  /** The whole virtio_dev_probe: features, then a split ring per entry of `queues` (size, MSI-X vector), then DRIVER_OK. Returns the features. */
+  bringUp(want: bigint, queues: { size: number; vector?: number }[]): bigint {
+    const f = this.negotiate(want);
+    queues.forEach((q, i) => this.setupQueue(i, q.size, q.vector));
+    this.addStatus(S_DRIVER_OK);
+    assert.ok(this.status & S_DRIVER_OK, 'DRIVER_OK took');
+    return f;
+  }
+
   /** setup_vq (split ring of `size` in guest RAM) with MSI-X `vector` (or NO_VECTOR). */
   setupQueue(q: number, size: number, vector = C.VIRTIO_MSI_NO_VECTOR): void {
     const desc = this.alloc(16 * size, 4096);
