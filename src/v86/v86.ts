@@ -21,8 +21,8 @@
 
 import { VirtioError, Code } from '../errors.ts';
 import { Platform } from '../platform/platform.ts';
-import { VirtioPciFunction, type VirtioPciOptions } from '../pci/virtio-pci.ts';
-import type { VhostVdpaFile } from '../drivers/vhost-vdpa.ts';
+import { VirtioPciFunction, type VirtioPciOptions, type VhostFileOps } from '../pci/virtio-pci.ts';
+import { VhostVdpaFile } from '../drivers/vhost-vdpa.ts';
 import * as C from '../pci/constants.ts';
 
 /** The v86 versions the adapter was written against (what it checks at attach time). */
@@ -110,6 +110,13 @@ export interface V86AttachOptions extends Pick<VirtioPciOptions, 'accessPlatform
   port?: number;
   /** Name v86 shows for the device. @default 'vdpa-' + the slot */
   name?: string;
+  /**
+   * Deliver the device's interrupts by awaiting its call doorbells (`callWaiter.waitAsync()`
+   * in a loop, then `poll()`). Needed when the device runs in another worker (a node opened with
+   * `RemoteVdpaBus.openVhostSync`): its rings are not seen in this thread otherwise. An in-thread
+   * node raises them by itself. @default true unless `file` is an in-thread VhostVdpaFile
+   */
+  awaitCalls?: boolean;
 }
 
 /** A vdpa device plugged into v86. */
@@ -134,7 +141,8 @@ const pinLevels = new WeakMap<V86Cpu, number[]>();
 const IO_MIN = 0x1000; // v86 moves only ports ≥ 0x1000 when the guest relocates a BAR (pci.js set_io_bars)
 
 /**
- * Plugs the vhost_vdpa node `file` (open, unowned) into v86 as a modern virtio-pci function.
+ * Plugs the vhost_vdpa node `file` (open, unowned: an in-thread VhostVdpaFile, or a node in a
+ * device worker from `RemoteVdpaBus.openVhostSync`) into v86 as a modern virtio-pci function.
  * Call it after `emulator-loaded` and before the guest scans PCI (before `run()` for a guest
  * that has not booted; a booted Linux guest finds it after `echo 1 > /sys/bus/pci/rescan`).
  * Guest-physical memory reaches the device through IOTLB UPDATE messages for v86's RAM.
@@ -142,7 +150,7 @@ const IO_MIN = 0x1000; // v86 moves only ports ≥ 0x1000 when the guest relocat
  * memory, InvalidArgument for a slot or port that is taken or out of range, and what
  * VirtioPciFunction throws (a node already owned: VhostError EBUSY).
  */
-export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpaFile, opts: V86AttachOptions = {}): V86Attachment {
+export function attachV86(emulator: V86Like, platform: Platform, file: VhostFileOps, opts: V86AttachOptions = {}): V86Attachment {
   const cpu = cpuOf(emulator);
   const { memory, ramBase, ramSize } = v86Memory(emulator);
   if (platform.memory !== memory) throw new VirtioError(Code.FailedPrecondition, 'the platform is not over this v86 memory: make it with v86Platform(emulator)');
@@ -210,6 +218,19 @@ export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpa
     device.pci_space = Array.from(space);
     pci.register_device(device);
     let closed = false;
+    if (opts.awaitCalls ?? !(file instanceof VhostVdpaFile)) {
+      // Each turn sleeps (Atomics.waitAsync) until the worker rings a call doorbell, then raises
+      // what rang; it ends when close() closes the waiter (waitAsync throws then).
+      void (async () => {
+        while (!closed) {
+          try {
+            await fn.callWaiter.waitAsync();
+          } catch {
+            return;
+          }
+        }
+      })();
+    }
     return {
       fn,
       slot: slot!,
