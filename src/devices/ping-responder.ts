@@ -19,7 +19,8 @@ export function inetChecksum(b: Uint8Array, from = 0, to = b.length): number {
   let s = 0;
   for (let i = from; i + 1 < to; i += 2) s += (b[i]! << 8) | b[i + 1]!;
   if ((to - from) & 1) s += b[to - 1]! << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  // Fold with division, not `>>> 16`: past 128 KiB the sum exceeds 2^32, which `>>>` truncates.
+  while (s > 0xffff) s = (s % 0x10000) + Math.floor(s / 0x10000);
   return ~s & 0xffff;
 }
 
