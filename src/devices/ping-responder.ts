@@ -45,8 +45,8 @@ export class PingResponder {
 
   /** `mac` as 'aa:bb:…' or 6 bytes, `ip` as '10.0.0.1' or 4 bytes; InvalidArgument otherwise. */
   constructor(opts: { mac: string | Uint8Array; ip: string | Uint8Array }) {
-    this.mac = typeof opts.mac === 'string' ? parse(opts.mac, ':', 16, 6, 'mac') : Uint8Array.from(opts.mac ?? []);
-    this.ip = typeof opts.ip === 'string' ? parse(opts.ip, '.', 10, 4, 'ip') : Uint8Array.from(opts.ip ?? []);
+    this.mac = typeof opts?.mac === 'string' ? parse(opts.mac, ':', 16, 6, 'mac') : Uint8Array.from(opts?.mac ?? []);
+    this.ip = typeof opts?.ip === 'string' ? parse(opts.ip, '.', 10, 4, 'ip') : Uint8Array.from(opts?.ip ?? []);
     if (this.mac.length !== 6 || this.ip.length !== 4) throw new VirtioError(Code.InvalidArgument, 'PingResponder needs a 6-byte mac and a 4-byte ip');
   }
 
