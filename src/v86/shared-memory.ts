@@ -73,6 +73,12 @@ function binaryOf(head: Uint8Array, sections: Section[]): Uint8Array {
   return bytes;
 }
 
+function checkMaximum(maximumPages: number, minimumPages: number): void {
+  if (!Number.isInteger(maximumPages) || maximumPages < minimumPages || maximumPages > 65536) {
+    throw new VirtioError(Code.InvalidArgument, `maximumPages ${maximumPages} must be ${minimumPages}..65536`);
+  }
+}
+
 function skipName(b: Uint8Array, at: number): number {
   const [n, p] = readU32(b, at);
   return p + n;
@@ -98,6 +104,7 @@ export function shareMemoryImport(wasm: Uint8Array, maximumPages: number): Uint8
       if (flags & 0x02) return null;
       const [min, afterMin] = readU32(b, at + 1);
       const end = flags & 0x01 ? readU32(b, afterMin)[1] : afterMin;
+      checkMaximum(maximumPages, min);
       imp.body = Uint8Array.from([...b.subarray(0, at), LIMITS_MAX_SHARED, ...u32(min), ...u32(maximumPages), ...b.subarray(end)]);
       return binaryOf(wasm, sections);
     }
@@ -127,9 +134,7 @@ export function importSharedMemory(wasm: Uint8Array, maximumPages: number): { by
   const flags = mem.body[p]!;
   if (flags & 0x02) throw new VirtioError(Code.InvalidArgument, 'the module\'s memory is shared already');
   const [minimumPages] = readU32(mem.body, p + 1);
-  if (!Number.isInteger(maximumPages) || maximumPages < minimumPages || maximumPages > 65536) {
-    throw new VirtioError(Code.InvalidArgument, `maximumPages ${maximumPages} must be ${minimumPages}..65536`);
-  }
+  checkMaximum(maximumPages, minimumPages);
   const entry = [...name('env'), ...name('memory'), EXTERN_MEMORY, LIMITS_MAX_SHARED, ...u32(minimumPages), ...u32(maximumPages)];
   let imp = sections.find((s) => s.id === SEC_IMPORT);
   if (imp) {
