@@ -73,6 +73,11 @@ function binaryOf(head: Uint8Array, sections: Section[]): Uint8Array {
   return bytes;
 }
 
+/** Limits flags 0..3 (max, shared); memory64 (0x04) and later proposals' bits are refused, not dropped. */
+function checkFlags(flags: number | undefined): void {
+  if (flags === undefined || flags > 0x03) throw new VirtioError(Code.InvalidArgument, `memory limits flags 0x${Number(flags).toString(16)} (memory64 or a later proposal) are not supported`);
+}
+
 function checkMaximum(maximumPages: number, minimumPages: number): void {
   if (!Number.isInteger(maximumPages) || maximumPages < minimumPages || maximumPages > 65536) {
     throw new VirtioError(Code.InvalidArgument, `maximumPages ${maximumPages} must be ${minimumPages}..65536`);
@@ -101,6 +106,7 @@ export function shareMemoryImport(wasm: Uint8Array, maximumPages: number): Uint8
     const kind = b[at++]!;
     if (kind === EXTERN_MEMORY) {
       const flags = b[at]!;
+      checkFlags(flags);
       if (flags & 0x02) return null;
       const [min, afterMin] = readU32(b, at + 1);
       const end = flags & 0x01 ? readU32(b, afterMin)[1] : afterMin;
@@ -132,6 +138,7 @@ export function importSharedMemory(wasm: Uint8Array, maximumPages: number): { by
   const [count, p] = readU32(mem.body, 0);
   if (count !== 1) throw new VirtioError(Code.InvalidArgument, `the module defines ${count} memories, not one`);
   const flags = mem.body[p]!;
+  checkFlags(flags);
   if (flags & 0x02) throw new VirtioError(Code.InvalidArgument, 'the module\'s memory is shared already');
   const [minimumPages] = readU32(mem.body, p + 1);
   checkMaximum(maximumPages, minimumPages);
