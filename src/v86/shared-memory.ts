@@ -44,6 +44,7 @@ const name = (s: string) => [...u32(s.length), ...new TextEncoder().encode(s)];
 interface Section { id: number; body: Uint8Array }
 
 function sectionsOf(wasm: Uint8Array): Section[] {
+  if (!(wasm instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'the module must be a Uint8Array');
   if (wasm.length < 8 || wasm[0] !== 0 || wasm[1] !== 0x61 || wasm[2] !== 0x73 || wasm[3] !== 0x6d) {
     throw new VirtioError(Code.InvalidArgument, 'not a WebAssembly binary');
   }
@@ -133,6 +134,9 @@ export function shareMemoryImport(wasm: Uint8Array, maximumPages: number): Uint8
  */
 export function importSharedMemory(wasm: Uint8Array, maximumPages: number): { bytes: Uint8Array; minimumPages: number } {
   const sections = sectionsOf(wasm);
+  // Only the framing is parsed here: the engine judges the rest, so a truncated or corrupt
+  // module is refused now rather than rewritten into one that fails to compile later.
+  if (!WebAssembly.validate(wasm as Uint8Array<ArrayBuffer>)) throw new VirtioError(Code.InvalidArgument, 'not a valid WebAssembly module');
   const mem = sections.find((s) => s.id === SEC_MEMORY);
   if (!mem) throw new VirtioError(Code.InvalidArgument, 'the module defines no memory (does it import one already?)');
   const [count, p] = readU32(mem.body, 0);
