@@ -180,7 +180,13 @@ function hookJit(): void {
     const m = (imports?.e as Record<string, unknown> | undefined)?.m;
     if (m instanceof WebAssembly.Memory && ours.has(m) && !(source instanceof WebAssembly.Module)) {
       const bytes = ArrayBuffer.isView(source) ? new Uint8Array(source.buffer, source.byteOffset, source.byteLength) : new Uint8Array(source);
-      const shared = shareMemoryImport(bytes, ours.get(m)!);
+      let shared: Uint8Array | null = null;
+      try {
+        shared = shareMemoryImport(bytes, ours.get(m)!);
+      } catch {
+        // Not a module we can rewrite: the engine rejects it below, as instantiate always does
+        // (a rejected promise, never a synchronous throw into v86's codegen_finalize).
+      }
       if (shared) return original(shared, imports);
     }
     return original(source, imports);
