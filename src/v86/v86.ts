@@ -170,6 +170,20 @@ export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpa
     if (level && levels![pin] === 1) pci.raise_irq(pciId);
     else if (!level && levels![pin] === 0) pci.lower_irq(pciId);
   };
+  // The port is checked before the function takes the node, so a refused attach leaves it unowned.
+  const size = VirtioPciFunction.ioBarSize(file);
+  const free = (p: number): boolean => {
+    for (let i = 0; i < size; i++) if (cpu.io.ports[p + i]?.device !== undefined) return false;
+    return true;
+  };
+  let port = opts.port;
+  if (port === undefined) {
+    for (let p = 0xe000; p >= IO_MIN && port === undefined; p -= size) if (free(p)) port = p;
+    if (port === undefined) bad('no free I/O port range');
+  } else if (!Number.isInteger(port) || port < IO_MIN || port + size > 0x10000 || port % size !== 0) {
+    bad(`port 0x${Number(port).toString(16)} must be ≥ 0x${IO_MIN.toString(16)}, below 0x10000 and aligned to the BAR size 0x${size.toString(16)}`);
+  } else if (!free(port)) bad(`I/O ports 0x${port.toString(16)}..+0x${size.toString(16)} are taken`);
+
   const fn = new VirtioPciFunction(platform, file, {
     guestMemory: [{ gpa: 0, size: ramSize, offset: ramBase }],
     msixVectors: 0,
@@ -179,19 +193,6 @@ export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpa
     interrupts: { setIntx: setLine },
   });
   try {
-    const size = fn.description.bars.find((b) => b.index === 0)!.size;
-    const free = (p: number): boolean => {
-      for (let i = 0; i < size; i++) if (cpu.io.ports[p + i]?.device !== undefined) return false;
-      return true;
-    };
-    let port = opts.port;
-    if (port === undefined) {
-      for (let p = 0xe000; p >= IO_MIN && port === undefined; p -= size) if (free(p)) port = p;
-      if (port === undefined) bad('no free I/O port range');
-    } else if (!Number.isInteger(port) || port < IO_MIN || port + size > 0x10000 || port % size !== 0) {
-      bad(`port 0x${Number(port).toString(16)} must be ≥ 0x${IO_MIN.toString(16)}, below 0x10000 and aligned to the BAR size 0x${size.toString(16)}`);
-    } else if (!free(port)) bad(`I/O ports 0x${port.toString(16)}..+0x${size.toString(16)} are taken`);
-
     const name = opts.name ?? `vdpa-${slot}`;
     const device: V86PciDevice = { name, pci_id: pciId, pci_space: [], pci_bars: [{ size }] };
     // Every port of the BAR answers every width; the function itself answers unaligned or
