@@ -125,11 +125,14 @@ export interface V86Attachment {
 }
 
 /**
- * INTx levels per PCI interrupt pin of each v86 machine. v86 routes slot s's INTA# to pin
- * (s - 1) & 3 (pci.js raise_irq/lower_irq) and its PIC keeps no count of who raised a line, so
- * functions of ours that share a pin raise it on their first and lower it on their last.
+ * Our functions asserting INTx (by PCI id), per PCI interrupt pin of each v86 machine. v86
+ * routes slot s's INTA# to pin (s - 1) & 3 (pci.js raise_irq/lower_irq), and its PIC keeps one
+ * level per IRQ with no count of who raised it. So functions that share a pin raise it on their
+ * first and lower it on their last; and since the BIOS routes several pins to one IRQ
+ * (SeaBIOS: pins A and B to IRQ 10, C and D to 11), lowering a pin raises again every other pin
+ * that still has a function asserting it, whichever IRQ it shares.
  */
-const pinLevels = new WeakMap<V86Cpu, number[]>();
+const asserting = new WeakMap<V86Cpu, Set<number>[]>();
 
 const IO_MIN = 0x1000; // v86 moves only ports ≥ 0x1000 when the guest relocates a BAR (pci.js set_io_bars)
 
@@ -160,15 +163,24 @@ export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpa
   const pciId = slot! << 3;
 
   let intx = false;
-  let levels = pinLevels.get(cpu);
-  if (!levels) pinLevels.set(cpu, (levels = [0, 0, 0, 0]));
-  const pin = (slot! - 1) & 3;
+  let pins = asserting.get(cpu);
+  if (!pins) asserting.set(cpu, (pins = [new Set(), new Set(), new Set(), new Set()]));
+  const mine = pins[(slot! - 1) & 3]!;
   const setLine = (level: boolean): void => {
     if (level === intx) return;
     intx = level;
-    levels![pin] = levels![pin]! + (level ? 1 : -1);
-    if (level && levels![pin] === 1) pci.raise_irq(pciId);
-    else if (!level && levels![pin] === 0) pci.lower_irq(pciId);
+    if (level) {
+      mine.add(pciId);
+      if (mine.size === 1) pci.raise_irq(pciId);
+      return;
+    }
+    mine.delete(pciId);
+    if (mine.size > 0) return;
+    pci.lower_irq(pciId);
+    for (const other of pins!) {
+      const [id] = other; // one function per pin still asserting: its IRQ may be the one just lowered
+      if (id !== undefined) pci.raise_irq(id);
+    }
   };
   // The port is checked before the function takes the node, so a refused attach leaves it unowned.
   const size = VirtioPciFunction.ioBarSize(file);
