@@ -153,6 +153,7 @@ export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpa
   const bad = (why: string): never => {
     throw new VirtioError(Code.InvalidArgument, why);
   };
+  if (typeof opts !== 'object' || opts === null) bad('options must be an object');
   let slot = opts.slot;
   if (slot === undefined) {
     slot = 8;
