@@ -175,6 +175,9 @@ function memories(b: Uint8Array): { imports: MemImport[]; defined: number } {
   return out;
 }
 
+/** WebAssembly.validate of bytes on any buffer. */
+const validate = (b: Uint8Array): boolean => WebAssembly.validate(b as Uint8Array<ArrayBuffer>);
+
 const invalidArgument = (e: unknown) => e instanceof VirtioError && e.code === Code.InvalidArgument;
 
 /** Calls fn; returns 'null', 'bytes' or 'invalid', and fails on any other outcome. */
@@ -201,10 +204,10 @@ test('importSharedMemory: a defined memory (with/without max, with/without an im
       for (const customs of [false, true]) {
         const what = `max ${max} imports ${imports} customs ${customs}`;
         const src = defining({ min: 2, max, imports, customs, data: [[16, [0x11, 0x22, 0x33, 0x44]], [PAGE + 8, [0xaa, 0xbb, 0xcc, 0xdd]]] });
-        assert.ok(WebAssembly.validate(src), what);
+        assert.ok(validate(src), what);
         const { bytes, minimumPages } = importSharedMemory(src, 16);
         assert.equal(minimumPages, 2, what);
-        assert.ok(WebAssembly.validate(bytes), what);
+        assert.ok(validate(bytes), what);
         const mod = await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
         assert.deepEqual(WebAssembly.Module.imports(mod), [
           ...(imports ? [{ module: 'env', name: 'f', kind: 'function' }, { module: 'env', name: 'g', kind: 'global' }] : []),
@@ -258,10 +261,10 @@ test('importSharedMemory: LEB128 edge cases (multi-byte sizes, counts and limits
   ];
   for (const [what, o, maxPages] of cases) {
     const src = defining(o);
-    assert.ok(WebAssembly.validate(src), what);
+    assert.ok(validate(src), what);
     const { bytes, minimumPages } = importSharedMemory(src, maxPages);
     assert.equal(minimumPages, o.min, what);
-    assert.ok(WebAssembly.validate(bytes), what);
+    assert.ok(validate(bytes), what);
     assert.deepEqual(memories(bytes).imports, [{ module: 'env', name: 'memory', flags: 3, min: o.min, max: maxPages }], what);
     if (o.min! <= 4) {
       const memory = new WebAssembly.Memory({ initial: o.min!, maximum: maxPages, shared: true });
@@ -315,8 +318,8 @@ test('importSharedMemory: every truncation of a valid module is InvalidArgument 
     for (let n = 0; n < src.length; n++) {
       for (const cut of [src.slice(0, n), src.subarray(0, n)]) {
         // A cut before the data or a trailing custom section is itself a valid module with a memory.
-        if (WebAssembly.validate(cut) && memories(cut).defined === 1) {
-          assert.ok(WebAssembly.validate(importSharedMemory(cut, 16).bytes));
+        if (validate(cut) && memories(cut).defined === 1) {
+          assert.ok(validate(importSharedMemory(cut, 16).bytes));
           rewritten++;
         } else {
           assert.throws(() => importSharedMemory(cut, 16), invalidArgument, `truncated to ${n} of ${src.length}`);
@@ -344,7 +347,7 @@ test('importSharedMemory: random garbage and random corruption of a valid module
     }
     try {
       const r = importSharedMemory(b, 16);
-      assert.ok(WebAssembly.validate(r.bytes), `case ${i}: the rewrite of a valid module validates`);
+      assert.ok(validate(r.bytes), `case ${i}: the rewrite of a valid module validates`);
       seen.add('bytes');
     } catch (e) {
       assert.ok(invalidArgument(e), `case ${i}: ${String(e)}`);
@@ -370,11 +373,11 @@ test('shareMemoryImport: a JIT block\'s unshared e.m import (no maximum, or one)
   ];
   for (const [what, o] of variants) {
     const src = jit(o);
-    assert.ok(WebAssembly.validate(src), what);
+    assert.ok(validate(src), what);
     const before = memories(src).imports[0]!;
     const out = shareMemoryImport(src, 20);
     assert.ok(out, what);
-    assert.ok(WebAssembly.validate(out), what);
+    assert.ok(validate(out), what);
     assert.deepEqual(memories(out).imports, [{ module: 'e', name: 'm', flags: 3, min: before.min, max: 20 }], what);
     assert.deepEqual(WebAssembly.Module.imports(await WebAssembly.compile(out as Uint8Array<ArrayBuffer>)), WebAssembly.Module.imports(await WebAssembly.compile(src as Uint8Array<ArrayBuffer>)), what);
     // The original does not link against a shared memory; the rewrite does, and reads it.
@@ -446,8 +449,8 @@ test('v86SharedMemory: v86.wasm rewritten imports env.memory shared (its minimum
   assert.ok(WebAssembly.Module.exports(m0).some((e) => e.name === 'memory' && e.kind === 'memory'));
 
   const sm = v86SharedMemory(wasm.buffer.slice(wasm.byteOffset, wasm.byteOffset + wasm.byteLength), { maximumBytes: 256 << 20 });
-  assert.ok(sm.memory.buffer instanceof SharedArrayBuffer);
   assert.equal(sm.memory.buffer.byteLength, minimumPages * PAGE);
+  assert.ok(sm.memory.buffer instanceof SharedArrayBuffer);
 });
 
 test('v86SharedMemory: v86 instantiates through wasmFn and runs on the shared memory (to emulator-loaded); a platform over it attaches', async () => {
@@ -460,9 +463,9 @@ test('v86SharedMemory: v86 instantiates through wasmFn and runs on the shared me
     await new Promise<void>((resolve) => emulator.add_listener('emulator-loaded', () => resolve()));
     const m = v86Memory(emulator);
     assert.equal(m.memory, sm.memory, 'v86 runs on our memory');
-    assert.ok(m.memory.buffer instanceof SharedArrayBuffer);
     assert.equal(m.ramSize, 16 << 20);
     assert.ok(m.ramBase > 0 && m.ramBase + m.ramSize <= m.memory.buffer.byteLength);
+    assert.ok(m.memory.buffer instanceof SharedArrayBuffer);
     const p = v86Platform(emulator, { privateSize: 1 << 20 });
     assert.equal(p.memory, sm.memory);
     assert.equal(p.shared, true);
