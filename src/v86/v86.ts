@@ -99,6 +99,7 @@ export function v86Memory(emulator: V86Like): V86Memory {
  */
 export function v86Platform(emulator: V86Like, opts: { privateSize?: number; module?: WebAssembly.Module } = {}): Platform {
   const m = v86Memory(emulator);
+  if (typeof opts !== 'object' || opts === null) throw new VirtioError(Code.InvalidArgument, 'options must be an object');
   return Platform.foreign({ ...m, privateSize: opts.privateSize ?? 4 << 20, ...(opts.module ? { module: opts.module } : {}) });
 }
 
