@@ -418,7 +418,7 @@ test('a node owned by someone else is refused (VhostError EBUSY) before anything
   attachV86(shared, w.p, file, { slot: 26 }).close();
 });
 
-test('a closed file is refused (VhostError EBADF), options that are not an object are InvalidArgument; nothing registered', () => {
+test('a closed file is refused (VhostError EBADF), options that are not an object (attachV86, v86Platform) are InvalidArgument; nothing registered', () => {
   const w = world(shared);
   const closed = w.net().file;
   closed.close();
@@ -429,6 +429,9 @@ test('a closed file is refused (VhostError EBADF), options that are not an objec
     assert.throws(() => attachV86(shared, w.p, file, opts as never), invalidArgument, String(opts));
   }
   assert.equal(registrations(shared), before);
+  for (const opts of [null, 42, { privateSize: -1 }, { privateSize: 0 }, { privateSize: 1.5 }]) {
+    assert.throws(() => v86Platform(shared, opts as never), invalidArgument, `v86Platform ${JSON.stringify(opts)}`);
+  }
   attachV86(shared, w.p, file, { slot: 27 }).close();
   // A closed function stays plugged (v86 cannot unplug): its slot and ports stay taken.
   assert.throws(() => attachV86(shared, w.p, w.net().file, { slot: 27 }), invalidArgument);
