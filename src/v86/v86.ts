@@ -144,7 +144,8 @@ const IO_MIN = 0x1000; // v86 moves only ports ≥ 0x1000 when the guest relocat
  * Guest-physical memory reaches the device through IOTLB UPDATE messages for v86's RAM.
  * Throws FailedPrecondition when `emulator` is not a loaded v86 or `platform` is not over its
  * memory, InvalidArgument for a slot or port that is taken or out of range, and what
- * VirtioPciFunction throws (a node already owned: VhostError EBUSY).
+ * VirtioPciFunction throws (a node already owned: VhostError EBUSY). A refused attach registers
+ * nothing with v86 and leaves `file` open and unowned.
  */
 export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpaFile, opts: V86AttachOptions = {}): V86Attachment {
   const cpu = cpuOf(emulator);
