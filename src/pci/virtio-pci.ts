@@ -307,6 +307,16 @@ export class VirtioPciFunction {
     this.pciCfgCap = caps.pciCfg;
   }
 
+  /**
+   * Bytes of the I/O BAR a function over `file` decodes with barKind 'io' (a power of two, at
+   * least 256), read without owning the node: an emulator can place the BAR before the
+   * function takes the node, so a refused placement leaves the node untouched. Throws what
+   * the node's queries throw (a closed file: VhostError EBADF).
+   */
+  static ioBarSize(file: VhostVdpaFile): number {
+    return ioLayout(Math.min(file.getConfigSize(), 0x1000), file.getVqsCount()).size;
+  }
+
   /** What the emulator needs to place the function (IDs, class, BARs, vectors). */
   get description(): PciDescription {
     const bars: PciBarDescription[] = [{ index: this.bar, size: this.lay.size, kind: this.barKind, prefetchable: this.bar64 }];
