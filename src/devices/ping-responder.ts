@@ -50,9 +50,9 @@ export class PingResponder {
     if (this.mac.length !== 6 || this.ip.length !== 4) throw new VirtioError(Code.InvalidArgument, 'PingResponder needs a 6-byte mac and a 4-byte ip');
   }
 
-  /** The reply to `frame` (an Ethernet frame without virtio header), or null when it asks nothing of us. */
+  /** The reply to `frame` (an Ethernet frame without virtio header), or null when it asks nothing of us (or is not a Uint8Array). */
   answer(frame: Uint8Array): Uint8Array | null {
-    const r = frame.length >= 14 ? this.reply(frame) : null;
+    const r = frame instanceof Uint8Array && frame.length >= 14 ? this.reply(frame) : null;
     if (!r) this.stats.ignored++;
     return r;
   }

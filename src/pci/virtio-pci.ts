@@ -313,7 +313,7 @@ export class VirtioPciFunction {
    * function takes the node, so a refused placement leaves the node untouched. Throws what
    * the node's queries throw (a closed file: VhostError EBADF).
    */
-  static ioBarSize(file: VhostVdpaFile): number {
+  static ioBarSize(file: VhostFileOps): number {
     return ioLayout(Math.min(file.getConfigSize(), 0x1000), file.getVqsCount()).size;
   }
 

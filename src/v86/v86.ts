@@ -8,7 +8,8 @@
 // devices register (src/virtio.js: I/O port handlers first, then pci.register_device).
 //
 // What of v86 this touches, all on the object `emulator.v86` (the V86 starter's `v86` field),
-// pinned to v86 ≥ 0.5.462 < 0.6 (checked at attach time, a clear error otherwise):
+// pinned to v86 ≥ 0.5.462 < 0.6 (the peer dependency range; v86 reports no version at run time,
+// so attach checks that each of these has the shape used, FailedPrecondition otherwise):
 //   cpu.wasm_memory                the WebAssembly.Memory
 //   cpu.mem8.byteOffset            where guest RAM starts in it
 //   cpu.memory_size[0]             guest RAM bytes
