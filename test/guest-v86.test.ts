@@ -14,7 +14,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { V86 } from 'v86';
@@ -38,6 +38,8 @@ const withVariant = (all: bigint, v: (typeof VARIANTS)[number]) =>
   (v.packed ? featureBit(VIRTIO_F_RING_PACKED) : 0n) | (v.eventIdx ? featureBit(VIRTIO_F_EVENT_IDX) : 0n);
 
 const DISK_BYTES = 16 << 20;
+/** e2fsprogs live in /usr/sbin, which a non-root PATH may lack. */
+const sbin = (tool: string) => (existsSync(`/usr/sbin/${tool}`) ? `/usr/sbin/${tool}` : tool);
 const md5 = (b: Uint8Array) => createHash('md5').update(b).digest('hex');
 const mac = (side: number, i: number) => `52:54:00:12:${side.toString(16).padStart(2, '0')}:${(i + 1).toString(16).padStart(2, '0')}`;
 
@@ -170,9 +172,9 @@ test('an ext2 filesystem made and written in the guest passes e2fsck on the host
   const sum = (await shell.ok('md5sum /mnt/d/blob')).split(' ')[0]!;
   await shell.ok('umount /mnt && sync');
   const img = disks[3]!;
-  execFileSync('e2fsck', ['-fn', img], { stdio: 'pipe' }); // throws on any problem (exit ≠ 0)
-  assert.equal(execFileSync('debugfs', ['-R', 'cat /hello.txt', img], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }), 'hello from the guest\n');
+  execFileSync(sbin('e2fsck'), ['-fn', img], { stdio: 'pipe' }); // throws on any problem (exit ≠ 0)
+  assert.equal(execFileSync(sbin('debugfs'), ['-R', 'cat /hello.txt', img], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }), 'hello from the guest\n');
   const blob = join(dir, 'blob');
-  execFileSync('debugfs', ['-R', `dump /d/blob ${blob}`, img], { stdio: 'ignore' });
+  execFileSync(sbin('debugfs'), ['-R', `dump /d/blob ${blob}`, img], { stdio: 'ignore' });
   assert.equal(md5(readFileSync(blob)), sum);
 });

@@ -12,6 +12,7 @@ import {
 } from '../src/index.ts';
 import { spawnDeviceWorker, type DeviceWorker } from '../src/node.ts';
 import { blkWorkload, blockPattern } from './helpers/migration.ts';
+import { until } from './helpers/until.ts';
 
 const BLOCK = 4096;
 const BLOCKS = 64;
@@ -21,14 +22,6 @@ const DEPTH = 8;
 const pattern = (b: number, tag: number): Uint8Array => blockPattern(b, tag, BLOCK);
 
 const turn = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
-
-async function until(cond: () => boolean, ms = 10000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 async function twoWorkers(): Promise<{ p: Platform; w: [DeviceWorker, DeviceWorker] }> {
   const p = Platform.create({ shared: true, ramSize: 48 << 20, privateSize: 16 << 20 });

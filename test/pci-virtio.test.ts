@@ -15,9 +15,9 @@ import {
 } from '../src/index.ts';
 import * as C from '../src/pci/constants.ts';
 import { eth, tick } from './helpers/net.ts';
+import { Guest, S_ACK, S_DRIVER, S_DRIVER_OK, S_FEATURES_OK } from './helpers/pci-guest.ts';
 
 const PAGE = 65536;
-const S_ACK = 1, S_DRIVER = 2, S_DRIVER_OK = 4, S_FEATURES_OK = 8;
 const RAM_OFFSET = 5 * PAGE + 0x3000; // guest-physical 0 lies here in the memory
 
 interface Irq {
@@ -45,190 +45,6 @@ function world(o: { msixVectors?: number } = {}) {
   };
   const fn = (name: string) => new VirtioPciFunction(p, vhost.open(vhost.nodeOf(name)), { interrupts, msixVectors: o.msixVectors, guestMemory });
   return { memory, p, bus, vhost, irq, fn };
-}
-
-interface Cap { type: number; bar: number; offset: number; length: number; at: number }
-
-/** A register-level virtio-pci guest driver, as Linux's virtio_pci_modern + virtio_ring (split) do it. */
-class Guest {
-  caps = new Map<number, Cap>();
-  notifyMult = 0;
-  msixCap = 0;
-  private brk = 0x1000; // guest-physical bump allocator
-  readonly rings: { size: number; desc: number; avail: number; used: number; next: number; lastUsed: number; noff: number }[] = [];
-
-  constructor(readonly fn: VirtioPciFunction, readonly memory: WebAssembly.Memory) {}
-
-  // guest-physical memory (a fresh view each time: the owner may grow the memory)
-  get dv(): DataView {
-    return new DataView(this.memory.buffer, RAM_OFFSET);
-  }
-  bytes(gpa: number, n: number): Uint8Array {
-    return new Uint8Array(this.memory.buffer, RAM_OFFSET + gpa, n);
-  }
-  alloc(n: number, align = 16): number {
-    this.brk = (this.brk + align - 1) & ~(align - 1);
-    const a = this.brk;
-    this.brk += n;
-    return a;
-  }
-
-  cfg(off: number, size: number): number {
-    return this.fn.configRead(off, size);
-  }
-
-  /** vp_modern_probe: vendor/device, then the capability list. */
-  probe(): void {
-    assert.equal(this.cfg(C.PCI_VENDOR_ID, 2), 0x1af4);
-    assert.ok(this.cfg(C.PCI_STATUS, 2) & C.PCI_STATUS_CAP_LIST);
-    for (let at = this.cfg(C.PCI_CAPABILITY_LIST, 1), n = 0; at !== 0 && n < 48; at = this.cfg(at + C.PCI_CAP_LIST_NEXT, 1), n++) {
-      const id = this.cfg(at, 1);
-      if (id === C.PCI_CAP_ID_MSIX) this.msixCap = at;
-      if (id !== C.PCI_CAP_ID_VNDR) continue;
-      const type = this.cfg(at + C.VIRTIO_PCI_CAP_CFG_TYPE, 1);
-      // Linux keeps the first capability of each type.
-      if (!this.caps.has(type)) {
-        this.caps.set(type, { type, at, bar: this.cfg(at + C.VIRTIO_PCI_CAP_BAR, 1), offset: this.cfg(at + C.VIRTIO_PCI_CAP_OFFSET, 4), length: this.cfg(at + C.VIRTIO_PCI_CAP_LENGTH, 4) });
-      }
-      if (type === C.VIRTIO_PCI_CAP_NOTIFY_CFG) this.notifyMult = this.cfg(at + C.VIRTIO_PCI_NOTIFY_CAP_MULT, 4);
-    }
-    for (const t of [C.VIRTIO_PCI_CAP_COMMON_CFG, C.VIRTIO_PCI_CAP_ISR_CFG, C.VIRTIO_PCI_CAP_NOTIFY_CFG]) assert.ok(this.caps.has(t), `cap ${t}`);
-    assert.ok(this.caps.get(C.VIRTIO_PCI_CAP_COMMON_CFG)!.length >= C.VIRTIO_PCI_COMMON_CFG_SIZE);
-  }
-
-  rd(type: number, off: number, size: number): number {
-    const c = this.caps.get(type)!;
-    return this.fn.read(c.bar, c.offset + off, size);
-  }
-  wr(type: number, off: number, size: number, v: number): void {
-    const c = this.caps.get(type)!;
-    this.fn.write(c.bar, c.offset + off, size, v);
-  }
-  common(off: number, size: number, v?: number): number {
-    if (v === undefined) return this.rd(C.VIRTIO_PCI_CAP_COMMON_CFG, off, size);
-    this.wr(C.VIRTIO_PCI_CAP_COMMON_CFG, off, size, v);
-    return 0;
-  }
-  get status(): number {
-    return this.common(C.VIRTIO_PCI_COMMON_STATUS, 1);
-  }
-  addStatus(bits: number): void {
-    this.common(C.VIRTIO_PCI_COMMON_STATUS, 1, this.status | bits);
-  }
-
-  /** Programs MSI-X vectors (address 0xfee00000, data 0x40 + v), unmasks them and turns MSI-X on. */
-  enableMsix(): void {
-    const flags = this.cfg(this.msixCap + C.PCI_MSIX_FLAGS, 2);
-    const n = (flags & C.PCI_MSIX_FLAGS_QSIZE) + 1;
-    const bir = this.cfg(this.msixCap + C.PCI_MSIX_TABLE, 4);
-    for (let v = 0; v < n; v++) {
-      const e = (bir & ~7) + v * C.PCI_MSIX_ENTRY_SIZE;
-      this.fn.write(bir & 7, e + C.PCI_MSIX_ENTRY_LOWER_ADDR, 4, 0xfee00000);
-      this.fn.write(bir & 7, e + C.PCI_MSIX_ENTRY_UPPER_ADDR, 4, 0);
-      this.fn.write(bir & 7, e + C.PCI_MSIX_ENTRY_DATA, 4, 0x40 + v);
-      this.fn.write(bir & 7, e + C.PCI_MSIX_ENTRY_VECTOR_CTRL, 4, 0);
-    }
-    this.fn.configWrite(this.msixCap + C.PCI_MSIX_FLAGS, 2, flags | C.PCI_MSIX_FLAGS_ENABLE);
-  }
-
-  /** virtio_dev_probe up to FEATURES_OK: returns the negotiated features. */
-  negotiate(want: bigint): bigint {
-    this.common(C.VIRTIO_PCI_COMMON_STATUS, 1, 0);
-    assert.equal(this.status, 0, 'reset reads back 0 (vp_modern_set_status + vp_synchronize)');
-    this.addStatus(S_ACK);
-    this.addStatus(S_DRIVER);
-    let dev = 0n;
-    for (const sel of [0, 1]) {
-      this.common(C.VIRTIO_PCI_COMMON_DFSELECT, 4, sel);
-      dev |= BigInt(this.common(C.VIRTIO_PCI_COMMON_DF, 4)) << BigInt(32 * sel);
-    }
-    const f = dev & want;
-    for (const sel of [0, 1]) {
-      this.common(C.VIRTIO_PCI_COMMON_GFSELECT, 4, sel);
-      this.common(C.VIRTIO_PCI_COMMON_GF, 4, Number((f >> BigInt(32 * sel)) & 0xffffffffn));
-    }
-    this.addStatus(S_FEATURES_OK);
-    assert.ok(this.status & S_FEATURES_OK, 'FEATURES_OK took');
-    return f;
-  }
-
-  /** setup_vq (split ring of `size` in guest RAM) with MSI-X `vector` (or NO_VECTOR). */
-  setupQueue(q: number, size: number, vector = C.VIRTIO_MSI_NO_VECTOR): void {
-    const desc = this.alloc(16 * size, 4096);
-    const avail = this.alloc(6 + 2 * size, 2);
-    const used = this.alloc(6 + 8 * size, 4096);
-    this.bytes(desc, 16 * size).fill(0);
-    this.bytes(avail, 6 + 2 * size).fill(0);
-    this.bytes(used, 6 + 8 * size).fill(0);
-    const noff = this.setupQueueAt(q, size, desc, avail, used, vector);
-    this.rings[q] = { size, desc, avail, used, next: 0, lastUsed: 0, noff };
-  }
-
-  /** The register part of setup_vq for rings already laid out at these guest-physical addresses. Returns queue_notify_off. */
-  setupQueueAt(q: number, size: number, desc: number, avail: number, used: number, vector = C.VIRTIO_MSI_NO_VECTOR): number {
-    this.common(C.VIRTIO_PCI_COMMON_Q_SELECT, 2, q);
-    const max = this.common(C.VIRTIO_PCI_COMMON_Q_SIZE, 2);
-    assert.ok(max >= size && this.common(C.VIRTIO_PCI_COMMON_Q_ENABLE, 2) === 0);
-    this.common(C.VIRTIO_PCI_COMMON_Q_SIZE, 2, size);
-    // vp_iowrite64_twopart: lo then hi.
-    for (const [lo, v] of [[C.VIRTIO_PCI_COMMON_Q_DESCLO, desc], [C.VIRTIO_PCI_COMMON_Q_AVAILLO, avail], [C.VIRTIO_PCI_COMMON_Q_USEDLO, used]] as const) {
-      this.common(lo, 4, v % 2 ** 32);
-      this.common(lo + 4, 4, Math.floor(v / 2 ** 32));
-    }
-    this.common(C.VIRTIO_PCI_COMMON_Q_MSIX, 2, vector);
-    assert.equal(this.common(C.VIRTIO_PCI_COMMON_Q_MSIX, 2), vector, 'the vector took');
-    const noff = this.common(C.VIRTIO_PCI_COMMON_Q_NOFF, 2);
-    assert.ok(noff * this.notifyMult + 2 <= this.caps.get(C.VIRTIO_PCI_CAP_NOTIFY_CFG)!.length);
-    this.common(C.VIRTIO_PCI_COMMON_Q_ENABLE, 2, 1);
-    assert.equal(this.common(C.VIRTIO_PCI_COMMON_Q_ENABLE, 2), 1, 'queue enabled');
-    return noff;
-  }
-
-  /** A notify write for queue q at queue_notify_off `noff`. */
-  notify(q: number, noff: number): void {
-    this.wr(C.VIRTIO_PCI_CAP_NOTIFY_CFG, noff * this.notifyMult, 2, q);
-  }
-
-  /** One chain: device-readable then device-writable buffers (guest-physical). Returns the head. */
-  add(q: number, out: { gpa: number; len: number }[], inn: { gpa: number; len: number }[]): number {
-    const r = this.rings[q]!;
-    const segs = [...out.map((s) => ({ ...s, w: 0 })), ...inn.map((s) => ({ ...s, w: 2 }))];
-    const head = r.next % r.size;
-    const dv = this.dv;
-    segs.forEach((s, i) => {
-      const d = r.desc + 16 * ((head + i) % r.size);
-      dv.setBigUint64(d, BigInt(s.gpa), true);
-      dv.setUint32(d + 8, s.len, true);
-      dv.setUint16(d + 12, s.w | (i + 1 < segs.length ? 1 : 0), true); // VRING_DESC_F_WRITE 2, NEXT 1
-      dv.setUint16(d + 14, (head + i + 1) % r.size, true);
-    });
-    r.next += segs.length;
-    const idx = dv.getUint16(r.avail + 2, true);
-    dv.setUint16(r.avail + 4 + 2 * (idx % r.size), head, true);
-    dv.setUint16(r.avail + 2, (idx + 1) & 0xffff, true);
-    return head;
-  }
-
-  kick(q: number): void {
-    const r = this.rings[q]!;
-    this.wr(C.VIRTIO_PCI_CAP_NOTIFY_CFG, r.noff * this.notifyMult, 2, q); // vp_notify: iowrite16(index)
-  }
-
-  /** New used entries of queue q: { id, len }. */
-  used(q: number): { id: number; len: number }[] {
-    const r = this.rings[q]!;
-    const dv = this.dv;
-    const out = [];
-    const idx = dv.getUint16(r.used + 2, true);
-    for (; r.lastUsed !== idx; r.lastUsed = (r.lastUsed + 1) & 0xffff) {
-      const e = r.used + 4 + 8 * (r.lastUsed % r.size);
-      out.push({ id: dv.getUint32(e, true), len: dv.getUint32(e + 4, true) });
-    }
-    // used_event (VIRTIO_F_EVENT_IDX, §2.7.10): interrupt me at the next used entry, as
-    // virtqueue_enable_cb does. Without EVENT_IDX the device ignores the field.
-    dv.setUint16(r.avail + 4 + 2 * r.size, r.lastUsed, true);
-    return out;
-  }
 }
 
 describe('config space', () => {
@@ -305,7 +121,7 @@ describe('config space', () => {
     const { fn, bus } = world();
     bus.devAdd('vdpasim_net', 'net0');
     const net = fn('net0');
-    const g = new Guest(net, new WebAssembly.Memory({ initial: 1 }));
+    const g = new Guest(net, new WebAssembly.Memory({ initial: 1 }), 0);
     g.probe();
     const w = g.caps.get(C.VIRTIO_PCI_CAP_PCI_CFG)!.at;
     net.configWrite(w + C.VIRTIO_PCI_CAP_BAR, 1, 4);
@@ -325,7 +141,7 @@ describe('bring-up by a register-level guest driver', () => {
       const { fn, bus, memory, irq, p } = world();
       const dev = bus.devAdd('vdpasim_net', 'net0') as VdpaSimNet;
       const net = fn('net0');
-      const g = new Guest(net, memory);
+      const g = new Guest(net, memory, RAM_OFFSET);
       g.probe();
       g.enableMsix();
       const want = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MAC) | featureBit(VIRTIO_NET_F_STATUS) |
@@ -352,12 +168,7 @@ describe('bring-up by a register-level guest driver', () => {
         }
         g.kick(0);
         const frames = Array.from({ length: 6 }, (_, i) => eth(60 + 97 * i + round, i));
-        for (const fr of frames) {
-          const b = g.alloc(12 + fr.length);
-          g.bytes(b, 12).fill(0);
-          g.bytes(b + 12, fr.length).set(fr);
-          g.add(1, [{ gpa: b, len: 12 + fr.length }], []);
-        }
+        for (const fr of frames) g.sendFrame(1, fr);
         irq.msi.length = 0;
         g.kick(1);
         for (let i = 0; i < 10 && irq.msi.filter((m) => m.vector === 1).length === 0; i++) await tick();
@@ -408,10 +219,7 @@ describe('bring-up by a register-level guest driver', () => {
       g.add(0, [], [{ gpa: b, len: 2048 }]);
       g.kick(0);
       const fr = eth(200, 9);
-      const t = g.alloc(12 + fr.length);
-      g.bytes(t, 12).fill(0);
-      g.bytes(t + 12, fr.length).set(fr);
-      g.add(1, [{ gpa: t, len: 12 + fr.length }], []);
+      g.sendFrame(1, fr);
       g.kick(1);
       for (let i = 0; i < 10 && g.rings[0]!.lastUsed === 0; i++) {
         await tick();
@@ -439,7 +247,7 @@ describe('bring-up by a register-level guest driver', () => {
           guestMemory: [{ gpa: G, size: 48 * PAGE, offset: RAM_OFFSET }],
           interrupts: { msi: (_lo, _hi, _data, v) => msi.push(v) },
         });
-        const g = new Guest(fn, memory);
+        const g = new Guest(fn, memory, RAM_OFFSET);
         g.probe();
         g.enableMsix();
         const features = g.negotiate(featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MAC) |
@@ -496,7 +304,7 @@ describe('bring-up by a register-level guest driver', () => {
     const { fn, bus, memory, irq, p } = world({ msixVectors: 0 });
     const dev = bus.devAdd('vdpasim_blk', 'blk0') as VdpaSimBlk;
     const blk = fn('blk0');
-    const g = new Guest(blk, memory);
+    const g = new Guest(blk, memory, RAM_OFFSET);
     g.probe();
     assert.equal(g.msixCap, 0);
     g.negotiate(featureBit(VIRTIO_F_VERSION_1));
@@ -505,22 +313,11 @@ describe('bring-up by a register-level guest driver', () => {
     assert.equal(cap, dev.capacity);
     g.setupQueue(0, 16);
     g.addStatus(S_DRIVER_OK);
-    const req = (type: number, sector: number, data: number, len: number) => {
-      const h = g.alloc(16);
-      g.dv.setUint32(h, type, true);
-      g.dv.setUint32(h + 4, 0, true);
-      g.dv.setBigUint64(h + 8, BigInt(sector), true);
-      const s = g.alloc(1);
-      g.bytes(s, 1)[0] = 0xff;
-      if (type === 1) g.add(0, [{ gpa: h, len: 16 }, { gpa: data, len }], [{ gpa: s, len: 1 }]);
-      else g.add(0, [{ gpa: h, len: 16 }], [{ gpa: data, len }, { gpa: s, len: 1 }]);
-      return s;
-    };
     const data = g.alloc(4 * 512);
     const pattern = g.bytes(data, 4 * 512);
     for (let i = 0; i < pattern.length; i++) pattern[i] = (i * 31 + 7) & 0xff;
     const want = Uint8Array.from(pattern);
-    const s1 = req(1, 10, data, 4 * 512);
+    const s1 = g.blkRequest(1, 10, data, 4 * 512);
     g.kick(0);
     for (let i = 0; i < 10 && irq.intx.length === 0; i++) await tick();
     assert.deepEqual(irq.intx, [true], 'INTA# asserted');
@@ -533,7 +330,7 @@ describe('bring-up by a register-level guest driver', () => {
     assert.equal(g.bytes(s1, 1)[0], 0, 'VIRTIO_BLK_S_OK');
     assert.deepEqual(p.u8.slice(dev.disk + 10 * 512, dev.disk + 14 * 512), want, 'the disk holds the bytes');
     const back = g.alloc(4 * 512);
-    const s2 = req(0, 10, back, 4 * 512);
+    const s2 = g.blkRequest(0, 10, back, 4 * 512);
     g.kick(0);
     for (let i = 0; i < 10 && irq.intx.length === 2; i++) await tick();
     assert.equal(g.used(0).length, 1);
@@ -543,7 +340,7 @@ describe('bring-up by a register-level guest driver', () => {
     assert.equal(g.rd(C.VIRTIO_PCI_CAP_ISR_CFG, 0, 1), 1);
     blk.configWrite(C.PCI_COMMAND, 2, C.PCI_COMMAND_MEMORY | C.PCI_COMMAND_MASTER | C.PCI_COMMAND_INTX_DISABLE);
     const n = irq.intx.length;
-    req(0, 0, g.alloc(512), 512);
+    g.blkRequest(0, 0, g.alloc(512), 512);
     g.kick(0);
     for (let i = 0; i < 10 && g.used(0).length === 0; i++) await tick();
     assert.equal(irq.intx.length, n, 'no INTx while disabled');
@@ -558,20 +355,13 @@ describe('bring-up by a register-level guest driver', () => {
     const file = vhost.open('vhost-vdpa-0');
     file.getBackendFeatures = () => 0n; // as a node that does not offer IOTLB_PERSIST
     const blk = new VirtioPciFunction(p, file, { msixVectors: 0, guestMemory: [{ gpa: 0, size: 32 * PAGE, offset: RAM_OFFSET }] });
-    const g = new Guest(blk, memory);
+    const g = new Guest(blk, memory, RAM_OFFSET);
     g.probe();
     for (let round = 0; round < 2; round++) {
-      g.negotiate(featureBit(VIRTIO_F_VERSION_1)); // resets first
-      g.setupQueue(0, 16);
-      g.addStatus(S_DRIVER_OK);
-      const h = g.alloc(16);
-      g.dv.setUint32(h, 1, true);
-      g.dv.setBigUint64(h + 8, BigInt(round), true);
+      g.bringUp(featureBit(VIRTIO_F_VERSION_1), [{ size: 16 }]); // resets first
       const data = g.alloc(512);
       g.bytes(data, 512).fill(0x31 + round);
-      const s = g.alloc(1);
-      g.bytes(s, 1)[0] = 0xff;
-      g.add(0, [{ gpa: h, len: 16 }, { gpa: data, len: 512 }], [{ gpa: s, len: 1 }]);
+      const s = g.blkRequest(1, round, data, 512);
       g.kick(0);
       for (let i = 0; i < 10 && g.bytes(s, 1)[0] === 0xff; i++) await tick();
       assert.equal(g.bytes(s, 1)[0], 0, `round ${round}`);
@@ -597,20 +387,13 @@ describe('bring-up by a register-level guest driver', () => {
     const snap = blk.configSnapshot();
     assert.equal(snap[0]! | (snap[1]! << 8), 0x1af4);
     assert.equal(snap[C.PCI_BASE_ADDRESS_0]! & 1, 1);
-    const g = new Guest(blk, memory);
+    const g = new Guest(blk, memory, RAM_OFFSET);
     g.probe();
     assert.deepEqual([...g.caps.values()].filter((c) => c.type !== 5).map((c) => [c.type, c.bar, c.offset]), [[1, 0, 0], [3, 0, 0x40], [4, 0, 0x60], [2, 0, (0x60 + blk.file.getConfigSize() + 3) & ~3]]);
-    g.negotiate(featureBit(VIRTIO_F_VERSION_1));
-    g.setupQueue(0, 16);
-    g.addStatus(S_DRIVER_OK);
-    const h = g.alloc(16);
-    g.dv.setUint32(h, 1, true);
-    g.dv.setBigUint64(h + 8, 3n, true);
+    g.bringUp(featureBit(VIRTIO_F_VERSION_1), [{ size: 16 }]);
     const data = g.alloc(512);
     g.bytes(data, 512).fill(0x5c);
-    const s = g.alloc(1);
-    g.bytes(s, 1)[0] = 0xff;
-    g.add(0, [{ gpa: h, len: 16 }, { gpa: data, len: 512 }], [{ gpa: s, len: 1 }]);
+    const s = g.blkRequest(1, 3, data, 512);
     g.kick(0);
     for (let i = 0; i < 10 && irq.intx.length === 0; i++) await tick();
     assert.deepEqual(irq.intx, [true]);
@@ -625,7 +408,7 @@ describe('bring-up by a register-level guest driver', () => {
     const { fn, bus, memory, irq } = world({ msixVectors: 0 });
     const dev = bus.devAdd('vdpasim_net', 'net0') as VdpaSimNet;
     const net = fn('net0');
-    const g = new Guest(net, memory);
+    const g = new Guest(net, memory, RAM_OFFSET);
     g.probe();
     g.negotiate(featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_STATUS));
     dev.setLink(false);
@@ -640,7 +423,7 @@ describe('bring-up by a register-level guest driver', () => {
     const { fn, bus, memory } = world();
     const dev = bus.devAdd('vdpasim_blk', 'blk0') as VdpaSimBlk;
     const blk = fn('blk0');
-    const g = new Guest(blk, memory);
+    const g = new Guest(blk, memory, RAM_OFFSET);
     g.probe();
     g.common(C.VIRTIO_PCI_COMMON_STATUS, 1, 0);
     g.addStatus(S_ACK | S_DRIVER);
@@ -774,12 +557,9 @@ describe('bad accesses: read all ones, writes dropped, nothing thrown', () => {
     }
     // The guest resets and goes on.
     for (let i = 0; i < 6; i++) blk.configWrite(C.PCI_BASE_ADDRESS_0 + 4 * i, 4, 0);
-    const g = new Guest(blk, memory);
+    const g = new Guest(blk, memory, RAM_OFFSET);
     g.probe();
-    g.negotiate(featureBit(VIRTIO_F_VERSION_1));
-    g.setupQueue(0, 16);
-    g.addStatus(S_DRIVER_OK);
-    assert.equal(g.status & S_DRIVER_OK, S_DRIVER_OK);
+    assert.equal(g.bringUp(featureBit(VIRTIO_F_VERSION_1), [{ size: 16 }]), featureBit(VIRTIO_F_VERSION_1));
     blk.close();
   });
 });

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Platform, VdpaBus, createVirtioVdpa, VirtioError, Code, VIRTIO_CONFIG_S_NEEDS_RESET } from '../src/index.ts';
 import { spawnDeviceWorker } from '../src/node.ts';
+import { until } from './helpers/until.ts';
 
 const MAC = (n: number) => [0x02, 0, 0, 0, 0, n];
 const macStr = (n: number) => MAC(n).map((x) => x.toString(16).padStart(2, '0')).join(':');
@@ -15,15 +16,6 @@ function frame(dst: number[], src: number[], seed: number, len: number): Uint8Ar
   f.set(src, 6);
   f.set([0x88, 0xb5], 12);
   return f;
-}
-
-/** Resolves once `cond()` holds; rejects after `ms` (a hang is a failure, not a stuck test). */
-async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }
 
 async function setup() {

@@ -19,7 +19,8 @@ export function inetChecksum(b: Uint8Array, from = 0, to = b.length): number {
   let s = 0;
   for (let i = from; i + 1 < to; i += 2) s += (b[i]! << 8) | b[i + 1]!;
   if ((to - from) & 1) s += b[to - 1]! << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  // Fold with division, not `>>> 16`: past 128 KiB the sum exceeds 2^32, which `>>>` truncates.
+  while (s > 0xffff) s = (s % 0x10000) + Math.floor(s / 0x10000);
   return ~s & 0xffff;
 }
 
@@ -44,14 +45,14 @@ export class PingResponder {
 
   /** `mac` as 'aa:bb:…' or 6 bytes, `ip` as '10.0.0.1' or 4 bytes; InvalidArgument otherwise. */
   constructor(opts: { mac: string | Uint8Array; ip: string | Uint8Array }) {
-    this.mac = typeof opts.mac === 'string' ? parse(opts.mac, ':', 16, 6, 'mac') : Uint8Array.from(opts.mac ?? []);
-    this.ip = typeof opts.ip === 'string' ? parse(opts.ip, '.', 10, 4, 'ip') : Uint8Array.from(opts.ip ?? []);
+    this.mac = typeof opts?.mac === 'string' ? parse(opts.mac, ':', 16, 6, 'mac') : Uint8Array.from(opts?.mac ?? []);
+    this.ip = typeof opts?.ip === 'string' ? parse(opts.ip, '.', 10, 4, 'ip') : Uint8Array.from(opts?.ip ?? []);
     if (this.mac.length !== 6 || this.ip.length !== 4) throw new VirtioError(Code.InvalidArgument, 'PingResponder needs a 6-byte mac and a 4-byte ip');
   }
 
-  /** The reply to `frame` (an Ethernet frame without virtio header), or null when it asks nothing of us. */
+  /** The reply to `frame` (an Ethernet frame without virtio header), or null when it asks nothing of us (or is not a Uint8Array). */
   answer(frame: Uint8Array): Uint8Array | null {
-    const r = frame.length >= 14 ? this.reply(frame) : null;
+    const r = frame instanceof Uint8Array && frame.length >= 14 ? this.reply(frame) : null;
     if (!r) this.stats.ignored++;
     return r;
   }

@@ -24,10 +24,19 @@
 // such a write is dropped; both are counted in {@link VirtioPciFunction.badAccesses}. Errors of
 // the vhost node are counted in {@link VirtioPciFunction.backendErrors} and surface to the guest
 // as a status that did not take (no FEATURES_OK) or a queue that did not enable — never thrown.
+//
+// The node may be in this thread (VhostVdpaFile) or in a device worker (RemoteVdpaBus
+// .openVhostSync: each request a synchronous round trip through a shared-memory mailbox, inside
+// the guest's register access). Then the device rings the call and config doorbells from the
+// worker, where no microtask of this thread sees them: the emulator raises the interrupts by
+// calling poll() from its loop, or by awaiting callWaiter.waitAsync(). A worker that dies makes
+// every later request a VirtioError(Cancelled), counted in backendErrors like any other.
 
 import { VirtioError, Code } from '../errors.ts';
 import type { Platform } from '../platform/platform.ts';
 import type { VhostVdpaFile } from '../drivers/vhost-vdpa.ts';
+import type { VhostTypedFile } from '../vhost/typed-file.ts';
+import type { RemoteVdpaBus } from '../worker/remote-device.ts';
 import { Doorbell, DoorbellWaiter } from '../worker/doorbell.ts';
 import * as U from '../vhost/uapi.ts';
 import {
@@ -35,6 +44,18 @@ import {
   VIRTIO_ID_NET, VIRTIO_ID_BLOCK,
 } from '../virtio/constants.ts';
 import * as C from './constants.ts';
+
+/**
+ * What {@link VirtioPciFunction} asks of its vhost-vdpa node, every call synchronous (it runs
+ * inside a guest register access): an in-thread {@link VhostVdpaFile}, or a node in a device
+ * worker opened with {@link RemoteVdpaBus.openVhostSync}. Both are {@link VhostTypedFile}s, whose
+ * methods these are.
+ */
+export interface VhostFileOps extends Pick<VhostTypedFile,
+  'close' | 'getBackendFeatures' | 'getConfig' | 'getConfigSize' | 'getDeviceId' | 'getFeatures' | 'getStatus' |
+  'getVqsCount' | 'getVringNum' | 'iotlb' | 'setBackendFeatures' | 'setConfig' | 'setConfigCall' | 'setFeatures' |
+  'setOwner' | 'setStatus' | 'setVringAddr' | 'setVringBase' | 'setVringCall' | 'setVringEnable' | 'setVringKick' |
+  'setVringNum'> {}
 
 /** Guest RAM as the guest sees it: `size` bytes at guest-physical `gpa`, at `offset` in the memory. */
 export interface GuestMemoryRegion {
@@ -140,8 +161,9 @@ interface Vq {
 
 /**
  * A modern virtio-pci function in front of a vhost_vdpa node. Give it the platform and an open,
- * unowned {@link VhostVdpaFile}; it takes ownership, maps guest RAM and reads the device's
- * features, queue count and sizes. The emulator then routes the guest's config-space accesses
+ * unowned node ({@link VhostFileOps}: a {@link VhostVdpaFile} in this thread, or one in a device
+ * worker from {@link RemoteVdpaBus.openVhostSync}); it takes ownership, maps guest RAM and reads
+ * the device's features, queue count and sizes. The emulator then routes the guest's config-space accesses
  * to {@link configRead}/{@link configWrite} and its BAR accesses to {@link read}/{@link write},
  * and delivers what {@link VirtioPciOptions.interrupts} receives.
  *
@@ -150,7 +172,7 @@ interface Vq {
  */
 export class VirtioPciFunction {
   /** The vhost_vdpa node behind the function. */
-  readonly file: VhostVdpaFile;
+  readonly file: VhostFileOps;
   /** The virtio device ID (VHOST_VDPA_GET_DEVICE_ID). */
   readonly virtioId: number;
   /** Queues. */
@@ -200,7 +222,7 @@ export class VirtioPciFunction {
   private intx = false;
   private closed = false;
 
-  constructor(platform: Platform, file: VhostVdpaFile, opts: VirtioPciOptions = {}) {
+  constructor(platform: Platform, file: VhostFileOps, opts: VirtioPciOptions = {}) {
     this.platform = platform;
     this.file = file;
     this.sink = opts.interrupts ?? {};
@@ -283,6 +305,16 @@ export class VirtioPciFunction {
     const caps = this.buildConfigSpace();
     this.msixCap = caps.msix;
     this.pciCfgCap = caps.pciCfg;
+  }
+
+  /**
+   * Bytes of the I/O BAR a function over `file` decodes with barKind 'io' (a power of two, at
+   * least 256), read without owning the node: an emulator can place the BAR before the
+   * function takes the node, so a refused placement leaves the node untouched. Throws what
+   * the node's queries throw (a closed file: VhostError EBADF).
+   */
+  static ioBarSize(file: VhostFileOps): number {
+    return ioLayout(Math.min(file.getConfigSize(), 0x1000), file.getVqsCount()).size;
   }
 
   /** What the emulator needs to place the function (IDs, class, BARs, vectors). */
@@ -399,9 +431,12 @@ export class VirtioPciFunction {
   }
 
   /**
-   * Polls the call and config doorbells and raises what they say. In one thread the doorbells
-   * do it by themselves (a microtask); with the device in a worker, call this from the emulator's
-   * loop (it costs a few atomic loads) or await {@link DoorbellWaiter.waitAsync} on {@link callWaiter}.
+   * Polls the call and config doorbells and raises what they say (MSI-X messages, INTx, ISR
+   * bits); returns how many rang. In one thread the doorbells do it by themselves (a microtask);
+   * with the device in a worker (a node from {@link RemoteVdpaBus.openVhostSync}) nothing raises
+   * an interrupt until this runs: call it from the emulator's loop (it costs a few atomic loads
+   * per queue), or keep `await fn.callWaiter.waitAsync()` pending, which wakes on the rings (stop
+   * when it throws Cancelled: the function was closed).
    */
   poll(): number {
     return this.closed ? 0 : this.waiter.poll();

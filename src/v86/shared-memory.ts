@@ -44,6 +44,7 @@ const name = (s: string) => [...u32(s.length), ...new TextEncoder().encode(s)];
 interface Section { id: number; body: Uint8Array }
 
 function sectionsOf(wasm: Uint8Array): Section[] {
+  if (!(wasm instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'the module must be a Uint8Array');
   if (wasm.length < 8 || wasm[0] !== 0 || wasm[1] !== 0x61 || wasm[2] !== 0x73 || wasm[3] !== 0x6d) {
     throw new VirtioError(Code.InvalidArgument, 'not a WebAssembly binary');
   }
@@ -73,6 +74,17 @@ function binaryOf(head: Uint8Array, sections: Section[]): Uint8Array {
   return bytes;
 }
 
+/** Limits flags 0..3 (max, shared); memory64 (0x04) and later proposals' bits are refused, not dropped. */
+function checkFlags(flags: number | undefined): void {
+  if (flags === undefined || flags > 0x03) throw new VirtioError(Code.InvalidArgument, `memory limits flags 0x${Number(flags).toString(16)} (memory64 or a later proposal) are not supported`);
+}
+
+function checkMaximum(maximumPages: number, minimumPages: number): void {
+  if (!Number.isInteger(maximumPages) || maximumPages < minimumPages || maximumPages > 65536) {
+    throw new VirtioError(Code.InvalidArgument, `maximumPages ${maximumPages} must be ${minimumPages}..65536`);
+  }
+}
+
 function skipName(b: Uint8Array, at: number): number {
   const [n, p] = readU32(b, at);
   return p + n;
@@ -95,9 +107,11 @@ export function shareMemoryImport(wasm: Uint8Array, maximumPages: number): Uint8
     const kind = b[at++]!;
     if (kind === EXTERN_MEMORY) {
       const flags = b[at]!;
+      checkFlags(flags);
       if (flags & 0x02) return null;
       const [min, afterMin] = readU32(b, at + 1);
       const end = flags & 0x01 ? readU32(b, afterMin)[1] : afterMin;
+      checkMaximum(maximumPages, min);
       imp.body = Uint8Array.from([...b.subarray(0, at), LIMITS_MAX_SHARED, ...u32(min), ...u32(maximumPages), ...b.subarray(end)]);
       return binaryOf(wasm, sections);
     }
@@ -120,16 +134,18 @@ export function shareMemoryImport(wasm: Uint8Array, maximumPages: number): Uint8
  */
 export function importSharedMemory(wasm: Uint8Array, maximumPages: number): { bytes: Uint8Array; minimumPages: number } {
   const sections = sectionsOf(wasm);
+  // Only the framing is parsed here: the engine judges the rest, so a truncated or corrupt
+  // module is refused now rather than rewritten into one that fails to compile later.
+  if (!WebAssembly.validate(wasm as Uint8Array<ArrayBuffer>)) throw new VirtioError(Code.InvalidArgument, 'not a valid WebAssembly module');
   const mem = sections.find((s) => s.id === SEC_MEMORY);
   if (!mem) throw new VirtioError(Code.InvalidArgument, 'the module defines no memory (does it import one already?)');
   const [count, p] = readU32(mem.body, 0);
   if (count !== 1) throw new VirtioError(Code.InvalidArgument, `the module defines ${count} memories, not one`);
   const flags = mem.body[p]!;
+  checkFlags(flags);
   if (flags & 0x02) throw new VirtioError(Code.InvalidArgument, 'the module\'s memory is shared already');
   const [minimumPages] = readU32(mem.body, p + 1);
-  if (!Number.isInteger(maximumPages) || maximumPages < minimumPages || maximumPages > 65536) {
-    throw new VirtioError(Code.InvalidArgument, `maximumPages ${maximumPages} must be ${minimumPages}..65536`);
-  }
+  checkMaximum(maximumPages, minimumPages);
   const entry = [...name('env'), ...name('memory'), EXTERN_MEMORY, LIMITS_MAX_SHARED, ...u32(minimumPages), ...u32(maximumPages)];
   let imp = sections.find((s) => s.id === SEC_IMPORT);
   if (imp) {
@@ -164,7 +180,13 @@ function hookJit(): void {
     const m = (imports?.e as Record<string, unknown> | undefined)?.m;
     if (m instanceof WebAssembly.Memory && ours.has(m) && !(source instanceof WebAssembly.Module)) {
       const bytes = ArrayBuffer.isView(source) ? new Uint8Array(source.buffer, source.byteOffset, source.byteLength) : new Uint8Array(source);
-      const shared = shareMemoryImport(bytes, ours.get(m)!);
+      let shared: Uint8Array | null = null;
+      try {
+        shared = shareMemoryImport(bytes, ours.get(m)!);
+      } catch {
+        // Not a module we can rewrite: the engine rejects it below, as instantiate always does
+        // (a rejected promise, never a synchronous throw into v86's codegen_finalize).
+      }
       if (shared) return original(shared, imports);
     }
     return original(source, imports);

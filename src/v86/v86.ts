@@ -8,7 +8,8 @@
 // devices register (src/virtio.js: I/O port handlers first, then pci.register_device).
 //
 // What of v86 this touches, all on the object `emulator.v86` (the V86 starter's `v86` field),
-// pinned to v86 ≥ 0.5.462 < 0.6 (checked at attach time, a clear error otherwise):
+// pinned to v86 ≥ 0.5.462 < 0.6 (the peer dependency range; v86 reports no version at run time,
+// so attach checks that each of these has the shape used, FailedPrecondition otherwise):
 //   cpu.wasm_memory                the WebAssembly.Memory
 //   cpu.mem8.byteOffset            where guest RAM starts in it
 //   cpu.memory_size[0]             guest RAM bytes
@@ -21,8 +22,8 @@
 
 import { VirtioError, Code } from '../errors.ts';
 import { Platform } from '../platform/platform.ts';
-import { VirtioPciFunction, type VirtioPciOptions } from '../pci/virtio-pci.ts';
-import type { VhostVdpaFile } from '../drivers/vhost-vdpa.ts';
+import { VirtioPciFunction, type VirtioPciOptions, type VhostFileOps } from '../pci/virtio-pci.ts';
+import { VhostVdpaFile } from '../drivers/vhost-vdpa.ts';
 import * as C from '../pci/constants.ts';
 
 /** The v86 versions the adapter was written against (what it checks at attach time). */
@@ -99,6 +100,7 @@ export function v86Memory(emulator: V86Like): V86Memory {
  */
 export function v86Platform(emulator: V86Like, opts: { privateSize?: number; module?: WebAssembly.Module } = {}): Platform {
   const m = v86Memory(emulator);
+  if (typeof opts !== 'object' || opts === null) throw new VirtioError(Code.InvalidArgument, 'options must be an object');
   return Platform.foreign({ ...m, privateSize: opts.privateSize ?? 4 << 20, ...(opts.module ? { module: opts.module } : {}) });
 }
 
@@ -110,6 +112,13 @@ export interface V86AttachOptions extends Pick<VirtioPciOptions, 'accessPlatform
   port?: number;
   /** Name v86 shows for the device. @default 'vdpa-' + the slot */
   name?: string;
+  /**
+   * Deliver the device's interrupts by awaiting its call doorbells (`callWaiter.waitAsync()`
+   * in a loop, then `poll()`). Needed when the device runs in another worker (a node opened with
+   * `RemoteVdpaBus.openVhostSync`): its rings are not seen in this thread otherwise. An in-thread
+   * node raises them by itself. @default true unless `file` is an in-thread VhostVdpaFile
+   */
+  awaitCalls?: boolean;
 }
 
 /** A vdpa device plugged into v86. */
@@ -125,24 +134,29 @@ export interface V86Attachment {
 }
 
 /**
- * INTx levels per PCI interrupt pin of each v86 machine. v86 routes slot s's INTA# to pin
- * (s - 1) & 3 (pci.js raise_irq/lower_irq) and its PIC keeps no count of who raised a line, so
- * functions of ours that share a pin raise it on their first and lower it on their last.
+ * Our functions asserting INTx (by PCI id), per PCI interrupt pin of each v86 machine. v86
+ * routes slot s's INTA# to pin (s - 1) & 3 (pci.js raise_irq/lower_irq), and its PIC keeps one
+ * level per IRQ with no count of who raised it. So functions that share a pin raise it on their
+ * first and lower it on their last; and since the BIOS routes several pins to one IRQ
+ * (SeaBIOS: pins A and B to IRQ 10, C and D to 11), lowering a pin raises again every other pin
+ * that still has a function asserting it, whichever IRQ it shares.
  */
-const pinLevels = new WeakMap<V86Cpu, number[]>();
+const asserting = new WeakMap<V86Cpu, Set<number>[]>();
 
 const IO_MIN = 0x1000; // v86 moves only ports ≥ 0x1000 when the guest relocates a BAR (pci.js set_io_bars)
 
 /**
- * Plugs the vhost_vdpa node `file` (open, unowned) into v86 as a modern virtio-pci function.
+ * Plugs the vhost_vdpa node `file` (open, unowned: an in-thread VhostVdpaFile, or a node in a
+ * device worker from `RemoteVdpaBus.openVhostSync`) into v86 as a modern virtio-pci function.
  * Call it after `emulator-loaded` and before the guest scans PCI (before `run()` for a guest
  * that has not booted; a booted Linux guest finds it after `echo 1 > /sys/bus/pci/rescan`).
  * Guest-physical memory reaches the device through IOTLB UPDATE messages for v86's RAM.
  * Throws FailedPrecondition when `emulator` is not a loaded v86 or `platform` is not over its
  * memory, InvalidArgument for a slot or port that is taken or out of range, and what
- * VirtioPciFunction throws (a node already owned: VhostError EBUSY).
+ * VirtioPciFunction throws (a node already owned: VhostError EBUSY). A refused attach registers
+ * nothing with v86 and leaves `file` open and unowned.
  */
-export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpaFile, opts: V86AttachOptions = {}): V86Attachment {
+export function attachV86(emulator: V86Like, platform: Platform, file: VhostFileOps, opts: V86AttachOptions = {}): V86Attachment {
   const cpu = cpuOf(emulator);
   const { memory, ramBase, ramSize } = v86Memory(emulator);
   if (platform.memory !== memory) throw new VirtioError(Code.FailedPrecondition, 'the platform is not over this v86 memory: make it with v86Platform(emulator)');
@@ -150,6 +164,7 @@ export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpa
   const bad = (why: string): never => {
     throw new VirtioError(Code.InvalidArgument, why);
   };
+  if (typeof opts !== 'object' || opts === null) bad('options must be an object');
   let slot = opts.slot;
   if (slot === undefined) {
     slot = 8;
@@ -160,16 +175,39 @@ export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpa
   const pciId = slot! << 3;
 
   let intx = false;
-  let levels = pinLevels.get(cpu);
-  if (!levels) pinLevels.set(cpu, (levels = [0, 0, 0, 0]));
-  const pin = (slot! - 1) & 3;
+  let pins = asserting.get(cpu);
+  if (!pins) asserting.set(cpu, (pins = [new Set(), new Set(), new Set(), new Set()]));
+  const mine = pins[(slot! - 1) & 3]!;
   const setLine = (level: boolean): void => {
     if (level === intx) return;
     intx = level;
-    levels![pin] = levels![pin]! + (level ? 1 : -1);
-    if (level && levels![pin] === 1) pci.raise_irq(pciId);
-    else if (!level && levels![pin] === 0) pci.lower_irq(pciId);
+    if (level) {
+      mine.add(pciId);
+      if (mine.size === 1) pci.raise_irq(pciId);
+      return;
+    }
+    mine.delete(pciId);
+    if (mine.size > 0) return;
+    pci.lower_irq(pciId);
+    for (const other of pins!) {
+      const [id] = other; // one function per pin still asserting: its IRQ may be the one just lowered
+      if (id !== undefined) pci.raise_irq(id);
+    }
   };
+  // The port is checked before the function takes the node, so a refused attach leaves it unowned.
+  const size = VirtioPciFunction.ioBarSize(file);
+  const free = (p: number): boolean => {
+    for (let i = 0; i < size; i++) if (cpu.io.ports[p + i]?.device !== undefined) return false;
+    return true;
+  };
+  let port = opts.port;
+  if (port === undefined) {
+    for (let p = 0xe000; p >= IO_MIN && port === undefined; p -= size) if (free(p)) port = p;
+    if (port === undefined) bad('no free I/O port range');
+  } else if (!Number.isInteger(port) || port < IO_MIN || port + size > 0x10000 || port % size !== 0) {
+    bad(`port 0x${Number(port).toString(16)} must be ≥ 0x${IO_MIN.toString(16)}, below 0x10000 and aligned to the BAR size 0x${size.toString(16)}`);
+  } else if (!free(port)) bad(`I/O ports 0x${port.toString(16)}..+0x${size.toString(16)} are taken`);
+
   const fn = new VirtioPciFunction(platform, file, {
     guestMemory: [{ gpa: 0, size: ramSize, offset: ramBase }],
     msixVectors: 0,
@@ -179,19 +217,6 @@ export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpa
     interrupts: { setIntx: setLine },
   });
   try {
-    const size = fn.description.bars.find((b) => b.index === 0)!.size;
-    const free = (p: number): boolean => {
-      for (let i = 0; i < size; i++) if (cpu.io.ports[p + i]?.device !== undefined) return false;
-      return true;
-    };
-    let port = opts.port;
-    if (port === undefined) {
-      for (let p = 0xe000; p >= IO_MIN && port === undefined; p -= size) if (free(p)) port = p;
-      if (port === undefined) bad('no free I/O port range');
-    } else if (!Number.isInteger(port) || port < IO_MIN || port + size > 0x10000 || port % size !== 0) {
-      bad(`port 0x${Number(port).toString(16)} must be ≥ 0x${IO_MIN.toString(16)}, below 0x10000 and aligned to the BAR size 0x${size.toString(16)}`);
-    } else if (!free(port)) bad(`I/O ports 0x${port.toString(16)}..+0x${size.toString(16)} are taken`);
-
     const name = opts.name ?? `vdpa-${slot}`;
     const device: V86PciDevice = { name, pci_id: pciId, pci_space: [], pci_bars: [{ size }] };
     // Every port of the BAR answers every width; the function itself answers unaligned or
@@ -210,6 +235,19 @@ export function attachV86(emulator: V86Like, platform: Platform, file: VhostVdpa
     device.pci_space = Array.from(space);
     pci.register_device(device);
     let closed = false;
+    if (opts.awaitCalls ?? !(file instanceof VhostVdpaFile)) {
+      // Each turn sleeps (Atomics.waitAsync) until the worker rings a call doorbell, then raises
+      // what rang; it ends when close() closes the waiter (waitAsync throws then).
+      void (async () => {
+        while (!closed) {
+          try {
+            await fn.callWaiter.waitAsync();
+          } catch {
+            return;
+          }
+        }
+      })();
+    }
     return {
       fn,
       slot: slot!,

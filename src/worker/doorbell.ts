@@ -185,7 +185,7 @@ export class DoorbellWaiter {
       this.sleeps++;
       if (r !== 'timed-out') this.wakeups++;
     } finally {
-      Atomics.store(this.platform.i32, this.i + 1, 0);
+      this.unpark();
     }
     return this.poll();
   }
@@ -212,9 +212,18 @@ export class DoorbellWaiter {
       this.sleeps++;
       if (r === 'ok') this.wakeups++;
     } finally {
-      Atomics.store(this.platform.i32, this.i + 1, 0);
+      this.unpark();
     }
     return this.poll();
+  }
+
+  /**
+   * parked = 0, unless close() ran meanwhile (a callback of the poll inside wait(), or this
+   * thread while waitAsync was pending): the waker's bytes are freed then, and may already be
+   * a doorbell whose waker word this store would clear, silencing it.
+   */
+  private unpark(): void {
+    if (!this.closed) Atomics.store(this.platform.i32, this.i + 1, 0);
   }
 
   /** Stops watching everything and frees the waker. */

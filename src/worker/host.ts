@@ -16,10 +16,13 @@
 // opened from another thread as a RemoteVdpaDevice, for virtio_vdpa there) and `vhost_vdpa`
 // (bind a device to it and a VMM opens its node `vhost-vdpa-N` over the channel: ioctl bytes
 // and IOTLB messages as requests, kicks and calls as the doorbells SET_VRING_KICK/CALL name).
+// A node opened with a mailbox also takes the same ioctl bytes and messages synchronously
+// through it (ops ioctl(request, arg) · write(msg) · close()), served by the same code as the
+// channel's requests, for a caller that cannot wait for a message (a PCI function in an emulator).
 //
 // Requests (channel): attach(handle) · vdpa(argv) · devAdd(mgmtdev, name, attrs) · devDel(name)
 // · switchConnect(name) · open(name, mailbox) · release(name) · bind(name, driver) · unbind(name)
-// · vhostNodes() · vhostOpen(node) · vhostIoctl(fid, request, arg) · vhostWrite(fid, msg)
+// · vhostNodes() · vhostOpen(node, mailbox?) · vhostIoctl(fid, request, arg) · vhostWrite(fid, msg)
 // · vhostClose(fid) · stats() · shutdown() · migSuspend(name) · migSave(name) · migSuspendSave(name) · migLoad(name, bytes)
 // · migAnnounce(name).
 
@@ -37,6 +40,7 @@ import { Channel, type PortLike } from './channel.ts';
 import { MailboxServer, type MailboxHandle } from './mailbox.ts';
 import { VdpaSimBlk } from '../devices/blk.ts';
 import { saveState, loadState, encodeState } from '../migration/state.ts';
+import type { IoctlResult } from './remote-device.ts';
 
 /** Options of {@link serveVdpa}. */
 export interface ServeVdpaOptions {
@@ -111,6 +115,13 @@ export interface HostStats {
   polls: number;
 }
 
+/** A vhost file the worker opened for a client: its kick doorbells the loop watches, its mailbox if synchronous. */
+interface OpenFile {
+  file: VhostVdpaFile;
+  kicks: Map<number, Doorbell>;
+  mbox: MailboxServer | null;
+}
+
 interface Served {
   dev: VdpaDevice;
   kicks: Doorbell[];
@@ -172,7 +183,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
   const spinMs = (opts.spinUs ?? 50) / 1000;
   const idleWaitMs = opts.idleWaitMs ?? 50;
   let vhost: VhostVdpa | null = null;
-  const files = new Map<number, { file: VhostVdpaFile; kicks: Map<number, Doorbell> }>();
+  const files = new Map<number, OpenFile>();
   let nextFid = 1;
   let yieldSoon = false;
   let stopped = false;
@@ -311,18 +322,61 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     return f;
   };
 
-  const closeFile = (fid: number): void => {
+  // `asked`: the client closes through the file's own mailbox, so the answer to that request
+  // must be the last write there (the client frees it once read): stop serving without marking
+  // it closed. Otherwise a call in progress or made later fails at once (Cancelled).
+  const closeFile = (fid: number, asked = false): void => {
     const f = files.get(fid);
     if (!f) return;
     files.delete(fid);
+    if (asked) f.mbox?.detach();
+    else f.mbox?.close();
     for (const db of f.kicks.values()) waiter?.unwatch(db);
     f.file.close();
+  };
+
+  // A node's ioctl and IOTLB write, as the syscalls answer (0/-errno, never a throw for the
+  // node's own errors): one code path for the channel requests and the mailbox.
+  const vhostIoctl = (fid: unknown, request: unknown, arg: unknown): IoctlResult => {
+    const f = fileOf(fid);
+    const req = Number(request) >>> 0;
+    const bytes = arg instanceof Uint8Array ? arg : new Uint8Array(0);
+    const r = f.file.ioctlRaw(req, bytes);
+    if (r.ret === 0 && req === VHOST_SET_VRING_KICK) adoptKick(f, bytes);
+    return r;
+  };
+
+  const vhostWrite = (fid: unknown, msg: unknown): number =>
+    fileOf(fid).file.writeRaw(msg instanceof Uint8Array ? msg : new Uint8Array(0));
+
+  const vhostOpen = (node: string, mh: MailboxHandle | undefined): number => {
+    const { p, waiter } = need();
+    const file = vhost!.open(node);
+    const fid = nextFid++;
+    const f: OpenFile = { file, kicks: new Map(), mbox: null };
+    files.set(fid, f);
+    if (mh === undefined || mh === null) return fid;
+    try {
+      f.mbox = new MailboxServer(p, mh, waiter, (op, args) => {
+        stats.syncOps++;
+        switch (op) {
+          case 'ioctl': return vhostIoctl(fid, args[0], args[1]);
+          case 'write': return vhostWrite(fid, args[0]);
+          case 'close': closeFile(fid, true); return null;
+          default: throw new VirtioError(Code.Unsupported, `${op} is not a vhost file request`);
+        }
+      });
+    } catch (e) {
+      closeFile(fid);
+      throw e;
+    }
+    return fid;
   };
 
   // The file's kick doorbells are watched by the file's own waiter; this loop parks on one
   // waker only, so it watches the same doorbells (taking their waker word) and hands each ring
   // to the file's waiter, which runs kick_vq. Re-done after every SET_VRING_KICK.
-  const adoptKick = (f: { file: VhostVdpaFile; kicks: Map<number, Doorbell> }, arg: Uint8Array): void => {
+  const adoptKick = (f: OpenFile, arg: Uint8Array): void => {
     const { p, waiter } = need();
     if (arg.length < VHOST_VRING_FILE.SIZE) return;
     const v = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
@@ -396,25 +450,12 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
       case 'vhostNodes':
         need();
         return vhost!.nodes;
-      case 'vhostOpen': {
-        need();
-        const file = vhost!.open(String(args[0]));
-        const fid = nextFid++;
-        files.set(fid, { file, kicks: new Map() });
-        return fid;
-      }
-      case 'vhostIoctl': {
-        const f = fileOf(args[0]);
-        const req = Number(args[1]) >>> 0;
-        const arg = args[2] instanceof Uint8Array ? args[2] : new Uint8Array(0);
-        const r = f.file.ioctlRaw(req, arg);
-        if (r.ret === 0 && req === VHOST_SET_VRING_KICK) adoptKick(f, arg);
-        return r;
-      }
-      case 'vhostWrite': {
-        const f = fileOf(args[0]);
-        return f.file.writeRaw(args[1] instanceof Uint8Array ? args[1] : new Uint8Array(0));
-      }
+      case 'vhostOpen':
+        return vhostOpen(String(args[0]), args[1] as MailboxHandle | undefined);
+      case 'vhostIoctl':
+        return vhostIoctl(args[0], args[1], args[2]);
+      case 'vhostWrite':
+        return vhostWrite(args[0], args[1]);
       case 'vhostClose':
         closeFile(args[0] as number);
         return null;

@@ -207,6 +207,16 @@ export class MailboxServer {
     return true;
   }
 
+  /**
+   * Stops serving without a word to the client, for a request that ends the conversation (a
+   * close the client asked for): the answer being written is then the last write to the
+   * mailbox, so the client may free it once read. A later call would time out: the client
+   * makes none.
+   */
+  detach(): void {
+    this.waiter.unwatch(this.db);
+  }
+
   /** Stops serving: a call in progress or made later fails at once with Cancelled. */
   close(): void {
     this.waiter.unwatch(this.db);

@@ -22,6 +22,13 @@
 // after any device error), reset() does nothing (there is nothing left to reset) and every other
 // op throws VirtioError(Cancelled). A synchronous call the worker does not answer within
 // `syncTimeoutMs` kills the device the same way instead of hanging.
+//
+// vhost-vdpa nodes of the worker open two ways: RemoteVhostFile (openVhost) sends each ioctl and
+// IOTLB message as a channel request and resolves later, for a VMM that may await;
+// RemoteVhostSyncFile (openVhostSync) sends the same bytes through a mailbox of its own and
+// answers before returning, for a caller inside a synchronous guest register access (a
+// VirtioPciFunction). Its typed methods are VhostVdpaFile's (VhostTypedFile); it dies as a device
+// does (worker gone, channel closed, no answer in time: Cancelled).
 
 import { VirtioError, Code } from '../errors.ts';
 import type { Platform } from '../platform/platform.ts';
@@ -35,8 +42,10 @@ import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxClient } from './mailbox.ts';
 import type { OpenedDevice, HostStats, MigSaved, MigLoaded } from './host.ts';
-import { VhostError, errnoName, type ErrnoName } from '../vhost/errno.ts';
-import type { VhostVdpaNodeInfo } from '../drivers/vhost-vdpa.ts';
+import { VhostError, ERRNO, errnoName, type ErrnoName } from '../vhost/errno.ts';
+import { VhostTypedFile } from '../vhost/typed-file.ts';
+import type { VhostVdpaNodeInfo, VhostVdpaFile } from '../drivers/vhost-vdpa.ts';
+import type { VirtioPciFunction } from '../pci/virtio-pci.ts';
 
 /** Bytes of the platform's arenas the device worker gets for its devices. */
 export interface AttachSlices {
@@ -98,6 +107,7 @@ export class RemoteVdpaBus {
   readonly syncTimeoutMs: number;
   private readonly wake: Doorbell;
   private readonly open = new Map<string, RemoteVdpaDevice>();
+  private readonly syncFiles = new Set<RemoteVhostSyncFile>();
   private pumping = false;
   private closed = false;
 
@@ -185,6 +195,35 @@ export class RemoteVdpaBus {
     return new RemoteVhostFile(this, node, fid);
   }
 
+  /**
+   * Opens vhost node `node` in the worker for synchronous calls: the returned file's methods
+   * (the {@link VhostTypedFile} set: what a {@link VirtioPciFunction} uses) carry the same ioctl
+   * bytes and IOTLB messages as {@link openVhost}'s through a shared-memory mailbox, and return
+   * or throw before the next line runs. One owner at a time (EBUSY for a second open). Needs a
+   * thread that may block (any worker, Node's main thread); on a browser main thread each call
+   * throws VirtioError(FailedPrecondition).
+   */
+  async openVhostSync(node: string): Promise<RemoteVhostSyncFile> {
+    if (this.closed) throw this.channel.closedReason ?? new VirtioError(Code.Cancelled, 'the remote bus was closed');
+    const mbox = new MailboxClient(this.platform);
+    let fid: number;
+    try {
+      fid = (await this.request('vhostOpen', node, mbox.handle)) as number;
+    } catch (e) {
+      // A worker that may still run (the channel merely closed) may have begun serving it.
+      if (!this.channel.closedReason || this.channel.peerExited) mbox.free();
+      throw e;
+    }
+    const f = new RemoteVhostSyncFile(this, node, fid, mbox);
+    this.syncFiles.add(f);
+    return f;
+  }
+
+  /** @internal a synchronous vhost file closed or died: not open here any more. */
+  droppedFile(f: RemoteVhostSyncFile): void {
+    this.syncFiles.delete(f);
+  }
+
   /** The worker loop's counters (sleeps, wakeups, kicks, sync ops, yields). */
   async stats(): Promise<HostStats> {
     return (await this.request('stats')) as HostStats;
@@ -231,13 +270,14 @@ export class RemoteVdpaBus {
 
   private lost(e: VirtioError): void {
     this.closed = true;
-    for (const d of [...this.open.values()]) {
+    for (const d of [...this.open.values(), ...this.syncFiles]) {
       d.markDead(e);
       // A worker that exited writes nothing more; one whose channel merely closed may still be
-      // releasing the device (it marks the mailbox closed), so its mailbox stays orphaned.
+      // releasing the device or file (it marks the mailbox closed), so its mailbox stays orphaned.
       if (this.channel.peerExited) d.freeMailbox();
     }
     this.open.clear();
+    this.syncFiles.clear();
     this.waiter.close(); // ends the pump's waitAsync
     this.wake.free();
   }
@@ -318,6 +358,7 @@ export class RemoteVdpaDevice implements VdpaDevice {
   markDead(e: VirtioError): void {
     if (this.dead) return;
     this.dead = e;
+    this.remote.dropped(this);
     if (!this.remote.waiter.isClosed) {
       for (const d of [...this.calls, this.configDb]) this.remote.waiter.unwatch(d);
     }
@@ -334,17 +375,7 @@ export class RemoteVdpaDevice implements VdpaDevice {
   }
 
   private call(op: string, ...args: unknown[]): unknown {
-    if (this.dead) throw new VirtioError(Code.Cancelled, `${this.name}: ${this.dead.rawMessage}`, { cause: this.dead });
-    try {
-      return this.mbox.call(op, args, this.remote.syncTimeoutMs);
-    } catch (e) {
-      if (e instanceof VirtioError && e.code === Code.Cancelled && !this.dead) {
-        this.markDead(e);
-        this.remote.dropped(this);
-        if (this.mbox.serverClosed) this.mbox.free(); // the worker's last write was "closed"
-      }
-      throw e;
-    }
+    return syncCall(this, this.name, this.mbox, this.remote.syncTimeoutMs, op, args);
   }
 
   private vqIndex(idx: number): number {
@@ -607,6 +638,143 @@ export class RemoteVhostFile {
     if (this.closed) return;
     this.closed = true;
     await this.remote.request('vhostClose', this.fid);
+  }
+}
+
+/**
+ * A vhost-vdpa node opened in a device worker with {@link RemoteVdpaBus.openVhostSync}: the
+ * byte-level face of {@link RemoteVhostFile} made synchronous. Each ioctl and IOTLB message
+ * crosses as the uapi's bytes through a shared-memory mailbox (the calling thread blocks in
+ * Atomics.wait until the answer), and the worker serves it with the code that serves the
+ * channel's requests; the typed methods are {@link VhostTypedFile}'s, so they are
+ * {@link VhostVdpaFile}'s, with the same errno. Errors:
+ * - the node's: VhostError with Linux's errno, rebuilt from the -errno the worker answers (a
+ *   closed file: EBADF, as an in-thread one);
+ * - the worker's: VirtioError(Cancelled) once it exited, its channel closed or it stopped serving
+ *   the file, or when a call got no answer in the bus's `syncTimeoutMs` (the file is dead from
+ *   then on: every later call throws Cancelled at once);
+ * - a thread that may not block (a browser main thread): VirtioError(FailedPrecondition).
+ * Kicks and calls never pass here: they are the doorbells SET_VRING_KICK/CALL name.
+ */
+export class RemoteVhostSyncFile extends VhostTypedFile {
+  /** Node name. */
+  readonly node: string;
+  private readonly remote: RemoteVdpaBus;
+  private readonly fid: number;
+  private readonly mbox: MailboxClient;
+  private closed = false;
+  private dead: VirtioError | null = null;
+
+  /** @internal made by {@link RemoteVdpaBus.openVhostSync}. */
+  constructor(remote: RemoteVdpaBus, node: string, fid: number, mbox: MailboxClient) {
+    super();
+    this.remote = remote;
+    this.node = node;
+    this.fid = fid;
+    this.mbox = mbox;
+  }
+
+  /** ioctl() as the syscall answers: `ret` 0 or -errno, `out` the struct written back (or null). Throws only the worker's errors. */
+  ioctlRaw(request: number, arg: Uint8Array = new Uint8Array(0)): IoctlResult {
+    if (this.closed) return { ret: -ERRNO.EBADF, out: null };
+    if (!(arg instanceof Uint8Array)) return { ret: -ERRNO.EFAULT, out: null };
+    return this.call('ioctl', request >>> 0, arg) as IoctlResult;
+  }
+
+  /** One ioctl: returns the struct written back (reads) or 0; throws VhostError (see the class). */
+  ioctl(request: number, arg: Uint8Array = new Uint8Array(0)): Uint8Array | number {
+    const r = this.ioctlRaw(request, arg);
+    if (r.ret < 0) throw errnoError(-r.ret, `ioctl 0x${(request >>> 0).toString(16)} on ${this.node}`);
+    return r.out ?? 0;
+  }
+
+  /** write() of one IOTLB message (vhost_msg / vhost_msg_v2): the bytes consumed or -errno. Throws only the worker's errors. */
+  writeRaw(msg: Uint8Array): number {
+    if (this.closed) return -ERRNO.EBADF;
+    if (!(msg instanceof Uint8Array) || msg.length < 4) return -ERRNO.EINVAL;
+    return this.call('write', msg) as number;
+  }
+
+  /** Writes one IOTLB message; returns the bytes consumed; throws VhostError (see the class). */
+  writeMsg(msg: Uint8Array): number {
+    const n = this.writeRaw(msg);
+    if (n < 0) throw errnoError(-n, `IOTLB message on ${this.node}`);
+    return n;
+  }
+
+  /**
+   * Closes the file: the worker resets the device and drops its maps and doorbells before this
+   * returns, so the node may be opened again at once. Idempotent, never throws: a file whose
+   * worker is gone has nothing left to close.
+   */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.remote.droppedFile(this);
+    if (this.dead) return;
+    try {
+      this.mbox.call('close', [], this.remote.syncTimeoutMs);
+      this.mbox.free(); // the answer was the worker's last write
+    } catch (e) {
+      if (this.mbox.serverClosed) this.mbox.free();
+      else if (e instanceof VirtioError && e.code === Code.FailedPrecondition && !this.remote.channel.closedReason) {
+        // This thread cannot block: close over the channel instead (the worker then no longer
+        // serves the mailbox, whichever of the two requests it takes first).
+        this.remote.request('vhostClose', this.fid).then(() => this.mbox.free(), () => {});
+      }
+      // No answer in time: the mailbox stays orphaned (a late answer must land in our bytes).
+    }
+  }
+
+  /** True until close() (a file whose worker is gone stays open until closed, refusing calls with Cancelled). */
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  /** Why calls fail with Cancelled (the worker exited, the channel closed, no answer in time), or null. */
+  get deadReason(): VirtioError | null {
+    return this.dead;
+  }
+
+  /** @internal the worker is gone (or stopped serving this file): every later call throws Cancelled. */
+  markDead(e: VirtioError): void {
+    if (this.dead) return;
+    this.dead = e;
+    this.remote.droppedFile(this);
+  }
+
+  /** @internal frees the mailbox once the worker writes it no more. */
+  freeMailbox(): void {
+    this.mbox.free();
+  }
+
+  private call(op: string, ...args: unknown[]): unknown {
+    return syncCall(this, this.node, this.mbox, this.remote.syncTimeoutMs, op, args);
+  }
+}
+
+/** What dies with its device worker (a device, a synchronous vhost file): see {@link syncCall}. */
+interface Mortal {
+  readonly deadReason: VirtioError | null;
+  markDead(e: VirtioError): void;
+}
+
+/**
+ * One synchronous call through `mbox`. A dead `who` refuses at once with Cancelled; a call that
+ * fails with Cancelled (the worker stopped serving the mailbox, or did not answer in `timeoutMs`)
+ * kills it for good.
+ */
+function syncCall(who: Mortal, name: string, mbox: MailboxClient, timeoutMs: number, op: string, args: unknown[]): unknown {
+  const dead = who.deadReason;
+  if (dead) throw new VirtioError(Code.Cancelled, `${name}: ${dead.rawMessage}`, { cause: dead });
+  try {
+    return mbox.call(op, args, timeoutMs);
+  } catch (e) {
+    if (e instanceof VirtioError && e.code === Code.Cancelled && !who.deadReason) {
+      who.markDead(e);
+      if (mbox.serverClosed) mbox.free(); // the worker's last write was "closed"
+    }
+    throw e;
   }
 }
 
