@@ -166,6 +166,11 @@ const SYNC_OPS = new Set([
   'getGeneration', 'setMap', 'dmaMap', 'dmaUnmap', 'setGroupAsid',
 ]);
 
+// Module-level, not beside loop(): with `opts.platform` the loop starts inside serveVdpa, before
+// the function's later `const`s would be initialized.
+const now = () => performance.now();
+const later = (f: () => void) => (typeof setImmediate === 'function' ? setImmediate(f) : setTimeout(f, 0));
+
 /**
  * Serves a vdpa bus on `port` (a worker's parentPort or `self`, or any PortLike) until the
  * channel closes or `shutdown` is requested; then every served device is reset and released
@@ -527,9 +532,6 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     wake?.free();
     finish();
   }
-
-  const now = () => performance.now();
-  const later = (f: () => void) => (typeof setImmediate === 'function' ? setImmediate(f) : setTimeout(f, 0));
 
   // The adaptive serving loop. It returns to the event loop (a macrotask turn) when a channel
   // request rang `wake`, and after each bounded park, so messages and timers are never starved;
