@@ -11,14 +11,17 @@
 // s }, the guest's serial output, line by line (and a partial line after a short pause).
 // Calls: start(cfg) → { bootMs, loadMs, shared, ... } once the guest's init printed
 // VDPA-GUEST-READY; host(op, args) asks the host side (disk bytes, responder counters);
-// pci() → the functions' error counters; stop().
+// pci() → the functions' error counters; deviceStats() → the device worker's loop counters
+// (HostStats) or null; stop().
 import { V86 } from '/node_modules/v86/build/libv86.mjs';
-import { VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa } from '/dist/index.js';
+import { VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, RemoteVdpaBus } from '/dist/index.js';
 import { attachV86, v86Platform, v86SharedMemory } from '/dist/v86/index.js';
 import { addGuestDevices } from './guest-host.js';
 
 let emulator = null;
 let host = null;
+let devicePort = null;
+let remote = null;
 const attached = [];
 
 async function fetchBytes(url) {
@@ -74,8 +77,23 @@ async function start(cfg) {
     host = addGuestDevices(bus);
     attached.push(attachV86(emulator, p, vhost.open(vhost.nodeOf('gnet0')), { slot: 8 }));
     attached.push(attachV86(emulator, p, vhost.open(vhost.nodeOf('gblk0')), { slot: 9 }));
+  } else if (cfg.devices === 'worker') {
+    if (!devicePort) throw new Error('no port to the device worker');
+    // The device worker attaches to v86's memory with a private slice of ours (state blocks,
+    // IOTLB tables, doorbells) and answers once its devices are up.
+    const ready = new Promise((resolve) => (devicePort.onmessage = (m) => m.data?.t === 'ready' && resolve(m.data)));
+    devicePort.postMessage({ t: 'attach', handle: p.handle({ priv: 8 << 20 }) });
+    const { nodes } = await ready;
+    devicePort.onmessage = null;
+    remote = await RemoteVdpaBus.connect(devicePort, p, { attach: false });
+    // Synchronous vhost files: the guest's register accesses cross to the device worker through
+    // a mailbox and block here until answered; interrupts come back on call doorbells that
+    // attachV86 awaits (callWaiter.waitAsync) between v86's ticks.
+    attached.push(attachV86(emulator, p, await remote.openVhostSync(nodes.net), { slot: 8 }));
+    attached.push(attachV86(emulator, p, await remote.openVhostSync(nodes.blk), { slot: 9 }));
+    host = { requests: new Proxy({}, { get: (_, op) => (args) => remote.request(op, ...args) }) };
   } else {
-    throw new Error(`devices: ${cfg.devices} is not supported yet`);
+    throw new Error(`devices: ${cfg.devices} must be 'inthread' or 'worker'`);
   }
   let log = '';
   let ready;
@@ -108,9 +126,12 @@ const calls = {
     if (!f) throw new Error(`no host request ${op}`);
     return f(args);
   },
+  // The device worker's serving-loop counters (null with the devices in this worker).
+  deviceStats: () => remote?.stats() ?? null,
   pci: () => attached.map((a) => ({ slot: a.slot, badAccesses: a.fn.badAccesses, backendErrors: a.fn.backendErrors })),
   stop: async () => {
     for (const a of attached.splice(0)) a.close();
+    remote?.close();
     await emulator?.destroy();
     emulator = null;
     return null;
@@ -119,6 +140,10 @@ const calls = {
 
 self.onmessage = async (e) => {
   const m = e.data;
+  if (m.t === 'port') {
+    devicePort = m.port;
+    return;
+  }
   if (m.t === 'input') {
     emulator?.serial0_send(m.s);
     return;
