@@ -3,8 +3,12 @@
 // test's static server, and our virtio-pci functions plugged in with attachV86. The devices run
 // either here (`devices: 'inthread'`, exactly as test/guest-v86.test.ts does in Node) or in the
 // device worker (`'worker'`, guest-device-worker.js), reached through a MessagePort the page
-// hands over. This is a worker, so v86 runs with no screen and the synchronous calls to a device
-// worker may block here.
+// hands over. This is a worker, so the synchronous calls to a device worker may block here.
+// v86 in a worker: no screen_container and no DOM are needed (no screen, keyboard, mouse or
+// speaker); between ticks it yields through a timer Worker of its own (a blob: classic worker
+// it starts when `Worker` exists and `process` does not: Chromium's dedicated workers have
+// `Worker`), so this worker's event loop turns between ticks and the awaited call doorbells
+// (attachV86's callWaiter.waitAsync loop) and the page's messages are served there.
 //
 // Messages from the page: { t: 'call', id, op, args } answered by { t: 'reply', id, ok, value |
 // error }, and { t: 'input', s } (bytes for the guest's serial port). To the page: { t: 'serial',
