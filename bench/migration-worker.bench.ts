@@ -17,7 +17,8 @@ const N = Number(process.env.MIG_N ?? 200);
 let names = 0;
 
 function summary(name: string, reps: WorkerMigrationReport[]): Record<string, string> {
-  const q = (k: keyof WorkerMigrationReport, p: number) => quantile(reps.map((r) => r[k]).sort((a, b) => a - b), p).toFixed(3);
+  type Ms = 'downtimeMs' | 'suspendMs' | 'saveMs' | 'loadMs' | 'diskMs' | 'resumeMs';
+  const q = (k: Ms, p: number) => quantile(reps.map((r) => r[k]).sort((a, b) => a - b), p).toFixed(3);
   return {
     workload: name, n: String(reps.length), 'downtime p50 ms': q('downtimeMs', 0.5), 'downtime p99 ms': q('downtimeMs', 0.99),
     'suspend p50': q('suspendMs', 0.5), 'save p50': q('saveMs', 0.5), 'load p50': q('loadMs', 0.5), 'disk p50': q('diskMs', 0.5),

@@ -101,7 +101,7 @@ export type { BrowserLabRunner, BrowserLabRunnerOptions, LabWorkerLike, LabWorke
 export type { PortLike, PortListener, RequestHandler, ChannelOptions } from './worker/channel.ts';
 export type { MailboxHandle } from './worker/mailbox.ts';
 export type { ServeVdpaOptions, OpenedDevice, OpenedDeviceCache, HostStats } from './worker/host.ts';
-export type { RemoteVdpaBusOptions, RemoteVdpaOutput, AttachSlices, RemoteDevInfo, IoctlResult } from './worker/remote-device.ts';
+export type { RemoteVdpaBusOptions, RemoteVdpaOutput, AttachSlices, RemoteDevInfo, RemoteDevAttrs, IoctlResult } from './worker/remote-device.ts';
 export type { WireError } from './worker/channel.ts';
 export type { VmmDevice, GuestRam } from './vmm/vmm.ts';
 export type { GuestCounters, GuestNetResult, GuestBlkResult } from './vmm/guest.ts';
@@ -112,6 +112,8 @@ export { VhostNetCvq, vhostSave, vhostLoad, checkVhostState } from './migration/
 export type { VhostVringSetup, VhostVringState, NetShadowState, VhostMigrationState, VhostNetCvqOptions, VhostLoadOptions, VhostLoadMap, VhostLoadDoorbells } from './migration/vhost-migrate.ts';
 export { migrateBetweenWorkers } from './migration/worker-migrate.ts';
 export type { WorkerMigrateOptions, WorkerMigrationReport } from './migration/worker-migrate.ts';
-export type { MigDisk, MigSaved, MigLoaded } from './worker/host.ts';
+export type { MigDisk, MigBackend, MigStorage, MigSaved, MigLoaded } from './worker/host.ts';
+export { checkBackendDescriptor, cannotResolve } from './worker/backend.ts';
+export type { BlkBackendDescriptor, FileBackendDescriptor, OpfsBackendDescriptor, ResolvedBackend, BackendResolver } from './worker/backend.ts';
 export { PingResponder, inetChecksum } from './devices/ping-responder.ts';
 export type { PingResponderStats } from './devices/ping-responder.ts';

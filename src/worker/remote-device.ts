@@ -34,7 +34,8 @@ import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../virtio/constants.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxClient } from './mailbox.ts';
-import type { OpenedDevice, HostStats, MigSaved, MigLoaded } from './host.ts';
+import type { OpenedDevice, HostStats, MigSaved, MigLoaded, MigStorage } from './host.ts';
+import type { BlkBackendDescriptor } from './backend.ts';
 import { VhostError, errnoName, type ErrnoName } from '../vhost/errno.ts';
 import type { VhostVdpaNodeInfo } from '../drivers/vhost-vdpa.ts';
 
@@ -55,6 +56,16 @@ export interface RemoteDevInfo {
   /** Virtio device id. */
   deviceId: number;
 }
+
+/**
+ * Attributes of a device worker's `devAdd`: those of `vdpa dev add` (MgmtDevAttrs), posted to
+ * the worker — so a blk `backend` is a descriptor the worker opens itself (`{ file }` in a Node
+ * worker, `{ opfs }` in a browser worker), not a BlkBackend object.
+ */
+export type RemoteDevAttrs = Omit<MgmtDevAttrs, 'backend'> & {
+  /** The blk device's disk: storage the worker opens (and closes when the device is deleted). */
+  backend?: BlkBackendDescriptor;
+};
 
 /** ioctl() as the syscall answers. */
 export interface IoctlResult {
@@ -139,12 +150,17 @@ export class RemoteVdpaBus {
     return (await this.request('vdpa', [...argv])) as RemoteVdpaOutput;
   }
 
-  /** `vdpa dev add`: creates a device on the worker's bus. */
-  async devAdd(mgmtdev: string, name: string, attrs: MgmtDevAttrs = {}): Promise<RemoteDevInfo> {
+  /**
+   * `vdpa dev add`: creates a device on the worker's bus. A blk `backend` descriptor is opened
+   * by the worker; it rejects with `invalid_argument` for a descriptor it does not know,
+   * `unsupported` for one its runtime cannot open (a file in a browser worker, OPFS in Node),
+   * or the storage's own error (`not_found` for a missing file given without a size).
+   */
+  async devAdd(mgmtdev: string, name: string, attrs: RemoteDevAttrs = {}): Promise<RemoteDevInfo> {
     return (await this.request('devAdd', mgmtdev, name, attrs)) as RemoteDevInfo;
   }
 
-  /** `vdpa dev del`: releases the device if it is open here, then deletes it in the worker. */
+  /** `vdpa dev del`: releases the device if it is open here, then deletes it in the worker (and closes a backend it opened for it). */
   async devDel(name: string): Promise<void> {
     const d = this.open.get(name);
     d?.markDead(new VirtioError(Code.NotFound, `device ${name} was deleted`));
@@ -516,8 +532,8 @@ export class RemoteVdpaDevice implements VdpaDevice {
     await this.remote.request('migSuspend', this.name);
   }
   /**
-   * Saves the suspended device's state in the binary encoding (encodeState), with its RAM disk's
-   * place in the shared memory (blk with a RAM disk; else null).
+   * Saves the suspended device's state in the binary encoding (encodeState), with where its disk
+   * lives (blk: RAM disk place or backend storage; net: null).
    */
   async saveState(): Promise<MigSaved> {
     this.live();
@@ -533,11 +549,16 @@ export class RemoteVdpaDevice implements VdpaDevice {
   }
   /**
    * Loads an encoded state into this fresh device (loadState: validated first, nothing changes
-   * on error); it is left suspended, resume() runs it. Resolves to its RAM disk's place.
+   * on error); it is left suspended, resume() runs it. Resolves to where its disk lives.
    */
   async loadState(state: Uint8Array): Promise<MigLoaded> {
     this.live();
     return (await this.remote.request('migLoad', this.name, state)) as MigLoaded;
+  }
+  /** blk: where the disk lives (RAM disk place, or the backend's storage identity); null for net. */
+  async storage(): Promise<MigStorage | null> {
+    this.live();
+    return (await this.remote.request('migStorage', this.name)) as MigStorage | null;
   }
   /** net: raises VIRTIO_NET_S_ANNOUNCE (with GUEST_ANNOUNCE negotiated); resolves to whether it did. */
   async announce(): Promise<boolean> {
