@@ -51,6 +51,7 @@ export { Channel, errorToWire, errorFromWire } from './worker/channel.ts';
 export { MailboxClient, MailboxServer, MAILBOX_HEADER, MAILBOX_CAP } from './worker/mailbox.ts';
 export { serveVdpa } from './worker/host.ts';
 export { FrameRing, FRAME_RING, FRAME_RING_MAGIC, FRAME_RING_WRAP } from './worker/frame-ring.ts';
+export { SwitchLink, SwitchLinkEnd } from './worker/switch-link.ts';
 export { RemoteVdpaBus, RemoteVdpaDevice, RemoteVhostFile } from './worker/remote-device.ts';
 export { REMOTE_VDPA } from './worker/host.ts';
 export { Vmm } from './vmm/vmm.ts';
@@ -102,6 +103,7 @@ export type { BrowserLabRunner, BrowserLabRunnerOptions, LabWorkerLike, LabWorke
 export type { PortLike, PortListener, RequestHandler, ChannelOptions } from './worker/channel.ts';
 export type { MailboxHandle } from './worker/mailbox.ts';
 export type { FrameRingHandle, FrameRingOptions, FrameRingStats } from './worker/frame-ring.ts';
+export type { SwitchLinkEndHandle, SwitchLinkOptions, SwitchLinkStats, SwitchLinkEndStats, SwitchLinkEndOptions } from './worker/switch-link.ts';
 export type { ServeVdpaOptions, OpenedDevice, OpenedDeviceCache, HostStats } from './worker/host.ts';
 export type { RemoteVdpaBusOptions, RemoteVdpaOutput, AttachSlices, RemoteDevInfo, RemoteDevAttrs, IoctlResult } from './worker/remote-device.ts';
 export type { WireError } from './worker/channel.ts';

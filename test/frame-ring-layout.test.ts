@@ -35,6 +35,15 @@ test('header: magic, geometry, counters at their offsets; a record is u32 len + 
   assert.deepEqual(data(-FRAME_RING.HEADER, 4), Uint8Array.from([0x56, 0x46, 0x52, 0x4d]), '"VFRM"');
   assert.equal(u32(FRAME_RING.CAPACITY), CAP);
   assert.equal(u32(FRAME_RING.MAX_FRAME), MAX);
+  assert.equal(u32(FRAME_RING.PRODUCER), 0);
+  r.claim('producer');
+  assert.equal(u32(FRAME_RING.PRODUCER), 1);
+  assert.throws(() => r.claim('producer'), (e: unknown) => e instanceof VirtioError && e.code === Code.AlreadyExists, 'one producer at a time');
+  r.claim('consumer');
+  assert.equal(u32(FRAME_RING.CONSUMER), 1);
+  r.unclaim('producer');
+  r.unclaim('consumer');
+  assert.equal(u32(FRAME_RING.PRODUCER) + u32(FRAME_RING.CONSUMER), 0);
   assert.equal(r.push([frame(5, 1), frame(8, 2)]), 2);
   assert.deepEqual([...data(0, 4)], [5, 0, 0, 0]);
   assert.deepEqual(data(4, 5), frame(5, 1));

@@ -9,6 +9,8 @@
 //   │ 0      │ u32 magic 0x4d524656 ("VFRM" little-endian)                               │
 //   │ 4      │ u32 capacity: bytes of the data area, a power of two in 256..2^30         │
 //   │ 8      │ u32 maxFrame: largest frame accepted, 1..capacity/2 − 8                   │
+//   │ 12     │ u32 producer claimed (1) or free (0): one producing side at a time       │
+//   │ 16     │ u32 consumer claimed (1) or free (0): one consuming side at a time       │
 //   ├────────┼──────────────────────────────────── producer's line ─────────────────────┤
 //   │ 64     │ u32 head: bytes ever written to the data area (wrapping)                  │
 //   │ 68     │ u32 pushed: frames accepted                                               │
@@ -41,6 +43,8 @@ export const FRAME_RING = {
   MAGIC: 0,
   CAPACITY: 4,
   MAX_FRAME: 8,
+  PRODUCER: 12,
+  CONSUMER: 16,
   HEAD: 64,
   PUSHED: 68,
   DROPS_FULL: 72,
@@ -214,7 +218,8 @@ export class FrameRing {
   /**
    * Consumer: hands the frames present now to `fn` in batches of up to `batch`, as views into
    * the ring valid during the call (copy what you keep), and frees their space after each call.
-   * Frames the producer adds meanwhile wait for the next drain. A record that breaks the layout
+   * Frames the producer adds meanwhile wait for the next drain. If `fn` throws, its frames
+   * count as taken and the error propagates. A record that breaks the layout
    * (the memory was written by something else) makes the ring broken: it drains nothing more.
    * Returns how many frames were handed out.
    */
@@ -245,13 +250,31 @@ export class FrameRing {
         frames.push(u8.subarray(this.data + pos + 4, this.data + pos + 4 + len));
         tail = (tail + rec) >>> 0;
       }
-      if (frames.length) fn(frames);
-      // After fn: the producer may now reuse the bytes the views showed.
-      this.store(FRAME_RING.TAIL, tail);
-      if (frames.length) this.store(FRAME_RING.POPPED, this.load(FRAME_RING.POPPED) + frames.length);
+      try {
+        if (frames.length) fn(frames);
+      } finally {
+        // After fn (even one that threw: handed out is consumed, never handed out twice), the
+        // producer may reuse the bytes the views showed.
+        this.store(FRAME_RING.TAIL, tail);
+        if (frames.length) this.store(FRAME_RING.POPPED, this.load(FRAME_RING.POPPED) + frames.length);
+      }
       total += frames.length;
     }
     return total;
+  }
+
+  /**
+   * Claims one side of the ring for this thread (SPSC: one producer, one consumer, whichever
+   * threads they are). Throws VirtioError(AlreadyExists) if that side is taken.
+   */
+  claim(side: 'producer' | 'consumer'): void {
+    const i = (this.addr + (side === 'producer' ? FRAME_RING.PRODUCER : FRAME_RING.CONSUMER)) >> 2;
+    if (Atomics.compareExchange(this.platform.u32, i, 0, 1) !== 0) throw new VirtioError(Code.AlreadyExists, `the frame ring at ${this.addr} already has a ${side}`);
+  }
+
+  /** Gives up a side claimed with {@link claim}. */
+  unclaim(side: 'producer' | 'consumer'): void {
+    Atomics.store(this.platform.u32, (this.addr + (side === 'producer' ? FRAME_RING.PRODUCER : FRAME_RING.CONSUMER)) >> 2, 0);
   }
 
   private broke(why: string): number {

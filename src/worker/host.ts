@@ -18,7 +18,8 @@
 // and IOTLB messages as requests, kicks and calls as the doorbells SET_VRING_KICK/CALL name).
 //
 // Requests (channel): attach(handle) · vdpa(argv) · devAdd(mgmtdev, name, attrs) · devDel(name)
-// · switchConnect(name) · open(name, mailbox) · release(name) · bind(name, driver) · unbind(name)
+// · switchConnect(name) · switchLink(end) · switchUnlink(port) · switchTable() · switchPortStats(port)
+// · open(name, mailbox) · release(name) · bind(name, driver) · unbind(name)
 // · vhostNodes() · vhostOpen(node) · vhostIoctl(fid, request, arg) · vhostWrite(fid, msg)
 // · vhostClose(fid) · stats() · shutdown() · migSuspend(name) · migSave(name) · migSuspendSave(name) · migLoad(name, bytes)
 // · migAnnounce(name) · migStorage(name).
@@ -26,6 +27,11 @@
 // devAdd's attrs are posted, so a blk `backend` is a descriptor (backend.ts), not an object: the
 // worker opens it through `resolveBackend` (given by the entry file: node-device-worker.ts opens
 // files, browser-device-worker.ts OPFS files) and closes it when the device is deleted.
+//
+// The worker's L2 switch takes its devices (switchConnect) and links to switches in other
+// threads (switchLink: an end of a SwitchLink, switch-link.ts, whose incoming doorbell this
+// loop's waiter watches), so switches in several workers and the main thread form one L2
+// segment — a tree of links, never a loop (the switches run no spanning tree).
 
 import { VirtioError, Code } from '../errors.ts';
 import { Platform, type PlatformHandle } from '../platform/platform.ts';
@@ -37,6 +43,7 @@ import { L2Switch } from '../devices/switch.ts';
 import { VdpaSimNet } from '../devices/net.ts';
 import { runVdpa } from '../cli/vdpa.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
+import { SwitchLinkEnd, type SwitchLinkEndHandle } from './switch-link.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxServer, type MailboxHandle } from './mailbox.ts';
 import { VdpaSimBlk, type BlkBackend } from '../devices/blk.ts';
@@ -204,6 +211,8 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
   let wake: Doorbell | null = null;
   const sw = new L2Switch();
   const switched = new Map<string, number>();
+  /** Link ends on the switch, by port. */
+  const links = new Map<number, SwitchLinkEnd>();
   const served = new Map<string, Served>();
   /** Backends opened from descriptors, by device name (closed when the device goes). */
   const backends = new Map<string, ResolvedBackend & { descriptor: BlkBackendDescriptor }>();
@@ -459,6 +468,24 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         switched.set(name, port);
         return port;
       }
+      case 'switchLink': {
+        const { p, waiter } = need();
+        const end = SwitchLinkEnd.attach(sw, p, args[0] as SwitchLinkEndHandle, { waiter });
+        links.set(end.port, end);
+        return end.port;
+      }
+      case 'switchUnlink': {
+        const port = Number(args[0]);
+        const end = links.get(port);
+        if (!end) throw new VirtioError(Code.NotFound, `switch port ${String(args[0])} is not a link`);
+        links.delete(port);
+        end.close();
+        return null;
+      }
+      case 'switchTable':
+        return [...sw.table];
+      case 'switchPortStats':
+        return sw.stats(Number(args[0]));
       case 'open':
         return open(String(args[0]), args[1] as MailboxHandle);
       case 'bind':
@@ -554,6 +581,8 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     stopped = true;
     for (const name of [...served.keys()]) release(name);
     for (const fid of [...files.keys()]) closeFile(fid);
+    for (const end of links.values()) end.close();
+    links.clear();
     // Devices go with the worker; the backends opened for them are closed (their files released).
     for (const name of [...backends.keys()]) {
       try {

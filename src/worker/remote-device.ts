@@ -36,6 +36,8 @@ import { Channel, type PortLike } from './channel.ts';
 import { MailboxClient } from './mailbox.ts';
 import type { OpenedDevice, HostStats, MigSaved, MigLoaded, MigStorage } from './host.ts';
 import type { BlkBackendDescriptor } from './backend.ts';
+import type { SwitchLinkEndHandle } from './switch-link.ts';
+import type { SwitchPortStats } from '../devices/switch.ts';
 import { VhostError, errnoName, type ErrnoName } from '../vhost/errno.ts';
 import type { VhostVdpaNodeInfo } from '../drivers/vhost-vdpa.ts';
 
@@ -172,6 +174,31 @@ export class RemoteVdpaBus {
   /** Puts a vdpasim_net device of the worker on the worker's L2 switch (port mode). Resolves to the port. */
   async switchConnect(name: string): Promise<number> {
     return (await this.request('switchConnect', name)) as number;
+  }
+
+  /**
+   * Attaches end `end` of a SwitchLink (SwitchLink.create on the shared platform) to the
+   * worker's L2 switch, so it and the switch at the other end form one learning L2 segment.
+   * Links must form a tree (no loops: the switches run no spanning tree). Resolves to the link's
+   * port; rejects with AlreadyExists if that end is attached somewhere already.
+   */
+  async switchLink(end: SwitchLinkEndHandle): Promise<number> {
+    return (await this.request('switchLink', end)) as number;
+  }
+
+  /** Detaches the link on port `port` of the worker's switch (the port forgets what it learned). */
+  async switchUnlink(port: number): Promise<void> {
+    await this.request('switchUnlink', port);
+  }
+
+  /** The worker switch's learned forwarding table: [MAC, port] pairs. */
+  async switchTable(): Promise<[string, number][]> {
+    return (await this.request('switchTable')) as [string, number][];
+  }
+
+  /** Counters of port `port` of the worker's switch (a device's or a link's). */
+  async switchPortStats(port: number): Promise<SwitchPortStats> {
+    return (await this.request('switchPortStats', port)) as SwitchPortStats;
   }
 
   /**
