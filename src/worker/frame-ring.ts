@@ -40,16 +40,27 @@ import type { Platform } from '../platform/platform.ts';
 
 /** Byte offsets of a frame ring's header fields, and its size. */
 export const FRAME_RING = {
+  /** u32 magic: {@link FRAME_RING_MAGIC}. */
   MAGIC: 0,
+  /** u32 bytes of the data area. */
   CAPACITY: 4,
+  /** u32 largest frame accepted. */
   MAX_FRAME: 8,
+  /** u32 1 while a producer is attached. */
   PRODUCER: 12,
+  /** u32 1 while a consumer is attached. */
   CONSUMER: 16,
+  /** u32 bytes ever written (producer). */
   HEAD: 64,
+  /** u32 frames accepted (producer). */
   PUSHED: 68,
+  /** u32 frames dropped for want of room (producer). */
   DROPS_FULL: 72,
+  /** u32 frames refused: empty or over maxFrame (producer). */
   DROPS_OVERSIZE: 76,
+  /** u32 bytes ever consumed (consumer). */
   TAIL: 128,
+  /** u32 frames taken (consumer). */
   POPPED: 132,
   /** Bytes of the header; the data area follows. */
   HEADER: 192,
