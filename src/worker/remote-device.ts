@@ -281,7 +281,10 @@ export class RemoteVdpaBus {
       if (this.channel.peerExited) d.freeMailbox();
     }
     this.open.clear();
-    this.waiter.close(); // ends the pump's waitAsync
+    // A pump's waitAsync still pending writes the waker when it returns: wake it and let the
+    // pump close the waiter after that, rather than free the waker under it.
+    if (this.pumping) this.waiter.interrupt();
+    else this.waiter.close();
     this.wake.free();
   }
 
@@ -299,6 +302,7 @@ export class RemoteVdpaBus {
         }
       }
       this.pumping = false;
+      if (this.closed) this.waiter.close();
     };
     void run();
   }

@@ -212,8 +212,9 @@ export class SwitchLinkEnd implements SwitchEndpoint {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.ownWaiter) this.waiter.close();
-    else if (!this.waiter.isClosed) this.waiter.unwatch(this.rxBell);
+    if (!this.waiter.isClosed) this.waiter.unwatch(this.rxBell);
+    // The own waiter is closed by the pump once its pending waitAsync has returned.
+    if (this.ownWaiter) this.waiter.interrupt();
     try {
       this.sw.disconnect(this.port);
     } catch {
@@ -237,5 +238,6 @@ export class SwitchLinkEnd implements SwitchEndpoint {
         break;
       }
     }
+    this.waiter.close();
   }
 }
