@@ -154,6 +154,9 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   if (!byDriver) dst.resume(); // else the driver resumes it with DRIVER_OK
   const tRes = now();
   slot?.detach(src); // after the downtime: the suspended source rings nothing anyway
+  // A call the source rang before it stopped may have been polled here after the driver's
+  // callbacks left it (lost): one spurious interrupt lets the driver see what the used ring holds.
+  dst.callAll();
   if (o.announce ?? true) await dst.announce();
   return {
     suspendMs: tSusp - t0, saveMs: tSave - tSusp, loadMs: tLoad - tSave, diskMs: tDisk - tLoad, diskBytes,

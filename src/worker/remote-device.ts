@@ -591,6 +591,26 @@ export class RemoteVdpaDevice implements VdpaDevice {
     this.live();
     return (await this.remote.request('migStorage', this.name)) as MigStorage | null;
   }
+  /**
+   * Runs each used-buffer callback set here once, in a microtask, as if every queue's call
+   * doorbell had rung: a spurious interrupt, after which a driver finds whatever the used ring
+   * holds. A migration ends with it, because a call the source rang just before it stopped may
+   * reach this thread only after the driver's callbacks left the source — and the destination,
+   * with nothing new to complete, would never ring again.
+   */
+  callAll(): void {
+    if (this.dead) return;
+    queueMicrotask(() => {
+      if (this.dead) return;
+      for (const cb of this.cbs) {
+        try {
+          cb?.();
+        } catch {
+          /* the driver's own fault, as for a real call */
+        }
+      }
+    });
+  }
   /** net: raises VIRTIO_NET_S_ANNOUNCE (with GUEST_ANNOUNCE negotiated); resolves to whether it did. */
   async announce(): Promise<boolean> {
     this.live();
