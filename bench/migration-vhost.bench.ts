@@ -4,7 +4,7 @@
 //   uAPI path:  vhostSave (SUSPEND, GET_VRING_BASE × 16, GET_CONFIG) → vhostLoad on a fresh node
 //               (features, rings, CVQ, DRIVER_OK, replay of every control command, data queues enabled)
 //   state path: suspend → saveState → loadState → resume
-// Run: node --import tsx bench/migration-vhost.bench.ts   (MIG_N=… migrations)
+// Run: npm run bench:migration-vhost, or node --import tsx bench/migration-vhost.bench.ts   (MIG_N=… migrations)
 import {
   Platform, VhostVdpa, VdpaSimNet, DriverQueue, Doorbell, VhostNetCvq, vhostSave, vhostLoad, saveState, loadState,
   featureBit, quantile, VDPASIM_NET_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_F_RING_PACKED, VHOST_IOTLB_UPDATE, VHOST_ACCESS_RW,

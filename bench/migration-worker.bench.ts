@@ -5,23 +5,31 @@
 // switchover and resume through the mailboxes; blk also copies its RAM disk while stopped).
 // Workloads: vdpasim_net with 8 queue pairs and full control state (every rx bit, 64 + 64 MACs,
 // 300 VLANs), a frame queued by the driver during every switchover; vdpasim_blk with a 256 KiB
-// and a 4 MiB RAM disk, a write queued during every switchover.
-// Run: node --import tsx bench/migration-worker.bench.ts   (MIG_N=… migrations per workload)
+// and a 4 MiB RAM disk (copied while stopped), and with a 4 MiB file both workers open
+// (`backend: { file }`: shared storage, nothing copied; the source's file requests in flight are
+// drained inside the suspend), a write queued during every switchover.
+// Run: npm run bench:migration-worker, or node --import tsx bench/migration-worker.bench.ts
+// (MIG_N=… migrations per workload)
 import {
   Platform, VirtioBinding, VirtioNetDriver, VirtioBlkDriver, migrateBetweenWorkers, createVdpaSlot, quantile,
   type WorkerMigrationReport, type RemoteVdpaDevice,
 } from '../src/index.ts';
 import { spawnDeviceWorker, type DeviceWorker } from '../src/node.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const N = Number(process.env.MIG_N ?? 200);
 let names = 0;
 
 function summary(name: string, reps: WorkerMigrationReport[]): Record<string, string> {
-  const q = (k: keyof WorkerMigrationReport, p: number) => quantile(reps.map((r) => r[k]).sort((a, b) => a - b), p).toFixed(3);
+  type Ms = 'downtimeMs' | 'suspendMs' | 'saveMs' | 'loadMs' | 'diskMs' | 'resumeMs';
+  const q = (k: Ms, p: number) => quantile(reps.map((r) => r[k]).sort((a, b) => a - b), p).toFixed(3);
   return {
     workload: name, n: String(reps.length), 'downtime p50 ms': q('downtimeMs', 0.5), 'downtime p99 ms': q('downtimeMs', 0.99),
     'suspend p50': q('suspendMs', 0.5), 'save p50': q('saveMs', 0.5), 'load p50': q('loadMs', 0.5), 'disk p50': q('diskMs', 0.5),
     'resume p50': q('resumeMs', 0.5), 'state bytes': String(reps[0]!.stateBytes),
+    'disk bytes copied': String(reps[0]!.diskBytes), drained: String(reps.reduce((a, r) => a + r.drained, 0)),
   };
 }
 
@@ -63,10 +71,13 @@ async function net(p: Platform, w: DeviceWorker[]): Promise<WorkerMigrationRepor
   return reps;
 }
 
-async function blk(p: Platform, w: DeviceWorker[], sectors: number): Promise<WorkerMigrationReport[]> {
+/** `file`: a disk image both workers open (created by the first device); else a RAM disk. */
+async function blk(p: Platform, w: DeviceWorker[], sectors: number, file?: string): Promise<WorkerMigrationReport[]> {
+  let first = true;
   const add = async (s: number): Promise<RemoteVdpaDevice> => {
     const name = `bblk${++names}`;
-    await w[s]!.bus.devAdd('vdpasim_blk', name, { capacity: sectors });
+    await w[s]!.bus.devAdd('vdpasim_blk', name, file ? { backend: first ? { file, size: sectors * 512 } : { file } } : { capacity: sectors });
+    first = false;
     return w[s]!.bus.openDevice(name);
   };
   let side = 0;
@@ -93,13 +104,16 @@ async function blk(p: Platform, w: DeviceWorker[], sectors: number): Promise<Wor
 
 const p = Platform.create({ shared: true, ramSize: 64 << 20, privateSize: 16 << 20 });
 const w = [await spawnDeviceWorker({ platform: p }), await spawnDeviceWorker({ platform: p })];
+const dir = mkdtempSync(join(tmpdir(), 'vdpa-bench-'));
 try {
   const rows = [
     summary('vdpasim_net, 8 queue pairs, full control state', await net(p, w)),
     summary('vdpasim_blk, 256 KiB RAM disk copied', await blk(p, w, 512)),
     summary('vdpasim_blk, 4 MiB RAM disk copied', await blk(p, w, 8192)),
+    summary('vdpasim_blk, 4 MiB file shared (no copy)', await blk(p, w, 8192, join(dir, 'disk.img'))),
   ];
   console.table(rows);
 } finally {
   await Promise.all(w.map((x) => x.close()));
+  rmSync(dir, { recursive: true, force: true });
 }

@@ -45,9 +45,15 @@ const ok = (bus: VdpaBus, cmd: string) => {
   return r.out;
 };
 
-const NET_FEATURES = 'MTU MAC MRG_RXBUF STATUS CTRL_VQ CTRL_RX CTRL_VLAN CTRL_RX_EXTRA MQ CTRL_MAC_ADDR RING_INDIRECT_DESC RING_EVENT_IDX VERSION_1 ACCESS_PLATFORM RING_PACKED IN_ORDER';
-const NET_FEATURES_JSON = '["MTU","MAC","MRG_RXBUF","STATUS","CTRL_VQ","CTRL_RX","CTRL_VLAN","CTRL_RX_EXTRA","MQ","CTRL_MAC_ADDR","RING_INDIRECT_DESC","RING_EVENT_IDX","VERSION_1","ACCESS_PLATFORM","RING_PACKED","IN_ORDER"]';
-const NET_FEATURES_PRETTY = '[ "MTU","MAC","MRG_RXBUF","STATUS","CTRL_VQ","CTRL_RX","CTRL_VLAN","CTRL_RX_EXTRA","MQ","CTRL_MAC_ADDR","RING_INDIRECT_DESC","RING_EVENT_IDX","VERSION_1","ACCESS_PLATFORM","RING_PACKED","IN_ORDER" ]';
+// What a device offers (and a driver negotiates) by default …
+const NET_DEV_FEATURES = 'MTU MAC MRG_RXBUF STATUS CTRL_VQ CTRL_RX CTRL_VLAN CTRL_RX_EXTRA MQ CTRL_MAC_ADDR RING_INDIRECT_DESC RING_EVENT_IDX VERSION_1 ACCESS_PLATFORM RING_PACKED IN_ORDER';
+const NET_DEV_FEATURES_JSON = '["MTU","MAC","MRG_RXBUF","STATUS","CTRL_VQ","CTRL_RX","CTRL_VLAN","CTRL_RX_EXTRA","MQ","CTRL_MAC_ADDR","RING_INDIRECT_DESC","RING_EVENT_IDX","VERSION_1","ACCESS_PLATFORM","RING_PACKED","IN_ORDER"]';
+const NET_DEV_FEATURES_PRETTY = '[ "MTU","MAC","MRG_RXBUF","STATUS","CTRL_VQ","CTRL_RX","CTRL_VLAN","CTRL_RX_EXTRA","MQ","CTRL_MAC_ADDR","RING_INDIRECT_DESC","RING_EVENT_IDX","VERSION_1","ACCESS_PLATFORM","RING_PACKED","IN_ORDER" ]';
+// … and what the management device supports: also GUEST_ANNOUNCE and SUSPEND (bit 43, which
+// iproute2 does not name), which a device that migrates is provisioned with.
+const NET_FEATURES = 'MTU MAC MRG_RXBUF STATUS CTRL_VQ CTRL_RX CTRL_VLAN CTRL_RX_EXTRA GUEST_ANNOUNCE MQ CTRL_MAC_ADDR RING_INDIRECT_DESC RING_EVENT_IDX VERSION_1 ACCESS_PLATFORM RING_PACKED IN_ORDER bit_43';
+const NET_FEATURES_JSON = '["MTU","MAC","MRG_RXBUF","STATUS","CTRL_VQ","CTRL_RX","CTRL_VLAN","CTRL_RX_EXTRA","GUEST_ANNOUNCE","MQ","CTRL_MAC_ADDR","RING_INDIRECT_DESC","RING_EVENT_IDX","VERSION_1","ACCESS_PLATFORM","RING_PACKED","IN_ORDER",43]';
+const NET_FEATURES_PRETTY = '[ "MTU","MAC","MRG_RXBUF","STATUS","CTRL_VQ","CTRL_RX","CTRL_VLAN","CTRL_RX_EXTRA","GUEST_ANNOUNCE","MQ","CTRL_MAC_ADDR","RING_INDIRECT_DESC","RING_EVENT_IDX","VERSION_1","ACCESS_PLATFORM","RING_PACKED","IN_ORDER",43 ]';
 const BLK_FEATURES = 'bit_1 bit_2 bit_5 bit_6 bit_9 bit_13 bit_14 RING_INDIRECT_DESC RING_EVENT_IDX VERSION_1 ACCESS_PLATFORM RING_PACKED';
 const MGMTDEV_NET_TEXT = `vdpasim_net: \n  supported_classes net\n  max_supported_vqs 17\n  dev_features ${NET_FEATURES}\n`;
 const MGMTDEV_BLK_TEXT = `vdpasim_blk: \n  supported_classes block\n  max_supported_vqs 1\n  dev_features ${BLK_FEATURES}\n`;
@@ -238,11 +244,11 @@ test('dev config show: net before and after feature negotiation, block with no f
   bus.registerDriver(createVirtioVdpa(platform, { queueSize: 64 }));
   await tick();
   assert.equal(ok(bus, 'dev c s vdpa0'),
-    `vdpa0: mac 00:11:22:33:44:55 link up link_announce false max_vq_pairs 1 mtu 1500 \n  negotiated_features ${NET_FEATURES}\n`);
+    `vdpa0: mac 00:11:22:33:44:55 link up link_announce false max_vq_pairs 1 mtu 1500 \n  negotiated_features ${NET_DEV_FEATURES}\n`);
   assert.equal(ok(bus, 'dev config show blk0'), BLK0_CONFIG
     + '  negotiated_features bit_1 bit_2 bit_6 bit_9 bit_13 bit_14 RING_INDIRECT_DESC RING_EVENT_IDX VERSION_1 ACCESS_PLATFORM RING_PACKED\n');
   assert.equal(ok(bus, '-j dev config show vdpa0'),
-    `{"config":{"vdpa0":{"mac":"00:11:22:33:44:55","link ":"up","link_announce ":false,"max_vq_pairs":1,"mtu":1500,"negotiated_features":${NET_FEATURES_JSON}}}}\n`);
+    `{"config":{"vdpa0":{"mac":"00:11:22:33:44:55","link ":"up","link_announce ":false,"max_vq_pairs":1,"mtu":1500,"negotiated_features":${NET_DEV_FEATURES_JSON}}}}\n`);
   assert.equal(ok(bus, '-j -p dev config show vdpa0'), [
     '{',
     '    "config": {',
@@ -252,7 +258,7 @@ test('dev config show: net before and after feature negotiation, block with no f
     '            "link_announce ": false,',
     '            "max_vq_pairs": 1,',
     '            "mtu": 1500,',
-    `            "negotiated_features": ${NET_FEATURES_PRETTY}`,
+    `            "negotiated_features": ${NET_DEV_FEATURES_PRETTY}`,
     '        }',
     '    }',
     '}',

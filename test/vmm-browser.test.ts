@@ -19,6 +19,7 @@ interface VmmPage {
     net: { sent: number; received: [number, number]; mismatches: number };
     blk: { writes: number; reads: number; mismatches: number; errors: number };
     vmmMessages: number; syncOps: number; kicks: number;
+    backends: { file: string; unknown: string; opfs: string[] };
   };
 }
 
@@ -56,5 +57,6 @@ describe('minimal VMM in Chromium', { skip: existsSync(CHROMIUM) || process.env.
     assert.equal(d.vmmMessages, 2, 'the VMM thread got the two answers and nothing else');
     assert.equal(d.syncOps, 0);
     assert.ok(d.kicks > 0);
+    assert.deepEqual(d.backends, { file: 'unsupported', unknown: 'invalid_argument', opfs: ['opfs0', 'opfs1'] });
   });
 });

@@ -25,9 +25,9 @@ export class VdpaSimBlkMgmt extends MgmtDevice {
     super();
   }
 
-  create(name: string, attrs: MgmtDevAttrs): VdpaSimBlk {
+  override checkAttrs(attrs: MgmtDevAttrs): void {
     this.checkAttrMask(attrs);
-    const deviceFeatures = this.checkFeatures(attrs.deviceFeatures);
+    this.checkFeatures(attrs.deviceFeatures);
     const { image, backend } = attrs;
     if (image !== undefined && !(image instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'image must be a Uint8Array');
     if (backend !== undefined && (image !== undefined || attrs.capacity !== undefined)) {
@@ -35,6 +35,13 @@ export class VdpaSimBlkMgmt extends MgmtDevice {
     }
     const capacity = attrs.capacity ?? (image ? Math.max(1, Math.ceil(image.length / 512)) : this.capacity);
     if (image && image.length > capacity * 512) throw new VirtioError(Code.InvalidArgument, `image of ${image.length} bytes does not fit ${capacity} sectors`);
+  }
+
+  create(name: string, attrs: MgmtDevAttrs): VdpaSimBlk {
+    this.checkAttrs(attrs);
+    const deviceFeatures = this.checkFeatures(attrs.deviceFeatures);
+    const { image, backend } = attrs;
+    const capacity = attrs.capacity ?? (image ? Math.max(1, Math.ceil(image.length / 512)) : this.capacity);
     const o: ConstructorParameters<typeof VdpaSimBlk>[1] = { name, capacity };
     if (backend) o.backend = backend;
     if (deviceFeatures !== undefined) {

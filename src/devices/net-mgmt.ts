@@ -7,7 +7,7 @@ import { MgmtDevice, type MgmtAttrName, type MgmtDevAttrs, type MgmtDevSetAttrs 
 import { VdpaSimNet, VDPASIM_NET_FEATURES, VDPASIM_NET_MAX_VQP } from './net.ts';
 import { constructDevice } from './sim-core.ts';
 import { parseMac } from '../virtio/mac.ts';
-import { VIRTIO_ID_NET } from '../virtio/constants.ts';
+import { VIRTIO_ID_NET, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_F_SUSPEND, featureBit } from '../virtio/constants.ts';
 
 /** The vdpasim_net management device. */
 export class VdpaSimNetMgmt extends MgmtDevice {
@@ -15,7 +15,12 @@ export class VdpaSimNetMgmt extends MgmtDevice {
   readonly supportedClasses = ['net'] as const;
   readonly deviceIds = [VIRTIO_ID_NET] as const;
   readonly maxSupportedVqs = 2 * VDPASIM_NET_MAX_VQP + 1; // data pairs + the control queue
-  readonly supportedFeatures = VDPASIM_NET_FEATURES;
+  /**
+   * What a device may offer: the default set plus, provisioned with device_features,
+   * VIRTIO_NET_F_GUEST_ANNOUNCE and VIRTIO_F_SUSPEND — what a device that migrates needs (the
+   * destination asks its driver to announce the guest, so switches learn the MAC's new port).
+   */
+  readonly supportedFeatures = VDPASIM_NET_FEATURES | featureBit(VIRTIO_NET_F_GUEST_ANNOUNCE) | featureBit(VIRTIO_F_SUSPEND);
   readonly attrs: readonly MgmtAttrName[] = ['mac', 'mtu', 'max_vqp', 'device_features'];
 
   constructor(private readonly platform: Platform) {

@@ -63,6 +63,15 @@ export abstract class MgmtDevice {
    */
   setAttr?(dev: VdpaDevice, attrs: MgmtDevSetAttrs): void;
 
+  /**
+   * Validates `attrs` as create() would, creating nothing: a caller that must open storage for
+   * the device (a device worker resolving a backend descriptor) asks first. Of `backend` only
+   * its presence counts. The default checks the attribute mask.
+   */
+  checkAttrs(attrs: MgmtDevAttrs): void {
+    this.checkAttrMask(attrs);
+  }
+
   /** Throws Unsupported for attributes this management device does not take. */
   protected checkAttrMask(attrs: MgmtDevAttrs): void {
     const given: [MgmtAttrName, unknown][] = [

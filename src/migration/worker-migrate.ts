@@ -4,13 +4,21 @@
 // memory both workers see, so no guest RAM moves). The order is migrate()'s (QEMU's for
 // vhost-vdpa): suspend the source with requests in flight finished, save its state (the binary
 // encoding, as over a wire), load it into the destination, re-point the guest's binding, resume
-// the destination; net then announces the guest. A blk RAM disk lives in its own worker's slice
-// of the memory, so its bytes are copied while stopped (a storage migration without a dirty log;
-// shared storage would skip it). If the destination refuses, the source resumes and runs on.
+// the destination; net then announces the guest. blk storage, checked before anything stops:
+//   - RAM disk on both sides: each lives in its own worker's slice of the memory, so its bytes
+//     are copied while stopped (a storage migration without a dirty log);
+//   - a backend on both sides, the same storage (a `{ file }` descriptor naming one file, opened
+//     by each worker): nothing is copied — the source's requests in flight were drained at
+//     suspend (finished at the backend and in the used ring, as in one thread), so the
+//     destination, which opened the same file, sees every write;
+//   - anything else (a RAM disk on one side and a backend on the other, two different files, a
+//     backend whose storage the worker cannot name) is refused with failed_precondition and the
+//     source never stops.
+// If the destination refuses the state, the source resumes and runs on.
 
 import { VirtioError, Code } from '../errors.ts';
 import type { RemoteVdpaDevice } from '../worker/remote-device.ts';
-import type { MigDisk } from '../worker/host.ts';
+import type { MigStorage } from '../worker/host.ts';
 import type { VdpaSlot } from './slot.ts';
 import { VIRTIO_CONFIG_S_SUSPEND } from '../virtio/constants.ts';
 
@@ -45,10 +53,14 @@ export interface WorkerMigrationReport {
   saveMs: number;
   /** Decoding + loadState in the destination worker. */
   loadMs: number;
-  /** Copy of the blk RAM disk in the shared memory (0 for net). */
+  /** Copy of the blk RAM disk in the shared memory (0 for net and for a shared backend). */
   diskMs: number;
-  /** Bytes of RAM disk copied. */
+  /** Bytes of RAM disk copied (0 for net and for a shared backend). */
   diskBytes: number;
+  /** blk: backend requests the source's suspend finished first (drained, never copied or replayed). */
+  drained: number;
+  /** blk: 'ram' (the RAM disk was copied) or 'backend' (shared storage, nothing copied); null for net. */
+  storage: MigStorage['kind'] | null;
   /** switchover() + resume() of the destination. */
   resumeMs: number;
   /** Source suspend requested → destination resumed: the switchover downtime. */
@@ -74,6 +86,9 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   const slot = o.slot;
   if (slot && o.switchover) throw new VirtioError(Code.InvalidArgument, 'give either a slot or a switchover, not both');
   if (slot && slot.current !== src) throw new VirtioError(Code.InvalidArgument, `the slot is bound to ${slot.current.name}, not the source ${src.name}`);
+  // Where each disk lives decides what moves; a mismatch is refused before the source stops.
+  const [ss, ds] = await Promise.all([src.storage(), dst.storage()]);
+  checkStorage(src.name, ss, dst.name, ds);
   slot?.prepare(dst);
   // A device its driver suspended (SUSPEND status bit, VIRTIO 1.4 §3.4) is stopped and stays so.
   const byDriver = (src.getStatus() & VIRTIO_CONFIG_S_SUSPEND) !== 0;
@@ -83,7 +98,7 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     forget();
     if (!byDriver) src.resume();
   };
-  let saved: { state: Uint8Array; disk: MigDisk | null };
+  let saved: { state: Uint8Array; drained?: number };
   let tSusp: number;
   if (!byDriver) {
     // Suspend and save in one request to the source worker: the split is the worker's clock.
@@ -107,9 +122,8 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     }
   }
   const tSave = now();
-  let loaded: Awaited<ReturnType<RemoteVdpaDevice['loadState']>>;
   try {
-    loaded = await dst.loadState(saved.state);
+    await dst.loadState(saved.state);
   } catch (e) {
     restart(); // the destination refused (and changed nothing): the source runs on
     throw e;
@@ -125,12 +139,9 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     restart();
     throw e;
   };
-  if (saved.disk || loaded.disk) {
-    if (!saved.disk || !loaded.disk || saved.disk.bytes !== loaded.disk.bytes) {
-      undo(new VirtioError(Code.FailedPrecondition, `${src.name} and ${dst.name}: both need a RAM disk of the same size (a backend is not copied)`));
-    }
-    p.u8.copyWithin(loaded.disk!.addr, saved.disk!.addr, saved.disk!.addr + saved.disk!.bytes);
-    diskBytes = saved.disk!.bytes;
+  if (ss?.kind === 'ram' && ds?.kind === 'ram') {
+    p.u8.copyWithin(ds.addr, ss.addr, ss.addr + ss.bytes);
+    diskBytes = ss.bytes;
   }
   const tDisk = now();
   try {
@@ -143,9 +154,31 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   if (!byDriver) dst.resume(); // else the driver resumes it with DRIVER_OK
   const tRes = now();
   slot?.detach(src); // after the downtime: the suspended source rings nothing anyway
+  // A call the source rang before it stopped may have been polled here after the driver's
+  // callbacks left it (lost): one spurious interrupt lets the driver see what the used ring holds.
+  dst.callAll();
   if (o.announce ?? true) await dst.announce();
   return {
     suspendMs: tSusp - t0, saveMs: tSave - tSusp, loadMs: tLoad - tSave, diskMs: tDisk - tLoad, diskBytes,
-    resumeMs: tRes - tDisk, downtimeMs: tRes - t0, stateBytes: saved.state.length,
+    resumeMs: tRes - tDisk, downtimeMs: tRes - t0, stateBytes: saved.state.length, drained: saved.drained ?? 0, storage: ss?.kind ?? null,
   };
+}
+
+/** Throws VirtioError(FailedPrecondition) unless the two disks can migrate: see the file comment. */
+function checkStorage(sn: string, s: MigStorage | null, dn: string, d: MigStorage | null): void {
+  const what = (x: MigStorage | null): string => (x === null ? 'no disk' : x.kind === 'ram' ? `a RAM disk of ${x.bytes} bytes` : `a backend (${x.storage ?? 'storage unknown'})`);
+  const refuse = (why: string): never => {
+    throw new VirtioError(Code.FailedPrecondition, `${sn} has ${what(s)}, ${dn} ${what(d)}: ${why}`);
+  };
+  if (s === null && d === null) return;
+  if (s === null || d === null) refuse('not the same device class');
+  if (s!.kind !== d!.kind) refuse('a RAM disk is copied and a backend is shared storage, so both sides need the same kind');
+  if (s!.kind === 'ram') {
+    if (s!.bytes !== (d as { bytes: number }).bytes) refuse('RAM disks of different sizes');
+    return;
+  }
+  const a = (s as { storage: string | null }).storage;
+  const b = (d as { storage: string | null }).storage;
+  if (a === null || b === null) refuse('a backend is not copied, and one the worker did not open from a descriptor cannot be shown to be shared');
+  if (a !== b) refuse('a backend is not copied: both must open the same storage');
 }

@@ -21,10 +21,20 @@
 // channel's requests, for a caller that cannot wait for a message (a PCI function in an emulator).
 //
 // Requests (channel): attach(handle) · vdpa(argv) · devAdd(mgmtdev, name, attrs) · devDel(name)
-// · switchConnect(name) · open(name, mailbox) · release(name) · bind(name, driver) · unbind(name)
+// · switchConnect(name) · switchLink(end) · switchUnlink(port) · switchTable() · switchPortStats(port)
+// · open(name, mailbox) · release(name) · bind(name, driver) · unbind(name)
 // · vhostNodes() · vhostOpen(node, mailbox?) · vhostIoctl(fid, request, arg) · vhostWrite(fid, msg)
 // · vhostClose(fid) · stats() · shutdown() · migSuspend(name) · migSave(name) · migSuspendSave(name) · migLoad(name, bytes)
-// · migAnnounce(name).
+// · migAnnounce(name) · migStorage(name).
+//
+// devAdd's attrs are posted, so a blk `backend` is a descriptor (backend.ts), not an object: the
+// worker opens it through `resolveBackend` (given by the entry file: node-device-worker.ts opens
+// files, browser-device-worker.ts OPFS files) and closes it when the device is deleted.
+//
+// The worker's L2 switch takes its devices (switchConnect) and links to switches in other
+// threads (switchLink: an end of a SwitchLink, switch-link.ts, whose incoming doorbell this
+// loop's waiter watches), so switches in several workers and the main thread form one L2
+// segment — a tree of links, never a loop (the switches run no spanning tree).
 
 import { VirtioError, Code } from '../errors.ts';
 import { Platform, type PlatformHandle } from '../platform/platform.ts';
@@ -36,11 +46,13 @@ import { L2Switch } from '../devices/switch.ts';
 import { VdpaSimNet } from '../devices/net.ts';
 import { runVdpa } from '../cli/vdpa.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
+import { SwitchLinkEnd, type SwitchLinkEndHandle } from './switch-link.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxServer, type MailboxHandle } from './mailbox.ts';
-import { VdpaSimBlk } from '../devices/blk.ts';
+import { VdpaSimBlk, type BlkBackend } from '../devices/blk.ts';
 import { saveState, loadState, encodeState } from '../migration/state.ts';
 import type { IoctlResult } from './remote-device.ts';
+import { checkBackendDescriptor, descriptorKind, type BackendResolver, type BlkBackendDescriptor, type ResolvedBackend } from './backend.ts';
 
 /** Options of {@link serveVdpa}. */
 export interface ServeVdpaOptions {
@@ -59,6 +71,11 @@ export interface ServeVdpaOptions {
   idleWaitMs?: number;
   /** Extra requests the entry adds (e.g. the Node entry's `threadCpu`), by name. */
   requests?: Record<string, (args: unknown[]) => unknown>;
+  /**
+   * Opens the blk backend descriptors devAdd names (the entry file's part: files in Node, OPFS
+   * in browsers). Without it a descriptor is refused with `unsupported`.
+   */
+  resolveBackend?: BackendResolver;
 }
 
 /** What `open` answers: the device's identity, its doorbells and what the client may cache. */
@@ -130,30 +147,57 @@ interface Served {
   mbox: MailboxServer;
 }
 
-/** A blk device's RAM disk in the shared memory (absolute offset, bytes), for a migration between workers to copy. */
+/**
+ * A blk device's RAM disk in the shared memory (absolute offset, bytes): a migration between
+ * workers copies it while the device is stopped.
+ */
 export interface MigDisk {
+  /** A RAM disk. */
+  kind: 'ram';
   /** Memory offset of the disk's first byte. */
   addr: number;
   /** Bytes. */
   bytes: number;
 }
 
+/**
+ * A blk device's backend, as a migration between workers sees it: storage both workers reach,
+ * so nothing is copied — the source's requests in flight are drained at suspend and the
+ * destination serves the same storage.
+ */
+export interface MigBackend {
+  /** A backend. */
+  kind: 'backend';
+  /**
+   * The storage's identity (`file:/real/path`, `opfs:path`) when the worker opened it from a
+   * descriptor; null for a backend object the worker's own code gave the device (unknown storage).
+   */
+  storage: string | null;
+  /** The descriptor the worker opened, or null. */
+  descriptor: BlkBackendDescriptor | null;
+}
+
+/** Where a blk device's disk lives: RAM disk (copied by a migration) or backend (shared). */
+export type MigStorage = MigDisk | MigBackend;
+
 /** What a device worker answers to a save (migSave, migSuspendSave). */
 export interface MigSaved {
   /** The device state, binary-encoded (encodeState). */
   state: Uint8Array;
-  /** The blk RAM disk's place, or null (net, or a backend). */
-  disk: MigDisk | null;
+  /** blk: the RAM disk's place or the backend's storage (which one says what a migration copies); null for net. */
+  storage: MigStorage | null;
   /** migSuspendSave: ms the suspend took in the worker (0 for migSave). */
   suspendMs: number;
   /** migSuspendSave: ms the save took in the worker (0 for migSave). */
   saveMs: number;
+  /** migSuspendSave: blk requests the suspend had to finish first (in flight at the backend, or answered and not yet used). */
+  drained: number;
 }
 
 /** What a device worker answers to a load (migLoad). */
 export interface MigLoaded {
-  /** The blk RAM disk's place, or null (net, or a backend). */
-  disk: MigDisk | null;
+  /** blk: the RAM disk's place or the backend's storage; null for net. */
+  storage: MigStorage | null;
 }
 
 /** Name of the worker bus's driver for devices driven from another thread. */
@@ -183,7 +227,11 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
   let wake: Doorbell | null = null;
   const sw = new L2Switch();
   const switched = new Map<string, number>();
+  /** Link ends on the switch, by port. */
+  const links = new Map<number, SwitchLinkEnd>();
   const served = new Map<string, Served>();
+  /** Backends opened from descriptors, by device name (closed when the device goes). */
+  const backends = new Map<string, ResolvedBackend & { descriptor: BlkBackendDescriptor }>();
   const stats: HostStats = { sleeps: 0, wakeups: 0, kicks: 0, syncOps: 0, yields: 0, polls: 0 };
   const spinMs = (opts.spinUs ?? 50) / 1000;
   const idleWaitMs = opts.idleWaitMs ?? 50;
@@ -318,8 +366,46 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     return dev;
   };
 
-  const diskOf = (dev: VdpaSimNet | VdpaSimBlk): MigDisk | null =>
-    dev instanceof VdpaSimBlk && dev.disk >= 0 ? { addr: dev.disk, bytes: dev.capacity * 512 } : null;
+  const storageOf = (dev: VdpaSimNet | VdpaSimBlk): MigStorage | null => {
+    if (!(dev instanceof VdpaSimBlk)) return null;
+    if (dev.disk >= 0) return { kind: 'ram', addr: dev.disk, bytes: dev.capacity * 512 };
+    const b = backends.get(dev.name);
+    return { kind: 'backend', storage: b && b.backend === dev.backend ? b.storage : null, descriptor: b && b.backend === dev.backend ? b.descriptor : null };
+  };
+
+  // Closes a backend opened for `name` once its device is gone (a close that fails is the
+  // storage's business: the device is deleted either way).
+  const closeBackend = (name: string): Promise<void> => {
+    const b = backends.get(name);
+    if (!b) return Promise.resolve();
+    backends.delete(name);
+    return Promise.resolve().then(() => b.close()).then(() => {}, () => {});
+  };
+
+  const devAdd = (mgmtdev: string, name: string, raw: unknown): unknown => {
+    const { bus } = need();
+    if (raw !== undefined && raw !== null && (typeof raw !== 'object' || Array.isArray(raw))) throw new VirtioError(Code.InvalidArgument, 'devAdd attrs must be an object');
+    const attrs = { ...(raw ?? {}) } as MgmtDevAttrs & { backend?: unknown };
+    const info = (dev: VdpaDevice) => ({ name: dev.name, nvqs: dev.nvqs, deviceId: dev.getDeviceId() });
+    if (attrs.backend === undefined) return info(bus.devAdd(mgmtdev, name, attrs));
+    const descriptor = checkBackendDescriptor(attrs.backend);
+    const resolve = opts.resolveBackend;
+    if (!resolve) throw new VirtioError(Code.Unsupported, `this device worker opens no blk backend descriptors (asked for { ${descriptorKind(descriptor)} })`);
+    // Refuse what the bus would refuse before the storage is opened (or created).
+    bus.mgmtDevice(mgmtdev).checkAttrs({ ...attrs, backend: {} as BlkBackend });
+    if (backends.has(name) || bus.devices.some((d) => d.name === name)) throw new VirtioError(Code.AlreadyExists, `device ${name} already exists`);
+    return resolve(descriptor).then((r) => {
+      let dev: VdpaDevice;
+      try {
+        dev = bus.devAdd(mgmtdev, name, { ...attrs, backend: r.backend });
+      } catch (e) {
+        void Promise.resolve().then(() => r.close()).catch(() => {});
+        throw e;
+      }
+      backends.set(name, { ...r, descriptor });
+      return info(dev);
+    });
+  };
 
   const fileOf = (fid: unknown) => {
     const f = typeof fid === 'number' ? files.get(fid) : undefined;
@@ -416,11 +502,8 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         const code = runVdpa((args[0] as string[]).map(String), { bus, out: (s) => (out += s), err: (s) => (err += s) });
         return { code, out, err };
       }
-      case 'devAdd': {
-        const { bus } = need();
-        const dev = bus.devAdd(String(args[0]), String(args[1]), (args[2] ?? {}) as MgmtDevAttrs);
-        return { name: dev.name, nvqs: dev.nvqs, deviceId: dev.getDeviceId() };
-      }
+      case 'devAdd':
+        return devAdd(String(args[0]), String(args[1]), args[2]);
       case 'devDel': {
         const { bus } = need();
         const name = String(args[0]);
@@ -431,7 +514,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
           switched.delete(name);
         }
         bus.devDel(name);
-        return null;
+        return closeBackend(name).then(() => null);
       }
       case 'switchConnect': {
         const { bus } = need();
@@ -444,6 +527,24 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         switched.set(name, port);
         return port;
       }
+      case 'switchLink': {
+        const { p, waiter } = need();
+        const end = SwitchLinkEnd.attach(sw, p, args[0] as SwitchLinkEndHandle, { waiter });
+        links.set(end.port, end);
+        return end.port;
+      }
+      case 'switchUnlink': {
+        const port = Number(args[0]);
+        const end = links.get(port);
+        if (!end) throw new VirtioError(Code.NotFound, `switch port ${String(args[0])} is not a link`);
+        links.delete(port);
+        end.close();
+        return null;
+      }
+      case 'switchTable':
+        return [...sw.table];
+      case 'switchPortStats':
+        return sw.stats(Number(args[0]));
       case 'open':
         return open(String(args[0]), args[1] as MailboxHandle);
       case 'bind':
@@ -478,18 +579,19 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         return migDev(args[0]).suspendDrained().then(() => null);
       case 'migSave': {
         const dev = migDev(args[0]);
-        return { state: encodeState(saveState(dev)), disk: diskOf(dev), suspendMs: 0, saveMs: 0 } satisfies MigSaved;
+        return { state: encodeState(saveState(dev)), storage: storageOf(dev), suspendMs: 0, saveMs: 0, drained: 0 } satisfies MigSaved;
       }
       case 'migSuspendSave': {
         // Both in one request (one channel round trip less inside the downtime). A save that
         // fails resumes the device: the caller's source runs on.
         const dev = migDev(args[0]);
         const t0 = performance.now();
+        const drained = dev instanceof VdpaSimBlk ? dev.inFlight + dev.heldCompletions : 0;
         return dev.suspendDrained().then(() => {
           const t1 = performance.now();
           try {
             const state = encodeState(saveState(dev));
-            return { state, disk: diskOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1 } satisfies MigSaved;
+            return { state, storage: storageOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1, drained } satisfies MigSaved;
           } catch (e) {
             dev.resume();
             throw e;
@@ -500,8 +602,10 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         const dev = migDev(args[0]);
         if (!(args[1] instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'migLoad needs the encoded state bytes');
         loadState(dev, args[1]);
-        return { disk: diskOf(dev) } satisfies MigLoaded;
+        return { storage: storageOf(dev) } satisfies MigLoaded;
       }
+      case 'migStorage':
+        return storageOf(migDev(args[0]));
       case 'migAnnounce': {
         const dev = migDev(args[0]);
         return dev instanceof VdpaSimNet ? dev.announce() : false;
@@ -523,6 +627,17 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     stopped = true;
     for (const name of [...served.keys()]) release(name);
     for (const fid of [...files.keys()]) closeFile(fid);
+    for (const end of links.values()) end.close();
+    links.clear();
+    // Devices go with the worker; the backends opened for them are closed (their files released).
+    for (const name of [...backends.keys()]) {
+      try {
+        bus?.devDel(name);
+      } catch {
+        /* deleted already */
+      }
+      void closeBackend(name);
+    }
     ch.close();
     if (!looping) cleanup();
   }

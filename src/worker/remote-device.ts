@@ -41,7 +41,10 @@ import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../virtio/constants.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxClient } from './mailbox.ts';
-import type { OpenedDevice, HostStats, MigSaved, MigLoaded } from './host.ts';
+import type { OpenedDevice, HostStats, MigSaved, MigLoaded, MigStorage } from './host.ts';
+import type { BlkBackendDescriptor } from './backend.ts';
+import type { SwitchLinkEndHandle } from './switch-link.ts';
+import type { SwitchPortStats } from '../devices/switch.ts';
 import { VhostError, ERRNO, errnoName, type ErrnoName } from '../vhost/errno.ts';
 import { VhostTypedFile } from '../vhost/typed-file.ts';
 import type { VhostVdpaNodeInfo, VhostVdpaFile } from '../drivers/vhost-vdpa.ts';
@@ -64,6 +67,16 @@ export interface RemoteDevInfo {
   /** Virtio device id. */
   deviceId: number;
 }
+
+/**
+ * Attributes of a device worker's `devAdd`: those of `vdpa dev add` (MgmtDevAttrs), posted to
+ * the worker — so a blk `backend` is a descriptor the worker opens itself (`{ file }` in a Node
+ * worker, `{ opfs }` in a browser worker), not a BlkBackend object.
+ */
+export type RemoteDevAttrs = Omit<MgmtDevAttrs, 'backend'> & {
+  /** The blk device's disk: storage the worker opens (and closes when the device is deleted). */
+  backend?: BlkBackendDescriptor;
+};
 
 /** ioctl() as the syscall answers. */
 export interface IoctlResult {
@@ -149,12 +162,17 @@ export class RemoteVdpaBus {
     return (await this.request('vdpa', [...argv])) as RemoteVdpaOutput;
   }
 
-  /** `vdpa dev add`: creates a device on the worker's bus. */
-  async devAdd(mgmtdev: string, name: string, attrs: MgmtDevAttrs = {}): Promise<RemoteDevInfo> {
+  /**
+   * `vdpa dev add`: creates a device on the worker's bus. A blk `backend` descriptor is opened
+   * by the worker; it rejects with `invalid_argument` for a descriptor it does not know,
+   * `unsupported` for one its runtime cannot open (a file in a browser worker, OPFS in Node),
+   * or the storage's own error (`not_found` for a missing file given without a size).
+   */
+  async devAdd(mgmtdev: string, name: string, attrs: RemoteDevAttrs = {}): Promise<RemoteDevInfo> {
     return (await this.request('devAdd', mgmtdev, name, attrs)) as RemoteDevInfo;
   }
 
-  /** `vdpa dev del`: releases the device if it is open here, then deletes it in the worker. */
+  /** `vdpa dev del`: releases the device if it is open here, then deletes it in the worker (and closes a backend it opened for it). */
   async devDel(name: string): Promise<void> {
     const d = this.open.get(name);
     d?.markDead(new VirtioError(Code.NotFound, `device ${name} was deleted`));
@@ -166,6 +184,31 @@ export class RemoteVdpaBus {
   /** Puts a vdpasim_net device of the worker on the worker's L2 switch (port mode). Resolves to the port. */
   async switchConnect(name: string): Promise<number> {
     return (await this.request('switchConnect', name)) as number;
+  }
+
+  /**
+   * Attaches end `end` of a SwitchLink (SwitchLink.create on the shared platform) to the
+   * worker's L2 switch, so it and the switch at the other end form one learning L2 segment.
+   * Links must form a tree (no loops: the switches run no spanning tree). Resolves to the link's
+   * port; rejects with AlreadyExists if that end is attached somewhere already.
+   */
+  async switchLink(end: SwitchLinkEndHandle): Promise<number> {
+    return (await this.request('switchLink', end)) as number;
+  }
+
+  /** Detaches the link on port `port` of the worker's switch (the port forgets what it learned). */
+  async switchUnlink(port: number): Promise<void> {
+    await this.request('switchUnlink', port);
+  }
+
+  /** The worker switch's learned forwarding table: [MAC, port] pairs. */
+  async switchTable(): Promise<[string, number][]> {
+    return (await this.request('switchTable')) as [string, number][];
+  }
+
+  /** Counters of port `port` of the worker's switch (a device's or a link's). */
+  async switchPortStats(port: number): Promise<SwitchPortStats> {
+    return (await this.request('switchPortStats', port)) as SwitchPortStats;
   }
 
   /**
@@ -278,7 +321,10 @@ export class RemoteVdpaBus {
     }
     this.open.clear();
     this.syncFiles.clear();
-    this.waiter.close(); // ends the pump's waitAsync
+    // A pump's waitAsync still pending writes the waker when it returns: wake it and let the
+    // pump close the waiter after that, rather than free the waker under it.
+    if (this.pumping) this.waiter.interrupt();
+    else this.waiter.close();
     this.wake.free();
   }
 
@@ -296,6 +342,7 @@ export class RemoteVdpaBus {
         }
       }
       this.pumping = false;
+      if (this.closed) this.waiter.close();
     };
     void run();
   }
@@ -547,8 +594,8 @@ export class RemoteVdpaDevice implements VdpaDevice {
     await this.remote.request('migSuspend', this.name);
   }
   /**
-   * Saves the suspended device's state in the binary encoding (encodeState), with its RAM disk's
-   * place in the shared memory (blk with a RAM disk; else null).
+   * Saves the suspended device's state in the binary encoding (encodeState), with where its disk
+   * lives (blk: RAM disk place or backend storage; net: null).
    */
   async saveState(): Promise<MigSaved> {
     this.live();
@@ -564,11 +611,36 @@ export class RemoteVdpaDevice implements VdpaDevice {
   }
   /**
    * Loads an encoded state into this fresh device (loadState: validated first, nothing changes
-   * on error); it is left suspended, resume() runs it. Resolves to its RAM disk's place.
+   * on error); it is left suspended, resume() runs it. Resolves to where its disk lives.
    */
   async loadState(state: Uint8Array): Promise<MigLoaded> {
     this.live();
     return (await this.remote.request('migLoad', this.name, state)) as MigLoaded;
+  }
+  /** blk: where the disk lives (RAM disk place, or the backend's storage identity); null for net. */
+  async storage(): Promise<MigStorage | null> {
+    this.live();
+    return (await this.remote.request('migStorage', this.name)) as MigStorage | null;
+  }
+  /**
+   * Runs each used-buffer callback set here once, in a microtask, as if every queue's call
+   * doorbell had rung: a spurious interrupt, after which a driver finds whatever the used ring
+   * holds. A migration ends with it, because a call the source rang just before it stopped may
+   * reach this thread only after the driver's callbacks left the source — and the destination,
+   * with nothing new to complete, would never ring again.
+   */
+  callAll(): void {
+    if (this.dead) return;
+    queueMicrotask(() => {
+      if (this.dead) return;
+      for (const cb of this.cbs) {
+        try {
+          cb?.();
+        } catch {
+          /* the driver's own fault, as for a real call */
+        }
+      }
+    });
   }
   /** net: raises VIRTIO_NET_S_ANNOUNCE (with GUEST_ANNOUNCE negotiated); resolves to whether it did. */
   async announce(): Promise<boolean> {

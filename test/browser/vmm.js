@@ -45,6 +45,16 @@ try {
   const h1 = await devices.stats();
   details.syncOps = h1.syncOps - h0.syncOps;
   details.kicks = h1.kicks - h0.kicks;
+  // Blk backend descriptors in the browser device worker: { opfs } is opened there (a second
+  // add after the delete shows the first closed its handle: OPFS handles are exclusive), a file
+  // is refused (no file system here), an unknown kind is invalid.
+  const refused = async (attrs) => devices.devAdd('vdpasim_blk', 'nope', attrs).then(() => 'opened', (e) => e.code);
+  details.backends = { file: await refused({ backend: { file: 'disk.img' } }), unknown: await refused({ backend: { idb: 'disk' } }), opfs: [] };
+  for (let i = 0; i < 2; i++) {
+    const info = await devices.devAdd('vdpasim_blk', `opfs${i}`, { backend: { opfs: 'vmm-test/disk.img', sectors: 64 } });
+    details.backends.opfs.push(info.name);
+    await devices.devDel(info.name);
+  }
   await vmm.close();
   devices.close();
   guest.close();
