@@ -3,75 +3,33 @@
 //   boot      run() → the guest's init line, without our devices and with a net + a blk device
 //   ping      RTT p50/p99 of `ping -i 0.01` to a PingResponder host across the L2 switch
 //   dd        MB/s of O_DIRECT writes and reads to /dev/vda (busybox dd prints them)
-//   cost      share of the emulator thread's CPU samples spent in the package (V8 profiler on
-//             this thread while the guest runs dd + ping): device in this thread vs in a worker
+//   cost      the emulator thread's CPU time for a fixed guest workload (dd + ping), and the
+//             share of its busy samples in package code (V8 profiler on this thread):
+//             devices in the emulator thread vs in a device worker (v86 on a shared memory)
 // Run: npm run bench:guest     (GUEST_BOOTS=n boots per arm, default 2; GUEST_PINGS, default 300)
 import { Session } from 'node:inspector/promises';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { V86 } from 'v86';
-import {
-  Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, L2Switch, createVirtioVdpa, PingResponder, quantile, type VdpaSimNet,
-} from '../src/index.ts';
-import { FileBackend } from '../src/node.ts';
-import { attachV86, v86Platform, type V86Attachment } from '../src/v86/index.ts';
-import { guestManifest, startGuest, type GuestManifest, type SerialShell } from '../test/helpers/v86-guest.ts';
+import { quantile } from '../src/index.ts';
+import { guestManifest, guestWithDevices, startGuest, type GuestManifest, type SerialShell } from '../test/helpers/v86-guest.ts';
 
 const BOOTS = Number(process.env.GUEST_BOOTS ?? 2);
 const PINGS = Number(process.env.GUEST_PINGS ?? 300);
 const SRC = fileURLToPath(new URL('../src/', import.meta.url));
 
-interface Rig { emulator: V86; shell: SerialShell; bootMs: number; close(): void }
-
-/** Boots the guest with a net device (on a switch with a ping responder) and a 64 MiB blk file, in this thread. */
-async function bootWithDevices(m: GuestManifest, dir: string): Promise<Rig> {
-  const hp = Platform.create({ ramSize: 16 << 20 });
-  const hbus = new VdpaBus();
-  hbus.registerMgmtDevice(new VdpaSimNetMgmt(hp));
-  const virtio = createVirtioVdpa(hp, { queueSize: 256 });
-  hbus.registerDriver(virtio);
-  const sw = new L2Switch();
-  const peer = hbus.devAdd('vdpasim_net', 'peer', { mac: '52:54:00:00:01:01' }) as VdpaSimNet;
-  const pp = sw.connect(peer);
-  peer.attachPort((f) => sw.input(pp, f));
-  const drv = virtio.net('peer');
-  const responder = new PingResponder({ mac: '52:54:00:00:01:01', ip: '10.0.0.1' });
-  drv.onFrame((f) => {
-    const r = responder.answer(f);
-    if (r) drv.send(r);
-  });
-  const backend = await FileBackend.open(join(dir, `disk-${Date.now()}.img`), { size: 64 << 20 });
-  const attached: V86Attachment[] = [];
-  const { emulator, shell, bootMs } = await startGuest(m, {
-    setup: (emu) => {
-      const p = v86Platform(emu, { privateSize: 16 << 20 });
-      const bus = new VdpaBus({ defaultDriver: 'vhost_vdpa' });
-      bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
-      bus.registerMgmtDevice(new VdpaSimBlkMgmt(p));
-      const vhost = new VhostVdpa(p);
-      bus.registerDriver(vhost);
-      const net = bus.devAdd('vdpasim_net', 'gnet', { mac: '52:54:00:00:02:01' }) as VdpaSimNet;
-      const port = sw.connect(net);
-      net.attachPort((f) => sw.input(port, f));
-      bus.devAdd('vdpasim_blk', 'gblk', { backend });
-      attached.push(attachV86(emu, p, vhost.open(vhost.nodeOf('gnet'))));
-      attached.push(attachV86(emu, p, vhost.open(vhost.nodeOf('gblk'))));
-    },
-  });
-  return {
-    emulator, shell, bootMs,
-    close() {
-      for (const a of attached) a.close();
-      emulator.destroy();
-    },
-  };
-}
+interface Rig { emulator: V86; shell: SerialShell; bootMs: number; close(): void | Promise<void> }
 
 async function bootBare(m: GuestManifest): Promise<Rig> {
   const { emulator, shell, bootMs } = await startGuest(m);
   return { emulator, shell, bootMs, close: () => emulator.destroy() };
+}
+
+/** This thread's CPU time in ms (Linux /proc/thread-self/schedstat). */
+function threadCpuMs(): number {
+  return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) / 1e6;
 }
 
 async function ping(shell: SerialShell, n: number): Promise<number[]> {
@@ -129,36 +87,52 @@ async function packageShare(work: () => Promise<void>): Promise<{ share: number;
 
 const m = guestManifest();
 const dir = mkdtempSync(join(tmpdir(), 'vdpa-guest-bench-'));
-const boots = { bare: [] as number[], devices: [] as number[] };
+let disks = 0;
+const rigOf = (mode: 'thread' | 'worker') => guestWithDevices(m, { mode, diskPath: join(dir, `disk${++disks}.img`) });
+const boots = { bare: [] as number[], thread: [] as number[], worker: [] as number[] };
 for (let i = 0; i < BOOTS; i++) {
-  for (const arm of ['bare', 'devices'] as const) {
-    const rig = arm === 'bare' ? await bootBare(m) : await bootWithDevices(m, dir);
+  for (const arm of ['bare', 'thread', 'worker'] as const) {
+    const rig = arm === 'bare' ? await bootBare(m) : await rigOf(arm);
     boots[arm].push(rig.bootMs);
-    rig.close();
+    await rig.close();
   }
 }
-const rig = await bootWithDevices(m, dir);
-const rtt = await ping(rig.shell, PINGS);
-const wr = await dd(rig.shell, 'if=/dev/zero of=/dev/vda bs=1M count=64 oflag=direct', 64 << 20);
-const rd = await dd(rig.shell, 'if=/dev/vda of=/dev/null bs=1M count=64 iflag=direct', 64 << 20);
-const wr64 = await dd(rig.shell, 'if=/dev/zero of=/dev/vda bs=64k count=1024 oflag=direct', 64 << 20);
-const rd64 = await dd(rig.shell, 'if=/dev/vda of=/dev/null bs=64k count=1024 iflag=direct', 64 << 20);
-const cost = await packageShare(async () => {
-  await rig.shell.ok('dd if=/dev/zero of=/dev/vda bs=64k count=256 oflag=direct 2>/dev/null; dd if=/dev/vda of=/dev/null bs=64k count=256 iflag=direct 2>/dev/null; ping -q -c 100 -i 0.01 10.0.0.1', 120_000);
-});
-rig.close();
+const WORK = 'dd if=/dev/zero of=/dev/vda bs=64k count=512 oflag=direct 2>/dev/null; dd if=/dev/vda of=/dev/null bs=64k count=512 iflag=direct 2>/dev/null; ping -q -c 200 -i 0.01 10.0.0.1';
+const rows: Record<string, string>[] = [];
+const row = (figure: string, thread: string, worker: string) => rows.push({ figure, 'device in the emulator thread': thread, 'device in a worker': worker });
+const res: Record<string, Record<string, number>> = {};
+for (const mode of ['thread', 'worker'] as const) {
+  const rig = await rigOf(mode);
+  const r: Record<string, number> = (res[mode] = {});
+  const rtt = await ping(rig.shell, PINGS);
+  r.p50 = quantile(rtt, 0.5);
+  r.p99 = quantile(rtt, 0.99);
+  r.wr = await dd(rig.shell, 'if=/dev/zero of=/dev/vda bs=1M count=64 oflag=direct', 64 << 20);
+  r.rd = await dd(rig.shell, 'if=/dev/vda of=/dev/null bs=1M count=64 iflag=direct', 64 << 20);
+  r.wr64 = await dd(rig.shell, 'if=/dev/zero of=/dev/vda bs=64k count=1024 oflag=direct', 64 << 20);
+  r.rd64 = await dd(rig.shell, 'if=/dev/vda of=/dev/null bs=64k count=1024 iflag=direct', 64 << 20);
+  const c0 = threadCpuMs();
+  const t0 = performance.now();
+  const cost = await packageShare(async () => {
+    await rig.shell.ok(WORK, 120_000);
+  });
+  r.wall = performance.now() - t0;
+  r.cpu = threadCpuMs() - c0;
+  r.share = cost.share;
+  await rig.close();
+}
 rmSync(dir, { recursive: true, force: true });
 
 const med = (a: number[]) => quantile([...a].sort((x, y) => x - y), 0.5);
-console.table([
-  { figure: 'boot to init, no vdpa devices (ms)', value: med(boots.bare).toFixed(0), runs: boots.bare.map((x) => x.toFixed(0)).join(' ') },
-  { figure: 'boot to init, net + blk (ms)', value: med(boots.devices).toFixed(0), runs: boots.devices.map((x) => x.toFixed(0)).join(' ') },
-  { figure: `ping RTT p50 (ms, n=${PINGS})`, value: quantile(rtt, 0.5).toFixed(3), runs: '' },
-  { figure: 'ping RTT p99 (ms)', value: quantile(rtt, 0.99).toFixed(3), runs: '' },
-  { figure: 'dd write 1 MiB blocks, O_DIRECT (MB/s)', value: wr.toFixed(1), runs: '' },
-  { figure: 'dd read 1 MiB blocks, O_DIRECT (MB/s)', value: rd.toFixed(1), runs: '' },
-  { figure: 'dd write 64 KiB blocks, O_DIRECT (MB/s)', value: wr64.toFixed(1), runs: '' },
-  { figure: 'dd read 64 KiB blocks, O_DIRECT (MB/s)', value: rd64.toFixed(1), runs: '' },
-  { figure: 'emulator thread in package code, device in this thread (%)', value: (100 * cost.share).toFixed(1), runs: `${cost.samples} samples` },
-]);
+const runs = (a: number[]) => a.map((x) => x.toFixed(0)).join(', ');
+const t = res.thread!;
+const w = res.worker!;
+row(`boot to init, ms (median of ${BOOTS}; without vdpa devices: ${med(boots.bare).toFixed(0)} [${runs(boots.bare)}])`, `${med(boots.thread).toFixed(0)} [${runs(boots.thread)}]`, `${med(boots.worker).toFixed(0)} [${runs(boots.worker)}]`);
+row(`ping RTT p50 / p99, ms (n=${PINGS}, -i 0.01)`, `${t.p50!.toFixed(2)} / ${t.p99!.toFixed(2)}`, `${w.p50!.toFixed(2)} / ${w.p99!.toFixed(2)}`);
+row('dd O_DIRECT 1 MiB blocks write / read, MB/s', `${t.wr!.toFixed(1)} / ${t.rd!.toFixed(1)}`, `${w.wr!.toFixed(1)} / ${w.rd!.toFixed(1)}`);
+row('dd O_DIRECT 64 KiB blocks write / read, MB/s', `${t.wr64!.toFixed(1)} / ${t.rd64!.toFixed(1)}`, `${w.wr64!.toFixed(1)} / ${w.rd64!.toFixed(1)}`);
+row('workload (32 MiB dd each way + 200 pings): emulator thread CPU ms / wall ms', `${t.cpu!.toFixed(0)} / ${t.wall!.toFixed(0)}`, `${w.cpu!.toFixed(0)} / ${w.wall!.toFixed(0)}`);
+row('  of the emulator thread\'s busy samples, in package code', `${(100 * t.share!).toFixed(1)} %`, `${(100 * w.share!).toFixed(1)} %`);
+console.log(`\nGuest-visible figures (v86 ${JSON.parse(readFileSync(new URL('../node_modules/v86/package.json', import.meta.url), 'utf8')).version}, kernel ${m.kernelRelease}, Node ${process.version})`);
+console.table(rows);
 process.exit(0);

@@ -6,6 +6,11 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { V86 } from 'v86';
+import {
+  Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, L2Switch, createVirtioVdpa, PingResponder, SwitchLink, SwitchLinkEnd, type VdpaSimNet,
+} from '../../src/index.ts';
+import { FileBackend, spawnDeviceWorker, type DeviceWorker } from '../../src/node.ts';
+import { attachV86, v86Platform, v86SharedMemory, type V86Attachment } from '../../src/v86/index.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -144,4 +149,100 @@ export async function startGuest(m: GuestManifest, o: StartGuestOptions = {}): P
   await ready;
   const bootMs = performance.now() - t0;
   return { emulator, shell, bootMs };
+}
+
+/** A booted guest with one vdpasim_net and one vdpasim_blk, and what the host side holds. */
+export interface GuestRig {
+  emulator: V86;
+  shell: SerialShell;
+  bootMs: number;
+  /** The host at 10.0.0.1 on the far side of the switch. */
+  responder: PingResponder;
+  /** The blk device's image file. */
+  diskPath: string;
+  /** The PCI functions. */
+  attached: V86Attachment[];
+  /** The device worker (mode 'worker'). */
+  worker?: DeviceWorker;
+  close(): Promise<void>;
+}
+
+/**
+ * Boots the guest with a vdpasim_net (MAC 52:54:00:00:02:01; on an L2 switch whose other port
+ * is a host at 10.0.0.1: a vdpasim_net on its own platform driven by our virtio-net driver and a
+ * PingResponder) and a vdpasim_blk over the image file `diskPath` (64 MiB by default).
+ * mode 'thread': the devices in this thread, on v86's memory. mode 'worker': v86 on a shared
+ * memory (v86SharedMemory), the devices in a device worker attached to it, their nodes opened
+ * with openVhostSync, the worker's switch linked to this thread's switch by a SwitchLink.
+ */
+export async function guestWithDevices(m: GuestManifest, o: { mode: 'thread' | 'worker'; diskPath: string; diskBytes?: number; deviceFeatures?: { net?: bigint; blk?: bigint } }): Promise<GuestRig> {
+  const hp = Platform.create({ ramSize: 16 << 20 });
+  const hbus = new VdpaBus();
+  hbus.registerMgmtDevice(new VdpaSimNetMgmt(hp));
+  const virtio = createVirtioVdpa(hp, { queueSize: 256 });
+  hbus.registerDriver(virtio);
+  const sw = new L2Switch();
+  const peer = hbus.devAdd('vdpasim_net', 'peer', { mac: '52:54:00:00:01:01' }) as VdpaSimNet;
+  const pp = sw.connect(peer);
+  peer.attachPort((f) => sw.input(pp, f));
+  const drv = virtio.net('peer');
+  const responder = new PingResponder({ mac: '52:54:00:00:01:01', ip: '10.0.0.1' });
+  drv.onFrame((f) => {
+    const r = responder.answer(f);
+    if (r) drv.send(r);
+  });
+  const size = o.diskBytes ?? 64 << 20;
+  const netAttrs = { mac: '52:54:00:00:02:01', ...(o.deviceFeatures?.net ? { deviceFeatures: o.deviceFeatures.net } : {}) };
+  const blkFeatures = o.deviceFeatures?.blk ? { deviceFeatures: o.deviceFeatures.blk } : {};
+  const attached: V86Attachment[] = [];
+  let worker: DeviceWorker | undefined;
+  let linkEnd: SwitchLinkEnd | undefined;
+  let started: { emulator: V86; shell: SerialShell; bootMs: number };
+  if (o.mode === 'thread') {
+    const backend = await FileBackend.open(o.diskPath, { size });
+    started = await startGuest(m, {
+      setup: (emu) => {
+        const p = v86Platform(emu, { privateSize: 16 << 20 });
+        const bus = new VdpaBus({ defaultDriver: 'vhost_vdpa' });
+        bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
+        bus.registerMgmtDevice(new VdpaSimBlkMgmt(p));
+        const vhost = new VhostVdpa(p);
+        bus.registerDriver(vhost);
+        const net = bus.devAdd('vdpasim_net', 'gnet', netAttrs) as VdpaSimNet;
+        const port = sw.connect(net);
+        net.attachPort((f) => sw.input(port, f));
+        bus.devAdd('vdpasim_blk', 'gblk', { backend, ...blkFeatures });
+        attached.push(attachV86(emu, p, vhost.open(vhost.nodeOf('gnet'))));
+        attached.push(attachV86(emu, p, vhost.open(vhost.nodeOf('gblk'))));
+      },
+    });
+  } else {
+    const shared = v86SharedMemory(readFileSync(v86WasmPath()), { maximumBytes: 512 << 20 });
+    started = await startGuest(m, {
+      wasmFn: shared.wasmFn,
+      setup: async (emu) => {
+        const p = v86Platform(emu, { privateSize: 16 << 20 });
+        worker = await spawnDeviceWorker({ platform: p, attach: { priv: 8 << 20, ram: 0 }, syncTimeoutMs: 30_000 });
+        const link = SwitchLink.create(p);
+        linkEnd = SwitchLinkEnd.attach(sw, p, link.ends[0]);
+        await worker.bus.switchLink(link.ends[1]);
+        await worker.bus.devAdd('vdpasim_net', 'gnet', netAttrs);
+        await worker.bus.switchConnect('gnet');
+        await worker.bus.devAdd('vdpasim_blk', 'gblk', { backend: { file: o.diskPath, size }, ...blkFeatures });
+        for (const name of ['gnet', 'gblk']) {
+          const node = await worker.bus.bind(name, 'vhost_vdpa');
+          attached.push(attachV86(emu, p, await worker.bus.openVhostSync(node!)));
+        }
+      },
+    });
+  }
+  return {
+    ...started, responder, diskPath: o.diskPath, attached, ...(worker ? { worker } : {}),
+    async close() {
+      for (const a of attached) a.close();
+      started.emulator.destroy();
+      linkEnd?.close();
+      await worker?.close();
+    },
+  };
 }
