@@ -8,7 +8,9 @@
 //
 // The serving loop polls adaptively: after work it keeps polling its doorbells for `spinUs`
 // (a busy driver's next kick costs no futex wake), then parks in Atomics.wait, bounded, so an
-// idle worker sleeps (it wakes at most every `idleWaitMs` to let its event loop run timers).
+// idle worker sleeps (it wakes at most every `idleWaitMs` to let its event loop run timers);
+// while a blk backend has requests out it parks in Atomics.waitAsync instead, so the answers
+// (event-loop callbacks) are not held for a whole park.
 // Channel messages are delivered by the worker's event loop, so the client rings a `wake`
 // doorbell with every request and the loop yields to the event loop when it rings.
 //
@@ -648,6 +650,12 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     finish();
   }
 
+  /** Some blk device has requests out at its backend (their answers come through the event loop). */
+  function backendBusy(): boolean {
+    for (const d of bus?.devices ?? []) if (d instanceof VdpaSimBlk && d.inFlight > 0) return true;
+    return false;
+  }
+
   // The adaptive serving loop. It returns to the event loop (a macrotask turn) when a channel
   // request rang `wake`, and after each bounded park, so messages and timers are never starved;
   // between polls that found work it lets microtasks (a device's deferred budget) run.
@@ -674,7 +682,11 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         if (now() - lastWork < spinMs) continue;
         let got = 0;
         try {
-          got = w.wait(idleWaitMs);
+          // A blk backend's answers (file reads and writes, OPFS) are callbacks of this
+          // worker's event loop: parked in Atomics.wait they would wait out the whole park, one
+          // park per request. While a backend has requests out, park in waitAsync instead —
+          // the event loop runs, and a doorbell still ends the park.
+          got = backendBusy() ? await w.waitAsync(idleWaitMs) : w.wait(idleWaitMs);
         } catch {
           break;
         }
