@@ -197,9 +197,10 @@ export async function guestWithDevices(m: GuestManifest, o: { mode: 'thread' | '
   const attached: V86Attachment[] = [];
   let worker: DeviceWorker | undefined;
   let linkEnd: SwitchLinkEnd | undefined;
+  let backend: FileBackend | undefined;
   let started: { emulator: V86; shell: SerialShell; bootMs: number };
   if (o.mode === 'thread') {
-    const backend = await FileBackend.open(o.diskPath, { size });
+    const disk = (backend = await FileBackend.open(o.diskPath, { size }));
     started = await startGuest(m, {
       setup: (emu) => {
         const p = v86Platform(emu, { privateSize: 16 << 20 });
@@ -211,7 +212,7 @@ export async function guestWithDevices(m: GuestManifest, o: { mode: 'thread' | '
         const net = bus.devAdd('vdpasim_net', 'gnet', netAttrs) as VdpaSimNet;
         const port = sw.connect(net);
         net.attachPort((f) => sw.input(port, f));
-        bus.devAdd('vdpasim_blk', 'gblk', { backend, ...blkFeatures });
+        bus.devAdd('vdpasim_blk', 'gblk', { backend: disk, ...blkFeatures });
         attached.push(attachV86(emu, p, vhost.open(vhost.nodeOf('gnet'))));
         attached.push(attachV86(emu, p, vhost.open(vhost.nodeOf('gblk'))));
       },
@@ -243,6 +244,7 @@ export async function guestWithDevices(m: GuestManifest, o: { mode: 'thread' | '
       started.emulator.destroy();
       linkEnd?.close();
       await worker?.close();
+      await backend?.close();
     },
   };
 }
