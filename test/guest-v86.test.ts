@@ -19,12 +19,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { V86 } from 'v86';
 import {
-  Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, L2Switch, createVirtioVdpa, PingResponder,
+  L2Switch, type PingResponder,
   VDPASIM_NET_FEATURES, VDPASIM_BLK_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_EVENT_IDX, featureBit, type VdpaSimNet,
 } from '../src/index.ts';
 import { FileBackend } from '../src/node.ts';
-import { attachV86, v86Platform, type V86Attachment } from '../src/v86/index.ts';
-import { guestManifest, startGuest, type SerialShell } from './helpers/v86-guest.ts';
+import type { V86Attachment } from '../src/v86/index.ts';
+import { guestManifest, startGuest, PingHosts, v86VhostBus, onSwitch, type SerialShell } from './helpers/v86-guest.ts';
 
 const VARIANTS = [
   { packed: false, eventIdx: true },
@@ -55,23 +55,10 @@ before(async () => {
   const m = guestManifest();
   dir = mkdtempSync(join(tmpdir(), 'vdpa-guest-'));
   // The far side of each switch: a host on its own platform (virtio_vdpa + the net driver).
-  const hp = Platform.create({ ramSize: 16 << 20 });
-  const hbus = new VdpaBus();
-  hbus.registerMgmtDevice(new VdpaSimNetMgmt(hp));
-  const virtio = createVirtioVdpa(hp, { queueSize: 64 });
-  hbus.registerDriver(virtio);
+  const hosts = new PingHosts();
   const switches = VARIANTS.map((_, i) => {
     const sw = new L2Switch();
-    const dev = hbus.devAdd('vdpasim_net', `peer${i}`, { mac: mac(1, i) }) as VdpaSimNet;
-    const port = sw.connect(dev);
-    dev.attachPort((frames) => sw.input(port, frames));
-    const drv = virtio.net(`peer${i}`);
-    const r = new PingResponder({ mac: mac(1, i), ip: `10.0.${i}.1` });
-    responders.push(r);
-    drv.onFrame((f) => {
-      const reply = r.answer(f);
-      if (reply) drv.send(reply);
-    });
+    responders.push(hosts.add(sw, mac(1, i), `10.0.${i}.1`));
     return sw;
   });
   for (let i = 0; i < VARIANTS.length; i++) {
@@ -86,22 +73,14 @@ before(async () => {
 
   ({ emulator, shell, bootMs } = await startGuest(m, {
     setup: (emu) => {
-      const p = v86Platform(emu, { privateSize: 16 << 20 });
-      const bus = new VdpaBus({ defaultDriver: 'vhost_vdpa' });
-      bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
-      bus.registerMgmtDevice(new VdpaSimBlkMgmt(p));
-      const vhost = new VhostVdpa(p);
-      bus.registerDriver(vhost);
+      const g = v86VhostBus(emu);
       VARIANTS.forEach((v, i) => {
-        const dev = bus.devAdd('vdpasim_net', `gnet${i}`, { mac: mac(2, i), deviceFeatures: withVariant(VDPASIM_NET_FEATURES, v) }) as VdpaSimNet;
-        const sw = switches[i]!;
-        const port = sw.connect(dev);
-        dev.attachPort((frames) => sw.input(port, frames));
-        attached.push(attachV86(emu, p, vhost.open(vhost.nodeOf(`gnet${i}`)), { slot: 8 + i }));
+        onSwitch(switches[i]!, g.bus.devAdd('vdpasim_net', `gnet${i}`, { mac: mac(2, i), deviceFeatures: withVariant(VDPASIM_NET_FEATURES, v) }) as VdpaSimNet);
+        attached.push(g.plug(`gnet${i}`, { slot: 8 + i }));
       });
       VARIANTS.forEach((v, i) => {
-        bus.devAdd('vdpasim_blk', `gblk${i}`, { backend: backends[i]!, deviceFeatures: withVariant(VDPASIM_BLK_FEATURES, v) });
-        attached.push(attachV86(emu, p, vhost.open(vhost.nodeOf(`gblk${i}`)), { slot: 12 + i }));
+        g.bus.devAdd('vdpasim_blk', `gblk${i}`, { backend: backends[i]!, deviceFeatures: withVariant(VDPASIM_BLK_FEATURES, v) });
+        attached.push(g.plug(`gblk${i}`, { slot: 12 + i }));
       });
     },
   }));

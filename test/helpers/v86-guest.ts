@@ -10,7 +10,7 @@ import {
   Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, L2Switch, createVirtioVdpa, PingResponder, SwitchLink, SwitchLinkEnd, type VdpaSimNet,
 } from '../../src/index.ts';
 import { FileBackend, spawnDeviceWorker, type DeviceWorker } from '../../src/node.ts';
-import { attachV86, v86Platform, v86SharedMemory, type V86Attachment } from '../../src/v86/index.ts';
+import { attachV86, v86Platform, v86SharedMemory, type V86Attachment, type V86AttachOptions } from '../../src/v86/index.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -151,6 +151,56 @@ export async function startGuest(m: GuestManifest, o: StartGuestOptions = {}): P
   return { emulator, shell, bootMs };
 }
 
+/**
+ * Hosts on the far side of guest switches: vdpasim_net devices on a platform of their own,
+ * driven by our virtio-net driver, each answering ping with a PingResponder.
+ */
+export class PingHosts {
+  private readonly bus: VdpaBus;
+  private readonly virtio: ReturnType<typeof createVirtioVdpa>;
+  private n = 0;
+
+  constructor() {
+    const hp = Platform.create({ ramSize: 16 << 20 });
+    this.bus = new VdpaBus();
+    this.bus.registerMgmtDevice(new VdpaSimNetMgmt(hp));
+    this.virtio = createVirtioVdpa(hp, { queueSize: 256 });
+    this.bus.registerDriver(this.virtio);
+  }
+
+  /** A host with `mac` and `ip` on a new port of `sw`; returns its responder (counters). */
+  add(sw: L2Switch, mac: string, ip: string): PingResponder {
+    const name = `host${this.n++}`;
+    const dev = this.bus.devAdd('vdpasim_net', name, { mac }) as VdpaSimNet;
+    const port = sw.connect(dev);
+    dev.attachPort((f) => sw.input(port, f));
+    const drv = this.virtio.net(name);
+    const r = new PingResponder({ mac, ip });
+    drv.onFrame((f) => {
+      const reply = r.answer(f);
+      if (reply) drv.send(reply);
+    });
+    return r;
+  }
+}
+
+/** The guest side in the emulator's thread: a platform over v86's memory, a bus whose devices bind to vhost_vdpa. */
+export function v86VhostBus(emu: V86): { p: Platform; bus: VdpaBus; vhost: VhostVdpa; plug(name: string, opts?: V86AttachOptions): V86Attachment } {
+  const p = v86Platform(emu, { privateSize: 16 << 20 });
+  const bus = new VdpaBus({ defaultDriver: 'vhost_vdpa' });
+  bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
+  bus.registerMgmtDevice(new VdpaSimBlkMgmt(p));
+  const vhost = new VhostVdpa(p);
+  bus.registerDriver(vhost);
+  return { p, bus, vhost, plug: (name, opts) => attachV86(emu, p, vhost.open(vhost.nodeOf(name)), opts) };
+}
+
+/** Puts net device `dev` on a new port of `sw`. */
+export function onSwitch(sw: L2Switch, dev: VdpaSimNet): void {
+  const port = sw.connect(dev);
+  dev.attachPort((f) => sw.input(port, f));
+}
+
 /** A booted guest with one vdpasim_net and one vdpasim_blk, and what the host side holds. */
 export interface GuestRig {
   emulator: V86;
@@ -176,21 +226,8 @@ export interface GuestRig {
  * with openVhostSync, the worker's switch linked to this thread's switch by a SwitchLink.
  */
 export async function guestWithDevices(m: GuestManifest, o: { mode: 'thread' | 'worker'; diskPath: string; diskBytes?: number; deviceFeatures?: { net?: bigint; blk?: bigint } }): Promise<GuestRig> {
-  const hp = Platform.create({ ramSize: 16 << 20 });
-  const hbus = new VdpaBus();
-  hbus.registerMgmtDevice(new VdpaSimNetMgmt(hp));
-  const virtio = createVirtioVdpa(hp, { queueSize: 256 });
-  hbus.registerDriver(virtio);
   const sw = new L2Switch();
-  const peer = hbus.devAdd('vdpasim_net', 'peer', { mac: '52:54:00:00:01:01' }) as VdpaSimNet;
-  const pp = sw.connect(peer);
-  peer.attachPort((f) => sw.input(pp, f));
-  const drv = virtio.net('peer');
-  const responder = new PingResponder({ mac: '52:54:00:00:01:01', ip: '10.0.0.1' });
-  drv.onFrame((f) => {
-    const r = responder.answer(f);
-    if (r) drv.send(r);
-  });
+  const responder = new PingHosts().add(sw, '52:54:00:00:01:01', '10.0.0.1');
   const size = o.diskBytes ?? 64 << 20;
   const netAttrs = { mac: '52:54:00:00:02:01', ...(o.deviceFeatures?.net ? { deviceFeatures: o.deviceFeatures.net } : {}) };
   const blkFeatures = o.deviceFeatures?.blk ? { deviceFeatures: o.deviceFeatures.blk } : {};
@@ -203,18 +240,10 @@ export async function guestWithDevices(m: GuestManifest, o: { mode: 'thread' | '
     const disk = (backend = await FileBackend.open(o.diskPath, { size }));
     started = await startGuest(m, {
       setup: (emu) => {
-        const p = v86Platform(emu, { privateSize: 16 << 20 });
-        const bus = new VdpaBus({ defaultDriver: 'vhost_vdpa' });
-        bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
-        bus.registerMgmtDevice(new VdpaSimBlkMgmt(p));
-        const vhost = new VhostVdpa(p);
-        bus.registerDriver(vhost);
-        const net = bus.devAdd('vdpasim_net', 'gnet', netAttrs) as VdpaSimNet;
-        const port = sw.connect(net);
-        net.attachPort((f) => sw.input(port, f));
-        bus.devAdd('vdpasim_blk', 'gblk', { backend: disk, ...blkFeatures });
-        attached.push(attachV86(emu, p, vhost.open(vhost.nodeOf('gnet'))));
-        attached.push(attachV86(emu, p, vhost.open(vhost.nodeOf('gblk'))));
+        const g = v86VhostBus(emu);
+        onSwitch(sw, g.bus.devAdd('vdpasim_net', 'gnet', netAttrs) as VdpaSimNet);
+        g.bus.devAdd('vdpasim_blk', 'gblk', { backend: disk, ...blkFeatures });
+        attached.push(g.plug('gnet'), g.plug('gblk'));
       },
     });
   } else {
