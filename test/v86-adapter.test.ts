@@ -18,6 +18,7 @@ import * as C from '../src/pci/constants.ts';
 import { attachV86, v86Memory, v86Platform, type V86Attachment } from '../src/v86/index.ts';
 import { v86WasmPath } from './helpers/v86-guest.ts';
 import { eth, tick } from './helpers/net.ts';
+import { Guest, S_ACK, S_DRIVER, S_FEATURES_OK } from './helpers/pci-guest.ts';
 
 // ───────────────────────── v86 and its internals, as the test reaches them ─────────────────────────
 
@@ -131,124 +132,37 @@ function capsOf(cpu: Cpu, slot: number): Map<number, Cap> {
   return caps;
 }
 
-/** A register-level guest driver over v86's I/O ports and its guest RAM (split rings). */
-class PortGuest {
-  readonly cpu: Cpu;
-  readonly caps: Map<number, Cap>;
-  readonly rings: { size: number; desc: number; avail: number; used: number; next: number; lastUsed: number; noff: number }[] = [];
-  private brk = 0x100000; // guest-physical bump allocator, from 1 MiB
+/** A port read or write of 1, 2 or 4 bytes through v86's dispatch, as in/out instructions do it. */
+function portRead(cpu: Cpu, p: number, size: number): number {
+  return size === 1 ? cpu.io.port_read8(p) : size === 2 ? cpu.io.port_read16(p) : cpu.io.port_read32(p) >>> 0;
+}
+function portWrite(cpu: Cpu, p: number, size: number, v: number): void {
+  if (size === 1) cpu.io.port_write8(p, v);
+  else if (size === 2) cpu.io.port_write16(p, v);
+  else cpu.io.port_write32(p, v | 0);
+}
 
-  constructor(readonly emulator: V86, readonly slot: number) {
-    this.cpu = cpuOf(emulator);
-    this.caps = capsOf(this.cpu, slot);
-  }
-  get port(): number {
-    return cfg32(this.cpu, this.slot, C.PCI_BASE_ADDRESS_0) & ~3;
-  }
-  /** Guest RAM, through a view made now (the memory may have grown). */
-  get dv(): DataView {
-    return new DataView(this.cpu.wasm_memory.buffer, this.cpu.mem8.byteOffset, this.cpu.memory_size[0]);
-  }
-  bytes(gpa: number, n: number): Uint8Array {
-    return new Uint8Array(this.cpu.wasm_memory.buffer, this.cpu.mem8.byteOffset + gpa, n);
-  }
-  alloc(n: number, align = 16): number {
-    this.brk = (this.brk + align - 1) & ~(align - 1);
-    const a = this.brk;
-    this.brk += n;
-    return a;
-  }
-  rd(type: number, off: number, size: 1 | 2 | 4): number {
-    const p = this.port + this.caps.get(type)!.offset + off;
-    return size === 1 ? this.cpu.io.port_read8(p) : size === 2 ? this.cpu.io.port_read16(p) : this.cpu.io.port_read32(p) >>> 0;
-  }
-  wr(type: number, off: number, size: 1 | 2 | 4, v: number): void {
-    const p = this.port + this.caps.get(type)!.offset + off;
-    if (size === 1) this.cpu.io.port_write8(p, v);
-    else if (size === 2) this.cpu.io.port_write16(p, v);
-    else this.cpu.io.port_write32(p, v | 0);
-  }
-  common(off: number, size: 1 | 2 | 4, v?: number): number {
-    if (v === undefined) return this.rd(C.VIRTIO_PCI_CAP_COMMON_CFG, off, size);
-    this.wr(C.VIRTIO_PCI_CAP_COMMON_CFG, off, size, v);
-    return 0;
-  }
-  get status(): number {
-    return this.common(C.VIRTIO_PCI_COMMON_STATUS, 1);
-  }
-  isr(): number {
-    return this.rd(C.VIRTIO_PCI_CAP_ISR_CFG, 0, 1);
-  }
-  negotiate(want: bigint): bigint {
-    this.common(C.VIRTIO_PCI_COMMON_STATUS, 1, 0);
-    assert.equal(this.status, 0);
-    this.common(C.VIRTIO_PCI_COMMON_STATUS, 1, 1);
-    this.common(C.VIRTIO_PCI_COMMON_STATUS, 1, 3);
-    let dev = 0n;
-    for (const sel of [0, 1]) {
-      this.common(C.VIRTIO_PCI_COMMON_DFSELECT, 4, sel);
-      dev |= BigInt(this.common(C.VIRTIO_PCI_COMMON_DF, 4)) << BigInt(32 * sel);
-    }
-    const f = dev & want;
-    for (const sel of [0, 1]) {
-      this.common(C.VIRTIO_PCI_COMMON_GFSELECT, 4, sel);
-      this.common(C.VIRTIO_PCI_COMMON_GF, 4, Number((f >> BigInt(32 * sel)) & 0xffffffffn));
-    }
-    this.common(C.VIRTIO_PCI_COMMON_STATUS, 1, 11);
-    assert.equal(this.status, 11, 'FEATURES_OK took');
-    return f;
-  }
-  setupQueue(q: number, size: number): void {
-    const desc = this.alloc(16 * size, 4096);
-    const avail = this.alloc(6 + 2 * size, 2);
-    const used = this.alloc(6 + 8 * size, 4096);
-    this.bytes(desc, 16 * size).fill(0);
-    this.bytes(avail, 6 + 2 * size).fill(0);
-    this.bytes(used, 6 + 8 * size).fill(0);
-    this.common(C.VIRTIO_PCI_COMMON_Q_SELECT, 2, q);
-    assert.ok(this.common(C.VIRTIO_PCI_COMMON_Q_SIZE, 2) >= size);
-    this.common(C.VIRTIO_PCI_COMMON_Q_SIZE, 2, size);
-    for (const [lo, v] of [[C.VIRTIO_PCI_COMMON_Q_DESCLO, desc], [C.VIRTIO_PCI_COMMON_Q_AVAILLO, avail], [C.VIRTIO_PCI_COMMON_Q_USEDLO, used]] as const) {
-      this.common(lo, 4, v);
-      this.common(lo + 4, 4, 0);
-    }
-    const noff = this.common(C.VIRTIO_PCI_COMMON_Q_NOFF, 2);
-    this.common(C.VIRTIO_PCI_COMMON_Q_ENABLE, 2, 1);
-    assert.equal(this.common(C.VIRTIO_PCI_COMMON_Q_ENABLE, 2), 1, 'queue enabled');
-    this.rings[q] = { size, desc, avail, used, next: 0, lastUsed: 0, noff };
-  }
-  add(q: number, out: { gpa: number; len: number }[], inn: { gpa: number; len: number }[]): number {
-    const r = this.rings[q]!;
-    const segs = [...out.map((s) => ({ ...s, w: 0 })), ...inn.map((s) => ({ ...s, w: 2 }))];
-    const head = r.next % r.size;
-    const dv = this.dv;
-    segs.forEach((s, i) => {
-      const d = r.desc + 16 * ((head + i) % r.size);
-      dv.setBigUint64(d, BigInt(s.gpa), true);
-      dv.setUint32(d + 8, s.len, true);
-      dv.setUint16(d + 12, s.w | (i + 1 < segs.length ? 1 : 0), true);
-      dv.setUint16(d + 14, (head + i + 1) % r.size, true);
-    });
-    r.next += segs.length;
-    const idx = dv.getUint16(r.avail + 2, true);
-    dv.setUint16(r.avail + 4 + 2 * (idx % r.size), head, true);
-    dv.setUint16(r.avail + 2, (idx + 1) & 0xffff, true);
-    return head;
-  }
-  kick(q: number): void {
-    const n = this.caps.get(C.VIRTIO_PCI_CAP_NOTIFY_CFG)!;
-    this.wr(C.VIRTIO_PCI_CAP_NOTIFY_CFG, this.rings[q]!.noff * n.mult!, 2, q);
-  }
-  used(q: number): { id: number; len: number }[] {
-    const r = this.rings[q]!;
-    const dv = this.dv;
-    const out = [];
-    for (const idx = dv.getUint16(r.used + 2, true); r.lastUsed !== idx; r.lastUsed = (r.lastUsed + 1) & 0xffff) {
-      const e = r.used + 4 + 8 * (r.lastUsed % r.size);
-      out.push({ id: dv.getUint32(e, true), len: dv.getUint32(e + 4, true) });
-    }
-    return out;
-  }
+/**
+ * The shared register-level guest driver (test/helpers/pci-guest.ts) on a function v86 holds:
+ * config space by config cycles on 0xCF8/0xCFC, BAR n through v86's port dispatch at the port
+ * BAR n holds now (the BIOS may move it), split rings in v86's guest RAM from 1 MiB. Probed.
+ */
+function portGuest(emulator: V86, slot: number): Guest {
+  const cpu = cpuOf(emulator);
+  capsOf(cpu, slot); // vendor capabilities only, dword aligned, no MSI-X
+  const cfgAddr = (off: number) => cpu.io.port_write32(0xcf8, (0x80000000 | (slot << 11) | (off & 0xfc)) | 0);
+  const port = (bar: number) => cfg32(cpu, slot, C.PCI_BASE_ADDRESS_0 + 4 * bar) & ~3;
+  const g = new Guest({
+    configRead: (off, size) => (size === 1 ? cfg8(cpu, slot, off) : size === 2 ? cfg16(cpu, slot, off) : cfg32(cpu, slot, off)),
+    configWrite: (off, size, v) => {
+      cfgAddr(off);
+      portWrite(cpu, 0xcfc + (off & 3), size, v);
+    },
+    read: (bar, off, size) => portRead(cpu, port(bar) + off, size),
+    write: (bar, off, size, v) => portWrite(cpu, port(bar) + off, size, v),
+  }, cpu.wasm_memory, cpu.mem8.byteOffset, { brk: 0x100000 });
+  g.probe();
+  return g;
 }
 
 /** Records v86's PCI raise_irq/lower_irq calls and the IRQ lines the PIC sees (wrapping the emulator's own methods). */
@@ -605,9 +519,10 @@ test('a frame loops through guest RAM by the ports, INTx on the used buffer, low
   const a = attachV86(emulator, w.p, net.file, { slot: 14 });
   const cpu = cpuOf(emulator);
   const ram = v86Memory(emulator);
-  const g = new PortGuest(emulator, 14);
+  const g = portGuest(emulator, 14);
   const want = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MAC);
   assert.equal(g.negotiate(want), want);
+  assert.equal(g.status, S_ACK | S_DRIVER | S_FEATURES_OK, 'FEATURES_OK took');
   g.setupQueue(0, 16);
   cpu.wasm_memory.grow(3); // between bring-up and traffic
   g.setupQueue(1, 16);
@@ -655,8 +570,8 @@ test('INTx: two functions on one pin (slots 8 and 12, pin (slot-1)&3 = 3): lower
   const a8 = attachV86(emulator, w.p, n8.file, { slot: 8 });
   const a12 = attachV86(emulator, w.p, n12.file, { slot: 12 });
   const irqs = watchIrqs(emulator);
-  const g8 = new PortGuest(emulator, 8);
-  const g12 = new PortGuest(emulator, 12);
+  const g8 = portGuest(emulator, 8);
+  const g12 = portGuest(emulator, 12);
   await configInterrupt(n8.dev);
   assert.ok(irqs.pinLevel(8), 'raised by slot 8');
   await configInterrupt(n12.dev);
@@ -683,7 +598,7 @@ test('INTx: pins the BIOS routes to one IRQ (SeaBIOS: PIRQA/B → 10, PIRQC/D �
   const w = world(emulator);
   const nets = [9, 10, 11, 12].map((slot) => ({ slot, ...w.net() }));
   const atts = nets.map((n) => attachV86(emulator, w.p, n.file, { slot: n.slot }));
-  const guests = new Map(nets.map((n) => [n.slot, new PortGuest(emulator, n.slot)]));
+  const guests = new Map(nets.map((n) => [n.slot, portGuest(emulator, n.slot)]));
   const irqs = watchIrqs(emulator);
   const dev = (slot: number) => nets.find((n) => n.slot === slot)!.dev;
   // Slot 9 is on PIRQA, slot 10 on PIRQB: both IRQ 10.

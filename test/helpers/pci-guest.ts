@@ -2,7 +2,9 @@
 // Linux's virtio_pci_modern does it (vp_modern_probe: walk the capability list, map
 // common/ISR/device/notify; virtio_dev_probe: reset, ACK, DRIVER, features, FEATURES_OK;
 // setup_vq: select, size, addresses, vector, enable; DRIVER_OK), with split rings written by
-// hand in guest RAM that sits at any offset of a memory.
+// hand in guest RAM that sits at any offset of a memory. It reaches the function's config space
+// and BARs through a PciAccess: the VirtioPciFunction itself (direct calls, as the PCI suites
+// do), or a platform's dispatch (the v86 suite: config cycles on 0xCF8/0xCFC, v86's I/O ports).
 
 import assert from 'node:assert/strict';
 import type { VirtioPciFunction } from '../../src/index.ts';
@@ -11,6 +13,17 @@ import * as C from '../../src/pci/constants.ts';
 /** Device status bits (VIRTIO 1.3 §2.1). */
 export const S_ACK = 1, S_DRIVER = 2, S_DRIVER_OK = 4, S_FEATURES_OK = 8;
 
+/**
+ * How the driver reaches a function's config space and BAR registers. A VirtioPciFunction is
+ * one (the direct calls are the default way in); a platform's bus dispatch is another.
+ */
+export interface PciAccess {
+  configRead(offset: number, size: number): number;
+  configWrite(offset: number, size: number, value: number): void;
+  read(bar: number, offset: number, size: number): number;
+  write(bar: number, offset: number, size: number, value: number): void;
+}
+
 export interface Cap { type: number; bar: number; offset: number; length: number; at: number }
 
 /** A register-level virtio-pci guest driver, as Linux's virtio_pci_modern + virtio_ring (split) do it. */
@@ -18,11 +31,16 @@ export class Guest {
   caps = new Map<number, Cap>();
   notifyMult = 0;
   msixCap = 0;
-  private brk = 0x1000; // guest-physical bump allocator
+  private brk: number; // guest-physical bump allocator
   readonly rings: { size: number; desc: number; avail: number; used: number; next: number; lastUsed: number; noff: number }[] = [];
 
-  /** `fn` is the function to drive; guest-physical 0 is at `ramOffset` in `memory`. */
-  constructor(readonly fn: VirtioPciFunction, readonly memory: WebAssembly.Memory, readonly ramOffset: number) {}
+  /**
+   * `io` reaches the function to drive (the VirtioPciFunction itself, or a bus in front of it);
+   * guest-physical 0 is at `ramOffset` in `memory`; rings and buffers are allocated from `brk`.
+   */
+  constructor(readonly io: PciAccess | VirtioPciFunction, readonly memory: WebAssembly.Memory, readonly ramOffset: number, { brk = 0x1000 }: { brk?: number } = {}) {
+    this.brk = brk;
+  }
 
   // guest-physical memory (a fresh view each time: the owner may grow the memory)
   get dv(): DataView {
@@ -39,7 +57,7 @@ export class Guest {
   }
 
   cfg(off: number, size: number): number {
-    return this.fn.configRead(off, size);
+    return this.io.configRead(off, size);
   }
 
   /** vp_modern_probe: vendor/device, then the capability list. */
@@ -63,16 +81,20 @@ export class Guest {
 
   rd(type: number, off: number, size: number): number {
     const c = this.caps.get(type)!;
-    return this.fn.read(c.bar, c.offset + off, size);
+    return this.io.read(c.bar, c.offset + off, size);
   }
   wr(type: number, off: number, size: number, v: number): void {
     const c = this.caps.get(type)!;
-    this.fn.write(c.bar, c.offset + off, size, v);
+    this.io.write(c.bar, c.offset + off, size, v);
   }
   common(off: number, size: number, v?: number): number {
     if (v === undefined) return this.rd(C.VIRTIO_PCI_CAP_COMMON_CFG, off, size);
     this.wr(C.VIRTIO_PCI_CAP_COMMON_CFG, off, size, v);
     return 0;
+  }
+  /** The ISR status byte (reading it clears it and lowers INTx). */
+  isr(): number {
+    return this.rd(C.VIRTIO_PCI_CAP_ISR_CFG, 0, 1);
   }
   get status(): number {
     return this.common(C.VIRTIO_PCI_COMMON_STATUS, 1);
@@ -88,12 +110,12 @@ export class Guest {
     const bir = this.cfg(this.msixCap + C.PCI_MSIX_TABLE, 4);
     for (let v = 0; v < n; v++) {
       const e = (bir & ~7) + v * C.PCI_MSIX_ENTRY_SIZE;
-      this.fn.write(bir & 7, e + C.PCI_MSIX_ENTRY_LOWER_ADDR, 4, 0xfee00000);
-      this.fn.write(bir & 7, e + C.PCI_MSIX_ENTRY_UPPER_ADDR, 4, 0);
-      this.fn.write(bir & 7, e + C.PCI_MSIX_ENTRY_DATA, 4, 0x40 + v);
-      this.fn.write(bir & 7, e + C.PCI_MSIX_ENTRY_VECTOR_CTRL, 4, 0);
+      this.io.write(bir & 7, e + C.PCI_MSIX_ENTRY_LOWER_ADDR, 4, 0xfee00000);
+      this.io.write(bir & 7, e + C.PCI_MSIX_ENTRY_UPPER_ADDR, 4, 0);
+      this.io.write(bir & 7, e + C.PCI_MSIX_ENTRY_DATA, 4, 0x40 + v);
+      this.io.write(bir & 7, e + C.PCI_MSIX_ENTRY_VECTOR_CTRL, 4, 0);
     }
-    this.fn.configWrite(this.msixCap + C.PCI_MSIX_FLAGS, 2, flags | C.PCI_MSIX_FLAGS_ENABLE);
+    this.io.configWrite(this.msixCap + C.PCI_MSIX_FLAGS, 2, flags | C.PCI_MSIX_FLAGS_ENABLE);
   }
 
   /** virtio_dev_probe up to FEATURES_OK: returns the negotiated features. */
