@@ -67,6 +67,7 @@ const MAIN = `
 import { Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, DriverQueue, ringFeatures, loadRingModule, type BlkBackend, type VdpaDevice } from 'vdpa-wasm';
 import { ringWasmUrl, FileBackend } from 'vdpa-wasm/node';
 import { runVdpa } from 'vdpa-wasm/cli';
+import { attachV86, v86Platform, v86SharedMemory, type V86Attachment } from 'vdpa-wasm/v86';
 
 await loadRingModule({ shared: false, simd: false });
 const p = Platform.create({ ramSize: 1 << 20 });
@@ -91,6 +92,10 @@ declare module 'vdpa-wasm' { interface VdpaMgmtDeviceTypes { my_mgmt: MyDevice }
 const mine: string = bus.devAdd('my_mgmt', 'm0').hello();
 export { mine };
 export { bytes, q, url, rc, backend, FileBackend };
+// The v86 adapter's declarations stand alone (v86 is an optional peer: not installed here).
+const plug = (emulator: object, file: Parameters<typeof attachV86>[2]): V86Attachment => attachV86(emulator, v86Platform(emulator), file, { slot: 9 });
+const shared: WebAssembly.Memory = v86SharedMemory(new Uint8Array(8)).memory;
+export { plug, shared };
 `;
 
 test('a Node-only project (lib es2022, @types/node, no skipLibCheck) type-checks against the declarations', () => {

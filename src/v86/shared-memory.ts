@@ -194,12 +194,22 @@ function hookJit(): void {
   (WebAssembly as { instantiate: unknown }).instantiate = wrapped;
 }
 
+/** Import object of a module (WebAssembly.Imports, spelled out: Node-only projects' libs lack it). */
+export type WasmImports = Record<string, Record<string, unknown>>;
+/**
+ * Exports of an instance (WebAssembly.Exports, spelled out for the same reason; Node's typings
+ * have no WebAssembly.Global or Table, so those exports are typed as the functions and memory
+ * v86 reads: the type stays assignable to lib.dom's WebAssembly.Exports, which v86's option wants).
+ */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-function-type -- part of lib.dom's WebAssembly.ExportValue
+export type WasmExports = Record<string, Function | WebAssembly.Memory>;
+
 /** What {@link v86SharedMemory} returns. */
 export interface V86SharedMemory {
   /** The shared memory v86 will run on (grows as v86 grows it, up to the maximum). */
   memory: WebAssembly.Memory;
   /** Pass as the `wasm_fn` option of `new V86({...})`. */
-  wasmFn: (imports: WebAssembly.Imports) => Promise<WebAssembly.Exports>;
+  wasmFn: (imports: WasmImports) => Promise<WasmExports>;
 }
 
 /**
@@ -226,7 +236,7 @@ export function v86SharedMemory(wasm: Uint8Array | ArrayBuffer, opts: { maximumB
     wasmFn: async (imports) => {
       const env = { ...(imports.env ?? {}), memory };
       const { instance } = (await WebAssembly.instantiate(bytes as Uint8Array<ArrayBuffer>, { ...imports, env })) as WebAssembly.WebAssemblyInstantiatedSource;
-      return instance.exports;
+      return instance.exports as WasmExports;
     },
   };
 }
