@@ -11,10 +11,11 @@
 // Run: npm run bench:migration-worker, or node --import tsx bench/migration-worker.bench.ts
 // (MIG_N=… migrations per workload)
 import {
-  Platform, VirtioBinding, VirtioNetDriver, VirtioBlkDriver, migrateBetweenWorkers, createVdpaSlot, quantile,
+  Platform, VirtioNetDriver, VirtioBlkDriver, migrateBetweenWorkers, quantile,
   type WorkerMigrationReport, type RemoteVdpaDevice,
 } from '../src/index.ts';
 import { spawnDeviceWorker, type DeviceWorker } from '../src/node.ts';
+import { slotDriver } from '../test/helpers/migration.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,10 +42,7 @@ async function net(p: Platform, w: DeviceWorker[]): Promise<WorkerMigrationRepor
   };
   let side = 0;
   let cur = await add(side);
-  const slot = createVdpaSlot(cur);
-  const binding = new VirtioBinding(slot.device, p, 256);
-  const drv = new VirtioNetDriver(slot.device, binding);
-  binding.init(drv);
+  const { slot, drv } = slotDriver(p, cur, 256, VirtioNetDriver);
   await drv.setRxMode({ promisc: true, allmulti: true, alluni: true, nomulti: true, nouni: true, nobcast: true });
   const mac = (a: number, i: number) => [a, 0x11, 0x22, 0x33, 0, i].map((x) => x.toString(16).padStart(2, '0')).join(':');
   await drv.setMacTable(Array.from({ length: 64 }, (_, i) => mac(2, i)), Array.from({ length: 64 }, (_, i) => mac(1, i)));
@@ -82,10 +80,7 @@ async function blk(p: Platform, w: DeviceWorker[], sectors: number, file?: strin
   };
   let side = 0;
   let cur = await add(side);
-  const slot = createVdpaSlot(cur);
-  const binding = new VirtioBinding(slot.device, p, 64);
-  const drv = new VirtioBlkDriver(slot.device, binding);
-  binding.init(drv);
+  const { slot, drv } = slotDriver(p, cur, 64, VirtioBlkDriver);
   const data = new Uint8Array(4096).fill(0xa5);
   const reps: WorkerMigrationReport[] = [];
   for (let m = 0; m < N; m++) {

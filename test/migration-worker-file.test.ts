@@ -10,10 +10,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  Platform, VirtioBinding, VirtioBlkDriver, migrateBetweenWorkers, createVdpaSlot, VirtioError, Code, type RemoteVdpaDevice,
+  Platform, VirtioBinding, VirtioBlkDriver, migrateBetweenWorkers, VirtioError, Code, type RemoteVdpaDevice,
 } from '../src/index.ts';
 import { spawnDeviceWorker, type DeviceWorker } from '../src/node.ts';
-import { blkWorkload, blockPattern, turn } from './helpers/migration.ts';
+import { blkWorkload, blockPattern, turn, slotDriver } from './helpers/migration.ts';
 
 const BLOCK = 4096;
 const BLOCKS = 64;
@@ -40,10 +40,7 @@ test('blk over one file: 60 migrations between two workers under a verified rand
     };
     let side = 0;
     let cur = await add(side, true);
-    const slot = createVdpaSlot(cur);
-    const binding = new VirtioBinding(slot.device, p, 64);
-    const drv = new VirtioBlkDriver(slot.device, binding);
-    binding.init(drv);
+    const { slot, drv } = slotDriver(p, cur, 64, VirtioBlkDriver);
     const work = blkWorkload(drv, { blocks: BLOCKS, depth: DEPTH, seed: 11, block: BLOCK });
     const { model, stats } = work;
     const N = Number(process.env.WMIGS ?? 60);
@@ -99,10 +96,7 @@ test('a RAM disk on one side and a file on the other, or two different files, ar
     const inram = await w[1].bus.openDevice('inram');
     const other = await w[1].bus.openDevice('otherfile');
     const same = await w[1].bus.openDevice('samefile');
-    const slot = createVdpaSlot(src);
-    const binding = new VirtioBinding(slot.device, p, 64);
-    const drv = new VirtioBlkDriver(slot.device, binding);
-    binding.init(drv);
+    const { slot, drv } = slotDriver(p, src, 64, VirtioBlkDriver);
     await drv.write(8, blockPattern(1, 1));
     for (const dst of [inram, other]) {
       await assert.rejects(migrateBetweenWorkers({ source: src, destination: dst, slot }), isPrecondition);

@@ -7,11 +7,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Platform, VirtioBinding, VirtioBlkDriver, VirtioNetDriver, migrateBetweenWorkers, createVdpaSlot,
+  Platform, VirtioBlkDriver, VirtioNetDriver, migrateBetweenWorkers, createVdpaSlot,
   VirtioError, Code, type RemoteVdpaDevice,
 } from '../src/index.ts';
 import { spawnDeviceWorker, type DeviceWorker } from '../src/node.ts';
-import { blkWorkload, blockPattern } from './helpers/migration.ts';
+import { blkWorkload, blockPattern, slotDriver } from './helpers/migration.ts';
 import { until } from './helpers/until.ts';
 
 const BLOCK = 4096;
@@ -42,10 +42,7 @@ test('blk: 60 migrations between two workers under a verified random workload, R
     };
     let side = 0;
     let cur = await add(side);
-    const slot = createVdpaSlot(cur);
-    const binding = new VirtioBinding(slot.device, p, 64);
-    const drv = new VirtioBlkDriver(slot.device, binding);
-    binding.init(drv);
+    const { slot, drv } = slotDriver(p, cur, 64, VirtioBlkDriver);
     const work = blkWorkload(drv, { blocks: BLOCKS, depth: DEPTH, seed: 5, block: BLOCK });
     const { model, stats } = work;
     const N = Number(process.env.WMIGS ?? 60);
@@ -91,10 +88,7 @@ test('net: loopback traffic across 50 switchovers between workers: every frame b
     };
     let side = 0;
     let cur = await add(side);
-    const slot = createVdpaSlot(cur);
-    const binding = new VirtioBinding(slot.device, p, 64);
-    const drv = new VirtioNetDriver(slot.device, binding);
-    binding.init(drv);
+    const { slot, drv } = slotDriver(p, cur, 64, VirtioNetDriver);
     const got: Uint8Array[] = [];
     drv.onFrame((f) => got.push(f.slice()));
     const sent: Uint8Array[] = [];
@@ -147,10 +141,7 @@ test('a destination that refuses the state (another disk size) leaves the source
     const src = await w[0].bus.openDevice('src');
     const small = await w[1].bus.openDevice('small');
     const net = await w[1].bus.openDevice('net');
-    const slot = createVdpaSlot(src);
-    const binding = new VirtioBinding(slot.device, p, 64);
-    const drv = new VirtioBlkDriver(slot.device, binding);
-    binding.init(drv);
+    const { slot, drv } = slotDriver(p, src, 64, VirtioBlkDriver);
     await drv.write(8, pattern(1, 1));
     let switched = false;
     await assert.rejects(migrateBetweenWorkers({ source: src, destination: small, switchover: () => (switched = true) }),

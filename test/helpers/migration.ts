@@ -2,10 +2,10 @@
 // drivers bound through a DeviceSlot so the device behind them can move, and a shared
 // in-memory disk that stands for the storage both hosts see, and a verified random blk workload.
 import {
-  Platform, VdpaSimNet, VdpaSimBlk, VirtioBinding, VirtioNetDriver, VirtioBlkDriver, createSlot, featureBit,
+  Platform, VdpaSimNet, VdpaSimBlk, VirtioBinding, VirtioNetDriver, VirtioBlkDriver, createSlot, createVdpaSlot, featureBit,
   VDPASIM_NET_FEATURES, VDPASIM_BLK_FEATURES, VIRTIO_F_SUSPEND, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_F_RING_PACKED,
   VIRTIO_NET_DRIVER_FEATURES, VIRTIO_BLK_DRIVER_FEATURES, SECTOR_SIZE, seeded,
-  type DeviceSlot, type BlkBackend,
+  type DeviceSlot, type BlkBackend, type VdpaDevice, type VirtioClassDriver,
 } from '../../src/index.ts';
 
 export type Layout = 'split' | 'packed';
@@ -88,6 +88,20 @@ export function blkDriver(p: Platform, dev: VdpaSimBlk, layout: Layout, queueSiz
   const drv = new VirtioBlkDriver(slot.device, binding, { features: driverFeatures(VIRTIO_BLK_DRIVER_FEATURES, layout) });
   binding.init(drv);
   return { slot, drv, binding };
+}
+
+/**
+ * A driver of class `Driver` (default features) bound through a slot over `dev` — a device in a
+ * device worker, for the suites and the bench that migrate it between workers.
+ */
+export function slotDriver<T extends VdpaDevice, D extends VirtioClassDriver>(
+  p: Platform, dev: T, queueSize: number, Driver: new (dev: VdpaDevice, binding: VirtioBinding) => D,
+): { slot: ReturnType<typeof createVdpaSlot<T>>; binding: VirtioBinding; drv: D } {
+  const slot = createVdpaSlot(dev);
+  const binding = new VirtioBinding(slot.device, p, queueSize);
+  const drv = new Driver(slot.device, binding);
+  binding.init(drv);
+  return { slot, binding, drv };
 }
 
 /** Lets timers and microtasks run. */
