@@ -226,17 +226,6 @@ export class DoorbellWaiter {
     if (!this.closed) Atomics.store(this.platform.i32, this.i + 1, 0);
   }
 
-  /**
-   * Wakes a wait() or waitAsync() in progress (in any thread) as a ring would: it polls and
-   * returns. Lets a thread that pumps waitAsync() notice it should stop before it closes the
-   * waiter (close() frees the waker, which a waitAsync still pending writes when it returns).
-   */
-  interrupt(): void {
-    if (this.closed) return;
-    Atomics.add(this.platform.i32, this.i, 1);
-    Atomics.notify(this.platform.i32, this.i);
-  }
-
   /** Stops watching everything and frees the waker. */
   close(): void {
     if (this.closed) return;

@@ -321,10 +321,8 @@ export class RemoteVdpaBus {
     }
     this.open.clear();
     this.syncFiles.clear();
-    // A pump's waitAsync still pending writes the waker when it returns: wake it and let the
-    // pump close the waiter after that, rather than free the waker under it.
-    if (this.pumping) this.waiter.interrupt();
-    else this.waiter.close();
+    // Closing wakes the pump's pending waitAsync, which then writes nothing (DoorbellWaiter.unpark).
+    this.waiter.close();
     this.wake.free();
   }
 
@@ -342,7 +340,6 @@ export class RemoteVdpaBus {
         }
       }
       this.pumping = false;
-      if (this.closed) this.waiter.close();
     };
     void run();
   }

@@ -213,8 +213,8 @@ export class SwitchLinkEnd implements SwitchEndpoint {
     if (this.closed) return;
     this.closed = true;
     if (!this.waiter.isClosed) this.waiter.unwatch(this.rxBell);
-    // The own waiter is closed by the pump once its pending waitAsync has returned.
-    if (this.ownWaiter) this.waiter.interrupt();
+    // Closing wakes the pump's pending waitAsync, which then writes nothing (DoorbellWaiter.unpark).
+    if (this.ownWaiter) this.waiter.close();
     try {
       this.sw.disconnect(this.port);
     } catch {
