@@ -90,11 +90,14 @@ export type { VhostVdpaNodeInfo } from './drivers/vhost-vdpa.ts';
 export type { ErrnoName } from './vhost/errno.ts';
 export type { DetailListener, AnyEventListener, AddListenerOptions, RemoveListenerOptions, VdpaBusEventMap, VdpaSimEventMap, VirtioNetDriverEventMap, VirtioBlkDriverEventMap } from './events.ts';
 export type { NetRxBatch } from './drivers/virtio-net.ts';
-export { saveState, loadState, encodeState, decodeState, checkState, DEVICE_STATE_FORMAT, DEVICE_STATE_VERSION } from './migration/state.ts';
+export {
+  saveState, loadState, encodeState, decodeState, checkState, DEVICE_STATE_FORMAT, DEVICE_STATE_VERSION,
+  saveEarlyState, loadEarlyState, saveStateDelta, encodeStateDelta, decodeStateDelta, checkStateDelta, isDeltaEncoding, DEVICE_STATE_DELTA_FORMAT,
+} from './migration/state.ts';
 export { DirtyLog, VHOST_LOG_PAGE } from './migration/dirty-log.ts';
 export { createSlot, createVdpaSlot } from './migration/slot.ts';
 export { migrate } from './migration/migrate.ts';
-export type { DeviceState, VqStateEntry, MapEntry, MigratableDevice } from './migration/state.ts';
+export type { DeviceState, DeviceStateDelta, EarlyState, VqStateEntry, MapEntry, MigratableDevice } from './migration/state.ts';
 export type { DirtyLogOptions } from './migration/dirty-log.ts';
 export type { DeviceSlot, VdpaSlot } from './migration/slot.ts';
 export type { MigrateOptions, MigrationReport } from './migration/migrate.ts';
@@ -117,7 +120,7 @@ export { VhostNetCvq, vhostSave, vhostLoad, checkVhostState } from './migration/
 export type { VhostVringSetup, VhostVringState, NetShadowState, VhostMigrationState, VhostNetCvqOptions, VhostLoadOptions, VhostLoadMap, VhostLoadDoorbells } from './migration/vhost-migrate.ts';
 export { migrateBetweenWorkers } from './migration/worker-migrate.ts';
 export type { WorkerMigrateOptions, WorkerMigrationReport } from './migration/worker-migrate.ts';
-export type { MigDisk, MigBackend, MigStorage, MigSaved, MigLoaded } from './worker/host.ts';
+export type { MigDisk, MigBackend, MigStorage, MigSaved, MigSavedSync, MigLoaded } from './worker/host.ts';
 export { checkBackendDescriptor, cannotResolve } from './worker/backend.ts';
 export type { BlkBackendDescriptor, FileBackendDescriptor, OpfsBackendDescriptor, ResolvedBackend, BackendResolver } from './worker/backend.ts';
 export { PingResponder, inetChecksum } from './devices/ping-responder.ts';

@@ -181,6 +181,24 @@ export class NetCtrlState {
     return u8[o]! | (u8[o + 1]! << 8);
   }
 
+  /**
+   * A copy of the part of the filter block a migration carries (RX mode, own MAC, pairs, both
+   * tables, VLANs; not the caps, which follow the features, nor the one-shot events): a
+   * migration's early save compares it at switchover with {@link sameAs}.
+   */
+  mark(): Uint8Array {
+    return this.mem().slice(this.offset, this.offset + F_CAPS);
+  }
+
+  /** True if the filter block still holds what {@link mark} copied (no allocation). */
+  sameAs(m: Uint8Array): boolean {
+    if (m.length !== F_CAPS) return false;
+    const u8 = this.mem();
+    const o = this.offset;
+    for (let i = 0; i < F_CAPS; i++) if (u8[o + i] !== m[i]) return false;
+    return true;
+  }
+
   /** Plain-data snapshot (for migration). */
   save(): NetCtrlSnapshot {
     return { rx: this.rx, uni: this.uni, multi: this.multi, vlans: this.vlans, pairs: this.pairs };

@@ -367,6 +367,14 @@ export class VdpaSimNet extends VdpaSim implements SwitchEndpoint {
     };
   }
 
+  protected override classControlMark(): Uint8Array | null {
+    return this.ctrl.mark();
+  }
+
+  protected override classControlUnchanged(mark: Uint8Array | null): boolean {
+    return mark !== null && this.ctrl.sameAs(mark);
+  }
+
   protected override onReset(): void {
     this.ctrl?.reset(this.config.subarray(CFG_MAC, CFG_MAC + 6));
     this.capsFor = -1n;

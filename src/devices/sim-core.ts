@@ -112,6 +112,11 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   /** Platform memory this device holds (freed by destroy(), or if construction fails). */
   private readonly owned: { arena: 'priv' | 'ram'; off: number }[] = [];
   private destroyed = false;
+  /**
+   * Migration: set by an early load (the control state is in, the ring positions are not):
+   * the id of that early state. The device stays suspended until loadPositions() with it.
+   */
+  private earlyBase: number | null = null;
 
   protected constructor(platform: Platform, attrs: VdpaSimAttrs) {
     super();
@@ -350,6 +355,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       this.reset();
       return;
     }
+    if (this.earlyBase !== null) throw new VirtioError(Code.FailedPrecondition, `${this.name} holds an early state without its ring positions: load the switchover state first`);
     const old = this.status;
     if ((status & VIRTIO_CONFIG_S_NEEDS_RESET) && !(old & VIRTIO_CONFIG_S_NEEDS_RESET)) {
       throw new VirtioError(Code.FailedPrecondition, 'DEVICE_NEEDS_RESET is set by the device, not the driver');
@@ -536,6 +542,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   resume(): void {
     this.live();
     if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, 'the device is not suspended');
+    if (this.earlyBase !== null) throw new VirtioError(Code.FailedPrecondition, `${this.name} holds an early state without its ring positions: load the switchover state first`);
     if (this.status & VIRTIO_CONFIG_S_SUSPEND) throw new VirtioError(Code.FailedPrecondition, 'the driver suspended the device (SUSPEND): it resumes it with DRIVER_OK');
     this.suspended = false;
     this.afterResume();
@@ -674,19 +681,73 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * The core state of a suspended device with nothing in flight (after suspendDrained() or
    * the SUSPEND status bit). Throws FailedPrecondition otherwise.
    */
-  saveCoreState(): SimCoreState {
+  saveCoreState(opts: { early?: boolean } = {}): SimCoreState {
     this.live();
-    if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, `${this.name} must be suspended to save its state`);
-    if (this.pendingWork() > 0) throw new VirtioError(Code.FailedPrecondition, `${this.name} has ${this.pendingWork()} requests in flight: suspend with suspendDrained() or the SUSPEND status bit`);
+    if (this.earlyBase !== null) throw new VirtioError(Code.FailedPrecondition, `${this.name} holds an early state without its ring positions: load the switchover state first`);
+    const early = opts.early === true;
+    if (!early) {
+      if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, `${this.name} must be suspended to save its state`);
+      if (this.pendingWork() > 0) throw new VirtioError(Code.FailedPrecondition, `${this.name} has ${this.pendingWork()} requests in flight: suspend with suspendDrained() or the SUSPEND status bit`);
+    }
     return {
       deviceId: this.attrs.deviceId, deviceFeatures: this.attrs.supportedFeatures, driverFeatures: this.driverFeatures,
       status: this.status, config: this.config.slice(), generation: this.generation, groupAsid: [...this.groupAsid],
       maps: this.iotlbs.map((t) => t.mappings.map((m) => ({ iova: m.iova, size: m.size, addr: m.addr, perm: m.perm }))),
       vqs: this.vqs.map((vq, i) => ({
         num: vq.num, desc: vq.desc, driver: vq.driver, device: vq.device, ready: vq.ready,
-        state: vq.num === 0 ? null : this.getVqState(i),
+        state: vq.num === 0 || early ? null : this.getVqState(i),
       })),
     };
+  }
+
+  /**
+   * Migration pre-copy, source side: a mark of everything saveCoreState carries but the ring
+   * positions and the DRIVER_OK / SUSPEND bits (features, other status bits, config and its
+   * generation, address spaces and their maps, queue sizes, areas and enables, and the
+   * class's control state), to tell at switchover, without allocating, whether any of it
+   * changed since an early state was sent ({@link controlStateUnchanged}).
+   */
+  markControlState(): ControlStateMark {
+    this.live();
+    return {
+      device: this, driverFeatures: this.driverFeatures, status: this.status & ~RUN_BITS, generation: this.generation,
+      config: this.config.slice(), groupAsid: this.groupAsid.slice(), iotlbGens: this.iotlbs.map((t) => t.generation),
+      vqs: this.vqs.map((v) => ({ num: v.num, desc: v.desc, driver: v.driver, device: v.device, ready: v.ready })),
+      cls: this.classControlMark(),
+    };
+  }
+
+  /** True if nothing {@link markControlState} covers changed since `m` was taken on this device. */
+  controlStateUnchanged(m: ControlStateMark): boolean {
+    this.live();
+    if (m.device !== this) return false;
+    if (m.driverFeatures !== this.driverFeatures || m.status !== (this.status & ~RUN_BITS) || m.generation !== this.generation) return false;
+    const cfg = this.config;
+    for (let i = 0; i < cfg.length; i++) if (cfg[i] !== m.config[i]) return false;
+    for (let g = 0; g < this.groupAsid.length; g++) if (this.groupAsid[g] !== m.groupAsid[g]) return false;
+    // An IOTLB bumps its generation on every change, even one that rewrites the same map.
+    for (let a = 0; a < this.iotlbs.length; a++) if (this.iotlbs[a]!.generation !== m.iotlbGens[a]) return false;
+    for (let i = 0; i < this.vqs.length; i++) {
+      const v = this.vqs[i]!;
+      const w = m.vqs[i]!;
+      if (v.num !== w.num || v.desc !== w.desc || v.driver !== w.driver || v.device !== w.device || v.ready !== w.ready) return false;
+    }
+    return this.classControlUnchanged(m.cls);
+  }
+
+  /** The class's part of {@link markControlState} (net: its control-queue filter block). */
+  protected classControlMark(): Uint8Array | null {
+    return null;
+  }
+
+  /** Compares the class's control state with its {@link classControlMark}. */
+  protected classControlUnchanged(_mark: Uint8Array | null): boolean {
+    return true;
+  }
+
+  /** The id of the early state this device holds without its ring positions, or null. */
+  get earlyStateId(): number | null {
+    return this.earlyBase;
   }
 
   /**
@@ -710,12 +771,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     if (s.vqs.length !== this.nvqs) fail(Code.FailedPrecondition, `${s.vqs.length} queues, the destination has ${this.nvqs}`);
     if (s.groupAsid.length !== this.ngroups || s.groupAsid.some((a) => !Number.isInteger(a) || a < 0 || a >= this.nas)) fail(Code.InvalidArgument, 'group address spaces do not fit the destination');
     if (s.maps.length !== this.nas) fail(Code.InvalidArgument, `${s.maps.length} address spaces, the destination has ${this.nas}`);
-    const st = s.status;
-    const okRunning = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
-    if ((st & okRunning) !== okRunning || !(st & (VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_SUSPEND)) || (st & (VIRTIO_CONFIG_S_NEEDS_RESET | VIRTIO_CONFIG_S_FAILED))) {
-      fail(Code.FailedPrecondition, `status 0x${st.toString(16)} is not a live device's (FEATURES_OK and DRIVER_OK or SUSPEND, no NEEDS_RESET/FAILED)`);
-    }
-    if ((st & VIRTIO_CONFIG_S_SUSPEND) && !hasFeature(s.driverFeatures, VIRTIO_F_SUSPEND)) fail(Code.InvalidArgument, 'SUSPEND without VIRTIO_F_SUSPEND');
+    checkLiveStatus(s.status, s.driverFeatures, fail);
     const packed = hasFeature(s.driverFeatures, VIRTIO_F_RING_PACKED);
     s.vqs.forEach((v, i) => {
       if (v.num === 0) {
@@ -734,8 +790,9 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * resume() runs it) or, if the driver had suspended it, with SUSPEND (DRIVER_OK resumes).
    * If anything fails on the way the device is reset and the error thrown: nothing changed.
    */
-  loadCoreState(s: SimCoreState, loadClass: () => void): void {
+  loadCoreState(s: SimCoreState, loadClass: () => void, early: number | null = null): void {
     this.checkCoreState(s);
+    if (early !== null && s.vqs.some((v) => v.state !== null)) throw new VirtioError(Code.InvalidArgument, `${this.name}: an early state carries no ring positions`);
     try {
       this.status = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
       this.driverFeatures = s.driverFeatures;
@@ -757,11 +814,54 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       this.suspended = true;
       this.status = s.status;
       this.generation = s.generation;
+      this.earlyBase = early;
     } catch (e) {
       for (const vq of this.vqs) vq.queue?.destroy();
       this.resetState();
       throw e;
     }
+  }
+
+  /**
+   * The switchover part of a migration, on a device an early state was loaded into
+   * ({@link loadCoreState} with `early`): the source's status and config generation at its
+   * stop and every queue's ring position (null for a queue never sized). `base` must be the
+   * id of the early state this device holds. Everything is validated first; on error nothing
+   * changes. Afterwards the device is suspended exactly as after a full load.
+   */
+  loadPositions(base: number, status: number, generation: number, vqs: readonly (VqState | null)[]): void {
+    this.live();
+    const fail = (code: typeof Code.InvalidArgument | typeof Code.FailedPrecondition, why: string): never => { throw new VirtioError(code, `${this.name}: cannot load the switchover state: ${why}`); };
+    if (this.earlyBase === null) fail(Code.FailedPrecondition, 'no early state was loaded (load the full state instead)');
+    if (base !== this.earlyBase) fail(Code.FailedPrecondition, `it builds on early state ${hexId(base)}, this device holds ${hexId(this.earlyBase!)}`);
+    checkLiveStatus(status, this.driverFeatures, fail);
+    if (!Number.isInteger(generation) || generation < 0 || generation > 0xffffffff) fail(Code.InvalidArgument, `generation ${generation} is not a u32`);
+    if (vqs.length !== this.nvqs) fail(Code.InvalidArgument, `${vqs.length} queues, the device has ${this.nvqs}`);
+    const layout = hasFeature(this.driverFeatures, VIRTIO_F_RING_PACKED) ? 'packed' : 'split';
+    const checked: (VqState | null)[] = [];
+    for (let i = 0; i < vqs.length; i++) {
+      const st = vqs[i]!;
+      const num = this.vqs[i]!.num;
+      if (num === 0) {
+        if (st !== null) fail(Code.InvalidArgument, `queue ${i} was never sized but has a ring position`);
+        checked.push(null);
+      } else {
+        if (st === null) fail(Code.InvalidArgument, `queue ${i} has no ring position`);
+        checked.push(checkVqState(st, layout, num));
+      }
+    }
+    for (let i = 0; i < checked.length; i++) {
+      const st = checked[i];
+      if (!st) continue;
+      const vq = this.vqs[i]!;
+      // A queue's ring position is set while suspended (set_vq_state): the ring is already
+      // translated and checked, so this only moves indices.
+      if (vq.queue) vq.queue.setState(st);
+      vq.saved = st;
+    }
+    this.status = status;
+    this.generation = generation;
+    this.earlyBase = null;
   }
 
   // ───────────────────────── Datapath ─────────────────────────
@@ -1000,6 +1100,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   private resetState(): void {
     this.status = 0;
+    this.earlyBase = null;
     this.driverFeatures = 0n;
     this.suspended = false;
     this.deferredConfig = [];
@@ -1079,6 +1180,33 @@ export interface SimCoreState {
     /** Ring position (getVqState), or null for a queue never sized. */
     state: VqState | null;
   }[];
+}
+
+/** What {@link VdpaSim.markControlState} took: opaque to callers, compared by the device. */
+export interface ControlStateMark {
+  readonly device: VdpaSim;
+  readonly driverFeatures: bigint;
+  readonly status: number;
+  readonly generation: number;
+  readonly config: Uint8Array;
+  readonly groupAsid: readonly number[];
+  readonly iotlbGens: readonly number[];
+  readonly vqs: readonly { num: number; desc: bigint; driver: bigint; device: bigint; ready: boolean }[];
+  readonly cls: Uint8Array | null;
+}
+
+/** The status bits a migration's switchover changes (the rest must not move after an early save). */
+const RUN_BITS = VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_SUSPEND;
+
+const hexId = (id: number): string => '0x' + (id >>> 0).toString(16).padStart(8, '0');
+
+/** A migrated status must be a live device's: FEATURES_OK and DRIVER_OK or SUSPEND, no NEEDS_RESET/FAILED. */
+function checkLiveStatus(st: number, driverFeatures: bigint, fail: (code: typeof Code.InvalidArgument | typeof Code.FailedPrecondition, why: string) => never): void {
+  const okRunning = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
+  if (!Number.isInteger(st) || st < 0 || st > 0xff || (st & okRunning) !== okRunning || !(st & RUN_BITS) || (st & (VIRTIO_CONFIG_S_NEEDS_RESET | VIRTIO_CONFIG_S_FAILED))) {
+    fail(Code.FailedPrecondition, `status 0x${Number(st).toString(16)} is not a live device's (FEATURES_OK and DRIVER_OK or SUSPEND, no NEEDS_RESET/FAILED)`);
+  }
+  if ((st & VIRTIO_CONFIG_S_SUSPEND) && !hasFeature(driverFeatures, VIRTIO_F_SUSPEND)) fail(Code.InvalidArgument, 'SUSPEND without VIRTIO_F_SUSPEND');
 }
 
 /** The feature mask of VERSION_1 plus the given bits. */

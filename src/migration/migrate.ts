@@ -8,7 +8,10 @@
 
 import { VirtioError, Code } from '../errors.ts';
 import { DirtyLog, VHOST_LOG_PAGE } from './dirty-log.ts';
-import { saveState, loadState, encodeState, type DeviceState, type MigratableDevice } from './state.ts';
+import {
+  saveState, loadState, encodeState, saveEarlyState, loadEarlyState, saveStateDelta, encodeStateDelta,
+  type DeviceState, type DeviceStateDelta, type EarlyState, type MigratableDevice,
+} from './state.ts';
 import { VdpaSimNet } from '../devices/net.ts';
 
 /** Options of {@link migrate}. */
@@ -43,6 +46,16 @@ export interface MigrateOptions<T extends MigratableDevice> {
   switchover?: (destination: T) => void;
   /** net: raise VIRTIO_NET_S_ANNOUNCE on the destination after resume (with GUEST_ANNOUNCE). @default true */
   announce?: boolean;
+  /**
+   * Two-stage state: once pre-copy is done and while the source still runs, its control state
+   * (features, config, maps, queue setup, net control-queue state) is loaded into the
+   * destination, which sets its queues up then; at the stop only a delta moves (status, config
+   * generation, ring positions), unless the control state changed in between, in which case
+   * the destination is reset and takes the full state inside the downtime. QEMU does the
+   * same for a vhost-vdpa destination (its control-queue state is replayed before the data
+   * queues are enabled). false: the whole state moves inside the downtime. @default true
+   */
+  early?: boolean;
   /** Use the binary encoding between source and destination (as over a wire). @default true */
   binary?: boolean;
   /** Clock in ms. @default performance.now */
@@ -51,8 +64,12 @@ export interface MigrateOptions<T extends MigratableDevice> {
 
 /** What {@link migrate} did, phase by phase (times in ms). */
 export interface MigrationReport {
-  /** Pre-copy: the full copy and the rounds after it. */
+  /** Pre-copy: the full copy and the rounds after it, and the early state's save + load. */
   precopyMs: number;
+  /** Of precopyMs: the early state saved on the source and loaded into the destination (0 without `early`). */
+  earlyMs: number;
+  /** Early states sent: 1, plus 1 for each time the control state changed during pre-copy (0 without `early`). */
+  earlySends: number;
   /** Pages copied: the full copy first, then each round. */
   pagesPerRound: number[];
   /** Suspend requested → source suspended with nothing in flight. */
@@ -69,10 +86,12 @@ export interface MigrationReport {
   resumeMs: number;
   /** Source suspend requested → destination resumed and serving: the switchover downtime. */
   downtimeMs: number;
-  /** Bytes of the encoded state. */
+  /** Bytes of the encoded state that moved inside the downtime (the delta's, or the full state's). */
   stateBytes: number;
-  /** The state that moved. */
+  /** The control state that moved: the early state, or the full state if it moved inside the downtime. */
   state: DeviceState;
+  /** The delta that moved inside the downtime, or null if the full state did. */
+  delta: DeviceStateDelta | null;
 }
 
 /**
@@ -98,6 +117,20 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
   };
   const t0 = now();
   const pagesPerRound: number[] = [];
+  const binary = o.binary ?? true;
+  let early: EarlyState | null = null;
+  let earlySends = 0;
+  let earlyMs = 0;
+  let precopyDone = false;
+  // The destination refusing an early state costs nothing: the source was never stopped.
+  const sendEarly = (): void => {
+    const te = now();
+    if (early) dst.reset();
+    early = saveEarlyState(src);
+    loadEarlyState(dst, binary ? early.bytes : early.state);
+    earlySends++;
+    earlyMs += now() - te;
+  };
   try {
     if (o.ram) {
       log = new DirtyLog(src.platform, { base: o.ram.base, size: o.ram.size });
@@ -106,6 +139,7 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
       log.start();
       o.ram.to.set(src.platform.u8.subarray(log.base, log.base + log.pages * VHOST_LOG_PAGE));
       pagesPerRound.push(log.pages);
+      if (o.early ?? true) sendEarly();
       const maxRounds = o.maxRounds ?? 8;
       const small = o.maxDirtyPages ?? 16;
       for (let r = 0; r < maxRounds; r++) {
@@ -116,8 +150,13 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
         if (dirty.length <= small) break;
       }
     } else {
+      if (o.early ?? true) sendEarly();
       await o.round?.();
     }
+    // The driver changed the control state during pre-copy (a control-queue command, say):
+    // the early state goes again, still outside the downtime.
+    if (early && !src.controlStateUnchanged((early as EarlyState).mark)) sendEarly();
+    precopyDone = true;
     const tPre = now();
     // Stop: the source finishes requests in flight (they reach the used ring, in guest RAM).
     // A device its driver suspended (SUSPEND status bit) is already stopped and stays so.
@@ -133,19 +172,30 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
     }
     const tCopy = now();
     let state: DeviceState;
+    let delta: DeviceStateDelta | null = null;
     let wire: Uint8Array | null = null;
     try {
-      state = saveState(src);
-      if (o.binary ?? true) wire = encodeState(state);
+      delta = early ? saveStateDelta(src, early) : null;
+      if (delta) {
+        state = early!.state;
+        if (binary) wire = encodeStateDelta(delta);
+      } else {
+        state = saveState(src);
+        if (binary) wire = encodeState(state);
+      }
     } catch (e) {
+      if (early) dst.reset();
       restart();
       throw e;
     }
     const tSave = now();
     try {
-      loadState(dst, wire ?? state);
+      // The control state moved after the early save: the destination starts over.
+      if (early && !delta) dst.reset();
+      loadState(dst, wire ?? delta ?? state);
     } catch (e) {
       // The destination refused: the source runs on, as if nothing happened.
+      dst.reset();
       restart();
       throw e;
     }
@@ -162,10 +212,15 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
     const tRes = now();
     if ((o.announce ?? true) && dst instanceof VdpaSimNet) dst.announce();
     return {
-      precopyMs: tPre - t0, pagesPerRound, suspendMs: tSusp - tPre, lastPagesMs: tCopy - tSusp, lastPages,
+      precopyMs: tPre - t0, earlyMs, earlySends, pagesPerRound, suspendMs: tSusp - tPre, lastPagesMs: tCopy - tSusp, lastPages,
       saveMs: tSave - tCopy, loadMs: tLoad - tSave, resumeMs: tRes - tLoad, downtimeMs: tRes - tPre,
-      stateBytes: wire?.length ?? 0, state,
+      stateBytes: wire?.length ?? 0, state, delta,
     };
+  } catch (e) {
+    // Interrupted during pre-copy (a round threw, the destination refused the early state):
+    // the source never stopped; the destination forgets what it was given.
+    if (!precopyDone && early) dst.reset();
+    throw e;
   } finally {
     log?.destroy();
   }

@@ -14,7 +14,7 @@
 // record+resubmit mode is a new version, not a new format.
 
 import { VirtioError, Code } from '../errors.ts';
-import type { VdpaSim, SimCoreState } from '../devices/sim-core.ts';
+import type { VdpaSim, SimCoreState, ControlStateMark } from '../devices/sim-core.ts';
 import { VdpaSimNet } from '../devices/net.ts';
 import { VdpaSimBlk } from '../devices/blk.ts';
 import type { NetCtrlSnapshot } from '../devices/net-ctrl.ts';
@@ -81,6 +81,11 @@ export interface DeviceState {
   vqs: VqStateEntry[];
   /** net: control-queue state (rx mode, MAC tables, VLANs, queue pairs). */
   net?: NetCtrlSnapshot;
+  /**
+   * An early state ({@link saveEarlyState}): a running source's control state without ring
+   * positions, loaded into the destination during pre-copy with {@link loadEarlyState}.
+   */
+  early?: true;
   /** blk: disk identity and requests in flight (always none: they are drained). */
   blk?: {
     /** Disk size in 512-byte sectors (VIRTIO 1.3 §5.2.4 `capacity`). */
@@ -95,6 +100,43 @@ export interface DeviceState {
 /** A device whose state can be saved and loaded. */
 export type MigratableDevice = VdpaSimNet | VdpaSimBlk;
 
+/** The `format` field of a {@link DeviceStateDelta}. */
+export const DEVICE_STATE_DELTA_FORMAT = 'vdpa-wasm-device-state-delta';
+
+/**
+ * The switchover part of a two-stage migration ({@link saveStateDelta}): what changes when a
+ * device stops — status, config generation, ring positions — on top of the early state the
+ * destination already holds (`base`, that state's id). A few dozen bytes encoded.
+ */
+export interface DeviceStateDelta {
+  /** Always {@link DEVICE_STATE_DELTA_FORMAT}. */
+  format: typeof DEVICE_STATE_DELTA_FORMAT;
+  /** Always {@link DEVICE_STATE_VERSION}. */
+  version: 1;
+  /** Device class. */
+  class: 'net' | 'blk';
+  /** The id of the early state this builds on ({@link EarlyState.id}). */
+  base: number;
+  /** Device status byte at the stop. */
+  status: number;
+  /** Config generation at the stop. */
+  generation: number;
+  /** Every queue's ring position (null for a queue never sized). */
+  vqs: (VqState | null)[];
+}
+
+/** What {@link saveEarlyState} returns: the early state, its encoding and id, and the source's mark. */
+export interface EarlyState {
+  /** The early state (JSON view; `early: true`, no ring positions). */
+  readonly state: DeviceState;
+  /** Its binary encoding. */
+  readonly bytes: Uint8Array;
+  /** Its id: the CRC-32 that ends its encoding. A delta names the early state it builds on by it. */
+  readonly id: number;
+  /** Source side: what the control state was, to tell at switchover whether it moved. */
+  readonly mark: ControlStateMark;
+}
+
 const hex64 = (v: bigint): string => '0x' + v.toString(16);
 const bad = (why: string): never => { throw new VirtioError(Code.InvalidArgument, `device state: ${why}`); };
 
@@ -103,7 +145,10 @@ const bad = (why: string): never => { throw new VirtioError(Code.InvalidArgument
  * or once the driver's SUSPEND reads 1). Throws FailedPrecondition otherwise.
  */
 export function saveState(dev: MigratableDevice): DeviceState {
-  const c = dev.saveCoreState();
+  return fromCore(dev, dev.saveCoreState());
+}
+
+function fromCore(dev: MigratableDevice, c: SimCoreState): DeviceState {
   const s: DeviceState = {
     format: DEVICE_STATE_FORMAT, version: 1, class: dev instanceof VdpaSimNet ? 'net' : 'blk',
     deviceId: c.deviceId, deviceFeatures: hex64(c.deviceFeatures), driverFeatures: hex64(c.driverFeatures),
@@ -117,15 +162,75 @@ export function saveState(dev: MigratableDevice): DeviceState {
 }
 
 /**
+ * Migration pre-copy, source side: the control state of a running device — everything
+ * {@link saveState} carries but the ring positions (features, status, config, maps, queue
+ * sizes/areas/enables, net control state, blk identity) — to load into the destination with
+ * {@link loadEarlyState} while the source still runs, as QEMU sets a vhost-vdpa destination's
+ * control state up before the switchover. At the stop only a {@link DeviceStateDelta} moves.
+ */
+export function saveEarlyState(dev: MigratableDevice): EarlyState {
+  const mark = dev.markControlState();
+  const s = fromCore(dev, dev.saveCoreState({ early: true }));
+  s.early = true;
+  const bytes = encodeState(s);
+  return { state: s, bytes, id: stateId(bytes), mark };
+}
+
+/**
+ * Loads an early state (its JSON view or binary encoding) into a fresh device, validated as
+ * {@link loadState} validates (nothing changes on error). The device ends suspended and
+ * waits for its ring positions: {@link loadState} with the {@link DeviceStateDelta} that
+ * builds on it (or, if the source's control state moved meanwhile, reset it and load the full
+ * state). Returns the early state's id.
+ */
+export function loadEarlyState(dev: MigratableDevice, state: DeviceState | Uint8Array): number {
+  const s = state instanceof Uint8Array ? decodeState(state) : checkState(state);
+  if (s.early !== true) throw new VirtioError(Code.InvalidArgument, 'device state: not an early state (load it with loadState)');
+  const id = stateId(state instanceof Uint8Array ? state : encodeState(s));
+  loadChecked(dev, s, id);
+  return id;
+}
+
+/**
+ * Migration switchover, source side: on the suspended source (nothing in flight), the delta
+ * over `early` — or null if anything but ring positions and the run state changed since
+ * `early` was saved (a control command, a config change, a map), in which case the caller
+ * sends the full {@link saveState} instead. Allocates a few small objects; no comparison
+ * walks more than the device's own state.
+ */
+export function saveStateDelta(dev: MigratableDevice, early: EarlyState): DeviceStateDelta | null {
+  if (early.mark.device !== dev) throw new VirtioError(Code.InvalidArgument, `device state: that early state was saved from another device than ${dev.name}`);
+  if (!dev.isSuspended) throw new VirtioError(Code.FailedPrecondition, `${dev.name} must be suspended to save its state`);
+  if (!dev.controlStateUnchanged(early.mark)) return null;
+  const c = dev.saveCoreState();
+  const vqs: (VqState | null)[] = [];
+  for (const v of c.vqs) vqs.push(v.state);
+  return { format: DEVICE_STATE_DELTA_FORMAT, version: 1, class: early.state.class, base: early.id, status: c.status, generation: c.generation, vqs };
+}
+
+/**
  * Loads `state` (a {@link DeviceState}, its JSON text parsed, or its binary encoding) into a
- * fresh device of the same management device. Everything is validated before anything is
+ * fresh device of the same management device — or a {@link DeviceStateDelta} (or its
+ * encoding) into the device its early state was loaded into. A full state. Everything is validated before anything is
  * applied; on any error the device is left as it was (fresh) and a VirtioError says why:
  * InvalidArgument for a malformed state, FailedPrecondition for one this device cannot take
  * (another class, features it does not offer, other queue pairs / MTU / disk). Afterwards the
  * device is suspended: `resume()` (or the driver's DRIVER_OK, if it had set SUSPEND) runs it.
  */
-export function loadState(dev: MigratableDevice, state: DeviceState | Uint8Array): void {
+export function loadState(dev: MigratableDevice, state: DeviceState | DeviceStateDelta | Uint8Array): void {
+  if (state instanceof Uint8Array ? isDeltaEncoding(state) : (state as { format?: unknown } | null)?.format === DEVICE_STATE_DELTA_FORMAT) {
+    const d = state instanceof Uint8Array ? decodeStateDelta(state) : checkStateDelta(state);
+    const cls = dev instanceof VdpaSimNet ? 'net' : 'blk';
+    if (d.class !== cls) throw new VirtioError(Code.FailedPrecondition, `device state: a ${d.class} delta cannot be loaded into ${dev.name}, a ${cls} device`);
+    dev.loadPositions(d.base, d.status, d.generation, d.vqs);
+    return;
+  }
   const s = state instanceof Uint8Array ? decodeState(state) : checkState(state);
+  if (s.early === true) throw new VirtioError(Code.InvalidArgument, 'device state: an early state has no ring positions (load it with loadEarlyState, then the delta with loadState)');
+  loadChecked(dev, s, null);
+}
+
+function loadChecked(dev: MigratableDevice, s: DeviceState, early: number | null): void {
   const core = toCore(s);
   const cls = dev instanceof VdpaSimNet ? 'net' : 'blk';
   if (s.class !== cls) throw new VirtioError(Code.FailedPrecondition, `device state: a ${s.class} state cannot be loaded into ${dev.name}, a ${cls} device`);
@@ -140,7 +245,7 @@ export function loadState(dev: MigratableDevice, state: DeviceState | Uint8Array
     }
     loadClass = () => {};
   }
-  (dev as VdpaSim).loadCoreState(core, loadClass);
+  (dev as VdpaSim).loadCoreState(core, loadClass, early);
 }
 
 /** Validates the shape of a state object (JSON view); returns it typed. Throws InvalidArgument. */
@@ -150,6 +255,7 @@ export function checkState(v: unknown): DeviceState {
   if (o.format !== DEVICE_STATE_FORMAT) bad(`format ${String(o.format)} is not ${DEVICE_STATE_FORMAT}`);
   if (o.version !== DEVICE_STATE_VERSION) bad(`version ${String(o.version)} is not ${DEVICE_STATE_VERSION}`);
   if (o.class !== 'net' && o.class !== 'blk') bad(`class ${String(o.class)} is not net or blk`);
+  if (o.early !== undefined && o.early !== true) bad('early is not true (or absent)');
   const int = (x: unknown, name: string, max: number): number => {
     if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x > max) bad(`${name} ${String(x)} is not an integer in 0..${max}`);
     return x as number;
@@ -182,6 +288,7 @@ export function checkState(v: unknown): DeviceState {
     hexU64(q.device, `vq ${i} device`);
     if (typeof q.ready !== 'boolean') bad(`vq ${i} ready is not a boolean`);
     if (q.state !== null && (typeof q.state !== 'object' || (q.state as { layout?: unknown }).layout === undefined)) bad(`vq ${i} state is not a vq state or null`);
+    if (o.early === true && q.state !== null) bad(`vq ${i}: an early state carries no ring positions`);
   }
   if (o.class === 'net' && (typeof o.net !== 'object' || o.net === null)) bad('a net state needs `net`');
   if (o.class === 'blk') {
@@ -223,7 +330,7 @@ function fromHex(s: string): Uint8Array {
 // ───────────────────────── binary encoding ─────────────────────────
 //
 // Little-endian, in this order (version 1):
-//   "VDPASTAT" | u16 version | u8 class (1 net, 2 blk) | u8 0 | u32 deviceId | u64 deviceFeatures
+//   "VDPASTAT" | u16 version | u8 class (1 net, 2 blk) | u8 flags (bit 0: early) | u32 deviceId | u64 deviceFeatures
 //   | u64 driverFeatures | u8 status | u32 generation | u16 configLen | config
 //   | u8 ngroups | u8 asid × ngroups | u8 nas | per space: u16 n | n × (u64 iova, u32 size, u32 addr, u8 perm)
 //   | u16 nvqs | per vq: u16 num | u64 desc | u64 driver | u64 device | u8 ready | u8 kind (0 none, 1 split, 2 packed)
@@ -235,6 +342,8 @@ function fromHex(s: string): Uint8Array {
 
 const MAGIC = [0x56, 0x44, 0x50, 0x41, 0x53, 0x54, 0x41, 0x54]; // "VDPASTAT"
 const RX_KEYS = ['promisc', 'allmulti', 'alluni', 'nomulti', 'nouni', 'nobcast'] as const;
+/** Flags byte: an early state (no ring positions). */
+const FLAG_EARLY = 1;
 
 class Writer {
   private buf = new Uint8Array(1024);
@@ -276,7 +385,7 @@ export function encodeState(state: DeviceState): Uint8Array {
   w.bytes(MAGIC);
   w.u16(s.version);
   w.u8(s.class === 'net' ? 1 : 2);
-  w.u8(0);
+  w.u8(s.early === true ? FLAG_EARLY : 0);
   w.u32(s.deviceId);
   w.u64(BigInt(s.deviceFeatures));
   w.u64(BigInt(s.driverFeatures));
@@ -335,7 +444,8 @@ export function decodeState(bytes: Uint8Array): DeviceState {
   if (crc32(body) !== crc) bad('CRC mismatch (corrupted state)');
   const clsByte = r.u8();
   if (clsByte !== 1 && clsByte !== 2) bad(`class ${clsByte} is not 1 (net) or 2 (blk)`);
-  r.u8();
+  const flags = r.u8();
+  if (flags & ~FLAG_EARLY) bad(`flags 0x${flags.toString(16)} has unknown bits`);
   const s: DeviceState = {
     format: DEVICE_STATE_FORMAT, version: 1, class: clsByte === 1 ? 'net' : 'blk', deviceId: r.u32(),
     deviceFeatures: hex64(r.u64()), driverFeatures: hex64(r.u64()), status: r.u8(), generation: r.u32(),
@@ -349,17 +459,7 @@ export function decodeState(bytes: Uint8Array): DeviceState {
   }
   for (let q = r.u16(); q > 0; q--) {
     const v: VqStateEntry = { num: r.u16(), desc: hex64(r.u64()), driver: hex64(r.u64()), device: hex64(r.u64()), ready: r.u8() === 1, state: null };
-    const kind = r.u8();
-    if (kind === 1) v.state = { version: 1, layout: 'split', size: r.u16(), availIndex: r.u16(), usedIndex: r.u16() };
-    else if (kind === 2) {
-      const size = r.u16();
-      const lastAvailIdx = r.u16();
-      const lastAvailWrap = r.u8();
-      const lastUsedIdx = r.u16();
-      const lastUsedWrap = r.u8();
-      if (lastAvailWrap > 1 || lastUsedWrap > 1) bad('a wrap counter is not 0 or 1');
-      v.state = { version: 1, layout: 'packed', size, lastAvailIdx, lastAvailWrap: lastAvailWrap as 0 | 1, lastUsedIdx, lastUsedWrap: lastUsedWrap as 0 | 1 };
-    } else if (kind !== 0) bad(`vq state kind ${kind} is not 0, 1 or 2`);
+    v.state = readVqState(r);
     s.vqs.push(v);
   }
   if (s.class === 'net') {
@@ -384,7 +484,113 @@ export function decodeState(bytes: Uint8Array): DeviceState {
     s.blk = { capacity: Number(cap), readOnly, inFlight: 0 };
   }
   if (r.n !== bytes.length - 4) bad(`${bytes.length - 4 - r.n} trailing bytes`);
+  if (flags & FLAG_EARLY) s.early = true;
   return checkState(s);
+}
+
+/** An encoded state's id: the CRC-32 of everything before it, which ends the encoding. */
+function stateId(bytes: Uint8Array): number {
+  return new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4, 4).getUint32(0, true);
+}
+
+// ───────────────────────── the delta ─────────────────────────
+//
+// Little-endian (version 1): "VDPADLTA" | u16 version | u8 class (1 net, 2 blk) | u8 0
+//   | u32 base (the early state's id) | u8 status | u32 generation | u16 nvqs
+//   | per vq: u8 kind (0 none, 1 split, 2 packed) + the fields of the full encoding's vq state
+//   | u32 CRC-32 of everything before it.
+
+const DELTA_MAGIC = [0x56, 0x44, 0x50, 0x41, 0x44, 0x4c, 0x54, 0x41]; // "VDPADLTA"
+
+/** True if `b` starts as a delta's encoding ("VDPADLTA"), not a full state's. */
+export function isDeltaEncoding(b: Uint8Array): boolean {
+  if (b.length < 8) return false;
+  for (let i = 0; i < 8; i++) if (b[i] !== DELTA_MAGIC[i]) return false;
+  return true;
+}
+
+/** Validates the shape of a delta (JSON view); returns it typed. Throws InvalidArgument. */
+export function checkStateDelta(v: unknown): DeviceStateDelta {
+  if (typeof v !== 'object' || v === null) bad('delta: not an object');
+  const o = v as Record<string, unknown>;
+  if (o.format !== DEVICE_STATE_DELTA_FORMAT) bad(`format ${String(o.format)} is not ${DEVICE_STATE_DELTA_FORMAT}`);
+  if (o.version !== DEVICE_STATE_VERSION) bad(`delta version ${String(o.version)} is not ${DEVICE_STATE_VERSION}`);
+  if (o.class !== 'net' && o.class !== 'blk') bad(`delta class ${String(o.class)} is not net or blk`);
+  const u = (x: unknown, name: string, max: number): void => {
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x > max) bad(`delta ${name} ${String(x)} is not an integer in 0..${max}`);
+  };
+  u(o.base, 'base', 0xffffffff);
+  u(o.status, 'status', 0xff);
+  u(o.generation, 'generation', 0xffffffff);
+  if (!Array.isArray(o.vqs) || o.vqs.length > 0xffff) bad('delta vqs is not an array');
+  (o.vqs as unknown[]).forEach((q, i) => {
+    if (q !== null && (typeof q !== 'object' || (q as { layout?: unknown }).layout === undefined)) bad(`delta vq ${i} is not a vq state or null`);
+  });
+  return v as DeviceStateDelta;
+}
+
+/** The binary encoding of a delta (validated first): a few dozen bytes, one allocation. */
+export function encodeStateDelta(delta: DeviceStateDelta): Uint8Array {
+  const d = checkStateDelta(delta);
+  let n = 8 + 2 + 2 + 4 + 1 + 4 + 2 + 4;
+  for (const v of d.vqs) n += v === null ? 1 : v.layout === 'split' ? 7 : 9;
+  const b = new Uint8Array(n);
+  const dv = new DataView(b.buffer);
+  b.set(DELTA_MAGIC);
+  let o = 8;
+  dv.setUint16(o, d.version, true); o += 2;
+  b[o++] = d.class === 'net' ? 1 : 2;
+  b[o++] = 0;
+  dv.setUint32(o, d.base, true); o += 4;
+  b[o++] = d.status;
+  dv.setUint32(o, d.generation, true); o += 4;
+  dv.setUint16(o, d.vqs.length, true); o += 2;
+  for (const v of d.vqs) {
+    if (v === null) b[o++] = 0;
+    else if (v.layout === 'split') {
+      b[o++] = 1;
+      dv.setUint16(o, v.size, true); dv.setUint16(o + 2, v.availIndex, true); dv.setUint16(o + 4, v.usedIndex ?? v.availIndex, true); o += 6;
+    } else {
+      b[o++] = 2;
+      dv.setUint16(o, v.size, true); dv.setUint16(o + 2, v.lastAvailIdx, true); b[o + 4] = v.lastAvailWrap;
+      dv.setUint16(o + 5, v.lastUsedIdx, true); b[o + 7] = v.lastUsedWrap; o += 8;
+    }
+  }
+  dv.setUint32(o, crc32(b.subarray(0, o)), true);
+  return b;
+}
+
+/** Decodes a binary delta: magic, version, CRC and every length checked; returns the JSON view. */
+export function decodeStateDelta(bytes: Uint8Array): DeviceStateDelta {
+  if (!(bytes instanceof Uint8Array) || bytes.length < 12 || !isDeltaEncoding(bytes)) bad('not a binary device state delta');
+  const r = new Reader(bytes);
+  r.bytes(8);
+  const version = r.u16();
+  if (version !== DEVICE_STATE_VERSION) bad(`delta version ${version} is not ${DEVICE_STATE_VERSION}`);
+  const crc = new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4, 4).getUint32(0, true);
+  if (crc32(bytes.subarray(0, bytes.length - 4)) !== crc) bad('CRC mismatch (corrupted delta)');
+  const cls = r.u8();
+  if (cls !== 1 && cls !== 2) bad(`delta class ${cls} is not 1 (net) or 2 (blk)`);
+  if (r.u8() !== 0) bad('delta flags must be 0');
+  const d: DeviceStateDelta = { format: DEVICE_STATE_DELTA_FORMAT, version: 1, class: cls === 1 ? 'net' : 'blk', base: r.u32(), status: r.u8(), generation: r.u32(), vqs: [] };
+  for (let q = r.u16(); q > 0; q--) d.vqs.push(readVqState(r));
+  if (r.n !== bytes.length - 4) bad(`${bytes.length - 4 - r.n} trailing bytes`);
+  return d;
+}
+
+/** One vq state of either encoding: u8 kind, then split or packed fields. */
+function readVqState(r: Reader): VqState | null {
+  const kind = r.u8();
+  if (kind === 0) return null;
+  if (kind === 1) return { version: 1, layout: 'split', size: r.u16(), availIndex: r.u16(), usedIndex: r.u16() };
+  if (kind !== 2) bad(`vq state kind ${kind} is not 0, 1 or 2`);
+  const size = r.u16();
+  const lastAvailIdx = r.u16();
+  const lastAvailWrap = r.u8();
+  const lastUsedIdx = r.u16();
+  const lastUsedWrap = r.u8();
+  if (lastAvailWrap > 1 || lastUsedWrap > 1) bad('a wrap counter is not 0 or 1');
+  return { version: 1, layout: 'packed', size, lastAvailIdx, lastAvailWrap: lastAvailWrap as 0 | 1, lastUsedIdx, lastUsedWrap: lastUsedWrap as 0 | 1 };
 }
 
 let crcTable: Uint32Array | null = null;

@@ -14,6 +14,13 @@
 //   - anything else (a RAM disk on one side and a backend on the other, two different files, a
 //     backend whose storage the worker cannot name) is refused with failed_precondition and the
 //     source never stops.
+// Two stages, as migrate() in one thread: before the stop the source worker saves its early
+// state (the control state, no ring positions) and the destination worker loads it, setting
+// its queues up; inside the downtime only the delta moves (status, generation, ring
+// positions), and through the devices' mailboxes — each answered from the worker's serving
+// loop, with no event-loop turn on either side — unless the source must wait for a backend
+// (blk requests out: the suspend goes by the channel, which waits) or its control state moved
+// since the early save (the full state goes by the channel and the destination starts over).
 // If the destination refuses the state, the source resumes and runs on.
 
 import { VirtioError, Code } from '../errors.ts';
@@ -38,6 +45,12 @@ export interface WorkerMigrateOptions {
   slot?: VdpaSlot<RemoteVdpaDevice>;
   /** net: raise VIRTIO_NET_S_ANNOUNCE on the destination after resume (with GUEST_ANNOUNCE). @default true */
   announce?: boolean;
+  /**
+   * Two stages: the early state moves before the stop, the delta inside the downtime through
+   * the mailboxes (see the file comment). false: the whole state moves inside the downtime,
+   * through the channel. @default true
+   */
+  early?: boolean;
   /** Clock in ms. @default performance.now */
   now?: () => number;
 }
@@ -65,8 +78,14 @@ export interface WorkerMigrationReport {
   resumeMs: number;
   /** Source suspend requested → destination resumed: the switchover downtime. */
   downtimeMs: number;
-  /** Bytes of the encoded state. */
+  /** Bytes of the encoded state that moved inside the downtime. */
   stateBytes: number;
+  /** The early state's save + load before the stop, through the channel (0 without `early`). */
+  earlyMs: number;
+  /** What moved inside the downtime: the delta, or the full state. */
+  moved: 'delta' | 'full';
+  /** The downtime's requests went through the mailboxes only (no channel round trip). */
+  mailbox: boolean;
 }
 
 /**
@@ -89,6 +108,13 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   // Where each disk lives decides what moves; a mismatch is refused before the source stops.
   const [ss, ds] = await Promise.all([src.storage(), dst.storage()]);
   checkStorage(src.name, ss, dst.name, ds);
+  const useEarly = o.early ?? true;
+  const te = now();
+  if (useEarly) {
+    // Refused here, nothing stopped: the source runs on.
+    await dst.loadEarlyState(await src.saveEarlyState());
+  }
+  const earlyMs = now() - te;
   slot?.prepare(dst);
   // A device its driver suspended (SUSPEND status bit, VIRTIO 1.4 §3.4) is stopped and stays so.
   const byDriver = (src.getStatus() & VIRTIO_CONFIG_S_SUSPEND) !== 0;
@@ -98,33 +124,61 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     forget();
     if (!byDriver) src.resume();
   };
-  let saved: { state: Uint8Array; drained?: number };
-  let tSusp: number;
-  if (!byDriver) {
-    // Suspend and save in one request to the source worker: the split is the worker's clock.
-    let r: Awaited<ReturnType<RemoteVdpaDevice['suspendAndSave']>>;
+  const dropEarly = (): void => {
+    if (!useEarly) return;
     try {
-      r = await src.suspendAndSave();
+      dst.reset(); // the early state it holds is of no use now
+    } catch {
+      /* a dead destination holds nothing */
+    }
+  };
+  let saved: { state: Uint8Array; drained?: number; delta?: boolean } | null = null;
+  let tSusp = t0;
+  let mailbox = useEarly;
+  if (!byDriver) {
+    try {
+      let stopped = false;
+      if (useEarly) {
+        const r = src.suspendAndSaveSync();
+        if (!r.wouldBlock) {
+          stopped = true;
+          tSusp = t0 + r.suspendMs;
+          if (!r.full) saved = r;
+        }
+      }
+      if (!stopped) {
+        // blk with requests out at its backend (or no early state): the channel waits for them.
+        mailbox = false;
+        const r = await src.suspendAndSave({ delta: useEarly });
+        saved = r;
+        const trip = now() - t0 - r.suspendMs - r.saveMs;
+        tSusp = t0 + r.suspendMs + trip / 2;
+      }
     } catch (e) {
+      dropEarly();
       forget(); // not suspended, or resumed by the worker after a failed save: it runs on
       throw e;
     }
-    saved = r;
-    const trip = now() - t0 - r.suspendMs - r.saveMs;
-    tSusp = t0 + r.suspendMs + trip / 2;
   } else {
     tSusp = now();
+  }
+  if (!saved) {
+    // Suspended, and the full state is needed (driver-suspended, or the control state moved).
+    mailbox = false;
     try {
-      saved = await src.saveState();
+      saved = await src.saveState({ delta: useEarly });
     } catch (e) {
+      dropEarly();
       restart();
       throw e;
     }
   }
   const tSave = now();
   try {
-    await dst.loadState(saved.state);
+    if (saved.delta) dst.loadStateSync(saved.state);
+    else await dst.loadState(saved.state);
   } catch (e) {
+    dropEarly();
     restart(); // the destination refused (and changed nothing): the source runs on
     throw e;
   }
@@ -161,6 +215,7 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   return {
     suspendMs: tSusp - t0, saveMs: tSave - tSusp, loadMs: tLoad - tSave, diskMs: tDisk - tLoad, diskBytes,
     resumeMs: tRes - tDisk, downtimeMs: tRes - t0, stateBytes: saved.state.length, drained: saved.drained ?? 0, storage: ss?.kind ?? null,
+    earlyMs, moved: saved.delta ? 'delta' : 'full', mailbox,
   };
 }
 

@@ -26,7 +26,9 @@
 // · switchConnect(name) · switchLink(end) · switchUnlink(port) · switchTable() · switchPortStats(port)
 // · open(name, mailbox) · release(name) · bind(name, driver) · unbind(name)
 // · vhostNodes() · vhostOpen(node, mailbox?) · vhostIoctl(fid, request, arg) · vhostWrite(fid, msg)
-// · vhostClose(fid) · stats() · shutdown() · migSuspend(name) · migSave(name) · migSuspendSave(name) · migLoad(name, bytes)
+// · vhostClose(fid) · stats() · shutdown() · migSuspend(name) · migSave(name, delta?) · migSuspendSave(name, delta?) · migLoad(name, bytes)
+// · migEarlySave(name) · migEarlyLoad(name, bytes); and through an opened device's mailbox, inside a migration's
+// downtime: migSuspendSaveSync() · migLoadSync(bytes)
 // · migAnnounce(name) · migStorage(name).
 //
 // devAdd's attrs are posted, so a blk `backend` is a descriptor (backend.ts), not an object: the
@@ -52,7 +54,7 @@ import { SwitchLinkEnd, type SwitchLinkEndHandle } from './switch-link.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxServer, type MailboxHandle } from './mailbox.ts';
 import { VdpaSimBlk, type BlkBackend } from '../devices/blk.ts';
-import { saveState, loadState, encodeState } from '../migration/state.ts';
+import { saveState, loadState, encodeState, saveEarlyState, loadEarlyState, saveStateDelta, encodeStateDelta, isDeltaEncoding, type EarlyState } from '../migration/state.ts';
 import type { IoctlResult } from './remote-device.ts';
 import { checkBackendDescriptor, descriptorKind, type BackendResolver, type BlkBackendDescriptor, type ResolvedBackend } from './backend.ts';
 
@@ -194,7 +196,17 @@ export interface MigSaved {
   saveMs: number;
   /** migSuspendSave: blk requests the suspend had to finish first (in flight at the backend, or answered and not yet used). */
   drained: number;
+  /** The state is a delta over the early state the worker saved (migEarlySave), not the full state. */
+  delta?: boolean;
 }
+
+/**
+ * What migSuspendSaveSync answers: the saved state, or why it did not save — `wouldBlock`
+ * (blk requests are out at the backend: suspend through the channel, which waits for them)
+ * or `full` (suspended, but the control state moved since the early save and the full state
+ * goes through the channel, whose messages have no mailbox's size limit).
+ */
+export type MigSavedSync = (MigSaved & { wouldBlock?: false; full?: false }) | { wouldBlock: true; full?: false } | { wouldBlock?: false; full: true; suspendMs: number };
 
 /** What a device worker answers to a load (migLoad). */
 export interface MigLoaded {
@@ -274,6 +286,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     const s = served.get(name);
     if (!s) return;
     served.delete(name);
+    earlies.delete(name);
     s.mbox.close();
     for (const d of [...s.kicks, s.config]) waiter?.unwatch(d);
     try {
@@ -345,6 +358,8 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
 
   const syncOp = (s: Served, op: string, args: unknown[]): unknown => {
     const dev = s.dev;
+    if (op === 'migSuspendSaveSync') return migSuspendSaveSync(migDev(dev.name));
+    if (op === 'migLoadSync') return migLoad(migDev(dev.name), args[0]);
     if (op === 'setVqCb') {
       const [idx, on] = args as [number, boolean];
       const call = s.calls[idx];
@@ -366,6 +381,48 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     const dev = need().bus.device(String(name));
     if (!(dev instanceof VdpaSimNet) && !(dev instanceof VdpaSimBlk)) throw new VirtioError(Code.Unsupported, `${String(name)} is not a vdpasim_net or vdpasim_blk device: it cannot migrate`);
     return dev;
+  };
+
+  /** Early states saved here (migEarlySave), by device name: a later save sends a delta over them. */
+  const earlies = new Map<string, EarlyState>();
+  const earlyOf = (dev: VdpaSimNet | VdpaSimBlk): EarlyState | null => {
+    const e = earlies.get(dev.name);
+    return e && e.mark.device === dev ? e : null;
+  };
+  /** The suspended device's state: the delta over its early state if it holds, else the full state. */
+  const saveMig = (dev: VdpaSimNet | VdpaSimBlk, delta: unknown): { state: Uint8Array; delta: boolean } => {
+    const e = delta === true ? earlyOf(dev) : null;
+    const d = e ? saveStateDelta(dev, e) : null;
+    return d ? { state: encodeStateDelta(d), delta: true } : { state: encodeState(saveState(dev)), delta: false };
+  };
+  const migLoad = (dev: VdpaSimNet | VdpaSimBlk, bytes: unknown): MigLoaded => {
+    if (!(bytes instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'migLoad needs the encoded state bytes');
+    // A full state after an early one (the source's control state moved meanwhile): start over.
+    if (dev.earlyStateId !== null && !isDeltaEncoding(bytes)) dev.reset();
+    loadState(dev, bytes);
+    return { storage: storageOf(dev) };
+  };
+  // Inside the downtime, through the device's mailbox: answered by this loop's next poll, with
+  // no event-loop turn on either side. Only a device that stops at once (nothing out at a
+  // backend) is suspended here; the full state, if the early one no longer holds, goes by the
+  // channel.
+  const migSuspendSaveSync = (dev: VdpaSimNet | VdpaSimBlk): MigSavedSync => {
+    if (dev instanceof VdpaSimBlk && dev.inFlight + dev.heldCompletions > 0) return { wouldBlock: true };
+    const t0 = performance.now();
+    // Nothing is in flight: the device suspends before suspendDrained() returns.
+    dev.suspendDrained().catch(() => {});
+    if (!dev.isSuspended) return { wouldBlock: true };
+    const t1 = performance.now();
+    const e = earlyOf(dev);
+    let d;
+    try {
+      d = e ? saveStateDelta(dev, e) : null;
+    } catch (err) {
+      dev.resume();
+      throw err;
+    }
+    if (!d) return { full: true, suspendMs: t1 - t0 };
+    return { state: encodeStateDelta(d), delta: true, storage: storageOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1, drained: 0 };
   };
 
   const storageOf = (dev: VdpaSimNet | VdpaSimBlk): MigStorage | null => {
@@ -581,7 +638,21 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         return migDev(args[0]).suspendDrained().then(() => null);
       case 'migSave': {
         const dev = migDev(args[0]);
-        return { state: encodeState(saveState(dev)), storage: storageOf(dev), suspendMs: 0, saveMs: 0, drained: 0 } satisfies MigSaved;
+        return { ...saveMig(dev, args[1]), storage: storageOf(dev), suspendMs: 0, saveMs: 0, drained: 0 } satisfies MigSaved;
+      }
+      case 'migEarlySave': {
+        // Pre-copy: the running device's control state; the worker keeps the mark to send a
+        // delta at the stop (migSuspendSave / migSuspendSaveSync).
+        const dev = migDev(args[0]);
+        const e = saveEarlyState(dev);
+        earlies.set(dev.name, e);
+        return e.bytes;
+      }
+      case 'migEarlyLoad': {
+        const dev = migDev(args[0]);
+        if (!(args[1] instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'migEarlyLoad needs the encoded early state');
+        if (dev.earlyStateId !== null) dev.reset(); // a newer early state replaces the one held
+        return loadEarlyState(dev, args[1]);
       }
       case 'migSuspendSave': {
         // Both in one request (one channel round trip less inside the downtime). A save that
@@ -592,20 +663,15 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         return dev.suspendDrained().then(() => {
           const t1 = performance.now();
           try {
-            const state = encodeState(saveState(dev));
-            return { state, storage: storageOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1, drained } satisfies MigSaved;
+            return { ...saveMig(dev, args[1]), storage: storageOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1, drained } satisfies MigSaved;
           } catch (e) {
             dev.resume();
             throw e;
           }
         });
       }
-      case 'migLoad': {
-        const dev = migDev(args[0]);
-        if (!(args[1] instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'migLoad needs the encoded state bytes');
-        loadState(dev, args[1]);
-        return { storage: storageOf(dev) } satisfies MigLoaded;
-      }
+      case 'migLoad':
+        return migLoad(migDev(args[0]), args[1]);
       case 'migStorage':
         return storageOf(migDev(args[0]));
       case 'migAnnounce': {

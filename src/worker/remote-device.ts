@@ -41,7 +41,7 @@ import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../virtio/constants.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxClient } from './mailbox.ts';
-import type { OpenedDevice, HostStats, MigSaved, MigLoaded, MigStorage } from './host.ts';
+import type { OpenedDevice, HostStats, MigSaved, MigSavedSync, MigLoaded, MigStorage } from './host.ts';
 import type { BlkBackendDescriptor } from './backend.ts';
 import type { SwitchLinkEndHandle } from './switch-link.ts';
 import type { SwitchPortStats } from '../devices/switch.ts';
@@ -594,17 +594,48 @@ export class RemoteVdpaDevice implements VdpaDevice {
    * Saves the suspended device's state in the binary encoding (encodeState), with where its disk
    * lives (blk: RAM disk place or backend storage; net: null).
    */
-  async saveState(): Promise<MigSaved> {
+  async saveState(opts: { delta?: boolean } = {}): Promise<MigSaved> {
     this.live();
-    return (await this.remote.request('migSave', this.name)) as MigSaved;
+    return (await this.remote.request('migSave', this.name, opts.delta === true)) as MigSaved;
   }
   /**
    * suspendDrained() then saveState() in one request; `suspendMs` / `saveMs` are the worker's
    * clock. If the save fails the worker resumes the device (it runs on) and this rejects.
+   * With `delta`, the state is a delta over the early state saved by {@link saveEarlyState}
+   * when the control state has not moved since (`delta: true` in the answer).
    */
-  async suspendAndSave(): Promise<MigSaved> {
+  async suspendAndSave(opts: { delta?: boolean } = {}): Promise<MigSaved> {
     this.live();
-    return (await this.remote.request('migSuspendSave', this.name)) as MigSaved;
+    return (await this.remote.request('migSuspendSave', this.name, opts.delta === true)) as MigSaved;
+  }
+  /**
+   * Migration pre-copy: the running device's early state (control state, no ring positions;
+   * saveEarlyState), binary-encoded. The worker keeps its mark, so that a later save with
+   * `delta` sends only what changes at the stop.
+   */
+  async saveEarlyState(): Promise<Uint8Array> {
+    this.live();
+    return (await this.remote.request('migEarlySave', this.name)) as Uint8Array;
+  }
+  /** Loads an early state into this fresh device (loadEarlyState); a newer one replaces one it holds. */
+  async loadEarlyState(state: Uint8Array): Promise<void> {
+    this.live();
+    await this.remote.request('migEarlyLoad', this.name, state);
+  }
+  /**
+   * Inside a migration's downtime, through this device's mailbox (a synchronous call the worker
+   * answers from its serving loop, no event-loop turn on either side): suspend and save the
+   * delta over the early state. Answers `wouldBlock` (nothing done) for a blk device with
+   * requests out at its backend — use {@link suspendAndSave}, which waits for them — and
+   * `full` (suspended) when the control state moved since the early save: fetch the full
+   * state with {@link saveState}.
+   */
+  suspendAndSaveSync(): MigSavedSync {
+    return this.call('migSuspendSaveSync') as MigSavedSync;
+  }
+  /** {@link loadState} through the mailbox, for a delta (small): no event-loop turn. */
+  loadStateSync(state: Uint8Array): MigLoaded {
+    return this.call('migLoadSync', state) as MigLoaded;
   }
   /**
    * Loads an encoded state into this fresh device (loadState: validated first, nothing changes
