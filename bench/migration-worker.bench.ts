@@ -1,8 +1,12 @@
 // Live migration between device workers (issue 9 §4, target: switchover downtime < 5 ms between
 // workers): the source device in one device worker, the destination in another, one shared
 // platform, the driver in this thread bound through a slot. Downtime = source suspend requested
-// → destination resumed (four channel round trips: suspend, save, load, plus the synchronous
-// switchover and resume through the mailboxes; blk also copies its RAM disk while stopped).
+// → destination resumed. Two ways, measured in the same run: two-stage (the early state moves
+// before the stop; inside it the delta goes through the devices' mailboxes — suspend+save,
+// load, resume — answered from the workers' serving loops, unless a blk source must wait for
+// its backend, which goes by the channel) and the whole state inside the downtime (channel
+// round trips: suspend+save, load; then the mailbox resume). blk RAM disks are also copied
+// while stopped.
 // Workloads: vdpasim_net with 8 queue pairs and full control state (every rx bit, 64 + 64 MACs,
 // 300 VLANs), a frame queued by the driver during every switchover; vdpasim_blk with a 256 KiB
 // and a 4 MiB RAM disk (copied while stopped), and with a 4 MiB file both workers open
@@ -30,11 +34,12 @@ function summary(name: string, reps: WorkerMigrationReport[]): Record<string, st
     workload: name, n: String(reps.length), 'downtime p50 ms': q('downtimeMs', 0.5), 'downtime p99 ms': q('downtimeMs', 0.99),
     'suspend p50': q('suspendMs', 0.5), 'save p50': q('saveMs', 0.5), 'load p50': q('loadMs', 0.5), 'disk p50': q('diskMs', 0.5),
     'resume p50': q('resumeMs', 0.5), 'state bytes': String(reps[0]!.stateBytes),
+    'by mailbox': `${reps.filter((r) => r.mailbox).length}/${reps.length}`,
     'disk bytes copied': String(reps[0]!.diskBytes), drained: String(reps.reduce((a, r) => a + r.drained, 0)),
   };
 }
 
-async function net(p: Platform, w: DeviceWorker[]): Promise<WorkerMigrationReport[]> {
+async function net(p: Platform, w: DeviceWorker[], early: boolean): Promise<WorkerMigrationReport[]> {
   const add = async (s: number): Promise<RemoteVdpaDevice> => {
     const name = `bnet${++names}`;
     await w[s]!.bus.devAdd('vdpasim_net', name, { mac: '02:00:00:00:00:09', maxVqp: 8 });
@@ -55,7 +60,7 @@ async function net(p: Platform, w: DeviceWorker[]): Promise<WorkerMigrationRepor
   const reps: WorkerMigrationReport[] = [];
   for (let m = 0; m < N; m++) {
     const dst = await add(1 - side);
-    const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot });
+    const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot, early });
     drv.send(frame); // queued while the device is stopped
     reps.push(await mig);
     await w[side]!.bus.devDel(cur.name);
@@ -70,7 +75,7 @@ async function net(p: Platform, w: DeviceWorker[]): Promise<WorkerMigrationRepor
 }
 
 /** `file`: a disk image both workers open (created by the first device); else a RAM disk. */
-async function blk(p: Platform, w: DeviceWorker[], sectors: number, file?: string): Promise<WorkerMigrationReport[]> {
+async function blk(p: Platform, w: DeviceWorker[], early: boolean, sectors: number, file?: string): Promise<WorkerMigrationReport[]> {
   let first = true;
   const add = async (s: number): Promise<RemoteVdpaDevice> => {
     const name = `bblk${++names}`;
@@ -85,7 +90,7 @@ async function blk(p: Platform, w: DeviceWorker[], sectors: number, file?: strin
   const reps: WorkerMigrationReport[] = [];
   for (let m = 0; m < N; m++) {
     const dst = await add(1 - side);
-    const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot });
+    const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot, early });
     const wr = drv.write((m * 8) % sectors, data); // queued while the device is stopped
     reps.push(await mig);
     await wr;
@@ -101,12 +106,16 @@ const p = Platform.create({ shared: true, ramSize: 64 << 20, privateSize: 16 << 
 const w = [await spawnDeviceWorker({ platform: p }), await spawnDeviceWorker({ platform: p })];
 const dir = mkdtempSync(join(tmpdir(), 'vdpa-bench-'));
 try {
-  const rows = [
-    summary('vdpasim_net, 8 queue pairs, full control state', await net(p, w)),
-    summary('vdpasim_blk, 256 KiB RAM disk copied', await blk(p, w, 512)),
-    summary('vdpasim_blk, 4 MiB RAM disk copied', await blk(p, w, 8192)),
-    summary('vdpasim_blk, 4 MiB file shared (no copy)', await blk(p, w, 8192, join(dir, 'disk.img'))),
-  ];
+  const rows = [];
+  for (const early of [true, false]) {
+    const how = early ? 'two-stage' : 'whole state';
+    rows.push(
+      summary(`vdpasim_net, 8 queue pairs, full control state, ${how}`, await net(p, w, early)),
+      summary(`vdpasim_blk, 256 KiB RAM disk copied, ${how}`, await blk(p, w, early, 512)),
+      summary(`vdpasim_blk, 4 MiB RAM disk copied, ${how}`, await blk(p, w, early, 8192)),
+      summary(`vdpasim_blk, 4 MiB file shared (no copy), ${how}`, await blk(p, w, early, 8192, join(dir, `disk-${how}.img`))),
+    );
+  }
   console.table(rows);
 } finally {
   await Promise.all(w.map((x) => x.close()));

@@ -27,11 +27,11 @@ function summary(name: string, all: MigrationReport[]): Record<string, string> {
   return {
     workload: name, n: String(reps.length), 'cold (1st) ms': all[0]!.downtimeMs.toFixed(3), 'downtime p50 ms': q('downtimeMs', 0.5), 'downtime p99 ms': q('downtimeMs', 0.99),
     'suspend p50': q('suspendMs', 0.5), 'save p50': q('saveMs', 0.5), 'load p50': q('loadMs', 0.5), 'resume p50': q('resumeMs', 0.5),
-    'state bytes': String(reps[0]!.stateBytes),
+    'state bytes': String(reps[0]!.stateBytes), 'early p50': q('earlyMs', 0.5),
   };
 }
 
-async function netDowntime(): Promise<MigrationReport[]> {
+async function netDowntime(early: boolean): Promise<MigrationReport[]> {
   const p = Platform.create({ ramSize: 32 << 20 });
   let src: VdpaSimNet = netDev(p, 8);
   const { slot, drv } = netDriver(p, src, 'split', 256);
@@ -46,7 +46,7 @@ async function netDowntime(): Promise<MigrationReport[]> {
   for (let m = 0; m < WARMUP + N; m++) {
     const dst = spare;
     reps.push(await migrate({
-      source: src, destination: dst, announce: false,
+      source: src, destination: dst, announce: false, early,
       // The driver sends while the device is stopped: the destination serves it on resume.
       switchover: (d) => { slot.switchTo(d); drv.send(frame); },
     }));
@@ -58,7 +58,7 @@ async function netDowntime(): Promise<MigrationReport[]> {
   return reps;
 }
 
-async function blkDowntime(): Promise<MigrationReport[]> {
+async function blkDowntime(early: boolean): Promise<MigrationReport[]> {
   const p = Platform.create({ ramSize: 32 << 20 });
   const disk = new SharedDisk(4096);
   let src: VdpaSimBlk = blkDev(p, disk);
@@ -70,7 +70,7 @@ async function blkDowntime(): Promise<MigrationReport[]> {
     await Promise.resolve();
     if (src.inFlight !== 128) throw new Error(`${src.inFlight} requests in flight, wanted 128`);
     const dst = spare;
-    reps.push(await migrate({ source: src, destination: dst, switchover: (d) => slot.switchTo(d) }));
+    reps.push(await migrate({ source: src, destination: dst, early, switchover: (d) => slot.switchTo(d) }));
     await Promise.all(reqs);
     src.reset();
     spare = src;
@@ -111,10 +111,14 @@ function loggingCost(): Bench {
   return bench;
 }
 
-const net = await netDowntime();
-const blk = await blkDowntime();
+const rows = [];
+for (const early of [true, false]) {
+  const how = early ? 'two-stage (delta in the window)' : 'whole state in the window';
+  rows.push(summary(`vdpasim_net 8 qp, full control state, ${how}`, await netDowntime(early)));
+  rows.push(summary(`vdpasim_blk, 128 requests in flight, ${how}`, await blkDowntime(early)));
+}
 console.log(`\nSwitchover downtime, one thread, ${N} migrations each after ${WARMUP} not counted (Node ${process.version})`);
-console.table([summary('vdpasim_net 8 qp, full control state', net), summary('vdpasim_blk, 128 requests in flight', blk)]);
+console.table(rows);
 // The machine is shared: run the on/off pairs ROUNDS times and take the median ratio.
 const ROUNDS = Number(process.env.LOG_ROUNDS ?? 3);
 const ratios: Record<string, number[]> = { split: [], packed: [] };

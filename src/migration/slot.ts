@@ -14,7 +14,8 @@ export interface VdpaSlot<T extends VdpaDevice> {
   readonly current: T;
   /**
    * Installs the callbacks set through the handle on `next` ahead of a switch (a fresh device
-   * never runs them before it is resumed), so the switch itself makes no call per queue.
+   * never runs them before it is resumed), so the switch itself makes no call per queue. A
+   * reset of `next` clears them (as any reset clears queue callbacks): prepare it again.
    */
   prepare(next: T): void;
   /**

@@ -51,6 +51,12 @@ export interface WorkerMigrateOptions {
    * through the channel. @default true
    */
   early?: boolean;
+  /**
+   * Runs after the early state moved and before the source stops (pre-copy work of the
+   * caller's goes here). If the control state changes meanwhile, the full state moves instead
+   * of the delta.
+   */
+  round?: () => void | Promise<void>;
   /** Clock in ms. @default performance.now */
   now?: () => number;
 }
@@ -64,7 +70,7 @@ export interface WorkerMigrationReport {
   suspendMs: number;
   /** saveState + encoding in the source worker, plus half the round trip (the bytes' way here). */
   saveMs: number;
-  /** Decoding + loadState in the destination worker. */
+  /** Decoding + loadState in the destination worker (with a slot and a delta, the resume too: one mailbox call). */
   loadMs: number;
   /** Copy of the blk RAM disk in the shared memory (0 for net and for a shared backend). */
   diskMs: number;
@@ -74,7 +80,7 @@ export interface WorkerMigrationReport {
   drained: number;
   /** blk: 'ram' (the RAM disk was copied) or 'backend' (shared storage, nothing copied); null for net. */
   storage: MigStorage['kind'] | null;
-  /** switchover() + resume() of the destination. */
+  /** switchover() + resume() of the destination (0 when the load's mailbox call resumed it). */
   resumeMs: number;
   /** Source suspend requested → destination resumed: the switchover downtime. */
   downtimeMs: number;
@@ -114,7 +120,13 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     // Refused here, nothing stopped: the source runs on.
     await dst.loadEarlyState(await src.saveEarlyState());
   }
-  const earlyMs = now() - te;
+  const earlyMs = useEarly ? now() - te : 0;
+  try {
+    await o.round?.();
+  } catch (e) {
+    if (useEarly) dst.reset(); // nothing stopped: the destination forgets the early state
+    throw e;
+  }
   slot?.prepare(dst);
   // A device its driver suspended (SUSPEND status bit, VIRTIO 1.4 §3.4) is stopped and stays so.
   const byDriver = (src.getStatus() & VIRTIO_CONFIG_S_SUSPEND) !== 0;
@@ -174,38 +186,66 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     }
   }
   const tSave = now();
-  try {
-    if (saved.delta) dst.loadStateSync(saved.state);
-    else await dst.loadState(saved.state);
-  } catch (e) {
-    dropEarly();
-    restart(); // the destination refused (and changed nothing): the source runs on
-    throw e;
-  }
-  const tLoad = now();
   let diskBytes = 0;
-  const undo = (e: unknown): never => {
-    try {
-      dst.reset();
-    } catch {
-      /* a dead destination has nothing to forget */
+  let diskMs = 0;
+  let loadMs = 0;
+  const copyDisk = (): void => {
+    const t = now();
+    if (ss?.kind === 'ram' && ds?.kind === 'ram') {
+      p.u8.copyWithin(ds.addr, ss.addr, ss.addr + ss.bytes);
+      diskBytes = ss.bytes;
     }
-    restart();
-    throw e;
+    diskMs = now() - t;
   };
-  if (ss?.kind === 'ram' && ds?.kind === 'ram') {
-    p.u8.copyWithin(ds.addr, ss.addr, ss.addr + ss.bytes);
-    diskBytes = ss.bytes;
+  if (saved.delta && slot && !byDriver) {
+    // One mailbox call loads the delta and resumes: the disk is copied first (the source is
+    // stopped, the destination not yet serving) and the slot switched before it — nothing in
+    // this thread runs between the switch and the call, so no kick can go astray.
+    copyDisk();
+    slot.switchTo(dst, { keepOld: true });
+    const tl = now();
+    try {
+      dst.loadStateSync(saved.state, { resume: true });
+    } catch (e) {
+      slot.switchTo(src, { keepOld: true });
+      dropEarly();
+      restart(); // the destination refused (and changed nothing): the source runs on
+      throw e;
+    }
+    loadMs = now() - tl;
+  } else {
+    const tl = now();
+    try {
+      if (saved.delta) dst.loadStateSync(saved.state);
+      else await dst.loadState(saved.state);
+    } catch (e) {
+      dropEarly();
+      restart(); // the destination refused (and changed nothing): the source runs on
+      throw e;
+    }
+    loadMs = now() - tl;
+    // A full state after an early one reset the destination first, and a reset clears queue
+    // callbacks (as Linux's vdpasim_do_reset does): the slot installs them again.
+    if (slot && useEarly && !saved.delta) slot.prepare(dst);
+    const undo = (e: unknown): never => {
+      try {
+        dst.reset();
+      } catch {
+        /* a dead destination has nothing to forget */
+      }
+      restart();
+      throw e;
+    };
+    copyDisk();
+    try {
+      if (slot) slot.switchTo(dst, { keepOld: true });
+      else o.switchover?.(dst);
+    } catch (e) {
+      if (slot?.current === dst) slot.switchTo(src, { keepOld: true });
+      undo(e);
+    }
+    if (!byDriver) dst.resume(); // else the driver resumes it with DRIVER_OK
   }
-  const tDisk = now();
-  try {
-    if (slot) slot.switchTo(dst, { keepOld: true });
-    else o.switchover?.(dst);
-  } catch (e) {
-    if (slot?.current === dst) slot.switchTo(src, { keepOld: true });
-    undo(e);
-  }
-  if (!byDriver) dst.resume(); // else the driver resumes it with DRIVER_OK
   const tRes = now();
   slot?.detach(src); // after the downtime: the suspended source rings nothing anyway
   // A call the source rang before it stopped may have been polled here after the driver's
@@ -213,8 +253,8 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   dst.callAll();
   if (o.announce ?? true) await dst.announce();
   return {
-    suspendMs: tSusp - t0, saveMs: tSave - tSusp, loadMs: tLoad - tSave, diskMs: tDisk - tLoad, diskBytes,
-    resumeMs: tRes - tDisk, downtimeMs: tRes - t0, stateBytes: saved.state.length, drained: saved.drained ?? 0, storage: ss?.kind ?? null,
+    suspendMs: tSusp - t0, saveMs: tSave - tSusp, loadMs, diskMs, diskBytes,
+    resumeMs: tRes - tSave - loadMs - diskMs, downtimeMs: tRes - t0, stateBytes: saved.state.length, drained: saved.drained ?? 0, storage: ss?.kind ?? null,
     earlyMs, moved: saved.delta ? 'delta' : 'full', mailbox,
   };
 }

@@ -28,7 +28,7 @@
 // · vhostNodes() · vhostOpen(node, mailbox?) · vhostIoctl(fid, request, arg) · vhostWrite(fid, msg)
 // · vhostClose(fid) · stats() · shutdown() · migSuspend(name) · migSave(name, delta?) · migSuspendSave(name, delta?) · migLoad(name, bytes)
 // · migEarlySave(name) · migEarlyLoad(name, bytes); and through an opened device's mailbox, inside a migration's
-// downtime: migSuspendSaveSync() · migLoadSync(bytes)
+// downtime: migSuspendSaveSync() · migLoadSync(bytes, resume?)
 // · migAnnounce(name) · migStorage(name).
 //
 // devAdd's attrs are posted, so a blk `backend` is a descriptor (backend.ts), not an object: the
@@ -359,7 +359,12 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
   const syncOp = (s: Served, op: string, args: unknown[]): unknown => {
     const dev = s.dev;
     if (op === 'migSuspendSaveSync') return migSuspendSaveSync(migDev(dev.name));
-    if (op === 'migLoadSync') return migLoad(migDev(dev.name), args[0]);
+    if (op === 'migLoadSync') {
+      const d = migDev(dev.name);
+      const r = migLoad(d, args[0]);
+      if (args[1] === true) d.resume();
+      return r;
+    }
     if (op === 'setVqCb') {
       const [idx, on] = args as [number, boolean];
       const call = s.calls[idx];

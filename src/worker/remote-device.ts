@@ -633,9 +633,12 @@ export class RemoteVdpaDevice implements VdpaDevice {
   suspendAndSaveSync(): MigSavedSync {
     return this.call('migSuspendSaveSync') as MigSavedSync;
   }
-  /** {@link loadState} through the mailbox, for a delta (small): no event-loop turn. */
-  loadStateSync(state: Uint8Array): MigLoaded {
-    return this.call('migLoadSync', state) as MigLoaded;
+  /**
+   * {@link loadState} through the mailbox, for a delta (small): no event-loop turn. With
+   * `resume`, the device is resumed in the same call once loaded.
+   */
+  loadStateSync(state: Uint8Array, opts: { resume?: boolean } = {}): MigLoaded {
+    return this.call('migLoadSync', state, opts.resume === true) as MigLoaded;
   }
   /**
    * Loads an encoded state into this fresh device (loadState: validated first, nothing changes

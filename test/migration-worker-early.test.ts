@@ -1,0 +1,92 @@
+// Two-stage migration between device workers: the early state moves before the stop and the
+// delta inside the downtime through the devices' mailboxes; a control change after the early
+// save makes the full state move instead (through the channel), and the destination ends with
+// the change; `early: false` moves the whole state inside the downtime. The destination's
+// state is read back from its worker (suspend + full save, decoded) and compared with the
+// driver's view.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  Platform, VirtioNetDriver, migrateBetweenWorkers, decodeState, VirtioError, Code, type RemoteVdpaDevice, type DeviceState,
+} from '../src/index.ts';
+import { spawnDeviceWorker } from '../src/node.ts';
+import { slotDriver } from './helpers/migration.ts';
+import { until } from './helpers/until.ts';
+
+const hex = (m: number[]) => m.map((x) => x.toString(16).padStart(2, '0')).join(':');
+
+/** The device's whole state, read from its worker (it is suspended for the read and resumed). */
+async function stateOf(dev: RemoteVdpaDevice): Promise<DeviceState> {
+  const saved = await dev.suspendAndSave();
+  dev.resume();
+  return decodeState(saved.state);
+}
+
+test('net between workers: delta by mailbox; a VLAN added after the early save moves the full state; early: false moves it all', async () => {
+  const p = Platform.create({ shared: true, ramSize: 48 << 20, privateSize: 16 << 20 });
+  const w = [await spawnDeviceWorker({ platform: p }), await spawnDeviceWorker({ platform: p })];
+  try {
+    let n = 0;
+    const add = async (side: number): Promise<RemoteVdpaDevice> => {
+      const name = `enet${++n}`;
+      await w[side]!.bus.devAdd('vdpasim_net', name, { mac: '02:00:00:00:00:07', maxVqp: 4 });
+      return w[side]!.bus.openDevice(name);
+    };
+    let side = 0;
+    let cur = await add(side);
+    const { slot, drv } = slotDriver(p, cur, 64, VirtioNetDriver);
+    await drv.setRxMode({ promisc: false, allmulti: true, alluni: false, nomulti: false, nouni: false, nobcast: false });
+    await drv.setMacTable(Array.from({ length: 64 }, (_, i) => hex([2, 1, 0, 0, 0, i])), [hex([1, 0, 0x5e, 0, 0, 1])]);
+    for (let v = 1; v <= 100; v++) await drv.addVlan(v * 11);
+    await drv.setQueuePairs(4);
+    let got = 0;
+    drv.onFrame(() => got++);
+    const frame = new Uint8Array(64).fill(0x33);
+    frame.set([2, 0, 0, 0, 0, 7, 2, 0, 0, 0, 0, 7]);
+    const migrateTo = async (opts: { early?: boolean; round?: () => Promise<void> } = {}) => {
+      const dst = await add(1 - side);
+      const rep = await migrateBetweenWorkers({ source: cur, destination: dst, slot, announce: false, ...opts });
+      await w[side]!.bus.devDel(cur.name);
+      cur = dst;
+      side = 1 - side;
+      drv.send(frame);
+      await until(() => got === sent + 1, 5000, 'the frame back through the destination');
+      sent++;
+      return rep;
+    };
+    let sent = 0;
+    const before = await stateOf(cur);
+
+    const a = await migrateTo();
+    assert.equal(a.moved, 'delta');
+    assert.equal(a.mailbox, true, 'suspend+save, load+resume: mailbox calls only');
+    assert.ok(a.stateBytes < 200, `${a.stateBytes} bytes`);
+    const afterA = await stateOf(cur);
+    assert.deepEqual(afterA.net, before.net, 'the control state came with the early state');
+    assert.deepEqual(afterA.config, before.config);
+
+    const b = await migrateTo({ round: async () => { await drv.addVlan(4000); } });
+    assert.equal(b.moved, 'full', 'the control state moved after the early save');
+    assert.equal(b.mailbox, false);
+    const afterB = await stateOf(cur);
+    assert.ok(afterB.net!.vlans.includes(4000), 'the destination has the VLAN added during pre-copy');
+    assert.deepEqual(afterB.net!.vlans, [...before.net!.vlans, 4000]);
+
+    const c = await migrateTo({ early: false });
+    assert.equal(c.moved, 'full');
+    assert.equal(c.mailbox, false);
+    assert.equal(c.earlyMs, 0);
+    assert.deepEqual((await stateOf(cur)).net, afterB.net);
+
+    // A round that throws: nothing stopped, the destination forgets the early state.
+    const dst = await add(1 - side);
+    await assert.rejects(migrateBetweenWorkers({ source: cur, destination: dst, slot, round: () => { throw new VirtioError(Code.Cancelled, 'operator'); } }),
+      (e: unknown) => e instanceof VirtioError && e.code === Code.Cancelled);
+    assert.equal(dst.getStatus(), 0, 'the destination is fresh again');
+    assert.equal(slot.current, cur);
+    drv.send(frame);
+    await until(() => got === sent + 1, 5000, 'the frame back through the source');
+  } finally {
+    await Promise.all(w.map((x) => x.close()));
+  }
+});
