@@ -2,7 +2,10 @@
 // TypeError, a trap or a hang) and leaves the destination fresh; the binary decoder likewise.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Platform, VirtioError, saveState, loadState, encodeState, decodeState, seeded, type DeviceState } from '../src/index.ts';
+import {
+  Platform, VirtioError, saveState, loadState, encodeState, decodeState, seeded, saveEarlyState, loadEarlyState, saveStateDelta,
+  encodeStateDelta, decodeStateDelta, type DeviceState, type DeviceStateDelta,
+} from '../src/index.ts';
 import { netDev, netDriver, blkDev, blkDriver, SharedDisk } from './helpers/migration.ts';
 
 const VALUES: unknown[] = [null, undefined, -1, 0, 1, 2 ** 53, 0.5, NaN, '', '0x', '0xffffffffffffffffff', 'zz', [], {}, true, 65535, 65536, 4096];
@@ -13,7 +16,7 @@ function paths(v: unknown, prefix: (string | number)[] = [], out: (string | numb
   return out;
 }
 
-function mutate(s: DeviceState, rnd: () => number): unknown {
+function mutate(s: DeviceState | DeviceStateDelta, rnd: () => number): unknown {
   const c = structuredClone(s) as unknown as Record<string, unknown>;
   const all = paths(c).filter((p) => p.length > 0);
   const p = all[Math.floor(rnd() * all.length)]!;
@@ -61,4 +64,46 @@ test('mutated net and blk states: typed refusals, destination unchanged', async 
   }
   console.log(`# refused ${refused} of 600`);
   assert.ok(refused > 300, `${refused} of 600 mutated states refused`);
+});
+
+test('mutated deltas: typed refusals, the destination still waits for its delta and takes the good one after', async () => {
+  const p = Platform.create({ ramSize: 16 << 20 });
+  const rnd = seeded(7);
+  let refused = 0;
+  for (const layout of ['split', 'packed'] as const) {
+    const src = netDev(p, 2);
+    const { drv } = netDriver(p, src, layout);
+    await drv.addVlan(9);
+    const early = saveEarlyState(src);
+    const dst = netDev(p, 2);
+    loadEarlyState(dst, early.bytes);
+    await src.suspendDrained();
+    const d = saveStateDelta(src, early)!;
+    const bin = encodeStateDelta(d);
+    for (let i = 0; i < 300; i++) {
+      const m = mutate(d, rnd) as DeviceStateDelta;
+      try {
+        loadState(dst, m);
+        // A mutation the device accepts (a value it takes, such as another ring position):
+        // back to the early state for the next one.
+        dst.reset();
+        loadEarlyState(dst, early.bytes);
+      } catch (e) {
+        assert.ok(e instanceof VirtioError, `not a VirtioError: ${String(e)}`);
+        assert.equal(dst.earlyStateId, early.id, 'still waiting for its delta');
+        refused++;
+      }
+      const b = bin.slice(0, Math.max(1, bin.length - Math.floor(rnd() * 3)));
+      b[Math.floor(rnd() * b.length)] = Math.floor(rnd() * 256);
+      try {
+        decodeStateDelta(b);
+      } catch (e) {
+        assert.ok(e instanceof VirtioError, `decode: not a VirtioError: ${String(e)}`);
+      }
+    }
+    loadState(dst, bin);
+    assert.deepEqual(saveState(dst), saveState(src));
+  }
+  console.log(`# refused ${refused} of 600 mutated deltas`);
+  assert.ok(refused > 300, `${refused} of 600 mutated deltas refused`);
 });
