@@ -48,6 +48,7 @@ import { VHOST_SET_VRING_KICK, VHOST_VRING_FILE, VHOST_FILE_UNBIND } from '../vh
 import { VdpaSimNetMgmt, VdpaSimBlkMgmt, type MgmtDevAttrs } from '../mgmt/mgmtdev.ts';
 import { L2Switch } from '../devices/switch.ts';
 import { VdpaSimNet } from '../devices/net.ts';
+import { VIRTIO_CONFIG_S_DRIVER_OK } from '../virtio/constants.ts';
 import { runVdpa } from '../cli/vdpa.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
 import { SwitchLinkEnd, type SwitchLinkEndHandle } from './switch-link.ts';
@@ -412,11 +413,16 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
   // backend) is suspended here; the full state, if the early one no longer holds, goes by the
   // channel.
   const migSuspendSaveSync = (dev: VdpaSimNet | VdpaSimBlk): MigSavedSync => {
+    // What suspendDrained() refuses, refused here as a throw (not a rejection to ignore).
+    if (dev.isSuspended || dev.isSuspending || !(dev.getStatus() & VIRTIO_CONFIG_S_DRIVER_OK)) {
+      throw new VirtioError(Code.FailedPrecondition, 'only a running device (DRIVER_OK) can be suspended');
+    }
     if (dev instanceof VdpaSimBlk && dev.inFlight + dev.heldCompletions > 0) return { wouldBlock: true };
     const t0 = performance.now();
-    // Nothing is in flight: the device suspends before suspendDrained() returns.
-    dev.suspendDrained().catch(() => {});
-    if (!dev.isSuspended) return { wouldBlock: true };
+    // Nothing is in flight (the device's pendingWork() is what was just read): it suspends
+    // before suspendDrained() returns, and the promise can only resolve.
+    dev.suspendDrained().catch(() => {}); // (never rejects here; a rejection is not left unhandled)
+    if (!dev.isSuspended) throw new VirtioError(Code.Internal, `${dev.name} did not suspend with nothing in flight`);
     const t1 = performance.now();
     const e = earlyOf(dev);
     let d;
