@@ -68,9 +68,16 @@ test('a pattern written by the guest lands in the file the worker opened, and th
 test('sequential O_DIRECT requests to the worker\'s file backend are answered without waiting out the serving loop\'s park', async () => {
   // Each 4 KiB request is one backend write whose answer is a callback of the worker's event
   // loop. A serving loop parked in Atomics.wait held every one for its whole park (50 ms):
-  // 2048 requests took 100 s. The limit is a hang guard with a 25× margin, not a figure.
+  // 2048 requests took 100 s, each ending its park by the timeout. So the check counts parks
+  // that timed out, not milliseconds (a time limit is load-dependent: 15 s of a 40 s limit on a
+  // loaded 2-core machine). Fixed, a park times out only when the guest leaves the worker idle
+  // a whole park (18 in 2048 requests); broken, one per request (2057). The shell's limit is a
+  // hang guard above the broken case's 100 s.
   const r = rig!;
-  await r.shell.ok('dd if=/dev/zero of=/dev/vda bs=4k count=2048 oflag=direct 2>/dev/null', 40_000);
+  const s0 = await r.worker!.bus.stats();
+  await r.shell.ok('dd if=/dev/zero of=/dev/vda bs=4k count=2048 oflag=direct 2>/dev/null', 300_000);
   const stats = await r.worker!.bus.stats();
   assert.ok(stats.kicks >= 2048, `kicks ${stats.kicks}`);
+  const timedOut = (stats.sleeps - stats.wakeups) - (s0.sleeps - s0.wakeups);
+  assert.ok(timedOut < 512, `${timedOut} parks of the serving loop ran out their timeout during 2048 requests`);
 });

@@ -210,7 +210,7 @@ export class DoorbellWaiter {
         r = Atomics.load(this.platform.i32, this.i) !== seq ? 'ok' : 'timed-out';
       }
       this.sleeps++;
-      if (r === 'ok') this.wakeups++;
+      if (r !== 'timed-out') this.wakeups++;
     } finally {
       this.unpark();
     }
