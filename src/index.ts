@@ -101,7 +101,7 @@ export type { DeviceState, DeviceStateDelta, EarlyState, VqStateEntry, MapEntry,
 export type { DirtyLogOptions } from './migration/dirty-log.ts';
 export type { DeviceSlot, VdpaSlot } from './migration/slot.ts';
 export type { MigrateOptions, MigrationReport } from './migration/migrate.ts';
-export type { SimCoreState } from './devices/sim-core.ts';
+export type { SimCoreState, ControlStateMark } from './devices/sim-core.ts';
 export type { OpfsBackendOptions, OpfsSyncAccessHandle } from './browser/opfs-backend.ts';
 export type { BrowserLabRunner, BrowserLabRunnerOptions, LabWorkerLike, LabWorkerEvent } from './browser/lab-runner.ts';
 export type { PortLike, PortListener, RequestHandler, ChannelOptions } from './worker/channel.ts';
@@ -120,7 +120,7 @@ export { VhostNetCvq, vhostSave, vhostLoad, checkVhostState } from './migration/
 export type { VhostVringSetup, VhostVringState, NetShadowState, VhostMigrationState, VhostNetCvqOptions, VhostLoadOptions, VhostLoadMap, VhostLoadDoorbells } from './migration/vhost-migrate.ts';
 export { migrateBetweenWorkers } from './migration/worker-migrate.ts';
 export type { WorkerMigrateOptions, WorkerMigrationReport } from './migration/worker-migrate.ts';
-export type { MigDisk, MigBackend, MigStorage, MigSaved, MigSavedSync, MigLoaded } from './worker/host.ts';
+export type { MigDisk, MigBackend, MigStorage, MigSaved, MigSavedSync, MigSavedNow, MigWouldBlock, MigNeedsFull, MigLoaded } from './worker/host.ts';
 export { checkBackendDescriptor, cannotResolve } from './worker/backend.ts';
 export type { BlkBackendDescriptor, FileBackendDescriptor, OpfsBackendDescriptor, ResolvedBackend, BackendResolver } from './worker/backend.ts';
 export { PingResponder, inetChecksum } from './devices/ping-responder.ts';

@@ -1184,14 +1184,34 @@ export interface SimCoreState {
 
 /** What {@link VdpaSim.markControlState} took: opaque to callers, compared by the device. */
 export interface ControlStateMark {
+  /** The device it was taken on (a mark compares only with its own device). */
   readonly device: VdpaSim;
+  /** Negotiated features. */
   readonly driverFeatures: bigint;
+  /** Status without DRIVER_OK and SUSPEND (the bits a switchover changes). */
   readonly status: number;
+  /** Config generation. */
   readonly generation: number;
+  /** Config space bytes (a copy). */
   readonly config: Uint8Array;
+  /** Address space of each group. */
   readonly groupAsid: readonly number[];
+  /** Each IOTLB's generation (bumped on every map change). */
   readonly iotlbGens: readonly number[];
-  readonly vqs: readonly { num: number; desc: bigint; driver: bigint; device: bigint; ready: boolean }[];
+  /** Each queue's size, areas and enable bit. */
+  readonly vqs: readonly {
+    /** Queue size. */
+    num: number;
+    /** Descriptor area IOVA. */
+    desc: bigint;
+    /** Driver area IOVA. */
+    driver: bigint;
+    /** Device area IOVA. */
+    device: bigint;
+    /** Enabled. */
+    ready: boolean;
+  }[];
+  /** The class's control state (net: its filter block), or null. */
   readonly cls: Uint8Array | null;
 }
 

@@ -207,7 +207,33 @@ export interface MigSaved {
  * or `full` (suspended, but the control state moved since the early save and the full state
  * goes through the channel, whose messages have no mailbox's size limit).
  */
-export type MigSavedSync = (MigSaved & { wouldBlock?: false; full?: false }) | { wouldBlock: true; full?: false } | { wouldBlock?: false; full: true; suspendMs: number };
+export type MigSavedSync = MigSavedNow | MigWouldBlock | MigNeedsFull;
+
+/** migSuspendSaveSync: suspended and saved (the delta). */
+export interface MigSavedNow extends MigSaved {
+  /** Absent. */
+  wouldBlock?: false;
+  /** Absent. */
+  full?: false;
+}
+
+/** migSuspendSaveSync: nothing was done (blk requests are out at the backend). */
+export interface MigWouldBlock {
+  /** Always true. */
+  wouldBlock: true;
+  /** Absent. */
+  full?: false;
+}
+
+/** migSuspendSaveSync: the device is suspended, but the full state is needed (fetch it with migSave). */
+export interface MigNeedsFull {
+  /** Absent. */
+  wouldBlock?: false;
+  /** Always true. */
+  full: true;
+  /** ms the suspend took in the worker. */
+  suspendMs: number;
+}
 
 /** What a device worker answers to a load (migLoad). */
 export interface MigLoaded {
