@@ -101,7 +101,7 @@ export type { DeviceState, DeviceStateDelta, EarlyState, VqStateEntry, MapEntry,
 export type { DirtyLogOptions } from './migration/dirty-log.ts';
 export type { DeviceSlot, VdpaSlot } from './migration/slot.ts';
 export type { MigrateOptions, MigrationReport } from './migration/migrate.ts';
-export type { SimCoreState, ControlStateMark } from './devices/sim-core.ts';
+export type { SimCoreState, SimPositions, ControlStateMark } from './devices/sim-core.ts';
 export type { OpfsBackendOptions, OpfsSyncAccessHandle } from './browser/opfs-backend.ts';
 export type { BrowserLabRunner, BrowserLabRunnerOptions, LabWorkerLike, LabWorkerEvent } from './browser/lab-runner.ts';
 export type { PortLike, PortListener, RequestHandler, ChannelOptions } from './worker/channel.ts';

@@ -745,6 +745,21 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     return true;
   }
 
+  /**
+   * Every queue's ring position (null for a queue never sized) and the status and generation:
+   * what a migration's delta carries. Same preconditions as {@link saveCoreState}; reads
+   * nothing else (no map or config copies inside the downtime).
+   */
+  savePositions(): SimPositions {
+    this.live();
+    if (this.earlyBase !== null) throw new VirtioError(Code.FailedPrecondition, `${this.name} holds an early state without its ring positions: load the switchover state first`);
+    if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, `${this.name} must be suspended to save its state`);
+    if (this.pendingWork() > 0) throw new VirtioError(Code.FailedPrecondition, `${this.name} has ${this.pendingWork()} requests in flight: suspend with suspendDrained() or the SUSPEND status bit`);
+    const vqs: (VqState | null)[] = [];
+    for (let i = 0; i < this.vqs.length; i++) vqs.push(this.vqs[i]!.num === 0 ? null : this.getVqState(i));
+    return { status: this.status, generation: this.generation, vqs };
+  }
+
   /** The id of the early state this device holds without its ring positions, or null. */
   get earlyStateId(): number | null {
     return this.earlyBase;
@@ -1180,6 +1195,16 @@ export interface SimCoreState {
     /** Ring position (getVqState), or null for a queue never sized. */
     state: VqState | null;
   }[];
+}
+
+/** What {@link VdpaSim.savePositions} returns. */
+export interface SimPositions {
+  /** Device status. */
+  status: number;
+  /** Config generation. */
+  generation: number;
+  /** Every queue's ring position (null for a queue never sized). */
+  vqs: (VqState | null)[];
 }
 
 /** What {@link VdpaSim.markControlState} took: opaque to callers, compared by the device. */

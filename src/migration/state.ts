@@ -202,10 +202,8 @@ export function saveStateDelta(dev: MigratableDevice, early: EarlyState): Device
   if (early.mark.device !== dev) throw new VirtioError(Code.InvalidArgument, `device state: that early state was saved from another device than ${dev.name}`);
   if (!dev.isSuspended) throw new VirtioError(Code.FailedPrecondition, `${dev.name} must be suspended to save its state`);
   if (!dev.controlStateUnchanged(early.mark)) return null;
-  const c = dev.saveCoreState();
-  const vqs: (VqState | null)[] = [];
-  for (const v of c.vqs) vqs.push(v.state);
-  return { format: DEVICE_STATE_DELTA_FORMAT, version: 1, class: early.state.class, base: early.id, status: c.status, generation: c.generation, vqs };
+  const c = dev.savePositions();
+  return { format: DEVICE_STATE_DELTA_FORMAT, version: 1, class: early.state.class, base: early.id, status: c.status, generation: c.generation, vqs: c.vqs };
 }
 
 /**
