@@ -255,3 +255,47 @@ test('blk: 20 two-stage migrations with 32 requests in flight each: every write 
   await drv.read(8, back);
   assert.deepEqual(back, model.subarray(8 * 512, 8 * 512 + 4096));
 });
+
+test('migrate() to a destination that is not fresh refuses it and leaves it as it was (two-stage and whole state)', async () => {
+  const r = await netRig('split');
+  const busy = netDev(r.p, 4);
+  netDriver(r.p, busy, 'split', 64); // a driver has it running
+  const status = busy.getStatus();
+  assert.ok(status & VIRTIO_CONFIG_S_DRIVER_OK);
+  for (const early of [true, false]) {
+    await assert.rejects(migrate({ source: r.src, destination: busy, early, announce: false }), isCode(Code.FailedPrecondition));
+    assert.equal(busy.getStatus(), status, `early ${early}: the busy device is untouched`);
+    assert.equal(r.src.running, true, `early ${early}: the source runs on`);
+  }
+});
+
+test('garbage to the two-stage calls: InvalidArgument, never a TypeError', async () => {
+  const r = await netRig('packed');
+  const early = saveEarlyState(r.src);
+  await r.src.suspendDrained();
+  for (const [what, fake] of [['{}', {}], ['null', null], ['a copy', { ...early }], ['7', 7]] as const) {
+    assert.throws(() => saveStateDelta(r.src, fake as never), isCode(Code.InvalidArgument), `early state: ${what}`);
+  }
+  assert.throws(() => r.src.controlStateUnchanged({ ...early.mark }), isCode(Code.InvalidArgument), 'a copied mark');
+  assert.throws(() => r.src.controlStateUnchanged(null as never), isCode(Code.InvalidArgument));
+  const d = saveStateDelta(r.src, early)!;
+  const dst = netDev(r.p, 4);
+  loadEarlyState(dst, early.bytes);
+  assert.throws(() => dst.loadPositions(d.base, d.status, d.generation, null as never), isCode(Code.InvalidArgument));
+  const sparse = d.vqs.slice();
+  delete sparse[2];
+  const bads: [string, DeviceStateDelta['vqs']][] = [
+    ['a hole', sparse],
+    ['layout x', d.vqs.map((v, i) => (i === 0 ? { ...v, layout: 'x' } : v)) as DeviceStateDelta['vqs']],
+    ['an index past u16', d.vqs.map((v, i) => (i === 0 ? { ...v, lastAvailIdx: 65541 } : v)) as DeviceStateDelta['vqs']],
+    ['a wrap of 2', d.vqs.map((v, i) => (i === 0 ? { ...v, lastUsedWrap: 2 } : v)) as DeviceStateDelta['vqs']],
+    ['a string', d.vqs.map((v, i) => (i === 0 ? 'x' : v)) as unknown as DeviceStateDelta['vqs']],
+  ];
+  for (const [what, vqs] of bads) {
+    assert.throws(() => encodeStateDelta({ ...d, vqs }), isCode(Code.InvalidArgument), `encode: ${what}`);
+    assert.throws(() => loadState(dst, { ...d, vqs }), isCode(Code.InvalidArgument), `load: ${what}`);
+    assert.equal(dst.earlyStateId, early.id);
+  }
+  loadState(dst, d);
+  assert.deepEqual(saveState(dst), saveState(r.src));
+});

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Platform, VirtioNetDriver, migrateBetweenWorkers, decodeState, VirtioError, Code, type RemoteVdpaDevice, type DeviceState,
+  Platform, VirtioNetDriver, VirtioBlkDriver, migrateBetweenWorkers, decodeState, encodeState, VirtioError, Code, type RemoteVdpaDevice, type DeviceState,
 } from '../src/index.ts';
 import { spawnDeviceWorker } from '../src/node.ts';
 import { slotDriver } from './helpers/migration.ts';
@@ -90,3 +90,49 @@ test('net between workers: delta by mailbox; a VLAN added after the early save m
     await Promise.all(w.map((x) => x.close()));
   }
 });
+
+test('garbage to the worker migration requests leaves a destination holding its early state as it was; the migration then works', async () => {
+  const p = Platform.create({ shared: true, ramSize: 48 << 20, privateSize: 16 << 20 });
+  const w = [await spawnDeviceWorker({ platform: p }), await spawnDeviceWorker({ platform: p })];
+  try {
+    await w[0]!.bus.devAdd('vdpasim_blk', 'gsrc', { capacity: 512 });
+    await w[1]!.bus.devAdd('vdpasim_blk', 'gdst', { capacity: 512 });
+    const src = await w[0]!.bus.openDevice('gsrc');
+    const dst = await w[1]!.bus.openDevice('gdst');
+    const { slot, drv } = slotDriver(p, src, 64, VirtioBlkDriver);
+    await drv.write(8, new Uint8Array(4096).fill(0x6b));
+    const early = await src.saveEarlyState();
+    await dst.loadEarlyState(early);
+    const held = dst.getStatus();
+    assert.notEqual(held, 0);
+    const invalid = (e: unknown) => e instanceof VirtioError && e.code === Code.InvalidArgument;
+    await assert.rejects(dst.loadState(Uint8Array.from([1, 2, 3])), invalid);
+    await assert.rejects(dst.loadEarlyState(new Uint8Array(40)), invalid);
+    await assert.rejects(dst.loadEarlyState(encodeState(saveStateOfNothing())), invalid);
+    assert.throws(() => dst.loadStateSync(Uint8Array.from([9, 9, 9])), invalid);
+    assert.equal(dst.getStatus(), held, 'the early state is still held');
+    // A device that is not running: the mailbox suspend refuses it, typed.
+    assert.throws(() => dst.suspendAndSaveSync(), (e: unknown) => e instanceof VirtioError && e.code === Code.FailedPrecondition);
+    // The same early state still takes its delta, and the destination serves the driver's
+    // rings from where the source stopped (its own RAM disk: this test copies nothing).
+    const r = src.suspendAndSaveSync();
+    assert.ok(!r.wouldBlock && !r.full && r.delta === true);
+    slot.switchTo(dst, { keepOld: true });
+    dst.loadStateSync(r.state, { resume: true });
+    await drv.write(16, new Uint8Array(4096).fill(0x3c));
+    const back = new Uint8Array(4096);
+    await drv.read(16, back);
+    assert.ok(back.every((b) => b === 0x3c));
+    assert.throws(() => src.suspendAndSaveSync(), (e: unknown) => e instanceof VirtioError && e.code === Code.FailedPrecondition, 'already suspended');
+  } finally {
+    await Promise.all(w.map((x) => x.close()));
+  }
+});
+
+/** A well-formed full (not early) state, for a request that wants an early one. */
+function saveStateOfNothing(): DeviceState {
+  return {
+    format: 'vdpa-wasm-device-state', version: 1, class: 'blk', deviceId: 2, deviceFeatures: '0x100000000', driverFeatures: '0x100000000',
+    status: 15, generation: 0, config: '', groupAsid: [0], maps: [[]], vqs: [], blk: { capacity: 512, readOnly: false, inFlight: 0 },
+  };
+}

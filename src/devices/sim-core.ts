@@ -709,17 +709,23 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    */
   markControlState(): ControlStateMark {
     this.live();
-    return {
+    const m: ControlStateMark = {
       device: this, driverFeatures: this.driverFeatures, status: this.status & ~RUN_BITS, generation: this.generation,
       config: this.config.slice(), groupAsid: this.groupAsid.slice(), iotlbGens: this.iotlbs.map((t) => t.generation),
       vqs: this.vqs.map((v) => ({ num: v.num, desc: v.desc, driver: v.driver, device: v.device, ready: v.ready })),
       cls: this.classControlMark(),
     };
+    marks.add(Object.freeze(m));
+    return m;
   }
 
-  /** True if nothing {@link markControlState} covers changed since `m` was taken on this device. */
+  /**
+   * True if nothing {@link markControlState} covers changed since `m` was taken on this device.
+   * InvalidArgument for anything markControlState did not return.
+   */
   controlStateUnchanged(m: ControlStateMark): boolean {
     this.live();
+    if (typeof m !== 'object' || m === null || !marks.has(m)) throw new VirtioError(Code.InvalidArgument, 'not a mark markControlState returned');
     if (m.device !== this) return false;
     if (m.driverFeatures !== this.driverFeatures || m.status !== (this.status & ~RUN_BITS) || m.generation !== this.generation) return false;
     const cfg = this.config;
@@ -851,11 +857,12 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     if (base !== this.earlyBase) fail(Code.FailedPrecondition, `it builds on early state ${hexId(base)}, this device holds ${hexId(this.earlyBase!)}`);
     checkLiveStatus(status, this.driverFeatures, fail);
     if (!Number.isInteger(generation) || generation < 0 || generation > 0xffffffff) fail(Code.InvalidArgument, `generation ${generation} is not a u32`);
+    if (!Array.isArray(vqs)) fail(Code.InvalidArgument, 'the ring positions are not an array');
     if (vqs.length !== this.nvqs) fail(Code.InvalidArgument, `${vqs.length} queues, the device has ${this.nvqs}`);
     const layout = hasFeature(this.driverFeatures, VIRTIO_F_RING_PACKED) ? 'packed' : 'split';
     const checked: (VqState | null)[] = [];
     for (let i = 0; i < vqs.length; i++) {
-      const st = vqs[i]!;
+      const st = vqs[i] ?? null;
       const num = this.vqs[i]!.num;
       if (num === 0) {
         if (st !== null) fail(Code.InvalidArgument, `queue ${i} was never sized but has a ring position`);
@@ -1242,6 +1249,9 @@ export interface ControlStateMark {
 
 /** The status bits a migration's switchover changes (the rest must not move after an early save). */
 const RUN_BITS = VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_SUSPEND;
+
+/** Marks markControlState returned (a forged one is refused, not compared). */
+const marks = new WeakSet<object>();
 
 const hexId = (id: number): string => '0x' + (id >>> 0).toString(16).padStart(8, '0');
 

@@ -41,7 +41,10 @@ export interface MigrateOptions<T extends MigratableDevice> {
   round?: () => void | Promise<void>;
   /**
    * Called once the destination holds the state, before it resumes: re-point the guest's
-   * binding (a {@link DeviceSlot}), move a switch port, and so on.
+   * binding (a {@link DeviceSlot}), move a switch port, and so on. (`slot.switchTo(d)` installs
+   * the driver's callbacks; a slot *prepared* for the destination before migrate() would lose
+   * them if the destination is reset on the way — an early state re-sent, or the full state
+   * after one — so prepare here, or not at all.)
    */
   switchover?: (destination: T) => void;
   /** net: raise VIRTIO_NET_S_ANNOUNCE on the destination after resume (with GUEST_ANNOUNCE). @default true */
@@ -122,12 +125,16 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
   let earlySends = 0;
   let earlyMs = 0;
   let precopyDone = false;
+  /** The destination holds something of ours (an early state): only then is it ours to reset. */
+  let dstHolds = false;
   // The destination refusing an early state costs nothing: the source was never stopped.
   const sendEarly = (): void => {
     const te = now();
-    if (early) dst.reset();
+    if (dstHolds) dst.reset();
+    dstHolds = false;
     early = saveEarlyState(src);
     loadEarlyState(dst, binary ? early.bytes : early.state);
+    dstHolds = true;
     earlySends++;
     earlyMs += now() - te;
   };
@@ -184,18 +191,20 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
         if (binary) wire = encodeState(state);
       }
     } catch (e) {
-      if (early) dst.reset();
+      if (dstHolds) dst.reset();
       restart();
       throw e;
     }
     const tSave = now();
     try {
       // The control state moved after the early save: the destination starts over.
-      if (early && !delta) dst.reset();
+      if (dstHolds && !delta) dst.reset();
       loadState(dst, wire ?? delta ?? state);
     } catch (e) {
-      // The destination refused: the source runs on, as if nothing happened.
-      dst.reset();
+      // The destination refused (a full load changes nothing on error; a delta leaves the early
+      // state, which it forgets): the source runs on, as if nothing happened. A destination
+      // that was never ours (not fresh) is not touched.
+      if (dstHolds) dst.reset();
       restart();
       throw e;
     }
@@ -219,7 +228,7 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
   } catch (e) {
     // Interrupted during pre-copy (a round threw, the destination refused the early state):
     // the source never stopped; the destination forgets what it was given.
-    if (!precopyDone && early) dst.reset();
+    if (!precopyDone && dstHolds) dst.reset();
     throw e;
   } finally {
     log?.destroy();

@@ -173,8 +173,13 @@ export function saveEarlyState(dev: MigratableDevice): EarlyState {
   const s = fromCore(dev, dev.saveCoreState({ early: true }));
   s.early = true;
   const bytes = encodeState(s);
-  return { state: s, bytes, id: stateId(bytes), mark };
+  const e: EarlyState = Object.freeze({ state: s, bytes, id: stateId(bytes), mark });
+  issued.add(e);
+  return e;
 }
+
+/** Early states saveEarlyState returned: a delta is saved only against one of these. */
+const issued = new WeakSet<object>();
 
 /**
  * Loads an early state (its JSON view or binary encoding) into a fresh device, validated as
@@ -199,6 +204,7 @@ export function loadEarlyState(dev: MigratableDevice, state: DeviceState | Uint8
  * walks more than the device's own state.
  */
 export function saveStateDelta(dev: MigratableDevice, early: EarlyState): DeviceStateDelta | null {
+  if (typeof early !== 'object' || early === null || !issued.has(early)) throw new VirtioError(Code.InvalidArgument, 'device state: not an early state saveEarlyState returned');
   if (early.mark.device !== dev) throw new VirtioError(Code.InvalidArgument, `device state: that early state was saved from another device than ${dev.name}`);
   if (!dev.isSuspended) throw new VirtioError(Code.FailedPrecondition, `${dev.name} must be suspended to save its state`);
   if (!dev.controlStateUnchanged(early.mark)) return null;
@@ -521,9 +527,21 @@ export function checkStateDelta(v: unknown): DeviceStateDelta {
   u(o.status, 'status', 0xff);
   u(o.generation, 'generation', 0xffffffff);
   if (!Array.isArray(o.vqs) || o.vqs.length > 0xffff) bad('delta vqs is not an array');
-  (o.vqs as unknown[]).forEach((q, i) => {
-    if (q !== null && (typeof q !== 'object' || (q as { layout?: unknown }).layout === undefined)) bad(`delta vq ${i} is not a vq state or null`);
-  });
+  const vqs = o.vqs as unknown[];
+  // Every entry (holes too) is null or a whole vq state whose fields fit their encoding; the
+  // device checks the rest (layout against the features, indices against the queue size).
+  for (let i = 0; i < vqs.length; i++) {
+    const q = vqs[i] as Record<string, unknown> | null | undefined;
+    if (q === null) continue;
+    if (typeof q !== 'object') bad(`delta vq ${i} is not a vq state or null`);
+    const f = (k: string, max: number): void => u(q![k], `vq ${i} ${k}`, max);
+    if (q!.layout === 'split') {
+      f('size', 0xffff); f('availIndex', 0xffff);
+      if (q!.usedIndex !== undefined) f('usedIndex', 0xffff);
+    } else if (q!.layout === 'packed') {
+      f('size', 0xffff); f('lastAvailIdx', 0xffff); f('lastAvailWrap', 1); f('lastUsedIdx', 0xffff); f('lastUsedWrap', 1);
+    } else bad(`delta vq ${i} layout ${String(q!.layout)} is not split or packed`);
+  }
   return v as DeviceStateDelta;
 }
 

@@ -98,7 +98,9 @@ export interface WorkerMigrationReport {
  * Migrates `source` (in one device worker) to `destination` (in another) on the same shared
  * platform. Resolves with the report; the source is left suspended (delete it). Rejects if the
  * source cannot be suspended, or if the destination refuses the state or the switchover
- * throws — then the source was resumed and runs on and the destination is reset.
+ * throws — then the source was resumed and runs on and the destination is reset. One case
+ * leaves the source suspended: the destination's worker did not answer the load within its
+ * syncTimeoutMs (Cancelled) — it may still load and run the destination later.
  */
 export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<WorkerMigrationReport> {
   const now = o.now ?? (() => performance.now());
@@ -143,6 +145,16 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     } catch {
       /* a dead destination holds nothing */
     }
+  };
+  // A mailbox call the destination's worker did not answer in time (Cancelled) may still be
+  // carried out when that worker gets to it: the destination would then load and run on the
+  // guest's rings. Resuming the source beside it would be two devices on one ring, so the
+  // source stays suspended and the caller decides (delete the destination, or its worker,
+  // first).
+  const unanswered = (e: unknown): void => {
+    if (!(e instanceof VirtioError) || e.code !== Code.Cancelled) return;
+    forget();
+    throw new VirtioError(Code.Cancelled, `${dst.name} did not answer the load in time and may still run it: ${src.name} stays suspended (delete ${dst.name}, or stop its worker, before resuming ${src.name})`, { cause: e });
   };
   let saved: { state: Uint8Array; drained?: number; delta?: boolean } | null = null;
   let tSusp = t0;
@@ -208,6 +220,7 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
       dst.loadStateSync(saved.state, { resume: true });
     } catch (e) {
       slot.switchTo(src, { keepOld: true });
+      unanswered(e);
       dropEarly();
       restart(); // the destination refused (and changed nothing): the source runs on
       throw e;
@@ -219,6 +232,7 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
       if (saved.delta) dst.loadStateSync(saved.state);
       else await dst.loadState(saved.state);
     } catch (e) {
+      if (saved.delta) unanswered(e);
       dropEarly();
       restart(); // the destination refused (and changed nothing): the source runs on
       throw e;

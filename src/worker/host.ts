@@ -55,7 +55,7 @@ import { SwitchLinkEnd, type SwitchLinkEndHandle } from './switch-link.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxServer, type MailboxHandle } from './mailbox.ts';
 import { VdpaSimBlk, type BlkBackend } from '../devices/blk.ts';
-import { saveState, loadState, encodeState, saveEarlyState, loadEarlyState, saveStateDelta, encodeStateDelta, isDeltaEncoding, type EarlyState } from '../migration/state.ts';
+import { saveState, loadState, encodeState, decodeState, saveEarlyState, loadEarlyState, saveStateDelta, encodeStateDelta, isDeltaEncoding, type EarlyState } from '../migration/state.ts';
 import type { IoctlResult } from './remote-device.ts';
 import { checkBackendDescriptor, descriptorKind, type BackendResolver, type BlkBackendDescriptor, type ResolvedBackend } from './backend.ts';
 
@@ -425,13 +425,18 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
   const saveMig = (dev: VdpaSimNet | VdpaSimBlk, delta: unknown): { state: Uint8Array; delta: boolean } => {
     const e = delta === true ? earlyOf(dev) : null;
     const d = e ? saveStateDelta(dev, e) : null;
+    earlies.delete(dev.name); // used (or outdated): a next migration saves a new one
     return d ? { state: encodeStateDelta(d), delta: true } : { state: encodeState(saveState(dev)), delta: false };
   };
   const migLoad = (dev: VdpaSimNet | VdpaSimBlk, bytes: unknown): MigLoaded => {
     if (!(bytes instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'migLoad needs the encoded state bytes');
-    // A full state after an early one (the source's control state moved meanwhile): start over.
-    if (dev.earlyStateId !== null && !isDeltaEncoding(bytes)) dev.reset();
-    loadState(dev, bytes);
+    if (dev.earlyStateId !== null && !isDeltaEncoding(bytes)) {
+      // A full state after an early one (the source's control state moved meanwhile): decoded
+      // first — garbage leaves the early state in place — then the device starts over.
+      const s = decodeState(bytes);
+      dev.reset();
+      loadState(dev, s);
+    } else loadState(dev, bytes);
     return { storage: storageOf(dev) };
   };
   // Inside the downtime, through the device's mailbox: answered by this loop's next poll, with
@@ -458,7 +463,10 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
       dev.resume();
       throw err;
     }
+    // Used once; but kept when the full state is still to be fetched (migSave with delta, which
+    // compares again and finds the same).
     if (!d) return { full: true, suspendMs: t1 - t0 };
+    earlies.delete(dev.name);
     return { state: encodeStateDelta(d), delta: true, storage: storageOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1, drained: 0 };
   };
 
@@ -688,7 +696,11 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
       case 'migEarlyLoad': {
         const dev = migDev(args[0]);
         if (!(args[1] instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'migEarlyLoad needs the encoded early state');
-        if (dev.earlyStateId !== null) dev.reset(); // a newer early state replaces the one held
+        if (dev.earlyStateId === null) return loadEarlyState(dev, args[1]);
+        // A newer early state replaces the one held — once it decodes as one.
+        const s = decodeState(args[1]);
+        if (s.early !== true) throw new VirtioError(Code.InvalidArgument, 'device state: not an early state (load it with loadState)');
+        dev.reset();
         return loadEarlyState(dev, args[1]);
       }
       case 'migSuspendSave': {
