@@ -46,6 +46,7 @@ test('blk over one file: 60 migrations between two workers under a verified rand
     const N = Number(process.env.WMIGS ?? 60);
     let drained = 0;
     let withDrain = 0;
+    let viaMailbox = 0;
     for (let m = 0; m < N; m++) {
       await turn();
       const other = 1 - side;
@@ -55,6 +56,11 @@ test('blk over one file: 60 migrations between two workers under a verified rand
       assert.equal(rep.diskBytes, 0, 'a shared file is not copied');
       drained += rep.drained;
       if (rep.drained > 0) withDrain++;
+      // Two-stage: the delta moves either way; a suspend that found file requests out went by
+      // the channel (the mailbox answered "would block"), every other one by the mailboxes.
+      assert.equal(rep.moved, 'delta');
+      if (rep.drained > 0) assert.equal(rep.mailbox, false, 'requests out at the file: suspended through the channel');
+      else viaMailbox += rep.mailbox ? 1 : 0;
       await w[side]!.bus.devDel(cur.name); // the suspended source closes its handle on the file
       cur = dst;
       side = other;
@@ -77,7 +83,7 @@ test('blk over one file: 60 migrations between two workers under a verified rand
     const onDisk = new Uint8Array(readFileSync(file));
     assert.equal(onDisk.length, BLOCKS * BLOCK);
     for (let b = 0; b < BLOCKS; b++) assert.deepEqual(onDisk.subarray(b * BLOCK, (b + 1) * BLOCK), blockPattern(b, model[b]!, BLOCK), `block ${b} on disk`);
-    console.log(`# blk over a file between workers: ${N} migrations, ${stats.writes} writes, ${stats.reads} reads, ${drained} requests drained at ${withDrain} suspends`);
+    console.log(`# blk over a file between workers: ${N} migrations, ${stats.writes} writes, ${stats.reads} reads, ${drained} requests drained at ${withDrain} suspends, ${viaMailbox} downtimes through the mailboxes only`);
   } finally {
     await done();
   }
