@@ -7,9 +7,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Platform, VirtioNetDriver, VirtioBlkDriver, migrateBetweenWorkers, decodeState, encodeState, VirtioError, Code, type RemoteVdpaDevice, type DeviceState,
+  Platform, VirtioNetDriver, VirtioBlkDriver, migrateBetweenWorkers, VIRTIO_CONFIG_S_SUSPEND, decodeState, encodeState, VirtioError, Code, type RemoteVdpaDevice, type DeviceState,
 } from '../src/index.ts';
 import { spawnDeviceWorker } from '../src/node.ts';
+import { startModuleWorker } from '../src/worker/node.ts';
+import { RemoteVdpaBus } from '../src/worker/remote-device.ts';
+import type { PortLike } from '../src/worker/channel.ts';
 import { slotDriver } from './helpers/migration.ts';
 import { until } from './helpers/until.ts';
 
@@ -136,3 +139,43 @@ function saveStateOfNothing(): DeviceState {
     status: 15, generation: 0, config: '', groupAsid: [0], maps: [[]], vqs: [], blk: { capacity: 512, readOnly: false, inFlight: 0 },
   };
 }
+
+test('blk between workers with requests out at the backend: the mailbox answers "would block", the suspend goes by the channel and waits, a delta still moves', async () => {
+  const p = Platform.create({ shared: true, ramSize: 48 << 20, privateSize: 16 << 20 });
+  const spawn = async () => {
+    const worker = startModuleWorker(import.meta.url, './helpers/held-backend-worker');
+    return { worker, bus: await RemoteVdpaBus.connect(worker as unknown as PortLike, p) };
+  };
+  const w = [await spawn(), await spawn()];
+  try {
+    await w[0]!.bus.devAdd('vdpasim_blk', 'hsrc', { backend: { file: 'disk' } });
+    await w[1]!.bus.devAdd('vdpasim_blk', 'hdst', { backend: { file: 'disk' } });
+    const src = await w[0]!.bus.openDevice('hsrc');
+    const dst = await w[1]!.bus.openDevice('hdst');
+    const { slot, drv } = slotDriver(p, src, 64, VirtioBlkDriver);
+    await drv.write(0, new Uint8Array(512).fill(1));
+    await w[0]!.bus.request('hold', 'disk', 400);
+    const writes = [1, 2, 3, 4].map((k) => drv.write(k * 8, new Uint8Array(4096).fill(k)));
+    for (let i = 0; i < 100 && (await w[0]!.bus.request('pending', 'disk')) !== 4; i++) await new Promise((r) => setTimeout(r, 2));
+    assert.equal(await w[0]!.bus.request('pending', 'disk'), 4, 'four writes out at the held disk');
+    // The mailbox refuses to wait for a backend: nothing is done, the source still runs.
+    assert.deepEqual(src.suspendAndSaveSync(), { wouldBlock: true });
+    assert.equal(src.getStatus() & VIRTIO_CONFIG_S_SUSPEND, 0);
+    // The migration: its suspend goes by the channel and waits for the disk's answers (released
+    // by the worker 400 ms after the hold). Should the machine be so slow that they came first,
+    // the mailbox path is taken instead: either way a delta moves and no write is lost.
+    const rep = await migrateBetweenWorkers({ source: src, destination: dst, slot, announce: false });
+    assert.equal(rep.moved, 'delta');
+    assert.equal(rep.storage, 'backend');
+    if (rep.drained > 0) assert.equal(rep.mailbox, false, 'suspended through the channel');
+    console.log(`# drained ${rep.drained} at the suspend, by mailbox: ${rep.mailbox}`);
+    await Promise.all(writes); // completed once, by the source, before the stop
+    await drv.flush();
+    assert.equal(await w[0]!.bus.request('pending', 'disk'), 0);
+  } finally {
+    for (const x of w) {
+      x.bus.close();
+      await x.worker.terminate();
+    }
+  }
+});
