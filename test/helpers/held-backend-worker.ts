@@ -1,47 +1,19 @@
 // A device worker for tests whose blk backends answer only when the test says so: a backend
-// descriptor `{ file: NAME }` opens an in-memory disk named NAME (storage identity `held:NAME`,
-// so two workers opening NAME count as shared storage), and three extra requests drive it:
-// hold(NAME, ms?) — answers wait (and are all released after ms, if given: this worker's channel
-// serves one request at a time, so a release request cannot overtake a suspend that waits for the
-// disk); release(NAME) — answer everything held; pending(NAME) — requests the disk has not answered. For the paths a real file only hits by chance (a suspend that
-// finds requests out at the backend).
+// descriptor `{ file: NAME }` opens an in-memory SharedDisk named NAME (storage identity
+// `held:NAME`, so two workers opening NAME count as shared storage), and three extra requests
+// drive it: hold(NAME, ms?) — answers wait, and are all released after ms if given (this
+// worker's channel serves one request at a time, so a release request could not overtake a
+// suspend that waits for the disk); release(NAME) — answer everything held; pending(NAME) —
+// requests the disk has not answered. For the paths a real file only hits by chance (a
+// suspend that finds requests out at the backend).
 import { parentPort } from 'node:worker_threads';
 import { serveVdpa } from '../../src/worker/host.ts';
-import type { BlkBackend } from '../../src/devices/blk.ts';
+import { SharedDisk } from './migration.ts';
 import type { BlkBackendDescriptor, ResolvedBackend } from '../../src/worker/backend.ts';
 import type { PortLike } from '../../src/worker/channel.ts';
 
-class HeldDisk implements BlkBackend {
-  readonly capacity = 512;
-  readonly data = new Uint8Array(512 * 512);
-  hold = false;
-  pending = 0;
-  private waiting: (() => void)[] = [];
-  private later<T>(fn: () => T): Promise<T> {
-    this.pending++;
-    return new Promise<T>((res) => {
-      const go = () => { this.pending--; res(fn()); };
-      if (this.hold) this.waiting.push(go);
-      else setImmediate(go);
-    });
-  }
-  release(): void {
-    this.hold = false;
-    for (const g of this.waiting.splice(0)) setImmediate(g);
-  }
-  read(sector: number, len: number): Promise<Uint8Array> {
-    return this.later(() => this.data.slice(sector * 512, sector * 512 + len));
-  }
-  write(sector: number, d: Uint8Array): Promise<void> {
-    return this.later(() => { this.data.set(d, sector * 512); });
-  }
-  flush(): Promise<void> {
-    return this.later(() => {});
-  }
-}
-
-const disks = new Map<string, HeldDisk>();
-const disk = (name: unknown): HeldDisk => {
+const disks = new Map<string, SharedDisk>();
+const disk = (name: unknown): SharedDisk => {
   const d = disks.get(String(name));
   if (!d) throw new Error(`no held disk ${String(name)}`);
   return d;
@@ -49,7 +21,7 @@ const disk = (name: unknown): HeldDisk => {
 
 async function resolveBackend(d: BlkBackendDescriptor): Promise<ResolvedBackend> {
   if (!('file' in d)) throw new Error('held-backend-worker opens { file: NAME } only');
-  const h = new HeldDisk();
+  const h = new SharedDisk(512); // the migration suites' disk: answers on a turn, or held
   disks.set(d.file, h);
   return { backend: h, storage: `held:${d.file}`, close: () => {} };
 }
