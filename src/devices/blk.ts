@@ -465,7 +465,9 @@ export class VdpaSimBlk extends VdpaSim {
   private deliverHeld(): void {
     const q = this.queue(0);
     if (!q || !this.canComplete || this.held.length === 0) return;
-    const list = this.held.splice(0);
+    // Taken whole (a new empty list for answers that arrive meanwhile), not copied out.
+    const list = this.held;
+    this.held = [];
     try {
       this.runDatapath(() => {
         let k = 0;

@@ -35,12 +35,24 @@ export function createVdpaSlot<T extends VdpaDevice>(initial: T): VdpaSlot<T> {
   let cur = initial;
   const vqCbs = new Map<number, (() => void) | null>();
   let cfgCb: (() => void) | null | undefined;
+  // Methods of the current device, bound once per device (the driver calls through the handle
+  // on every kick and completion: no bound function per call).
+  let bound = new Map<PropertyKey, unknown>();
+  const setVqCb = (idx: number, cb: (() => void) | null) => { cur.setVqCb(idx, cb); vqCbs.set(idx, cb); };
+  const setConfigCb = (cb: (() => void) | null) => { cur.setConfigCb(cb); cfgCb = cb; };
   const device = new Proxy(initial, {
     get(_t, key) {
-      if (key === 'setVqCb') return (idx: number, cb: (() => void) | null) => { cur.setVqCb(idx, cb); vqCbs.set(idx, cb); };
-      if (key === 'setConfigCb') return (cb: (() => void) | null) => { cur.setConfigCb(cb); cfgCb = cb; };
+      if (key === 'setVqCb') return setVqCb;
+      if (key === 'setConfigCb') return setConfigCb;
       const v: unknown = Reflect.get(cur, key, cur);
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(cur) : v;
+      if (typeof v !== 'function') return v;
+      let b = bound.get(key);
+      if (b === undefined || (b as { fn?: unknown }).fn !== v) {
+        const f = (v as (...a: unknown[]) => unknown).bind(cur);
+        b = Object.assign(f, { fn: v });
+        bound.set(key, b);
+      }
+      return b;
     },
   });
   const quiet = (f: () => void): void => {
@@ -70,6 +82,7 @@ export function createVdpaSlot<T extends VdpaDevice>(initial: T): VdpaSlot<T> {
       const old = cur;
       if (prepared !== next) install(next);
       prepared = null;
+      if (cur !== next) bound = new Map();
       cur = next;
       if (!opts.keepOld && old !== next) detach(old);
     },
