@@ -11,12 +11,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { V86 } from 'v86';
 import {
-  Platform, VdpaBus, VdpaSimNetMgmt, VdpaSimBlkMgmt, VhostVdpa, VhostError, VirtioError, Code,
+  Platform, VhostError, VirtioError, Code,
   featureBit, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MAC, VIRTIO_F_ACCESS_PLATFORM, type VdpaSimNet, type VhostVdpaFile, type BlkBackend,
 } from '../src/index.ts';
 import * as C from '../src/pci/constants.ts';
 import { attachV86, v86Memory, v86Platform, type V86Attachment } from '../src/v86/index.ts';
-import { v86WasmPath } from './helpers/v86-guest.ts';
+import { v86WasmPath, v86VhostBus } from './helpers/v86-guest.ts';
 import { eth, tick } from './helpers/net.ts';
 import { Guest, S_ACK, S_DRIVER, S_FEATURES_OK } from './helpers/pci-guest.ts';
 
@@ -58,12 +58,7 @@ const cpuOf = (e: V86): Cpu => (e as unknown as { v86: { cpu: Cpu } }).v86.cpu;
 
 /** A platform over the emulator's memory with a vhost_vdpa bus on it. */
 function world(emulator: V86) {
-  const p = v86Platform(emulator, { privateSize: 4 << 20 });
-  const bus = new VdpaBus({ defaultDriver: 'vhost_vdpa' });
-  bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
-  bus.registerMgmtDevice(new VdpaSimBlkMgmt(p));
-  const vhost = new VhostVdpa(p);
-  bus.registerDriver(vhost);
+  const { p, bus, vhost } = v86VhostBus(emulator, 4 << 20);
   let n = 0;
   const net = (mac = `52:54:00:00:00:${(++n).toString(16).padStart(2, '0')}`) => {
     const name = `net${++n}`;

@@ -185,8 +185,8 @@ export class PingHosts {
 }
 
 /** The guest side in the emulator's thread: a platform over v86's memory, a bus whose devices bind to vhost_vdpa. */
-export function v86VhostBus(emu: V86): { p: Platform; bus: VdpaBus; vhost: VhostVdpa; plug(name: string, opts?: V86AttachOptions): V86Attachment } {
-  const p = v86Platform(emu, { privateSize: 16 << 20 });
+export function v86VhostBus(emu: V86, privateSize = 16 << 20): { p: Platform; bus: VdpaBus; vhost: VhostVdpa; plug(name: string, opts?: V86AttachOptions): V86Attachment } {
+  const p = v86Platform(emu, { privateSize });
   const bus = new VdpaBus({ defaultDriver: 'vhost_vdpa' });
   bus.registerMgmtDevice(new VdpaSimNetMgmt(p));
   bus.registerMgmtDevice(new VdpaSimBlkMgmt(p));
