@@ -355,7 +355,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       this.reset();
       return;
     }
-    if (this.earlyBase !== null) throw new VirtioError(Code.FailedPrecondition, `${this.name} holds an early state without its ring positions: load the switchover state first`);
+    this.notHoldingEarly();
     const old = this.status;
     if ((status & VIRTIO_CONFIG_S_NEEDS_RESET) && !(old & VIRTIO_CONFIG_S_NEEDS_RESET)) {
       throw new VirtioError(Code.FailedPrecondition, 'DEVICE_NEEDS_RESET is set by the device, not the driver');
@@ -542,7 +542,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   resume(): void {
     this.live();
     if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, 'the device is not suspended');
-    if (this.earlyBase !== null) throw new VirtioError(Code.FailedPrecondition, `${this.name} holds an early state without its ring positions: load the switchover state first`);
+    this.notHoldingEarly();
     if (this.status & VIRTIO_CONFIG_S_SUSPEND) throw new VirtioError(Code.FailedPrecondition, 'the driver suspended the device (SUSPEND): it resumes it with DRIVER_OK');
     this.suspended = false;
     this.afterResume();
@@ -683,11 +683,10 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    */
   saveCoreState(opts: { early?: boolean } = {}): SimCoreState {
     this.live();
-    if (this.earlyBase !== null) throw new VirtioError(Code.FailedPrecondition, `${this.name} holds an early state without its ring positions: load the switchover state first`);
+    this.notHoldingEarly();
     const early = opts.early === true;
     if (!early) {
-      if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, `${this.name} must be suspended to save its state`);
-      if (this.pendingWork() > 0) throw new VirtioError(Code.FailedPrecondition, `${this.name} has ${this.pendingWork()} requests in flight: suspend with suspendDrained() or the SUSPEND status bit`);
+      this.stoppedToSave();
     }
     return {
       deviceId: this.attrs.deviceId, deviceFeatures: this.attrs.supportedFeatures, driverFeatures: this.driverFeatures,
@@ -758,12 +757,22 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    */
   savePositions(): SimPositions {
     this.live();
-    if (this.earlyBase !== null) throw new VirtioError(Code.FailedPrecondition, `${this.name} holds an early state without its ring positions: load the switchover state first`);
-    if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, `${this.name} must be suspended to save its state`);
-    if (this.pendingWork() > 0) throw new VirtioError(Code.FailedPrecondition, `${this.name} has ${this.pendingWork()} requests in flight: suspend with suspendDrained() or the SUSPEND status bit`);
+    this.notHoldingEarly();
+    this.stoppedToSave();
     const vqs: (VqState | null)[] = [];
     for (let i = 0; i < this.vqs.length; i++) vqs.push(this.vqs[i]!.num === 0 ? null : this.getVqState(i));
     return { status: this.status, generation: this.generation, vqs };
+  }
+
+  /** FailedPrecondition while the device holds an early state without its ring positions. */
+  private notHoldingEarly(): void {
+    if (this.earlyBase !== null) throw new VirtioError(Code.FailedPrecondition, `${this.name} holds an early state without its ring positions: load the switchover state first`);
+  }
+
+  /** FailedPrecondition unless suspended with nothing in flight (what a save needs). */
+  private stoppedToSave(): void {
+    if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, `${this.name} must be suspended to save its state`);
+    if (this.pendingWork() > 0) throw new VirtioError(Code.FailedPrecondition, `${this.name} has ${this.pendingWork()} requests in flight: suspend with suspendDrained() or the SUSPEND status bit`);
   }
 
   /** The id of the early state this device holds without its ring positions, or null. */
