@@ -80,7 +80,7 @@ test('the delta encoding, byte by byte (little-endian, as the comment in state.t
   const b = encodeStateDelta(d);
   const dv = new DataView(b.buffer);
   assert.equal(new TextDecoder().decode(b.subarray(0, 8)), 'VDPADLTA');
-  assert.equal(dv.getUint16(8, true), 1, 'version');
+  assert.equal(dv.getUint16(8, true), 2, 'version');
   assert.equal(b[10], 1, 'class net');
   assert.equal(b[11], 0, 'flags');
   assert.equal(dv.getUint32(12, true), early.id, 'base: the early state id');
@@ -101,6 +101,8 @@ test('the delta encoding, byte by byte (little-endian, as the comment in state.t
     assert.equal(b[o + 8], st.lastUsedWrap);
     o += 9;
   }
+  assert.equal(dv.getUint16(o, true), 0, 'no requests in flight (net never has any)');
+  o += 2;
   assert.equal(o + 4, b.length, 'then the CRC, last');
   assert.deepEqual(decodeStateDelta(b), d, 'round trip');
 });

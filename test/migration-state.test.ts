@@ -87,7 +87,7 @@ test('refusals: malformed, corrupted, incompatible states change nothing on the 
     f(s);
     return s;
   };
-  refused(() => loadState(dst, bad((s) => { (s as { version: number }).version = 2; })), Code.InvalidArgument);
+  refused(() => loadState(dst, bad((s) => { (s as { version: number }).version = 3; })), Code.InvalidArgument);
   refused(() => loadState(dst, bad((s) => { s.net!.pairs = 9; })), Code.InvalidArgument);
   refused(() => loadState(dst, bad((s) => { s.net!.vlans = [5, 5]; })), Code.InvalidArgument);
   refused(() => loadState(dst, bad((s) => { s.vqs[0]!.state = { version: 1, layout: 'split', size: 64, availIndex: 100, usedIndex: 0 }; })), Code.InvalidArgument);

@@ -1,7 +1,7 @@
 // Migration between device workers of a blk device over shared storage (issue 9 §4): source
 // and destination each open the same file (`backend: { file }`, resolved in their worker), so
-// nothing is copied — the source's backend requests in flight are drained at suspend and the
-// destination serves the same file. A verified random read/write workload runs across ≥ 60
+// nothing is copied — the source's backend writes in flight are drained at suspend, its reads
+// in flight move in the state and are read again by the destination, which serves the same file. A verified random read/write workload runs across ≥ 60
 // migrations back and forth; no write is lost, duplicated or corrupted, and at the end the
 // file's bytes on disk are the model. Mismatched storage is refused before the source stops.
 import { test } from 'node:test';
@@ -45,6 +45,7 @@ test('blk over one file: 60 migrations between two workers under a verified rand
     const { model, stats } = work;
     const N = Number(process.env.WMIGS ?? 60);
     let drained = 0;
+    let recorded = 0;
     let withDrain = 0;
     let viaMailbox = 0;
     for (let m = 0; m < N; m++) {
@@ -55,6 +56,7 @@ test('blk over one file: 60 migrations between two workers under a verified rand
       assert.equal(rep.storage, 'backend');
       assert.equal(rep.diskBytes, 0, 'a shared file is not copied');
       drained += rep.drained;
+      recorded += rep.recorded;
       if (rep.drained > 0) withDrain++;
       // Two-stage: the delta moves either way; a suspend that found file requests out went by
       // the channel (the mailbox answered "would block"), every other one by the mailboxes.
@@ -83,7 +85,7 @@ test('blk over one file: 60 migrations between two workers under a verified rand
     const onDisk = new Uint8Array(readFileSync(file));
     assert.equal(onDisk.length, BLOCKS * BLOCK);
     for (let b = 0; b < BLOCKS; b++) assert.deepEqual(onDisk.subarray(b * BLOCK, (b + 1) * BLOCK), blockPattern(b, model[b]!, BLOCK), `block ${b} on disk`);
-    console.log(`# blk over a file between workers: ${N} migrations, ${stats.writes} writes, ${stats.reads} reads, ${drained} requests drained at ${withDrain} suspends, ${viaMailbox} downtimes through the mailboxes only`);
+    console.log(`# blk over a file between workers: ${N} migrations, ${stats.writes} writes, ${stats.reads} reads, ${drained} requests drained at ${withDrain} suspends, ${recorded} reads moved in flight, ${viaMailbox} downtimes through the mailboxes only`);
   } finally {
     await done();
   }

@@ -21,9 +21,9 @@
 //   the device goes on serving. Nothing escapes into a microtask.
 
 import { VirtioError, Code } from '../errors.ts';
-import { VdpaSim, features } from './sim-core.ts';
+import { VdpaSim, features, type SimRequest } from './sim-core.ts';
 import type { Platform } from '../platform/platform.ts';
-import type { DeviceQueue, Segment } from '../ring/device-queue.ts';
+import type { DeviceQueue, Segment, Chain, RecordedChain } from '../ring/device-queue.ts';
 import { PERM_W } from '../platform/iotlb.ts';
 import {
   VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_DISCARD,
@@ -173,6 +173,8 @@ interface InFlight {
   data: Segment[] | null;
   /** IN: bytes the backend must return. */
   bytes: number;
+  /** IN: the whole chain, translated (a migration records it by IOVA); null for other requests. */
+  chain: Chain | null;
 }
 
 /** A finished backend operation: the status to write and, for IN, the data. */
@@ -204,6 +206,9 @@ export class VdpaSimBlk extends VdpaSim {
   /** Answers that came back while the device was suspended: delivered on resume. */
   private held: Answer[] = [];
   private drainWaiters: (() => void)[] = [];
+  /** Migration destination: reads the source had in flight, re-submitted when the device runs. */
+  private replay: readonly RecordedChain[] | null = null;
+  private replayAt = 0;
   /**
    * Identity of the request queue's ring: replaced when its size or addresses change and on
    * reset. A queue disabled and enabled again over the same ring keeps it (sim-core saves the
@@ -321,6 +326,7 @@ export class VdpaSimBlk extends VdpaSim {
     // Answers that arrive after a reset are dropped (their chains belong to the old rings).
     this.inflight?.clear();
     if (this.held) this.held = [];
+    this.replay = null;
     this.ringId = {};
     this.ringCfg = { num: 0, desc: 0n, driver: 0n, device: 0n };
     for (const w of this.drainWaiters?.splice(0) ?? []) w();
@@ -344,6 +350,14 @@ export class VdpaSimBlk extends VdpaSim {
     const capHi = Math.floor(cap / 2 ** 32);
     const x = this.platform.exports;
     let done = 0;
+    // A migration's destination first re-submits the reads the source had in flight.
+    while (this.replay !== null && this.backend && done < budget) {
+      const n = this.repopBatch(q, Math.min(this.batch, budget - done));
+      x.blk_parse(q.chainsAddr, n, q.segsAddr, capLo, capHi, flags, this.id, this.recs, this.ranges, this.scratch);
+      for (let i = 0; i < n; i++) this.startAsync(q, i);
+      q.flushUsed();
+      done += n;
+    }
     while (done < budget) {
       const n = this.popOrRearm(q, Math.min(this.batch, budget - done));
       if (n === 0) break;
@@ -380,7 +394,7 @@ export class VdpaSimBlk extends VdpaSim {
     const statusAddr = byteAt(c.writable, statusAt);
     const req: InFlight = {
       q, ring: this.ringId, id, ndesc, gen: q.iotlb.generation, statusAddr,
-      data: type === VIRTIO_BLK_T_IN ? clip(c.writable, bytes) : null, bytes,
+      data: type === VIRTIO_BLK_T_IN ? clip(c.writable, bytes) : null, bytes, chain: type === VIRTIO_BLK_T_IN ? c : null,
     };
     const b = this.backend!;
     let op: Promise<unknown>;
@@ -456,9 +470,91 @@ export class VdpaSimBlk extends VdpaSim {
     if (this.held.length) queueMicrotask(() => this.deliverHeld());
   }
 
-  /** Requests a suspend must finish first: in flight at the backend, or answered and not yet used. */
-  protected override pendingWork(): number {
-    return this.inflight.size + this.held.length;
+  /**
+   * Requests a suspend must finish first: in flight at the backend, or answered and not yet
+   * used. With `record` (a migration's suspend), reads the state can carry are left out: a
+   * read is idempotent, so the destination re-submits it and the source's late answer is
+   * dropped. Writes, flushes, discards and write-zeroes are always finished here: re-submitted
+   * elsewhere, a write could land before the source's own copy of it does, and that copy
+   * would then overwrite whatever the driver wrote after seeing the first complete.
+   */
+  protected override pendingWork(record: boolean): number {
+    if (!record) return this.inflight.size + this.held.length;
+    const q = this.queue(0);
+    let n = 0;
+    for (const r of this.inflight) if (!this.recordable(r, q)) n++;
+    for (const a of this.held) if (!this.recordable(a.req, q)) n++;
+    return n;
+  }
+
+  /** A read of the current ring whose buffers are still mapped: a migration can record it. */
+  private recordable(r: InFlight, q: DeviceQueue | null): boolean {
+    if (r.chain === null || q === null || r.ring !== this.ringId || r.q.iotlb !== q.iotlb) return false;
+    return r.gen === q.iotlb.generation || q.record(r.chain) !== null;
+  }
+
+  protected override saveRequests(): SimRequest[] {
+    const q = this.queue(0);
+    const out: SimRequest[] = [];
+    if (!q) return out;
+    const add = (r: InFlight): void => {
+      const c = q.record(r.chain!);
+      if (c) out.push({ vq: 0, ...c });
+    };
+    // Only recordable reads are left (a save checks pendingWork(true) first), in pop order.
+    for (const r of this.inflight) add(r);
+    for (const a of this.held) add(a.req);
+    return out;
+  }
+
+  protected override checkRequests(reqs: readonly SimRequest[], nums: readonly number[]): string | null {
+    if (reqs.length === 0) return null;
+    if (!this.backend) return 'a RAM disk has no requests in flight';
+    const num = nums[0] ?? 0;
+    if (reqs.length > num) return `${reqs.length} requests in flight on a queue of ${num}`;
+    const ids = new Set<number>();
+    let segs = 0;
+    for (const [k, r] of reqs.entries()) {
+      const at = `request ${k}`;
+      if (typeof r !== 'object' || r === null || r.vq !== 0) return `${at} is not on queue 0`;
+      if (!Number.isInteger(r.id) || r.id < 0 || r.id >= num || ids.has(r.id)) return `${at}: id ${String(r.id)} is not a distinct buffer of a size-${num} queue`;
+      ids.add(r.id);
+      if (!Number.isInteger(r.ndesc) || r.ndesc < 1 || r.ndesc > num) return `${at}: ndesc ${String(r.ndesc)} is outside 1..${num}`;
+      if (!Array.isArray(r.readable) || !Array.isArray(r.writable) || r.readable.length < 1 || r.writable.length < 1) return `${at} needs readable and writable pieces`;
+      let bytes = 0;
+      for (const p of [...r.readable, ...r.writable]) {
+        if (typeof p !== 'object' || p === null || typeof p.iova !== 'bigint' || p.iova < 0n || p.iova >= 1n << 64n) return `${at}: a piece's IOVA is not a u64`;
+        if (!Number.isInteger(p.len) || p.len < 1 || p.len > 0xffffffff) return `${at}: a piece's length ${String(p.len)} is outside 1..2^32-1`;
+        bytes += p.len;
+      }
+      if (bytes > 0xffffffff) return `${at} has more than 2^32-1 bytes`;
+      segs += r.readable.length + r.writable.length;
+    }
+    if (segs > 0xffff) return `the requests in flight have ${segs} pieces (at most 65535)`;
+    return null;
+  }
+
+  protected override loadRequests(reqs: readonly SimRequest[]): void {
+    this.replay = reqs.length > 0 ? reqs.map((r) => ({ id: r.id, ndesc: r.ndesc, readable: r.readable.map((p) => ({ ...p })), writable: r.writable.map((p) => ({ ...p })) })) : null;
+    this.replayAt = 0;
+  }
+
+  /** Re-pops the next recorded reads, as many as fit one pop's chain and segment records. */
+  private repopBatch(q: DeviceQueue, max: number): number {
+    const list = this.replay!;
+    let n = 0;
+    let segs = 0;
+    while (n < max && this.replayAt + n < list.length) {
+      const c = list[this.replayAt + n]!;
+      const k = c.readable.length + c.writable.length;
+      if (n > 0 && segs + k > q.maxSegs) break;
+      segs += k;
+      n++;
+    }
+    const from = this.replayAt;
+    this.replayAt += n;
+    if (this.replayAt >= list.length) this.replay = null;
+    return q.repop(list, from, n);
   }
 
   /** Pushes held answers used, if the device is running. Never throws (called from microtasks). */

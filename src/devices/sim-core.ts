@@ -5,7 +5,7 @@
 // and `process(budget)`, which runs the class's datapath on ready queues in bounded batches.
 
 import { VirtioError, Code, PEER_CODES } from '../errors.ts';
-import { DeviceQueue } from '../ring/device-queue.ts';
+import { DeviceQueue, type RecordedChain } from '../ring/device-queue.ts';
 import { checkQueueSize } from '../ring/queue-base.ts';
 import { Q } from '../ring/layout.ts';
 import { checkVqState, type VqState } from '../ring/vq-state.ts';
@@ -102,7 +102,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   private configCb: (() => void) | null = null;
   private suspended = false;
   /** A suspend is finishing requests in flight: nothing new is popped, completions still go out. */
-  private quiescing: { viaStatus: boolean; done: (() => void)[]; fail: ((e: VirtioError) => void)[]; timer: ReturnType<typeof setTimeout> | null } | null = null;
+  private quiescing: { viaStatus: boolean; record: boolean; done: (() => void)[]; fail: ((e: VirtioError) => void)[]; timer: ReturnType<typeof setTimeout> | null } | null = null;
   /** Config changes made while suspended: applied and notified on resume (VIRTIO 1.4 §3.4). */
   private deferredConfig: ((view: DataView) => void)[] = [];
   private moreScheduled = false;
@@ -430,9 +430,9 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * Stops popping, waits (bounded) until the class has nothing in flight, then suspends:
    * with the status bit (viaStatus) or as the vdpa suspend op ({@link suspendDrained}).
    */
-  private quiesce(viaStatus: boolean): Promise<void> {
+  private quiesce(viaStatus: boolean, record = false): Promise<void> {
     if (this.quiescing) throw new VirtioError(Code.FailedPrecondition, 'a suspend is already in progress');
-    const q = { viaStatus, done: [] as (() => void)[], fail: [] as ((e: VirtioError) => void)[], timer: null as ReturnType<typeof setTimeout> | null };
+    const q = { viaStatus, record, done: [] as (() => void)[], fail: [] as ((e: VirtioError) => void)[], timer: null as ReturnType<typeof setTimeout> | null };
     const p = new Promise<void>((res, rej) => { q.done.push(res); q.fail.push(rej); });
     this.quiescing = q;
     this.workProgress();
@@ -440,7 +440,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       q.timer = setTimeout(() => {
         if (this.quiescing !== q) return;
         this.quiescing = null;
-        const err = new VirtioError(Code.FailedPrecondition, `${this.name}: ${this.pendingWork()} requests still in flight after ${this.attrs.suspendTimeoutMs} ms: cannot suspend`);
+        const err = new VirtioError(Code.FailedPrecondition, `${this.name}: ${this.pendingWork(q.record)} requests still in flight after ${this.attrs.suspendTimeoutMs} ms: cannot suspend`);
         this.needsReset(-1, err);
         for (const f of q.fail) f(err);
       }, this.attrs.suspendTimeoutMs);
@@ -454,7 +454,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    */
   protected workProgress(): void {
     const q = this.quiescing;
-    if (!q || this.pendingWork() > 0) return;
+    if (!q || this.pendingWork(q.record) > 0) return;
     if (q.timer) clearTimeout(q.timer);
     this.quiescing = null;
     if (this.destroyed || !(this.status & VIRTIO_CONFIG_S_DRIVER_OK)) {
@@ -470,10 +470,34 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     for (const d of q.done) d();
   }
 
-  /** Requests in flight the device must finish before it is suspended (blk's async backend). @default 0 */
-  protected pendingWork(): number {
+  /**
+   * Requests in flight the device must finish before it is suspended (blk's async backend).
+   * With `record`, only those a migration's state cannot carry ({@link saveRequests}): the
+   * rest stay in flight and move as records. @default 0
+   */
+  protected pendingWork(_record: boolean): number {
     return 0;
   }
+
+  /**
+   * Migration: the requests in flight the state carries, as chains named by IOVA, each with
+   * its queue (blk: reads still out at the backend, re-submitted by the destination). Called
+   * on a suspended device whose pendingWork(true) is 0. @default none
+   */
+  protected saveRequests(): SimRequest[] {
+    return [];
+  }
+
+  /**
+   * Migration, destination: why recorded requests `reqs` cannot be taken by this device with
+   * queue sizes `nums` (null: they can). Must not change anything. @default only none
+   */
+  protected checkRequests(reqs: readonly SimRequest[], _nums: readonly number[]): string | null {
+    return reqs.length === 0 ? null : `${this.name} takes no requests in flight`;
+  }
+
+  /** Migration, destination: takes checked recorded requests, re-submitted when the device runs. */
+  protected loadRequests(_reqs: readonly SimRequest[]): void {}
 
   /**
    * The vdpa suspend op for a VMM that migrates (VHOST_VDPA_SUSPEND as QEMU uses it): stops
@@ -481,11 +505,21 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * suspendTimeoutMs; past it the device sets NEEDS_RESET and this rejects), then suspends.
    * DRIVER_OK stays set. Resolves when the device is suspended with nothing in flight.
    */
-  suspendDrained(): Promise<void> {
+  suspendDrained(opts: SuspendOptions = {}): Promise<void> {
     this.live();
     if (!(this.status & VIRTIO_CONFIG_S_DRIVER_OK) || this.suspended) return Promise.reject(new VirtioError(Code.FailedPrecondition, 'only a running device (DRIVER_OK) can be suspended'));
     if (this.quiescing) return Promise.reject(new VirtioError(Code.FailedPrecondition, 'a suspend is already in progress'));
-    return this.quiesce(false);
+    return this.quiesce(false, opts?.record === true);
+  }
+
+  /**
+   * Requests in flight that a suspend must still finish: with `record`, only those a
+   * migration's state cannot carry (see {@link SuspendOptions.record}). 0 means a suspend
+   * completes at once.
+   */
+  mustFinish(record = false): number {
+    this.live();
+    return this.pendingWork(record === true);
   }
 
   /** True between a suspend request and the moment the device is suspended. */
@@ -696,6 +730,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
         num: vq.num, desc: vq.desc, driver: vq.driver, device: vq.device, ready: vq.ready,
         state: vq.num === 0 || early ? null : this.getVqState(i),
       })),
+      requests: early ? [] : this.saveRequests(),
     };
   }
 
@@ -761,7 +796,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     this.stoppedToSave();
     const vqs: (VqState | null)[] = [];
     for (let i = 0; i < this.vqs.length; i++) vqs.push(this.vqs[i]!.num === 0 ? null : this.getVqState(i));
-    return { status: this.status, generation: this.generation, vqs };
+    return { status: this.status, generation: this.generation, vqs, requests: this.saveRequests() };
   }
 
   /** FailedPrecondition while the device holds an early state without its ring positions. */
@@ -769,10 +804,11 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
     if (this.earlyBase !== null) throw new VirtioError(Code.FailedPrecondition, `${this.name} holds an early state without its ring positions: load the switchover state first`);
   }
 
-  /** FailedPrecondition unless suspended with nothing in flight (what a save needs). */
+  /** FailedPrecondition unless suspended with nothing in flight the state cannot carry (what a save needs). */
   private stoppedToSave(): void {
     if (!this.suspended) throw new VirtioError(Code.FailedPrecondition, `${this.name} must be suspended to save its state`);
-    if (this.pendingWork() > 0) throw new VirtioError(Code.FailedPrecondition, `${this.name} has ${this.pendingWork()} requests in flight: suspend with suspendDrained() or the SUSPEND status bit`);
+    const n = this.pendingWork(true);
+    if (n > 0) throw new VirtioError(Code.FailedPrecondition, `${this.name} has ${n} requests in flight that a state cannot carry: suspend with suspendDrained() or the SUSPEND status bit`);
   }
 
   /** The id of the early state this device holds without its ring positions, or null. */
@@ -812,6 +848,10 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       if (v.ready) checkQueueSize(v.num, packed);
       if (v.state) checkVqState(v.state, packed ? 'packed' : 'split', v.num);
     });
+    const reqs = s.requests ?? [];
+    if (reqs.length > 0 && s.vqs.some((v) => v.state === null && v.num !== 0)) fail(Code.InvalidArgument, 'requests in flight without ring positions');
+    const reqWhy = this.checkRequests(reqs, s.vqs.map((v) => v.num));
+    if (reqWhy !== null) fail(Code.InvalidArgument, reqWhy);
   }
 
   /**
@@ -840,6 +880,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
         if (v.state) vq.saved = checkVqState(v.state, hasFeature(s.driverFeatures, VIRTIO_F_RING_PACKED) ? 'packed' : 'split', v.num);
       });
       loadClass();
+      this.loadRequests(s.requests ?? []);
       s.vqs.forEach((v, i) => { if (v.ready) this.setVqReady(i, true); });
       this.suspended = true;
       this.status = s.status;
@@ -859,7 +900,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * id of the early state this device holds. Everything is validated first; on error nothing
    * changes. Afterwards the device is suspended exactly as after a full load.
    */
-  loadPositions(base: number, status: number, generation: number, vqs: readonly (VqState | null)[]): void {
+  loadPositions(base: number, status: number, generation: number, vqs: readonly (VqState | null)[], requests: readonly SimRequest[] = []): void {
     this.live();
     const fail = (code: typeof Code.InvalidArgument | typeof Code.FailedPrecondition, why: string): never => { throw new VirtioError(code, `${this.name}: cannot load the switchover state: ${why}`); };
     if (this.earlyBase === null) fail(Code.FailedPrecondition, 'no early state was loaded (load the full state instead)');
@@ -881,6 +922,9 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
         checked.push(checkVqState(st, layout, num));
       }
     }
+    if (!Array.isArray(requests)) fail(Code.InvalidArgument, 'the requests in flight are not an array');
+    const why = this.checkRequests(requests, this.vqs.map((v) => v.num));
+    if (why !== null) fail(Code.InvalidArgument, why);
     for (let i = 0; i < checked.length; i++) {
       const st = checked[i];
       if (!st) continue;
@@ -890,6 +934,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       if (vq.queue) vq.queue.setState(st);
       vq.saved = st;
     }
+    this.loadRequests(requests);
     this.status = status;
     this.generation = generation;
     this.earlyBase = null;
@@ -1210,7 +1255,8 @@ export interface SimCoreState {
     ready: boolean;
     /** Ring position (getVqState), or null for a queue never sized. */
     state: VqState | null;
-  }[];
+  }[];  /** Requests in flight the destination re-submits (blk reads; none in an early state). @default none */
+  requests?: SimRequest[];
 }
 
 /** What {@link VdpaSim.savePositions} returns. */
@@ -1221,6 +1267,26 @@ export interface SimPositions {
   generation: number;
   /** Every queue's ring position (null for a queue never sized). */
   vqs: (VqState | null)[];
+  /** Requests in flight the destination re-submits (blk reads). */
+  requests: SimRequest[];
+}
+
+/** A request in flight carried by a migration state: its queue and its chain, by IOVA. */
+export interface SimRequest extends RecordedChain {
+  /** Queue index. */
+  vq: number;
+}
+
+/** Options of {@link VdpaSim.suspendDrained}. */
+export interface SuspendOptions {
+  /**
+   * Migration: leave in flight the requests a saved state can carry, instead of waiting for
+   * them (blk reads: idempotent, so the destination re-submits them and the source's late
+   * answers are dropped; writes, flushes, discards and write-zeroes are still finished,
+   * because a write re-submitted elsewhere could land before the source's copy of it). The
+   * suspend then costs no backend round trip for reads. @default false
+   */
+  record?: boolean;
 }
 
 /** What {@link VdpaSim.markControlState} took: opaque to callers, compared by the device. */

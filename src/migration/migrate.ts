@@ -1,7 +1,7 @@
 // Live migration of one device in one thread (DESIGN.md "Live migration"), the order QEMU
 // follows for vhost-vdpa: pre-copy of guest RAM with the dirty log while the device runs,
 // iterated until the dirty set is small; stop-and-copy (suspend the source with requests in
-// flight finished, copy the last dirty pages, save the device state); load it into the
+// flight finished or, for blk reads, recorded; copy the last dirty pages, save the device state); load it into the
 // destination, switch the guest's binding, resume; for net, ask the driver to announce itself.
 // Every phase is timed. If the destination refuses the state, the source resumes and keeps
 // running: an interrupted migration loses nothing.
@@ -59,6 +59,14 @@ export interface MigrateOptions<T extends MigratableDevice> {
    * queues are enabled). false: the whole state moves inside the downtime. @default true
    */
   early?: boolean;
+  /**
+   * blk requests in flight at the stop. 'record': reads still out at the source's backend stay
+   * there and move in the state, and the destination re-submits them (the source's late
+   * answers are dropped); writes, flushes, discards and write-zeroes are finished first, as
+   * they must be (see state.ts). 'drain': every request is finished before the save. A
+   * source its driver suspended (SUSPEND) has drained already. @default 'record'
+   */
+  inflight?: 'record' | 'drain';
   /** Use the binary encoding between source and destination (as over a wire). @default true */
   binary?: boolean;
   /** Clock in ms. @default performance.now */
@@ -75,8 +83,10 @@ export interface MigrationReport {
   earlySends: number;
   /** Pages copied: the full copy first, then each round. */
   pagesPerRound: number[];
-  /** Suspend requested → source suspended with nothing in flight. */
+  /** Suspend requested → source suspended with nothing in flight that the state cannot carry. */
   suspendMs: number;
+  /** blk reads that moved in flight, re-submitted by the destination (0 with `inflight: 'drain'`). */
+  recorded: number;
   /** Copy of the pages dirtied since the last round (inside the downtime). */
   lastPagesMs: number;
   /** Pages copied while stopped. */
@@ -168,7 +178,7 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
     // Stop: the source finishes requests in flight (they reach the used ring, in guest RAM).
     // A device its driver suspended (SUSPEND status bit) is already stopped and stays so.
     const byDriver = src.isSuspended;
-    if (!byDriver) await src.suspendDrained();
+    if (!byDriver) await src.suspendDrained({ record: (o.inflight ?? 'record') === 'record' });
     const restart = (): void => { if (!byDriver) src.resume(); };
     const tSusp = now();
     let lastPages = 0;
@@ -223,7 +233,7 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
     return {
       precopyMs: tPre - t0, earlyMs, earlySends, pagesPerRound, suspendMs: tSusp - tPre, lastPagesMs: tCopy - tSusp, lastPages,
       saveMs: tSave - tCopy, loadMs: tLoad - tSave, resumeMs: tRes - tLoad, downtimeMs: tRes - tPre,
-      stateBytes: wire?.length ?? 0, state, delta,
+      stateBytes: wire?.length ?? 0, state, delta, recorded: (delta ? delta.requests?.length : state.blk?.requests?.length) ?? 0,
     };
   } catch (e) {
     // Interrupted during pre-copy (a round threw, the destination refused the early state):

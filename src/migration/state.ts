@@ -4,17 +4,25 @@
 // loadState() validates everything first — format, version, class, feature compatibility,
 // queues, control state — and changes nothing on error.
 //
-// blk requests in flight: drained, not recorded. A device is saved only once suspended with
-// nothing in flight (sim-core suspendDrained / the SUSPEND status bit: requests finish and
-// reach the used ring, bounded by suspendTimeoutMs, past which the device sets NEEDS_RESET).
-// Why: completions then live in guest memory, which migrates anyway, so there is nothing to
-// replay and nothing can complete twice. QEMU's inflight tracking for vhost-user-blk
-// (record + resubmit) exists for a backend that crashes and cannot finish; a live migration
-// between healthy backends can. The encoding keeps an in-flight count (always 0) so a later
-// record+resubmit mode is a new version, not a new format.
+// blk requests in flight (version 2): reads are recorded and re-submitted, everything else is
+// drained. A migration suspends the source with suspendDrained({ record: true }): writes,
+// flushes, discards and write-zeroes finish and reach the used ring first (bounded by
+// suspendTimeoutMs, past which the device sets NEEDS_RESET); reads still out at the backend
+// stay there and the state carries each one's descriptor chain, by IOVA (blk.requests). The
+// destination re-pops those chains under the same map when it runs and sends the reads to its
+// own backend; the source, never resumed, drops its late answers, so nothing completes twice.
+// Why reads only: a read is idempotent, so reading it again on the destination gives the
+// driver what it could have got; a write is not re-orderable — re-submitted on the
+// destination, it could complete there while the source's copy is still out at shared
+// storage, and that copy would then land over what the driver wrote next. (QEMU's virtio-blk
+// likewise migrates its pending request list and restarts it on the destination, and its
+// vhost-user-blk inflight tracking records descriptor heads to re-submit.) Without `record`
+// (the SUSPEND status bit, or migrate({ inflight: 'drain' })) everything is drained and the
+// state carries none. Version 1 states (no requests) still load.
 
 import { VirtioError, Code } from '../errors.ts';
-import type { VdpaSim, SimCoreState, ControlStateMark } from '../devices/sim-core.ts';
+import type { VdpaSim, SimCoreState, ControlStateMark, SimRequest } from '../devices/sim-core.ts';
+import type { IovaSegment } from '../ring/device-queue.ts';
 import { VdpaSimNet } from '../devices/net.ts';
 import { VdpaSimBlk } from '../devices/blk.ts';
 import type { NetCtrlSnapshot } from '../devices/net-ctrl.ts';
@@ -22,8 +30,30 @@ import type { VqState } from '../ring/vq-state.ts';
 
 /** The `format` field of every state. */
 export const DEVICE_STATE_FORMAT = 'vdpa-wasm-device-state';
-/** The state version this code writes and reads. */
-export const DEVICE_STATE_VERSION = 1;
+/** The state version this code writes (it reads 1 as well: a version 1 state has no requests in flight). */
+export const DEVICE_STATE_VERSION = 2;
+
+/** A piece of a recorded request's buffers in a {@link DeviceState}. */
+export interface RequestPiece {
+  /** IOVA (hex). */
+  iova: string;
+  /** Bytes (1..2^32-1). */
+  len: number;
+}
+
+/** A request in flight carried by a state: its queue and descriptor chain, by IOVA. */
+export interface RequestEntry {
+  /** Queue index. */
+  vq: number;
+  /** Head index (split) or buffer id (packed): what its used entry will name. */
+  id: number;
+  /** Ring descriptors the chain occupies. */
+  ndesc: number;
+  /** Device-readable pieces (the request header), in order. */
+  readable: RequestPiece[];
+  /** Device-writable pieces (data, then the status byte), in order. */
+  writable: RequestPiece[];
+}
 
 /** A virtqueue in a {@link DeviceState}. u64 values are "0x…" hex strings (JSON has no u64). */
 export interface VqStateEntry {
@@ -57,8 +87,8 @@ export interface MapEntry {
 export interface DeviceState {
   /** Always {@link DEVICE_STATE_FORMAT}. */
   format: typeof DEVICE_STATE_FORMAT;
-  /** Always {@link DEVICE_STATE_VERSION}. */
-  version: 1;
+  /** {@link DEVICE_STATE_VERSION} (or 1, read from an older encoding). */
+  version: 1 | 2;
   /** Device class. */
   class: 'net' | 'blk';
   /** Virtio device id. */
@@ -86,14 +116,16 @@ export interface DeviceState {
    * positions, loaded into the destination during pre-copy with {@link loadEarlyState}.
    */
   early?: true;
-  /** blk: disk identity and requests in flight (always none: they are drained). */
+  /** blk: disk identity and requests in flight. */
   blk?: {
     /** Disk size in 512-byte sectors (VIRTIO 1.3 §5.2.4 `capacity`). */
     capacity: number;
     /** The disk refuses writes (VIRTIO_BLK_F_RO). */
     readOnly: boolean;
-    /** Requests in flight at save: always 0, the source drains them before it saves. */
-    inFlight: 0;
+    /** Requests in flight at save: requests.length (0 in version 1). */
+    inFlight: number;
+    /** Reads in flight at save, re-submitted by the destination (absent in version 1). */
+    requests?: RequestEntry[];
   };
 }
 
@@ -111,8 +143,8 @@ export const DEVICE_STATE_DELTA_FORMAT = 'vdpa-wasm-device-state-delta';
 export interface DeviceStateDelta {
   /** Always {@link DEVICE_STATE_DELTA_FORMAT}. */
   format: typeof DEVICE_STATE_DELTA_FORMAT;
-  /** Always {@link DEVICE_STATE_VERSION}. */
-  version: 1;
+  /** {@link DEVICE_STATE_VERSION} (or 1, read from an older encoding). */
+  version: 1 | 2;
   /** Device class. */
   class: 'net' | 'blk';
   /** The id of the early state this builds on ({@link EarlyState.id}). */
@@ -123,6 +155,8 @@ export interface DeviceStateDelta {
   generation: number;
   /** Every queue's ring position (null for a queue never sized). */
   vqs: (VqState | null)[];
+  /** blk: reads in flight at the stop, re-submitted by the destination (absent in version 1; none for net). */
+  requests?: RequestEntry[];
 }
 
 /** What {@link saveEarlyState} returns: the early state, its encoding and id, and the source's mark. */
@@ -150,15 +184,28 @@ export function saveState(dev: MigratableDevice): DeviceState {
 
 function fromCore(dev: MigratableDevice, c: SimCoreState): DeviceState {
   const s: DeviceState = {
-    format: DEVICE_STATE_FORMAT, version: 1, class: dev instanceof VdpaSimNet ? 'net' : 'blk',
+    format: DEVICE_STATE_FORMAT, version: 2, class: dev instanceof VdpaSimNet ? 'net' : 'blk',
     deviceId: c.deviceId, deviceFeatures: hex64(c.deviceFeatures), driverFeatures: hex64(c.driverFeatures),
     status: c.status, generation: c.generation, config: toHex(c.config), groupAsid: c.groupAsid,
     maps: c.maps.map((l) => l.map((m) => ({ iova: hex64(m.iova), size: m.size, addr: m.addr, perm: m.perm }))),
     vqs: c.vqs.map((v) => ({ num: v.num, desc: hex64(v.desc), driver: hex64(v.driver), device: hex64(v.device), ready: v.ready, state: v.state })),
   };
   if (dev instanceof VdpaSimNet) s.net = dev.saveNetState();
-  else s.blk = { capacity: dev.capacity, readOnly: dev.readOnly, inFlight: 0 };
+  else {
+    const requests = (c.requests ?? []).map(toEntry);
+    s.blk = { capacity: dev.capacity, readOnly: dev.readOnly, inFlight: requests.length, requests };
+  }
   return s;
+}
+
+function toEntry(r: SimRequest): RequestEntry {
+  const piece = (p: IovaSegment): RequestPiece => ({ iova: hex64(p.iova), len: p.len });
+  return { vq: r.vq, id: r.id, ndesc: r.ndesc, readable: r.readable.map(piece), writable: r.writable.map(piece) };
+}
+
+function fromEntry(r: RequestEntry): SimRequest {
+  const piece = (p: RequestPiece): IovaSegment => ({ iova: BigInt(p.iova), len: p.len });
+  return { vq: r.vq, id: r.id, ndesc: r.ndesc, readable: r.readable.map(piece), writable: r.writable.map(piece) };
 }
 
 /**
@@ -209,7 +256,7 @@ export function saveStateDelta(dev: MigratableDevice, early: EarlyState): Device
   if (!dev.isSuspended) throw new VirtioError(Code.FailedPrecondition, `${dev.name} must be suspended to save its state`);
   if (!dev.controlStateUnchanged(early.mark)) return null;
   const c = dev.savePositions();
-  return { format: DEVICE_STATE_DELTA_FORMAT, version: 1, class: early.state.class, base: early.id, status: c.status, generation: c.generation, vqs: c.vqs };
+  return { format: DEVICE_STATE_DELTA_FORMAT, version: 2, class: early.state.class, base: early.id, status: c.status, generation: c.generation, vqs: c.vqs, requests: c.requests.map(toEntry) };
 }
 
 /**
@@ -226,7 +273,7 @@ export function loadState(dev: MigratableDevice, state: DeviceState | DeviceStat
     const d = state instanceof Uint8Array ? decodeStateDelta(state) : checkStateDelta(state);
     const cls = dev instanceof VdpaSimNet ? 'net' : 'blk';
     if (d.class !== cls) throw new VirtioError(Code.FailedPrecondition, `device state: a ${d.class} delta cannot be loaded into ${dev.name}, a ${cls} device`);
-    dev.loadPositions(d.base, d.status, d.generation, d.vqs);
+    dev.loadPositions(d.base, d.status, d.generation, d.vqs, (d.requests ?? []).map(fromEntry));
     return;
   }
   const s = state instanceof Uint8Array ? decodeState(state) : checkState(state);
@@ -257,7 +304,7 @@ export function checkState(v: unknown): DeviceState {
   if (typeof v !== 'object' || v === null) bad('not an object');
   const o = v as Record<string, unknown>;
   if (o.format !== DEVICE_STATE_FORMAT) bad(`format ${String(o.format)} is not ${DEVICE_STATE_FORMAT}`);
-  if (o.version !== DEVICE_STATE_VERSION) bad(`version ${String(o.version)} is not ${DEVICE_STATE_VERSION}`);
+  if (o.version !== 1 && o.version !== 2) bad(`version ${String(o.version)} is not 1 or 2`);
   if (o.class !== 'net' && o.class !== 'blk') bad(`class ${String(o.class)} is not net or blk`);
   if (o.early !== undefined && o.early !== true) bad('early is not true (or absent)');
   const int = (x: unknown, name: string, max: number): number => {
@@ -300,9 +347,65 @@ export function checkState(v: unknown): DeviceState {
     if (typeof b !== 'object' || b === null) bad('a blk state needs `blk`');
     if (typeof b!.capacity !== 'number' || !Number.isSafeInteger(b!.capacity) || (b!.capacity as number) < 1) bad('blk.capacity is not a positive integer');
     if (typeof b!.readOnly !== 'boolean') bad('blk.readOnly is not a boolean');
-    if (b!.inFlight !== 0) bad('blk.inFlight must be 0 (requests in flight are drained before a save)');
+    if (o.version === 1 || b!.requests === undefined) {
+      if (b!.inFlight !== 0 || b!.requests !== undefined) bad('blk.inFlight must be 0 in a version 1 state (and blk.requests is version 2)');
+    } else {
+      checkRequestEntries(b!.requests, 'blk.requests');
+      if (b!.inFlight !== (b!.requests as unknown[]).length) bad('blk.inFlight is not the number of blk.requests');
+      if (o.early === true && (b!.requests as unknown[]).length > 0) bad('an early state carries no requests in flight');
+    }
   }
   return v as DeviceState;
+}
+
+/** Every request entry has the shape (and field ranges) its encoding holds; throws InvalidArgument. */
+function checkRequestEntries(v: unknown, name: string): void {
+  if (!Array.isArray(v) || v.length > 0xffff) bad(`${name} is not an array (of at most 65535)`);
+  const list = v as unknown[];
+  for (let k = 0; k < list.length; k++) {
+    const r = list[k] as Record<string, unknown> | null | undefined;
+    if (typeof r !== 'object' || r === null) bad(`${name}[${k}] is not an object`);
+    for (const f of ['vq', 'id', 'ndesc'] as const) {
+      const x = r![f];
+      if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x > 0xffff) bad(`${name}[${k}].${f} ${String(x)} is not an integer in 0..65535`);
+    }
+    for (const side of ['readable', 'writable'] as const) {
+      const ps = r![side];
+      if (!Array.isArray(ps) || ps.length > 0xffff) bad(`${name}[${k}].${side} is not an array`);
+      for (let j = 0; j < (ps as unknown[]).length; j++) {
+        const p = (ps as unknown[])[j] as Record<string, unknown> | null | undefined;
+        if (typeof p !== 'object' || p === null) bad(`${name}[${k}].${side}[${j}] is not an object`);
+        hexU64(p!.iova, `${name}[${k}].${side}[${j}].iova`);
+        if (typeof p!.len !== 'number' || !Number.isInteger(p!.len) || p!.len < 1 || p!.len > 0xffffffff) bad(`${name}[${k}].${side}[${j}].len ${String(p!.len)} is not an integer in 1..2^32-1`);
+      }
+    }
+  }
+}
+
+/** Writes request entries: u16 n | per request u16 vq, u16 id, u16 ndesc, u16 nread, u16 nwrite, (u64 iova, u32 len) × pieces. */
+function writeRequests(w: Writer, reqs: readonly RequestEntry[]): void {
+  w.u16(reqs.length);
+  for (const r of reqs) {
+    w.u16(r.vq); w.u16(r.id); w.u16(r.ndesc); w.u16(r.readable.length); w.u16(r.writable.length);
+    for (const p of [...r.readable, ...r.writable]) { w.u64(BigInt(p.iova)); w.u32(p.len); }
+  }
+}
+
+function readRequests(r: Reader): RequestEntry[] {
+  const out: RequestEntry[] = [];
+  for (let n = r.u16(); n > 0; n--) {
+    const e: RequestEntry = { vq: r.u16(), id: r.u16(), ndesc: r.u16(), readable: [], writable: [] };
+    const nr = r.u16();
+    const nw = r.u16();
+    for (let j = 0; j < nr + nw; j++) {
+      const iova = hex64(r.u64());
+      const len = r.u32();
+      if (len === 0) bad('a request piece of 0 bytes');
+      (j < nr ? e.readable : e.writable).push({ iova, len });
+    }
+    out.push(e);
+  }
+  return out;
 }
 
 function hexU64(x: unknown, name: string): bigint {
@@ -316,6 +419,7 @@ function toCore(s: DeviceState): SimCoreState {
     status: s.status, generation: s.generation, config: fromHex(s.config), groupAsid: [...s.groupAsid],
     maps: s.maps.map((l) => l.map((m) => ({ iova: BigInt(m.iova), size: m.size, addr: m.addr, perm: m.perm }))),
     vqs: s.vqs.map((v) => ({ num: v.num, desc: BigInt(v.desc), driver: BigInt(v.driver), device: BigInt(v.device), ready: v.ready, state: v.state })),
+    requests: (s.blk?.requests ?? []).map(fromEntry),
   };
 }
 
@@ -333,7 +437,7 @@ function fromHex(s: string): Uint8Array {
 
 // ───────────────────────── binary encoding ─────────────────────────
 //
-// Little-endian, in this order (version 1):
+// Little-endian, in this order (version 2; version 1 differs only in the blk tail):
 //   "VDPASTAT" | u16 version | u8 class (1 net, 2 blk) | u8 flags (bit 0: early) | u32 deviceId | u64 deviceFeatures
 //   | u64 driverFeatures | u8 status | u32 generation | u16 configLen | config
 //   | u8 ngroups | u8 asid × ngroups | u8 nas | per space: u16 n | n × (u64 iova, u32 size, u32 addr, u8 perm)
@@ -341,7 +445,9 @@ function fromHex(s: string): Uint8Array {
 //       split: u16 size u16 availIndex u16 usedIndex; packed: u16 size u16 lastAvailIdx u8 wrap u16 lastUsedIdx u8 wrap
 //   | net: u8 rx flags (promisc, allmulti, alluni, nomulti, nouni, nobcast) | u8 n | 6n uni | u8 n | 6n multi
 //          | u16 n | u16 × n vlans | u16 pairs
-//   | blk: u64 capacity | u8 readOnly | u32 inFlight (0)
+//   | blk: u64 capacity | u8 readOnly | u32 inFlight (version 1: always 0, nothing follows)
+//          | version 2: u16 n (= inFlight) | per request: u16 vq | u16 id | u16 ndesc | u16 nread
+//            | u16 nwrite | (u64 iova | u32 len) × (nread + nwrite), readable pieces first
 //   | u32 CRC-32 (IEEE) of everything before it.
 
 const MAGIC = [0x56, 0x44, 0x50, 0x41, 0x53, 0x54, 0x41, 0x54]; // "VDPASTAT"
@@ -429,7 +535,8 @@ export function encodeState(state: DeviceState): Uint8Array {
     const b = s.blk!;
     w.u64(BigInt(b.capacity));
     w.u8(b.readOnly ? 1 : 0);
-    w.u32(0);
+    w.u32(b.inFlight);
+    if (s.version === 2) writeRequests(w, b.requests ?? []);
   }
   w.u32(crc32(w.done()));
   return w.done();
@@ -442,7 +549,7 @@ export function decodeState(bytes: Uint8Array): DeviceState {
   const magic = r.bytes(8);
   if (!MAGIC.every((m, i) => magic[i] === m)) bad('bad magic (not a vdpa-wasm device state)');
   const version = r.u16();
-  if (version !== DEVICE_STATE_VERSION) bad(`version ${version} is not ${DEVICE_STATE_VERSION}`);
+  if (version !== 1 && version !== 2) bad(`version ${version} is not 1 or 2`);
   const body = bytes.subarray(0, bytes.length - 4);
   const crc = new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4, 4).getUint32(0, true);
   if (crc32(body) !== crc) bad('CRC mismatch (corrupted state)');
@@ -451,7 +558,7 @@ export function decodeState(bytes: Uint8Array): DeviceState {
   const flags = r.u8();
   if (flags & ~FLAG_EARLY) bad(`flags 0x${flags.toString(16)} has unknown bits`);
   const s: DeviceState = {
-    format: DEVICE_STATE_FORMAT, version: 1, class: clsByte === 1 ? 'net' : 'blk', deviceId: r.u32(),
+    format: DEVICE_STATE_FORMAT, version: version as 1 | 2, class: clsByte === 1 ? 'net' : 'blk', deviceId: r.u32(),
     deviceFeatures: hex64(r.u64()), driverFeatures: hex64(r.u64()), status: r.u8(), generation: r.u32(),
     config: toHex(r.bytes(r.u16())), groupAsid: [], maps: [], vqs: [],
   };
@@ -484,8 +591,15 @@ export function decodeState(bytes: Uint8Array): DeviceState {
     const cap = r.u64();
     if (cap > BigInt(Number.MAX_SAFE_INTEGER)) bad('blk capacity over 2^53');
     const readOnly = r.u8() === 1;
-    if (r.u32() !== 0) bad('blk requests in flight must be 0');
-    s.blk = { capacity: Number(cap), readOnly, inFlight: 0 };
+    const inFlight = r.u32();
+    if (version === 1) {
+      if (inFlight !== 0) bad('blk requests in flight must be 0 in a version 1 state');
+      s.blk = { capacity: Number(cap), readOnly, inFlight: 0 };
+    } else {
+      const requests = readRequests(r);
+      if (requests.length !== inFlight) bad(`blk inFlight ${inFlight} is not the ${requests.length} requests that follow`);
+      s.blk = { capacity: Number(cap), readOnly, inFlight, requests };
+    }
   }
   if (r.n !== bytes.length - 4) bad(`${bytes.length - 4 - r.n} trailing bytes`);
   if (flags & FLAG_EARLY) s.early = true;
@@ -499,9 +613,10 @@ function stateId(bytes: Uint8Array): number {
 
 // ───────────────────────── the delta ─────────────────────────
 //
-// Little-endian (version 1): "VDPADLTA" | u16 version | u8 class (1 net, 2 blk) | u8 0
+// Little-endian (version 2): "VDPADLTA" | u16 version | u8 class (1 net, 2 blk) | u8 0
 //   | u32 base (the early state's id) | u8 status | u32 generation | u16 nvqs
 //   | per vq: u8 kind (0 none, 1 split, 2 packed) + the fields of the full encoding's vq state
+//   | u16 n requests in flight + the full encoding's request records (version 2 only)
 //   | u32 CRC-32 of everything before it.
 
 const DELTA_MAGIC = [0x56, 0x44, 0x50, 0x41, 0x44, 0x4c, 0x54, 0x41]; // "VDPADLTA"
@@ -518,7 +633,7 @@ export function checkStateDelta(v: unknown): DeviceStateDelta {
   if (typeof v !== 'object' || v === null) bad('delta: not an object');
   const o = v as Record<string, unknown>;
   if (o.format !== DEVICE_STATE_DELTA_FORMAT) bad(`format ${String(o.format)} is not ${DEVICE_STATE_DELTA_FORMAT}`);
-  if (o.version !== DEVICE_STATE_VERSION) bad(`delta version ${String(o.version)} is not ${DEVICE_STATE_VERSION}`);
+  if (o.version !== 1 && o.version !== 2) bad(`delta version ${String(o.version)} is not 1 or 2`);
   if (o.class !== 'net' && o.class !== 'blk') bad(`delta class ${String(o.class)} is not net or blk`);
   const u = (x: unknown, name: string, max: number): void => {
     if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x > max) bad(`delta ${name} ${String(x)} is not an integer in 0..${max}`);
@@ -542,6 +657,11 @@ export function checkStateDelta(v: unknown): DeviceStateDelta {
       f('size', 0xffff); f('lastAvailIdx', 0xffff); f('lastAvailWrap', 1); f('lastUsedIdx', 0xffff); f('lastUsedWrap', 1);
     } else bad(`delta vq ${i} layout ${String(q!.layout)} is not split or packed`);
   }
+  if (o.requests !== undefined) {
+    if (o.version === 1) bad('a version 1 delta has no requests');
+    checkRequestEntries(o.requests, 'delta requests');
+    if (o.class === 'net' && (o.requests as unknown[]).length > 0) bad('a net delta carries no requests in flight');
+  }
   return v as DeviceStateDelta;
 }
 
@@ -550,6 +670,11 @@ export function encodeStateDelta(delta: DeviceStateDelta): Uint8Array {
   const d = checkStateDelta(delta);
   let n = 8 + 2 + 2 + 4 + 1 + 4 + 2 + 4;
   for (const v of d.vqs) n += v === null ? 1 : v.layout === 'split' ? 7 : 9;
+  const reqs = d.version === 2 ? d.requests ?? [] : [];
+  if (d.version === 2) {
+    n += 2;
+    for (const r of reqs) n += 10 + 12 * (r.readable.length + r.writable.length);
+  }
   const b = new Uint8Array(n);
   const dv = new DataView(b.buffer);
   b.set(DELTA_MAGIC);
@@ -572,6 +697,15 @@ export function encodeStateDelta(delta: DeviceStateDelta): Uint8Array {
       dv.setUint16(o + 5, v.lastUsedIdx, true); b[o + 7] = v.lastUsedWrap; o += 8;
     }
   }
+  if (d.version === 2) {
+    dv.setUint16(o, reqs.length, true); o += 2;
+    for (const r of reqs) {
+      for (const x of [r.vq, r.id, r.ndesc, r.readable.length, r.writable.length]) { dv.setUint16(o, x, true); o += 2; }
+      for (const side of [r.readable, r.writable]) {
+        for (const p of side) { dv.setBigUint64(o, BigInt(p.iova), true); dv.setUint32(o + 8, p.len, true); o += 12; }
+      }
+    }
+  }
   dv.setUint32(o, crc32(b.subarray(0, o)), true);
   return b;
 }
@@ -582,14 +716,18 @@ export function decodeStateDelta(bytes: Uint8Array): DeviceStateDelta {
   const r = new Reader(bytes);
   r.bytes(8);
   const version = r.u16();
-  if (version !== DEVICE_STATE_VERSION) bad(`delta version ${version} is not ${DEVICE_STATE_VERSION}`);
+  if (version !== 1 && version !== 2) bad(`delta version ${version} is not 1 or 2`);
   const crc = new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4, 4).getUint32(0, true);
   if (crc32(bytes.subarray(0, bytes.length - 4)) !== crc) bad('CRC mismatch (corrupted delta)');
   const cls = r.u8();
   if (cls !== 1 && cls !== 2) bad(`delta class ${cls} is not 1 (net) or 2 (blk)`);
   if (r.u8() !== 0) bad('delta flags must be 0');
-  const d: DeviceStateDelta = { format: DEVICE_STATE_DELTA_FORMAT, version: 1, class: cls === 1 ? 'net' : 'blk', base: r.u32(), status: r.u8(), generation: r.u32(), vqs: [] };
+  const d: DeviceStateDelta = { format: DEVICE_STATE_DELTA_FORMAT, version: version as 1 | 2, class: cls === 1 ? 'net' : 'blk', base: r.u32(), status: r.u8(), generation: r.u32(), vqs: [] };
   for (let q = r.u16(); q > 0; q--) d.vqs.push(readVqState(r));
+  if (version === 2) {
+    d.requests = readRequests(r);
+    if (d.class === 'net' && d.requests.length > 0) bad('a net delta carries no requests in flight');
+  }
   if (r.n !== bytes.length - 4) bad(`${bytes.length - 4 - r.n} trailing bytes`);
   return d;
 }

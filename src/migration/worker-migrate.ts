@@ -2,15 +2,16 @@
 // worker, the destination in another, both on the same shared platform memory; the guest's
 // driver runs in this thread, bound through a slot, and keeps its rings (they are in the shared
 // memory both workers see, so no guest RAM moves). The order is migrate()'s (QEMU's for
-// vhost-vdpa): suspend the source with requests in flight finished, save its state (the binary
+// vhost-vdpa): suspend the source with requests in flight finished (blk reads: recorded), save its state (the binary
 // encoding, as over a wire), load it into the destination, re-point the guest's binding, resume
 // the destination; net then announces the guest. blk storage, checked before anything stops:
 //   - RAM disk on both sides: each lives in its own worker's slice of the memory, so its bytes
 //     are copied while stopped (a storage migration without a dirty log);
 //   - a backend on both sides, the same storage (a `{ file }` descriptor naming one file, opened
-//     by each worker): nothing is copied — the source's requests in flight were drained at
-//     suspend (finished at the backend and in the used ring, as in one thread), so the
-//     destination, which opened the same file, sees every write;
+//     by each worker): nothing is copied — the source's writes in flight were finished at
+//     suspend (at the backend and in the used ring, as in one thread), so the destination,
+//     which opened the same file, sees every write; its reads still in flight move in the
+//     state and the destination reads them again from the same file (state.ts says why);
 //   - anything else (a RAM disk on one side and a backend on the other, two different files, a
 //     backend whose storage the worker cannot name) is refused with failed_precondition and the
 //     source never stops.
@@ -19,7 +20,7 @@
 // its queues up; inside the downtime only the delta moves (status, generation, ring
 // positions), and through the devices' mailboxes — each answered from the worker's serving
 // loop, with no event-loop turn on either side — unless the source must wait for a backend
-// (blk requests out: the suspend goes by the channel, which waits) or its control state moved
+// (blk writes out: the suspend goes by the channel, which waits) or its control state moved
 // since the early save (the full state goes by the channel and the destination starts over).
 // If the destination refuses the state, the source resumes and runs on.
 
@@ -57,6 +58,12 @@ export interface WorkerMigrateOptions {
    * of the delta.
    */
   round?: () => void | Promise<void>;
+  /**
+   * blk requests in flight at the stop, as migrate()'s option: 'record' moves reads still out at
+   * the source's backend in the state (the destination re-submits them to its backend over the
+   * same storage; writes and flushes are finished first), 'drain' finishes everything. @default 'record'
+   */
+  inflight?: 'record' | 'drain';
   /** Clock in ms. @default performance.now */
   now?: () => number;
 }
@@ -76,8 +83,10 @@ export interface WorkerMigrationReport {
   diskMs: number;
   /** Bytes of RAM disk copied (0 for net and for a shared backend). */
   diskBytes: number;
-  /** blk: backend requests the source's suspend finished first (drained, never copied or replayed). */
+  /** blk: backend requests the source's suspend finished first (drained). */
   drained: number;
+  /** blk: reads that moved in flight, re-submitted by the destination (0 with `inflight: 'drain'`). */
+  recorded: number;
   /** blk: 'ram' (the RAM disk was copied) or 'backend' (shared storage, nothing copied); null for net. */
   storage: MigStorage['kind'] | null;
   /** switchover() + resume() of the destination (0 when the load's mailbox call resumed it). */
@@ -156,14 +165,15 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     forget();
     throw new VirtioError(Code.Cancelled, `${dst.name} did not answer the load in time and may still run it: ${src.name} stays suspended (delete ${dst.name}, or stop its worker, before resuming ${src.name})`, { cause: e });
   };
-  let saved: { state: Uint8Array; drained?: number; delta?: boolean } | null = null;
+  let saved: { state: Uint8Array; drained?: number; recorded?: number; delta?: boolean } | null = null;
+  const record = (o.inflight ?? 'record') === 'record';
   let tSusp = t0;
   let mailbox = useEarly;
   if (!byDriver) {
     try {
       let stopped = false;
       if (useEarly) {
-        const r = src.suspendAndSaveSync();
+        const r = src.suspendAndSaveSync({ record });
         if (!r.wouldBlock) {
           stopped = true;
           tSusp = t0 + r.suspendMs;
@@ -171,9 +181,10 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
         }
       }
       if (!stopped) {
-        // blk with requests out at its backend (or no early state): the channel waits for them.
+        // blk with requests out at its backend that it must finish (or no early state): the
+        // channel waits for them.
         mailbox = false;
-        const r = await src.suspendAndSave({ delta: useEarly });
+        const r = await src.suspendAndSave({ delta: useEarly, record });
         saved = r;
         const trip = now() - t0 - r.suspendMs - r.saveMs;
         tSusp = t0 + r.suspendMs + trip / 2;
@@ -268,7 +279,7 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   if (o.announce ?? true) await dst.announce();
   return {
     suspendMs: tSusp - t0, saveMs: tSave - tSusp, loadMs, diskMs, diskBytes,
-    resumeMs: tRes - tSave - loadMs - diskMs, downtimeMs: tRes - t0, stateBytes: saved.state.length, drained: saved.drained ?? 0, storage: ss?.kind ?? null,
+    resumeMs: tRes - tSave - loadMs - diskMs, downtimeMs: tRes - t0, stateBytes: saved.state.length, drained: saved.drained ?? 0, recorded: saved.recorded ?? 0, storage: ss?.kind ?? null,
     earlyMs, moved: saved.delta ? 'delta' : 'full', mailbox,
   };
 }

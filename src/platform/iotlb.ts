@@ -261,6 +261,21 @@ export class Iotlb {
   }
 
   /**
+   * The IOVA that maps memory [addr, addr + len) with `perm`, inside one mapping, or -1n if no
+   * mapping does: the inverse of {@link translate} for memory translated earlier (a request
+   * recorded for migration names its buffers by IOVA, which the destination's identical map
+   * translates back). Several IOVAs may map the same memory; any of them names the same bytes.
+   * O(n) in the entries; allocates nothing but the answer.
+   */
+  reverse(addr: number, len: number, perm: number): bigint {
+    if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(len) || addr < 0 || len < 1) return -1n;
+    for (const e of this.entries) {
+      if ((e.perm & perm) === perm && addr >= e.addr && addr + len <= e.addr + e.size) return e.first + BigInt(addr - e.addr);
+    }
+    return -1n;
+  }
+
+  /**
    * Frees the table's memory. Afterwards every change and translate throws
    * VirtioError(FailedPrecondition) and allows() is false; a second destroy does nothing.
    * Throws VirtioError(FailedPrecondition), changing nothing, while anything follows the map

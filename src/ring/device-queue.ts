@@ -54,6 +54,30 @@ export interface Chain {
   writeBytes: number;
 }
 
+/** A piece of a recorded chain, by IOVA (what the driver wrote in the descriptor, after splitting at map entries). */
+export interface IovaSegment {
+  /** IOVA of the first byte. */
+  iova: bigint;
+  /** Bytes (≥ 1). */
+  len: number;
+}
+
+/**
+ * A popped chain named by IOVA instead of memory offsets ({@link DeviceQueue.record}): portable
+ * to another device over the same map, which takes it back with {@link DeviceQueue.repop} —
+ * how a request in flight moves to a migration's destination.
+ */
+export interface RecordedChain {
+  /** Head index (split) or buffer id (packed). */
+  id: number;
+  /** Ring descriptors the chain occupies. */
+  ndesc: number;
+  /** Device-readable pieces, in order. */
+  readable: IovaSegment[];
+  /** Device-writable pieces, in order. */
+  writable: IovaSegment[];
+}
+
 /**
  * The device side of one virtqueue over rings the driver laid out.
  *
@@ -251,6 +275,83 @@ export class DeviceQueue extends QueueBase {
     for (let j = 0; j < nr; j++) readable.push(seg(start + j));
     for (let j = 0; j < nw; j++) writable.push(seg(start + nr + j));
     return { id: u[b]!, ndesc: u[b + 1]!, readable, writable, readBytes: u[b + 4]!, writeBytes: u[b + 5]! };
+  }
+
+  /**
+   * A chain (from {@link chain}) named by IOVA under the map in force now, or null if some
+   * segment is no longer mapped with its direction's permission (that request cannot be
+   * recorded: finish it instead). Allocates; for migration, not the datapath.
+   */
+  record(c: Chain): RecordedChain | null {
+    this.live();
+    const tlb = this.iotlb;
+    const map = (segs: readonly Segment[], perm: number): IovaSegment[] | null => {
+      const out: IovaSegment[] = [];
+      for (const s of segs) {
+        const iova = tlb.reverse(s.addr, s.len, perm);
+        if (iova < 0n) return null;
+        out.push({ iova, len: s.len });
+      }
+      return out;
+    };
+    const readable = map(c.readable, PERM_R);
+    const writable = readable && map(c.writable, PERM_W);
+    return readable && writable ? { id: c.id, ndesc: c.ndesc, readable, writable } : null;
+  }
+
+  /**
+   * Takes chains recorded elsewhere ({@link record}) as if they had just been popped: chains
+   * `list[from .. from + n)` (n ≤ batch) are translated under this queue's map, written as
+   * chain and segment records, and read with chain(i) and the index accessors (and by wasm
+   * datapaths) exactly as pop()'s. The ring indices do not move: these chains were popped
+   * before (a migration's source did). Returns n. A recorded piece that does not translate
+   * contiguously with its permission, or more pieces than maxSegs, breaks the queue
+   * (AddressUnmapped / InvalidArgument), thrown, with nothing else touched.
+   */
+  repop(list: readonly RecordedChain[], from: number, n: number): number {
+    this.live();
+    if (!Number.isInteger(from) || !Number.isInteger(n) || from < 0 || n < 0 || n > this.batch || from + n > list.length) {
+      throw new VirtioError(Code.InvalidArgument, `cannot re-pop chains ${from}..${from + n} of ${list.length} (batch ${this.batch})`);
+    }
+    const u32 = this.u32;
+    const u16 = this.u16;
+    let seg = 0;
+    for (let i = 0; i < n; i++) {
+      const c = list[from + i]!;
+      const b = (this.chains >> 2) + 8 * i;
+      u32[b] = c.id;
+      u32[b + 1] = c.ndesc;
+      u32[b + 2] = seg;
+      const bytes = [0, 0];
+      for (const [k, segs, perm] of [[0, c.readable, PERM_R], [1, c.writable, PERM_W]] as const) {
+        for (const s of segs) {
+          if (seg >= this.maxSegs) {
+            this.nPopped = this.nPushed = 0;
+            this.markUnmapped();
+            throw new VirtioError(Code.InvalidArgument, `recorded chains have more than ${this.maxSegs} segments`);
+          }
+          const addr = this.iotlb.translate(s.iova, s.len, perm);
+          if (addr < 0 || s.len < 1) {
+            this.nPopped = this.nPushed = 0;
+            this.breakUnmapped();
+          }
+          u32[(this.segs >> 2) + 2 * seg] = addr;
+          u32[(this.segs >> 2) + 2 * seg + 1] = s.len;
+          bytes[k] = bytes[k]! + s.len;
+          seg++;
+        }
+      }
+      u16[(this.chains + 32 * i + 12) >> 1] = c.readable.length;
+      u16[(this.chains + 32 * i + 14) >> 1] = c.writable.length;
+      u32[b + 4] = bytes[0]!;
+      u32[b + 5] = bytes[1]!;
+      u32[b + 6] = 0;
+      u32[b + 7] = 0;
+    }
+    this.nPopped = n;
+    this.nPushed = 0;
+    this.popGen = this.iotlb.generation;
+    return n;
   }
 
   /**

@@ -197,6 +197,8 @@ export interface MigSaved {
   saveMs: number;
   /** migSuspendSave: blk requests the suspend had to finish first (in flight at the backend, or answered and not yet used). */
   drained: number;
+  /** blk reads that moved in flight in the state (a suspend with `record`), re-submitted by the destination. */
+  recorded: number;
   /** The state is a delta over the early state the worker saved (migEarlySave), not the full state. */
   delta?: boolean;
 }
@@ -385,7 +387,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
 
   const syncOp = (s: Served, op: string, args: unknown[]): unknown => {
     const dev = s.dev;
-    if (op === 'migSuspendSaveSync') return migSuspendSaveSync(migDev(dev.name));
+    if (op === 'migSuspendSaveSync') return migSuspendSaveSync(migDev(dev.name), args[0] === true);
     if (op === 'migLoadSync') {
       const d = migDev(dev.name);
       const r = migLoad(d, args[0]);
@@ -422,11 +424,13 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     return e && e.mark.device === dev ? e : null;
   };
   /** The suspended device's state: the delta over its early state if it holds, else the full state. */
-  const saveMig = (dev: VdpaSimNet | VdpaSimBlk, delta: unknown): { state: Uint8Array; delta: boolean } => {
+  const saveMig = (dev: VdpaSimNet | VdpaSimBlk, delta: unknown): { state: Uint8Array; delta: boolean; recorded: number } => {
     const e = delta === true ? earlyOf(dev) : null;
     const d = e ? saveStateDelta(dev, e) : null;
     earlies.delete(dev.name); // used (or outdated): a next migration saves a new one
-    return d ? { state: encodeStateDelta(d), delta: true } : { state: encodeState(saveState(dev)), delta: false };
+    if (d) return { state: encodeStateDelta(d), delta: true, recorded: d.requests?.length ?? 0 };
+    const s = saveState(dev);
+    return { state: encodeState(s), delta: false, recorded: s.blk?.requests?.length ?? 0 };
   };
   const migLoad = (dev: VdpaSimNet | VdpaSimBlk, bytes: unknown): MigLoaded => {
     if (!(bytes instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'migLoad needs the encoded state bytes');
@@ -443,16 +447,17 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
   // no event-loop turn on either side. Only a device that stops at once (nothing out at a
   // backend) is suspended here; the full state, if the early one no longer holds, goes by the
   // channel.
-  const migSuspendSaveSync = (dev: VdpaSimNet | VdpaSimBlk): MigSavedSync => {
+  const migSuspendSaveSync = (dev: VdpaSimNet | VdpaSimBlk, record: boolean): MigSavedSync => {
     // What suspendDrained() refuses, refused here as a throw (not a rejection to ignore).
     if (dev.isSuspended || dev.isSuspending || !(dev.getStatus() & VIRTIO_CONFIG_S_DRIVER_OK)) {
       throw new VirtioError(Code.FailedPrecondition, 'only a running device (DRIVER_OK) can be suspended');
     }
-    if (dev instanceof VdpaSimBlk && dev.inFlight + dev.heldCompletions > 0) return { wouldBlock: true };
+    // Requests the suspend must finish (with `record`, blk reads need not: they move in the state).
+    if (dev.mustFinish(record) > 0) return { wouldBlock: true };
     const t0 = performance.now();
-    // Nothing is in flight (the device's pendingWork() is what was just read): it suspends
-    // before suspendDrained() returns, and the promise can only resolve.
-    dev.suspendDrained().catch(() => {}); // (never rejects here; a rejection is not left unhandled)
+    // Nothing it must finish is in flight (what was just read): it suspends before
+    // suspendDrained() returns, and the promise can only resolve.
+    dev.suspendDrained({ record }).catch(() => {}); // (never rejects here; a rejection is not left unhandled)
     if (!dev.isSuspended) throw new VirtioError(Code.Internal, `${dev.name} did not suspend with nothing in flight`);
     const t1 = performance.now();
     const e = earlyOf(dev);
@@ -467,7 +472,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     // compares again and finds the same).
     if (!d) return { full: true, suspendMs: t1 - t0 };
     earlies.delete(dev.name);
-    return { state: encodeStateDelta(d), delta: true, storage: storageOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1, drained: 0 };
+    return { state: encodeStateDelta(d), delta: true, storage: storageOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1, drained: 0, recorded: d.requests?.length ?? 0 };
   };
 
   const storageOf = (dev: VdpaSimNet | VdpaSimBlk): MigStorage | null => {
@@ -680,7 +685,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
       // Migration between workers (src/migration/worker-migrate.ts): the vdpa suspend op with
       // requests in flight finished, the binary state out / in, the RAM disk's place, announce.
       case 'migSuspend':
-        return migDev(args[0]).suspendDrained().then(() => null);
+        return migDev(args[0]).suspendDrained({ record: args[1] === true }).then(() => null);
       case 'migSave': {
         const dev = migDev(args[0]);
         return { ...saveMig(dev, args[1]), storage: storageOf(dev), suspendMs: 0, saveMs: 0, drained: 0 } satisfies MigSaved;
@@ -708,8 +713,9 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         // fails resumes the device: the caller's source runs on.
         const dev = migDev(args[0]);
         const t0 = performance.now();
-        const drained = dev instanceof VdpaSimBlk ? dev.inFlight + dev.heldCompletions : 0;
-        return dev.suspendDrained().then(() => {
+        const record = args[2] === true;
+        const drained = dev.mustFinish(record);
+        return dev.suspendDrained({ record }).then(() => {
           const t1 = performance.now();
           try {
             return { ...saveMig(dev, args[1]), storage: storageOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1, drained } satisfies MigSaved;

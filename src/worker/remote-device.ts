@@ -37,6 +37,7 @@ import type { VqNotification, VqVendorStats } from '../bus/config-ops.ts';
 import type { VqState } from '../ring/vq-state.ts';
 import type { IotlbEntry } from '../platform/iotlb.ts';
 import type { MgmtDevAttrs } from '../mgmt/mgmtdev.ts';
+import type { SuspendOptions } from '../devices/sim-core.ts';
 import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../virtio/constants.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
 import { Channel, type PortLike } from './channel.ts';
@@ -584,11 +585,12 @@ export class RemoteVdpaDevice implements VdpaDevice {
   /**
    * The vdpa suspend op a migrating VMM uses: the device stops taking requests, finishes those
    * in flight (bounded by its suspendTimeoutMs, past which it sets NEEDS_RESET and this
-   * rejects) and suspends.
+   * rejects) and suspends. With `record`, blk reads stay in flight and move in the state
+   * ({@link SuspendOptions}).
    */
-  async suspendDrained(): Promise<void> {
+  async suspendDrained(opts: SuspendOptions = {}): Promise<void> {
     this.live();
-    await this.remote.request('migSuspend', this.name);
+    await this.remote.request('migSuspend', this.name, opts?.record === true);
   }
   /**
    * Saves the suspended device's state in the binary encoding (encodeState), with where its disk
@@ -602,11 +604,12 @@ export class RemoteVdpaDevice implements VdpaDevice {
    * suspendDrained() then saveState() in one request; `suspendMs` / `saveMs` are the worker's
    * clock. If the save fails the worker resumes the device (it runs on) and this rejects.
    * With `delta`, the state is a delta over the early state saved by {@link saveEarlyState}
-   * when the control state has not moved since (`delta: true` in the answer).
+   * when the control state has not moved since (`delta: true` in the answer). With `record`,
+   * blk reads in flight move in the state instead of being waited for ({@link SuspendOptions}).
    */
-  async suspendAndSave(opts: { delta?: boolean } = {}): Promise<MigSaved> {
+  async suspendAndSave(opts: { delta?: boolean; record?: boolean } = {}): Promise<MigSaved> {
     this.live();
-    return (await this.remote.request('migSuspendSave', this.name, opts.delta === true)) as MigSaved;
+    return (await this.remote.request('migSuspendSave', this.name, opts.delta === true, opts.record === true)) as MigSaved;
   }
   /**
    * Migration pre-copy: the running device's early state (control state, no ring positions;
@@ -626,12 +629,13 @@ export class RemoteVdpaDevice implements VdpaDevice {
    * Inside a migration's downtime, through this device's mailbox (a synchronous call the worker
    * answers from its serving loop, no event-loop turn on either side): suspend and save the
    * delta over the early state. Answers `wouldBlock` (nothing done) for a blk device with
-   * requests out at its backend — use {@link suspendAndSave}, which waits for them — and
-   * `full` (suspended) when the control state moved since the early save: fetch the full
-   * state with {@link saveState}.
+   * requests out at its backend that it must finish — use {@link suspendAndSave}, which waits
+   * for them; with `record` reads need not be finished, they move in the delta — and `full`
+   * (suspended) when the control state moved since the early save: fetch the full state with
+   * {@link saveState}.
    */
-  suspendAndSaveSync(): MigSavedSync {
-    return this.call('migSuspendSaveSync') as MigSavedSync;
+  suspendAndSaveSync(opts: { record?: boolean } = {}): MigSavedSync {
+    return this.call('migSuspendSaveSync', opts?.record === true) as MigSavedSync;
   }
   /**
    * {@link loadState} through the mailbox, for a delta (small): no event-loop turn. With
