@@ -61,7 +61,7 @@ export { serveGuest } from './vmm/guest.ts';
 export type { PlatformOptions, PlatformHandle } from './platform/platform.ts';
 export type { IotlbEntry } from './platform/iotlb.ts';
 export type { DriverQueueOptions, Buf, VqAddresses } from './ring/driver-queue.ts';
-export type { DeviceQueueOptions, Segment, Chain } from './ring/device-queue.ts';
+export type { DeviceQueueOptions, Segment, Chain, RecordedChain } from './ring/device-queue.ts';
 export type { Layout, RingFeatureOptions, QueueState, QueueStats } from './ring/queue-base.ts';
 export type { VqState, SplitVqState, PackedVqState } from './ring/vq-state.ts';
 export type { RingExports } from './loader/exports.ts';
@@ -92,16 +92,16 @@ export type { DetailListener, AnyEventListener, AddListenerOptions, RemoveListen
 export type { NetRxBatch } from './drivers/virtio-net.ts';
 export {
   saveState, loadState, encodeState, decodeState, checkState, DEVICE_STATE_FORMAT, DEVICE_STATE_VERSION,
-  saveEarlyState, loadEarlyState, saveStateDelta, encodeStateDelta, decodeStateDelta, checkStateDelta, isDeltaEncoding, DEVICE_STATE_DELTA_FORMAT,
+  saveEarlyState, loadEarlyState, saveStateDelta, saveStateDeltaBytes, encodeStateDelta, decodeStateDelta, checkStateDelta, isDeltaEncoding, DEVICE_STATE_DELTA_FORMAT,
 } from './migration/state.ts';
 export { DirtyLog, VHOST_LOG_PAGE } from './migration/dirty-log.ts';
 export { createSlot, createVdpaSlot } from './migration/slot.ts';
 export { migrate } from './migration/migrate.ts';
-export type { DeviceState, DeviceStateDelta, EarlyState, VqStateEntry, MapEntry, MigratableDevice } from './migration/state.ts';
+export type { DeviceState, DeviceStateDelta, EarlyState, VqStateEntry, MapEntry, MigratableDevice, RequestEntry, RequestPiece } from './migration/state.ts';
 export type { DirtyLogOptions } from './migration/dirty-log.ts';
 export type { DeviceSlot, VdpaSlot } from './migration/slot.ts';
 export type { MigrateOptions, MigrationReport } from './migration/migrate.ts';
-export type { SimCoreState, SimPositions, ControlStateMark } from './devices/sim-core.ts';
+export type { SimCoreState, SimPositions, ControlStateMark, SimRequest, SuspendOptions } from './devices/sim-core.ts';
 export type { OpfsBackendOptions, OpfsSyncAccessHandle } from './browser/opfs-backend.ts';
 export type { BrowserLabRunner, BrowserLabRunnerOptions, LabWorkerLike, LabWorkerEvent } from './browser/lab-runner.ts';
 export type { PortLike, PortListener, RequestHandler, ChannelOptions } from './worker/channel.ts';

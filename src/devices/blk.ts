@@ -23,7 +23,7 @@
 import { VirtioError, Code } from '../errors.ts';
 import { VdpaSim, features, type SimRequest } from './sim-core.ts';
 import type { Platform } from '../platform/platform.ts';
-import type { DeviceQueue, Segment, Chain, RecordedChain } from '../ring/device-queue.ts';
+import type { DeviceQueue, RecordedChain } from '../ring/device-queue.ts';
 import { PERM_W } from '../platform/iotlb.ts';
 import {
   VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_DISCARD,
@@ -169,12 +169,14 @@ interface InFlight {
   gen: number;
   /** Memory offset of the status byte. */
   statusAddr: number;
-  /** IN: the writable data segments, clipped to the bytes asked. */
-  data: Segment[] | null;
+  /**
+   * IN: the chain's segments (DeviceQueue.chainSegments: counts, then offset/length pairs,
+   * readable first): the data goes to the first `bytes` writable bytes, and a migration
+   * records the chain from them. null for other requests.
+   */
+  segs: Uint32Array | null;
   /** IN: bytes the backend must return. */
   bytes: number;
-  /** IN: the whole chain, translated (a migration records it by IOVA); null for other requests. */
-  chain: Chain | null;
 }
 
 /** A finished backend operation: the status to write and, for IN, the data. */
@@ -390,28 +392,27 @@ export class VdpaSimBlk extends VdpaSim {
     const sector = u32[rec + (BLK_REQ.SECTOR >> 2)]! + u32[rec + (BLK_REQ.SECTOR >> 2) + 1]! * 2 ** 32;
     const bytes = u32[rec + (BLK_REQ.BYTES >> 2)]!;
     const statusAt = u32[rec + (BLK_REQ.STATUS_AT >> 2)]!;
-    const c = q.chain(i);
-    const statusAddr = byteAt(c.writable, statusAt);
+    const segs = q.chainSegments(i);
+    const statusAddr = byteAt(segs, 2 + 2 * segs[0]!, segs[1]!, statusAt);
     const req: InFlight = {
-      q, ring: this.ringId, id, ndesc, gen: q.iotlb.generation, statusAddr,
-      data: type === VIRTIO_BLK_T_IN ? clip(c.writable, bytes) : null, bytes, chain: type === VIRTIO_BLK_T_IN ? c : null,
+      q, ring: this.ringId, id, ndesc, gen: q.iotlb.generation, statusAddr, segs: type === VIRTIO_BLK_T_IN ? segs : null, bytes,
     };
     const b = this.backend!;
     let op: Promise<unknown>;
-    switch (type) {
-      case VIRTIO_BLK_T_IN:
-        op = call(() => b.read(sector, bytes));
-        break;
-      case VIRTIO_BLK_T_OUT: {
-        // Gathered now, under the map the buffers were translated with; bounded by
-        // size_max × seg_max and by the disk (blk_parse refused anything longer).
-        const data = gather(this.platform.u8, c.readable, 16, bytes);
-        op = call(() => b.write(sector, data));
-        break;
-      }
-      case VIRTIO_BLK_T_FLUSH:
-        op = call(() => b.flush());
-        break;
+    // A backend method that throws answers IOERR like one that rejects (no closure per call).
+    try {
+      switch (type) {
+        case VIRTIO_BLK_T_IN:
+          op = settle(b.read(sector, bytes));
+          break;
+        case VIRTIO_BLK_T_OUT:
+          // Gathered now, under the map the buffers were translated with; bounded by
+          // size_max × seg_max and by the disk (blk_parse refused anything longer).
+          op = settle(b.write(sector, gather(this.platform.u8, segs, 2, segs[0]!, 16, bytes)));
+          break;
+        case VIRTIO_BLK_T_FLUSH:
+          op = settle(b.flush());
+          break;
       default: {
         // DISCARD / WRITE_ZEROES: ranges blk_parse validated and copied to private memory.
         const wz = type === VIRTIO_BLK_T_WRITE_ZEROES;
@@ -432,6 +433,9 @@ export class VdpaSimBlk extends VdpaSim {
         }
         op = Promise.all(ops);
       }
+      }
+    } catch (e) {
+      op = Promise.reject(e);
     }
     this.inflight.add(req);
     op.then(
@@ -489,21 +493,17 @@ export class VdpaSimBlk extends VdpaSim {
 
   /** A read of the current ring whose buffers are still mapped: a migration can record it. */
   private recordable(r: InFlight, q: DeviceQueue | null): boolean {
-    if (r.chain === null || q === null || r.ring !== this.ringId || r.q.iotlb !== q.iotlb) return false;
-    return r.gen === q.iotlb.generation || q.record(r.chain) !== null;
+    if (r.segs === null || q === null || r.ring !== this.ringId || r.q.iotlb !== q.iotlb) return false;
+    return r.gen === q.iotlb.generation || q.record(r.id, r.ndesc, r.segs) !== null;
   }
 
   protected override saveRequests(): SimRequest[] {
     const q = this.queue(0);
     const out: SimRequest[] = [];
     if (!q) return out;
-    const add = (r: InFlight): void => {
-      const c = q.record(r.chain!);
-      if (c) out.push({ vq: 0, ...c });
-    };
     // Only recordable reads are left (a save checks pendingWork(true) first), in pop order.
-    for (const r of this.inflight) add(r);
-    for (const a of this.held) add(a.req);
+    for (const r of this.inflight) pushRecord(out, q, r);
+    for (const a of this.held) pushRecord(out, q, a.req);
     return out;
   }
 
@@ -520,22 +520,33 @@ export class VdpaSimBlk extends VdpaSim {
       if (!Number.isInteger(r.id) || r.id < 0 || r.id >= num || ids.has(r.id)) return `${at}: id ${String(r.id)} is not a distinct buffer of a size-${num} queue`;
       ids.add(r.id);
       if (!Number.isInteger(r.ndesc) || r.ndesc < 1 || r.ndesc > num) return `${at}: ndesc ${String(r.ndesc)} is outside 1..${num}`;
-      if (!Array.isArray(r.readable) || !Array.isArray(r.writable) || r.readable.length < 1 || r.writable.length < 1) return `${at} needs readable and writable pieces`;
+      const ps = r.pieces;
+      if (!(ps instanceof Float64Array) || ps.length % 2 !== 0) return `${at}: pieces is not a Float64Array of (IOVA, length) pairs`;
+      const np = ps.length >> 1;
+      if (!Number.isInteger(r.nread) || r.nread < 1 || r.nread >= np) return `${at} needs readable and writable pieces (nread ${String(r.nread)} of ${np})`;
       let bytes = 0;
-      for (const p of [...r.readable, ...r.writable]) {
-        if (typeof p !== 'object' || p === null || typeof p.iova !== 'bigint' || p.iova < 0n || p.iova >= 1n << 64n) return `${at}: a piece's IOVA is not a u64`;
-        if (!Number.isInteger(p.len) || p.len < 1 || p.len > 0xffffffff) return `${at}: a piece's length ${String(p.len)} is outside 1..2^32-1`;
-        bytes += p.len;
+      for (let k = 0; k < np; k++) {
+        const iova = ps[2 * k]!;
+        const len = ps[2 * k + 1]!;
+        if (!Number.isSafeInteger(iova) || iova < 0) return `${at}: a piece's IOVA is not an integer in 0..2^53-1`;
+        if (!Number.isInteger(len) || len < 1 || len > 0xffffffff) return `${at}: a piece's length ${len} is outside 1..2^32-1`;
+        bytes += len;
       }
       if (bytes > 0xffffffff) return `${at} has more than 2^32-1 bytes`;
-      segs += r.readable.length + r.writable.length;
+      segs += np;
     }
     if (segs > 0xffff) return `the requests in flight have ${segs} pieces (at most 65535)`;
     return null;
   }
 
+  /** Keeps a copy of the checked list (a caller changing its own afterwards changes nothing here). */
   protected override loadRequests(reqs: readonly SimRequest[]): void {
-    this.replay = reqs.length > 0 ? reqs.map((r) => ({ id: r.id, ndesc: r.ndesc, readable: r.readable.map((p) => ({ ...p })), writable: r.writable.map((p) => ({ ...p })) })) : null;
+    const list: RecordedChain[] = [];
+    for (let i = 0; i < reqs.length; i++) {
+      const r = reqs[i]!;
+      list.push({ id: r.id, ndesc: r.ndesc, nread: r.nread, pieces: r.pieces.slice() });
+    }
+    this.replay = list.length > 0 ? list : null;
     this.replayAt = 0;
   }
 
@@ -545,8 +556,7 @@ export class VdpaSimBlk extends VdpaSim {
     let n = 0;
     let segs = 0;
     while (n < max && this.replayAt + n < list.length) {
-      const c = list[this.replayAt + n]!;
-      const k = c.readable.length + c.writable.length;
+      const k = list[this.replayAt + n]!.pieces.length >> 1;
       if (n > 0 && segs + k > q.maxSegs) break;
       segs += k;
       n++;
@@ -610,17 +620,33 @@ export class VdpaSimBlk extends VdpaSim {
     let status = a.status;
     let written = 0;
     const ex = this.platform.exports;
-    if (a.data && req.data) {
-      if (stale && !req.data.every((s) => tlb.allows(s.addr, s.len, PERM_W))) status = VIRTIO_BLK_S_IOERR;
+    const segs = req.segs;
+    if (a.data && segs) {
+      // The first `bytes` writable bytes take the data (the status byte follows them).
+      const w0 = 2 + 2 * segs[0]!;
+      const wEnd = w0 + 2 * segs[1]!;
+      if (stale && !dataAllowed(tlb, segs, w0, wEnd, req.bytes)) status = VIRTIO_BLK_S_IOERR;
       else {
-        written = scatter(u8, req.data, a.data);
-        for (const s of req.data) ex.dirty_mark(s.addr, s.len); // written outside the pass that popped it (assembly/dirty.ts)
+        let left = req.bytes;
+        for (let k = w0; k < wEnd && left > 0; k += 2) {
+          const n = Math.min(segs[k + 1]!, left);
+          u8.set(a.data.subarray(written, written + n), segs[k]!);
+          ex.dirty_mark(segs[k]!, n); // written outside the pass that popped it (assembly/dirty.ts)
+          written += n;
+          left -= n;
+        }
       }
     }
     u8[req.statusAddr] = status;
     ex.dirty_mark(req.statusAddr, 1);
     return written + 1;
   }
+}
+
+/** Adds request r, recorded by IOVA, to a migration's list (if it can be). */
+function pushRecord(out: SimRequest[], q: DeviceQueue, r: InFlight): void {
+  const c = r.segs && q.record(r.id, r.ndesc, r.segs);
+  if (c) out.push({ vq: 0, id: c.id, ndesc: c.ndesc, nread: c.nread, pieces: c.pieces });
 }
 
 /** Calls a backend method: a synchronous throw becomes a rejection, a non-promise a value. */
@@ -641,51 +667,48 @@ async function writeZeroChunks(b: BlkBackend, sector: number, count: number): Pr
   }
 }
 
-/** Copies `len` bytes at `from` of a segment list into a new array. */
-function gather(u8: Uint8Array, segs: readonly Segment[], from: number, len: number): Uint8Array {
+/**
+ * Copies `len` bytes, starting `from` bytes in, of the `n` segments at segs[k0..] (offset,
+ * length pairs: DeviceQueue.chainSegments) into a new array.
+ */
+function gather(u8: Uint8Array, segs: Uint32Array, k0: number, n: number, from: number, len: number): Uint8Array {
   const out = new Uint8Array(len);
   let o = 0;
-  for (const s of segs) {
-    if (o === len) break;
-    if (from >= s.len) {
-      from -= s.len;
+  for (let k = k0; k < k0 + 2 * n && o < len; k += 2) {
+    const addr = segs[k]!;
+    const sl = segs[k + 1]!;
+    if (from >= sl) {
+      from -= sl;
       continue;
     }
-    const n = Math.min(s.len - from, len - o);
-    out.set(u8.subarray(s.addr + from, s.addr + from + n), o);
+    const c = Math.min(sl - from, len - o);
+    out.set(u8.subarray(addr + from, addr + from + c), o);
     from = 0;
-    o += n;
+    o += c;
   }
   return out;
 }
 
-/** The first `len` bytes of a segment list, as segments. */
-function clip(segs: readonly Segment[], len: number): Segment[] {
-  const out: Segment[] = [];
-  for (const s of segs) {
-    if (len === 0) break;
-    const n = Math.min(s.len, len);
-    out.push({ addr: s.addr, len: n });
-    len -= n;
-  }
-  return out;
-}
-
-/** Copies `data` into a segment list (which holds exactly its length); returns bytes copied. */
-function scatter(u8: Uint8Array, segs: readonly Segment[], data: Uint8Array): number {
-  let o = 0;
-  for (const s of segs) {
-    u8.set(data.subarray(o, o + s.len), s.addr);
-    o += s.len;
-  }
-  return o;
-}
-
-/** Memory offset of byte `at` of a segment list. */
-function byteAt(segs: readonly Segment[], at: number): number {
-  for (const s of segs) {
-    if (at < s.len) return s.addr + at;
-    at -= s.len;
+/** Memory offset of byte `at` of the `n` segments at segs[k0..], or -1. */
+function byteAt(segs: Uint32Array, k0: number, n: number, at: number): number {
+  for (let k = k0; k < k0 + 2 * n; k += 2) {
+    if (at < segs[k + 1]!) return segs[k]! + at;
+    at -= segs[k + 1]!;
   }
   return -1;
+}
+
+/** True if the first `bytes` bytes of the segments segs[k0..kEnd) are writable under `tlb` now. */
+function dataAllowed(tlb: DeviceQueue['iotlb'], segs: Uint32Array, k0: number, kEnd: number, bytes: number): boolean {
+  for (let k = k0; k < kEnd && bytes > 0; k += 2) {
+    const n = Math.min(segs[k + 1]!, bytes);
+    if (!tlb.allows(segs[k]!, n, PERM_W)) return false;
+    bytes -= n;
+  }
+  return true;
+}
+
+/** A backend's answer as a promise: a non-promise value resolves to itself. */
+function settle(v: unknown): Promise<unknown> {
+  return v instanceof Promise ? v : Promise.resolve(v);
 }

@@ -9,10 +9,11 @@
 import { VirtioError, Code } from '../errors.ts';
 import { DirtyLog, VHOST_LOG_PAGE } from './dirty-log.ts';
 import {
-  saveState, loadState, encodeState, saveEarlyState, loadEarlyState, saveStateDelta, encodeStateDelta,
+  saveState, loadState, encodeState, saveEarlyState, loadEarlyState, saveStateDelta, saveStateDeltaBytes, decodeStateDelta,
   type DeviceState, type DeviceStateDelta, type EarlyState, type MigratableDevice,
 } from './state.ts';
 import { VdpaSimNet } from '../devices/net.ts';
+import { VdpaSimBlk } from '../devices/blk.ts';
 
 /** Options of {@link migrate}. */
 export interface MigrateOptions<T extends MigratableDevice> {
@@ -191,11 +192,15 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
     let state: DeviceState;
     let delta: DeviceStateDelta | null = null;
     let wire: Uint8Array | null = null;
+    let deltaWire = false;
     try {
-      delta = early ? saveStateDelta(src, early) : null;
-      if (delta) {
+      // Binary: the delta is encoded straight from the device (no JSON view inside the window).
+      if (early && binary) {
+        wire = saveStateDeltaBytes(src, early);
+        deltaWire = wire !== null;
+      } else delta = early ? saveStateDelta(src, early) : null;
+      if (delta || deltaWire) {
         state = early!.state;
-        if (binary) wire = encodeStateDelta(delta);
       } else {
         state = saveState(src);
         if (binary) wire = encodeState(state);
@@ -206,9 +211,11 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
       throw e;
     }
     const tSave = now();
+    // blk reads the state carries: all a saved source still has in flight (the save checked it).
+    const recorded = src instanceof VdpaSimBlk ? src.inFlight + src.heldCompletions : 0;
     try {
       // The control state moved after the early save: the destination starts over.
-      if (dstHolds && !delta) dst.reset();
+      if (dstHolds && !delta && !deltaWire) dst.reset();
       loadState(dst, wire ?? delta ?? state);
     } catch (e) {
       // The destination refused (a full load changes nothing on error; a delta leaves the early
@@ -230,11 +237,18 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
     if (!byDriver) dst.resume(); // else the driver resumes it with DRIVER_OK (VIRTIO 1.4 §3.4)
     const tRes = now();
     if ((o.announce ?? true) && dst instanceof VdpaSimNet) dst.announce();
-    return {
+    const report: MigrationReport = {
       precopyMs: tPre - t0, earlyMs, earlySends, pagesPerRound, suspendMs: tSusp - tPre, lastPagesMs: tCopy - tSusp, lastPages,
       saveMs: tSave - tCopy, loadMs: tLoad - tSave, resumeMs: tRes - tLoad, downtimeMs: tRes - tPre,
-      stateBytes: wire?.length ?? 0, state, delta, recorded: (delta ? delta.requests?.length : state.blk?.requests?.length) ?? 0,
+      stateBytes: wire?.length ?? 0, state, delta, recorded,
     };
+    // The delta's JSON view, made only if the caller reads it (never inside the window).
+    if (deltaWire) {
+      const bytes = wire!;
+      let view: DeviceStateDelta | null = null;
+      Object.defineProperty(report, 'delta', { enumerable: true, configurable: true, get: () => (view ??= decodeStateDelta(bytes)) });
+    }
+    return report;
   } catch (e) {
     // Interrupted during pre-copy (a round threw, the destination refused the early state):
     // the source never stopped; the destination forgets what it was given.

@@ -22,7 +22,6 @@
 
 import { VirtioError, Code } from '../errors.ts';
 import type { VdpaSim, SimCoreState, ControlStateMark, SimRequest } from '../devices/sim-core.ts';
-import type { IovaSegment } from '../ring/device-queue.ts';
 import { VdpaSimNet } from '../devices/net.ts';
 import { VdpaSimBlk } from '../devices/blk.ts';
 import type { NetCtrlSnapshot } from '../devices/net-ctrl.ts';
@@ -199,13 +198,20 @@ function fromCore(dev: MigratableDevice, c: SimCoreState): DeviceState {
 }
 
 function toEntry(r: SimRequest): RequestEntry {
-  const piece = (p: IovaSegment): RequestPiece => ({ iova: hex64(p.iova), len: p.len });
-  return { vq: r.vq, id: r.id, ndesc: r.ndesc, readable: r.readable.map(piece), writable: r.writable.map(piece) };
+  const e: RequestEntry = { vq: r.vq, id: r.id, ndesc: r.ndesc, readable: [], writable: [] };
+  for (let k = 0; k < r.pieces.length >> 1; k++) (k < r.nread ? e.readable : e.writable).push({ iova: '0x' + r.pieces[2 * k]!.toString(16), len: r.pieces[2 * k + 1]! });
+  return e;
 }
 
+/** A checked entry (checkRequestEntries) as the device takes it. */
 function fromEntry(r: RequestEntry): SimRequest {
-  const piece = (p: RequestPiece): IovaSegment => ({ iova: BigInt(p.iova), len: p.len });
-  return { vq: r.vq, id: r.id, ndesc: r.ndesc, readable: r.readable.map(piece), writable: r.writable.map(piece) };
+  const pieces = new Float64Array(2 * (r.readable.length + r.writable.length));
+  let k = 0;
+  for (const p of r.readable.concat(r.writable)) {
+    pieces[k++] = parseInt(p.iova.slice(2), 16);
+    pieces[k++] = p.len;
+  }
+  return { vq: r.vq, id: r.id, ndesc: r.ndesc, nread: r.readable.length, pieces };
 }
 
 /**
@@ -260,6 +266,19 @@ export function saveStateDelta(dev: MigratableDevice, early: EarlyState): Device
 }
 
 /**
+ * {@link saveStateDelta} straight to its binary encoding ({@link encodeStateDelta}'s bytes),
+ * with no JSON view on the way: what a switchover sends. null when the full state must move.
+ */
+export function saveStateDeltaBytes(dev: MigratableDevice, early: EarlyState): Uint8Array | null {
+  if (typeof early !== 'object' || early === null || !issued.has(early)) throw new VirtioError(Code.InvalidArgument, 'device state: not an early state saveEarlyState returned');
+  if (early.mark.device !== dev) throw new VirtioError(Code.InvalidArgument, `device state: that early state was saved from another device than ${dev.name}`);
+  if (!dev.isSuspended) throw new VirtioError(Code.FailedPrecondition, `${dev.name} must be suspended to save its state`);
+  if (!dev.controlStateUnchanged(early.mark)) return null;
+  const c = dev.savePositions();
+  return encodeDeltaCore({ version: 2, cls: early.state.class, base: early.id, status: c.status, generation: c.generation, vqs: c.vqs, requests: c.requests });
+}
+
+/**
  * Loads `state` (a {@link DeviceState}, its JSON text parsed, or its binary encoding) into a
  * fresh device of the same management device — or a {@link DeviceStateDelta} (or its
  * encoding) into the device its early state was loaded into. A full state. Everything is validated before anything is
@@ -270,10 +289,15 @@ export function saveStateDelta(dev: MigratableDevice, early: EarlyState): Device
  */
 export function loadState(dev: MigratableDevice, state: DeviceState | DeviceStateDelta | Uint8Array): void {
   if (state instanceof Uint8Array ? isDeltaEncoding(state) : (state as { format?: unknown } | null)?.format === DEVICE_STATE_DELTA_FORMAT) {
-    const d = state instanceof Uint8Array ? decodeStateDelta(state) : checkStateDelta(state);
+    let d: DeltaCore;
+    if (state instanceof Uint8Array) d = decodeDeltaCore(state);
+    else {
+      const j = checkStateDelta(state);
+      d = { version: j.version, cls: j.class, base: j.base, status: j.status, generation: j.generation, vqs: j.vqs, requests: (j.requests ?? []).map(fromEntry) };
+    }
     const cls = dev instanceof VdpaSimNet ? 'net' : 'blk';
-    if (d.class !== cls) throw new VirtioError(Code.FailedPrecondition, `device state: a ${d.class} delta cannot be loaded into ${dev.name}, a ${cls} device`);
-    dev.loadPositions(d.base, d.status, d.generation, d.vqs, (d.requests ?? []).map(fromEntry));
+    if (d.cls !== cls) throw new VirtioError(Code.FailedPrecondition, `device state: a ${d.cls} delta cannot be loaded into ${dev.name}, a ${cls} device`);
+    dev.loadPositions(d.base, d.status, d.generation, d.vqs, d.requests);
     return;
   }
   const s = state instanceof Uint8Array ? decodeState(state) : checkState(state);
@@ -375,37 +399,50 @@ function checkRequestEntries(v: unknown, name: string): void {
       for (let j = 0; j < (ps as unknown[]).length; j++) {
         const p = (ps as unknown[])[j] as Record<string, unknown> | null | undefined;
         if (typeof p !== 'object' || p === null) bad(`${name}[${k}].${side}[${j}] is not an object`);
-        hexU64(p!.iova, `${name}[${k}].${side}[${j}].iova`);
+        hexSafe(p!.iova, `${name}[${k}].${side}[${j}].iova`);
         if (typeof p!.len !== 'number' || !Number.isInteger(p!.len) || p!.len < 1 || p!.len > 0xffffffff) bad(`${name}[${k}].${side}[${j}].len ${String(p!.len)} is not an integer in 1..2^32-1`);
       }
     }
   }
 }
 
-/** Writes request entries: u16 n | per request u16 vq, u16 id, u16 ndesc, u16 nread, u16 nwrite, (u64 iova, u32 len) × pieces. */
-function writeRequests(w: Writer, reqs: readonly RequestEntry[]): void {
+/** Writes requests: u16 n | per request u16 vq, u16 id, u16 ndesc, u16 nread, u16 nwrite, (u64 iova, u32 len) × pieces. */
+function writeRequests(w: Writer, reqs: readonly SimRequest[]): void {
   w.u16(reqs.length);
   for (const r of reqs) {
-    w.u16(r.vq); w.u16(r.id); w.u16(r.ndesc); w.u16(r.readable.length); w.u16(r.writable.length);
-    for (const p of [...r.readable, ...r.writable]) { w.u64(BigInt(p.iova)); w.u32(p.len); }
+    const np = r.pieces.length >> 1;
+    w.u16(r.vq); w.u16(r.id); w.u16(r.ndesc); w.u16(r.nread); w.u16(np - r.nread);
+    for (let k = 0; k < np; k++) { w.u64n(r.pieces[2 * k]!); w.u32(r.pieces[2 * k + 1]!); }
   }
 }
 
-function readRequests(r: Reader): RequestEntry[] {
-  const out: RequestEntry[] = [];
+/** Reads what writeRequests wrote: IOVAs must be below 2^53, lengths at least 1. */
+function readRequests(r: Reader): SimRequest[] {
+  const out: SimRequest[] = [];
   for (let n = r.u16(); n > 0; n--) {
-    const e: RequestEntry = { vq: r.u16(), id: r.u16(), ndesc: r.u16(), readable: [], writable: [] };
+    const vq = r.u16();
+    const id = r.u16();
+    const ndesc = r.u16();
     const nr = r.u16();
     const nw = r.u16();
+    const pieces = new Float64Array(2 * (nr + nw));
     for (let j = 0; j < nr + nw; j++) {
-      const iova = hex64(r.u64());
+      pieces[2 * j] = r.u64n();
       const len = r.u32();
       if (len === 0) bad('a request piece of 0 bytes');
-      (j < nr ? e.readable : e.writable).push({ iova, len });
+      pieces[2 * j + 1] = len;
     }
-    out.push(e);
+    out.push({ vq, id, ndesc, nread: nr, pieces });
   }
   return out;
+}
+
+/** A "0x…" IOVA of a request piece: a number, at most 2^53 - 1 (what a recorded chain can hold). */
+function hexSafe(x: unknown, name: string): number {
+  if (typeof x !== 'string' || !/^0x[0-9a-f]{1,14}$/.test(x)) bad(`${name} ${String(x)} is not a hex integer below 2^53`);
+  const v = parseInt((x as string).slice(2), 16);
+  if (!Number.isSafeInteger(v)) bad(`${name} ${String(x)} is not below 2^53`);
+  return v;
 }
 
 function hexU64(x: unknown, name: string): bigint {
@@ -470,6 +507,8 @@ class Writer {
   u16(v: number): void { this.room(2); this.dv.setUint16(this.n, v, true); this.n += 2; }
   u32(v: number): void { this.room(4); this.dv.setUint32(this.n, v, true); this.n += 4; }
   u64(v: bigint): void { this.room(8); this.dv.setBigUint64(this.n, v, true); this.n += 8; }
+  /** A u64 from a safe-integer number. */
+  u64n(v: number): void { this.u32(v % 0x1_0000_0000); this.u32(Math.floor(v / 0x1_0000_0000)); }
   bytes(b: ArrayLike<number>): void { this.room(b.length); this.buf.set(b, this.n); this.n += b.length; }
   done(): Uint8Array { return this.buf.slice(0, this.n); }
 }
@@ -485,6 +524,13 @@ class Reader {
   u16(): number { this.need(2); const v = this.dv.getUint16(this.n, true); this.n += 2; return v; }
   u32(): number { this.need(4); const v = this.dv.getUint32(this.n, true); this.n += 4; return v; }
   u64(): bigint { this.need(8); const v = this.dv.getBigUint64(this.n, true); this.n += 8; return v; }
+  /** A u64 that must be below 2^53, as a number. */
+  u64n(): number {
+    const lo = this.u32();
+    const hi = this.u32();
+    if (hi >= 0x20_0000) bad(`a u64 at byte ${this.n - 8} is 2^53 or more`);
+    return hi * 0x1_0000_0000 + lo;
+  }
   bytes(k: number): Uint8Array { this.need(k); const v = this.b.slice(this.n, this.n + k); this.n += k; return v; }
 }
 
@@ -536,7 +582,7 @@ export function encodeState(state: DeviceState): Uint8Array {
     w.u64(BigInt(b.capacity));
     w.u8(b.readOnly ? 1 : 0);
     w.u32(b.inFlight);
-    if (s.version === 2) writeRequests(w, b.requests ?? []);
+    if (s.version === 2) writeRequests(w, (b.requests ?? []).map(fromEntry));
   }
   w.u32(crc32(w.done()));
   return w.done();
@@ -596,7 +642,7 @@ export function decodeState(bytes: Uint8Array): DeviceState {
       if (inFlight !== 0) bad('blk requests in flight must be 0 in a version 1 state');
       s.blk = { capacity: Number(cap), readOnly, inFlight: 0 };
     } else {
-      const requests = readRequests(r);
+      const requests = readRequests(r).map(toEntry);
       if (requests.length !== inFlight) bad(`blk inFlight ${inFlight} is not the ${requests.length} requests that follow`);
       s.blk = { capacity: Number(cap), readOnly, inFlight, requests };
     }
@@ -665,22 +711,37 @@ export function checkStateDelta(v: unknown): DeviceStateDelta {
   return v as DeviceStateDelta;
 }
 
-/** The binary encoding of a delta (validated first): a few dozen bytes, one allocation. */
+/** A delta as the encoding holds it (requests as numbers): what the switchover moves without a JSON view. */
+interface DeltaCore {
+  version: 1 | 2;
+  cls: 'net' | 'blk';
+  base: number;
+  status: number;
+  generation: number;
+  vqs: readonly (VqState | null)[];
+  requests: readonly SimRequest[];
+}
+
+/** The binary encoding of a delta (validated first): a few dozen bytes, one allocation (plus 10 + 12 per piece for each request in flight). */
 export function encodeStateDelta(delta: DeviceStateDelta): Uint8Array {
   const d = checkStateDelta(delta);
+  return encodeDeltaCore({ version: d.version, cls: d.class, base: d.base, status: d.status, generation: d.generation, vqs: d.vqs, requests: (d.requests ?? []).map(fromEntry) });
+}
+
+function encodeDeltaCore(d: DeltaCore): Uint8Array {
   let n = 8 + 2 + 2 + 4 + 1 + 4 + 2 + 4;
   for (const v of d.vqs) n += v === null ? 1 : v.layout === 'split' ? 7 : 9;
-  const reqs = d.version === 2 ? d.requests ?? [] : [];
+  const reqs = d.version === 2 ? d.requests : [];
   if (d.version === 2) {
     n += 2;
-    for (const r of reqs) n += 10 + 12 * (r.readable.length + r.writable.length);
+    for (const r of reqs) n += 10 + 6 * r.pieces.length;
   }
   const b = new Uint8Array(n);
   const dv = new DataView(b.buffer);
   b.set(DELTA_MAGIC);
   let o = 8;
   dv.setUint16(o, d.version, true); o += 2;
-  b[o++] = d.class === 'net' ? 1 : 2;
+  b[o++] = d.cls === 'net' ? 1 : 2;
   b[o++] = 0;
   dv.setUint32(o, d.base, true); o += 4;
   b[o++] = d.status;
@@ -700,18 +761,36 @@ export function encodeStateDelta(delta: DeviceStateDelta): Uint8Array {
   if (d.version === 2) {
     dv.setUint16(o, reqs.length, true); o += 2;
     for (const r of reqs) {
-      for (const x of [r.vq, r.id, r.ndesc, r.readable.length, r.writable.length]) { dv.setUint16(o, x, true); o += 2; }
-      for (const side of [r.readable, r.writable]) {
-        for (const p of side) { dv.setBigUint64(o, BigInt(p.iova), true); dv.setUint32(o + 8, p.len, true); o += 12; }
-      }
+      dv.setUint16(o, r.vq, true); dv.setUint16(o + 2, r.id, true); dv.setUint16(o + 4, r.ndesc, true);
+      dv.setUint16(o + 6, r.nread, true); dv.setUint16(o + 8, (r.pieces.length >> 1) - r.nread, true); o += 10;
+      o = writePieces(dv, o, r.pieces);
     }
   }
   dv.setUint32(o, crc32(b.subarray(0, o)), true);
   return b;
 }
 
+/** Writes pieces as (u64 iova, u32 len) at o; returns the offset after them. */
+function writePieces(dv: DataView, o: number, ps: Float64Array): number {
+  for (let i = 0; i < ps.length; i += 2) {
+    const iova = ps[i]!;
+    dv.setUint32(o, iova % 0x1_0000_0000, true);
+    dv.setUint32(o + 4, Math.floor(iova / 0x1_0000_0000), true);
+    dv.setUint32(o + 8, ps[i + 1]!, true);
+    o += 12;
+  }
+  return o;
+}
+
 /** Decodes a binary delta: magic, version, CRC and every length checked; returns the JSON view. */
 export function decodeStateDelta(bytes: Uint8Array): DeviceStateDelta {
+  const c = decodeDeltaCore(bytes);
+  const d: DeviceStateDelta = { format: DEVICE_STATE_DELTA_FORMAT, version: c.version, class: c.cls, base: c.base, status: c.status, generation: c.generation, vqs: [...c.vqs] };
+  if (c.version === 2) d.requests = c.requests.map(toEntry);
+  return d;
+}
+
+function decodeDeltaCore(bytes: Uint8Array): DeltaCore {
   if (!(bytes instanceof Uint8Array) || bytes.length < 12 || !isDeltaEncoding(bytes)) bad('not a binary device state delta');
   const r = new Reader(bytes);
   r.bytes(8);
@@ -722,14 +801,15 @@ export function decodeStateDelta(bytes: Uint8Array): DeviceStateDelta {
   const cls = r.u8();
   if (cls !== 1 && cls !== 2) bad(`delta class ${cls} is not 1 (net) or 2 (blk)`);
   if (r.u8() !== 0) bad('delta flags must be 0');
-  const d: DeviceStateDelta = { format: DEVICE_STATE_DELTA_FORMAT, version: version as 1 | 2, class: cls === 1 ? 'net' : 'blk', base: r.u32(), status: r.u8(), generation: r.u32(), vqs: [] };
-  for (let q = r.u16(); q > 0; q--) d.vqs.push(readVqState(r));
-  if (version === 2) {
-    d.requests = readRequests(r);
-    if (d.class === 'net' && d.requests.length > 0) bad('a net delta carries no requests in flight');
-  }
+  const base = r.u32();
+  const status = r.u8();
+  const generation = r.u32();
+  const vqs: (VqState | null)[] = [];
+  for (let q = r.u16(); q > 0; q--) vqs.push(readVqState(r));
+  const requests = version === 2 ? readRequests(r) : [];
+  if (cls === 1 && requests.length > 0) bad('a net delta carries no requests in flight');
   if (r.n !== bytes.length - 4) bad(`${bytes.length - 4 - r.n} trailing bytes`);
-  return d;
+  return { version: version as 1 | 2, cls: cls === 1 ? 'net' : 'blk', base, status, generation, vqs, requests };
 }
 
 /** One vq state of either encoding: u8 kind, then split or packed fields. */
@@ -747,19 +827,34 @@ function readVqState(r: Reader): VqState | null {
   return { version: 1, layout: 'packed', size, lastAvailIdx, lastAvailWrap: lastAvailWrap as 0 | 1, lastUsedIdx, lastUsedWrap: lastUsedWrap as 0 | 1 };
 }
 
-let crcTable: Uint32Array | null = null;
+let crcTables: Uint32Array | null = null;
 
-/** CRC-32 (IEEE 802.3, as zlib's crc32). */
+/**
+ * CRC-32 (IEEE 802.3, as zlib's crc32), four bytes per step ("slicing-by-4": table k holds the
+ * CRC of a byte followed by k zero bytes). A delta with requests in flight is a few KiB and is
+ * checked inside the downtime on both sides.
+ */
 function crc32(b: Uint8Array): number {
-  if (!crcTable) {
-    crcTable = new Uint32Array(256);
+  if (!crcTables) {
+    const t = new Uint32Array(4 * 256);
     for (let i = 0; i < 256; i++) {
       let c = i;
       for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[i] = c >>> 0;
+      t[i] = c >>> 0;
     }
+    for (let i = 0; i < 256; i++) {
+      for (let k = 1; k < 4; k++) t[k * 256 + i] = (t[(k - 1) * 256 + i]! >>> 8) ^ t[t[(k - 1) * 256 + i]! & 0xff]!;
+    }
+    crcTables = t;
   }
+  const t = crcTables;
   let c = 0xffffffff;
-  for (const x of b) c = crcTable[(c ^ x) & 0xff]! ^ (c >>> 8);
+  const n = b.length;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    c ^= b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24);
+    c = t[768 + (c & 0xff)]! ^ t[512 + ((c >>> 8) & 0xff)]! ^ t[256 + ((c >>> 16) & 0xff)]! ^ t[c >>> 24]!;
+  }
+  for (; i < n; i++) c = t[(c ^ b[i]!) & 0xff]! ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }

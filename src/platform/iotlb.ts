@@ -36,6 +36,8 @@ export interface IotlbEntry {
 
 interface Entry {
   first: bigint;
+  /** first as a number (inexact, and then unused, at 2^53 and above). */
+  firstNum: number;
   last: bigint;
   /** Bytes (last - first + 1; ≤ the platform RAM, so a safe number). */
   size: number;
@@ -265,14 +267,18 @@ export class Iotlb {
    * mapping does: the inverse of {@link translate} for memory translated earlier (a request
    * recorded for migration names its buffers by IOVA, which the destination's identical map
    * translates back). Several IOVAs may map the same memory; any of them names the same bytes.
-   * O(n) in the entries; allocates nothing but the answer.
+   * Answers a number: -1 also when the IOVA would be 2^53 or more (not exact in a number).
+   * O(n) in the entries; allocates nothing.
    */
-  reverse(addr: number, len: number, perm: number): bigint {
-    if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(len) || addr < 0 || len < 1) return -1n;
+  reverse(addr: number, len: number, perm: number): number {
+    if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(len) || addr < 0 || len < 1) return -1;
     for (const e of this.entries) {
-      if ((e.perm & perm) === perm && addr >= e.addr && addr + len <= e.addr + e.size) return e.first + BigInt(addr - e.addr);
+      if ((e.perm & perm) === perm && addr >= e.addr && addr + len <= e.addr + e.size) {
+        const iova = e.firstNum + (addr - e.addr);
+        return Number.isSafeInteger(iova + len) ? iova : -1;
+      }
     }
-    return -1n;
+    return -1;
   }
 
   /**
@@ -313,7 +319,7 @@ export class Iotlb {
     if (!Number.isSafeInteger(e.addr) || e.addr < p.ramBase || e.addr + e.size > p.ramBase + p.ramSize) {
       throw new VirtioError(Code.InvalidArgument, `map target [${e.addr}, +${e.size}) is outside the platform RAM [${p.ramBase}, +${p.ramSize})`);
     }
-    return { first, last, size: e.size, addr: e.addr, perm };
+    return { first, firstNum: Number(first), last, size: e.size, addr: e.addr, perm };
   }
 
   /** Index of the first entry whose first IOVA is > iova (entries.length if none). */

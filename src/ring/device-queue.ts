@@ -54,14 +54,6 @@ export interface Chain {
   writeBytes: number;
 }
 
-/** A piece of a recorded chain, by IOVA (what the driver wrote in the descriptor, after splitting at map entries). */
-export interface IovaSegment {
-  /** IOVA of the first byte. */
-  iova: bigint;
-  /** Bytes (≥ 1). */
-  len: number;
-}
-
 /**
  * A popped chain named by IOVA instead of memory offsets ({@link DeviceQueue.record}): portable
  * to another device over the same map, which takes it back with {@link DeviceQueue.repop} —
@@ -72,10 +64,14 @@ export interface RecordedChain {
   id: number;
   /** Ring descriptors the chain occupies. */
   ndesc: number;
-  /** Device-readable pieces, in order. */
-  readable: IovaSegment[];
-  /** Device-writable pieces, in order. */
-  writable: IovaSegment[];
+  /** How many of the pieces are device-readable (they come first; the rest are writable). */
+  nread: number;
+  /**
+   * The pieces, as (IOVA, length) pairs in order: IOVAs are safe integers (a chain above 2^53
+   * is not recorded), lengths 1..2^32-1. Pieces are the chain's buffers split where the map's
+   * entries split them.
+   */
+  pieces: Float64Array;
 }
 
 /**
@@ -278,25 +274,45 @@ export class DeviceQueue extends QueueBase {
   }
 
   /**
-   * A chain (from {@link chain}) named by IOVA under the map in force now, or null if some
-   * segment is no longer mapped with its direction's permission (that request cannot be
-   * recorded: finish it instead). Allocates; for migration, not the datapath.
+   * Chain i's segments in one small array (allocates that only): [nRead, nWrite, then
+   * (memory offset, length) per segment, readable first]. What a device keeps of a chain it
+   * finishes later, instead of {@link chain}'s objects.
    */
-  record(c: Chain): RecordedChain | null {
+  chainSegments(i: number): Uint32Array {
     this.live();
-    const tlb = this.iotlb;
-    const map = (segs: readonly Segment[], perm: number): IovaSegment[] | null => {
-      const out: IovaSegment[] = [];
-      for (const s of segs) {
-        const iova = tlb.reverse(s.addr, s.len, perm);
-        if (iova < 0n) return null;
-        out.push({ iova, len: s.len });
-      }
-      return out;
-    };
-    const readable = map(c.readable, PERM_R);
-    const writable = readable && map(c.writable, PERM_W);
-    return readable && writable ? { id: c.id, ndesc: c.ndesc, readable, writable } : null;
+    this.checkIndex(i);
+    const u = this.u32;
+    const b = (this.chains >> 2) + 8 * i;
+    const start = u[b + 2]!;
+    const nr = this.u16[((this.chains + 32 * i + 12) >> 1)]!;
+    const nw = this.u16[((this.chains + 32 * i + 14) >> 1)]!;
+    const out = new Uint32Array(2 + 2 * (nr + nw));
+    out[0] = nr;
+    out[1] = nw;
+    const from = (this.segs >> 2) + 2 * start;
+    out.set(u.subarray(from, from + 2 * (nr + nw)), 2);
+    return out;
+  }
+
+  /**
+   * A chain kept as {@link chainSegments} named by IOVA under the map in force now, or null if
+   * some segment is no longer mapped with its direction's permission, or its IOVA is 2^53 or
+   * more (that request cannot be recorded: finish it instead). For migration, not the datapath.
+   */
+  record(id: number, ndesc: number, segs: Uint32Array): RecordedChain | null {
+    this.live();
+    const nr = segs[0]!;
+    const n = nr + segs[1]!;
+    const pieces = new Float64Array(2 * n);
+    for (let k = 0; k < n; k++) {
+      const addr = segs[2 + 2 * k]!;
+      const len = segs[3 + 2 * k]!;
+      const iova = this.iotlb.reverse(addr, len, k < nr ? PERM_R : PERM_W);
+      if (iova < 0) return null;
+      pieces[2 * k] = iova;
+      pieces[2 * k + 1] = len;
+    }
+    return { id, ndesc, nread: nr, pieces };
   }
 
   /**
@@ -306,7 +322,8 @@ export class DeviceQueue extends QueueBase {
    * datapaths) exactly as pop()'s. The ring indices do not move: these chains were popped
    * before (a migration's source did). Returns n. A recorded piece that does not translate
    * contiguously with its permission, or more pieces than maxSegs, breaks the queue
-   * (AddressUnmapped / InvalidArgument), thrown, with nothing else touched.
+   * (AddressUnmapped), thrown, with nothing else touched. The caller checks the list's shape
+   * (ids, counts; see VdpaSimBlk's checkRequests).
    */
   repop(list: readonly RecordedChain[], from: number, n: number): number {
     this.live();
@@ -318,33 +335,33 @@ export class DeviceQueue extends QueueBase {
     let seg = 0;
     for (let i = 0; i < n; i++) {
       const c = list[from + i]!;
+      const ps = c.pieces;
+      const np = ps.length >> 1;
       const b = (this.chains >> 2) + 8 * i;
       u32[b] = c.id;
       u32[b + 1] = c.ndesc;
       u32[b + 2] = seg;
-      const bytes = [0, 0];
-      for (const [k, segs, perm] of [[0, c.readable, PERM_R], [1, c.writable, PERM_W]] as const) {
-        for (const s of segs) {
-          if (seg >= this.maxSegs) {
-            this.nPopped = this.nPushed = 0;
-            this.markUnmapped();
-            throw new VirtioError(Code.InvalidArgument, `recorded chains have more than ${this.maxSegs} segments`);
-          }
-          const addr = this.iotlb.translate(s.iova, s.len, perm);
-          if (addr < 0 || s.len < 1) {
-            this.nPopped = this.nPushed = 0;
-            this.breakUnmapped();
-          }
-          u32[(this.segs >> 2) + 2 * seg] = addr;
-          u32[(this.segs >> 2) + 2 * seg + 1] = s.len;
-          bytes[k] = bytes[k]! + s.len;
-          seg++;
+      let rb = 0;
+      let wb = 0;
+      for (let k = 0; k < np; k++) {
+        const iova = ps[2 * k]!;
+        const len = ps[2 * k + 1]!;
+        const readable = k < c.nread;
+        const addr = seg < this.maxSegs && len >= 1 ? this.iotlb.translate(iova, len, readable ? PERM_R : PERM_W) : -1;
+        if (addr < 0) {
+          this.nPopped = this.nPushed = 0;
+          this.breakUnmapped();
         }
+        u32[(this.segs >> 2) + 2 * seg] = addr;
+        u32[(this.segs >> 2) + 2 * seg + 1] = len;
+        if (readable) rb += len;
+        else wb += len;
+        seg++;
       }
-      u16[(this.chains + 32 * i + 12) >> 1] = c.readable.length;
-      u16[(this.chains + 32 * i + 14) >> 1] = c.writable.length;
-      u32[b + 4] = bytes[0]!;
-      u32[b + 5] = bytes[1]!;
+      u16[(this.chains + 32 * i + 12) >> 1] = c.nread;
+      u16[(this.chains + 32 * i + 14) >> 1] = np - c.nread;
+      u32[b + 4] = rb;
+      u32[b + 5] = wb;
       u32[b + 6] = 0;
       u32[b + 7] = 0;
     }

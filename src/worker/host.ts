@@ -55,7 +55,7 @@ import { SwitchLinkEnd, type SwitchLinkEndHandle } from './switch-link.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxServer, type MailboxHandle } from './mailbox.ts';
 import { VdpaSimBlk, type BlkBackend } from '../devices/blk.ts';
-import { saveState, loadState, encodeState, decodeState, saveEarlyState, loadEarlyState, saveStateDelta, encodeStateDelta, isDeltaEncoding, type EarlyState } from '../migration/state.ts';
+import { saveState, loadState, encodeState, decodeState, saveEarlyState, loadEarlyState, saveStateDeltaBytes, isDeltaEncoding, type EarlyState } from '../migration/state.ts';
 import type { IoctlResult } from './remote-device.ts';
 import { checkBackendDescriptor, descriptorKind, type BackendResolver, type BlkBackendDescriptor, type ResolvedBackend } from './backend.ts';
 
@@ -424,11 +424,14 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     return e && e.mark.device === dev ? e : null;
   };
   /** The suspended device's state: the delta over its early state if it holds, else the full state. */
+  // A saved device has nothing in flight but what its state carries (the save checks it):
+  // blk reads still out at the backend or answered and held.
+  const recordedIn = (dev: VdpaSimNet | VdpaSimBlk): number => (dev instanceof VdpaSimBlk ? dev.inFlight + dev.heldCompletions : 0);
   const saveMig = (dev: VdpaSimNet | VdpaSimBlk, delta: unknown): { state: Uint8Array; delta: boolean; recorded: number } => {
     const e = delta === true ? earlyOf(dev) : null;
-    const d = e ? saveStateDelta(dev, e) : null;
+    const d = e ? saveStateDeltaBytes(dev, e) : null;
     earlies.delete(dev.name); // used (or outdated): a next migration saves a new one
-    if (d) return { state: encodeStateDelta(d), delta: true, recorded: d.requests?.length ?? 0 };
+    if (d) return { state: d, delta: true, recorded: recordedIn(dev) };
     const s = saveState(dev);
     return { state: encodeState(s), delta: false, recorded: s.blk?.requests?.length ?? 0 };
   };
@@ -463,7 +466,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     const e = earlyOf(dev);
     let d;
     try {
-      d = e ? saveStateDelta(dev, e) : null;
+      d = e ? saveStateDeltaBytes(dev, e) : null;
     } catch (err) {
       dev.resume();
       throw err;
@@ -472,7 +475,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     // compares again and finds the same).
     if (!d) return { full: true, suspendMs: t1 - t0 };
     earlies.delete(dev.name);
-    return { state: encodeStateDelta(d), delta: true, storage: storageOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1, drained: 0, recorded: d.requests?.length ?? 0 };
+    return { state: d, delta: true, storage: storageOf(dev), suspendMs: t1 - t0, saveMs: performance.now() - t1, drained: 0, recorded: recordedIn(dev) };
   };
 
   const storageOf = (dev: VdpaSimNet | VdpaSimBlk): MigStorage | null => {
