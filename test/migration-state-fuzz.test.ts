@@ -107,3 +107,53 @@ test('mutated deltas: typed refusals, the destination still waits for its delta 
   console.log(`# refused ${refused} of 600 mutated deltas`);
   assert.ok(refused > 300, `${refused} of 600 mutated deltas refused`);
 });
+
+test('mutated blk states and deltas with reads in flight: typed refusals; what loads resumes without a throw', async () => {
+  const p = Platform.create({ ramSize: 16 << 20 });
+  const disk = new SharedDisk(256);
+  const src = blkDev(p, disk);
+  const { drv } = blkDriver(p, src, 'split');
+  const early = saveEarlyState(src);
+  disk.hold = true;
+  const reads = [0, 1, 2, 3].map((k) => drv.read(k * 8, new Uint8Array(4096)));
+  await Promise.resolve();
+  await src.suspendDrained({ record: true });
+  const st = saveState(src);
+  const d = saveStateDelta(src, early)!;
+  assert.equal(st.blk!.requests!.length, 4);
+  assert.equal(d.requests!.length, 4);
+  const rnd = seeded(99);
+  let refused = 0;
+  let loaded = 0;
+  const dst = blkDev(p, disk);
+  for (let i = 0; i < 400; i++) {
+    const full = i % 2 === 0;
+    if (!full) loadEarlyState(dst, early.bytes);
+    try {
+      loadState(dst, mutate(full ? st : d, rnd) as DeviceState);
+      loaded++;
+      // Accepted (a field the device takes as it is): it runs, or breaks its queue with
+      // NEEDS_RESET — never a throw.
+      if (dst.isSuspended) dst.resume();
+    } catch (e) {
+      assert.ok(e instanceof VirtioError, `not a VirtioError: ${String(e)}`);
+      if (full) assert.equal(dst.getStatus(), 0);
+      else assert.equal(dst.earlyStateId, early.id, 'still waiting for its delta');
+      refused++;
+    }
+    dst.reset();
+    const b = (full ? encodeState(st) : encodeStateDelta(d)).slice();
+    b[Math.floor(rnd() * b.length)] = Math.floor(rnd() * 256);
+    try {
+      if (full) decodeState(b);
+      else decodeStateDelta(b);
+    } catch (e) {
+      assert.ok(e instanceof VirtioError, `decode: not a VirtioError: ${String(e)}`);
+    }
+  }
+  console.log(`# blk with reads in flight: refused ${refused}, loaded ${loaded} of 400`);
+  assert.ok(refused > 150, `${refused} of 400 refused`);
+  disk.release();
+  src.resume();
+  await Promise.all(reads);
+});

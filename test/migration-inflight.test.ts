@@ -1,0 +1,341 @@
+// blk requests in flight across a migration (state.ts, "blk requests in flight"): reads still
+// out at the source's backend move in the state as their descriptor chains, by IOVA, and the
+// destination re-submits them; writes (and flushes, discards, write-zeroes) are finished
+// before the save. Checked: the record's byte layout; that the destination answers each read
+// once with its own backend's data while the source's late answers touch nothing; IOVAs that
+// are not memory offsets (an IOMMU map), split and packed; writes drained while reads move;
+// a refused destination leaves the source to answer its reads itself; every malformed record
+// refused with nothing changed, and one naming unmapped memory ending in NEEDS_RESET, not a
+// crash; the same between two device workers through the mailboxes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  Platform, VdpaSimBlk, VirtioBlkDriver, VirtioError, Code, migrate, migrateBetweenWorkers, saveState, loadState, encodeState, decodeState,
+  saveEarlyState, saveStateDelta, encodeStateDelta, decodeStateDelta, featureBit, VIRTIO_F_SUSPEND, VIRTIO_F_RING_PACKED,
+  VIRTIO_BLK_T_IN, VIRTIO_BLK_S_OK, VIRTIO_CONFIG_S_NEEDS_RESET, SECTOR_SIZE,
+  type BlkBackend, type DeviceState, type DriverQueue,
+} from '../src/index.ts';
+import { startModuleWorker } from '../src/worker/node.ts';
+import { RemoteVdpaBus } from '../src/worker/remote-device.ts';
+import type { PortLike } from '../src/worker/channel.ts';
+import { BLK_MIG_FEATURES, blkDriver, slotDriver, SharedDisk, type Layout } from './helpers/migration.ts';
+import { virtioInit } from './helpers/virtio-driver.ts';
+import { BLK_SPLIT, settle } from './helpers/blk-raw.ts';
+
+const isCode = (code: string) => (e: unknown) => e instanceof VirtioError && e.code === code;
+
+/**
+ * A disk whose reads and writes are answered only when the test opens their gate; every read
+ * answers with bytes `fill` (so which backend answered is visible in the driver's buffer).
+ */
+class GatedDisk implements BlkBackend {
+  readonly capacity = 2048;
+  readonly ops = { read: 0, write: 0 };
+  readonly data = new Uint8Array(2048 * SECTOR_SIZE);
+  private readonly gates = { read: [] as (() => void)[], write: [] as (() => void)[] };
+  private readonly open = { read: true, write: true };
+  constructor(private readonly fill: number | null) {}
+  hold(kind: 'read' | 'write'): void { this.open[kind] = false; }
+  release(kind: 'read' | 'write'): void {
+    this.open[kind] = true;
+    for (const g of this.gates[kind].splice(0)) setImmediate(g);
+  }
+  pending(kind: 'read' | 'write'): number { return this.gates[kind].length; }
+  private later<T>(kind: 'read' | 'write', fn: () => T): Promise<T> {
+    return new Promise((res) => {
+      const go = () => res(fn());
+      if (this.open[kind]) setImmediate(go);
+      else this.gates[kind].push(go);
+    });
+  }
+  read(sector: number, len: number): Promise<Uint8Array> {
+    return this.later('read', () => {
+      this.ops.read++;
+      return this.fill === null ? this.data.slice(sector * SECTOR_SIZE, sector * SECTOR_SIZE + len) : new Uint8Array(len).fill(this.fill);
+    });
+  }
+  write(sector: number, d: Uint8Array): Promise<void> {
+    return this.later('write', () => { this.ops.write++; this.data.set(d, sector * SECTOR_SIZE); });
+  }
+  flush(): Promise<void> { return Promise.resolve(); }
+}
+
+const blk = (p: Platform, backend: BlkBackend, name: string) => new VdpaSimBlk(p, { name, backend, deviceFeatures: BLK_MIG_FEATURES });
+
+/**
+ * A source driven by hand (test/helpers/virtio-driver.ts) whose descriptors carry IOVAs
+ * D + memory offset, through a map that says so: the records must name IOVAs, not offsets.
+ */
+function rawRig(layout: Layout) {
+  const p = Platform.create({ ramSize: 8 << 20, privateSize: 8 << 20 });
+  const srcDisk = new GatedDisk(0xee);
+  const src = blk(p, srcDisk, 'rsrc');
+  const D = 2 ** 40;
+  const want = BLK_SPLIT | featureBit(VIRTIO_F_SUSPEND) | (layout === 'packed' ? featureBit(VIRTIO_F_RING_PACKED) : 0n);
+  const q: DriverQueue = virtioInit(src, p, {
+    want, size: 16, dmaBase: D, noCallbacks: true,
+    afterFeatures: () => src.setMap(0, [{ iova: D + p.ramBase, size: p.ramSize, addr: p.ramBase }]),
+  }).queues[0]!;
+  const used = new Map<number, number>();
+  const reap = () => {
+    for (let n = q.getUsed(); n > 0; n = q.getUsed()) {
+      for (let i = 0; i < n; i++) {
+        const t = q.usedToken(i);
+        assert.ok(!used.has(t), `request ${t} used twice`);
+        used.set(t, q.usedLen(i));
+      }
+    }
+    return used;
+  };
+  /** A read of 4 KiB at `sector`: header, data, status, each its own buffer. */
+  const read = (tok: number, sector: number) => {
+    const hdr = p.allocBuffer(16, 16);
+    p.view.setUint32(hdr, VIRTIO_BLK_T_IN, true);
+    p.view.setUint32(hdr + 4, 0, true);
+    p.view.setBigUint64(hdr + 8, BigInt(sector), true);
+    const data = p.allocBuffer(4096, 4096);
+    p.u8.fill(0x11, data, data + 4096);
+    const status = p.allocBuffer(1, 1);
+    p.u8[status] = 0xff;
+    // A buffer's address is what the descriptor holds: the IOVA.
+    q.stage(tok, [{ addr: D + hdr, len: 16 }], [{ addr: D + data, len: 4096 }, { addr: D + status, len: 1 }]);
+    assert.equal(q.submit(), 1);
+    return { hdr, data, status };
+  };
+  return { p, src, srcDisk, q, reap, read, D };
+}
+
+test('the version 2 blk state and delta lay each request out as the comment in state.ts says, and round-trip', async () => {
+  const r = rawRig('split');
+  r.srcDisk.hold('read');
+  const early = saveEarlyState(r.src);
+  const bufs = [1, 2, 3].map((t) => r.read(t, t * 8));
+  r.src.kickVq(0);
+  assert.equal(r.srcDisk.pending('read'), 3);
+  await r.src.suspendDrained({ record: true });
+  // Full state: blk tail = u64 capacity | u8 readOnly | u32 inFlight | u16 n | records | CRC.
+  const s = saveState(r.src);
+  assert.equal(s.version, 2);
+  assert.equal(s.blk!.inFlight, 3);
+  const reqs = s.blk!.requests!;
+  assert.deepEqual(reqs.map((q) => q.readable[0]!.iova), bufs.map((b) => '0x' + (r.D + b.hdr).toString(16)), 'headers named by IOVA (D + offset), not by memory offset');
+  assert.deepEqual(reqs[0]!.writable, [{ iova: '0x' + (r.D + bufs[0]!.data).toString(16), len: 4096 }, { iova: '0x' + (r.D + bufs[0]!.status).toString(16), len: 1 }]);
+  const bin = encodeState(s);
+  const tail = 8 + 1 + 4 + 2 + 3 * (10 + 3 * 12) + 4;
+  const dv = new DataView(bin.buffer, bin.byteOffset + bin.length - tail);
+  assert.equal(dv.getBigUint64(0, true), 2048n, 'capacity');
+  assert.equal(dv.getUint8(8), 0, 'readOnly');
+  assert.equal(dv.getUint32(9, true), 3, 'inFlight');
+  assert.equal(dv.getUint16(13, true), 3, 'n');
+  let o = 15;
+  for (const [k, q] of reqs.entries()) {
+    assert.deepEqual([0, 2, 4, 6, 8].map((x) => dv.getUint16(o + x, true)), [0, q.id, q.ndesc, 1, 2], `request ${k}: vq, id, ndesc, nread, nwrite`);
+    o += 10;
+    for (const piece of [...q.readable, ...q.writable]) {
+      assert.equal('0x' + dv.getBigUint64(o, true).toString(16), piece.iova);
+      assert.equal(dv.getUint32(o + 8, true), piece.len);
+      o += 12;
+    }
+  }
+  assert.equal(o + 4, tail, 'then the CRC');
+  assert.deepEqual(decodeState(bin), s, 'full state round trip');
+  // The delta carries the same records after its ring positions (u16 n, then the records).
+  const d = saveStateDelta(r.src, early)!;
+  assert.deepEqual(d.requests, reqs);
+  const db = encodeStateDelta(d);
+  assert.equal(new DataView(db.buffer).getUint16(8, true), 2, 'delta version');
+  assert.equal(new DataView(db.buffer).getUint16(db.length - 4 - 3 * 46 - 2, true), 3, 'the delta\'s request count');
+  assert.deepEqual(decodeStateDelta(db), d, 'delta round trip');
+  // A version 1 state (no requests) still decodes and loads.
+  const plain = { ...s, version: 1 as const, blk: { capacity: 2048, readOnly: false, inFlight: 0 } };
+  const v1 = encodeState(plain);
+  assert.equal(new DataView(v1.buffer).getUint16(8, true), 1);
+  assert.equal(v1.length, bin.length - 2 - 3 * 46, 'version 1 ends after inFlight');
+  assert.deepEqual(decodeState(v1), plain);
+  const dst = blk(r.p, new GatedDisk(0x22), 'v1dst');
+  loadState(dst, v1);
+  assert.equal(dst.inFlight, 0);
+});
+
+for (const layout of ['split', 'packed'] as const) {
+  test(`${layout}: reads in flight move by IOVA; the destination answers each once, the source's late answers touch nothing`, async () => {
+    const r = rawRig(layout);
+    r.srcDisk.hold('read');
+    const bufs = Array.from({ length: 8 }, (_, i) => r.read(i + 1, i * 8));
+    r.src.kickVq(0);
+    assert.equal(r.srcDisk.pending('read'), 8);
+    const dstDisk = new GatedDisk(0x22);
+    const dst = blk(r.p, dstDisk, `rdst-${layout}`);
+    const rep = await migrate({ source: r.src, destination: dst });
+    assert.equal(rep.recorded, 8);
+    assert.equal(rep.delta?.requests?.length, 8, 'the records moved in the delta');
+    assert.equal(dst.inFlight, 8, 'the destination re-submitted all eight at resume');
+    await settle();
+    const used = r.reap();
+    assert.equal(used.size, 8);
+    for (const [t, len] of used) assert.equal(len, 4097, `request ${t}: data + status written`);
+    for (const b of bufs) {
+      assert.equal(r.p.u8[b.status], VIRTIO_BLK_S_OK);
+      assert.ok(r.p.u8.subarray(b.data, b.data + 4096).every((x) => x === 0x22), 'the destination\'s backend answered');
+    }
+    assert.equal(dstDisk.ops.read, 8);
+    // The source's backend answers now: the suspended source drops every answer.
+    r.srcDisk.release('read');
+    await settle();
+    assert.equal(r.srcDisk.ops.read, 8);
+    assert.equal(r.reap().size, 8, 'no used entry from the source');
+    for (const b of bufs) assert.ok(r.p.u8.subarray(b.data, b.data + 4096).every((x) => x === 0x22), 'nothing written by the source');
+    assert.equal(dst.getStatus() & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+  });
+}
+
+test('writes in flight are finished before the save while the reads beside them move', async () => {
+  const p = Platform.create({ ramSize: 16 << 20 });
+  const srcDisk = new GatedDisk(null);
+  const src = blk(p, srcDisk, 'wsrc');
+  const { slot, drv } = blkDriver(p, src, 'split', 64);
+  srcDisk.hold('read');
+  srcDisk.hold('write');
+  const writes = [0, 1, 2, 3].map((k) => drv.write(k * 8, new Uint8Array(4096).fill(k + 1)));
+  const reads = [4, 5, 6].map((k) => drv.read(k * 8, new Uint8Array(4096)));
+  await settle(1);
+  assert.equal(srcDisk.pending('write'), 4);
+  assert.equal(srcDisk.pending('read'), 3);
+  const dstDisk = new GatedDisk(null);
+  dstDisk.data.set(srcDisk.data);
+  const dst = blk(p, dstDisk, 'wdst');
+  let done = false;
+  const mig = migrate({ source: src, destination: dst, switchover: (d) => slot.switchTo(d) }).finally(() => { done = true; });
+  await settle();
+  assert.equal(done, false, 'the stop waits for the writes');
+  assert.equal(src.isSuspending, true);
+  srcDisk.release('write');
+  const rep = await mig;
+  assert.equal(rep.recorded, 3, 'only the reads moved');
+  assert.equal(srcDisk.ops.write, 4, 'the writes ran once, at the source');
+  await Promise.all(writes);
+  await Promise.all(reads);
+  assert.equal(dstDisk.ops.write, 0, 'no write re-submitted');
+  assert.equal(dstDisk.ops.read, 3);
+  srcDisk.release('read');
+  await settle();
+  assert.equal(drv.inFlight, 0);
+  // inflight: 'drain' finishes the reads too.
+  const back = blk(p, new GatedDisk(null), 'wback');
+  dstDisk.hold('read');
+  const more = [7, 8].map((k) => drv.read(k * 8, new Uint8Array(4096)));
+  await settle(1);
+  const m2 = migrate({ source: dst, destination: back, inflight: 'drain', switchover: (d) => slot.switchTo(d) });
+  await settle();
+  dstDisk.release('read');
+  const rep2 = await m2;
+  assert.equal(rep2.recorded, 0);
+  assert.equal(rep2.delta?.requests?.length, 0);
+  await Promise.all(more);
+});
+
+test('a destination that refuses the state leaves the source to answer its reads itself, once', async () => {
+  const p = Platform.create({ ramSize: 16 << 20 });
+  const srcDisk = new GatedDisk(0x5a);
+  const src = blk(p, srcDisk, 'asrc');
+  const { slot, drv } = blkDriver(p, src, 'split', 64);
+  srcDisk.hold('read');
+  const bufs = [0, 1, 2].map(() => new Uint8Array(4096));
+  const reads = bufs.map((b, k) => drv.read(k * 8, b));
+  await settle(1);
+  const small = new VdpaSimBlk(p, { name: 'asmall', backend: { ...new GatedDisk(0), capacity: 1024, read: () => Promise.resolve(new Uint8Array(0)), write: () => Promise.resolve(), flush: () => Promise.resolve() }, deviceFeatures: BLK_MIG_FEATURES });
+  await assert.rejects(migrate({ source: src, destination: small, switchover: (d) => slot.switchTo(d) }), isCode(Code.FailedPrecondition));
+  assert.equal(small.getStatus(), 0, 'the destination was left fresh');
+  assert.equal(src.isSuspended, false, 'the source runs on');
+  srcDisk.release('read');
+  await Promise.all(reads);
+  for (const b of bufs) assert.ok(b.every((x) => x === 0x5a));
+  assert.equal(srcDisk.ops.read, 3);
+  assert.equal(src.inFlight, 0);
+});
+
+test('malformed records are refused with nothing changed; a record naming unmapped memory ends in NEEDS_RESET', async () => {
+  const r = rawRig('split');
+  r.srcDisk.hold('read');
+  [1, 2].forEach((t) => r.read(t, t * 8));
+  r.src.kickVq(0);
+  await r.src.suspendDrained({ record: true });
+  const good = saveState(r.src);
+  const bad = (f: (s: DeviceState) => void): DeviceState => {
+    const s = structuredClone(good);
+    f(s);
+    return s;
+  };
+  const forged: [string, DeviceState][] = [
+    ['duplicate id', bad((s) => { s.blk!.requests![1]!.id = s.blk!.requests![0]!.id; })],
+    ['id past the queue', bad((s) => { s.blk!.requests![0]!.id = 16; })],
+    ['ndesc 0', bad((s) => { s.blk!.requests![0]!.ndesc = 0; })],
+    ['no readable piece', bad((s) => { s.blk!.requests![0]!.readable = []; })],
+    ['no writable piece', bad((s) => { s.blk!.requests![0]!.writable = []; })],
+    ['a piece of 0 bytes', bad((s) => { s.blk!.requests![0]!.writable[0]!.len = 0; })],
+    ['an IOVA past 2^53', bad((s) => { s.blk!.requests![0]!.readable[0]!.iova = '0x20000000000000'; })],
+    ['an IOVA that is not hex', bad((s) => { s.blk!.requests![0]!.readable[0]!.iova = 'zz'; })],
+    ['another queue', bad((s) => { s.blk!.requests![0]!.vq = 1; })],
+    ['inFlight not the count', bad((s) => { s.blk!.inFlight = 1; })],
+    ['more requests than the queue holds', bad((s) => { s.blk!.requests = Array.from({ length: 17 }, (_, i) => ({ ...s.blk!.requests![0]!, id: i })); s.blk!.inFlight = 17; })],
+    ['requests in a version 1 state', bad((s) => { s.version = 1; })],
+  ];
+  for (const [why, s] of forged) {
+    const dst = blk(r.p, new GatedDisk(1), `bad-${why.replace(/\W/g, '')}`);
+    assert.throws(() => loadState(dst, s), isCode(Code.InvalidArgument), why);
+    assert.equal(dst.getStatus(), 0, `${why}: nothing changed`);
+  }
+  // A RAM disk has nothing in flight to take.
+  const ram = new VdpaSimBlk(r.p, { name: 'ramdst', capacity: 2048, deviceFeatures: BLK_MIG_FEATURES });
+  assert.throws(() => loadState(ram, good), isCode(Code.InvalidArgument));
+  assert.equal(ram.getStatus(), 0);
+  // Well-formed, but naming memory the map does not give the device: the device cannot answer
+  // it (its status byte is out of reach), so the queue breaks at resume — no throw, no write.
+  const off = bad((s) => { s.blk!.requests![0]!.writable[1]!.iova = '0x10'; });
+  const dst = blk(r.p, new GatedDisk(1), 'unmapped');
+  loadState(dst, off);
+  dst.resume();
+  assert.ok(dst.getStatus() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  await settle();
+  r.srcDisk.release('read');
+  await settle();
+});
+
+test('between workers: reads held at the source\'s backend move through the mailboxes, and the destination answers them', async () => {
+  const p = Platform.create({ shared: true, ramSize: 48 << 20, privateSize: 16 << 20 });
+  const spawn = async () => {
+    const worker = startModuleWorker(import.meta.url, './helpers/held-backend-worker');
+    return { worker, bus: await RemoteVdpaBus.connect(worker as unknown as PortLike, p) };
+  };
+  const w = [await spawn(), await spawn()];
+  try {
+    await w[0]!.bus.devAdd('vdpasim_blk', 'isrc', { backend: { file: 'disk' } });
+    await w[1]!.bus.devAdd('vdpasim_blk', 'idst', { backend: { file: 'disk' } });
+    const src = await w[0]!.bus.openDevice('isrc');
+    const dst = await w[1]!.bus.openDevice('idst');
+    const { slot, drv } = slotDriver(p, src, 64, VirtioBlkDriver);
+    await drv.flush();
+    await w[0]!.bus.request('hold', 'disk');
+    const bufs = [1, 2, 3, 4].map(() => new Uint8Array(4096).fill(0x99));
+    const reads = bufs.map((b, k) => drv.read(k * 8, b));
+    for (let i = 0; i < 200 && (await w[0]!.bus.request('pending', 'disk')) !== 4; i++) await new Promise((res) => setTimeout(res, 2));
+    assert.equal(await w[0]!.bus.request('pending', 'disk'), 4, 'four reads out at the held disk');
+    const rep = await migrateBetweenWorkers({ source: src, destination: dst, slot, announce: false });
+    assert.equal(rep.moved, 'delta');
+    assert.equal(rep.mailbox, true, 'reads do not make the mailbox wait');
+    assert.equal(rep.drained, 0);
+    assert.equal(rep.recorded, 4);
+    await Promise.all(reads);
+    for (const b of bufs) assert.ok(b.every((x) => x === 0), 'read from the destination worker\'s (zeroed) disk');
+    // The source worker's disk answers now; its device, suspended, drops the answers.
+    await w[0]!.bus.request('release', 'disk');
+    for (let i = 0; i < 200 && (await w[0]!.bus.request('pending', 'disk')) !== 0; i++) await new Promise((res) => setTimeout(res, 2));
+    await drv.flush(); // the ring still works, with nothing stray in it
+    assert.equal(drv.inFlight, 0);
+  } finally {
+    for (const x of w) {
+      x.bus.close();
+      await x.worker.terminate();
+    }
+  }
+});
