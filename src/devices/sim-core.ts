@@ -1255,7 +1255,8 @@ export interface SimCoreState {
     ready: boolean;
     /** Ring position (getVqState), or null for a queue never sized. */
     state: VqState | null;
-  }[];  /** Requests in flight the destination re-submits (blk reads; none in an early state). @default none */
+  }[];
+  /** Requests in flight the destination re-submits (blk reads; none in an early state). @default none */
   requests?: SimRequest[];
 }
 
