@@ -10,8 +10,9 @@
 // Workloads: vdpasim_net with 8 queue pairs and full control state (every rx bit, 64 + 64 MACs,
 // 300 VLANs), a frame queued by the driver during every switchover; vdpasim_blk with a 256 KiB
 // and a 4 MiB RAM disk (copied while stopped), and with a 4 MiB file both workers open
-// (`backend: { file }`: shared storage, nothing copied; the source's file requests in flight are
-// drained inside the suspend), a write queued during every switchover.
+// (`backend: { file }`: shared storage, nothing copied; the source's file writes in flight are
+// drained inside the suspend, its reads move as records), a write queued during every
+// switchover, and the same file with 32 reads sent just before every stop.
 // Run: npm run bench:migration-worker, or node --import tsx bench/migration-worker.bench.ts
 // (MIG_N=… migrations per workload)
 import {
@@ -36,6 +37,7 @@ function summary(name: string, reps: WorkerMigrationReport[]): Record<string, st
     'resume p50': q('resumeMs', 0.5), 'state bytes': String(reps[0]!.stateBytes),
     'by mailbox': `${reps.filter((r) => r.mailbox).length}/${reps.length}`,
     'disk bytes copied': String(reps[0]!.diskBytes), drained: String(reps.reduce((a, r) => a + r.drained, 0)),
+    'reads moved': String(reps.reduce((a, r) => a + r.recorded, 0)),
   };
 }
 
@@ -75,7 +77,7 @@ async function net(p: Platform, w: DeviceWorker[], early: boolean): Promise<Work
 }
 
 /** `file`: a disk image both workers open (created by the first device); else a RAM disk. */
-async function blk(p: Platform, w: DeviceWorker[], early: boolean, sectors: number, file?: string): Promise<WorkerMigrationReport[]> {
+async function blk(p: Platform, w: DeviceWorker[], early: boolean, sectors: number, file?: string, reads = 0, inflight: 'record' | 'drain' = 'record'): Promise<WorkerMigrationReport[]> {
   let first = true;
   const add = async (s: number): Promise<RemoteVdpaDevice> => {
     const name = `bblk${++names}`;
@@ -87,13 +89,19 @@ async function blk(p: Platform, w: DeviceWorker[], early: boolean, sectors: numb
   let cur = await add(side);
   const { slot, drv } = slotDriver(p, cur, 64, VirtioBlkDriver);
   const data = new Uint8Array(4096).fill(0xa5);
+  const bufs = Array.from({ length: reads }, () => new Uint8Array(4096));
   const reps: WorkerMigrationReport[] = [];
   for (let m = 0; m < N; m++) {
     const dst = await add(1 - side);
-    const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot, early });
+    // Reads sent just before the stop (in the last pre-copy round): those still out at the
+    // source's file then move as records.
+    let rd: Promise<unknown>[] = [];
+    const round = () => { rd = bufs.map((b, i) => drv.read((i * 8) % sectors, b)); };
+    const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot, early, round, inflight });
     const wr = drv.write((m * 8) % sectors, data); // queued while the device is stopped
     reps.push(await mig);
     await wr;
+    await Promise.all(rd);
     await w[side]!.bus.devDel(cur.name);
     cur = dst;
     side = 1 - side;
@@ -114,7 +122,9 @@ try {
       summary(`vdpasim_blk, 256 KiB RAM disk copied, ${how}`, await blk(p, w, early, 512)),
       summary(`vdpasim_blk, 4 MiB RAM disk copied, ${how}`, await blk(p, w, early, 8192)),
       summary(`vdpasim_blk, 4 MiB file shared (no copy), ${how}`, await blk(p, w, early, 8192, join(dir, `disk-${how}.img`))),
+      summary(`vdpasim_blk, 4 MiB file shared, 32 reads sent just before the stop, ${how}`, await blk(p, w, early, 8192, join(dir, `disk-r-${how}.img`), 32)),
     );
+    if (early) rows.push(summary('the same, reads drained (inflight: drain), two-stage', await blk(p, w, early, 8192, join(dir, 'disk-rd.img'), 32, 'drain')));
   }
   console.table(rows);
 } finally {
