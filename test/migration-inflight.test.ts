@@ -1,9 +1,10 @@
 // blk requests in flight across a migration (state.ts, "blk requests in flight"): reads still
 // out at the source's backend move in the state as their descriptor chains, by IOVA, and the
-// destination re-submits them; writes (and flushes, discards, write-zeroes) are finished
-// before the save. Checked: the record's byte layout; that the destination answers each read
+// destination re-submits them; a write (flush, discard, write-zeroes) completes there only once
+// the source's backend is idle. Checked: the record's byte layout; that the destination answers each read
 // once with its own backend's data while the source's late answers touch nothing; IOVAs that
-// are not memory offsets (an IOMMU map), split and packed; writes drained while reads move;
+// are not memory offsets (an IOMMU map), split and packed; writes that move complete only once
+// the source's copies have landed (IOERR if they never do);
 // a refused destination leaves the source to answer its reads itself; every malformed record
 // refused with nothing changed, and one naming unmapped memory ending in NEEDS_RESET, not a
 // crash; the same between two device workers through the mailboxes.
@@ -189,38 +190,47 @@ for (const layout of ['split', 'packed'] as const) {
   });
 }
 
-test('writes in flight are finished before the save while the reads beside them move', async () => {
+test('writes in flight move too, and complete at the destination only once the source\'s copies have landed', async () => {
   const p = Platform.create({ ramSize: 16 << 20 });
   const srcDisk = new GatedDisk(null);
   const src = blk(p, srcDisk, 'wsrc');
   const { slot, drv } = blkDriver(p, src, 'split', 64);
   srcDisk.hold('read');
   srcDisk.hold('write');
-  const writes = [0, 1, 2, 3].map((k) => drv.write(k * 8, new Uint8Array(4096).fill(k + 1)));
+  let written = 0;
+  const writes = [0, 1, 2, 3].map((k) => drv.write(k * 8, new Uint8Array(4096).fill(k + 1)).then(() => { written++; }));
   const reads = [4, 5, 6].map((k) => drv.read(k * 8, new Uint8Array(4096)));
   await settle(1);
   assert.equal(srcDisk.pending('write'), 4);
   assert.equal(srcDisk.pending('read'), 3);
+  assert.equal(src.mustFinish(true), 0, 'a recording suspend waits for none of them');
+  assert.equal(src.mustFinish(false), 7, 'a draining one for all seven');
   const dstDisk = new GatedDisk(null);
-  dstDisk.data.set(srcDisk.data);
   const dst = blk(p, dstDisk, 'wdst');
-  let done = false;
-  const mig = migrate({ source: src, destination: dst, switchover: (d) => slot.switchTo(d) }).finally(() => { done = true; });
-  await settle();
-  assert.equal(done, false, 'the stop waits for the writes');
-  assert.equal(src.isSuspending, true);
-  srcDisk.release('write');
-  const rep = await mig;
-  assert.equal(rep.recorded, 3, 'only the reads moved');
-  assert.equal(srcDisk.ops.write, 4, 'the writes ran once, at the source');
-  await Promise.all(writes);
+  const rep = await migrate({ source: src, destination: dst, switchover: (d) => slot.switchTo(d) });
+  assert.equal(rep.recorded, 7);
+  assert.equal(rep.recordedWrites, 4);
   await Promise.all(reads);
-  assert.equal(dstDisk.ops.write, 0, 'no write re-submitted');
-  assert.equal(dstDisk.ops.read, 3);
+  await settle();
+  // The destination ran the writes, but holds their completions: the source's copies are still out.
+  assert.equal(dstDisk.ops.write, 4);
+  assert.equal(dst.fencedRequests, 4);
+  assert.equal(written, 0, 'no write completed while the source\'s copy could still land');
+  assert.ok(dst.fenceId > 0);
+  for (let k = 0; k < 4; k++) assert.ok(dstDisk.data.subarray(k * 4096, (k + 1) * 4096).every((x) => x === k + 1));
+  // A second migration of the destination now would have to wait for them: it cannot carry them.
+  assert.equal(dst.mustFinish(true), 4);
+  srcDisk.release('write');
+  await Promise.all(writes);
+  assert.equal(written, 4);
+  assert.equal(srcDisk.ops.write, 4, 'the source\'s copies landed (their answers dropped)');
+  assert.equal(dst.fencedRequests, 0);
+  assert.equal(dst.fenceId, 0);
   srcDisk.release('read');
   await settle();
   assert.equal(drv.inFlight, 0);
-  // inflight: 'drain' finishes the reads too.
+  assert.equal(dst.backendFaults, 0);
+  // inflight: 'drain' finishes everything before the save instead.
   const back = blk(p, new GatedDisk(null), 'wback');
   dstDisk.hold('read');
   const more = [7, 8].map((k) => drv.read(k * 8, new Uint8Array(4096)));
@@ -232,6 +242,29 @@ test('writes in flight are finished before the save while the reads beside them 
   assert.equal(rep2.recorded, 0);
   assert.equal(rep2.delta?.requests?.length, 0);
   await Promise.all(more);
+});
+
+test('a fence never released (the source\'s backend hangs) completes the re-submitted writes with IOERR after suspendTimeoutMs', async () => {
+  const p = Platform.create({ ramSize: 16 << 20 });
+  const srcDisk = new GatedDisk(null);
+  const src = blk(p, srcDisk, 'hsrc');
+  const { slot, drv } = blkDriver(p, src, 'split', 64);
+  srcDisk.hold('write');
+  const w = drv.write(8, new Uint8Array(4096).fill(9)).then(() => 'ok', (e: unknown) => e);
+  await settle(1);
+  const dst = new VdpaSimBlk(p, { name: 'hdst', backend: new GatedDisk(null), deviceFeatures: BLK_MIG_FEATURES, suspendTimeoutMs: 50 });
+  const rep = await migrate({ source: src, destination: dst, switchover: (d) => slot.switchTo(d) });
+  assert.equal(rep.recordedWrites, 1);
+  await settle();
+  assert.equal(dst.fencedRequests, 1);
+  const res = await w;
+  assert.ok(res instanceof VirtioError && res.code === Code.IoError, `the write failed with IOERR (${String(res)})`);
+  assert.equal(dst.fenceId, 0);
+  // A late release names a fence the device no longer holds: nothing happens.
+  dst.releaseFence(1);
+  srcDisk.release('write');
+  await settle();
+  assert.equal(drv.inFlight, 0);
 });
 
 test('a destination that refuses the state leaves the source to answer its reads itself, once', async () => {
@@ -332,6 +365,26 @@ test('between workers: reads held at the source\'s backend move through the mail
     for (let i = 0; i < 200 && (await w[0]!.bus.request('pending', 'disk')) !== 0; i++) await new Promise((res) => setTimeout(res, 2));
     await drv.flush(); // the ring still works, with nothing stray in it
     assert.equal(drv.inFlight, 0);
+    // Back, with writes held at this side's disk (released by its worker after 300 ms): they
+    // move through the mailboxes too, and complete once the source's copies landed, before
+    // migrateBetweenWorkers resolves (it waits for that).
+    await w[0]!.bus.devDel('isrc');
+    await w[0]!.bus.devAdd('vdpasim_blk', 'iback', { backend: { file: 'disk' } });
+    const back = await w[0]!.bus.openDevice('iback');
+    await w[1]!.bus.request('hold', 'disk', 300);
+    let done = 0;
+    const writes = [5, 6, 7].map((k) => drv.write(k * 8, new Uint8Array(4096).fill(k)).then(() => { done++; }));
+    for (let i = 0; i < 200 && (await w[1]!.bus.request('pending', 'disk')) !== 3; i++) await new Promise((res) => setTimeout(res, 2));
+    assert.equal(await w[1]!.bus.request('pending', 'disk'), 3, 'three writes out at the held disk');
+    const rep2 = await migrateBetweenWorkers({ source: dst, destination: back, slot, announce: false });
+    assert.equal(rep2.mailbox, true, 'writes do not make the mailbox wait either');
+    assert.equal(rep2.recorded, 3);
+    assert.equal(await w[1]!.bus.request('pending', 'disk'), 0, 'resolved once the source\'s writes landed');
+    await Promise.all(writes);
+    assert.equal(done, 3);
+    const got = new Uint8Array(4096);
+    await drv.read(6 * 8, got);
+    assert.ok(got.every((x) => x === 6), 'written at the new destination');
   } finally {
     for (const x of w) {
       x.bus.close();

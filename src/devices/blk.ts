@@ -170,13 +170,21 @@ interface InFlight {
   /** Memory offset of the status byte. */
   statusAddr: number;
   /**
-   * IN: the chain's segments (DeviceQueue.chainSegments: counts, then offset/length pairs,
-   * readable first): the data goes to the first `bytes` writable bytes, and a migration
-   * records the chain from them. null for other requests.
+   * The chain's segments (DeviceQueue.chainSegments: counts, then offset/length pairs,
+   * readable first): IN data goes to the first `bytes` writable bytes, and a migration
+   * records the chain from them.
    */
-  segs: Uint32Array | null;
+  segs: Uint32Array;
+  /** VIRTIO_BLK_T_*. */
+  type: number;
   /** IN: bytes the backend must return. */
   bytes: number;
+  /**
+   * A migration's destination re-submitted this write (or flush, discard, write-zeroes): 1 —
+   * its completion waits for the source's backend to go idle ({@link VdpaSimBlk.releaseFence});
+   * 2 — that wait timed out, it completes with IOERR; 0 otherwise.
+   */
+  fenced: 0 | 1 | 2;
 }
 
 /** A finished backend operation: the status to write and, for IN, the data. */
@@ -208,6 +216,14 @@ export class VdpaSimBlk extends VdpaSim {
   /** Answers that came back while the device was suspended: delivered on resume. */
   private held: Answer[] = [];
   private drainWaiters: (() => void)[] = [];
+  /** Backend writes (flushes, discards, write-zeroes) started and not settled, across resets ({@link writesIdle}). */
+  private outstanding = 0;
+  private idleWaiters: (() => void)[] = [];
+  /**
+   * Migration destination: closed while writes the source had in flight may still land there
+   * (see {@link releaseFence}); their answers wait in `held`.
+   */
+  private fence: { id: number; timer: ReturnType<typeof setTimeout> | null; held: Answer[] } | null = null;
   /** Migration destination: reads the source had in flight, re-submitted when the device runs. */
   private replay: readonly RecordedChain[] | null = null;
   private replayAt = 0;
@@ -329,6 +345,8 @@ export class VdpaSimBlk extends VdpaSim {
     this.inflight?.clear();
     if (this.held) this.held = [];
     this.replay = null;
+    if (this.fence?.timer) clearTimeout(this.fence.timer);
+    this.fence = null;
     this.ringId = {};
     this.ringCfg = { num: 0, desc: 0n, driver: 0n, device: 0n };
     for (const w of this.drainWaiters?.splice(0) ?? []) w();
@@ -356,7 +374,7 @@ export class VdpaSimBlk extends VdpaSim {
     while (this.replay !== null && this.backend && done < budget) {
       const n = this.repopBatch(q, Math.min(this.batch, budget - done));
       x.blk_parse(q.chainsAddr, n, q.segsAddr, capLo, capHi, flags, this.id, this.recs, this.ranges, this.scratch);
-      for (let i = 0; i < n; i++) this.startAsync(q, i);
+      for (let i = 0; i < n; i++) this.startAsync(q, i, true);
       q.flushUsed();
       done += n;
     }
@@ -378,7 +396,7 @@ export class VdpaSimBlk extends VdpaSim {
   }
 
   /** Executes popped chain i's blk_parse record: completes it now, or starts the backend. */
-  private startAsync(q: DeviceQueue, i: number): void {
+  private startAsync(q: DeviceQueue, i: number, replayed = false): void {
     const u32 = this.platform.u32;
     const rec = (this.recs >> 2) + (BLK_REQ.REC >> 2) * i;
     const id = q.chainId(i);
@@ -395,8 +413,10 @@ export class VdpaSimBlk extends VdpaSim {
     const segs = q.chainSegments(i);
     const statusAddr = byteAt(segs, 2 + 2 * segs[0]!, segs[1]!, statusAt);
     const req: InFlight = {
-      q, ring: this.ringId, id, ndesc, gen: q.iotlb.generation, statusAddr, segs: type === VIRTIO_BLK_T_IN ? segs : null, bytes,
+      q, ring: this.ringId, id, ndesc, gen: q.iotlb.generation, statusAddr, segs, type, bytes,
+      fenced: replayed && type !== VIRTIO_BLK_T_IN && this.fence !== null ? 1 : 0,
     };
+    if (req.fenced) this.armFence();
     const b = this.backend!;
     let op: Promise<unknown>;
     // A backend method that throws answers IOERR like one that rejects (no closure per call).
@@ -420,6 +440,7 @@ export class VdpaSimBlk extends VdpaSim {
         const r0 = this.ranges + u32[rec + (BLK_REQ.RANGE0 >> 2)]! * BLK_REQ.RANGE_REC;
         const n = u32[rec + (BLK_REQ.NRANGES >> 2)]!;
         const ops: Promise<unknown>[] = [];
+        // Every range settles before the request does (a migration waits for the backend to go idle).
         for (let k = 0; k < n; k++) {
           const o = r0 + k * BLK_REQ.RANGE_REC;
           const s = Number(v.getBigUint64(o, true));
@@ -431,15 +452,20 @@ export class VdpaSimBlk extends VdpaSim {
             return writeZeroChunks(b, s, cnt);
           }));
         }
-        op = Promise.all(ops);
+        op = Promise.allSettled(ops).then((rs) => {
+          for (const r of rs) if (r.status === 'rejected') throw r.reason;
+        });
       }
       }
     } catch (e) {
       op = Promise.reject(e);
     }
     this.inflight.add(req);
+    const writes = type !== VIRTIO_BLK_T_IN;
+    if (writes) this.outstanding++;
     op.then(
       (data) => {
+        if (writes) this.backendSettled();
         if (type !== VIRTIO_BLK_T_IN) return this.finishAsync({ req, status: VIRTIO_BLK_S_OK, data: null });
         // Exactly the bytes asked, as bytes: a short read would hand the driver stale memory.
         if (data instanceof Uint8Array && data.length === bytes) return this.finishAsync({ req, status: VIRTIO_BLK_S_OK, data });
@@ -447,10 +473,92 @@ export class VdpaSimBlk extends VdpaSim {
         this.finishAsync({ req, status: VIRTIO_BLK_S_IOERR, data: null });
       },
       () => {
+        if (writes) this.backendSettled();
         this.backendErrors++;
         this.finishAsync({ req, status: VIRTIO_BLK_S_IOERR, data: null });
       },
     );
+  }
+
+  /** A backend write (flush, discard, write-zeroes) settled (counted across resets: the backend does not know of them). */
+  private backendSettled(): void {
+    if (--this.outstanding === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /**
+   * Resolves once every operation that changes the disk (write, flush, discard, write-zeroes)
+   * this device started at its backend has settled — also those of requests a reset or
+   * destroy() dropped, and also after destroy(): what a migration's destination waits for
+   * before it completes the writes it re-submitted ({@link releaseFence}). Reads are not
+   * waited for (a late read changes nothing). Never rejects.
+   */
+  writesIdle(): Promise<void> {
+    if (this.outstanding === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  /** Backend writes (flushes, discards, write-zeroes) started and not settled (see {@link writesIdle}). */
+  get writesOutstanding(): number {
+    return this.outstanding;
+  }
+
+  /**
+   * Migration destination: the writes (flushes, discards, write-zeroes) it re-submitted from
+   * the source's state complete now — call it once the source's backend is idle
+   * ({@link writesIdle}), so the source's own copy of each has landed and cannot land over a
+   * later write. `migrate()` and `migrateBetweenWorkers()` call it. Without it, they complete
+   * with IOERR suspendTimeoutMs after the first was re-submitted (the driver then knows those
+   * blocks are undefined). With `id`, only the fence {@link fenceId} named (a late call for a
+   * fence the device no longer holds, after a reset and a new load, must not open the new
+   * one). Does nothing without such a fence, or on a deleted device.
+   */
+  releaseFence(id?: number): void {
+    if (this.isDestroyed || this.fence === null || (id !== undefined && id !== this.fence.id)) return;
+    this.openFence(0);
+  }
+
+  /** The fence this device holds (a positive integer), or 0: what {@link releaseFence} may name. */
+  get fenceId(): number {
+    return this.fence?.id ?? 0;
+  }
+
+  /** Requests re-submitted by a migration and waiting for {@link releaseFence}. */
+  get fencedRequests(): number {
+    let n = this.fence?.held.length ?? 0;
+    for (const r of this.inflight) if (r.fenced === 1) n++;
+    return n;
+  }
+
+  /** Requests in flight or answered and held that change the disk (write, flush, discard, write-zeroes). */
+  get inFlightWrites(): number {
+    let n = 0;
+    for (const r of this.inflight) if (r.type !== VIRTIO_BLK_T_IN) n++;
+    for (const a of this.held) if (a.req.type !== VIRTIO_BLK_T_IN) n++;
+    return n;
+  }
+
+  /** Starts the fence's timeout at the first re-submitted write. */
+  private armFence(): void {
+    const f = this.fence!;
+    if (f.timer !== null) return;
+    f.timer = setTimeout(() => {
+      if (this.fence === f) this.openFence(2);
+    }, this.suspendTimeout);
+  }
+
+  /** Opens the fence: held fenced answers go out (with IOERR after a timeout, `to` = 2). */
+  private openFence(to: 0 | 2): void {
+    const f = this.fence!;
+    this.fence = null;
+    if (f.timer !== null) clearTimeout(f.timer);
+    for (const r of this.inflight) if (r.fenced === 1) r.fenced = to;
+    for (const a of f.held) {
+      a.req.fenced = to;
+      if (to === 2) a.status = VIRTIO_BLK_S_IOERR;
+      this.held.push(a);
+    }
+    this.deliverHeld();
+    this.workProgress();
   }
 
   /**
@@ -460,6 +568,13 @@ export class VdpaSimBlk extends VdpaSim {
    */
   private finishAsync(a: Answer): void {
     if (!this.inflight.delete(a.req)) return;
+    if (a.req.fenced === 2) a.status = VIRTIO_BLK_S_IOERR;
+    else if (a.req.fenced === 1 && this.fence) {
+      // A re-submitted write done here: it completes once the source's copy has landed.
+      this.fence.held.push(a);
+      if (this.inflight.size === 0) for (const w of this.drainWaiters.splice(0)) w();
+      return;
+    }
     this.held.push(a);
     this.deliverHeld();
     if (this.inflight.size === 0) for (const w of this.drainWaiters.splice(0)) w();
@@ -476,24 +591,29 @@ export class VdpaSimBlk extends VdpaSim {
 
   /**
    * Requests a suspend must finish first: in flight at the backend, or answered and not yet
-   * used. With `record` (a migration's suspend), reads the state can carry are left out: a
-   * read is idempotent, so the destination re-submits it and the source's late answer is
-   * dropped. Writes, flushes, discards and write-zeroes are always finished here: re-submitted
-   * elsewhere, a write could land before the source's own copy of it does, and that copy
-   * would then overwrite whatever the driver wrote after seeing the first complete.
+   * used. With `record` (a migration's suspend) only those a state cannot carry: a request of a
+   * ring replaced since its pop, one whose buffers the map no longer gives (it cannot be named
+   * by IOVA), and a write this device re-submitted for an earlier migration that still waits
+   * for its fence. The rest move as records and the destination re-submits them: reads at
+   * once; writes, flushes, discards and write-zeroes too, but their completion waits until the
+   * source's backend is idle ({@link releaseFence}), so the source's own copy cannot land over
+   * a write the driver makes after seeing the first one complete.
    */
   protected override pendingWork(record: boolean): number {
-    if (!record) return this.inflight.size + this.held.length;
+    const fenced = this.fence?.held.length ?? 0;
+    if (!record) return this.inflight.size + this.held.length + fenced;
     const q = this.queue(0);
-    let n = 0;
+    // Re-submitted writes still waiting for their source cannot move on: another destination
+    // would not wait for that source.
+    let n = fenced;
     for (const r of this.inflight) if (!this.recordable(r, q)) n++;
     for (const a of this.held) if (!this.recordable(a.req, q)) n++;
     return n;
   }
 
-  /** A read of the current ring whose buffers are still mapped: a migration can record it. */
+  /** A request of the current ring whose buffers are still mapped: a migration can record it. */
   private recordable(r: InFlight, q: DeviceQueue | null): boolean {
-    if (r.segs === null || q === null || r.ring !== this.ringId || r.q.iotlb !== q.iotlb) return false;
+    if (r.fenced === 1 || q === null || r.ring !== this.ringId || r.q.iotlb !== q.iotlb) return false;
     return r.gen === q.iotlb.generation || q.record(r.id, r.ndesc, r.segs) !== null;
   }
 
@@ -501,7 +621,7 @@ export class VdpaSimBlk extends VdpaSim {
     const q = this.queue(0);
     const out: SimRequest[] = [];
     if (!q) return out;
-    // Only recordable reads are left (a save checks pendingWork(true) first), in pop order.
+    // Only recordable requests are left (a save checks pendingWork(true) first), in pop order.
     for (const r of this.inflight) pushRecord(out, q, r);
     for (const a of this.held) pushRecord(out, q, a.req);
     return out;
@@ -541,6 +661,8 @@ export class VdpaSimBlk extends VdpaSim {
 
   /** Keeps a copy of the checked list (a caller changing its own afterwards changes nothing here). */
   protected override loadRequests(reqs: readonly SimRequest[]): void {
+    // Writes among them complete only once released (the fence's timeout starts at the first).
+    this.fence = reqs.length > 0 ? { id: ++fences, timer: null, held: [] } : null;
     const list: RecordedChain[] = [];
     for (let i = 0; i < reqs.length; i++) {
       const r = reqs[i]!;
@@ -643,9 +765,12 @@ export class VdpaSimBlk extends VdpaSim {
   }
 }
 
+/** Fence ids, counted in this realm (releaseFence names one). */
+let fences = 0;
+
 /** Adds request r, recorded by IOVA, to a migration's list (if it can be). */
 function pushRecord(out: SimRequest[], q: DeviceQueue, r: InFlight): void {
-  const c = r.segs && q.record(r.id, r.ndesc, r.segs);
+  const c = q.record(r.id, r.ndesc, r.segs);
   if (c) out.push({ vq: 0, id: c.id, ndesc: c.ndesc, nread: c.nread, pieces: c.pieces });
 }
 

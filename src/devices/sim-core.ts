@@ -481,7 +481,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
 
   /**
    * Migration: the requests in flight the state carries, as chains named by IOVA, each with
-   * its queue (blk: reads still out at the backend, re-submitted by the destination). Called
+   * its queue (blk: requests still out at the backend, re-submitted by the destination). Called
    * on a suspended device whose pendingWork(true) is 0. @default none
    */
   protected saveRequests(): SimRequest[] {
@@ -520,6 +520,11 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
   mustFinish(record = false): number {
     this.live();
     return this.pendingWork(record === true);
+  }
+
+  /** Longest a suspend waits for requests in flight (the device option), in ms. */
+  protected get suspendTimeout(): number {
+    return this.attrs.suspendTimeoutMs;
   }
 
   /** True between a suspend request and the moment the device is suspended. */
@@ -1256,7 +1261,7 @@ export interface SimCoreState {
     /** Ring position (getVqState), or null for a queue never sized. */
     state: VqState | null;
   }[];
-  /** Requests in flight the destination re-submits (blk reads; none in an early state). @default none */
+  /** Requests in flight the destination re-submits (blk; none in an early state). @default none */
   requests?: SimRequest[];
 }
 
@@ -1268,7 +1273,7 @@ export interface SimPositions {
   generation: number;
   /** Every queue's ring position (null for a queue never sized). */
   vqs: (VqState | null)[];
-  /** Requests in flight the destination re-submits (blk reads). */
+  /** Requests in flight the destination re-submits (blk). */
   requests: SimRequest[];
 }
 
@@ -1282,10 +1287,9 @@ export interface SimRequest extends RecordedChain {
 export interface SuspendOptions {
   /**
    * Migration: leave in flight the requests a saved state can carry, instead of waiting for
-   * them (blk reads: idempotent, so the destination re-submits them and the source's late
-   * answers are dropped; writes, flushes, discards and write-zeroes are still finished,
-   * because a write re-submitted elsewhere could land before the source's copy of it). The
-   * suspend then costs no backend round trip for reads. @default false
+   * them (blk: the destination re-submits them and the source's late answers are dropped;
+   * a re-submitted write completes only once the source's backend is idle, see
+   * VdpaSimBlk.releaseFence). The suspend then costs no backend round trip. @default false
    */
   record?: boolean;
 }

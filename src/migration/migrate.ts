@@ -1,7 +1,7 @@
 // Live migration of one device in one thread (DESIGN.md "Live migration"), the order QEMU
 // follows for vhost-vdpa: pre-copy of guest RAM with the dirty log while the device runs,
-// iterated until the dirty set is small; stop-and-copy (suspend the source with requests in
-// flight finished or, for blk reads, recorded; copy the last dirty pages, save the device state); load it into the
+// iterated until the dirty set is small; stop-and-copy (suspend the source with blk requests in
+// flight recorded — or finished —, copy the last dirty pages, save the device state); load it into the
 // destination, switch the guest's binding, resume; for net, ask the driver to announce itself.
 // Every phase is timed. If the destination refuses the state, the source resumes and keeps
 // running: an interrupted migration loses nothing.
@@ -61,11 +61,11 @@ export interface MigrateOptions<T extends MigratableDevice> {
    */
   early?: boolean;
   /**
-   * blk requests in flight at the stop. 'record': reads still out at the source's backend stay
-   * there and move in the state, and the destination re-submits them (the source's late
-   * answers are dropped); writes, flushes, discards and write-zeroes are finished first, as
-   * they must be (see state.ts). 'drain': every request is finished before the save. A
-   * source its driver suspended (SUSPEND) has drained already. @default 'record'
+   * blk requests in flight at the stop. 'record': requests still out at the source's backend
+   * stay there and move in the state, and the destination re-submits them (the source's late
+   * answers are dropped); a re-submitted write completes once the source's backend is idle
+   * (see state.ts). 'drain': every request is finished before the save. A source its driver
+   * suspended (SUSPEND) has drained already. @default 'record'
    */
   inflight?: 'record' | 'drain';
   /** Use the binary encoding between source and destination (as over a wire). @default true */
@@ -86,8 +86,13 @@ export interface MigrationReport {
   pagesPerRound: number[];
   /** Suspend requested → source suspended with nothing in flight that the state cannot carry. */
   suspendMs: number;
-  /** blk reads that moved in flight, re-submitted by the destination (0 with `inflight: 'drain'`). */
+  /** blk requests that moved in flight, re-submitted by the destination (0 with `inflight: 'drain'`). */
   recorded: number;
+  /**
+   * Of those, writes, flushes, discards and write-zeroes: the destination completes them once
+   * the source's backend is idle (VdpaSimBlk.releaseFence, called here when it is).
+   */
+  recordedWrites: number;
   /** Copy of the pages dirtied since the last round (inside the downtime). */
   lastPagesMs: number;
   /** Pages copied while stopped. */
@@ -211,8 +216,9 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
       throw e;
     }
     const tSave = now();
-    // blk reads the state carries: all a saved source still has in flight (the save checked it).
+    // blk requests the state carries: all a saved source still has in flight (the save checked it).
     const recorded = src instanceof VdpaSimBlk ? src.inFlight + src.heldCompletions : 0;
+    const recordedWrites = recorded > 0 ? (src as VdpaSimBlk).inFlightWrites : 0;
     try {
       // The control state moved after the early save: the destination starts over.
       if (dstHolds && !delta && !deltaWire) dst.reset();
@@ -236,11 +242,18 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
     }
     if (!byDriver) dst.resume(); // else the driver resumes it with DRIVER_OK (VIRTIO 1.4 §3.4)
     const tRes = now();
+    // The writes the destination re-submitted complete once the source's copies have landed:
+    // when its backend is idle (it keeps counting after a reset or destroy()).
+    if (recorded > 0) {
+      const d = dst as VdpaSimBlk;
+      const fence = d.fenceId;
+      void (src as VdpaSimBlk).writesIdle().then(() => d.releaseFence(fence));
+    }
     if ((o.announce ?? true) && dst instanceof VdpaSimNet) dst.announce();
     const report: MigrationReport = {
       precopyMs: tPre - t0, earlyMs, earlySends, pagesPerRound, suspendMs: tSusp - tPre, lastPagesMs: tCopy - tSusp, lastPages,
       saveMs: tSave - tCopy, loadMs: tLoad - tSave, resumeMs: tRes - tLoad, downtimeMs: tRes - tPre,
-      stateBytes: wire?.length ?? 0, state, delta, recorded,
+      stateBytes: wire?.length ?? 0, state, delta, recorded, recordedWrites,
     };
     // The delta's JSON view, made only if the caller reads it (never inside the window).
     if (deltaWire) {

@@ -4,21 +4,22 @@
 // loadState() validates everything first — format, version, class, feature compatibility,
 // queues, control state — and changes nothing on error.
 //
-// blk requests in flight (version 2): reads are recorded and re-submitted, everything else is
-// drained. A migration suspends the source with suspendDrained({ record: true }): writes,
-// flushes, discards and write-zeroes finish and reach the used ring first (bounded by
-// suspendTimeoutMs, past which the device sets NEEDS_RESET); reads still out at the backend
-// stay there and the state carries each one's descriptor chain, by IOVA (blk.requests). The
-// destination re-pops those chains under the same map when it runs and sends the reads to its
-// own backend; the source, never resumed, drops its late answers, so nothing completes twice.
-// Why reads only: a read is idempotent, so reading it again on the destination gives the
-// driver what it could have got; a write is not re-orderable — re-submitted on the
-// destination, it could complete there while the source's copy is still out at shared
-// storage, and that copy would then land over what the driver wrote next. (QEMU's virtio-blk
-// likewise migrates its pending request list and restarts it on the destination, and its
-// vhost-user-blk inflight tracking records descriptor heads to re-submit.) Without `record`
-// (the SUSPEND status bit, or migrate({ inflight: 'drain' })) everything is drained and the
-// state carries none. Version 1 states (no requests) still load.
+// blk requests in flight (version 2): recorded and re-submitted. A migration suspends the
+// source with suspendDrained({ record: true }): requests still out at its backend stay there,
+// and the state carries each one's descriptor chain by IOVA (blk.requests). The destination
+// re-pops those chains under the same map when it runs and sends them to its own backend
+// (over the same storage); the source, never resumed, drops its late answers, so nothing
+// completes twice. A read completes as soon as the destination's backend answers it. A write
+// (flush, discard, write-zeroes) re-submitted on the destination completes only once the
+// source's backend writes are idle (VdpaSimBlk.writesIdle → releaseFence, which migrate() and
+// migrateBetweenWorkers() do): otherwise the driver, seeing it complete, could write that block
+// again and the source's own copy, still out at shared storage, could land over it. A fence not
+// released within suspendTimeoutMs completes those writes with IOERR. (QEMU's virtio-blk
+// migrates its pending request list and restarts it on the destination; its vhost-user-blk
+// inflight tracking records descriptor heads to re-submit.) A request the state cannot name
+// (its buffers unmapped since its pop, its ring replaced) is finished before the save. Without
+// `record` (the SUSPEND status bit, or migrate({ inflight: 'drain' })) everything is finished
+// and the state carries none. Version 1 states (no requests) still load.
 
 import { VirtioError, Code } from '../errors.ts';
 import type { VdpaSim, SimCoreState, ControlStateMark, SimRequest } from '../devices/sim-core.ts';
@@ -123,7 +124,7 @@ export interface DeviceState {
     readOnly: boolean;
     /** Requests in flight at save: requests.length (0 in version 1). */
     inFlight: number;
-    /** Reads in flight at save, re-submitted by the destination (absent in version 1). */
+    /** Requests in flight at save, re-submitted by the destination (absent in version 1). */
     requests?: RequestEntry[];
   };
 }
@@ -154,7 +155,7 @@ export interface DeviceStateDelta {
   generation: number;
   /** Every queue's ring position (null for a queue never sized). */
   vqs: (VqState | null)[];
-  /** blk: reads in flight at the stop, re-submitted by the destination (absent in version 1; none for net). */
+  /** blk: requests in flight at the stop, re-submitted by the destination (absent in version 1; none for net). */
   requests?: RequestEntry[];
 }
 

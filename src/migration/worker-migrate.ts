@@ -2,7 +2,7 @@
 // worker, the destination in another, both on the same shared platform memory; the guest's
 // driver runs in this thread, bound through a slot, and keeps its rings (they are in the shared
 // memory both workers see, so no guest RAM moves). The order is migrate()'s (QEMU's for
-// vhost-vdpa): suspend the source with requests in flight finished (blk reads: recorded), save its state (the binary
+// vhost-vdpa): suspend the source (blk requests in flight recorded, or finished), save its state (the binary
 // encoding, as over a wire), load it into the destination, re-point the guest's binding, resume
 // the destination; net then announces the guest. blk storage, checked before anything stops:
 //   - RAM disk on both sides: each lives in its own worker's slice of the memory, so its bytes
@@ -59,11 +59,18 @@ export interface WorkerMigrateOptions {
    */
   round?: () => void | Promise<void>;
   /**
-   * blk requests in flight at the stop, as migrate()'s option: 'record' moves reads still out at
-   * the source's backend in the state (the destination re-submits them to its backend over the
-   * same storage; writes and flushes are finished first), 'drain' finishes everything. @default 'record'
+   * blk requests in flight at the stop, as migrate()'s option: 'record' moves them in the state
+   * (the destination re-submits them to its backend over the same storage; its writes complete
+   * once the source's backend is idle, which this waits for before it resolves), 'drain'
+   * finishes everything before the save. @default 'record'
    */
   inflight?: 'record' | 'drain';
+  /**
+   * After the switchover, how long to wait for the source's backend to go idle before the
+   * destination may complete the blk writes it re-submitted (see state.ts). Past it they
+   * complete with IOERR at the destination's own suspendTimeoutMs. @default 5000
+   */
+  fenceWaitMs?: number;
   /** Clock in ms. @default performance.now */
   now?: () => number;
 }
@@ -85,7 +92,7 @@ export interface WorkerMigrationReport {
   diskBytes: number;
   /** blk: backend requests the source's suspend finished first (drained). */
   drained: number;
-  /** blk: reads that moved in flight, re-submitted by the destination (0 with `inflight: 'drain'`). */
+  /** blk: requests that moved in flight, re-submitted by the destination (0 with `inflight: 'drain'`). */
   recorded: number;
   /** blk: 'ram' (the RAM disk was copied) or 'backend' (shared storage, nothing copied); null for net. */
   storage: MigStorage['kind'] | null;
@@ -105,7 +112,8 @@ export interface WorkerMigrationReport {
 
 /**
  * Migrates `source` (in one device worker) to `destination` (in another) on the same shared
- * platform. Resolves with the report; the source is left suspended (delete it). Rejects if the
+ * platform. Resolves with the report once blk writes that moved in flight may complete (the
+ * source's backend idle, bounded by `fenceWaitMs`); the source is left suspended (delete it). Rejects if the
  * source cannot be suspended, or if the destination refuses the state or the switchover
  * throws — then the source was resumed and runs on and the destination is reset. One case
  * leaves the source suspended: the destination's worker did not answer the load within its
@@ -166,6 +174,8 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     throw new VirtioError(Code.Cancelled, `${dst.name} did not answer the load in time and may still run it: ${src.name} stays suspended (delete ${dst.name}, or stop its worker, before resuming ${src.name})`, { cause: e });
   };
   let saved: { state: Uint8Array; drained?: number; recorded?: number; delta?: boolean } | null = null;
+  /** The fence the destination's re-submitted writes wait for (0: none). */
+  let fence = 0;
   const record = (o.inflight ?? 'record') === 'record';
   let tSusp = t0;
   let mailbox = useEarly;
@@ -228,7 +238,7 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     slot.switchTo(dst, { keepOld: true });
     const tl = now();
     try {
-      dst.loadStateSync(saved.state, { resume: true });
+      fence = dst.loadStateSync(saved.state, { resume: true }).fence;
     } catch (e) {
       slot.switchTo(src, { keepOld: true });
       unanswered(e);
@@ -240,8 +250,8 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   } else {
     const tl = now();
     try {
-      if (saved.delta) dst.loadStateSync(saved.state);
-      else await dst.loadState(saved.state);
+      if (saved.delta) fence = dst.loadStateSync(saved.state).fence;
+      else fence = (await dst.loadState(saved.state)).fence;
     } catch (e) {
       if (saved.delta) unanswered(e);
       dropEarly();
@@ -276,6 +286,18 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   // A call the source rang before it stopped may have been polled here after the driver's
   // callbacks left it (lost): one spurious interrupt lets the driver see what the used ring holds.
   dst.callAll();
+  // Writes the destination re-submitted complete once the source's copies have landed: wait
+  // (bounded) for the source's backend, then release them. Past the bound, or if the source's
+  // worker is gone, the destination's own timeout completes them with IOERR.
+  if (fence !== 0) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const idle = await Promise.race([
+      src.writesIdle().then(() => true, () => false),
+      new Promise<boolean>((r) => { timer = setTimeout(() => r(false), o.fenceWaitMs ?? 5000); }),
+    ]);
+    clearTimeout(timer);
+    if (idle) await dst.releaseFence(fence).catch(() => {});
+  }
   if (o.announce ?? true) await dst.announce();
   return {
     suspendMs: tSusp - t0, saveMs: tSave - tSusp, loadMs, diskMs, diskBytes,

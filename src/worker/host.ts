@@ -197,7 +197,7 @@ export interface MigSaved {
   saveMs: number;
   /** migSuspendSave: blk requests the suspend had to finish first (in flight at the backend, or answered and not yet used). */
   drained: number;
-  /** blk reads that moved in flight in the state (a suspend with `record`), re-submitted by the destination. */
+  /** blk requests that moved in flight in the state (a suspend with `record`), re-submitted by the destination. */
   recorded: number;
   /** The state is a delta over the early state the worker saved (migEarlySave), not the full state. */
   delta?: boolean;
@@ -241,6 +241,8 @@ export interface MigNeedsFull {
 export interface MigLoaded {
   /** blk: the RAM disk's place or the backend's storage; null for net. */
   storage: MigStorage | null;
+  /** blk: the fence the loaded requests in flight wait for (VdpaSimBlk.fenceId; 0: none). */
+  fence: number;
 }
 
 /** Name of the worker bus's driver for devices driven from another thread. */
@@ -425,7 +427,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
   };
   /** The suspended device's state: the delta over its early state if it holds, else the full state. */
   // A saved device has nothing in flight but what its state carries (the save checks it):
-  // blk reads still out at the backend or answered and held.
+  // blk requests still out at the backend or answered and held.
   const recordedIn = (dev: VdpaSimNet | VdpaSimBlk): number => (dev instanceof VdpaSimBlk ? dev.inFlight + dev.heldCompletions : 0);
   const saveMig = (dev: VdpaSimNet | VdpaSimBlk, delta: unknown): { state: Uint8Array; delta: boolean; recorded: number } => {
     const e = delta === true ? earlyOf(dev) : null;
@@ -444,7 +446,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
       dev.reset();
       loadState(dev, s);
     } else loadState(dev, bytes);
-    return { storage: storageOf(dev) };
+    return { storage: storageOf(dev), fence: dev instanceof VdpaSimBlk ? dev.fenceId : 0 };
   };
   // Inside the downtime, through the device's mailbox: answered by this loop's next poll, with
   // no event-loop turn on either side. Only a device that stops at once (nothing out at a
@@ -455,7 +457,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     if (dev.isSuspended || dev.isSuspending || !(dev.getStatus() & VIRTIO_CONFIG_S_DRIVER_OK)) {
       throw new VirtioError(Code.FailedPrecondition, 'only a running device (DRIVER_OK) can be suspended');
     }
-    // Requests the suspend must finish (with `record`, blk reads need not: they move in the state).
+    // Requests the suspend must finish (with `record`, only those a state cannot carry).
     if (dev.mustFinish(record) > 0) return { wouldBlock: true };
     const t0 = performance.now();
     // Nothing it must finish is in flight (what was just read): it suspends before
@@ -732,6 +734,17 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         return migLoad(migDev(args[0]), args[1]);
       case 'migStorage':
         return storageOf(migDev(args[0]));
+      // After a migration that moved blk requests in flight: the source's backend idle (its
+      // copies of the writes landed), then the destination's re-submitted writes complete.
+      case 'migWritesIdle': {
+        const dev = migDev(args[0]);
+        return dev instanceof VdpaSimBlk ? dev.writesIdle().then(() => null) : null;
+      }
+      case 'migReleaseFence': {
+        const dev = migDev(args[0]);
+        if (dev instanceof VdpaSimBlk) dev.releaseFence(typeof args[1] === 'number' ? args[1] : undefined);
+        return null;
+      }
       case 'migAnnounce': {
         const dev = migDev(args[0]);
         return dev instanceof VdpaSimNet ? dev.announce() : false;

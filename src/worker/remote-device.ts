@@ -585,7 +585,7 @@ export class RemoteVdpaDevice implements VdpaDevice {
   /**
    * The vdpa suspend op a migrating VMM uses: the device stops taking requests, finishes those
    * in flight (bounded by its suspendTimeoutMs, past which it sets NEEDS_RESET and this
-   * rejects) and suspends. With `record`, blk reads stay in flight and move in the state
+   * rejects) and suspends. With `record`, blk requests stay in flight and move in the state
    * ({@link SuspendOptions}).
    */
   async suspendDrained(opts: SuspendOptions = {}): Promise<void> {
@@ -605,7 +605,7 @@ export class RemoteVdpaDevice implements VdpaDevice {
    * clock. If the save fails the worker resumes the device (it runs on) and this rejects.
    * With `delta`, the state is a delta over the early state saved by {@link saveEarlyState}
    * when the control state has not moved since (`delta: true` in the answer). With `record`,
-   * blk reads in flight move in the state instead of being waited for ({@link SuspendOptions}).
+   * blk requests in flight move in the state instead of being waited for ({@link SuspendOptions}).
    */
   async suspendAndSave(opts: { delta?: boolean; record?: boolean } = {}): Promise<MigSaved> {
     this.live();
@@ -651,6 +651,16 @@ export class RemoteVdpaDevice implements VdpaDevice {
   async loadState(state: Uint8Array): Promise<MigLoaded> {
     this.live();
     return (await this.remote.request('migLoad', this.name, state)) as MigLoaded;
+  }
+  /** blk: resolves once the device's backend writes (flushes, discards, write-zeroes) have all settled (VdpaSimBlk.writesIdle); net: at once. */
+  async writesIdle(): Promise<void> {
+    this.live();
+    await this.remote.request('migWritesIdle', this.name);
+  }
+  /** blk: completes the writes a migration re-submitted here (VdpaSimBlk.releaseFence; `id` from the load's answer). */
+  async releaseFence(id?: number): Promise<void> {
+    this.live();
+    await this.remote.request('migReleaseFence', this.name, id);
   }
   /** blk: where the disk lives (RAM disk place, or the backend's storage identity); null for net. */
   async storage(): Promise<MigStorage | null> {
