@@ -16,11 +16,9 @@ import {
   VIRTIO_BLK_T_IN, VIRTIO_BLK_S_OK, VIRTIO_CONFIG_S_NEEDS_RESET, SECTOR_SIZE,
   type BlkBackend, type DeviceState, type DriverQueue,
 } from '../src/index.ts';
-import { startModuleWorker } from '../src/worker/node.ts';
-import { RemoteVdpaBus } from '../src/worker/remote-device.ts';
-import type { PortLike } from '../src/worker/channel.ts';
 import { BLK_MIG_FEATURES, blkDriver, slotDriver, SharedDisk, type Layout } from './helpers/migration.ts';
 import { virtioInit } from './helpers/virtio-driver.ts';
+import { spawnHeldWorkers, stopHeldWorkers } from './helpers/held-backend.ts';
 import { BLK_SPLIT, settle } from './helpers/blk-raw.ts';
 
 const isCode = (code: string) => (e: unknown) => e instanceof VirtioError && e.code === code;
@@ -336,11 +334,7 @@ test('malformed records are refused with nothing changed; a record naming unmapp
 
 test('between workers: reads held at the source\'s backend move through the mailboxes, and the destination answers them', async () => {
   const p = Platform.create({ shared: true, ramSize: 48 << 20, privateSize: 16 << 20 });
-  const spawn = async () => {
-    const worker = startModuleWorker(import.meta.url, './helpers/held-backend-worker');
-    return { worker, bus: await RemoteVdpaBus.connect(worker as unknown as PortLike, p) };
-  };
-  const w = [await spawn(), await spawn()];
+  const w = await spawnHeldWorkers(p);
   try {
     await w[0]!.bus.devAdd('vdpasim_blk', 'isrc', { backend: { file: 'disk' } });
     await w[1]!.bus.devAdd('vdpasim_blk', 'idst', { backend: { file: 'disk' } });
@@ -386,9 +380,6 @@ test('between workers: reads held at the source\'s backend move through the mail
     await drv.read(6 * 8, got);
     assert.ok(got.every((x) => x === 6), 'written at the new destination');
   } finally {
-    for (const x of w) {
-      x.bus.close();
-      await x.worker.terminate();
-    }
+    await stopHeldWorkers(w);
   }
 });

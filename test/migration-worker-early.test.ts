@@ -10,10 +10,8 @@ import {
   Platform, VirtioNetDriver, VirtioBlkDriver, migrateBetweenWorkers, VIRTIO_CONFIG_S_SUSPEND, decodeState, encodeState, VirtioError, Code, type RemoteVdpaDevice, type DeviceState,
 } from '../src/index.ts';
 import { spawnDeviceWorker } from '../src/node.ts';
-import { startModuleWorker } from '../src/worker/node.ts';
-import { RemoteVdpaBus } from '../src/worker/remote-device.ts';
-import type { PortLike } from '../src/worker/channel.ts';
 import { slotDriver } from './helpers/migration.ts';
+import { spawnHeldWorkers, stopHeldWorkers } from './helpers/held-backend.ts';
 import { until } from './helpers/until.ts';
 
 const hex = (m: number[]) => m.map((x) => x.toString(16).padStart(2, '0')).join(':');
@@ -142,11 +140,7 @@ function saveStateOfNothing(): DeviceState {
 
 test('blk between workers with requests out at the backend: the mailbox answers "would block", the suspend goes by the channel and waits, a delta still moves', async () => {
   const p = Platform.create({ shared: true, ramSize: 48 << 20, privateSize: 16 << 20 });
-  const spawn = async () => {
-    const worker = startModuleWorker(import.meta.url, './helpers/held-backend-worker');
-    return { worker, bus: await RemoteVdpaBus.connect(worker as unknown as PortLike, p) };
-  };
-  const w = [await spawn(), await spawn()];
+  const w = await spawnHeldWorkers(p);
   try {
     await w[0]!.bus.devAdd('vdpasim_blk', 'hsrc', { backend: { file: 'disk' } });
     await w[1]!.bus.devAdd('vdpasim_blk', 'hdst', { backend: { file: 'disk' } });
@@ -173,9 +167,6 @@ test('blk between workers with requests out at the backend: the mailbox answers 
     await drv.flush();
     assert.equal(await w[0]!.bus.request('pending', 'disk'), 0);
   } finally {
-    for (const x of w) {
-      x.bus.close();
-      await x.worker.terminate();
-    }
+    await stopHeldWorkers(w);
   }
 });

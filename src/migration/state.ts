@@ -22,7 +22,7 @@
 // and the state carries none. Version 1 states (no requests) still load.
 
 import { VirtioError, Code } from '../errors.ts';
-import type { VdpaSim, SimCoreState, ControlStateMark, SimRequest } from '../devices/sim-core.ts';
+import type { VdpaSim, SimCoreState, SimPositions, ControlStateMark, SimRequest } from '../devices/sim-core.ts';
 import { VdpaSimNet } from '../devices/net.ts';
 import { VdpaSimBlk } from '../devices/blk.ts';
 import type { NetCtrlSnapshot } from '../devices/net-ctrl.ts';
@@ -258,11 +258,8 @@ export function loadEarlyState(dev: MigratableDevice, state: DeviceState | Uint8
  * walks more than the device's own state.
  */
 export function saveStateDelta(dev: MigratableDevice, early: EarlyState): DeviceStateDelta | null {
-  if (typeof early !== 'object' || early === null || !issued.has(early)) throw new VirtioError(Code.InvalidArgument, 'device state: not an early state saveEarlyState returned');
-  if (early.mark.device !== dev) throw new VirtioError(Code.InvalidArgument, `device state: that early state was saved from another device than ${dev.name}`);
-  if (!dev.isSuspended) throw new VirtioError(Code.FailedPrecondition, `${dev.name} must be suspended to save its state`);
-  if (!dev.controlStateUnchanged(early.mark)) return null;
-  const c = dev.savePositions();
+  const c = positionsOver(dev, early);
+  if (!c) return null;
   return { format: DEVICE_STATE_DELTA_FORMAT, version: 2, class: early.state.class, base: early.id, status: c.status, generation: c.generation, vqs: c.vqs, requests: c.requests.map(toEntry) };
 }
 
@@ -271,12 +268,18 @@ export function saveStateDelta(dev: MigratableDevice, early: EarlyState): Device
  * with no JSON view on the way: what a switchover sends. null when the full state must move.
  */
 export function saveStateDeltaBytes(dev: MigratableDevice, early: EarlyState): Uint8Array | null {
+  const c = positionsOver(dev, early);
+  if (!c) return null;
+  return encodeDeltaCore({ version: 2, cls: early.state.class, base: early.id, status: c.status, generation: c.generation, vqs: c.vqs, requests: c.requests });
+}
+
+/** The suspended source's positions for a delta over `early`, or null if its control state moved. */
+function positionsOver(dev: MigratableDevice, early: EarlyState): SimPositions | null {
   if (typeof early !== 'object' || early === null || !issued.has(early)) throw new VirtioError(Code.InvalidArgument, 'device state: not an early state saveEarlyState returned');
   if (early.mark.device !== dev) throw new VirtioError(Code.InvalidArgument, `device state: that early state was saved from another device than ${dev.name}`);
   if (!dev.isSuspended) throw new VirtioError(Code.FailedPrecondition, `${dev.name} must be suspended to save its state`);
   if (!dev.controlStateUnchanged(early.mark)) return null;
-  const c = dev.savePositions();
-  return encodeDeltaCore({ version: 2, cls: early.state.class, base: early.id, status: c.status, generation: c.generation, vqs: c.vqs, requests: c.requests });
+  return dev.savePositions();
 }
 
 /**
