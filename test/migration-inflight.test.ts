@@ -7,19 +7,22 @@
 // the source's copies have landed (IOERR if they never do);
 // a refused destination leaves the source to answer its reads itself; every malformed record
 // refused with nothing changed, and one naming unmapped memory ending in NEEDS_RESET, not a
-// crash; the same between two device workers through the mailboxes.
+// crash; the same between two device workers through the mailboxes; and the review's
+// regressions (a request no record can name is finished, not lost; a device saved before it
+// ran; more moved requests than one datapath budget).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Platform, VdpaSimBlk, VirtioBlkDriver, VirtioError, Code, migrate, migrateBetweenWorkers, saveState, loadState, encodeState, decodeState,
   saveEarlyState, saveStateDelta, encodeStateDelta, decodeStateDelta, featureBit, VIRTIO_F_SUSPEND, VIRTIO_F_RING_PACKED,
-  VIRTIO_BLK_T_IN, VIRTIO_BLK_S_OK, VIRTIO_CONFIG_S_NEEDS_RESET, SECTOR_SIZE,
+  VIRTIO_BLK_T_IN, VIRTIO_BLK_S_OK, VIRTIO_CONFIG_S_NEEDS_RESET, SECTOR_SIZE, VIRTIO_F_INDIRECT_DESC,
   type BlkBackend, type DeviceState, type DriverQueue,
 } from '../src/index.ts';
 import { BLK_MIG_FEATURES, blkDriver, slotDriver, SharedDisk, type Layout } from './helpers/migration.ts';
 import { virtioInit } from './helpers/virtio-driver.ts';
 import { spawnHeldWorkers, stopHeldWorkers } from './helpers/held-backend.ts';
 import { BLK_SPLIT, settle } from './helpers/blk-raw.ts';
+import { readSplitDesc, writeSplitDesc } from './helpers/raw-ring.ts';
 
 const isCode = (code: string) => (e: unknown) => e instanceof VirtioError && e.code === code;
 
@@ -370,7 +373,10 @@ test('between workers: reads held at the source\'s backend move through the mail
     const writes = [5, 6, 7].map((k) => drv.write(k * 8, new Uint8Array(4096).fill(k)).then(() => { done++; }));
     for (let i = 0; i < 200 && (await w[1]!.bus.request('pending', 'disk')) !== 3; i++) await new Promise((res) => setTimeout(res, 2));
     assert.equal(await w[1]!.bus.request('pending', 'disk'), 3, 'three writes out at the held disk');
-    const rep2 = await migrateBetweenWorkers({ source: dst, destination: back, slot, announce: false });
+    const mig = migrateBetweenWorkers({ source: dst, destination: back, slot, announce: false });
+    await new Promise((res) => setTimeout(res, 100)); // the switchover is done; the disk still holds
+    assert.equal(done, 0, 'no moved write completed while the source\'s copies were held');
+    const rep2 = await mig;
     assert.equal(rep2.mailbox, true, 'writes do not make the mailbox wait either');
     assert.equal(rep2.recorded, 3);
     assert.equal(await w[1]!.bus.request('pending', 'disk'), 0, 'resolved once the source\'s writes landed');
@@ -382,4 +388,120 @@ test('between workers: reads held at the source\'s backend move through the mail
   } finally {
     await stopHeldWorkers(w);
   }
+});
+
+// Regressions from the review (each failed before its fix).
+
+/** Resolves true if `p` settles within `ms`. */
+const within = (p: Promise<unknown>, ms: number) => Promise.race([p.then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+
+test('a request whose buffers sit at IOVA >= 2^53 cannot be recorded: the source finishes it before the save, once', async () => {
+  const p = Platform.create({ ramSize: 8 << 20, privateSize: 8 << 20 });
+  const srcDisk = new GatedDisk(0xee);
+  const src = blk(p, srcDisk, 'hi-src');
+  // The request's buffers live in [region, +64 KiB), mapped only at IOVA 2^60 (a legal u64 IOVA).
+  const region = p.allocBuffer(65536, 65536);
+  const HIGH = 2n ** 60n;
+  const end = p.ramBase + p.ramSize;
+  const want = (BLK_SPLIT | featureBit(VIRTIO_F_SUSPEND)) & ~featureBit(VIRTIO_F_INDIRECT_DESC);
+  const q: DriverQueue = virtioInit(src, p, {
+    want, size: 16, noCallbacks: true,
+    afterFeatures: () => src.setMap(0, [
+      ...(region > p.ramBase ? [{ iova: p.ramBase, size: region - p.ramBase, addr: p.ramBase }] : []),
+      { iova: region + 65536, size: end - region - 65536, addr: region + 65536 },
+      { iova: HIGH, size: 65536, addr: region },
+    ]),
+  }).queues[0]!;
+  const hdr = region, data = region + 4096, status = region + 8192;
+  p.view.setUint32(hdr, VIRTIO_BLK_T_IN, true);
+  p.view.setUint32(hdr + 4, 0, true);
+  p.view.setBigUint64(hdr + 8, 8n, true);
+  p.u8[status] = 0xff;
+  q.stage(1, [{ addr: hdr, len: 16 }], [{ addr: data, len: 4096 }, { addr: status, len: 1 }]);
+  assert.equal(q.submit(), 1);
+  // Rewrite the descriptors' addresses to the high IOVAs (DriverQueue only stages safe integers).
+  const table = Number(q.addresses.descArea);
+  for (let i = 0; i < 16; i++) {
+    const d = readSplitDesc(p, table, i);
+    if (d.addr >= BigInt(region) && d.addr < BigInt(region + 65536)) writeSplitDesc(p, table, i, HIGH + d.addr - BigInt(region), d.len, d.flags, d.next);
+  }
+  srcDisk.hold('read');
+  src.kickVq(0);
+  assert.equal(src.inFlight, 1, 'the read went to the backend (the high IOVA translated)');
+  assert.equal(srcDisk.pending('read'), 1);
+  const dst = blk(p, new GatedDisk(0x22), 'hi-dst');
+  // If the source must finish the request (it cannot be named by a safe IOVA), it finishes once the disk answers.
+  setTimeout(() => srcDisk.release('read'), 20);
+  const rep = await migrate({ source: src, destination: dst });
+  await settle();
+  await new Promise((r) => setTimeout(r, 50));
+  await settle();
+  const used = q.getUsed();
+  assert.equal(rep.recorded, 0, 'nothing moved');
+  assert.equal(rep.delta?.requests?.length, 0);
+  assert.equal(dst.inFlight, 0);
+  assert.equal(used, 1, 'the read completed once, at the source, before the save');
+  assert.equal(p.u8[status], 0, 'VIRTIO_BLK_S_OK');
+});
+
+test('a destination saved before it ran: refused while its fence is closed, then it carries the requests it was to re-submit', async () => {
+  const p = Platform.create({ ramSize: 16 << 20 });
+  const srcDisk = new GatedDisk(0x5a);
+  const a = blk(p, srcDisk, 'r2a-a');
+  const { slot, drv } = blkDriver(p, a, 'split', 64);
+  srcDisk.hold('read');
+  const reads = [0, 1, 2].map((k) => drv.read(k * 8, new Uint8Array(4096)));
+  await settle(1);
+  assert.equal(a.inFlight, 3);
+  await a.suspendDrained({ record: true });
+  const s = saveState(a);
+  assert.equal(s.blk!.requests!.length, 3);
+  const b = blk(p, new GatedDisk(0x22), 'r2a-b');
+  loadState(b, s);
+  // b's fence is closed (nobody said a's writes are idle): some of what it owes may be writes.
+  assert.throws(() => saveState(b), (e: unknown) => e instanceof VirtioError && e.code === Code.FailedPrecondition);
+  await a.writesIdle();
+  b.releaseFence(b.fenceId);
+  const s2 = saveState(b);
+  // ...but it must carry the three requests b still owes the driver.
+  const c = blk(p, new GatedDisk(0x33), 'r2a-c');
+  loadState(c, s2);
+  slot.switchTo(c);
+  c.resume();
+  const ok = await within(Promise.all(reads), 300);
+  srcDisk.release('read');
+  assert.equal(s2.blk!.requests!.length, 3, 'the state of b carries b\'s pending re-submissions');
+  assert.ok(ok, 'the three reads completed');
+});
+
+test('more moved requests than one datapath budget: all are re-submitted at resume, and a suspend right after carries them all', async () => {
+  const p = Platform.create({ ramSize: 32 << 20 });
+  const srcDisk = new GatedDisk(0x5a);
+  const a = blk(p, srcDisk, 'r2b-a');
+  const { slot, drv } = blkDriver(p, a, 'split', 128);
+  srcDisk.hold('read');
+  const N = 100;
+  const reads = Array.from({ length: N }, (_, k) => drv.read(k * 8, new Uint8Array(4096)));
+  await settle(1);
+  assert.equal(a.inFlight, N);
+  await a.suspendDrained({ record: true });
+  const s = saveState(a);
+  assert.equal(s.blk!.requests!.length, N);
+  const bDisk = new GatedDisk(0x22);
+  bDisk.hold('read');
+  const b = blk(p, bDisk, 'r2b-b');
+  loadState(b, s);
+  slot.switchTo(b);
+  b.resume(); // re-submits all 100 now (the device batch is 64)
+  assert.equal(b.inFlight, N);
+  await b.suspendDrained({ record: true }); // e.g. the VMM migrates again at once
+  const s2 = saveState(b);
+  assert.equal(s2.blk!.requests!.length, N, `b's state carries all ${N} reads (b had ${b.inFlight} in flight)`);
+  const c = blk(p, new GatedDisk(0x33), 'r2b-c');
+  loadState(c, s2);
+  slot.switchTo(c);
+  c.resume();
+  srcDisk.release('read');
+  bDisk.release('read');
+  assert.ok(await within(Promise.all(reads), 2000), 'every read completed, once');
 });

@@ -185,6 +185,10 @@ interface InFlight {
    * 2 — that wait timed out, it completes with IOERR; 0 otherwise.
    */
   fenced: 0 | 1 | 2;
+  /** The chain by IOVA (DeviceQueue.record) under map generation `recGen`, or null if it cannot be named. */
+  rec: RecordedChain | null;
+  /** The map generation `rec` was made under (-1: not yet). */
+  recGen: number;
 }
 
 /** A finished backend operation: the status to write and, for IN, the data. */
@@ -227,6 +231,7 @@ export class VdpaSimBlk extends VdpaSim {
   /** Migration destination: reads the source had in flight, re-submitted when the device runs. */
   private replay: readonly RecordedChain[] | null = null;
   private replayAt = 0;
+  private savedRequests = { all: 0, writes: 0 };
   /**
    * Identity of the request queue's ring: replaced when its size or addresses change and on
    * reset. A queue disabled and enabled again over the same ring keeps it (sim-core saves the
@@ -370,9 +375,11 @@ export class VdpaSimBlk extends VdpaSim {
     const capHi = Math.floor(cap / 2 ** 32);
     const x = this.platform.exports;
     let done = 0;
-    // A migration's destination first re-submits the reads the source had in flight.
-    while (this.replay !== null && this.backend && done < budget) {
-      const n = this.repopBatch(q, Math.min(this.batch, budget - done));
+    // A migration's destination first re-submits what the source had in flight: all of it, in
+    // batches, whatever the budget (they were popped already; a suspend right after the resume
+    // must find them at the backend, not still in a list).
+    while (this.replay !== null && this.backend) {
+      const n = this.repopBatch(q, this.batch);
       x.blk_parse(q.chainsAddr, n, q.segsAddr, capLo, capHi, flags, this.id, this.recs, this.ranges, this.scratch);
       for (let i = 0; i < n; i++) this.startAsync(q, i, true);
       q.flushUsed();
@@ -414,7 +421,7 @@ export class VdpaSimBlk extends VdpaSim {
     const statusAddr = byteAt(segs, 2 + 2 * segs[0]!, segs[1]!, statusAt);
     const req: InFlight = {
       q, ring: this.ringId, id, ndesc, gen: q.iotlb.generation, statusAddr, segs, type, bytes,
-      fenced: replayed && type !== VIRTIO_BLK_T_IN && this.fence !== null ? 1 : 0,
+      fenced: replayed && type !== VIRTIO_BLK_T_IN && this.fence !== null ? 1 : 0, rec: null, recGen: -1,
     };
     if (req.fenced) this.armFence();
     const b = this.backend!;
@@ -601,20 +608,32 @@ export class VdpaSimBlk extends VdpaSim {
    */
   protected override pendingWork(record: boolean): number {
     const fenced = this.fence?.held.length ?? 0;
-    if (!record) return this.inflight.size + this.held.length + fenced;
+    const unreplayed = this.replay !== null ? this.replay.length - this.replayAt : 0;
+    if (!record) return this.inflight.size + this.held.length + fenced + unreplayed;
     const q = this.queue(0);
     // Re-submitted writes still waiting for their source cannot move on: another destination
-    // would not wait for that source.
-    let n = fenced;
+    // would not wait for that source. Nor can requests loaded and not yet re-submitted (a
+    // device saved before it ever ran) while the fence is closed: some may be writes.
+    let n = fenced + (this.fence !== null ? unreplayed : 0);
     for (const r of this.inflight) if (!this.recordable(r, q)) n++;
     for (const a of this.held) if (!this.recordable(a.req, q)) n++;
     return n;
   }
 
-  /** A request of the current ring whose buffers are still mapped: a migration can record it. */
+  /**
+   * A request a migration can carry: of the current ring, not a flush (a flush covers the
+   * writes completed at *this* backend: it runs here), not waiting for a fence, and nameable
+   * by IOVA under the map in force (DeviceQueue.record, once per map generation: the save
+   * uses the same answer).
+   */
   private recordable(r: InFlight, q: DeviceQueue | null): boolean {
-    if (r.fenced === 1 || q === null || r.ring !== this.ringId || r.q.iotlb !== q.iotlb) return false;
-    return r.gen === q.iotlb.generation || q.record(r.id, r.ndesc, r.segs) !== null;
+    if (r.fenced === 1 || r.type === VIRTIO_BLK_T_FLUSH || q === null || r.ring !== this.ringId || r.q.iotlb !== q.iotlb) return false;
+    const gen = q.iotlb.generation;
+    if (r.recGen !== gen) {
+      r.rec = q.record(r.id, r.ndesc, r.segs);
+      r.recGen = gen;
+    }
+    return r.rec !== null;
   }
 
   protected override saveRequests(): SimRequest[] {
@@ -622,9 +641,34 @@ export class VdpaSimBlk extends VdpaSim {
     const out: SimRequest[] = [];
     if (!q) return out;
     // Only recordable requests are left (a save checks pendingWork(true) first), in pop order.
-    for (const r of this.inflight) pushRecord(out, q, r);
-    for (const a of this.held) pushRecord(out, q, a.req);
+    let writes = 0;
+    const add = (r: InFlight): void => {
+      if (!this.recordable(r, q)) throw new VirtioError(Code.Internal, `${this.name}: request ${r.id} cannot be recorded after the save's check`);
+      const c = r.rec!;
+      out.push({ vq: 0, id: c.id, ndesc: c.ndesc, nread: c.nread, pieces: c.pieces });
+      if (r.type !== VIRTIO_BLK_T_IN) writes++;
+    };
+    for (const r of this.inflight) add(r);
+    for (const a of this.held) add(a.req);
+    // Loaded and not re-submitted yet (saved before it ever ran; the fence is open, or the
+    // check above refused): already by IOVA, they pass through.
+    if (this.replay !== null) {
+      for (let k = this.replayAt; k < this.replay.length; k++) {
+        const c = this.replay[k]!;
+        out.push({ vq: 0, id: c.id, ndesc: c.ndesc, nread: c.nread, pieces: c.pieces });
+      }
+    }
+    this.savedRequests = { all: out.length, writes };
     return out;
+  }
+
+  /**
+   * Of the last save's requests in flight: how many it carried, and how many of those are
+   * writes, flushes, discards or write-zeroes (known by type; requests passed through unparsed
+   * from an earlier load are counted in `all` only).
+   */
+  get lastSavedRequests(): { readonly all: number; readonly writes: number } {
+    return this.savedRequests;
   }
 
   protected override checkRequests(reqs: readonly SimRequest[], nums: readonly number[]): string | null {
@@ -767,12 +811,6 @@ export class VdpaSimBlk extends VdpaSim {
 
 /** Fence ids, counted in this realm (releaseFence names one). */
 let fences = 0;
-
-/** Adds request r, recorded by IOVA, to a migration's list (if it can be). */
-function pushRecord(out: SimRequest[], q: DeviceQueue, r: InFlight): void {
-  const c = q.record(r.id, r.ndesc, r.segs);
-  if (c) out.push({ vq: 0, id: c.id, ndesc: c.ndesc, nread: c.nread, pieces: c.pieces });
-}
 
 /** Calls a backend method: a synchronous throw becomes a rejection, a non-promise a value. */
 function call(fn: () => unknown): Promise<unknown> {

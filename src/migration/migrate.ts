@@ -216,9 +216,9 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
       throw e;
     }
     const tSave = now();
-    // blk requests the state carries: all a saved source still has in flight (the save checked it).
-    const recorded = src instanceof VdpaSimBlk ? src.inFlight + src.heldCompletions : 0;
-    const recordedWrites = recorded > 0 ? (src as VdpaSimBlk).inFlightWrites : 0;
+    // blk requests the state carries (what the save just wrote).
+    const recorded = src instanceof VdpaSimBlk ? src.lastSavedRequests.all : 0;
+    const recordedWrites = src instanceof VdpaSimBlk ? src.lastSavedRequests.writes : 0;
     try {
       // The control state moved after the early save: the destination starts over.
       if (dstHolds && !delta && !deltaWire) dst.reset();

@@ -14,7 +14,8 @@
 // source's backend writes are idle (VdpaSimBlk.writesIdle → releaseFence, which migrate() and
 // migrateBetweenWorkers() do): otherwise the driver, seeing it complete, could write that block
 // again and the source's own copy, still out at shared storage, could land over it. A fence not
-// released within suspendTimeoutMs completes those writes with IOERR. (QEMU's virtio-blk
+// released within suspendTimeoutMs completes those writes with IOERR. A flush is finished at
+// the source (it covers the writes completed at that backend). (QEMU's virtio-blk
 // migrates its pending request list and restarts it on the destination; its vhost-user-blk
 // inflight tracking records descriptor heads to re-submit.) A request the state cannot name
 // (its buffers unmapped since its pop, its ring replaced) is finished before the save. Without

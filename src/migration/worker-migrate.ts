@@ -68,7 +68,8 @@ export interface WorkerMigrateOptions {
   /**
    * After the switchover, how long to wait for the source's backend to go idle before the
    * destination may complete the blk writes it re-submitted (see state.ts). Past it they
-   * complete with IOERR at the destination's own suspendTimeoutMs. @default 5000
+   * complete with IOERR at the destination's own suspendTimeoutMs (which bounds the wait anyway:
+   * the default matches the devices' default). @default 1000
    */
   fenceWaitMs?: number;
   /** Clock in ms. @default performance.now */
@@ -293,7 +294,7 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     let timer: ReturnType<typeof setTimeout> | undefined;
     const idle = await Promise.race([
       src.writesIdle().then(() => true, () => false),
-      new Promise<boolean>((r) => { timer = setTimeout(() => r(false), o.fenceWaitMs ?? 5000); }),
+      new Promise<boolean>((r) => { timer = setTimeout(() => r(false), o.fenceWaitMs ?? 1000); }),
     ]);
     clearTimeout(timer);
     if (idle) await dst.releaseFence(fence).catch(() => {});

@@ -426,9 +426,8 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     return e && e.mark.device === dev ? e : null;
   };
   /** The suspended device's state: the delta over its early state if it holds, else the full state. */
-  // A saved device has nothing in flight but what its state carries (the save checks it):
-  // blk requests still out at the backend or answered and held.
-  const recordedIn = (dev: VdpaSimNet | VdpaSimBlk): number => (dev instanceof VdpaSimBlk ? dev.inFlight + dev.heldCompletions : 0);
+  // blk requests the state carries (what the save just wrote).
+  const recordedIn = (dev: VdpaSimNet | VdpaSimBlk): number => (dev instanceof VdpaSimBlk ? dev.lastSavedRequests.all : 0);
   const saveMig = (dev: VdpaSimNet | VdpaSimBlk, delta: unknown): { state: Uint8Array; delta: boolean; recorded: number } => {
     const e = delta === true ? earlyOf(dev) : null;
     const d = e ? saveStateDeltaBytes(dev, e) : null;
