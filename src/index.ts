@@ -73,7 +73,7 @@ export type { VdpaSimNetOptions, NetPairStats, NetPort } from './devices/net.ts'
 export type { SwitchEndpoint, SwitchPortStats } from './devices/switch.ts';
 export type { RxMode, NetCtrlSnapshot } from './devices/net-ctrl.ts';
 export type { PcapOptions } from './devices/pcap.ts';
-export type { VdpaSimBlkOptions, BlkBackend } from './devices/blk.ts';
+export type { VdpaSimBlkOptions, BlkBackend, SavedRequests } from './devices/blk.ts';
 export type { MgmtDevAttrs, MgmtAttrName, MgmtDevSetAttrs, VdpaMgmtDeviceTypes } from './mgmt/mgmtdev.ts';
 export type { VirtioClassDriver, VirtioVdpaOptions } from './drivers/virtio-vdpa.ts';
 export type { VirtioNetDriverOptions, NetDriverStats } from './drivers/virtio-net.ts';

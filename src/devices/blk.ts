@@ -158,6 +158,14 @@ export interface VdpaSimBlkOptions {
   suspendTimeoutMs?: number;
 }
 
+/** What the last migration save of a {@link VdpaSimBlk} carried ({@link VdpaSimBlk.lastSavedRequests}). */
+export interface SavedRequests {
+  /** Requests in flight the state carried. */
+  readonly all: number;
+  /** Of those, writes, flushes, discards and write-zeroes known by type. */
+  readonly writes: number;
+}
+
 /** A request handed to the backend, with what its completion may touch. */
 interface InFlight {
   q: DeviceQueue;
@@ -667,7 +675,7 @@ export class VdpaSimBlk extends VdpaSim {
    * writes, flushes, discards or write-zeroes (known by type; requests passed through unparsed
    * from an earlier load are counted in `all` only).
    */
-  get lastSavedRequests(): { readonly all: number; readonly writes: number } {
+  get lastSavedRequests(): SavedRequests {
     return this.savedRequests;
   }
 
