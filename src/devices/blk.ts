@@ -132,7 +132,11 @@ export interface BlkBackend {
   readonly readOnly?: boolean;
   /** Reads `len` bytes at `sector`: must resolve to a Uint8Array of exactly `len` bytes. */
   read(sector: number, len: number): Promise<Uint8Array>;
-  /** Writes `data` at `sector`. */
+  /**
+   * Writes `data` at `sector`. `data` is the device's copy of the request's bytes, the
+   * backend's until the promise settles; it may be a view into a larger buffer shared with
+   * other writes' data, so read it through the view and never transfer or detach its buffer.
+   */
   write(sector: number, data: Uint8Array): Promise<void>;
   /** Makes written data durable. */
   flush(): Promise<void>;
@@ -240,6 +244,9 @@ export class VdpaSimBlk extends VdpaSim {
   private replay: readonly RecordedChain[] | null = null;
   private replayAt = 0;
   private savedRequests = { all: 0, writes: 0 };
+  /** Where write data is copied for the backend ({@link outBuffer}). */
+  private outSlab: Uint8Array | null = null;
+  private outSlabAt = 0;
   /**
    * Identity of the request queue's ring: replaced when its size or addresses change and on
    * reset. A queue disabled and enabled again over the same ring keeps it (sim-core saves the
@@ -443,7 +450,7 @@ export class VdpaSimBlk extends VdpaSim {
         case VIRTIO_BLK_T_OUT:
           // Gathered now, under the map the buffers were translated with; bounded by
           // size_max × seg_max and by the disk (blk_parse refused anything longer).
-          op = settle(b.write(sector, gather(this.platform.u8, segs, 2, segs[0]!, 16, bytes)));
+          op = settle(b.write(sector, gather(this.platform.u8, segs, 2, segs[0]!, 16, this.outBuffer(bytes))));
           break;
         case VIRTIO_BLK_T_FLUSH:
           op = settle(b.flush());
@@ -493,6 +500,23 @@ export class VdpaSimBlk extends VdpaSim {
         this.finishAsync({ req, status: VIRTIO_BLK_S_IOERR, data: null });
       },
     );
+  }
+
+  /**
+   * A fresh region of `len` bytes for a write's data, cut from a 256 KiB slab (one allocation
+   * for many writes, not one each): the backend owns its region; the slab is freed by the GC
+   * once no backend holds any of its regions. A longer write gets its own array.
+   */
+  private outBuffer(len: number): Uint8Array {
+    if (len > OUT_SLAB / 4) return new Uint8Array(len);
+    if (this.outSlab === null || this.outSlabAt + len > OUT_SLAB) {
+      this.outSlab = new Uint8Array(OUT_SLAB);
+      this.outSlabAt = 0;
+    }
+    const r = this.outSlab.subarray(this.outSlabAt, this.outSlabAt + len);
+    // Regions start 8-byte aligned (a backend may view them as wider words).
+    this.outSlabAt += (len + 7) & ~7;
+    return r;
   }
 
   /** A backend write (flush, discard, write-zeroes) settled (counted across resets: the backend does not know of them). */
@@ -817,6 +841,9 @@ export class VdpaSimBlk extends VdpaSim {
   }
 }
 
+/** Bytes of a slab write data is cut from (VdpaSimBlk.outBuffer). */
+const OUT_SLAB = 256 * 1024;
+
 /** Fence ids, counted in this realm (releaseFence names one). */
 let fences = 0;
 
@@ -839,11 +866,11 @@ async function writeZeroChunks(b: BlkBackend, sector: number, count: number): Pr
 }
 
 /**
- * Copies `len` bytes, starting `from` bytes in, of the `n` segments at segs[k0..] (offset,
- * length pairs: DeviceQueue.chainSegments) into a new array.
+ * Copies `out.length` bytes, starting `from` bytes in, of the `n` segments at segs[k0..]
+ * (offset, length pairs: DeviceQueue.chainSegments) into `out`; returns it.
  */
-function gather(u8: Uint8Array, segs: Uint32Array, k0: number, n: number, from: number, len: number): Uint8Array {
-  const out = new Uint8Array(len);
+function gather(u8: Uint8Array, segs: Uint32Array, k0: number, n: number, from: number, out: Uint8Array): Uint8Array {
+  const len = out.length;
   let o = 0;
   for (let k = k0; k < k0 + 2 * n && o < len; k += 2) {
     const addr = segs[k]!;
