@@ -192,7 +192,7 @@ interface InFlight {
   /** IN: bytes the backend must return. */
   bytes: number;
   /**
-   * A migration's destination re-submitted this write (or flush, discard, write-zeroes): 1 —
+   * A migration's destination re-submitted this write (or discard, write-zeroes): 1 —
    * its completion waits for the source's backend to go idle ({@link VdpaSimBlk.releaseFence});
    * 2 — that wait timed out, it completes with IOERR; 0 otherwise.
    */
@@ -237,10 +237,10 @@ export class VdpaSimBlk extends VdpaSim {
   private idleWaiters: (() => void)[] = [];
   /**
    * Migration destination: closed while writes the source had in flight may still land there
-   * (see {@link releaseFence}); their answers wait in `held`.
+   * (see {@link releaseFence}); their answers wait in its `held`.
    */
   private fence: { id: number; timer: ReturnType<typeof setTimeout> | null; held: Answer[] } | null = null;
-  /** Migration destination: reads the source had in flight, re-submitted when the device runs. */
+  /** Migration destination: the requests the source had in flight, re-submitted when the device runs. */
   private replay: readonly RecordedChain[] | null = null;
   private replayAt = 0;
   private savedRequests = { all: 0, writes: 0 };
@@ -395,26 +395,30 @@ export class VdpaSimBlk extends VdpaSim {
     // must find them at the backend, not still in a list).
     while (this.replay !== null && this.backend) {
       const n = this.repopBatch(q, this.batch);
-      x.blk_parse(q.chainsAddr, n, q.segsAddr, capLo, capHi, flags, this.id, this.recs, this.ranges, this.scratch);
-      for (let i = 0; i < n; i++) this.startAsync(q, i, true);
-      q.flushUsed();
+      this.startParsed(q, n, capLo, capHi, flags, true);
       done += n;
     }
     while (done < budget) {
       const n = this.popOrRearm(q, Math.min(this.batch, budget - done));
       if (n === 0) break;
-      if (this.backend) {
-        // One wasm call validates the batch and answers what needs no backend.
-        x.blk_parse(q.chainsAddr, n, q.segsAddr, capLo, capHi, flags, this.id, this.recs, this.ranges, this.scratch);
-        for (let i = 0; i < n; i++) this.startAsync(q, i);
-        q.flushUsed();
-      } else {
+      if (this.backend) this.startParsed(q, n, capLo, capHi, flags, false);
+      else {
         x.blk_serve(q.chainsAddr, n, q.segsAddr, this.disk, capLo, capHi, flags, this.id, this.scratch);
         q.pushPopped(n);
       }
       done += n;
     }
     return done;
+  }
+
+  /**
+   * The popped (or re-popped, `replayed`) chains 0..n-1 with a backend: one wasm call validates
+   * the batch and answers what needs no backend; the rest start at the backend.
+   */
+  private startParsed(q: DeviceQueue, n: number, capLo: number, capHi: number, flags: number, replayed: boolean): void {
+    this.platform.exports.blk_parse(q.chainsAddr, n, q.segsAddr, capLo, capHi, flags, this.id, this.recs, this.ranges, this.scratch);
+    for (let i = 0; i < n; i++) this.startAsync(q, i, replayed);
+    q.flushUsed();
   }
 
   /** Executes popped chain i's blk_parse record: completes it now, or starts the backend. */
@@ -445,15 +449,15 @@ export class VdpaSimBlk extends VdpaSim {
     try {
       switch (type) {
         case VIRTIO_BLK_T_IN:
-          op = settle(b.read(sector, bytes));
+          op = Promise.resolve(b.read(sector, bytes));
           break;
         case VIRTIO_BLK_T_OUT:
           // Gathered now, under the map the buffers were translated with; bounded by
           // size_max × seg_max and by the disk (blk_parse refused anything longer).
-          op = settle(b.write(sector, gather(this.platform.u8, segs, 2, segs[0]!, 16, this.outBuffer(bytes))));
+          op = Promise.resolve(b.write(sector, gather(this.platform.u8, segs, 2, segs[0]!, 16, this.outBuffer(bytes))));
           break;
         case VIRTIO_BLK_T_FLUSH:
-          op = settle(b.flush());
+          op = Promise.resolve(b.flush());
           break;
       default: {
         // DISCARD / WRITE_ZEROES: ranges blk_parse validated and copied to private memory.
@@ -536,11 +540,6 @@ export class VdpaSimBlk extends VdpaSim {
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
-  /** Backend writes (flushes, discards, write-zeroes) started and not settled (see {@link writesIdle}). */
-  get writesOutstanding(): number {
-    return this.outstanding;
-  }
-
   /**
    * Migration destination: the writes (flushes, discards, write-zeroes) it re-submitted from
    * the source's state complete now — call it once the source's backend is idle
@@ -565,14 +564,6 @@ export class VdpaSimBlk extends VdpaSim {
   get fencedRequests(): number {
     let n = this.fence?.held.length ?? 0;
     for (const r of this.inflight) if (r.fenced === 1) n++;
-    return n;
-  }
-
-  /** Requests in flight or answered and held that change the disk (write, flush, discard, write-zeroes). */
-  get inFlightWrites(): number {
-    let n = 0;
-    for (const r of this.inflight) if (r.type !== VIRTIO_BLK_T_IN) n++;
-    for (const a of this.held) if (a.req.type !== VIRTIO_BLK_T_IN) n++;
     return n;
   }
 
@@ -608,14 +599,13 @@ export class VdpaSimBlk extends VdpaSim {
   private finishAsync(a: Answer): void {
     if (!this.inflight.delete(a.req)) return;
     if (a.req.fenced === 2) a.status = VIRTIO_BLK_S_IOERR;
-    else if (a.req.fenced === 1 && this.fence) {
-      // A re-submitted write done here: it completes once the source's copy has landed.
-      this.fence.held.push(a);
-      if (this.inflight.size === 0) for (const w of this.drainWaiters.splice(0)) w();
-      return;
+    // A re-submitted write done here completes once the source's copy has landed.
+    const fenced = a.req.fenced === 1 && this.fence !== null;
+    if (fenced) this.fence!.held.push(a);
+    else {
+      this.held.push(a);
+      this.deliverHeld();
     }
-    this.held.push(a);
-    this.deliverHeld();
     if (this.inflight.size === 0) for (const w of this.drainWaiters.splice(0)) w();
     this.workProgress(); // a suspend waiting for requests in flight (sim-core quiesce)
   }
@@ -748,7 +738,7 @@ export class VdpaSimBlk extends VdpaSim {
     this.replayAt = 0;
   }
 
-  /** Re-pops the next recorded reads, as many as fit one pop's chain and segment records. */
+  /** Re-pops the next recorded requests, as many as fit one pop's chain and segment records. */
   private repopBatch(q: DeviceQueue, max: number): number {
     const list = this.replay!;
     let n = 0;
@@ -819,7 +809,7 @@ export class VdpaSimBlk extends VdpaSim {
     let written = 0;
     const ex = this.platform.exports;
     const segs = req.segs;
-    if (a.data && segs) {
+    if (a.data) {
       // The first `bytes` writable bytes take the data (the status byte follows them).
       const w0 = 2 + 2 * segs[0]!;
       const wEnd = w0 + 2 * segs[1]!;
@@ -906,7 +896,3 @@ function dataAllowed(tlb: DeviceQueue['iotlb'], segs: Uint32Array, k0: number, k
   return true;
 }
 
-/** A backend's answer as a promise: a non-promise value resolves to itself. */
-function settle(v: unknown): Promise<unknown> {
-  return v instanceof Promise ? v : Promise.resolve(v);
-}

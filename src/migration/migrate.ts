@@ -181,8 +181,8 @@ export async function migrate<T extends MigratableDevice>(o: MigrateOptions<T>):
     if (early && !src.controlStateUnchanged((early as EarlyState).mark)) sendEarly();
     precopyDone = true;
     const tPre = now();
-    // Stop: the source finishes requests in flight (they reach the used ring, in guest RAM).
-    // A device its driver suspended (SUSPEND status bit) is already stopped and stays so.
+    // Stop: blk requests in flight move in the state (or, with 'drain', finish and reach the
+    // used ring, in guest RAM). A device its driver suspended (SUSPEND status bit) is already stopped and stays so.
     const byDriver = src.isSuspended;
     if (!byDriver) await src.suspendDrained({ record: (o.inflight ?? 'record') === 'record' });
     const restart = (): void => { if (!byDriver) src.resume(); };

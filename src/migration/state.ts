@@ -498,9 +498,14 @@ const RX_KEYS = ['promisc', 'allmulti', 'alluni', 'nomulti', 'nouni', 'nobcast']
 const FLAG_EARLY = 1;
 
 class Writer {
-  private buf = new Uint8Array(1024);
-  private dv = new DataView(this.buf.buffer);
+  private buf: Uint8Array;
+  private dv: DataView;
   n = 0;
+  /** `size`: the bytes expected (the buffer grows past it if needed). */
+  constructor(size = 1024) {
+    this.buf = new Uint8Array(size);
+    this.dv = new DataView(this.buf.buffer);
+  }
   private room(k: number): void {
     if (this.n + k <= this.buf.length) return;
     const b = new Uint8Array(Math.max(this.buf.length * 2, this.n + k));
@@ -515,7 +520,10 @@ class Writer {
   /** A u64 from a safe-integer number. */
   u64n(v: number): void { this.u32(v % 0x1_0000_0000); this.u32(Math.floor(v / 0x1_0000_0000)); }
   bytes(b: ArrayLike<number>): void { this.room(b.length); this.buf.set(b, this.n); this.n += b.length; }
-  done(): Uint8Array { return this.buf.slice(0, this.n); }
+  /** The bytes written so far (a view, valid until the next write). */
+  view(): Uint8Array { return this.buf.subarray(0, this.n); }
+  /** The bytes written: the buffer itself when it was sized exactly, else a copy. */
+  done(): Uint8Array { return this.n === this.buf.length ? this.buf : this.buf.slice(0, this.n); }
 }
 
 class Reader {
@@ -565,10 +573,7 @@ export function encodeState(state: DeviceState): Uint8Array {
   w.u16(s.vqs.length);
   for (const v of s.vqs) {
     w.u16(v.num); w.u64(BigInt(v.desc)); w.u64(BigInt(v.driver)); w.u64(BigInt(v.device)); w.u8(v.ready ? 1 : 0);
-    const st = v.state;
-    if (!st) w.u8(0);
-    else if (st.layout === 'split') { w.u8(1); w.u16(st.size); w.u16(st.availIndex); w.u16(st.usedIndex ?? st.availIndex); }
-    else { w.u8(2); w.u16(st.size); w.u16(st.lastAvailIdx); w.u8(st.lastAvailWrap); w.u16(st.lastUsedIdx); w.u8(st.lastUsedWrap); }
+    writeVqState(w, v.state);
   }
   if (s.class === 'net') {
     const n = s.net!;
@@ -589,7 +594,7 @@ export function encodeState(state: DeviceState): Uint8Array {
     w.u32(b.inFlight);
     if (s.version === 2) writeRequests(w, (b.requests ?? []).map(fromEntry));
   }
-  w.u32(crc32(w.done()));
+  w.u32(crc32(w.view()));
   return w.done();
 }
 
@@ -734,57 +739,33 @@ export function encodeStateDelta(delta: DeviceStateDelta): Uint8Array {
 }
 
 function encodeDeltaCore(d: DeltaCore): Uint8Array {
+  // Sized exactly: one allocation, no copy out.
   let n = 8 + 2 + 2 + 4 + 1 + 4 + 2 + 4;
   for (const v of d.vqs) n += v === null ? 1 : v.layout === 'split' ? 7 : 9;
-  const reqs = d.version === 2 ? d.requests : [];
   if (d.version === 2) {
     n += 2;
-    for (const r of reqs) n += 10 + 6 * r.pieces.length;
+    for (const r of d.requests) n += 10 + 6 * r.pieces.length;
   }
-  const b = new Uint8Array(n);
-  const dv = new DataView(b.buffer);
-  b.set(DELTA_MAGIC);
-  let o = 8;
-  dv.setUint16(o, d.version, true); o += 2;
-  b[o++] = d.cls === 'net' ? 1 : 2;
-  b[o++] = 0;
-  dv.setUint32(o, d.base, true); o += 4;
-  b[o++] = d.status;
-  dv.setUint32(o, d.generation, true); o += 4;
-  dv.setUint16(o, d.vqs.length, true); o += 2;
-  for (const v of d.vqs) {
-    if (v === null) b[o++] = 0;
-    else if (v.layout === 'split') {
-      b[o++] = 1;
-      dv.setUint16(o, v.size, true); dv.setUint16(o + 2, v.availIndex, true); dv.setUint16(o + 4, v.usedIndex ?? v.availIndex, true); o += 6;
-    } else {
-      b[o++] = 2;
-      dv.setUint16(o, v.size, true); dv.setUint16(o + 2, v.lastAvailIdx, true); b[o + 4] = v.lastAvailWrap;
-      dv.setUint16(o + 5, v.lastUsedIdx, true); b[o + 7] = v.lastUsedWrap; o += 8;
-    }
-  }
-  if (d.version === 2) {
-    dv.setUint16(o, reqs.length, true); o += 2;
-    for (const r of reqs) {
-      dv.setUint16(o, r.vq, true); dv.setUint16(o + 2, r.id, true); dv.setUint16(o + 4, r.ndesc, true);
-      dv.setUint16(o + 6, r.nread, true); dv.setUint16(o + 8, (r.pieces.length >> 1) - r.nread, true); o += 10;
-      o = writePieces(dv, o, r.pieces);
-    }
-  }
-  dv.setUint32(o, crc32(b.subarray(0, o)), true);
-  return b;
+  const w = new Writer(n);
+  w.bytes(DELTA_MAGIC);
+  w.u16(d.version);
+  w.u8(d.cls === 'net' ? 1 : 2);
+  w.u8(0);
+  w.u32(d.base);
+  w.u8(d.status);
+  w.u32(d.generation);
+  w.u16(d.vqs.length);
+  for (const v of d.vqs) writeVqState(w, v);
+  if (d.version === 2) writeRequests(w, d.requests);
+  w.u32(crc32(w.view()));
+  return w.done();
 }
 
-/** Writes pieces as (u64 iova, u32 len) at o; returns the offset after them. */
-function writePieces(dv: DataView, o: number, ps: Float64Array): number {
-  for (let i = 0; i < ps.length; i += 2) {
-    const iova = ps[i]!;
-    dv.setUint32(o, iova % 0x1_0000_0000, true);
-    dv.setUint32(o + 4, Math.floor(iova / 0x1_0000_0000), true);
-    dv.setUint32(o + 8, ps[i + 1]!, true);
-    o += 12;
-  }
-  return o;
+/** One vq state of either encoding: u8 kind (0 none, 1 split, 2 packed), then its fields (readVqState reads them). */
+function writeVqState(w: Writer, st: VqState | null): void {
+  if (!st) w.u8(0);
+  else if (st.layout === 'split') { w.u8(1); w.u16(st.size); w.u16(st.availIndex); w.u16(st.usedIndex ?? st.availIndex); }
+  else { w.u8(2); w.u16(st.size); w.u16(st.lastAvailIdx); w.u8(st.lastAvailWrap); w.u16(st.lastUsedIdx); w.u8(st.lastUsedWrap); }
 }
 
 /** Decodes a binary delta: magic, version, CRC and every length checked; returns the JSON view. */

@@ -263,7 +263,7 @@ export class Iotlb {
   }
 
   /**
-   * The IOVA that maps memory [addr, addr + len) with `perm`, inside one mapping, or -1n if no
+   * The IOVA that maps memory [addr, addr + len) with `perm`, inside one mapping, or -1 if no
    * mapping does: the inverse of {@link translate} for memory translated earlier (a request
    * recorded for migration names its buffers by IOVA, which the destination's identical map
    * translates back). Several IOVAs may map the same memory; any of them names the same bytes.

@@ -433,8 +433,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     const d = e ? saveStateDeltaBytes(dev, e) : null;
     earlies.delete(dev.name); // used (or outdated): a next migration saves a new one
     if (d) return { state: d, delta: true, recorded: recordedIn(dev) };
-    const s = saveState(dev);
-    return { state: encodeState(s), delta: false, recorded: s.blk?.requests?.length ?? 0 };
+    return { state: encodeState(saveState(dev)), delta: false, recorded: recordedIn(dev) };
   };
   const migLoad = (dev: VdpaSimNet | VdpaSimBlk, bytes: unknown): MigLoaded => {
     if (!(bytes instanceof Uint8Array)) throw new VirtioError(Code.InvalidArgument, 'migLoad needs the encoded state bytes');
