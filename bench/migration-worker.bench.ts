@@ -20,7 +20,7 @@ import {
   type WorkerMigrationReport, type RemoteVdpaDevice,
 } from '../src/index.ts';
 import { spawnDeviceWorker, type DeviceWorker } from '../src/node.ts';
-import { slotDriver } from '../test/helpers/migration.ts';
+import { slotDriver, fullControlState } from '../test/helpers/migration.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,11 +50,7 @@ async function net(p: Platform, w: DeviceWorker[], early: boolean): Promise<Work
   let side = 0;
   let cur = await add(side);
   const { slot, drv } = slotDriver(p, cur, 256, VirtioNetDriver);
-  await drv.setRxMode({ promisc: true, allmulti: true, alluni: true, nomulti: true, nouni: true, nobcast: true });
-  const mac = (a: number, i: number) => [a, 0x11, 0x22, 0x33, 0, i].map((x) => x.toString(16).padStart(2, '0')).join(':');
-  await drv.setMacTable(Array.from({ length: 64 }, (_, i) => mac(2, i)), Array.from({ length: 64 }, (_, i) => mac(1, i)));
-  for (let v = 1; v <= 300; v++) await drv.addVlan(v * 13);
-  await drv.setQueuePairs(8);
+  await fullControlState(drv, 8);
   let got = 0;
   drv.onFrame(() => got++);
   const frame = new Uint8Array(64).fill(0x5a);

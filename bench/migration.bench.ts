@@ -17,7 +17,7 @@ import { Bench } from 'tinybench';
 import {
   Platform, DirtyLog, DriverQueue, DeviceQueue, ringFeatures, migrate, quantile, type MigrationReport, type VdpaSimNet, type VdpaSimBlk,
 } from '../src/index.ts';
-import { netDev, netDriver, blkDev, blkDriver, SharedDisk, turn } from '../test/helpers/migration.ts';
+import { netDev, netDriver, blkDev, blkDriver, SharedDisk, turn, fullControlState } from '../test/helpers/migration.ts';
 
 const N = Number(process.env.MIG_N ?? 300);
 const WARMUP = Number(process.env.MIG_WARMUP ?? 50);
@@ -37,11 +37,7 @@ async function netDowntime(early: boolean): Promise<MigrationReport[]> {
   const p = Platform.create({ ramSize: 32 << 20 });
   let src: VdpaSimNet = netDev(p, 8);
   const { slot, drv } = netDriver(p, src, 'split', 256);
-  await drv.setRxMode({ promisc: true, allmulti: true, alluni: true, nomulti: true, nouni: true, nobcast: true });
-  const mac = (a: number, i: number) => [a, 0x11, 0x22, 0x33, 0, i].map((x) => x.toString(16).padStart(2, '0')).join(':');
-  await drv.setMacTable(Array.from({ length: 64 }, (_, i) => mac(2, i)), Array.from({ length: 64 }, (_, i) => mac(1, i)));
-  for (let v = 1; v <= 300; v++) await drv.addVlan(v * 13);
-  await drv.setQueuePairs(8);
+  await fullControlState(drv, 8);
   const frame = new Uint8Array(64).fill(0x5a);
   const reps: MigrationReport[] = [];
   let spare = netDev(p, 8);

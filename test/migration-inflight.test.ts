@@ -20,7 +20,7 @@ import {
 } from '../src/index.ts';
 import { BLK_MIG_FEATURES, blkDriver, slotDriver, SharedDisk, type Layout } from './helpers/migration.ts';
 import { virtioInit } from './helpers/virtio-driver.ts';
-import { spawnHeldWorkers, stopHeldWorkers } from './helpers/held-backend.ts';
+import { spawnHeldWorkers, stopHeldWorkers, heldBlk } from './helpers/held-backend.ts';
 import { BLK_SPLIT, settle } from './helpers/blk-raw.ts';
 import { readSplitDesc, writeSplitDesc } from './helpers/raw-ring.ts';
 
@@ -63,6 +63,15 @@ class GatedDisk implements BlkBackend {
 }
 
 const blk = (p: Platform, backend: BlkBackend, name: string) => new VdpaSimBlk(p, { name, backend, deviceFeatures: BLK_MIG_FEATURES });
+
+/** A platform, a source over a gated disk answering `fill` (null: its data), and our driver bound through a slot. */
+function driverRig(name: string, fill: number | null, o: { ramSize?: number; queueSize?: number } = {}) {
+  const p = Platform.create({ ramSize: o.ramSize ?? 16 << 20 });
+  const srcDisk = new GatedDisk(fill);
+  const src = blk(p, srcDisk, name);
+  const { slot, drv } = blkDriver(p, src, 'split', o.queueSize ?? 64);
+  return { p, srcDisk, src, slot, drv };
+}
 
 /**
  * A source driven by hand (test/helpers/virtio-driver.ts) whose descriptors carry IOVAs
@@ -192,10 +201,7 @@ for (const layout of ['split', 'packed'] as const) {
 }
 
 test('writes in flight move too, and complete at the destination only once the source\'s copies have landed', async () => {
-  const p = Platform.create({ ramSize: 16 << 20 });
-  const srcDisk = new GatedDisk(null);
-  const src = blk(p, srcDisk, 'wsrc');
-  const { slot, drv } = blkDriver(p, src, 'split', 64);
+  const { p, srcDisk, src, slot, drv } = driverRig('wsrc', null);
   srcDisk.hold('read');
   srcDisk.hold('write');
   let written = 0;
@@ -246,10 +252,7 @@ test('writes in flight move too, and complete at the destination only once the s
 });
 
 test('a fence never released (the source\'s backend hangs) completes the re-submitted writes with IOERR after suspendTimeoutMs', async () => {
-  const p = Platform.create({ ramSize: 16 << 20 });
-  const srcDisk = new GatedDisk(null);
-  const src = blk(p, srcDisk, 'hsrc');
-  const { slot, drv } = blkDriver(p, src, 'split', 64);
+  const { p, srcDisk, src, slot, drv } = driverRig('hsrc', null);
   srcDisk.hold('write');
   const w = drv.write(8, new Uint8Array(4096).fill(9)).then(() => 'ok', (e: unknown) => e);
   await settle(1);
@@ -269,10 +272,7 @@ test('a fence never released (the source\'s backend hangs) completes the re-subm
 });
 
 test('a destination that refuses the state leaves the source to answer its reads itself, once', async () => {
-  const p = Platform.create({ ramSize: 16 << 20 });
-  const srcDisk = new GatedDisk(0x5a);
-  const src = blk(p, srcDisk, 'asrc');
-  const { slot, drv } = blkDriver(p, src, 'split', 64);
+  const { p, srcDisk, src, slot, drv } = driverRig('asrc', 0x5a);
   srcDisk.hold('read');
   const bufs = [0, 1, 2].map(() => new Uint8Array(4096));
   const reads = bufs.map((b, k) => drv.read(k * 8, b));
@@ -339,10 +339,8 @@ test('between workers: reads held at the source\'s backend move through the mail
   const p = Platform.create({ shared: true, ramSize: 48 << 20, privateSize: 16 << 20 });
   const w = await spawnHeldWorkers(p);
   try {
-    await w[0]!.bus.devAdd('vdpasim_blk', 'isrc', { backend: { file: 'disk' } });
-    await w[1]!.bus.devAdd('vdpasim_blk', 'idst', { backend: { file: 'disk' } });
-    const src = await w[0]!.bus.openDevice('isrc');
-    const dst = await w[1]!.bus.openDevice('idst');
+    const src = await heldBlk(w[0]!, 'isrc');
+    const dst = await heldBlk(w[1]!, 'idst');
     const { slot, drv } = slotDriver(p, src, 64, VirtioBlkDriver);
     await drv.flush();
     await w[0]!.bus.request('hold', 'disk');
@@ -366,8 +364,7 @@ test('between workers: reads held at the source\'s backend move through the mail
     // move through the mailboxes too, and complete once the source's copies landed, before
     // migrateBetweenWorkers resolves (it waits for that).
     await w[0]!.bus.devDel('isrc');
-    await w[0]!.bus.devAdd('vdpasim_blk', 'iback', { backend: { file: 'disk' } });
-    const back = await w[0]!.bus.openDevice('iback');
+    const back = await heldBlk(w[0]!, 'iback');
     await w[1]!.bus.request('hold', 'disk', 300);
     let done = 0;
     const writes = [5, 6, 7].map((k) => drv.write(k * 8, new Uint8Array(4096).fill(k)).then(() => { done++; }));
@@ -445,10 +442,7 @@ test('a request whose buffers sit at IOVA >= 2^53 cannot be recorded: the source
 });
 
 test('a destination saved before it ran: refused while its fence is closed, then it carries the requests it was to re-submit', async () => {
-  const p = Platform.create({ ramSize: 16 << 20 });
-  const srcDisk = new GatedDisk(0x5a);
-  const a = blk(p, srcDisk, 'r2a-a');
-  const { slot, drv } = blkDriver(p, a, 'split', 64);
+  const { p, srcDisk, src: a, slot, drv } = driverRig('r2a-a', 0x5a);
   srcDisk.hold('read');
   const reads = [0, 1, 2].map((k) => drv.read(k * 8, new Uint8Array(4096)));
   await settle(1);
@@ -475,10 +469,7 @@ test('a destination saved before it ran: refused while its fence is closed, then
 });
 
 test('more moved requests than one datapath budget: all are re-submitted at resume, and a suspend right after carries them all', async () => {
-  const p = Platform.create({ ramSize: 32 << 20 });
-  const srcDisk = new GatedDisk(0x5a);
-  const a = blk(p, srcDisk, 'r2b-a');
-  const { slot, drv } = blkDriver(p, a, 'split', 128);
+  const { p, srcDisk, src: a, slot, drv } = driverRig('r2b-a', 0x5a, { ramSize: 32 << 20, queueSize: 128 });
   srcDisk.hold('read');
   const N = 100;
   const reads = Array.from({ length: N }, (_, k) => drv.read(k * 8, new Uint8Array(4096)));

@@ -11,7 +11,7 @@ import {
 } from '../src/index.ts';
 import { spawnDeviceWorker } from '../src/node.ts';
 import { slotDriver } from './helpers/migration.ts';
-import { spawnHeldWorkers, stopHeldWorkers } from './helpers/held-backend.ts';
+import { spawnHeldWorkers, stopHeldWorkers, heldBlk } from './helpers/held-backend.ts';
 import { until } from './helpers/until.ts';
 
 const hex = (m: number[]) => m.map((x) => x.toString(16).padStart(2, '0')).join(':');
@@ -142,10 +142,8 @@ test('blk between workers with requests out at the backend: the mailbox answers 
   const p = Platform.create({ shared: true, ramSize: 48 << 20, privateSize: 16 << 20 });
   const w = await spawnHeldWorkers(p);
   try {
-    await w[0]!.bus.devAdd('vdpasim_blk', 'hsrc', { backend: { file: 'disk' } });
-    await w[1]!.bus.devAdd('vdpasim_blk', 'hdst', { backend: { file: 'disk' } });
-    const src = await w[0]!.bus.openDevice('hsrc');
-    const dst = await w[1]!.bus.openDevice('hdst');
+    const src = await heldBlk(w[0]!, 'hsrc');
+    const dst = await heldBlk(w[1]!, 'hdst');
     const { slot, drv } = slotDriver(p, src, 64, VirtioBlkDriver);
     await drv.write(0, new Uint8Array(512).fill(1));
     await w[0]!.bus.request('hold', 'disk', 400);

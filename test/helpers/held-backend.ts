@@ -2,7 +2,7 @@
 // migration suites that need requests out at a backend at the moment of a suspend.
 import type { Platform } from '../../src/index.ts';
 import { startModuleWorker } from '../../src/worker/node.ts';
-import { RemoteVdpaBus } from '../../src/worker/remote-device.ts';
+import { RemoteVdpaBus, type RemoteVdpaDevice } from '../../src/worker/remote-device.ts';
 import type { PortLike } from '../../src/worker/channel.ts';
 
 /** A held-backend device worker and its bus. */
@@ -19,6 +19,12 @@ export async function spawnHeldWorkers(p: Platform, n = 2): Promise<HeldWorker[]
     out.push({ worker, bus: await RemoteVdpaBus.connect(worker as unknown as PortLike, p) });
   }
   return out;
+}
+
+/** A blk device named `name` over the held disk "disk" in worker `w`, opened. */
+export async function heldBlk(w: HeldWorker, name: string): Promise<RemoteVdpaDevice> {
+  await w.bus.devAdd('vdpasim_blk', name, { backend: { file: 'disk' } });
+  return w.bus.openDevice(name);
 }
 
 /** Closes their buses and ends the workers. */

@@ -104,6 +104,18 @@ export function slotDriver<T extends VdpaDevice, D extends VirtioClassDriver>(
   return { slot, binding, drv };
 }
 
+/**
+ * The issue's "full control state" on a net driver: every rx mode bit, 64 unicast and 64
+ * multicast MACs, 300 VLANs, `pairs` queue pairs (the migration benches' net workload).
+ */
+export async function fullControlState(drv: VirtioNetDriver, pairs: number): Promise<void> {
+  await drv.setRxMode({ promisc: true, allmulti: true, alluni: true, nomulti: true, nouni: true, nobcast: true });
+  const mac = (a: number, i: number) => [a, 0x11, 0x22, 0x33, 0, i].map((x) => x.toString(16).padStart(2, '0')).join(':');
+  await drv.setMacTable(Array.from({ length: 64 }, (_, i) => mac(2, i)), Array.from({ length: 64 }, (_, i) => mac(1, i)));
+  for (let v = 1; v <= 300; v++) await drv.addVlan(v * 13);
+  await drv.setQueuePairs(pairs);
+}
+
 /** Lets timers and microtasks run. */
 export const turn = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
 
