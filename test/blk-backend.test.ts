@@ -120,3 +120,53 @@ test('read-only with a backend: writes, discards and write-zeroes are refused', 
   await assert.rejects(blk.write(0, buf), (e: { code: string }) => e.code === Code.FailedPrecondition);
   await assert.rejects(blk.discard(0, 1), (e: { code: string }) => e.code === Code.FailedPrecondition);
 });
+
+test('write data slabs are reused only once every write cut from them settled: held writes keep their bytes', async () => {
+  // A backend that answers writes only when told, and checks each write's bytes at that moment
+  // (and again at its answer) against what the driver wrote: a slab cut again while a write of
+  // it is still out would change them.
+  const held: (() => void)[] = [];
+  let checked = 0;
+  const disk = new Uint8Array(8 << 20);
+  const backend: BlkBackend = {
+    capacity: disk.length / 512,
+    read: async (s, len) => disk.slice(s * 512, s * 512 + len),
+    write: (s, d) => new Promise<void>((res) => {
+      const expect = (d[0]! << 8) | d[1]!;
+      held.push(() => {
+        // Every byte of the request still says which request it is.
+        for (let k = 0; k < d.length; k += 512) assert.equal((d[k]! << 8) | d[k + 1]!, expect, `write at sector ${s}, byte ${k}`);
+        disk.set(d, s * 512);
+        checked++;
+        res();
+      });
+    }),
+    flush: async () => {},
+  };
+  const { p, b, virtio } = bus();
+  b.addDevice(new VdpaSimBlk(p, { name: 's', backend }));
+  const blk = virtio.blk('s');
+  const tag = (n: number) => { const d = new Uint8Array(32 << 10); for (let k = 0; k < d.length; k += 512) { d[k] = n >> 8; d[k + 1] = n & 255; } return d; };
+  const release = () => { for (const f of held.splice(0)) f(); };
+  let n = 0;
+  // Round A: 20 writes of 32 KiB (640 KiB: three slabs) held; round B is cut while they are out;
+  // then A is answered, B is answered, and C (cut from slabs A and B freed) follows.
+  const round = async (hold: (ps: Promise<void>[]) => Promise<void>) => {
+    const ps = Array.from({ length: 20 }, () => { const k = n++; return blk.write(k * 64, tag(k)); });
+    await hold(ps);
+    return ps;
+  };
+  const wait = async (k: number) => { for (let i = 0; i < 200 && held.length < k; i++) await new Promise((r) => setImmediate(r)); };
+  const a = await round(async () => wait(20));
+  const bw = await round(async () => wait(40));
+  assert.equal(held.length, 40, 'both rounds held at the backend');
+  release();
+  await Promise.all([...a, ...bw]);
+  for (let r = 0; r < 5; r++) {
+    const c = await round(async () => wait(20));
+    release();
+    await Promise.all(c);
+  }
+  assert.equal(checked, 140);
+  for (let k = 0; k < n; k++) assert.equal((disk[k * 64 * 512]! << 8) | disk[k * 64 * 512 + 1]!, k, `request ${k} on disk`);
+});

@@ -134,8 +134,10 @@ export interface BlkBackend {
   read(sector: number, len: number): Promise<Uint8Array>;
   /**
    * Writes `data` at `sector`. `data` is the device's copy of the request's bytes, the
-   * backend's until the promise settles; it may be a view into a larger buffer shared with
-   * other writes' data, so read it through the view and never transfer or detach its buffer.
+   * backend's until the promise settles and no longer: it is a view into a buffer the device
+   * reuses for later writes' data once this promise settles (copy what you keep, as a cache
+   * would), and shares with other writes meanwhile, so read it through the view and never
+   * transfer or detach its buffer.
    */
   write(sector: number, data: Uint8Array): Promise<void>;
   /** Makes written data durable. */
@@ -201,6 +203,17 @@ interface InFlight {
   rec: RecordedChain | null;
   /** The map generation `rec` was made under (-1: not yet). */
   recGen: number;
+  /** The slab this write's data was cut from (released when the backend settles), or null. */
+  slab: OutSlab | null;
+}
+
+/**
+ * A buffer write data is cut from ({@link VdpaSimBlk.outBuffer}): `live` regions are still the
+ * backends'; once none is and the device has moved on to another slab, it is reused.
+ */
+interface OutSlab {
+  readonly buf: Uint8Array;
+  live: number;
 }
 
 /** A finished backend operation: the status to write and, for IN, the data. */
@@ -245,8 +258,10 @@ export class VdpaSimBlk extends VdpaSim {
   private replayAt = 0;
   private savedRequests = { all: 0, writes: 0 };
   /** Where write data is copied for the backend ({@link outBuffer}). */
-  private outSlab: Uint8Array | null = null;
+  private outSlab: OutSlab | null = null;
   private outSlabAt = 0;
+  /** Slabs no backend holds a region of, ready to be cut again (at most OUT_SLABS_KEPT). */
+  private freeSlabs: OutSlab[] = [];
   /**
    * Identity of the request queue's ring: replaced when its size or addresses change and on
    * reset. A queue disabled and enabled again over the same ring keeps it (sim-core saves the
@@ -440,7 +455,7 @@ export class VdpaSimBlk extends VdpaSim {
     const statusAddr = byteAt(segs, 2 + 2 * segs[0]!, segs[1]!, statusAt);
     const req: InFlight = {
       q, ring: this.ringId, id, ndesc, gen: q.iotlb.generation, statusAddr, segs, type, bytes,
-      fenced: replayed && type !== VIRTIO_BLK_T_IN && this.fence !== null ? 1 : 0, rec: null, recGen: -1,
+      fenced: replayed && type !== VIRTIO_BLK_T_IN && this.fence !== null ? 1 : 0, rec: null, recGen: -1, slab: null,
     };
     if (req.fenced) this.armFence();
     const b = this.backend!;
@@ -454,7 +469,7 @@ export class VdpaSimBlk extends VdpaSim {
         case VIRTIO_BLK_T_OUT:
           // Gathered now, under the map the buffers were translated with; bounded by
           // size_max × seg_max and by the disk (blk_parse refused anything longer).
-          op = Promise.resolve(b.write(sector, gather(this.platform.u8, segs, 2, segs[0]!, 16, this.outBuffer(bytes))));
+          op = Promise.resolve(b.write(sector, gather(this.platform.u8, segs, 2, segs[0]!, 16, this.outBuffer(bytes, req))));
           break;
         case VIRTIO_BLK_T_FLUSH:
           op = Promise.resolve(b.flush());
@@ -491,7 +506,7 @@ export class VdpaSimBlk extends VdpaSim {
     if (writes) this.outstanding++;
     op.then(
       (data) => {
-        if (writes) this.backendSettled();
+        if (writes) this.backendSettled(req);
         if (type !== VIRTIO_BLK_T_IN) return this.finishAsync({ req, status: VIRTIO_BLK_S_OK, data: null });
         // Exactly the bytes asked, as bytes: a short read would hand the driver stale memory.
         if (data instanceof Uint8Array && data.length === bytes) return this.finishAsync({ req, status: VIRTIO_BLK_S_OK, data });
@@ -499,7 +514,7 @@ export class VdpaSimBlk extends VdpaSim {
         this.finishAsync({ req, status: VIRTIO_BLK_S_IOERR, data: null });
       },
       () => {
-        if (writes) this.backendSettled();
+        if (writes) this.backendSettled(req);
         this.backendErrors++;
         this.finishAsync({ req, status: VIRTIO_BLK_S_IOERR, data: null });
       },
@@ -507,24 +522,37 @@ export class VdpaSimBlk extends VdpaSim {
   }
 
   /**
-   * A fresh region of `len` bytes for a write's data, cut from a 256 KiB slab (one allocation
-   * for many writes, not one each): the backend owns its region; the slab is freed by the GC
-   * once no backend holds any of its regions. A longer write gets its own array.
+   * A region of `len` bytes for write data, cut from a 256 KiB slab (no allocation per write)
+   * and the backend's until its promise settles (BlkBackend.write): `req` holds the slab, and
+   * a slab no backend holds a region of is cut again from its start. A longer write gets its
+   * own array.
    */
-  private outBuffer(len: number): Uint8Array {
+  private outBuffer(len: number, req: InFlight): Uint8Array {
     if (len > OUT_SLAB / 4) return new Uint8Array(len);
-    if (this.outSlab === null || this.outSlabAt + len > OUT_SLAB) {
-      this.outSlab = new Uint8Array(OUT_SLAB);
+    let slab = this.outSlab;
+    if (slab !== null && slab.live === 0) this.outSlabAt = 0; // every region settled: start over
+    if (slab === null || this.outSlabAt + len > OUT_SLAB) {
+      // The full slab is freed to the pool by its last region's settle (slabSettled).
+      slab = this.freeSlabs.pop() ?? { buf: new Uint8Array(OUT_SLAB), live: 0 };
+      this.outSlab = slab;
       this.outSlabAt = 0;
     }
-    const r = this.outSlab.subarray(this.outSlabAt, this.outSlabAt + len);
+    const r = slab.buf.subarray(this.outSlabAt, this.outSlabAt + len);
     // Regions start 8-byte aligned (a backend may view them as wider words).
     this.outSlabAt += (len + 7) & ~7;
+    slab.live++;
+    req.slab = slab;
     return r;
   }
 
+  /** A write's region of `slab` settled: a slab left with none, and not the one being cut, is kept for reuse. */
+  private slabSettled(slab: OutSlab): void {
+    if (--slab.live === 0 && slab !== this.outSlab && this.freeSlabs.length < OUT_SLABS_KEPT) this.freeSlabs.push(slab);
+  }
+
   /** A backend write (flush, discard, write-zeroes) settled (counted across resets: the backend does not know of them). */
-  private backendSettled(): void {
+  private backendSettled(req: InFlight): void {
+    if (req.slab !== null) this.slabSettled(req.slab);
     if (--this.outstanding === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
@@ -833,6 +861,8 @@ export class VdpaSimBlk extends VdpaSim {
 
 /** Bytes of a slab write data is cut from (VdpaSimBlk.outBuffer). */
 const OUT_SLAB = 256 * 1024;
+/** Settled slabs a device keeps for reuse (1 MiB); more are left to the GC. */
+const OUT_SLABS_KEPT = 4;
 
 /** Fence ids, counted in this realm (releaseFence names one). */
 let fences = 0;
