@@ -12,9 +12,13 @@
 //   state: 0 idle → 1 request written (client) → 2 answer written (server) → 0 (client read it);
 //          3 closed (server: it serves no more; a call fails at once instead of timing out)
 //
-// The payload is JSON with bigint ({"$big":"hex"}) and Uint8Array ({"$u8":[…]}) tagged. A
-// browser main thread may not block: there a call throws FailedPrecondition (drive the device
-// from a worker, or use the asynchronous channel).
+// The payload is JSON with bigints tagged ({"$big":"hex"}); Uint8Arrays (a migration state, a
+// config-space read, ioctl bytes) travel as raw bytes after it, each named in the JSON by its
+// index ({"$bin":k}), so a state of kilobytes costs a copy, not a number per byte:
+//   payload: jsonLen u32 · nbins u32 · JSON · pad to 8 · nbins × (offset u32, length u32) · bytes
+// (offsets from the payload's start, each 8-aligned). A browser main thread may not block:
+// there a call throws FailedPrecondition (drive the device from a worker, or use the
+// asynchronous channel).
 
 import { VirtioError, Code } from '../errors.ts';
 import type { Platform } from '../platform/platform.ts';
@@ -43,38 +47,67 @@ export interface MailboxHandle {
   cap: number;
 }
 
-function replacer(_k: string, v: unknown): unknown {
-  if (typeof v === 'bigint') return { $big: v.toString(16) };
-  if (v instanceof Uint8Array) return { $u8: Array.from(v) };
-  return v;
-}
-
-function reviver(_k: string, v: unknown): unknown {
-  if (v && typeof v === 'object') {
-    const o = v as { $big?: unknown; $u8?: unknown };
-    if (typeof o.$big === 'string') return BigInt(`0x${o.$big.replace(/^-/, '')}`) * (o.$big.startsWith('-') ? -1n : 1n);
-    if (Array.isArray(o.$u8)) return Uint8Array.from(o.$u8 as number[]);
-  }
-  return v;
-}
-
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+const align8 = (n: number): number => (n + 7) & ~7;
 
-/** Writes `value` as tagged JSON into the payload; false if it does not fit. */
-function put(p: Platform, addr: number, cap: number, value: unknown): boolean {
+/** @internal Writes `value` into the payload of the mailbox at `addr` (see the file comment); false if it does not fit. */
+export function put(p: Platform, addr: number, cap: number, value: unknown): boolean {
+  const bins: Uint8Array[] = [];
+  const json = JSON.stringify(value, (_k, v: unknown) => {
+    if (typeof v === 'bigint') return { $big: v.toString(16) };
+    if (v instanceof Uint8Array) return { $bin: bins.push(v) - 1 };
+    return v;
+  });
   // encode() then copy: browsers refuse encodeInto/decode on views of shared memory.
-  const b = enc.encode(JSON.stringify(value, replacer));
-  if (b.length > cap) return false;
-  p.u8.set(b, addr + MAILBOX_HEADER);
-  Atomics.store(p.u32, (addr >> 2) + 1, b.length);
+  const b = enc.encode(json);
+  const table = align8(8 + b.length);
+  let end = table + 8 * bins.length;
+  for (const x of bins) end = align8(end) + x.length;
+  if (end > cap) return false;
+  const base = addr + MAILBOX_HEADER; // 8-aligned
+  const u32 = p.u32;
+  u32[base >> 2] = b.length;
+  u32[(base >> 2) + 1] = bins.length;
+  p.u8.set(b, base + 8);
+  let at = table + 8 * bins.length;
+  for (let k = 0; k < bins.length; k++) {
+    const x = bins[k]!;
+    at = align8(at);
+    u32[((base + table) >> 2) + 2 * k] = at;
+    u32[((base + table) >> 2) + 2 * k + 1] = x.length;
+    p.u8.set(x, base + at);
+    at += x.length;
+  }
+  Atomics.store(u32, (addr >> 2) + 1, end);
   return true;
 }
 
-function get(p: Platform, addr: number, cap: number): unknown {
+/** @internal Reads the payload {@link put} wrote. Throws VirtioError(Internal) for one that is malformed. */
+export function get(p: Platform, addr: number, cap: number): unknown {
   const len = Atomics.load(p.u32, (addr >> 2) + 1);
-  if (len > cap) throw new VirtioError(Code.Internal, `mailbox payload of ${len} bytes exceeds its ${cap}`);
-  return JSON.parse(dec.decode(p.u8.slice(addr + MAILBOX_HEADER, addr + MAILBOX_HEADER + len)), reviver);
+  if (len > cap || len < 8) throw new VirtioError(Code.Internal, `mailbox payload of ${len} bytes does not fit its ${cap}`);
+  const base = addr + MAILBOX_HEADER;
+  const u32 = p.u32;
+  const jl = u32[base >> 2]!;
+  const nb = u32[(base >> 2) + 1]!;
+  const table = align8(8 + jl);
+  if (table + 8 * nb > len) throw new VirtioError(Code.Internal, 'malformed mailbox payload');
+  const bin = (k: unknown): Uint8Array => {
+    if (typeof k !== 'number' || !Number.isInteger(k) || k < 0 || k >= nb) throw new VirtioError(Code.Internal, `mailbox payload names no bytes ${String(k)}`);
+    const off = u32[((base + table) >> 2) + 2 * k]!;
+    const n = u32[((base + table) >> 2) + 2 * k + 1]!;
+    if (off > len || n > len - off) throw new VirtioError(Code.Internal, 'malformed mailbox payload');
+    return p.u8.slice(base + off, base + off + n);
+  };
+  return JSON.parse(dec.decode(p.u8.slice(base + 8, base + 8 + jl)), (_k, v: unknown) => {
+    if (v && typeof v === 'object') {
+      const o = v as { $big?: unknown; $bin?: unknown };
+      if (typeof o.$big === 'string') return BigInt(`0x${o.$big.replace(/^-/, '')}`) * (o.$big.startsWith('-') ? -1n : 1n);
+      if (o.$bin !== undefined) return bin(o.$bin);
+    }
+    return v;
+  });
 }
 
 /** The calling side of a mailbox. */
