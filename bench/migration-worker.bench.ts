@@ -19,17 +19,21 @@ import {
   Platform, VirtioNetDriver, VirtioBlkDriver, migrateBetweenWorkers, quantile,
   type WorkerMigrationReport, type RemoteVdpaDevice,
 } from '../src/index.ts';
-import { spawnDeviceWorker, type DeviceWorker } from '../src/node.ts';
+import { spawnDeviceWorker } from '../src/node.ts';
+import { startModuleWorker } from '../src/worker/node.ts';
+import { RemoteVdpaBus } from '../src/worker/remote-device.ts';
 import { slotDriver, fullControlState } from '../test/helpers/migration.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const N = Number(process.env.MIG_N ?? 200);
+/** Device workers, by their buses. */
+type Workers = { bus: RemoteVdpaBus }[];
 let names = 0;
 
 function summary(name: string, reps: WorkerMigrationReport[]): Record<string, string> {
-  type Ms = 'downtimeMs' | 'suspendMs' | 'saveMs' | 'loadMs' | 'diskMs' | 'resumeMs';
+  type Ms = 'downtimeMs' | 'suspendMs' | 'saveMs' | 'loadMs' | 'diskMs' | 'resumeMs' | 'startMs' | 'startedMs';
   const q = (k: Ms, p: number) => quantile(reps.map((r) => r[k]).sort((a, b) => a - b), p).toFixed(3);
   return {
     workload: name, n: String(reps.length), 'downtime p50 ms': q('downtimeMs', 0.5), 'downtime p99 ms': q('downtimeMs', 0.99),
@@ -37,11 +41,12 @@ function summary(name: string, reps: WorkerMigrationReport[]): Record<string, st
     'resume p50': q('resumeMs', 0.5), 'state bytes': String(reps[0]!.stateBytes),
     'by mailbox': `${reps.filter((r) => r.mailbox).length}/${reps.length}`,
     'disk bytes copied': String(reps[0]!.diskBytes), drained: String(reps.reduce((a, r) => a + r.drained, 0)),
-    'reads moved': String(reps.reduce((a, r) => a + r.recorded, 0)),
+    'moved in flight': String(reps.reduce((a, r) => a + r.recorded, 0)),
+    'dst start p50': q('startMs', 0.5), 'started p50 ms': q('startedMs', 0.5), 'started p99 ms': q('startedMs', 0.99),
   };
 }
 
-async function net(p: Platform, w: DeviceWorker[], early: boolean): Promise<WorkerMigrationReport[]> {
+async function net(p: Platform, w: Workers, early: boolean): Promise<WorkerMigrationReport[]> {
   const add = async (s: number): Promise<RemoteVdpaDevice> => {
     const name = `bnet${++names}`;
     await w[s]!.bus.devAdd('vdpasim_net', name, { mac: '02:00:00:00:00:09', maxVqp: 8 });
@@ -72,8 +77,11 @@ async function net(p: Platform, w: DeviceWorker[], early: boolean): Promise<Work
   return reps;
 }
 
-/** `file`: a disk image both workers open (created by the first device); else a RAM disk. */
-async function blk(p: Platform, w: DeviceWorker[], early: boolean, sectors: number, file?: string, reads = 0, inflight: 'record' | 'drain' = 'record'): Promise<WorkerMigrationReport[]> {
+/**
+ * `file`: a disk image both workers open (created by the first device); else a RAM disk.
+ * `sent` requests (`kind`) go out just before every stop.
+ */
+async function blk(p: Platform, w: Workers, early: boolean, sectors: number, file?: string, sent = 0, inflight: 'record' | 'drain' = 'record', kind: 'read' | 'write' = 'read'): Promise<WorkerMigrationReport[]> {
   let first = true;
   const add = async (s: number): Promise<RemoteVdpaDevice> => {
     const name = `bblk${++names}`;
@@ -83,16 +91,16 @@ async function blk(p: Platform, w: DeviceWorker[], early: boolean, sectors: numb
   };
   let side = 0;
   let cur = await add(side);
-  const { slot, drv } = slotDriver(p, cur, 64, VirtioBlkDriver);
+  const { slot, drv } = slotDriver(p, cur, 512, VirtioBlkDriver);
   const data = new Uint8Array(4096).fill(0xa5);
-  const bufs = Array.from({ length: reads }, () => new Uint8Array(4096));
+  const bufs = Array.from({ length: sent }, () => new Uint8Array(4096).fill(0x5a));
   const reps: WorkerMigrationReport[] = [];
   for (let m = 0; m < N; m++) {
     const dst = await add(1 - side);
-    // Reads sent just before the stop (in the last pre-copy round): those still out at the
-    // source's file then move as records.
+    // Requests sent just before the stop (in the last pre-copy round): those still out at the
+    // source's backend then move as records.
     let rd: Promise<unknown>[] = [];
-    const round = () => { rd = bufs.map((b, i) => drv.read((i * 8) % sectors, b)); };
+    const round = () => { rd = bufs.map((b, i) => (kind === 'read' ? drv.read((i * 8) % sectors, b) : drv.write((i * 8) % sectors, b))); };
     const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot, early, round, inflight });
     const wr = drv.write((m * 8) % sectors, data); // queued while the device is stopped
     reps.push(await mig);
@@ -106,24 +114,36 @@ async function blk(p: Platform, w: DeviceWorker[], early: boolean, sectors: numb
   return reps;
 }
 
-const p = Platform.create({ shared: true, ramSize: 64 << 20, privateSize: 16 << 20 });
+const p = Platform.create({ shared: true, ramSize: 64 << 20, privateSize: 32 << 20 });
 const w = [await spawnDeviceWorker({ platform: p }), await spawnDeviceWorker({ platform: p })];
+// Two workers whose disks are networked storage one round trip (REMOTE_DISK_US) away.
+const US = Number(process.env.REMOTE_DISK_US ?? 1000);
+const volume = new SharedArrayBuffer(4 << 20);
+const rw = [0, 1].map(() => startModuleWorker(import.meta.url, './remote-disk-worker', { volume, latencyUs: US }));
+const remote = await Promise.all(rw.map((x) => RemoteVdpaBus.connect(x, p, { attach: { priv: 4 << 20, ram: 4 << 20 } }))).then((b) => b.map((bus) => ({ bus })));
 const dir = mkdtempSync(join(tmpdir(), 'vdpa-bench-'));
 try {
-  const rows = [];
+  const rows: Record<string, string>[] = [];
+  // MIG_ONLY=regex runs only the workloads whose name matches.
+  const only = process.env.MIG_ONLY ? new RegExp(process.env.MIG_ONLY) : null;
+  const run = async (name: string, fn: () => Promise<WorkerMigrationReport[]>) => { if (!only || only.test(name)) rows.push(summary(name, await fn())); };
+  const vol = `4 MiB networked volume (${US} µs away, shared)`;
+  await run(`vdpasim_blk, ${vol}, 128 reads in flight, two-stage`, () => blk(p, remote, true, 8192, 'vol-r', 128));
+  await run(`vdpasim_blk, ${vol}, 128 writes in flight, two-stage`, () => blk(p, remote, true, 8192, 'vol-w', 128, 'record', 'write'));
+  await run(`the same, 128 reads drained (inflight: drain), two-stage`, () => blk(p, remote, true, 8192, 'vol-rd', 128, 'drain'));
   for (const early of [true, false]) {
     const how = early ? 'two-stage' : 'whole state';
-    rows.push(
-      summary(`vdpasim_net, 8 queue pairs, full control state, ${how}`, await net(p, w, early)),
-      summary(`vdpasim_blk, 256 KiB RAM disk copied, ${how}`, await blk(p, w, early, 512)),
-      summary(`vdpasim_blk, 4 MiB RAM disk copied, ${how}`, await blk(p, w, early, 8192)),
-      summary(`vdpasim_blk, 4 MiB file shared (no copy), ${how}`, await blk(p, w, early, 8192, join(dir, `disk-${how}.img`))),
-      summary(`vdpasim_blk, 4 MiB file shared, 32 reads sent just before the stop, ${how}`, await blk(p, w, early, 8192, join(dir, `disk-r-${how}.img`), 32)),
-    );
-    if (early) rows.push(summary('the same, reads drained (inflight: drain), two-stage', await blk(p, w, early, 8192, join(dir, 'disk-rd.img'), 32, 'drain')));
+    await run(`vdpasim_net, 8 queue pairs, full control state, ${how}`, () => net(p, w, early));
+    await run(`vdpasim_blk, 256 KiB RAM disk copied, ${how}`, () => blk(p, w, early, 512));
+    await run(`vdpasim_blk, 4 MiB RAM disk copied, ${how}`, () => blk(p, w, early, 8192));
+    await run(`vdpasim_blk, 4 MiB file shared (no copy), ${how}`, () => blk(p, w, early, 8192, join(dir, `disk-${how}.img`)));
+    await run(`vdpasim_blk, 4 MiB file shared, 32 reads sent just before the stop, ${how}`, () => blk(p, w, early, 8192, join(dir, `disk-r-${how}.img`), 32));
+    if (early) await run('the same, reads drained (inflight: drain), two-stage', () => blk(p, w, early, 8192, join(dir, 'disk-rd.img'), 32, 'drain'));
   }
   console.table(rows);
 } finally {
   await Promise.all(w.map((x) => x.close()));
+  for (const x of remote) x.bus.close();
+  await Promise.all(rw.map((x) => x.terminate()));
   rmSync(dir, { recursive: true, force: true });
 }

@@ -120,7 +120,7 @@ export { VhostNetCvq, vhostSave, vhostLoad, checkVhostState } from './migration/
 export type { VhostVringSetup, VhostVringState, NetShadowState, VhostMigrationState, VhostNetCvqOptions, VhostLoadOptions, VhostLoadMap, VhostLoadDoorbells } from './migration/vhost-migrate.ts';
 export { migrateBetweenWorkers } from './migration/worker-migrate.ts';
 export type { WorkerMigrateOptions, WorkerMigrationReport } from './migration/worker-migrate.ts';
-export type { MigDisk, MigBackend, MigStorage, MigSaved, MigSavedSync, MigSavedNow, MigWouldBlock, MigNeedsFull, MigLoaded } from './worker/host.ts';
+export type { MigDisk, MigBackend, MigStorage, MigSaved, MigSavedSync, MigSavedNow, MigWouldBlock, MigNeedsFull, MigLoaded, MigStarted } from './worker/host.ts';
 export { checkBackendDescriptor, cannotResolve } from './worker/backend.ts';
 export type { BlkBackendDescriptor, FileBackendDescriptor, OpfsBackendDescriptor, ResolvedBackend, BackendResolver } from './worker/backend.ts';
 export { PingResponder, inetChecksum } from './devices/ping-responder.ts';

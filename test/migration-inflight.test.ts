@@ -353,6 +353,11 @@ test('between workers: reads held at the source\'s backend move through the mail
     assert.equal(rep.mailbox, true, 'reads do not make the mailbox wait');
     assert.equal(rep.drained, 0);
     assert.equal(rep.recorded, 4);
+    // The destination's worker answered the load, then resumed and re-submitted the four reads
+    // while this thread ran on: that resume is reported beside the downtime, not inside it.
+    assert.ok(rep.startMs > 0, `the destination's resume took ${rep.startMs} ms in its worker`);
+    assert.ok(rep.startedMs >= rep.downtimeMs - 0.05, `started ${rep.startedMs} ms after the suspend, downtime ${rep.downtimeMs} ms`);
+    assert.equal(await dst.migStarted(), null, 'the record of that resume was read once');
     await Promise.all(reads);
     for (const b of bufs) assert.ok(b.every((x) => x === 0), 'read from the destination worker\'s (zeroed) disk');
     // The source worker's disk answers now; its device, suspended, drops the answers.

@@ -77,6 +77,8 @@ test('net between workers: delta by mailbox; a VLAN added after the early save m
     assert.equal(c.moved, 'full');
     assert.equal(c.mailbox, false);
     assert.equal(c.earlyMs, 0);
+    assert.equal(c.startMs, 0, 'the whole state: resumed inside the downtime');
+    assert.equal(c.startedMs, c.downtimeMs);
     assert.deepEqual((await stateOf(cur)).net, afterB.net);
 
     // A round that throws: nothing stopped, the destination forgets the early state.

@@ -8,10 +8,11 @@
 //   - RAM disk on both sides: each lives in its own worker's slice of the memory, so its bytes
 //     are copied while stopped (a storage migration without a dirty log);
 //   - a backend on both sides, the same storage (a `{ file }` descriptor naming one file, opened
-//     by each worker): nothing is copied — the source's writes in flight were finished at
-//     suspend (at the backend and in the used ring, as in one thread), so the destination,
-//     which opened the same file, sees every write; its reads still in flight move in the
-//     state and the destination reads them again from the same file (state.ts says why);
+//     by each worker): nothing is copied — requests still out at the source's backend move in
+//     the state and the destination sends them again to the same storage; the writes among
+//     them complete there only once the source's backend has no write out (its copies landed),
+//     which this waits for after the switchover (state.ts says why). With `inflight: 'drain'`
+//     the source finishes them before the save instead;
 //   - anything else (a RAM disk on one side and a backend on the other, two different files, a
 //     backend whose storage the worker cannot name) is refused with failed_precondition and the
 //     source never stops.
@@ -19,7 +20,10 @@
 // state (the control state, no ring positions) and the destination worker loads it, setting
 // its queues up; inside the downtime only the delta moves (status, generation, ring
 // positions), and through the devices' mailboxes — each answered from the worker's serving
-// loop, with no event-loop turn on either side — unless the source must wait for a backend
+// loop, with no event-loop turn on either side; the destination's worker answers the load,
+// then resumes the device (re-submitting the requests that moved, serving what was queued
+// during the stop) while this thread runs on: the downtime ends with that answer, and the
+// report gives the resume beside it (startMs, startedMs) — unless the source must wait for a backend
 // (blk writes out: the suspend goes by the channel, which waits) or its control state moved
 // since the early save (the full state goes by the channel and the destination starts over).
 // If the destination refuses the state, the source resumes and runs on.
@@ -99,8 +103,25 @@ export interface WorkerMigrationReport {
   storage: MigStorage['kind'] | null;
   /** switchover() + resume() of the destination (0 when the load's mailbox call resumed it). */
   resumeMs: number;
-  /** Source suspend requested → destination resumed: the switchover downtime. */
+  /**
+   * Source suspend requested → destination resumed, or (two stages, with a slot) its load
+   * answered: the switchover downtime, in which the driver's thread waits. In that second
+   * case the destination's worker resumes the device right after answering, while the
+   * driver's thread runs on: see `startMs` and `startedMs`.
+   */
   downtimeMs: number;
+  /**
+   * The destination's resume in its worker after it answered the load: blk requests that
+   * moved in flight re-submitted to its backend, what the driver queued during the stop
+   * served (0 when the resume was inside the downtime).
+   */
+  startMs: number;
+  /**
+   * Source suspend requested → destination resumed in its worker (its datapath running): the
+   * downtime, the answer's way back, and `startMs` (= downtimeMs when the resume was inside
+   * the downtime).
+   */
+  startedMs: number;
   /** Bytes of the encoded state that moved inside the downtime. */
   stateBytes: number;
   /** The early state's save + load before the stop, through the channel (0 without `early`). */
@@ -151,6 +172,10 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   // A device its driver suspended (SUSPEND status bit, VIRTIO 1.4 §3.4) is stopped and stays so.
   const byDriver = (src.getStatus() & VIRTIO_CONFIG_S_SUSPEND) !== 0;
   const t0 = now();
+  // The same moment on the clock workers share (performance.timeOrigin + now), for startedMs.
+  const t0Abs = performance.timeOrigin + performance.now();
+  /** The destination resumes in its worker after answering the load (see startMs). */
+  let startsLater = false;
   const forget = (): void => { if (slot?.current === src) slot.detach(dst); };
   const restart = (): void => {
     forget();
@@ -240,6 +265,7 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     const tl = now();
     try {
       fence = dst.loadStateSync(saved.state, { resume: true }).fence;
+      startsLater = true;
     } catch (e) {
       slot.switchTo(src, { keepOld: true });
       unanswered(e);
@@ -299,10 +325,21 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     clearTimeout(timer);
     if (idle) await dst.releaseFence(fence).catch(() => {});
   }
+  let startMs = 0;
+  let startedMs = tRes - t0;
+  if (startsLater) {
+    const st = await dst.migStarted();
+    if (st === null) throw new VirtioError(Code.Internal, `${dst.name} has no record of its resume after the load`);
+    // Left suspended: the state is loaded and the source stopped, so the caller decides (reset
+    // both, or resume the source) — as after an unanswered load.
+    if (st.error !== null) throw new VirtioError(Code.Internal, `${dst.name} loaded the state but did not resume: ${st.error}; ${src.name} stays suspended`);
+    startMs = st.ms;
+    startedMs = st.at - t0Abs;
+  }
   if (o.announce ?? true) await dst.announce();
   return {
     suspendMs: tSusp - t0, saveMs: tSave - tSusp, loadMs, diskMs, diskBytes,
-    resumeMs: tRes - tSave - loadMs - diskMs, downtimeMs: tRes - t0, stateBytes: saved.state.length, drained: saved.drained ?? 0, recorded: saved.recorded ?? 0, storage: ss?.kind ?? null,
+    resumeMs: tRes - tSave - loadMs - diskMs, downtimeMs: tRes - t0, startMs, startedMs, stateBytes: saved.state.length, drained: saved.drained ?? 0, recorded: saved.recorded ?? 0, storage: ss?.kind ?? null,
     earlyMs, moved: saved.delta ? 'delta' : 'full', mailbox,
   };
 }

@@ -26,7 +26,7 @@
 // · switchConnect(name) · switchLink(end) · switchUnlink(port) · switchTable() · switchPortStats(port)
 // · open(name, mailbox) · release(name) · bind(name, driver) · unbind(name)
 // · vhostNodes() · vhostOpen(node, mailbox?) · vhostIoctl(fid, request, arg) · vhostWrite(fid, msg)
-// · vhostClose(fid) · stats() · shutdown() · migSuspend(name) · migSave(name, delta?) · migSuspendSave(name, delta?) · migLoad(name, bytes)
+// · vhostClose(fid) · stats() · shutdown() · migSuspend(name) · migSave(name, delta?) · migSuspendSave(name, delta?) · migLoad(name, bytes) · migStarted(name)
 // · migEarlySave(name) · migEarlyLoad(name, bytes); and through an opened device's mailbox, inside a migration's
 // downtime: migSuspendSaveSync() · migLoadSync(bytes, resume?)
 // · migAnnounce(name) · migStorage(name).
@@ -245,6 +245,16 @@ export interface MigLoaded {
   fence: number;
 }
 
+/** How a migration's destination resumed after answering its load (migLoadSync with resume; migStarted). */
+export interface MigStarted {
+  /** When the resume ended: performance.timeOrigin + performance.now() in the worker (ms, comparable across threads). */
+  at: number;
+  /** ms the resume took in the worker: blk requests that moved re-submitted, what was queued meanwhile served. */
+  ms: number;
+  /** Why the resume failed (the device stays suspended), or null. */
+  error: string | null;
+}
+
 /** Name of the worker bus's driver for devices driven from another thread. */
 export const REMOTE_VDPA = 'remote_vdpa';
 
@@ -393,7 +403,7 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     if (op === 'migLoadSync') {
       const d = migDev(dev.name);
       const r = migLoad(d, args[0]);
-      if (args[1] === true) d.resume();
+      if (args[1] === true) startAfterAnswer(d);
       return r;
     }
     if (op === 'setVqCb') {
@@ -411,6 +421,29 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
     const fn = (dev as unknown as Record<string, ((...a: unknown[]) => unknown) | undefined>)[op];
     if (typeof fn !== 'function') throw new VirtioError(Code.Unsupported, `${dev.name} has no ${op}`);
     return fn.apply(dev, args);
+  };
+
+  // A migration's load-and-resume (migLoadSync with resume) answers once the state is loaded;
+  // the device resumes right after the answer is written — a microtask of this worker, before
+  // its loop serves anything else (a kick rung meanwhile waits on the suspended device, which
+  // takes it on resume) — so the driver's thread runs again while this one re-submits the blk
+  // requests that moved in flight and serves what was queued during the stop. Linux's vdpa
+  // ops return once a command is accepted in the same way; QEMU counts its downtime until the
+  // VM runs, and the vhost-user-blk backend re-submits its inflight requests after that.
+  // What the resume took is kept for migStarted.
+  const starts = new Map<string, MigStarted>();
+  const startAfterAnswer = (d: VdpaSimNet | VdpaSimBlk): void => {
+    starts.delete(d.name);
+    queueMicrotask(() => {
+      const t = performance.now();
+      let error: string | null = null;
+      try {
+        d.resume();
+      } catch (e) {
+        error = e instanceof Error ? e.message : String(e);
+      }
+      starts.set(d.name, { at: performance.timeOrigin + performance.now(), ms: performance.now() - t, error });
+    });
   };
 
   const migDev = (name: unknown): VdpaSimNet | VdpaSimBlk => {
@@ -732,6 +765,12 @@ export function serveVdpa(port: PortLike, opts: ServeVdpaOptions = {}): Promise<
         return migLoad(migDev(args[0]), args[1]);
       case 'migStorage':
         return storageOf(migDev(args[0]));
+      case 'migStarted': {
+        const name = migDev(args[0]).name;
+        const r = starts.get(name) ?? null;
+        starts.delete(name);
+        return r;
+      }
       // After a migration that moved blk requests in flight: the source's backend idle (its
       // copies of the writes landed), then the destination's re-submitted writes complete.
       case 'migWritesIdle': {

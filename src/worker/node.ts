@@ -27,17 +27,18 @@ export interface DeviceWorker {
 
 /**
  * Starts a worker_threads Worker on module `rel` (a path like './node-device-worker', resolved
- * next to `base`, with .ts under tsx and .js from dist).
+ * next to `base`, with .ts under tsx and .js from dist). `workerData` reaches the module as
+ * worker_threads' `workerData` (a custom device worker entry's configuration, say).
  */
-export function startModuleWorker(base: string, rel: string): Worker {
+export function startModuleWorker(base: string, rel: string, workerData?: unknown): Worker {
   const self = new URL(base);
   const ts = self.pathname.endsWith('.ts');
   const entry = new URL(`${rel}${ts ? '.ts' : '.js'}`, self);
   if (ts) {
     const tsx = import.meta.resolve('tsx/esm/api');
-    return new Worker(`import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); })`, { eval: true });
+    return new Worker(`import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); })`, { eval: true, workerData });
   }
-  return new Worker(entry);
+  return new Worker(entry, { workerData });
 }
 
 /** Starts a device worker thread; resolves once its bus is attached to `opts.platform`. */

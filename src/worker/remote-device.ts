@@ -42,7 +42,7 @@ import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../virtio/constants.ts';
 import { Doorbell, DoorbellWaiter, type DoorbellHandle } from './doorbell.ts';
 import { Channel, type PortLike } from './channel.ts';
 import { MailboxClient } from './mailbox.ts';
-import type { OpenedDevice, HostStats, MigSaved, MigSavedSync, MigLoaded, MigStorage } from './host.ts';
+import type { OpenedDevice, HostStats, MigSaved, MigSavedSync, MigLoaded, MigStarted, MigStorage } from './host.ts';
 import type { BlkBackendDescriptor } from './backend.ts';
 import type { SwitchLinkEndHandle } from './switch-link.ts';
 import type { SwitchPortStats } from '../devices/switch.ts';
@@ -639,10 +639,21 @@ export class RemoteVdpaDevice implements VdpaDevice {
   }
   /**
    * {@link loadState} through the mailbox, for a delta (small): no event-loop turn. With
-   * `resume`, the device is resumed in the same call once loaded.
+   * `resume`, the worker resumes the device right after it answers (before it serves anything
+   * else), so this thread runs on while the device starts; {@link migStarted} tells when it did.
    */
   loadStateSync(state: Uint8Array, opts: { resume?: boolean } = {}): MigLoaded {
     return this.call('migLoadSync', state, opts.resume === true) as MigLoaded;
+  }
+  /**
+   * After {@link loadStateSync} with `resume`: how the resume went. The worker answers that
+   * call once the state is loaded and resumes the device right after (the calling thread runs
+   * on meanwhile); this says when the resume ended and what it took. null if there is none to
+   * tell (asked twice, or no such load).
+   */
+  async migStarted(): Promise<MigStarted | null> {
+    this.live();
+    return (await this.remote.request('migStarted', this.name)) as MigStarted | null;
   }
   /**
    * Loads an encoded state into this fresh device (loadState: validated first, nothing changes
