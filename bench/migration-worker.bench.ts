@@ -30,6 +30,8 @@ import { join } from 'node:path';
 const N = Number(process.env.MIG_N ?? 200);
 /** Device workers, by their buses. */
 type Workers = { bus: RemoteVdpaBus }[];
+/** The networked-volume workers (bench/remote-disk-worker.ts). */
+let remoteW: Workers | null = null;
 let names = 0;
 
 function summary(name: string, reps: WorkerMigrationReport[]): Record<string, string> {
@@ -100,7 +102,14 @@ async function blk(p: Platform, w: Workers, early: boolean, sectors: number, fil
     // Requests sent just before the stop (in the last pre-copy round): those still out at the
     // source's backend then move as records.
     let rd: Promise<unknown>[] = [];
-    const round = () => { rd = bufs.map((b, i) => (kind === 'read' ? drv.read((i * 8) % sectors, b) : drv.write((i * 8) % sectors, b))); };
+    const round = async () => {
+      const issued = () => w[side]!.bus.request('issued') as Promise<number>;
+      const base = w === remoteW && sent > 0 ? await issued() : 0;
+      rd = bufs.map((b, i) => (kind === 'read' ? drv.read((i * 8) % sectors, b) : drv.write((i * 8) % sectors, b)));
+      // At a networked volume: stop once the source has sent them all to its disk (in flight
+      // for one round trip).
+      if (w === remoteW && sent > 0) while ((await issued()) - base < sent);
+    };
     const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot, early, round, inflight });
     const wr = drv.write((m * 8) % sectors, data); // queued while the device is stopped
     reps.push(await mig);
@@ -117,10 +126,11 @@ async function blk(p: Platform, w: Workers, early: boolean, sectors: number, fil
 const p = Platform.create({ shared: true, ramSize: 64 << 20, privateSize: 32 << 20 });
 const w = [await spawnDeviceWorker({ platform: p }), await spawnDeviceWorker({ platform: p })];
 // Two workers whose disks are networked storage one round trip (REMOTE_DISK_US) away.
-const US = Number(process.env.REMOTE_DISK_US ?? 1000);
+const US = Number(process.env.REMOTE_DISK_US ?? 5000);
 const volume = new SharedArrayBuffer(4 << 20);
 const rw = [0, 1].map(() => startModuleWorker(import.meta.url, './remote-disk-worker', { volume, latencyUs: US }));
 const remote = await Promise.all(rw.map((x) => RemoteVdpaBus.connect(x, p, { attach: { priv: 4 << 20, ram: 4 << 20 } }))).then((b) => b.map((bus) => ({ bus })));
+remoteW = remote;
 const dir = mkdtempSync(join(tmpdir(), 'vdpa-bench-'));
 try {
   const rows: Record<string, string>[] = [];
@@ -130,7 +140,7 @@ try {
   const vol = `4 MiB networked volume (${US} µs away, shared)`;
   await run(`vdpasim_blk, ${vol}, 128 reads in flight, two-stage`, () => blk(p, remote, true, 8192, 'vol-r', 128));
   await run(`vdpasim_blk, ${vol}, 128 writes in flight, two-stage`, () => blk(p, remote, true, 8192, 'vol-w', 128, 'record', 'write'));
-  await run(`the same, 128 reads drained (inflight: drain), two-stage`, () => blk(p, remote, true, 8192, 'vol-rd', 128, 'drain'));
+  await run(`vdpasim_blk, ${vol}, 128 reads drained (inflight: drain), two-stage`, () => blk(p, remote, true, 8192, 'vol-rd', 128, 'drain'));
   for (const early of [true, false]) {
     const how = early ? 'two-stage' : 'whole state';
     await run(`vdpasim_net, 8 queue pairs, full control state, ${how}`, () => net(p, w, early));

@@ -5,7 +5,8 @@
 // from the volume — all a host does for a remote answer, the storage work being elsewhere. A
 // descriptor `{ file: NAME }` opens it (storage identity `remote:NAME`, so two workers naming
 // NAME share it). That is the storage where a migration finds requests in flight: a local
-// file in the page cache answers in tens of µs, before the stop comes.
+// file in the page cache answers in tens of µs, before the stop comes. Request `issued`:
+// how many requests this worker's disks were sent so far.
 import { parentPort, workerData } from 'node:worker_threads';
 import { serveVdpa } from '../src/worker/host.ts';
 import type { BlkBackend } from '../src/devices/blk.ts';
@@ -15,7 +16,12 @@ import type { PortLike } from '../src/worker/channel.ts';
 const { volume, latencyUs } = workerData as { volume: SharedArrayBuffer; latencyUs: number };
 const disk = new Uint8Array(volume);
 const ms = latencyUs / 1000;
-const after = <T>(fn: () => T): Promise<T> => new Promise((res) => { setTimeout(() => res(fn()), ms); });
+/** Requests issued so far (the `issued` request). */
+let issued = 0;
+const after = <T>(fn: () => T): Promise<T> => {
+  issued++;
+  return new Promise((res) => { setTimeout(() => res(fn()), ms); });
+};
 
 const backend: BlkBackend = {
   capacity: disk.length / 512,
@@ -32,4 +38,4 @@ async function resolveBackend(d: BlkBackendDescriptor): Promise<ResolvedBackend>
 
 if (!parentPort) throw new Error('remote-disk-worker.ts runs inside a worker_threads Worker');
 const port = parentPort;
-void serveVdpa(port as unknown as PortLike, { resolveBackend }).then(() => port.close());
+void serveVdpa(port as unknown as PortLike, { resolveBackend, requests: { issued: () => issued } }).then(() => port.close());
