@@ -14,7 +14,7 @@
 // drained inside the suspend, its reads move as records), a write queued during every
 // switchover, and the same file with 32 reads sent just before every stop.
 // Run: npm run bench:migration-worker, or node --import tsx bench/migration-worker.bench.ts
-// (MIG_N=… migrations per workload)
+// (MIG_N=… migrations per workload, after MIG_WARMUP=… not counted, default 50)
 import {
   Platform, VirtioNetDriver, VirtioBlkDriver, migrateBetweenWorkers, quantile,
   type WorkerMigrationReport, type RemoteVdpaDevice,
@@ -28,17 +28,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const N = Number(process.env.MIG_N ?? 200);
+/** Migrations run first and not counted (the workers' JIT compiles the path meanwhile), as in bench/migration.bench.ts. */
+const WARMUP = Number(process.env.MIG_WARMUP ?? 50);
 /** Device workers, by their buses. */
 type Workers = { bus: RemoteVdpaBus }[];
 /** The networked-volume workers (bench/remote-disk-worker.ts). */
 let remoteW: Workers | null = null;
 let names = 0;
 
-function summary(name: string, reps: WorkerMigrationReport[]): Record<string, string> {
+function summary(name: string, all: WorkerMigrationReport[]): Record<string, string> {
+  const reps = all.slice(WARMUP);
   type Ms = 'downtimeMs' | 'suspendMs' | 'saveMs' | 'loadMs' | 'diskMs' | 'resumeMs' | 'startMs' | 'startedMs';
   const q = (k: Ms, p: number) => quantile(reps.map((r) => r[k]).sort((a, b) => a - b), p).toFixed(3);
   return {
-    workload: name, n: String(reps.length), 'downtime p50 ms': q('downtimeMs', 0.5), 'downtime p99 ms': q('downtimeMs', 0.99),
+    workload: name, n: String(reps.length), 'cold (1st) ms': all[0]!.downtimeMs.toFixed(3), 'downtime p50 ms': q('downtimeMs', 0.5), 'downtime p99 ms': q('downtimeMs', 0.99),
     'suspend p50': q('suspendMs', 0.5), 'save p50': q('saveMs', 0.5), 'load p50': q('loadMs', 0.5), 'disk p50': q('diskMs', 0.5),
     'resume p50': q('resumeMs', 0.5), 'state bytes': String(reps[0]!.stateBytes),
     'by mailbox': `${reps.filter((r) => r.mailbox).length}/${reps.length}`,
@@ -63,7 +66,7 @@ async function net(p: Platform, w: Workers, early: boolean): Promise<WorkerMigra
   const frame = new Uint8Array(64).fill(0x5a);
   frame.set([2, 0, 0, 0, 0, 9, 2, 0, 0, 0, 0, 9]);
   const reps: WorkerMigrationReport[] = [];
-  for (let m = 0; m < N; m++) {
+  for (let m = 0; m < WARMUP + N; m++) {
     const dst = await add(1 - side);
     const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot, early });
     drv.send(frame); // queued while the device is stopped
@@ -73,8 +76,8 @@ async function net(p: Platform, w: Workers, early: boolean): Promise<WorkerMigra
     side = 1 - side;
   }
   const end = Date.now() + 5000;
-  while (got < N && Date.now() < end) await new Promise((r) => setTimeout(r, 2));
-  if (got !== N) throw new Error(`net: ${got} of ${N} frames came back`);
+  while (got < WARMUP + N && Date.now() < end) await new Promise((r) => setTimeout(r, 2));
+  if (got !== WARMUP + N) throw new Error(`net: ${got} of ${WARMUP + N} frames came back`);
   await w[side]!.bus.devDel(cur.name);
   return reps;
 }
@@ -97,7 +100,7 @@ async function blk(p: Platform, w: Workers, early: boolean, sectors: number, fil
   const data = new Uint8Array(4096).fill(0xa5);
   const bufs = Array.from({ length: sent }, () => new Uint8Array(4096).fill(0x5a));
   const reps: WorkerMigrationReport[] = [];
-  for (let m = 0; m < N; m++) {
+  for (let m = 0; m < WARMUP + N; m++) {
     const dst = await add(1 - side);
     // Requests sent just before the stop (in the last pre-copy round): those still out at the
     // source's backend then move as records.
