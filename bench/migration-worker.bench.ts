@@ -1,18 +1,22 @@
 // Live migration between device workers (issue 9 §4, target: switchover downtime < 5 ms between
 // workers): the source device in one device worker, the destination in another, one shared
 // platform, the driver in this thread bound through a slot. Downtime = source suspend requested
-// → destination resumed. Two ways, measured in the same run: two-stage (the early state moves
-// before the stop; inside it the delta goes through the devices' mailboxes — suspend+save,
-// load, resume — answered from the workers' serving loops, unless a blk source must wait for
-// its backend, which goes by the channel) and the whole state inside the downtime (channel
+// → destination resumed (two-stage with a slot: its load answered; the worker then resumes it,
+// reported as startMs / startedMs). Two ways, measured in the same run: two-stage (the early
+// state moves before the stop; inside it the delta goes through the devices' mailboxes —
+// suspend+save, load — answered from the workers' serving loops, unless a blk source must wait
+// for its backend, which goes by the channel) and the whole state inside the downtime (channel
 // round trips: suspend+save, load; then the mailbox resume). blk RAM disks are also copied
 // while stopped.
-// Workloads: vdpasim_net with 8 queue pairs and full control state (every rx bit, 64 + 64 MACs,
-// 300 VLANs), a frame queued by the driver during every switchover; vdpasim_blk with a 256 KiB
-// and a 4 MiB RAM disk (copied while stopped), and with a 4 MiB file both workers open
-// (`backend: { file }`: shared storage, nothing copied; the source's file writes in flight are
-// drained inside the suspend, its reads move as records), a write queued during every
-// switchover, and the same file with 32 reads sent just before every stop.
+// Workloads: vdpasim_blk on a networked volume (bench/remote-disk-worker.ts: a SharedArrayBuffer
+// volume both workers open, answering REMOTE_DISK_US after each request) with 128 reads or 128
+// writes sent before every stop, which waits until the source has sent them all to the volume
+// (so they are in flight: they move as records), and the same reads drained; vdpasim_net with
+// 8 queue pairs and full control state (every rx bit, 64 + 64 MACs, 300 VLANs); vdpasim_blk
+// with a 256 KiB and a 4 MiB RAM disk (copied while stopped), and with a 4 MiB file both
+// workers open (`backend: { file }`: shared storage, nothing copied), also with 32 reads sent
+// just before every stop. With every migration the driver also sends a frame or a 4 KiB write
+// as it starts (the source serves it, or it moves in flight, or waits in the ring).
 // Run: npm run bench:migration-worker, or node --import tsx bench/migration-worker.bench.ts
 // (MIG_N=… migrations per workload, after MIG_WARMUP=… not counted, default 50)
 import {
@@ -69,7 +73,7 @@ async function net(p: Platform, w: Workers, early: boolean): Promise<WorkerMigra
   for (let m = 0; m < WARMUP + N; m++) {
     const dst = await add(1 - side);
     const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot, early });
-    drv.send(frame); // queued while the device is stopped
+    drv.send(frame); // sent as the migration starts: the source serves it, or it waits in the ring for the destination
     reps.push(await mig);
     await w[side]!.bus.devDel(cur.name);
     cur = dst;
@@ -114,7 +118,7 @@ async function blk(p: Platform, w: Workers, early: boolean, sectors: number, fil
       if (w === remoteW && sent > 0) while ((await issued()) - base < sent);
     };
     const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot, early, round, inflight });
-    const wr = drv.write((m * 8) % sectors, data); // queued while the device is stopped
+    const wr = drv.write((m * 8) % sectors, data); // sent as the migration starts: served by the source, moved in flight, or left in the ring
     reps.push(await mig);
     await wr;
     await Promise.all(rd);

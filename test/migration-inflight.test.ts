@@ -356,7 +356,9 @@ test('between workers: reads held at the source\'s backend move through the mail
     // The destination's worker answered the load, then resumed and re-submitted the four reads
     // while this thread ran on: that resume is reported beside the downtime, not inside it.
     assert.ok(rep.startMs > 0, `the destination's resume took ${rep.startMs} ms in its worker`);
-    assert.ok(rep.startedMs >= rep.downtimeMs - 0.05, `started ${rep.startedMs} ms after the suspend, downtime ${rep.downtimeMs} ms`);
+    // It overlaps the answer's way back, so it is not ordered with the downtime's end; it is
+    // after the suspend and holds at least the resume itself.
+    assert.ok(rep.startedMs >= rep.startMs, `started ${rep.startedMs} ms after the suspend, the resume took ${rep.startMs} ms`);
     assert.equal(await dst.migStarted(), null, 'the record of that resume was read once');
     await Promise.all(reads);
     for (const b of bufs) assert.ok(b.every((x) => x === 0), 'read from the destination worker\'s (zeroed) disk');

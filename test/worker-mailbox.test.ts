@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Platform, MailboxClient, MailboxServer, DoorbellWaiter, VirtioError, Code } from '../src/index.ts';
 import { put, get, MAILBOX_HEADER } from '../src/worker/mailbox.ts';
+import { Worker } from 'node:worker_threads';
 
 test('no server: the call gives up after its timeout with Cancelled, and the memory is never reused', () => {
   const p = Platform.create({ shared: true, ramSize: 1 << 20, privateSize: 1 << 20 });
@@ -81,5 +82,31 @@ test('payload: a value that does not fit is refused, and a malformed payload thr
   bad('an offset past the payload', () => { p.u32[table()] = 4096; });
   bad('a length past the payload', () => { p.u32[table() + 1] = 0xffffffff; });
   bad('a reference to no byte array', () => { p.u32[(base >> 2) + 1] = 0; });
+  // Lengths near 2^32 must not wrap an alignment into passing the checks (found in review).
+  for (const jl of [0x7ffffffa, 0xfffffff8, 0xfffffffe, 0xffffffff]) bad(`JSON length ${jl}`, () => { p.u32[base >> 2] = jl; });
+  bad('byte-array count near 2^32', () => { p.u32[(base >> 2) + 1] = 0xffffffff; });
+  bad('JSON that does not parse', () => { p.u8[base + 8] = 0x7b; p.u8[base + 9] = 0x7b; });
   m.free();
+});
+
+test('a malformed answer fails the call with Internal and leaves the mailbox ready for the next call', async () => {
+  const p = Platform.create({ shared: true, ramSize: 1 << 20, privateSize: 1 << 20 });
+  const m = new MailboxClient(p, 256);
+  const { addr } = m.handle;
+  // A server thread that answers with a payload whose JSON length runs past the mailbox.
+  const w = new Worker(`
+    const { workerData } = require('node:worker_threads');
+    const i32 = new Int32Array(workerData.buf);
+    const si = workerData.addr >> 2;
+    while (Atomics.load(i32, si) !== 1) Atomics.wait(i32, si, 0, 1000);
+    i32[si + 1] = 16;               // payload length
+    i32[(workerData.addr + ${MAILBOX_HEADER}) >> 2] = 0x7ffffffa; // JSON length: far past it
+    Atomics.store(i32, si, 2);      // ANSWER
+    Atomics.notify(i32, si);
+  `, { eval: true, workerData: { buf: p.memory.buffer, addr } });
+  await new Promise((r) => w.once('online', r));
+  assert.throws(() => m.call('getStatus', [], 2000), (e: unknown) => e instanceof VirtioError && e.code === Code.Internal);
+  await w.terminate();
+  // Not stuck in ANSWER (which a next call would take for a released device): it waits for an answer.
+  assert.throws(() => m.call('getStatus', [], 30), (e: unknown) => e instanceof VirtioError && e.code === Code.Cancelled && /did not answer/.test(e.message));
 });

@@ -117,9 +117,9 @@ export interface WorkerMigrationReport {
    */
   startMs: number;
   /**
-   * Source suspend requested → destination resumed in its worker (its datapath running): the
-   * downtime, the answer's way back, and `startMs` (= downtimeMs when the resume was inside
-   * the downtime).
+   * Source suspend requested → destination resumed in its worker (its datapath running; =
+   * downtimeMs when the resume was inside the downtime). The worker resumes while its answer
+   * travels back to this thread, so this may end before or after the downtime does.
    */
   startedMs: number;
   /** Bytes of the encoded state that moved inside the downtime. */

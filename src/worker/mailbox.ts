@@ -49,7 +49,8 @@ export interface MailboxHandle {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const align8 = (n: number): number => (n + 7) & ~7;
+// Arithmetic, not bitwise: a corrupt length near 2^32 must not wrap.
+const align8 = (n: number): number => Math.ceil(n / 8) * 8;
 
 /** @internal Writes `value` into the payload of the mailbox at `addr` (see the file comment); false if it does not fit. */
 export function put(p: Platform, addr: number, cap: number, value: unknown): boolean {
@@ -91,6 +92,8 @@ export function get(p: Platform, addr: number, cap: number): unknown {
   const u32 = p.u32;
   const jl = u32[base >> 2]!;
   const nb = u32[(base >> 2) + 1]!;
+  // Lengths the other thread wrote: checked against the payload before any is used.
+  if (jl > len - 8 || nb > (len - 8) / 8) throw new VirtioError(Code.Internal, 'malformed mailbox payload');
   const table = align8(8 + jl);
   if (table + 8 * nb > len) throw new VirtioError(Code.Internal, 'malformed mailbox payload');
   const bin = (k: unknown): Uint8Array => {
@@ -100,14 +103,19 @@ export function get(p: Platform, addr: number, cap: number): unknown {
     if (off > len || n > len - off) throw new VirtioError(Code.Internal, 'malformed mailbox payload');
     return p.u8.slice(base + off, base + off + n);
   };
-  return JSON.parse(dec.decode(p.u8.slice(base + 8, base + 8 + jl)), (_k, v: unknown) => {
-    if (v && typeof v === 'object') {
-      const o = v as { $big?: unknown; $bin?: unknown };
-      if (typeof o.$big === 'string') return BigInt(`0x${o.$big.replace(/^-/, '')}`) * (o.$big.startsWith('-') ? -1n : 1n);
-      if (o.$bin !== undefined) return bin(o.$bin);
-    }
-    return v;
-  });
+  try {
+    return JSON.parse(dec.decode(p.u8.slice(base + 8, base + 8 + jl)), (_k, v: unknown) => {
+      if (v && typeof v === 'object') {
+        const o = v as { $big?: unknown; $bin?: unknown };
+        if (typeof o.$big === 'string') return BigInt(`0x${o.$big.replace(/^-/, '')}`) * (o.$big.startsWith('-') ? -1n : 1n);
+        if (o.$bin !== undefined) return bin(o.$bin);
+      }
+      return v;
+    });
+  } catch (e) {
+    if (e instanceof VirtioError) throw e;
+    throw new VirtioError(Code.Internal, 'malformed mailbox payload', { cause: e });
+  }
 }
 
 /** The calling side of a mailbox. */
@@ -173,8 +181,14 @@ export class MailboxClient {
           throw new VirtioError(Code.FailedPrecondition, `${op}: this thread cannot block in Atomics.wait (a browser main thread): drive the device from a worker`, { cause: e });
         }
       }
-      const [ok, value] = get(p, addr, cap) as [boolean, unknown];
-      Atomics.store(p.i32, si, IDLE);
+      let ans: unknown;
+      try {
+        ans = get(p, addr, cap);
+      } finally {
+        Atomics.store(p.i32, si, IDLE); // read (or unreadable): the mailbox takes the next call
+      }
+      if (!Array.isArray(ans) || ans.length !== 2 || typeof ans[0] !== 'boolean') throw new VirtioError(Code.Internal, `${op}: malformed answer`);
+      const [ok, value] = ans as [boolean, unknown];
       if (!ok) throw errorFromWire(value as { code: string; message: string });
       return value;
     } finally {
