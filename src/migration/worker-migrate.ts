@@ -137,9 +137,11 @@ export interface WorkerMigrationReport {
  * platform. Resolves with the report once blk writes that moved in flight may complete (the
  * source's backend idle, bounded by `fenceWaitMs`); the source is left suspended (delete it). Rejects if the
  * source cannot be suspended, or if the destination refuses the state or the switchover
- * throws — then the source was resumed and runs on and the destination is reset. One case
- * leaves the source suspended: the destination's worker did not answer the load within its
- * syncTimeoutMs (Cancelled) — it may still load and run the destination later.
+ * throws — then the source was resumed and runs on and the destination is reset. Two cases
+ * leave the source suspended: the destination's worker did not answer the load within its
+ * syncTimeoutMs (Cancelled) — it may still load and run the destination later; and a
+ * destination that loaded the state but whose resume after the answer failed (Internal, from
+ * migStarted).
  */
 export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<WorkerMigrationReport> {
   const now = o.now ?? (() => performance.now());
@@ -313,6 +315,18 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
   // A call the source rang before it stopped may have been polled here after the driver's
   // callbacks left it (lost): one spurious interrupt lets the driver see what the used ring holds.
   dst.callAll();
+  let startMs = 0;
+  let startedMs = tRes - t0;
+  if (startsLater) {
+    const st = await dst.migStarted();
+    if (st === null) throw new VirtioError(Code.Internal, `${dst.name} has no record of its resume after the load`);
+    // Asked before the fence wait, so a failure shows at once. Left suspended: the state is
+    // loaded and the source stopped, so the caller decides (reset both, or resume the source)
+    // — as after an unanswered load.
+    if (st.error !== null) throw new VirtioError(Code.Internal, `${dst.name} loaded the state but did not resume: ${st.error}; ${src.name} stays suspended`);
+    startMs = st.ms;
+    startedMs = st.at - t0Abs;
+  }
   // Writes the destination re-submitted complete once the source's copies have landed: wait
   // (bounded) for the source's backend, then release them. Past the bound, or if the source's
   // worker is gone, the destination's own timeout completes them with IOERR.
@@ -324,17 +338,6 @@ export async function migrateBetweenWorkers(o: WorkerMigrateOptions): Promise<Wo
     ]);
     clearTimeout(timer);
     if (idle) await dst.releaseFence(fence).catch(() => {});
-  }
-  let startMs = 0;
-  let startedMs = tRes - t0;
-  if (startsLater) {
-    const st = await dst.migStarted();
-    if (st === null) throw new VirtioError(Code.Internal, `${dst.name} has no record of its resume after the load`);
-    // Left suspended: the state is loaded and the source stopped, so the caller decides (reset
-    // both, or resume the source) — as after an unanswered load.
-    if (st.error !== null) throw new VirtioError(Code.Internal, `${dst.name} loaded the state but did not resume: ${st.error}; ${src.name} stays suspended`);
-    startMs = st.ms;
-    startedMs = st.at - t0Abs;
   }
   if (o.announce ?? true) await dst.announce();
   return {
