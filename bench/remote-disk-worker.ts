@@ -26,6 +26,7 @@ const after = <T>(fn: () => T): Promise<T> => {
 const backend: BlkBackend = {
   capacity: disk.length / 512,
   read: (s, len) => after(() => disk.slice(s * 512, s * 512 + len)),
+  readInto: (s, buf) => after(() => { buf.set(disk.subarray(s * 512, s * 512 + buf.length)); }),
   // The bytes are ours until the promise settles: they land then.
   write: (s, d) => after(() => { disk.set(d, s * 512); }),
   flush: () => after(() => {}),

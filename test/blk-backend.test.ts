@@ -170,3 +170,39 @@ test('write data slabs are reused only once every write cut from them settled: h
   assert.equal(checked, 140);
   for (let k = 0; k < n; k++) assert.equal((disk[k * 64 * 512]! << 8) | disk[k * 64 * 512 + 1]!, k, `request ${k} on disk`);
 });
+
+test('readInto: a read\'s buffer is not cut again until its answer is used — answers held over a suspend keep their bytes while new writes are cut on resume', async () => {
+  // Reads answer when told (filling the device's buffer with their tag); writes at once.
+  const heldReads: (() => void)[] = [];
+  const disk = new Uint8Array(8 << 20);
+  let intoCalls = 0;
+  const backend: BlkBackend = {
+    capacity: disk.length / 512,
+    read: async () => { throw new Error('readInto is there: read() must not be used'); },
+    readInto: (s, buf) => { intoCalls++; return new Promise<void>((res) => heldReads.push(() => { buf.fill(s & 255); res(); })); },
+    write: async (s, d) => { disk.set(d, s * 512); },
+    flush: async () => {},
+  };
+  const { p, b, virtio } = bus();
+  const dev = new VdpaSimBlk(p, { name: 'ri', backend });
+  b.addDevice(dev);
+  const blk = virtio.blk('ri');
+  const wait = async (k: number) => { for (let i = 0; i < 200 && heldReads.length < k; i++) await new Promise((r) => setImmediate(r)); };
+  // 20 reads of 32 KiB (three slabs), sector k*64+k so each has its own tag.
+  const bufs = Array.from({ length: 20 }, () => new Uint8Array(32 << 10));
+  const reads = bufs.map((buf, k) => blk.read(k * 64 + k, buf));
+  await wait(20);
+  assert.equal(heldReads.length, 20);
+  // Stop the device (a migration's suspend: nothing must finish first), then let the backend
+  // answer: the answers wait in the device, their bytes in its buffers.
+  await dev.suspendDrained({ record: true });
+  for (const f of heldReads.splice(0)) f();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(dev.heldCompletions, 20, 'answers held while suspended');
+  // Writes queued while stopped are cut on resume, before the held answers go out.
+  const w = Array.from({ length: 20 }, (_, k) => blk.write(4096 + k * 64, new Uint8Array(32 << 10).fill(0xee)));
+  dev.resume();
+  await Promise.all([...reads, ...w]);
+  for (const [k, buf] of bufs.entries()) assert.ok(buf.every((x) => x === ((k * 64 + k) & 255)), `read ${k} got its own bytes, not a write's`);
+  assert.equal(intoCalls, 20);
+});

@@ -133,6 +133,13 @@ export interface BlkBackend {
   /** Reads `len` bytes at `sector`: must resolve to a Uint8Array of exactly `len` bytes. */
   read(sector: number, len: number): Promise<Uint8Array>;
   /**
+   * Reads `buf.length` bytes at `sector` into `buf`; used instead of {@link read} when present
+   * (no array per read: the device cuts `buf` from buffers it reuses). `buf` is the backend's
+   * until the promise settles and no longer: fill it, never keep, transfer or detach it. Resolve
+   * once all of it is filled; reject (or throw) for an I/O error.
+   */
+  readInto?(sector: number, buf: Uint8Array): Promise<void>;
+  /**
    * Writes `data` at `sector`. `data` is the device's copy of the request's bytes, the
    * backend's until the promise settles and no longer: it is a view into a buffer the device
    * reuses for later writes' data once this promise settles (copy what you keep, as a cache
@@ -203,7 +210,11 @@ interface InFlight {
   rec: RecordedChain | null;
   /** The map generation `rec` was made under (-1: not yet). */
   recGen: number;
-  /** The slab this write's data was cut from (released when the backend settles), or null. */
+  /**
+   * The slab this request's bytes were cut from, or null: a write's data (released when the
+   * backend settles), or a read's buffer for BlkBackend.readInto (released once its answer is
+   * used or dropped, never before the backend settled).
+   */
   slab: OutSlab | null;
 }
 
@@ -377,8 +388,13 @@ export class VdpaSimBlk extends VdpaSim {
 
   protected override onReset(): void {
     // Answers that arrive after a reset are dropped (their chains belong to the old rings).
+    // Held answers are settled: their read buffers go back now; a request still at the backend
+    // keeps its buffer until it settles (finishAsync).
     this.inflight?.clear();
-    if (this.held) this.held = [];
+    if (this.held) {
+      for (const a of this.held) this.readUsed(a.req);
+      this.held = [];
+    }
     this.replay = null;
     if (this.fence?.timer) clearTimeout(this.fence.timer);
     this.fence = null;
@@ -464,7 +480,10 @@ export class VdpaSimBlk extends VdpaSim {
     try {
       switch (type) {
         case VIRTIO_BLK_T_IN:
-          op = Promise.resolve(b.read(sector, bytes));
+          if (b.readInto) {
+            const buf = this.outBuffer(bytes, req);
+            op = Promise.resolve(b.readInto(sector, buf)).then(() => buf);
+          } else op = Promise.resolve(b.read(sector, bytes));
           break;
         case VIRTIO_BLK_T_OUT:
           // Gathered now, under the map the buffers were translated with; bounded by
@@ -522,10 +541,10 @@ export class VdpaSimBlk extends VdpaSim {
   }
 
   /**
-   * A region of `len` bytes for write data, cut from a 256 KiB slab (no allocation per write)
-   * and the backend's until its promise settles (BlkBackend.write): `req` holds the slab, and
-   * a slab no backend holds a region of is cut again from its start. A longer write gets its
-   * own array.
+   * A region of `len` bytes for write data or a read's buffer, cut from a 256 KiB slab (no
+   * allocation per request): the backend's until its promise settles (BlkBackend.write,
+   * readInto), and a read's until its answer is used. `req` holds the slab, and a slab no
+   * request holds a region of is cut again from its start. A longer request gets its own array.
    */
   private outBuffer(len: number, req: InFlight): Uint8Array {
     if (len > OUT_SLAB / 4) return new Uint8Array(len);
@@ -543,6 +562,14 @@ export class VdpaSimBlk extends VdpaSim {
     slab.live++;
     req.slab = slab;
     return r;
+  }
+
+  /** A read's buffer (BlkBackend.readInto) is used or dropped, after its backend settled: its region goes back. */
+  private readUsed(req: InFlight): void {
+    if (req.slab === null || req.type !== VIRTIO_BLK_T_IN) return;
+    const slab = req.slab;
+    req.slab = null;
+    this.slabSettled(slab);
   }
 
   /** A write's region of `slab` settled: a slab left with none, and not the one being cut, is kept for reuse. */
@@ -625,7 +652,10 @@ export class VdpaSimBlk extends VdpaSim {
    * Runs in a microtask: never throws.
    */
   private finishAsync(a: Answer): void {
-    if (!this.inflight.delete(a.req)) return;
+    if (!this.inflight.delete(a.req)) {
+      this.readUsed(a.req); // dropped (a reset since): the backend is done with its buffer
+      return;
+    }
     if (a.req.fenced === 2) a.status = VIRTIO_BLK_S_IOERR;
     // A re-submitted write done here completes once the source's copy has landed.
     const fenced = a.req.fenced === 1 && this.fence !== null;
@@ -796,8 +826,12 @@ export class VdpaSimBlk extends VdpaSim {
         for (const a of list) {
           // A chain of another ring (resized, moved, or reset since): not ours to answer. The
           // same ring disabled and enabled again (same size, addresses and map) gets it.
-          if (a.req.ring !== this.ringId || a.req.q.iotlb !== q.iotlb) continue;
+          if (a.req.ring !== this.ringId || a.req.q.iotlb !== q.iotlb) {
+            this.readUsed(a.req);
+            continue;
+          }
           const written = this.answer(a);
+          this.readUsed(a.req); // its data is in the driver's buffers (or never will be)
           if (written < 0) {
             // The status byte is no longer ours to write: the request cannot be answered.
             q.flushUsed();

@@ -76,6 +76,12 @@ export class FileBackend implements BlkBackend {
     return buf;
   }
 
+  /** Reads straight into `buf` (the device's buffer): no array per read. */
+  async readInto(sector: number, buf: Uint8Array): Promise<void> {
+    const { bytesRead } = await this.fh.read(buf, 0, buf.length, sector * SECTOR);
+    if (bytesRead !== buf.length) throw new VirtioError(Code.IoError, `short read at sector ${sector}`);
+  }
+
   async write(sector: number, data: Uint8Array): Promise<void> {
     const { bytesWritten } = await this.fh.write(data, 0, data.length, sector * SECTOR);
     if (bytesWritten !== data.length) throw new VirtioError(Code.IoError, `short write at sector ${sector}`);

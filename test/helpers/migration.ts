@@ -67,6 +67,9 @@ export class SharedDisk implements BlkBackend {
   read(sector: number, len: number): Promise<Uint8Array> {
     return this.later(() => { this.ops.read++; return this.data.slice(sector * SECTOR_SIZE, sector * SECTOR_SIZE + len); });
   }
+  readInto(sector: number, buf: Uint8Array): Promise<void> {
+    return this.later(() => { this.ops.read++; buf.set(this.data.subarray(sector * SECTOR_SIZE, sector * SECTOR_SIZE + buf.length)); });
+  }
   write(sector: number, d: Uint8Array): Promise<void> {
     // The write lands when it is answered (as a disk's cache would be flushed by then).
     return this.later(() => { this.ops.write++; this.data.set(d, sector * SECTOR_SIZE); });
