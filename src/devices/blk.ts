@@ -219,8 +219,8 @@ interface InFlight {
 }
 
 /**
- * A buffer write data is cut from ({@link VdpaSimBlk.outBuffer}): `live` regions are still the
- * backends'; once none is and the device has moved on to another slab, it is reused.
+ * A buffer write data and readInto buffers are cut from ({@link VdpaSimBlk.outBuffer}): `live`
+ * regions are still held; once none is and the device has moved on to another slab, it is reused.
  */
 interface OutSlab {
   readonly buf: Uint8Array;
@@ -392,7 +392,7 @@ export class VdpaSimBlk extends VdpaSim {
     // keeps its buffer until it settles (finishAsync).
     this.inflight?.clear();
     if (this.held) {
-      for (const a of this.held) this.readUsed(a.req);
+      for (const a of this.held) this.releaseSlab(a.req);
       this.held = [];
     }
     this.replay = null;
@@ -476,13 +476,15 @@ export class VdpaSimBlk extends VdpaSim {
     if (req.fenced) this.armFence();
     const b = this.backend!;
     let op: Promise<unknown>;
+    /** IN through BlkBackend.readInto: the device's buffer the backend fills (its answer is then this). */
+    let readBuf: Uint8Array | null = null;
     // A backend method that throws answers IOERR like one that rejects (no closure per call).
     try {
       switch (type) {
         case VIRTIO_BLK_T_IN:
           if (b.readInto) {
-            const buf = this.outBuffer(bytes, req);
-            op = Promise.resolve(b.readInto(sector, buf)).then(() => buf);
+            readBuf = this.outBuffer(bytes, req);
+            op = Promise.resolve(b.readInto(sector, readBuf));
           } else op = Promise.resolve(b.read(sector, bytes));
           break;
         case VIRTIO_BLK_T_OUT:
@@ -524,9 +526,10 @@ export class VdpaSimBlk extends VdpaSim {
     const writes = type !== VIRTIO_BLK_T_IN;
     if (writes) this.outstanding++;
     op.then(
-      (data) => {
+      (answer) => {
         if (writes) this.backendSettled(req);
         if (type !== VIRTIO_BLK_T_IN) return this.finishAsync({ req, status: VIRTIO_BLK_S_OK, data: null });
+        const data = readBuf ?? answer;
         // Exactly the bytes asked, as bytes: a short read would hand the driver stale memory.
         if (data instanceof Uint8Array && data.length === bytes) return this.finishAsync({ req, status: VIRTIO_BLK_S_OK, data });
         this.backendErrors++;
@@ -551,7 +554,7 @@ export class VdpaSimBlk extends VdpaSim {
     let slab = this.outSlab;
     if (slab !== null && slab.live === 0) this.outSlabAt = 0; // every region settled: start over
     if (slab === null || this.outSlabAt + len > OUT_SLAB) {
-      // The full slab is freed to the pool by its last region's settle (slabSettled).
+      // The full slab goes back to the pool with its last region (releaseSlab).
       slab = this.freeSlabs.pop() ?? { buf: new Uint8Array(OUT_SLAB), live: 0 };
       this.outSlab = slab;
       this.outSlabAt = 0;
@@ -564,22 +567,21 @@ export class VdpaSimBlk extends VdpaSim {
     return r;
   }
 
-  /** A read's buffer (BlkBackend.readInto) is used or dropped, after its backend settled: its region goes back. */
-  private readUsed(req: InFlight): void {
-    if (req.slab === null || req.type !== VIRTIO_BLK_T_IN) return;
+  /**
+   * Request `req` is done with its slab region (a write's data once the backend settled; a
+   * read's buffer once its answer is used or dropped, after the backend settled): a slab left
+   * with no region, and not the one being cut, is kept for reuse. Once per request.
+   */
+  private releaseSlab(req: InFlight): void {
     const slab = req.slab;
+    if (slab === null) return;
     req.slab = null;
-    this.slabSettled(slab);
-  }
-
-  /** A write's region of `slab` settled: a slab left with none, and not the one being cut, is kept for reuse. */
-  private slabSettled(slab: OutSlab): void {
     if (--slab.live === 0 && slab !== this.outSlab && this.freeSlabs.length < OUT_SLABS_KEPT) this.freeSlabs.push(slab);
   }
 
   /** A backend write (flush, discard, write-zeroes) settled (counted across resets: the backend does not know of them). */
   private backendSettled(req: InFlight): void {
-    if (req.slab !== null) this.slabSettled(req.slab);
+    this.releaseSlab(req);
     if (--this.outstanding === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
@@ -653,7 +655,7 @@ export class VdpaSimBlk extends VdpaSim {
    */
   private finishAsync(a: Answer): void {
     if (!this.inflight.delete(a.req)) {
-      this.readUsed(a.req); // dropped (a reset since): the backend is done with its buffer
+      this.releaseSlab(a.req); // dropped (a reset since): the backend is done with its buffer
       return;
     }
     if (a.req.fenced === 2) a.status = VIRTIO_BLK_S_IOERR;
@@ -827,11 +829,11 @@ export class VdpaSimBlk extends VdpaSim {
           // A chain of another ring (resized, moved, or reset since): not ours to answer. The
           // same ring disabled and enabled again (same size, addresses and map) gets it.
           if (a.req.ring !== this.ringId || a.req.q.iotlb !== q.iotlb) {
-            this.readUsed(a.req);
+            this.releaseSlab(a.req);
             continue;
           }
           const written = this.answer(a);
-          this.readUsed(a.req); // its data is in the driver's buffers (or never will be)
+          this.releaseSlab(a.req); // its data is in the driver's buffers (or never will be)
           if (written < 0) {
             // The status byte is no longer ours to write: the request cannot be answered.
             q.flushUsed();
