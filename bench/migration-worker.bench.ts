@@ -34,10 +34,8 @@ import { join } from 'node:path';
 const N = Number(process.env.MIG_N ?? 200);
 /** Migrations run first and not counted (the workers' JIT compiles the path meanwhile), as in bench/migration.bench.ts. */
 const WARMUP = Number(process.env.MIG_WARMUP ?? 50);
-/** Device workers, by their buses. */
-type Workers = { bus: RemoteVdpaBus }[];
-/** The networked-volume workers (bench/remote-disk-worker.ts). */
-let remoteW: Workers | null = null;
+/** Device workers, by their buses; a networked-volume worker also tells how many requests its disk was sent. */
+type Workers = { bus: RemoteVdpaBus; issued?: () => Promise<number> }[];
 let names = 0;
 
 function summary(name: string, all: WorkerMigrationReport[]): Record<string, string> {
@@ -110,12 +108,12 @@ async function blk(p: Platform, w: Workers, early: boolean, sectors: number, fil
     // source's backend then move as records.
     let rd: Promise<unknown>[] = [];
     const round = async () => {
-      const issued = () => w[side]!.bus.request('issued') as Promise<number>;
-      const base = w === remoteW && sent > 0 ? await issued() : 0;
+      const issued = sent > 0 ? w[side]!.issued : undefined;
+      const base = issued ? await issued() : 0;
       rd = bufs.map((b, i) => (kind === 'read' ? drv.read((i * 8) % sectors, b) : drv.write((i * 8) % sectors, b)));
       // At a networked volume: stop once the source has sent them all to its disk (in flight
       // for one round trip).
-      if (w === remoteW && sent > 0) while ((await issued()) - base < sent);
+      if (issued) while ((await issued()) - base < sent);
     };
     const mig = migrateBetweenWorkers({ source: cur, destination: dst, slot, early, round, inflight });
     const wr = drv.write((m * 8) % sectors, data); // sent as the migration starts: served by the source, moved in flight, or left in the ring
@@ -136,8 +134,8 @@ const w = [await spawnDeviceWorker({ platform: p }), await spawnDeviceWorker({ p
 const US = Number(process.env.REMOTE_DISK_US ?? 5000);
 const volume = new SharedArrayBuffer(4 << 20);
 const rw = [0, 1].map(() => startModuleWorker(import.meta.url, './remote-disk-worker', { volume, latencyUs: US }));
-const remote = await Promise.all(rw.map((x) => RemoteVdpaBus.connect(x, p, { attach: { priv: 4 << 20, ram: 4 << 20 } }))).then((b) => b.map((bus) => ({ bus })));
-remoteW = remote;
+const remote: Workers = (await Promise.all(rw.map((x) => RemoteVdpaBus.connect(x, p, { attach: { priv: 4 << 20, ram: 4 << 20 } }))))
+  .map((bus) => ({ bus, issued: () => bus.request('issued') as Promise<number> }));
 const dir = mkdtempSync(join(tmpdir(), 'vdpa-bench-'));
 try {
   const rows: Record<string, string>[] = [];
