@@ -503,3 +503,76 @@ test('more moved requests than one datapath budget: all are re-submitted at resu
   bDisk.release('read');
   assert.ok(await within(Promise.all(reads), 2000), 'every read completed, once');
 });
+
+test('request records are reused only after their backend settled: a dropped request\'s late answer never completes the request that took its record', async () => {
+  // Reads answer when the test says, each filling the device's buffer with its sector's tag.
+  // A's 16 reads move to B and are answered there, while A's own calls stay out at the backend.
+  // A, reset, becomes the next destination and re-submits B's 16 new reads. Then A's old calls
+  // answer first: were a record handed out again before its backend settled, an old answer
+  // would complete a new read, before that read's own answer, with bytes not its own.
+  const held: { s: number; go: () => void }[] = [];
+  const tag = (s: number) => (s * 7 + 3) & 255;
+  const disk: BlkBackend = {
+    capacity: 8192,
+    read: async () => { throw new Error('readInto is there'); },
+    readInto: (s, buf) => new Promise<void>((res) => { held.push({ s, go: () => { buf.fill(tag(s)); res(); } }); }),
+    write: async () => {},
+    flush: async () => {},
+  };
+  /** Answers the first (or last) call still out for each of `sectors`. */
+  const answer = (sectors: number[], which: 'first' | 'last' = 'first') => {
+    for (const s of sectors) {
+      let k = -1;
+      for (let j = 0; j < held.length; j++) if (held[j]!.s === s && (k < 0 || which === 'last')) k = j;
+      assert.ok(k >= 0, `a call for sector ${s} is out`);
+      held.splice(k, 1)[0]!.go();
+    }
+  };
+  const p = Platform.create({ ramSize: 16 << 20 });
+  const mk = (name: string) => new VdpaSimBlk(p, { name, backend: disk, deviceFeatures: BLK_MIG_FEATURES });
+  const a = mk('reuse-a');
+  const b = mk('reuse-b');
+  const { slot, drv } = blkDriver(p, a, 'split', 64);
+  const turns = async (k = 3) => { for (let i = 0; i < k; i++) await new Promise((r) => setImmediate(r)); };
+  const sectors = (base: number) => Array.from({ length: 16 }, (_, i) => base + 8 * i);
+  // A has served reads before: its pool has records.
+  const warm = sectors(4000);
+  const w = warm.map((s) => drv.read(s, new Uint8Array(4096)));
+  await turns();
+  answer(warm);
+  await Promise.all(w);
+  const old = sectors(0);
+  const oldBufs = old.map(() => new Uint8Array(4096));
+  const first = old.map((s, i) => drv.read(s, oldBufs[i]!));
+  await turns();
+  assert.equal(a.inFlight, 16);
+  await migrate({ source: a, destination: b, switchover: (d) => slot.switchTo(d) });
+  await turns();
+  answer(old, 'last'); // B's re-submissions; A's calls stay out
+  await Promise.all(first);
+  oldBufs.forEach((buf, i) => assert.ok(buf.every((x) => x === tag(old[i]!)), `moved read ${i} answered by B`));
+  assert.equal(held.length, 16, 'A\'s own calls are still out');
+  a.reset();
+  const fresh = sectors(2000);
+  const freshBufs = fresh.map(() => new Uint8Array(4096));
+  const second = fresh.map((s, i) => drv.read(s, freshBufs[i]!));
+  await turns();
+  assert.equal(b.inFlight, 16);
+  await migrate({ source: b, destination: a, switchover: (d) => slot.switchTo(d) });
+  await turns();
+  assert.equal(a.inFlight, 16, 'A re-submitted B\'s reads');
+  let done = 0;
+  for (const r of second) void r.then(() => done++);
+  answer(old); // A's old calls: dropped by its reset, they complete nothing
+  await turns();
+  assert.equal(done, 0, 'no new read completed on an old answer');
+  assert.equal(a.inFlight, 16);
+  answer(fresh, 'last'); // A's re-submissions (B's own calls stay out, dropped when B is reset)
+  await Promise.all(second);
+  freshBufs.forEach((buf, i) => assert.ok(buf.every((x) => x === tag(fresh[i]!)), `read ${i} got its own sector's bytes`));
+  b.reset();
+  answer(fresh);
+  await turns();
+  assert.equal(held.length, 0);
+  assert.equal(a.inFlight, 0);
+});

@@ -21,9 +21,10 @@
 //   the device goes on serving. Nothing escapes into a microtask.
 
 import { VirtioError, Code } from '../errors.ts';
-import { VdpaSim, features, type SimRequest } from './sim-core.ts';
+import { VdpaSim, features } from './sim-core.ts';
 import type { Platform } from '../platform/platform.ts';
-import type { DeviceQueue, RecordedChain } from '../ring/device-queue.ts';
+import type { DeviceQueue } from '../ring/device-queue.ts';
+import { RecordedChains } from '../ring/recorded-chains.ts';
 import { PERM_W } from '../platform/iotlb.ts';
 import {
   VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_DISCARD,
@@ -179,7 +180,27 @@ export interface SavedRequests {
   readonly writes: number;
 }
 
-/** A request handed to the backend, with what its completion may touch. */
+/** Where a request record is ({@link InFlight.at}). */
+const enum At {
+  /** In the device's pool, unused. */
+  FREE = 0,
+  /** Out at the backend, in `inflight`. */
+  OUT = 1,
+  /** Out at the backend, dropped by a reset (its answer is thrown away when it settles). */
+  DROPPED = 2,
+  /** Answered, in `held` (pushed used when the device runs). */
+  HELD = 3,
+  /** Answered, a re-submitted write waiting in the fence's `held` ({@link VdpaSimBlk.releaseFence}). */
+  FENCED = 4,
+}
+
+/**
+ * A request handed to the backend, with what its completion may touch, and then its answer.
+ * Records are pooled per device and reused (no object, segment array or closure per request):
+ * a record goes back to the pool only once its backend operation settled and its answer was
+ * used or dropped, so a record has at most one operation out, and its two settle callbacks,
+ * made once with it, always answer that one.
+ */
 interface InFlight {
   q: DeviceQueue;
   /** The ring the chain was popped from ({@link VdpaSimBlk} ringId at pop). */
@@ -192,8 +213,8 @@ interface InFlight {
   statusAddr: number;
   /**
    * The chain's segments (DeviceQueue.chainSegments: counts, then offset/length pairs,
-   * readable first): IN data goes to the first `bytes` writable bytes, and a migration
-   * records the chain from them.
+   * readable first; the array may be longer): IN data goes to the first `bytes` writable
+   * bytes, and a migration records the chain from them.
    */
   segs: Uint32Array;
   /** VIRTIO_BLK_T_*. */
@@ -206,9 +227,9 @@ interface InFlight {
    * 2 — that wait timed out, it completes with IOERR; 0 otherwise.
    */
   fenced: 0 | 1 | 2;
-  /** The chain by IOVA (DeviceQueue.record) under map generation `recGen`, or null if it cannot be named. */
-  rec: RecordedChain | null;
-  /** The map generation `rec` was made under (-1: not yet). */
+  /** Whether the chain can be named by IOVA (DeviceQueue.recordable) under map generation `recGen`. */
+  recOk: boolean;
+  /** The map generation `recOk` was found under (-1: not yet). */
   recGen: number;
   /**
    * The slab this request's bytes were cut from, or null: a write's data (released when the
@@ -216,6 +237,54 @@ interface InFlight {
    * used or dropped, never before the backend settled).
    */
   slab: OutSlab | null;
+  /** IN through BlkBackend.readInto: the region the backend fills (then the answer's data). */
+  readBuf: Uint8Array | null;
+  /** The answer (once settled): the status to write and, for IN, the data. */
+  status: number;
+  data: Uint8Array | null;
+  at: At;
+  /** Links of the list the record is in (ReqList), or of the pool. */
+  prev: InFlight | null;
+  next: InFlight | null;
+  /** The backend operation's settle callbacks, made once per record. */
+  onOk: (answer: unknown) => void;
+  onFail: () => void;
+}
+
+/** Request records in order, linked through the records (no allocation to add or remove one). */
+class ReqList {
+  head: InFlight | null = null;
+  tail: InFlight | null = null;
+  size = 0;
+
+  /** Appends `r` (in no list) and marks where it is. */
+  push(r: InFlight, at: At): void {
+    r.at = at;
+    r.prev = this.tail;
+    r.next = null;
+    if (this.tail) this.tail.next = r;
+    else this.head = r;
+    this.tail = r;
+    this.size++;
+  }
+
+  /** Takes `r` (in this list) out. */
+  remove(r: InFlight): void {
+    if (r.prev) r.prev.next = r.next;
+    else this.head = r.next;
+    if (r.next) r.next.prev = r.prev;
+    else this.tail = r.prev;
+    r.prev = r.next = null;
+    this.size--;
+  }
+
+  /** Empties the list and returns its first record: the rest follow through `next`, which stay set until each is handled. */
+  takeAll(): InFlight | null {
+    const h = this.head;
+    this.head = this.tail = null;
+    this.size = 0;
+    return h;
+  }
 }
 
 /**
@@ -225,13 +294,6 @@ interface InFlight {
 interface OutSlab {
   readonly buf: Uint8Array;
   live: number;
-}
-
-/** A finished backend operation: the status to write and, for IN, the data. */
-interface Answer {
-  req: InFlight;
-  status: number;
-  data: Uint8Array | null;
 }
 
 /** A simulated virtio-blk device. */
@@ -252,9 +314,12 @@ export class VdpaSimBlk extends VdpaSim {
   /** blk_parse output: one record per chain of a batch, and the ranges area. */
   private readonly recs: number;
   private readonly ranges: number;
-  private readonly inflight = new Set<InFlight>();
+  private readonly inflight = new ReqList();
   /** Answers that came back while the device was suspended: delivered on resume. */
-  private held: Answer[] = [];
+  private readonly held = new ReqList();
+  /** Request records ready for reuse (linked through `next`), at most REQS_KEPT. */
+  private pool: InFlight | null = null;
+  private pooled = 0;
   private drainWaiters: (() => void)[] = [];
   /** Backend writes (flushes, discards, write-zeroes) started and not settled, across resets ({@link writesIdle}). */
   private outstanding = 0;
@@ -263,11 +328,20 @@ export class VdpaSimBlk extends VdpaSim {
    * Migration destination: closed while writes the source had in flight may still land there
    * (see {@link releaseFence}); their answers wait in its `held`.
    */
-  private fence: { id: number; timer: ReturnType<typeof setTimeout> | null; held: Answer[] } | null = null;
-  /** Migration destination: the requests the source had in flight, re-submitted when the device runs. */
-  private replay: readonly RecordedChain[] | null = null;
+  private fence: { id: number; timer: ReturnType<typeof setTimeout> | null; held: ReqList } | null = null;
+  /**
+   * Migration destination: the requests the source had in flight, re-submitted when the device
+   * runs (`replayAt` of them are; `replaying` while some are not).
+   */
+  private replay: RecordedChains | null = null;
+  private replaying = false;
   private replayAt = 0;
-  private savedRequests = { all: 0, writes: 0 };
+  /** Migration source: what the last save carried (saveRequests), overwritten by the next. */
+  private saved: RecordedChains | null = null;
+  private savedAll = 0;
+  private savedWrites = 0;
+  /** checkRequests' record of the ids it saw (one byte per buffer id). */
+  private idsSeen: Uint8Array | null = null;
   /** Where write data is copied for the backend ({@link outBuffer}). */
   private outSlab: OutSlab | null = null;
   private outSlabAt = 0;
@@ -349,7 +423,7 @@ export class VdpaSimBlk extends VdpaSim {
 
   /** Answers held back while suspended, to be pushed used on resume. */
   get heldCompletions(): number {
-    return this.held.length;
+    return this.held.size;
   }
 
   /** Backend operations that threw, rejected or answered garbage (each answered IOERR). */
@@ -390,13 +464,12 @@ export class VdpaSimBlk extends VdpaSim {
     // Answers that arrive after a reset are dropped (their chains belong to the old rings).
     // Held answers are settled: their read buffers go back now; a request still at the backend
     // keeps its buffer until it settles (finishAsync).
-    this.inflight?.clear();
-    if (this.held) {
-      for (const a of this.held) this.releaseSlab(a.req);
-      this.held = [];
-    }
-    this.replay = null;
+    // (Fields are not set yet when the base constructor resets.)
+    if (this.inflight) for (let r = this.inflight.takeAll(); r !== null; r = r.next) r.at = At.DROPPED;
+    if (this.held) this.dropAll(this.held.takeAll());
+    this.replaying = false;
     if (this.fence?.timer) clearTimeout(this.fence.timer);
+    if (this.fence) this.dropAll(this.fence.held.takeAll());
     this.fence = null;
     this.ringId = {};
     this.ringCfg = { num: 0, desc: 0n, driver: 0n, device: 0n };
@@ -406,7 +479,7 @@ export class VdpaSimBlk extends VdpaSim {
   protected override datapath(budget: number): number {
     const q = this.queue(0);
     if (!q) return 0;
-    if (this.held.length) queueMicrotask(() => this.deliverHeld()); // resumed: answers held while suspended
+    if (this.held.size) queueMicrotask(() => this.deliverHeld()); // resumed: answers held while suspended
     // The flag word depends only on the negotiated features: computed once per negotiation,
     // not per kick (BigInt feature tests allocate).
     const f = this.getDriverFeatures();
@@ -424,7 +497,7 @@ export class VdpaSimBlk extends VdpaSim {
     // A migration's destination first re-submits what the source had in flight: all of it, in
     // batches, whatever the budget (they were popped already; a suspend right after the resume
     // must find them at the backend, not still in a list).
-    while (this.replay !== null && this.backend) {
+    while (this.replaying && this.backend) {
       const n = this.repopBatch(q, this.batch);
       this.startParsed(q, n, capLo, capHi, flags, true);
       done += n;
@@ -467,33 +540,39 @@ export class VdpaSimBlk extends VdpaSim {
     const sector = u32[rec + (BLK_REQ.SECTOR >> 2)]! + u32[rec + (BLK_REQ.SECTOR >> 2) + 1]! * 2 ** 32;
     const bytes = u32[rec + (BLK_REQ.BYTES >> 2)]!;
     const statusAt = u32[rec + (BLK_REQ.STATUS_AT >> 2)]!;
-    const segs = q.chainSegments(i);
-    const statusAddr = byteAt(segs, 2 + 2 * segs[0]!, segs[1]!, statusAt);
-    const req: InFlight = {
-      q, ring: this.ringId, id, ndesc, gen: q.iotlb.generation, statusAddr, segs, type, bytes,
-      fenced: replayed && type !== VIRTIO_BLK_T_IN && this.fence !== null ? 1 : 0, rec: null, recGen: -1, slab: null,
-    };
+    const req = this.takeReq();
+    const segs = q.chainSegments(i, req.segs);
+    req.q = q;
+    req.ring = this.ringId;
+    req.id = id;
+    req.ndesc = ndesc;
+    req.gen = q.iotlb.generation;
+    req.statusAddr = byteAt(segs, 2 + 2 * segs[0]!, segs[1]!, statusAt);
+    req.segs = segs;
+    req.type = type;
+    req.bytes = bytes;
+    req.fenced = replayed && type !== VIRTIO_BLK_T_IN && this.fence !== null ? 1 : 0;
+    req.recOk = false;
+    req.recGen = -1;
     if (req.fenced) this.armFence();
     const b = this.backend!;
-    let op: Promise<unknown>;
-    /** IN through BlkBackend.readInto: the device's buffer the backend fills (its answer is then this). */
-    let readBuf: Uint8Array | null = null;
+    let op: unknown;
     // A backend method that throws answers IOERR like one that rejects (no closure per call).
     try {
       switch (type) {
         case VIRTIO_BLK_T_IN:
           if (b.readInto) {
-            readBuf = this.outBuffer(bytes, req);
-            op = Promise.resolve(b.readInto(sector, readBuf));
-          } else op = Promise.resolve(b.read(sector, bytes));
+            req.readBuf = this.outBuffer(bytes, req);
+            op = b.readInto(sector, req.readBuf);
+          } else op = b.read(sector, bytes);
           break;
         case VIRTIO_BLK_T_OUT:
           // Gathered now, under the map the buffers were translated with; bounded by
           // size_max × seg_max and by the disk (blk_parse refused anything longer).
-          op = Promise.resolve(b.write(sector, gather(this.platform.u8, segs, 2, segs[0]!, 16, this.outBuffer(bytes, req))));
+          op = b.write(sector, gather(this.platform.u8, segs, 2, segs[0]!, 16, this.outBuffer(bytes, req)));
           break;
         case VIRTIO_BLK_T_FLUSH:
-          op = Promise.resolve(b.flush());
+          op = b.flush();
           break;
       default: {
         // DISCARD / WRITE_ZEROES: ranges blk_parse validated and copied to private memory.
@@ -522,25 +601,69 @@ export class VdpaSimBlk extends VdpaSim {
     } catch (e) {
       op = Promise.reject(e);
     }
-    this.inflight.add(req);
-    const writes = type !== VIRTIO_BLK_T_IN;
-    if (writes) this.outstanding++;
-    op.then(
-      (answer) => {
-        if (writes) this.backendSettled(req);
-        if (type !== VIRTIO_BLK_T_IN) return this.finishAsync({ req, status: VIRTIO_BLK_S_OK, data: null });
-        const data = readBuf ?? answer;
-        // Exactly the bytes asked, as bytes: a short read would hand the driver stale memory.
-        if (data instanceof Uint8Array && data.length === bytes) return this.finishAsync({ req, status: VIRTIO_BLK_S_OK, data });
-        this.backendErrors++;
-        this.finishAsync({ req, status: VIRTIO_BLK_S_IOERR, data: null });
-      },
-      () => {
-        if (writes) this.backendSettled(req);
-        this.backendErrors++;
-        this.finishAsync({ req, status: VIRTIO_BLK_S_IOERR, data: null });
-      },
-    );
+    this.inflight.push(req, At.OUT);
+    if (type !== VIRTIO_BLK_T_IN) this.outstanding++;
+    // (Promise.resolve of a native promise is that promise: nothing allocated.)
+    Promise.resolve(op).then(req.onOk, req.onFail);
+  }
+
+  /** A request record: from the pool, or a new one with its settle callbacks. */
+  private takeReq(): InFlight {
+    const r = this.pool;
+    if (r !== null) {
+      this.pool = r.next;
+      this.pooled--;
+      r.next = null;
+      return r;
+    }
+    const req: InFlight = {
+      q: null as unknown as DeviceQueue, ring: this.ringId, id: 0, ndesc: 0, gen: 0, statusAddr: 0, segs: new Uint32Array(8), type: 0, bytes: 0,
+      fenced: 0, recOk: false, recGen: -1, slab: null, readBuf: null, status: 0, data: null, at: At.FREE, prev: null, next: null,
+      onOk: (answer) => this.settled(req, true, answer),
+      onFail: () => this.settled(req, false, undefined),
+    };
+    return req;
+  }
+
+  /** Request `r` is done (settled, and answered or dropped): its slab region goes back, and the record to the pool. */
+  private dropReq(r: InFlight): void {
+    this.releaseSlab(r);
+    r.at = At.FREE;
+    r.readBuf = null;
+    r.data = null;
+    r.prev = null;
+    if (this.pooled >= REQS_KEPT) {
+      r.next = null;
+      return;
+    }
+    r.next = this.pool;
+    this.pool = r;
+    this.pooled++;
+  }
+
+  /** dropReq for `r` and every record after it through `next` (a list taken whole). */
+  private dropAll(r: InFlight | null): void {
+    while (r !== null) {
+      const next = r.next;
+      this.dropReq(r);
+      r = next;
+    }
+  }
+
+  /** The backend settled request `r`'s operation: fulfilled (`ok`) with `answer`, or rejected. Never throws. */
+  private settled(r: InFlight, ok: boolean, answer: unknown): void {
+    if (r.type !== VIRTIO_BLK_T_IN) this.backendSettled(r);
+    let status = VIRTIO_BLK_S_OK;
+    let data: Uint8Array | null = null;
+    if (!ok) status = VIRTIO_BLK_S_IOERR;
+    else if (r.type === VIRTIO_BLK_T_IN) {
+      const d = r.readBuf ?? answer;
+      // Exactly the bytes asked, as bytes: a short read would hand the driver stale memory.
+      if (d instanceof Uint8Array && d.length === r.bytes) data = d;
+      else status = VIRTIO_BLK_S_IOERR;
+    }
+    if (status !== VIRTIO_BLK_S_OK) this.backendErrors++;
+    this.finishAsync(r, status, data);
   }
 
   /**
@@ -619,8 +742,8 @@ export class VdpaSimBlk extends VdpaSim {
 
   /** Requests re-submitted by a migration and waiting for {@link releaseFence}. */
   get fencedRequests(): number {
-    let n = this.fence?.held.length ?? 0;
-    for (const r of this.inflight) if (r.fenced === 1) n++;
+    let n = this.fence?.held.size ?? 0;
+    for (let r = this.inflight.head; r !== null; r = r.next) if (r.fenced === 1) n++;
     return n;
   }
 
@@ -638,11 +761,13 @@ export class VdpaSimBlk extends VdpaSim {
     const f = this.fence!;
     this.fence = null;
     if (f.timer !== null) clearTimeout(f.timer);
-    for (const r of this.inflight) if (r.fenced === 1) r.fenced = to;
-    for (const a of f.held) {
-      a.req.fenced = to;
-      if (to === 2) a.status = VIRTIO_BLK_S_IOERR;
-      this.held.push(a);
+    for (let r = this.inflight.head; r !== null; r = r.next) if (r.fenced === 1) r.fenced = to;
+    for (let r = f.held.takeAll(); r !== null;) {
+      const next = r.next;
+      r.fenced = to;
+      if (to === 2) r.status = VIRTIO_BLK_S_IOERR;
+      this.held.push(r, At.HELD);
+      r = next;
     }
     this.deliverHeld();
     this.workProgress();
@@ -653,17 +778,18 @@ export class VdpaSimBlk extends VdpaSim {
    * (a suspended device writes nothing) and delivered on resume; after a reset it is dropped.
    * Runs in a microtask: never throws.
    */
-  private finishAsync(a: Answer): void {
-    if (!this.inflight.delete(a.req)) {
-      this.releaseSlab(a.req); // dropped (a reset since): the backend is done with its buffer
+  private finishAsync(r: InFlight, status: number, data: Uint8Array | null): void {
+    if (r.at !== At.OUT) {
+      this.dropReq(r); // dropped (a reset since): the backend is done with its buffer
       return;
     }
-    if (a.req.fenced === 2) a.status = VIRTIO_BLK_S_IOERR;
+    this.inflight.remove(r);
+    r.status = r.fenced === 2 ? VIRTIO_BLK_S_IOERR : status;
+    r.data = data;
     // A re-submitted write done here completes once the source's copy has landed.
-    const fenced = a.req.fenced === 1 && this.fence !== null;
-    if (fenced) this.fence!.held.push(a);
+    if (r.fenced === 1 && this.fence !== null) this.fence.held.push(r, At.FENCED);
     else {
-      this.held.push(a);
+      this.held.push(r, At.HELD);
       this.deliverHeld();
     }
     if (this.inflight.size === 0) for (const w of this.drainWaiters.splice(0)) w();
@@ -675,7 +801,7 @@ export class VdpaSimBlk extends VdpaSim {
    * VMM had the device stopped: the suspend waits for exactly these.
    */
   protected override onResume(): void {
-    if (this.held.length) queueMicrotask(() => this.deliverHeld());
+    if (this.held.size) queueMicrotask(() => this.deliverHeld());
   }
 
   /**
@@ -689,16 +815,16 @@ export class VdpaSimBlk extends VdpaSim {
    * a write the driver makes after seeing the first one complete.
    */
   protected override pendingWork(record: boolean): number {
-    const fenced = this.fence?.held.length ?? 0;
-    const unreplayed = this.replay !== null ? this.replay.length - this.replayAt : 0;
-    if (!record) return this.inflight.size + this.held.length + fenced + unreplayed;
+    const fenced = this.fence?.held.size ?? 0;
+    const unreplayed = this.replaying ? this.replay!.count - this.replayAt : 0;
+    if (!record) return this.inflight.size + this.held.size + fenced + unreplayed;
     const q = this.queue(0);
     // Re-submitted writes still waiting for their source cannot move on: another destination
     // would not wait for that source. Nor can requests loaded and not yet re-submitted (a
     // device saved before it ever ran) while the fence is closed: some may be writes.
     let n = fenced + (this.fence !== null ? unreplayed : 0);
-    for (const r of this.inflight) if (!this.recordable(r, q)) n++;
-    for (const a of this.held) if (!this.recordable(a.req, q)) n++;
+    for (let r = this.inflight.head; r !== null; r = r.next) if (!this.recordable(r, q)) n++;
+    for (let r = this.held.head; r !== null; r = r.next) if (!this.recordable(r, q)) n++;
     return n;
   }
 
@@ -706,42 +832,40 @@ export class VdpaSimBlk extends VdpaSim {
    * A request a migration can carry: of the current ring, not a flush (a flush covers the
    * writes completed at *this* backend: it runs here), not waiting for a fence, and nameable
    * by IOVA under the map in force (DeviceQueue.record, once per map generation: the save
-   * uses the same answer).
+   * uses the same answer; nothing is allocated).
    */
   private recordable(r: InFlight, q: DeviceQueue | null): boolean {
     if (r.fenced === 1 || r.type === VIRTIO_BLK_T_FLUSH || q === null || r.ring !== this.ringId || r.q.iotlb !== q.iotlb) return false;
     const gen = q.iotlb.generation;
     if (r.recGen !== gen) {
-      r.rec = q.record(r.id, r.ndesc, r.segs);
+      r.recOk = q.recordable(r.segs);
       r.recGen = gen;
     }
-    return r.rec !== null;
+    return r.recOk;
   }
 
-  protected override saveRequests(): SimRequest[] {
+  protected override saveRequests(): RecordedChains {
+    const out = (this.saved ??= new RecordedChains(16, 48));
+    out.clear();
+    this.savedAll = this.savedWrites = 0;
     const q = this.queue(0);
-    const out: SimRequest[] = [];
     if (!q) return out;
     // Only recordable requests are left (a save checks pendingWork(true) first), in pop order.
-    let writes = 0;
-    const add = (r: InFlight): void => {
-      if (!this.recordable(r, q)) throw new VirtioError(Code.Internal, `${this.name}: request ${r.id} cannot be recorded after the save's check`);
-      const c = r.rec!;
-      out.push({ vq: 0, id: c.id, ndesc: c.ndesc, nread: c.nread, pieces: c.pieces });
-      if (r.type !== VIRTIO_BLK_T_IN) writes++;
-    };
-    for (const r of this.inflight) add(r);
-    for (const a of this.held) add(a.req);
+    for (let r = this.inflight.head; r !== null; r = r.next) this.saveOne(out, r, q);
+    for (let r = this.held.head; r !== null; r = r.next) this.saveOne(out, r, q);
     // Loaded and not re-submitted yet (saved before it ever ran; the fence is open, or the
     // check above refused): already by IOVA, they pass through.
-    if (this.replay !== null) {
-      for (let k = this.replayAt; k < this.replay.length; k++) {
-        const c = this.replay[k]!;
-        out.push({ vq: 0, id: c.id, ndesc: c.ndesc, nread: c.nread, pieces: c.pieces });
-      }
-    }
-    this.savedRequests = { all: out.length, writes };
+    if (this.replaying) out.append(this.replay!, this.replayAt);
+    this.savedAll = out.count;
     return out;
+  }
+
+  /** Records request `r` into `out` (saveRequests). */
+  private saveOne(out: RecordedChains, r: InFlight, q: DeviceQueue): void {
+    if (!this.recordable(r, q) || !q.recordInto(out, 0, r.id, r.ndesc, r.segs)) {
+      throw new VirtioError(Code.Internal, `${this.name}: request ${r.id} cannot be recorded after the save's check`);
+    }
+    if (r.type !== VIRTIO_BLK_T_IN) this.savedWrites++;
   }
 
   /**
@@ -750,35 +874,39 @@ export class VdpaSimBlk extends VdpaSim {
    * from an earlier load are counted in `all` only).
    */
   get lastSavedRequests(): SavedRequests {
-    return this.savedRequests;
+    return { all: this.savedAll, writes: this.savedWrites };
   }
 
-  protected override checkRequests(reqs: readonly SimRequest[], nums: readonly number[]): string | null {
-    if (reqs.length === 0) return null;
+  protected override checkRequests(reqs: RecordedChains, nums: readonly number[]): string | null {
+    const count = reqs.count;
+    if (count === 0) return null;
     if (!this.backend) return 'a RAM disk has no requests in flight';
     const num = nums[0] ?? 0;
-    if (reqs.length > num) return `${reqs.length} requests in flight on a queue of ${num}`;
-    const ids = new Set<number>();
+    if (count > num) return `${count} requests in flight on a queue of ${num}`;
+    // Nothing allocated per request (a switchover checks up to a queue's worth of them).
+    if (this.idsSeen === null || this.idsSeen.length < num) this.idsSeen = new Uint8Array(num);
+    const seen = this.idsSeen;
+    seen.fill(0, 0, num);
     let segs = 0;
-    for (const [k, r] of reqs.entries()) {
-      const at = `request ${k}`;
-      if (typeof r !== 'object' || r === null || r.vq !== 0) return `${at} is not on queue 0`;
-      if (!Number.isInteger(r.id) || r.id < 0 || r.id >= num || ids.has(r.id)) return `${at}: id ${String(r.id)} is not a distinct buffer of a size-${num} queue`;
-      ids.add(r.id);
-      if (!Number.isInteger(r.ndesc) || r.ndesc < 1 || r.ndesc > num) return `${at}: ndesc ${String(r.ndesc)} is outside 1..${num}`;
-      const ps = r.pieces;
-      if (!(ps instanceof Float64Array) || ps.length % 2 !== 0) return `${at}: pieces is not a Float64Array of (IOVA, length) pairs`;
-      const np = ps.length >> 1;
-      if (!Number.isInteger(r.nread) || r.nread < 1 || r.nread >= np) return `${at} needs readable and writable pieces (nread ${String(r.nread)} of ${np})`;
+    for (let k = 0; k < count; k++) {
+      if (reqs.vq(k) !== 0) return `request ${k} is not on queue 0`;
+      const id = reqs.id(k);
+      if (id >= num || seen[id] !== 0) return `request ${k}: id ${id} is not a distinct buffer of a size-${num} queue`;
+      seen[id] = 1;
+      const ndesc = reqs.ndesc(k);
+      if (ndesc < 1 || ndesc > num) return `request ${k}: ndesc ${ndesc} is outside 1..${num}`;
+      const np = reqs.pieces(k);
+      const nread = reqs.nread(k);
+      if (nread < 1 || nread >= np) return `request ${k} needs readable and writable pieces (nread ${nread} of ${np})`;
       let bytes = 0;
-      for (let k = 0; k < np; k++) {
-        const iova = ps[2 * k]!;
-        const len = ps[2 * k + 1]!;
-        if (!Number.isSafeInteger(iova) || iova < 0) return `${at}: a piece's IOVA is not an integer in 0..2^53-1`;
-        if (!Number.isInteger(len) || len < 1 || len > 0xffffffff) return `${at}: a piece's length ${len} is outside 1..2^32-1`;
+      for (let j = 0; j < np; j++) {
+        const iova = reqs.iova(k, j);
+        const len = reqs.len(k, j);
+        if (!Number.isSafeInteger(iova) || iova < 0) return `request ${k}: a piece's IOVA is not an integer in 0..2^53-1`;
+        if (!Number.isInteger(len) || len < 1 || len > 0xffffffff) return `request ${k}: a piece's length ${len} is outside 1..2^32-1`;
         bytes += len;
       }
-      if (bytes > 0xffffffff) return `${at} has more than 2^32-1 bytes`;
+      if (bytes > 0xffffffff) return `request ${k} has more than 2^32-1 bytes`;
       segs += np;
     }
     if (segs > 0xffff) return `the requests in flight have ${segs} pieces (at most 65535)`;
@@ -786,15 +914,13 @@ export class VdpaSimBlk extends VdpaSim {
   }
 
   /** Keeps a copy of the checked list (a caller changing its own afterwards changes nothing here). */
-  protected override loadRequests(reqs: readonly SimRequest[]): void {
+  protected override loadRequests(reqs: RecordedChains): void {
     // Writes among them complete only once released (the fence's timeout starts at the first).
-    this.fence = reqs.length > 0 ? { id: ++fences, timer: null, held: [] } : null;
-    const list: RecordedChain[] = [];
-    for (let i = 0; i < reqs.length; i++) {
-      const r = reqs[i]!;
-      list.push({ id: r.id, ndesc: r.ndesc, nread: r.nread, pieces: r.pieces.slice() });
-    }
-    this.replay = list.length > 0 ? list : null;
+    this.fence = reqs.count > 0 ? { id: ++fences, timer: null, held: new ReqList() } : null;
+    const list = (this.replay ??= new RecordedChains(16, 48));
+    list.clear();
+    list.append(reqs);
+    this.replaying = list.count > 0;
     this.replayAt = 0;
   }
 
@@ -803,37 +929,39 @@ export class VdpaSimBlk extends VdpaSim {
     const list = this.replay!;
     let n = 0;
     let segs = 0;
-    while (n < max && this.replayAt + n < list.length) {
-      const k = list[this.replayAt + n]!.pieces.length >> 1;
+    while (n < max && this.replayAt + n < list.count) {
+      const k = list.pieces(this.replayAt + n);
       if (n > 0 && segs + k > q.maxSegs) break;
       segs += k;
       n++;
     }
     const from = this.replayAt;
     this.replayAt += n;
-    if (this.replayAt >= list.length) this.replay = null;
+    if (this.replayAt >= list.count) this.replaying = false;
     return q.repop(list, from, n);
   }
 
   /** Pushes held answers used, if the device is running. Never throws (called from microtasks). */
   private deliverHeld(): void {
     const q = this.queue(0);
-    if (!q || !this.canComplete || this.held.length === 0) return;
-    // Taken whole (a new empty list for answers that arrive meanwhile), not copied out.
-    const list = this.held;
-    this.held = [];
+    if (!q || !this.canComplete || this.held.size === 0) return;
+    // Taken whole (answers that arrive meanwhile start a new list), not copied out.
+    let r = this.held.takeAll();
     try {
       this.runDatapath(() => {
         let k = 0;
-        for (const a of list) {
+        while (r !== null) {
+          const a = r;
+          r = a.next;
           // A chain of another ring (resized, moved, or reset since): not ours to answer. The
           // same ring disabled and enabled again (same size, addresses and map) gets it.
-          if (a.req.ring !== this.ringId || a.req.q.iotlb !== q.iotlb) {
-            this.releaseSlab(a.req);
+          if (a.ring !== this.ringId || a.q.iotlb !== q.iotlb) {
+            this.dropReq(a);
             continue;
           }
           const written = this.answer(a);
-          this.releaseSlab(a.req); // its data is in the driver's buffers (or never will be)
+          const { id, ndesc } = a;
+          this.dropReq(a); // its data is in the driver's buffers (or never will be)
           if (written < 0) {
             // The status byte is no longer ours to write: the request cannot be answered.
             q.flushUsed();
@@ -841,7 +969,7 @@ export class VdpaSimBlk extends VdpaSim {
             return k;
           }
           if (q.stagedCompletions >= q.batch) q.flushUsed();
-          q.complete(a.req.id, a.req.ndesc, written);
+          q.complete(id, ndesc, written);
           k++;
         }
         q.flushUsed();
@@ -856,6 +984,9 @@ export class VdpaSimBlk extends VdpaSim {
       } catch {
         /* nothing more can be done from a microtask */
       }
+    } finally {
+      // What a broken queue left unanswered is dropped (and its records reused).
+      this.dropAll(r);
     }
   }
 
@@ -863,8 +994,8 @@ export class VdpaSimBlk extends VdpaSim {
    * Writes an answer into driver memory, checked against the map in force now. Returns the
    * written length for the used entry, or -1 if the status byte is no longer writable.
    */
-  private answer(a: Answer): number {
-    const { req } = a;
+  private answer(req: InFlight): number {
+    const a = req;
     const tlb = req.q.iotlb;
     const stale = tlb.generation !== req.gen;
     if (stale && !tlb.allows(req.statusAddr, 1, PERM_W)) return -1;
@@ -899,6 +1030,8 @@ export class VdpaSimBlk extends VdpaSim {
 const OUT_SLAB = 256 * 1024;
 /** Settled slabs a device keeps for reuse (1 MiB); more are left to the GC. */
 const OUT_SLABS_KEPT = 4;
+/** Request records a device keeps for reuse (InFlight); more are left to the GC. */
+const REQS_KEPT = 1024;
 
 /** Fence ids, counted in this realm (releaseFence names one). */
 let fences = 0;

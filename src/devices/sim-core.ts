@@ -5,7 +5,8 @@
 // and `process(budget)`, which runs the class's datapath on ready queues in bounded batches.
 
 import { VirtioError, Code, PEER_CODES } from '../errors.ts';
-import { DeviceQueue, type RecordedChain } from '../ring/device-queue.ts';
+import { DeviceQueue } from '../ring/device-queue.ts';
+import { RecordedChains } from '../ring/recorded-chains.ts';
 import { checkQueueSize } from '../ring/queue-base.ts';
 import { Q } from '../ring/layout.ts';
 import { checkVqState, type VqState } from '../ring/vq-state.ts';
@@ -484,20 +485,20 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * its queue (blk: requests still out at the backend, re-submitted by the destination). Called
    * on a suspended device whose pendingWork(true) is 0. @default none
    */
-  protected saveRequests(): SimRequest[] {
-    return [];
+  protected saveRequests(): RecordedChains {
+    return NO_REQUESTS;
   }
 
   /**
    * Migration, destination: why recorded requests `reqs` cannot be taken by this device with
    * queue sizes `nums` (null: they can). Must not change anything. @default only none
    */
-  protected checkRequests(reqs: readonly SimRequest[], _nums: readonly number[]): string | null {
-    return reqs.length === 0 ? null : `${this.name} takes no requests in flight`;
+  protected checkRequests(reqs: RecordedChains, _nums: readonly number[]): string | null {
+    return reqs.count === 0 ? null : `${this.name} takes no requests in flight`;
   }
 
   /** Migration, destination: takes checked recorded requests, re-submitted when the device runs. */
-  protected loadRequests(_reqs: readonly SimRequest[]): void {}
+  protected loadRequests(_reqs: RecordedChains): void {}
 
   /**
    * The vdpa suspend op for a VMM that migrates (VHOST_VDPA_SUSPEND as QEMU uses it): stops
@@ -735,7 +736,8 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
         num: vq.num, desc: vq.desc, driver: vq.driver, device: vq.device, ready: vq.ready,
         state: vq.num === 0 || early ? null : this.getVqState(i),
       })),
-      requests: early ? [] : this.saveRequests(),
+      // A copy: the caller keeps this state, and the device's list is overwritten by its next save.
+      requests: early ? new RecordedChains(0, 0) : this.saveRequests().copy(),
     };
   }
 
@@ -853,8 +855,9 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
       if (v.ready) checkQueueSize(v.num, packed);
       if (v.state) checkVqState(v.state, packed ? 'packed' : 'split', v.num);
     });
-    const reqs = s.requests ?? [];
-    if (reqs.length > 0 && s.vqs.some((v) => v.state === null && v.num !== 0)) fail(Code.InvalidArgument, 'requests in flight without ring positions');
+    const reqs = s.requests ?? NO_REQUESTS;
+    if (!(reqs instanceof RecordedChains)) fail(Code.InvalidArgument, 'the requests in flight are not a RecordedChains');
+    if (reqs.count > 0 && s.vqs.some((v) => v.state === null && v.num !== 0)) fail(Code.InvalidArgument, 'requests in flight without ring positions');
     const reqWhy = this.checkRequests(reqs, s.vqs.map((v) => v.num));
     if (reqWhy !== null) fail(Code.InvalidArgument, reqWhy);
   }
@@ -885,7 +888,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
         if (v.state) vq.saved = checkVqState(v.state, hasFeature(s.driverFeatures, VIRTIO_F_RING_PACKED) ? 'packed' : 'split', v.num);
       });
       loadClass();
-      this.loadRequests(s.requests ?? []);
+      this.loadRequests(s.requests ?? NO_REQUESTS);
       s.vqs.forEach((v, i) => { if (v.ready) this.setVqReady(i, true); });
       this.suspended = true;
       this.status = s.status;
@@ -905,7 +908,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * id of the early state this device holds. Everything is validated first; on error nothing
    * changes. Afterwards the device is suspended exactly as after a full load.
    */
-  loadPositions(base: number, status: number, generation: number, vqs: readonly (VqState | null)[], requests: readonly SimRequest[] = []): void {
+  loadPositions(base: number, status: number, generation: number, vqs: readonly (VqState | null)[], requests: RecordedChains = NO_REQUESTS): void {
     this.live();
     const fail = (code: typeof Code.InvalidArgument | typeof Code.FailedPrecondition, why: string): never => { throw new VirtioError(code, `${this.name}: cannot load the switchover state: ${why}`); };
     if (this.earlyBase === null) fail(Code.FailedPrecondition, 'no early state was loaded (load the full state instead)');
@@ -927,7 +930,7 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
         checked.push(checkVqState(st, layout, num));
       }
     }
-    if (!Array.isArray(requests)) fail(Code.InvalidArgument, 'the requests in flight are not an array');
+    if (!(requests instanceof RecordedChains)) fail(Code.InvalidArgument, 'the requests in flight are not a RecordedChains');
     const why = this.checkRequests(requests, this.vqs.map((v) => v.num));
     if (why !== null) fail(Code.InvalidArgument, why);
     for (let i = 0; i < checked.length; i++) {
@@ -1262,7 +1265,7 @@ export interface SimCoreState {
     state: VqState | null;
   }[];
   /** Requests in flight the destination re-submits (blk; none in an early state). @default none */
-  requests?: SimRequest[];
+  requests?: RecordedChains;
 }
 
 /** What {@link VdpaSim.savePositions} returns. */
@@ -1273,15 +1276,15 @@ export interface SimPositions {
   generation: number;
   /** Every queue's ring position (null for a queue never sized). */
   vqs: (VqState | null)[];
-  /** Requests in flight the destination re-submits (blk). */
-  requests: SimRequest[];
+  /**
+   * Requests in flight the destination re-submits (blk): the device's own list, which its next
+   * save overwrites (copy() it to keep it).
+   */
+  requests: RecordedChains;
 }
 
-/** A request in flight carried by a migration state: its queue and its chain, by IOVA. */
-export interface SimRequest extends RecordedChain {
-  /** Queue index. */
-  vq: number;
-}
+/** The empty list of requests in flight (never appended to). */
+const NO_REQUESTS = new RecordedChains(0, 0);
 
 /** Options of {@link VdpaSim.suspendDrained}. */
 export interface SuspendOptions {

@@ -23,7 +23,8 @@
 // and the state carries none. Version 1 states (no requests) still load.
 
 import { VirtioError, Code } from '../errors.ts';
-import type { VdpaSim, SimCoreState, SimPositions, ControlStateMark, SimRequest } from '../devices/sim-core.ts';
+import type { VdpaSim, SimCoreState, SimPositions, ControlStateMark } from '../devices/sim-core.ts';
+import { RecordedChains } from '../ring/recorded-chains.ts';
 import { VdpaSimNet } from '../devices/net.ts';
 import { VdpaSimBlk } from '../devices/blk.ts';
 import type { NetCtrlSnapshot } from '../devices/net-ctrl.ts';
@@ -193,27 +194,33 @@ function fromCore(dev: MigratableDevice, c: SimCoreState): DeviceState {
   };
   if (dev instanceof VdpaSimNet) s.net = dev.saveNetState();
   else {
-    const requests = (c.requests ?? []).map(toEntry);
+    const requests = c.requests ? toEntries(c.requests) : [];
     s.blk = { capacity: dev.capacity, readOnly: dev.readOnly, inFlight: requests.length, requests };
   }
   return s;
 }
 
-function toEntry(r: SimRequest): RequestEntry {
-  const e: RequestEntry = { vq: r.vq, id: r.id, ndesc: r.ndesc, readable: [], writable: [] };
-  for (let k = 0; k < r.pieces.length >> 1; k++) (k < r.nread ? e.readable : e.writable).push({ iova: '0x' + r.pieces[2 * k]!.toString(16), len: r.pieces[2 * k + 1]! });
-  return e;
+/** Recorded chains as the JSON view's entries. */
+function toEntries(list: RecordedChains): RequestEntry[] {
+  const out: RequestEntry[] = [];
+  for (let c = 0; c < list.count; c++) {
+    const e: RequestEntry = { vq: list.vq(c), id: list.id(c), ndesc: list.ndesc(c), readable: [], writable: [] };
+    for (let k = 0; k < list.pieces(c); k++) (k < list.nread(c) ? e.readable : e.writable).push({ iova: '0x' + list.iova(c, k).toString(16), len: list.len(c, k) });
+    out.push(e);
+  }
+  return out;
 }
 
-/** A checked entry (checkRequestEntries) as the device takes it. */
-function fromEntry(r: RequestEntry): SimRequest {
-  const pieces = new Float64Array(2 * (r.readable.length + r.writable.length));
-  let k = 0;
-  for (const p of r.readable.concat(r.writable)) {
-    pieces[k++] = parseInt(p.iova.slice(2), 16);
-    pieces[k++] = p.len;
+/** Checked entries (checkRequestEntries) as the device takes them. */
+function fromEntries(entries: readonly RequestEntry[]): RecordedChains {
+  const out = new RecordedChains(entries.length, 3 * entries.length);
+  for (const r of entries) {
+    out.begin(r.vq, r.id, r.ndesc, r.readable.length);
+    for (const p of r.readable) out.piece(parseInt(p.iova.slice(2), 16), p.len);
+    for (const p of r.writable) out.piece(parseInt(p.iova.slice(2), 16), p.len);
+    out.end();
   }
-  return { vq: r.vq, id: r.id, ndesc: r.ndesc, nread: r.readable.length, pieces };
+  return out;
 }
 
 /**
@@ -261,7 +268,7 @@ export function loadEarlyState(dev: MigratableDevice, state: DeviceState | Uint8
 export function saveStateDelta(dev: MigratableDevice, early: EarlyState): DeviceStateDelta | null {
   const c = positionsOver(dev, early);
   if (!c) return null;
-  return { format: DEVICE_STATE_DELTA_FORMAT, version: 2, class: early.state.class, base: early.id, status: c.status, generation: c.generation, vqs: c.vqs, requests: c.requests.map(toEntry) };
+  return { format: DEVICE_STATE_DELTA_FORMAT, version: 2, class: early.state.class, base: early.id, status: c.status, generation: c.generation, vqs: c.vqs, requests: toEntries(c.requests) };
 }
 
 /**
@@ -295,10 +302,11 @@ function positionsOver(dev: MigratableDevice, early: EarlyState): SimPositions |
 export function loadState(dev: MigratableDevice, state: DeviceState | DeviceStateDelta | Uint8Array): void {
   if (state instanceof Uint8Array ? isDeltaEncoding(state) : (state as { format?: unknown } | null)?.format === DEVICE_STATE_DELTA_FORMAT) {
     let d: DeltaCore;
-    if (state instanceof Uint8Array) d = decodeDeltaCore(state);
+    // The requests go to a list reused from load to load: the device copies them (loadRequests).
+    if (state instanceof Uint8Array) d = decodeDeltaCore(state, deltaRequests);
     else {
       const j = checkStateDelta(state);
-      d = { version: j.version, cls: j.class, base: j.base, status: j.status, generation: j.generation, vqs: j.vqs, requests: (j.requests ?? []).map(fromEntry) };
+      d = { version: j.version, cls: j.class, base: j.base, status: j.status, generation: j.generation, vqs: j.vqs, requests: fromEntries(j.requests ?? []) };
     }
     const cls = dev instanceof VdpaSimNet ? 'net' : 'blk';
     if (d.cls !== cls) throw new VirtioError(Code.FailedPrecondition, `device state: a ${d.cls} delta cannot be loaded into ${dev.name}, a ${cls} device`);
@@ -412,32 +420,40 @@ function checkRequestEntries(v: unknown, name: string): void {
 }
 
 /** Writes requests: u16 n | per request u16 vq, u16 id, u16 ndesc, u16 nread, u16 nwrite, (u64 iova, u32 len) × pieces. */
-function writeRequests(w: Writer, reqs: readonly SimRequest[]): void {
-  w.u16(reqs.length);
-  for (const r of reqs) {
-    const np = r.pieces.length >> 1;
-    w.u16(r.vq); w.u16(r.id); w.u16(r.ndesc); w.u16(r.nread); w.u16(np - r.nread);
-    for (let k = 0; k < np; k++) { w.u64n(r.pieces[2 * k]!); w.u32(r.pieces[2 * k + 1]!); }
+function writeRequests(w: Writer, reqs: RecordedChains): void {
+  w.u16(reqs.count);
+  for (let c = 0; c < reqs.count; c++) {
+    const np = reqs.pieces(c);
+    w.u16(reqs.vq(c)); w.u16(reqs.id(c)); w.u16(reqs.ndesc(c)); w.u16(reqs.nread(c)); w.u16(np - reqs.nread(c));
+    for (let k = 0; k < np; k++) { w.u64n(reqs.iova(c, k)); w.u32(reqs.len(c, k)); }
   }
 }
 
-/** Reads what writeRequests wrote: IOVAs must be below 2^53, lengths at least 1. */
-function readRequests(r: Reader): SimRequest[] {
-  const out: SimRequest[] = [];
+/** Bytes writeRequests writes. */
+function requestBytes(reqs: RecordedChains): number {
+  return 2 + 10 * reqs.count + 12 * reqs.pieceCount;
+}
+
+/**
+ * Reads what writeRequests wrote into `out` (cleared first; nothing allocated once it is big
+ * enough): IOVAs must be below 2^53, lengths at least 1. Returns `out`.
+ */
+function readRequests(r: Reader, out: RecordedChains): RecordedChains {
+  out.clear();
   for (let n = r.u16(); n > 0; n--) {
     const vq = r.u16();
     const id = r.u16();
     const ndesc = r.u16();
     const nr = r.u16();
     const nw = r.u16();
-    const pieces = new Float64Array(2 * (nr + nw));
+    out.begin(vq, id, ndesc, nr);
     for (let j = 0; j < nr + nw; j++) {
-      pieces[2 * j] = r.u64n();
+      const iova = r.u64n();
       const len = r.u32();
       if (len === 0) bad('a request piece of 0 bytes');
-      pieces[2 * j + 1] = len;
+      out.piece(iova, len);
     }
-    out.push({ vq, id, ndesc, nread: nr, pieces });
+    out.end();
   }
   return out;
 }
@@ -461,7 +477,7 @@ function toCore(s: DeviceState): SimCoreState {
     status: s.status, generation: s.generation, config: fromHex(s.config), groupAsid: [...s.groupAsid],
     maps: s.maps.map((l) => l.map((m) => ({ iova: BigInt(m.iova), size: m.size, addr: m.addr, perm: m.perm }))),
     vqs: s.vqs.map((v) => ({ num: v.num, desc: BigInt(v.desc), driver: BigInt(v.driver), device: BigInt(v.device), ready: v.ready, state: v.state })),
-    requests: (s.blk?.requests ?? []).map(fromEntry),
+    requests: fromEntries(s.blk?.requests ?? []),
   };
 }
 
@@ -592,7 +608,7 @@ export function encodeState(state: DeviceState): Uint8Array {
     w.u64(BigInt(b.capacity));
     w.u8(b.readOnly ? 1 : 0);
     w.u32(b.inFlight);
-    if (s.version === 2) writeRequests(w, (b.requests ?? []).map(fromEntry));
+    if (s.version === 2) writeRequests(w, fromEntries(b.requests ?? []));
   }
   w.u32(crc32(w.view()));
   return w.done();
@@ -652,7 +668,7 @@ export function decodeState(bytes: Uint8Array): DeviceState {
       if (inFlight !== 0) bad('blk requests in flight must be 0 in a version 1 state');
       s.blk = { capacity: Number(cap), readOnly, inFlight: 0 };
     } else {
-      const requests = readRequests(r).map(toEntry);
+      const requests = toEntries(readRequests(r, new RecordedChains()));
       if (requests.length !== inFlight) bad(`blk inFlight ${inFlight} is not the ${requests.length} requests that follow`);
       s.blk = { capacity: Number(cap), readOnly, inFlight, requests };
     }
@@ -721,6 +737,9 @@ export function checkStateDelta(v: unknown): DeviceStateDelta {
   return v as DeviceStateDelta;
 }
 
+/** Where loadState decodes a binary delta's requests (read only until the device copied them). */
+const deltaRequests = new RecordedChains(16, 48);
+
 /** A delta as the encoding holds it (requests as numbers): what the switchover moves without a JSON view. */
 interface DeltaCore {
   version: 1 | 2;
@@ -729,13 +748,13 @@ interface DeltaCore {
   status: number;
   generation: number;
   vqs: readonly (VqState | null)[];
-  requests: readonly SimRequest[];
+  requests: RecordedChains;
 }
 
 /** The binary encoding of a delta (validated first): a few dozen bytes, one allocation (plus 10 + 12 per piece for each request in flight). */
 export function encodeStateDelta(delta: DeviceStateDelta): Uint8Array {
   const d = checkStateDelta(delta);
-  return encodeDeltaCore({ version: d.version, cls: d.class, base: d.base, status: d.status, generation: d.generation, vqs: d.vqs, requests: (d.requests ?? []).map(fromEntry) });
+  return encodeDeltaCore({ version: d.version, cls: d.class, base: d.base, status: d.status, generation: d.generation, vqs: d.vqs, requests: fromEntries(d.requests ?? []) });
 }
 
 function encodeDeltaCore(d: DeltaCore): Uint8Array {
@@ -743,8 +762,7 @@ function encodeDeltaCore(d: DeltaCore): Uint8Array {
   let n = 8 + 2 + 2 + 4 + 1 + 4 + 2 + 4;
   for (const v of d.vqs) n += v === null ? 1 : v.layout === 'split' ? 7 : 9;
   if (d.version === 2) {
-    n += 2;
-    for (const r of d.requests) n += 10 + 6 * r.pieces.length;
+    n += requestBytes(d.requests);
   }
   const w = new Writer(n);
   w.bytes(DELTA_MAGIC);
@@ -770,13 +788,14 @@ function writeVqState(w: Writer, st: VqState | null): void {
 
 /** Decodes a binary delta: magic, version, CRC and every length checked; returns the JSON view. */
 export function decodeStateDelta(bytes: Uint8Array): DeviceStateDelta {
-  const c = decodeDeltaCore(bytes);
+  const c = decodeDeltaCore(bytes, new RecordedChains());
   const d: DeviceStateDelta = { format: DEVICE_STATE_DELTA_FORMAT, version: c.version, class: c.cls, base: c.base, status: c.status, generation: c.generation, vqs: [...c.vqs] };
-  if (c.version === 2) d.requests = c.requests.map(toEntry);
+  if (c.version === 2) d.requests = toEntries(c.requests);
   return d;
 }
 
-function decodeDeltaCore(bytes: Uint8Array): DeltaCore {
+/** Decodes a binary delta; its requests go into `requests` (cleared first). */
+function decodeDeltaCore(bytes: Uint8Array, requests: RecordedChains): DeltaCore {
   if (!(bytes instanceof Uint8Array) || bytes.length < 12 || !isDeltaEncoding(bytes)) bad('not a binary device state delta');
   const r = new Reader(bytes);
   r.bytes(8);
@@ -792,8 +811,9 @@ function decodeDeltaCore(bytes: Uint8Array): DeltaCore {
   const generation = r.u32();
   const vqs: (VqState | null)[] = [];
   for (let q = r.u16(); q > 0; q--) vqs.push(readVqState(r));
-  const requests = version === 2 ? readRequests(r) : [];
-  if (cls === 1 && requests.length > 0) bad('a net delta carries no requests in flight');
+  if (version === 2) readRequests(r, requests);
+  else requests.clear();
+  if (cls === 1 && requests.count > 0) bad('a net delta carries no requests in flight');
   if (r.n !== bytes.length - 4) bad(`${bytes.length - 4 - r.n} trailing bytes`);
   return { version: version as 1 | 2, cls: cls === 1 ? 'net' : 'blk', base, status, generation, vqs, requests };
 }

@@ -9,6 +9,7 @@ import { QueueBase, ringFeatures } from './queue-base.ts';
 import { PERM_R, PERM_W, PERM_RW, type Iotlb } from '../platform/iotlb.ts';
 import type { Platform } from '../platform/platform.ts';
 import { type VqState, checkVqState } from './vq-state.ts';
+import type { RecordedChains } from './recorded-chains.ts';
 
 /** Options of {@link DeviceQueue}. */
 export interface DeviceQueueOptions {
@@ -52,26 +53,6 @@ export interface Chain {
   readBytes: number;
   /** Total writable bytes. */
   writeBytes: number;
-}
-
-/**
- * A popped chain named by IOVA instead of memory offsets ({@link DeviceQueue.record}): portable
- * to another device over the same map, which takes it back with {@link DeviceQueue.repop} —
- * how a request in flight moves to a migration's destination.
- */
-export interface RecordedChain {
-  /** Head index (split) or buffer id (packed). */
-  id: number;
-  /** Ring descriptors the chain occupies. */
-  ndesc: number;
-  /** How many of the pieces are device-readable (they come first; the rest are writable). */
-  nread: number;
-  /**
-   * The pieces, as (IOVA, length) pairs in order: IOVAs are safe integers (a chain above 2^53
-   * is not recorded), lengths 1..2^32-1. Pieces are the chain's buffers split where the map's
-   * entries split them.
-   */
-  pieces: Float64Array;
 }
 
 /**
@@ -274,11 +255,12 @@ export class DeviceQueue extends QueueBase {
   }
 
   /**
-   * Chain i's segments in one small array (allocates that only): [nRead, nWrite, then
-   * (memory offset, length) per segment, readable first]. What a device keeps of a chain it
-   * finishes later, instead of {@link chain}'s objects.
+   * Chain i's segments in one small array: [nRead, nWrite, then (memory offset, length) per
+   * segment, readable first]. What a device keeps of a chain it finishes later, instead of
+   * {@link chain}'s objects. Written into `into` when it is long enough (nothing allocated),
+   * else into a new array; returns the array written.
    */
-  chainSegments(i: number): Uint32Array {
+  chainSegments(i: number, into?: Uint32Array): Uint32Array {
     this.live();
     this.checkIndex(i);
     const u = this.u32;
@@ -286,37 +268,56 @@ export class DeviceQueue extends QueueBase {
     const start = u[b + 2]!;
     const nr = this.u16[((this.chains + 32 * i + 12) >> 1)]!;
     const nw = this.u16[((this.chains + 32 * i + 14) >> 1)]!;
-    const out = new Uint32Array(2 + 2 * (nr + nw));
+    const len = 2 + 2 * (nr + nw);
+    const out = into !== undefined && into.length >= len ? into : new Uint32Array(len);
     out[0] = nr;
     out[1] = nw;
+    // A word loop, not set(subarray()): a view per call would be an allocation per request.
     const from = (this.segs >> 2) + 2 * start;
-    out.set(u.subarray(from, from + 2 * (nr + nw)), 2);
+    for (let k = 0; k < 2 * (nr + nw); k++) out[2 + k] = u[from + k]!;
     return out;
   }
 
   /**
-   * A chain kept as {@link chainSegments} named by IOVA under the map in force now, or null if
-   * some segment is no longer mapped with its direction's permission, or its IOVA is 2^53 or
-   * more (that request cannot be recorded: finish it instead). For migration, not the datapath.
+   * True if a chain kept as {@link chainSegments} can be named by IOVA under the map in force
+   * now: every segment still mapped with its direction's permission, below 2^53 (what
+   * {@link recordInto} needs). Allocates nothing. For migration, not the datapath.
    */
-  record(id: number, ndesc: number, segs: Uint32Array): RecordedChain | null {
+  recordable(segs: Uint32Array): boolean {
     this.live();
     const nr = segs[0]!;
     const n = nr + segs[1]!;
-    const pieces = new Float64Array(2 * n);
     for (let k = 0; k < n; k++) {
-      const addr = segs[2 + 2 * k]!;
-      const len = segs[3 + 2 * k]!;
-      const iova = this.iotlb.reverse(addr, len, k < nr ? PERM_R : PERM_W);
-      if (iova < 0) return null;
-      pieces[2 * k] = iova;
-      pieces[2 * k + 1] = len;
+      if (this.iotlb.reverse(segs[2 + 2 * k]!, segs[3 + 2 * k]!, k < nr ? PERM_R : PERM_W) < 0) return false;
     }
-    return { id, ndesc, nread: nr, pieces };
+    return true;
   }
 
   /**
-   * Takes chains recorded elsewhere ({@link record}) as if they had just been popped: chains
+   * Appends a chain kept as {@link chainSegments} to `out`, named by IOVA under the map in force
+   * now, as chain `id` of queue `vq` occupying `ndesc` descriptors. Returns false, with `out`
+   * unchanged, if it cannot be named ({@link recordable}): that request must be finished instead.
+   */
+  recordInto(out: RecordedChains, vq: number, id: number, ndesc: number, segs: Uint32Array): boolean {
+    this.live();
+    const nr = segs[0]!;
+    const n = nr + segs[1]!;
+    out.begin(vq, id, ndesc, nr);
+    for (let k = 0; k < n; k++) {
+      const len = segs[3 + 2 * k]!;
+      const iova = this.iotlb.reverse(segs[2 + 2 * k]!, len, k < nr ? PERM_R : PERM_W);
+      if (iova < 0) {
+        out.abort();
+        return false;
+      }
+      out.piece(iova, len);
+    }
+    out.end();
+    return true;
+  }
+
+  /**
+   * Takes chains recorded elsewhere ({@link recordInto}) as if they had just been popped: chains
    * `list[from .. from + n)` (n ≤ batch) are translated under this queue's map, written as
    * chain and segment records, and read with chain(i) and the index accessors (and by wasm
    * datapaths) exactly as pop()'s. The ring indices do not move: these chains were popped
@@ -325,28 +326,28 @@ export class DeviceQueue extends QueueBase {
    * (AddressUnmapped), thrown, with nothing else touched. The caller checks the list's shape
    * (ids, counts; see VdpaSimBlk's checkRequests).
    */
-  repop(list: readonly RecordedChain[], from: number, n: number): number {
+  repop(list: RecordedChains, from: number, n: number): number {
     this.live();
-    if (!Number.isInteger(from) || !Number.isInteger(n) || from < 0 || n < 0 || n > this.batch || from + n > list.length) {
-      throw new VirtioError(Code.InvalidArgument, `cannot re-pop chains ${from}..${from + n} of ${list.length} (batch ${this.batch})`);
+    if (!Number.isInteger(from) || !Number.isInteger(n) || from < 0 || n < 0 || n > this.batch || from + n > list.count) {
+      throw new VirtioError(Code.InvalidArgument, `cannot re-pop chains ${from}..${from + n} of ${list.count} (batch ${this.batch})`);
     }
     const u32 = this.u32;
     const u16 = this.u16;
     let seg = 0;
     for (let i = 0; i < n; i++) {
-      const c = list[from + i]!;
-      const ps = c.pieces;
-      const np = ps.length >> 1;
+      const c = from + i;
+      const np = list.pieces(c);
+      const nread = list.nread(c);
       const b = (this.chains >> 2) + 8 * i;
-      u32[b] = c.id;
-      u32[b + 1] = c.ndesc;
+      u32[b] = list.id(c);
+      u32[b + 1] = list.ndesc(c);
       u32[b + 2] = seg;
       let rb = 0;
       let wb = 0;
       for (let k = 0; k < np; k++) {
-        const iova = ps[2 * k]!;
-        const len = ps[2 * k + 1]!;
-        const readable = k < c.nread;
+        const iova = list.iova(c, k);
+        const len = list.len(c, k);
+        const readable = k < nread;
         const addr = seg < this.maxSegs && len >= 1 ? this.iotlb.translate(iova, len, readable ? PERM_R : PERM_W) : -1;
         if (addr < 0) {
           this.nPopped = this.nPushed = 0;
@@ -358,8 +359,8 @@ export class DeviceQueue extends QueueBase {
         else wb += len;
         seg++;
       }
-      u16[(this.chains + 32 * i + 12) >> 1] = c.nread;
-      u16[(this.chains + 32 * i + 14) >> 1] = np - c.nread;
+      u16[(this.chains + 32 * i + 12) >> 1] = nread;
+      u16[(this.chains + 32 * i + 14) >> 1] = np - nread;
       u32[b + 4] = rb;
       u32[b + 5] = wb;
       u32[b + 6] = 0;
