@@ -294,6 +294,11 @@ class ReqList {
 interface OutSlab {
   readonly buf: Uint8Array;
   live: number;
+  /**
+   * Regions handed out before, by offset (at most SLAB_VIEWS_KEPT): a slab is cut the same way
+   * again and again, and a view reused is one allocation fewer per request.
+   */
+  readonly views: Map<number, Uint8Array>;
 }
 
 /** A simulated virtio-blk device. */
@@ -317,6 +322,8 @@ export class VdpaSimBlk extends VdpaSim {
   private readonly inflight = new ReqList();
   /** Answers that came back while the device was suspended: delivered on resume. */
   private readonly held = new ReqList();
+  /** Answers the running delivery pass has still to push (deliverHeld). */
+  private delivering: InFlight | null = null;
   /** Request records ready for reuse (linked through `next`), at most REQS_KEPT. */
   private pool: InFlight | null = null;
   private pooled = 0;
@@ -574,29 +581,8 @@ export class VdpaSimBlk extends VdpaSim {
         case VIRTIO_BLK_T_FLUSH:
           op = b.flush();
           break;
-      default: {
-        // DISCARD / WRITE_ZEROES: ranges blk_parse validated and copied to private memory.
-        const wz = type === VIRTIO_BLK_T_WRITE_ZEROES;
-        const v = this.platform.view;
-        const r0 = this.ranges + u32[rec + (BLK_REQ.RANGE0 >> 2)]! * BLK_REQ.RANGE_REC;
-        const n = u32[rec + (BLK_REQ.NRANGES >> 2)]!;
-        const ops: Promise<unknown>[] = [];
-        // Every range settles before the request does (a migration waits for the backend to go idle).
-        for (let k = 0; k < n; k++) {
-          const o = r0 + k * BLK_REQ.RANGE_REC;
-          const s = Number(v.getBigUint64(o, true));
-          const cnt = v.getUint32(o + 8, true);
-          const unmap = (v.getUint32(o + 12, true) & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0;
-          ops.push(call(() => {
-            if (!wz && b.discard) return b.discard(s, cnt);
-            if (b.writeZeroes) return b.writeZeroes(s, cnt, unmap);
-            return writeZeroChunks(b, s, cnt);
-          }));
-        }
-        op = Promise.allSettled(ops).then((rs) => {
-          for (const r of rs) if (r.status === 'rejected') throw r.reason;
-        });
-      }
+        default:
+          op = this.startRanges(rec, type === VIRTIO_BLK_T_WRITE_ZEROES);
       }
     } catch (e) {
       op = Promise.reject(e);
@@ -607,15 +593,50 @@ export class VdpaSimBlk extends VdpaSim {
     Promise.resolve(op).then(req.onOk, req.onFail);
   }
 
-  /** A request record: from the pool, or a new one with its settle callbacks. */
+  /**
+   * DISCARD / WRITE_ZEROES of blk_parse record `rec`: the ranges it validated and copied to
+   * private memory, each to the backend; settles once every range has (a migration waits for
+   * the backend to go idle). (Its own method: startAsync keeps no closure, so no context is
+   * allocated per request.)
+   */
+  private startRanges(rec: number, wz: boolean): Promise<void> {
+    const b = this.backend!;
+    const u32 = this.platform.u32;
+    const v = this.platform.view;
+    const r0 = this.ranges + u32[rec + (BLK_REQ.RANGE0 >> 2)]! * BLK_REQ.RANGE_REC;
+    const n = u32[rec + (BLK_REQ.NRANGES >> 2)]!;
+    const ops: Promise<unknown>[] = [];
+    for (let k = 0; k < n; k++) {
+      const o = r0 + k * BLK_REQ.RANGE_REC;
+      const s = Number(v.getBigUint64(o, true));
+      const cnt = v.getUint32(o + 8, true);
+      const unmap = (v.getUint32(o + 12, true) & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0;
+      ops.push(call(() => {
+        if (!wz && b.discard) return b.discard(s, cnt);
+        if (b.writeZeroes) return b.writeZeroes(s, cnt, unmap);
+        return writeZeroChunks(b, s, cnt);
+      }));
+    }
+    return Promise.allSettled(ops).then((rs) => {
+      for (const r of rs) if (r.status === 'rejected') throw r.reason;
+    });
+  }
+
+  /** A request record: from the pool, or a new one. */
   private takeReq(): InFlight {
     const r = this.pool;
-    if (r !== null) {
-      this.pool = r.next;
-      this.pooled--;
-      r.next = null;
-      return r;
-    }
+    if (r === null) return this.newReq();
+    this.pool = r.next;
+    this.pooled--;
+    r.next = null;
+    return r;
+  }
+
+  /**
+   * A new request record with its settle callbacks. (Its own method: closures in takeReq would
+   * make V8 allocate takeReq's context on every call, the pool's hits included.)
+   */
+  private newReq(): InFlight {
     const req: InFlight = {
       q: null as unknown as DeviceQueue, ring: this.ringId, id: 0, ndesc: 0, gen: 0, statusAddr: 0, segs: new Uint32Array(8), type: 0, bytes: 0,
       fenced: 0, recOk: false, recGen: -1, slab: null, readBuf: null, status: 0, data: null, at: At.FREE, prev: null, next: null,
@@ -678,11 +699,16 @@ export class VdpaSimBlk extends VdpaSim {
     if (slab !== null && slab.live === 0) this.outSlabAt = 0; // every region settled: start over
     if (slab === null || this.outSlabAt + len > OUT_SLAB) {
       // The full slab goes back to the pool with its last region (releaseSlab).
-      slab = this.freeSlabs.pop() ?? { buf: new Uint8Array(OUT_SLAB), live: 0 };
+      slab = this.freeSlabs.pop() ?? { buf: new Uint8Array(OUT_SLAB), live: 0, views: new Map() };
       this.outSlab = slab;
       this.outSlabAt = 0;
     }
-    const r = slab.buf.subarray(this.outSlabAt, this.outSlabAt + len);
+    const at = this.outSlabAt;
+    let r = slab.views.get(at);
+    if (r === undefined || r.length !== len) {
+      r = slab.buf.subarray(at, at + len);
+      if (slab.views.size < SLAB_VIEWS_KEPT || slab.views.has(at)) slab.views.set(at, r);
+    }
     // Regions start 8-byte aligned (a backend may view them as wider words).
     this.outSlabAt += (len + 7) & ~7;
     slab.live++;
@@ -945,36 +971,12 @@ export class VdpaSimBlk extends VdpaSim {
   private deliverHeld(): void {
     const q = this.queue(0);
     if (!q || !this.canComplete || this.held.size === 0) return;
-    // Taken whole (answers that arrive meanwhile start a new list), not copied out.
-    let r = this.held.takeAll();
+    // Taken whole (answers that arrive meanwhile start a new list), not copied out. The pass
+    // walks `delivering` (a nested delivery, from something the pass called, keeps its own).
+    const outer = this.delivering;
+    this.delivering = this.held.takeAll();
     try {
-      this.runDatapath(() => {
-        let k = 0;
-        while (r !== null) {
-          const a = r;
-          r = a.next;
-          // A chain of another ring (resized, moved, or reset since): not ours to answer. The
-          // same ring disabled and enabled again (same size, addresses and map) gets it.
-          if (a.ring !== this.ringId || a.q.iotlb !== q.iotlb) {
-            this.dropReq(a);
-            continue;
-          }
-          const written = this.answer(a);
-          const { id, ndesc } = a;
-          this.dropReq(a); // its data is in the driver's buffers (or never will be)
-          if (written < 0) {
-            // The status byte is no longer ours to write: the request cannot be answered.
-            q.flushUsed();
-            q.markUnmapped();
-            return k;
-          }
-          if (q.stagedCompletions >= q.batch) q.flushUsed();
-          q.complete(id, ndesc, written);
-          k++;
-        }
-        q.flushUsed();
-        return k;
-      });
+      this.runDatapath(this.deliverPassFn);
       this.workProgress(); // a suspend waiting for these answers
     } catch {
       // Anything unexpected while pushing used: the queue can no longer be trusted.
@@ -986,8 +988,43 @@ export class VdpaSimBlk extends VdpaSim {
       }
     } finally {
       // What a broken queue left unanswered is dropped (and its records reused).
-      this.dropAll(r);
+      this.dropAll(this.delivering);
+      this.delivering = outer;
     }
+  }
+
+  /** The pass of {@link deliverHeld}, made once (a closure per delivery would be an allocation per answer). */
+  private readonly deliverPassFn = (): number => this.deliverPass();
+
+  /** Pushes the answers of `delivering` used; returns how many. */
+  private deliverPass(): number {
+    const q = this.queue(0)!;
+    let k = 0;
+    while (this.delivering !== null) {
+      const a = this.delivering;
+      this.delivering = a.next;
+      // A chain of another ring (resized, moved, or reset since): not ours to answer. The
+      // same ring disabled and enabled again (same size, addresses and map) gets it.
+      if (a.ring !== this.ringId || a.q.iotlb !== q.iotlb) {
+        this.dropReq(a);
+        continue;
+      }
+      const written = this.answer(a);
+      const id = a.id;
+      const ndesc = a.ndesc;
+      this.dropReq(a); // its data is in the driver's buffers (or never will be)
+      if (written < 0) {
+        // The status byte is no longer ours to write: the request cannot be answered.
+        q.flushUsed();
+        q.markUnmapped();
+        return k;
+      }
+      if (q.stagedCompletions >= q.batch) q.flushUsed();
+      q.complete(id, ndesc, written);
+      k++;
+    }
+    q.flushUsed();
+    return k;
   }
 
   /**
@@ -1013,7 +1050,8 @@ export class VdpaSimBlk extends VdpaSim {
         let left = req.bytes;
         for (let k = w0; k < wEnd && left > 0; k += 2) {
           const n = Math.min(segs[k + 1]!, left);
-          u8.set(a.data.subarray(written, written + n), segs[k]!);
+          // (The whole answer into one segment, the usual case, needs no view of it.)
+          u8.set(written === 0 && n === a.data.length ? a.data : a.data.subarray(written, written + n), segs[k]!);
           ex.dirty_mark(segs[k]!, n); // written outside the pass that popped it (assembly/dirty.ts)
           written += n;
           left -= n;
@@ -1030,6 +1068,8 @@ export class VdpaSimBlk extends VdpaSim {
 const OUT_SLAB = 256 * 1024;
 /** Settled slabs a device keeps for reuse (1 MiB); more are left to the GC. */
 const OUT_SLABS_KEPT = 4;
+/** Views of its regions a slab keeps for reuse (OutSlab.views): 64 regions of 4 KiB fill a slab. */
+const SLAB_VIEWS_KEPT = 256;
 /** Request records a device keeps for reuse (InFlight); more are left to the GC. */
 const REQS_KEPT = 1024;
 

@@ -252,13 +252,21 @@ export class Iotlb {
    * O(log n)): what this answers is what a descriptor with the same address gets.
    */
   translate(iova: bigint | number, len: number, perm: number): number {
-    const first = toIova(iova, 'IOVA');
+    // The IOVA crosses as two u32 halves and len as a number: no BigInt at the boundary, and
+    // none made for a number (a migration's destination translates every recorded piece).
+    let lo: number;
+    let hi: number;
+    if (typeof iova === 'number' && Number.isSafeInteger(iova) && iova >= 0) {
+      lo = iova % 0x1_0000_0000;
+      hi = Math.floor(iova / 0x1_0000_0000);
+    } else {
+      const first = toIova(iova, 'IOVA');
+      lo = Number(first & 0xffff_ffffn);
+      hi = Number(first >> 32n);
+    }
     if (!Number.isSafeInteger(len) || len < 0) throw new VirtioError(Code.InvalidArgument, `length ${len} must be a non-negative integer`);
     if (!Number.isInteger(perm) || perm < 0 || perm > PERM_RW) throw new VirtioError(Code.InvalidArgument, `perm ${perm} must be a bit set of PERM_R and PERM_W`);
     this.checkLive();
-    // The IOVA crosses as two u32 halves and len as a number: no BigInt at the boundary.
-    const lo = typeof iova === 'number' ? iova % 0x1_0000_0000 : Number(first & 0xffff_ffffn);
-    const hi = typeof iova === 'number' ? Math.floor(iova / 0x1_0000_0000) : Number(first >> 32n);
     return this.platform.exports.tlb_translate(this.offset, lo, hi, len, perm);
   }
 

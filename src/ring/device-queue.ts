@@ -11,6 +11,9 @@ import type { Platform } from '../platform/platform.ts';
 import { type VqState, checkVqState } from './vq-state.ts';
 import type { RecordedChains } from './recorded-chains.ts';
 
+/** setState's copy of a queue's counters across its reset (8 words). */
+const statsScratch = new Uint32Array(8);
+
 /** Options of {@link DeviceQueue}. */
 export interface DeviceQueueOptions {
   /** Queue size: 1..32768, a power of two for split. */
@@ -94,6 +97,9 @@ export class DeviceQueue extends QueueBase {
   private popGen = 0;
   private readonly areas: { desc: bigint; driver: bigint; device: bigint };
   private readonly unsubscribe: () => void;
+  /** The ring areas' memory offsets (desc, driver, device) found under map generation `ringsGen` (-1: none). */
+  private readonly ringOffs = [0, 0, 0];
+  private ringsGen = -1;
 
   constructor(platform: Platform, opts: DeviceQueueOptions) {
     // The wasm data plane reads the table at iotlb.offset in *this* platform's memory: a map
@@ -558,10 +564,15 @@ export class DeviceQueue extends QueueBase {
     this.live();
     const v = checkVqState(s, this.layout, this.size);
     // The counters are not ring position: they survive a restore (as vdpa_sim's stats do).
-    const stats = this.platform.u8.slice(this.qsb + Q.STAT_CHAINS, this.qsb + Q.STAT_CHAINS + 32);
+    // (Kept word by word in a scratch array: a restore runs inside a migration's downtime,
+    // once per queue, and allocates nothing.)
+    const w0 = (this.qsb + Q.STAT_CHAINS) >> 2;
+    let u32 = this.u32;
+    for (let k = 0; k < 8; k++) statsScratch[k] = u32[w0 + k]!;
     const status = this.platform.i32[(this.qsb + Q.STATUS) >> 2]!;
     this.ex.dev_reset(this.qsb);
-    this.platform.u8.set(stats, this.qsb + Q.STAT_CHAINS);
+    u32 = this.u32;
+    for (let k = 0; k < 8; k++) u32[w0 + k] = statsScratch[k]!;
     this.nPopped = this.nPushed = this.nPending = 0;
     this.mapRings(false);
     // Sticky: a restore does not repair a queue the peer broke (mapRings may have just broken it too).
@@ -594,6 +605,15 @@ export class DeviceQueue extends QueueBase {
 
   /** Translates the three ring areas through the map (Iotlb.translate: the wasm walk the data plane uses) and checks their alignment. */
   private mapRings(initial: boolean): void {
+    // The map has not changed since the areas were found: set them again (a reset or a
+    // restore clears the state block), with nothing translated or allocated.
+    if (!initial && this.ringsGen === this.iotlb.generation) {
+      this.setWord(Q.DESC, this.ringOffs[0]!);
+      this.setWord(Q.DRIVER, this.ringOffs[1]!);
+      this.setWord(Q.DEVICE, this.ringOffs[2]!);
+      return;
+    }
+    this.ringsGen = -1;
     const packed = this.layout === 'packed';
     const sz = ringAreaSizes(this.size, packed);
     const al = ringAreaAligns(packed);
@@ -617,6 +637,8 @@ export class DeviceQueue extends QueueBase {
     this.setWord(Q.DESC, offs[0]!);
     this.setWord(Q.DRIVER, offs[1]!);
     this.setWord(Q.DEVICE, offs[2]!);
+    for (let k = 0; k < 3; k++) this.ringOffs[k] = offs[k]!;
+    this.ringsGen = this.iotlb.generation;
   }
 
   /**
