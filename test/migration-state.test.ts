@@ -154,3 +154,26 @@ test('the destination makes the same receive-filter decisions as the source on a
   assert.deepEqual(b, a);
   assert.ok(a.some((x) => x) && a.some((x) => !x), 'the corpus has accepted and filtered frames');
 });
+
+test('the requests list a save returns is the device\'s own: appending to one device\'s leaves every other device\'s saves and loads as they were', async () => {
+  const p = Platform.create({ ramSize: 16 << 20 });
+  const a = netDev(p);
+  netDriver(p, a, 'split');
+  const b = netDev(p, 1, [2, 0, 0, 0, 0, 2]);
+  netDriver(p, b, 'split');
+  await new Promise((r) => setImmediate(r));
+  a.suspend();
+  b.suspend();
+  const mine = a.savePositions().requests;
+  assert.notEqual(mine, b.savePositions().requests);
+  mine.begin(0, 0, 1, 1);
+  mine.piece(0x1000, 1);
+  mine.end();
+  assert.equal(b.savePositions().requests.count, 0);
+  assert.equal(a.savePositions().requests.count, 0, 'the next save starts the list over');
+  // A fresh device still takes b's state (a request in a net state would be refused).
+  const c = netDev(Platform.create({ ramSize: 16 << 20 }), 1, [2, 0, 0, 0, 0, 3]);
+  c.checkCoreState(b.saveCoreState());
+  const st = saveState(b);
+  assert.equal(st.blk, undefined);
+});

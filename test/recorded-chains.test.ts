@@ -61,6 +61,40 @@ test('RecordedChains: misuse is refused with a typed error', () => {
   assert.deepEqual(l.get(0), { vq: 0, id: 1, ndesc: 2, nread: 1, pieces: new Float64Array([16, 16]) });
 });
 
+test('RecordedChains: a value the binary state cannot carry is refused, not wrapped or rounded, and the list stays as it was', () => {
+  const l = new RecordedChains();
+  l.begin(1, 2, 3, 1);
+  l.piece(4096, 16);
+  l.piece(8192, 1);
+  l.end();
+  const before = l.toArray();
+  // vq, id, ndesc, nread: u16 each (a Uint32Array would have kept 2^32 as 0 and 1.5 as 1).
+  for (const [vq, id, ndesc, nread] of [[2 ** 32, 0, 1, 0], [0, 1.5, 1, 0], [0, 0, 2.9, 0], [-1, 0, 1, 0], [0, -(2 ** 32 - 1), 1, 0], [0, 0, 1, 0x10000], [NaN, 0, 1, 0]]) {
+    assert.throws(() => l.begin(vq!, id!, ndesc!, nread!), isCode(Code.InvalidArgument), `begin(${vq}, ${id}, ${ndesc}, ${nread})`);
+  }
+  l.begin(0, 0, 1, 0);
+  for (const [iova, len] of [[-1, 1], [0.5, 1], [2 ** 53, 1], [NaN, 1], [0, 0], [0, 2 ** 32], [0, 1.5], [0, -1]]) {
+    assert.throws(() => l.piece(iova!, len!), isCode(Code.InvalidArgument), `piece(${iova}, ${len})`);
+  }
+  assert.equal(l.pieceCount, 2, 'the open chain is not counted yet');
+  l.abort();
+  // More device-readable pieces than pieces: refused at end(), and the chain is dropped.
+  l.begin(0, 0, 1, 3);
+  l.piece(0, 1);
+  assert.throws(() => l.end(), isCode(Code.InvalidArgument));
+  assert.deepEqual(l.toArray(), before);
+  assert.equal(l.pieceCount, 2);
+  // from(): the same checks, and pieces must come in pairs.
+  assert.throws(() => RecordedChains.from([{ vq: 2 ** 32, id: 0, ndesc: 1, nread: 0, pieces: new Float64Array([0, 1]) }]), isCode(Code.InvalidArgument));
+  assert.throws(() => RecordedChains.from([{ vq: 0, id: 0, ndesc: 1, nread: 0, pieces: new Float64Array([0, 1, 2]) }]), isCode(Code.InvalidArgument));
+  // append(): a range outside the source list.
+  const m = new RecordedChains();
+  for (const [from, n] of [[0, 2], [-1, 1], [1, 1], [0.5, 0]]) assert.throws(() => m.append(l, from, n), isCode(Code.InvalidArgument), `append(${from}, ${n})`);
+  assert.equal(m.count, 0);
+  m.append(l, 0, 1);
+  assert.deepEqual(m.toArray(), before);
+});
+
 test('DeviceQueue: a chain recorded by IOVA under a non-identity map re-pops on another queue exactly as it was popped; an unmapped one is not recorded', () => {
   for (const packed of [false, true]) {
     const p = makePlatform('release', { ramSize: 2 << 20 });

@@ -1002,19 +1002,26 @@ export class VdpaSimBlk extends VdpaSim {
     let k = 0;
     while (this.delivering !== null) {
       const a = this.delivering;
-      this.delivering = a.next;
       // A chain of another ring (resized, moved, or reset since): not ours to answer. The
       // same ring disabled and enabled again (same size, addresses and map) gets it.
       if (a.ring !== this.ringId || a.q.iotlb !== q.iotlb) {
+        this.delivering = a.next;
         this.dropReq(a);
         continue;
       }
+      // (Taken off the list only after: an answer that throws leaves it there, for
+      // deliverHeld's finally to drop with the rest, its slab region released.)
       const written = this.answer(a);
+      this.delivering = a.next;
       const id = a.id;
       const ndesc = a.ndesc;
       this.dropReq(a); // its data is in the driver's buffers (or never will be)
       if (written < 0) {
-        // The status byte is no longer ours to write: the request cannot be answered.
+        // The status byte is no longer ours to write: the request cannot be answered, nor
+        // can the rest. They are dropped now, before the end of the pass runs callbacks: a
+        // suspend waiting for answers would otherwise find them counted nowhere.
+        this.dropAll(this.delivering);
+        this.delivering = null;
         q.flushUsed();
         q.markUnmapped();
         return k;

@@ -486,8 +486,15 @@ export abstract class VdpaSim extends EventTarget implements VdpaConfigOps {
    * on a suspended device whose pendingWork(true) is 0. @default none
    */
   protected saveRequests(): RecordedChains {
-    return NO_REQUESTS;
+    // A list of this device's own: what a save returns is the caller's to read (and could be
+    // appended to), so the shared empty list below never leaves the module.
+    const none = (this.noRequests ??= new RecordedChains(0, 0));
+    none.clear();
+    return none;
   }
+
+  /** The empty list saveRequests returns (made at the first save). */
+  private noRequests: RecordedChains | undefined;
 
   /**
    * Migration, destination: why recorded requests `reqs` cannot be taken by this device with

@@ -28,9 +28,11 @@ const M = 6;
 
 /**
  * A list of recorded chains. Appending never shrinks the arrays, so a list that is cleared and
- * filled again with as many pieces allocates nothing. Values are stored as given: the device
- * that takes a list checks it (VdpaSimBlk's checkRequests), and repop re-checks every piece
- * against its map.
+ * filled again with as many pieces allocates nothing. What is appended is checked for its
+ * shape (every field what the binary state can carry: vq, id, ndesc and nread u16, an IOVA a
+ * safe integer, a length 1..2^32-1, nread at most the pieces); whether the chains fit a device
+ * is for the device that takes the list (VdpaSimBlk's checkRequests), and repop re-checks
+ * every piece against its map.
  */
 export class RecordedChains {
   private meta: Uint32Array;
@@ -48,7 +50,12 @@ export class RecordedChains {
   /** A list holding `list`'s chains (allocates). */
   static from(list: readonly RecordedChain[]): RecordedChains {
     let pieces = 0;
-    for (const c of list) pieces += c.pieces.length >> 1;
+    for (const c of list) {
+      if (!(c.pieces instanceof Float64Array) || c.pieces.length % 2 !== 0) {
+        throw new VirtioError(Code.InvalidArgument, 'a recorded chain\'s pieces must be a Float64Array of (IOVA, length) pairs');
+      }
+      pieces += c.pieces.length >> 1;
+    }
     const out = new RecordedChains(list.length, pieces);
     for (const c of list) {
       out.begin(c.vq, c.id, c.ndesc, c.nread);
@@ -65,7 +72,8 @@ export class RecordedChains {
 
   /** Pieces of all chains. */
   get pieceCount(): number {
-    return this.np;
+    // (A chain still being appended is not part of the list yet, nor are its pieces.)
+    return this.open >= 0 ? this.meta[M * this.open + 5]! : this.np;
   }
 
   /** Empties the list (keeps its arrays). */
@@ -78,6 +86,9 @@ export class RecordedChains {
   /** Starts appending a chain; add its pieces with {@link piece}, then {@link end} (or {@link abort}). */
   begin(vq: number, id: number, ndesc: number, nread: number): void {
     if (this.open >= 0) throw new VirtioError(Code.FailedPrecondition, 'a recorded chain is still being appended');
+    if (!isU16(vq) || !isU16(id) || !isU16(ndesc) || !isU16(nread)) {
+      throw new VirtioError(Code.InvalidArgument, `recorded chain vq ${vq}, id ${id}, ndesc ${ndesc}, nread ${nread}: each must be an integer 0..65535`);
+    }
     if (M * (this.n + 1) > this.meta.length) {
       const m = new Uint32Array(2 * this.meta.length);
       m.set(this.meta);
@@ -97,6 +108,10 @@ export class RecordedChains {
   /** Appends a piece (IOVA, length) to the chain {@link begin} started. */
   piece(iova: number, len: number): void {
     if (this.open < 0) throw new VirtioError(Code.FailedPrecondition, 'no recorded chain is being appended');
+    if (!Number.isSafeInteger(iova) || iova < 0 || !Number.isInteger(len) || len < 1 || len > 0xffff_ffff) {
+      throw new VirtioError(Code.InvalidArgument, `recorded piece (${iova}, ${len}): the IOVA must be a safe integer ≥ 0 and the length 1..2^32-1`);
+    }
+    if (this.meta[M * this.open + 4]! >= 0xffff) throw new VirtioError(Code.InvalidArgument, 'a recorded chain has at most 65535 pieces');
     if (2 * (this.np + 1) > this.pcs.length) {
       const p = new Float64Array(2 * this.pcs.length);
       p.set(this.pcs);
@@ -111,6 +126,12 @@ export class RecordedChains {
   /** Ends the chain {@link begin} started: it is now part of the list. */
   end(): void {
     if (this.open < 0) throw new VirtioError(Code.FailedPrecondition, 'no recorded chain is being appended');
+    const b = M * this.open;
+    if (this.meta[b + 3]! > this.meta[b + 4]!) {
+      const e = new VirtioError(Code.InvalidArgument, `recorded chain with nread ${this.meta[b + 3]} but ${this.meta[b + 4]} pieces`);
+      this.abort();
+      throw e;
+    }
     this.open = -1;
     this.n++;
   }
@@ -159,6 +180,9 @@ export class RecordedChains {
 
   /** Appends chains [from, from + n) of `src`. */
   append(src: RecordedChains, from = 0, n = src.count - from): void {
+    if (!Number.isInteger(from) || !Number.isInteger(n) || from < 0 || n < 0 || from + n > src.count) {
+      throw new VirtioError(Code.InvalidArgument, `chains [${from}, ${from + n}) are outside the list's 0..${src.count}`);
+    }
     for (let k = from; k < from + n; k++) {
       this.begin(src.vq(k), src.id(k), src.ndesc(k), src.nread(k));
       for (let j = 0; j < src.pieces(k); j++) this.piece(src.iova(k, j), src.len(k, j));
@@ -186,4 +210,8 @@ export class RecordedChains {
     for (let k = 0; k < this.n; k++) out.push(this.get(k));
     return out;
   }
+}
+
+function isU16(x: number): boolean {
+  return Number.isInteger(x) && x >= 0 && x <= 0xffff;
 }
