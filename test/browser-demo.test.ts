@@ -296,9 +296,12 @@ describe('browserCrossThreadRunner (src/browser/lab-runner.ts)', () => {
       assert.deepEqual(r.results.map((x) => `${x.mode} ${x.layout}`).sort(), ['poll packed', 'poll split', 'wait packed', 'wait split']);
       for (const x of r.results) {
         assert.ok(x.mdps > 0);
-        // Polling never notifies; waiting sides do, at most once per descriptor each way.
+        // Polling never notifies; waiting sides do, at most once per descriptor each way. The
+        // device sleeps whenever it is idle, so the driver kicks; the driver waits only with its
+        // ring full (batch > 1), and a device that keeps up answers before it sleeps: a run may
+        // need no call at all (seen: packed, batch 16, 0 calls).
         if (x.mode === 'poll') assert.deepEqual([x.kicks, x.calls], [0, 0]);
-        else assert.ok(x.kicks > 0 && x.kicks <= 1 && x.calls > 0 && x.calls <= 1, JSON.stringify(x));
+        else assert.ok(x.kicks > 0 && x.kicks <= 1 && x.calls >= 0 && x.calls <= 1, JSON.stringify(x));
       }
     } finally {
       await br.close();
