@@ -7,6 +7,7 @@ import {
   Platform, VdpaBus, VdpaSimNetMgmt, createVirtioVdpa, Code, VdpaSimNet, formatMac,
 } from '../src/index.ts';
 import { tick } from './helpers/net.ts';
+import { macAt, putMac } from '../src/virtio/mac.ts';
 
 const OWN = [0x02, 0, 0, 0, 0, 1];
 
@@ -170,3 +171,17 @@ for (const path of ['loopback (tx chains)', 'port (frames from the wire)'] as co
     }
   });
 }
+
+test('macAt / putMac: every byte value round-trips through "xx:xx:xx:xx:xx:xx", either case read, lower case written', () => {
+  const b = new Uint8Array(6 * 256 + 6);
+  for (let k = 0; k < 256; k++) for (let i = 0; i < 6; i++) b[6 * k + i] = (k + 43 * i) & 0xff;
+  for (let k = 0; k < 256; k++) {
+    const s = macAt(b, 6 * k);
+    assert.equal(s, formatMac(b.subarray(6 * k, 6 * k + 6)));
+    assert.match(s, /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+    assert.equal(s, Array.from(b.subarray(6 * k, 6 * k + 6), (x) => x.toString(16).padStart(2, '0')).join(':'));
+    const out = new Uint8Array(8);
+    putMac(s.toUpperCase(), out, 1);
+    assert.deepEqual(out, Uint8Array.of(0, ...b.subarray(6 * k, 6 * k + 6), 0));
+  }
+});

@@ -66,6 +66,46 @@ test('allocator: aligned first fit, exhaustion, release and coalescing', () => {
   assert.equal(a.alloc(1000, 8), 1000);
 });
 
+test('allocator: 20000 random allocations and releases never overlap, stay aligned and inside the arena, and coalesce back whole', () => {
+  const base = 4096;
+  const size = 64 * 1024;
+  const a = new Allocator(base, size);
+  const live = new Map<number, number>();
+  let seed = 12345;
+  const rnd = (n: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % n;
+  };
+  for (let step = 0; step < 20000; step++) {
+    if (live.size > 0 && rnd(3) === 0) {
+      const keys = [...live.keys()];
+      const off = keys[rnd(keys.length)]!;
+      a.release(off);
+      live.delete(off);
+    } else {
+      const len = 1 + rnd(rnd(4) === 0 ? 4096 : 200);
+      const align = 1 << rnd(8);
+      let off: number;
+      try {
+        off = a.alloc(len, align);
+      } catch (e) {
+        assert.ok(isCode(Code.ResourceExhausted)(e));
+        continue;
+      }
+      assert.equal(off % align, 0);
+      assert.ok(off >= base && off + len <= base + size, `allocation [${off}, +${len}) outside the arena`);
+      for (const [o, l] of live) assert.ok(off + len <= o || o + l <= off, `[${off}, +${len}) overlaps [${o}, +${l})`);
+      live.set(off, len);
+    }
+    let used = 0;
+    for (const l of live.values()) used += l;
+    assert.ok(a.available <= size - used, 'free space never counts a live byte');
+  }
+  for (const off of live.keys()) a.release(off);
+  assert.equal(a.available, size);
+  assert.equal(a.alloc(size, 1), base, 'one range again');
+});
+
 test('iotlb: setMap validates everything first, dmaMap refuses overlaps, dmaUnmap removes overlapping maps', () => {
   const p = Platform.create({ ramSize: 1 << 20 });
   const t = new Iotlb(p, 4);

@@ -14,6 +14,7 @@ export {
 export type { RxMode } from '../virtio/net-ctrl.ts';
 import type { RxMode } from '../virtio/net-ctrl.ts';
 import { VirtioError, Code } from '../errors.ts';
+import { macAt, putMac } from '../virtio/mac.ts';
 
 /** Most entries per MAC table we keep (QEMU's MAC_TABLE_ENTRIES is 64). */
 export const MAC_TABLE_MAX = 64;
@@ -140,9 +141,9 @@ export class NetCtrlState {
     u8.set(mac, this.offset + F_MAC);
     dv.setUint16(F_PAIRS, s.pairs, true);
     dv.setUint32(F_NUNI, s.uni.length, true);
-    s.uni.forEach((m, i) => u8.set(macBytes(m), this.offset + F_UNI + 6 * i));
+    s.uni.forEach((m, i) => putMac(m, u8, this.offset + F_UNI + 6 * i));
     dv.setUint32(F_NMULTI, s.multi.length, true);
-    s.multi.forEach((m, i) => u8.set(macBytes(m), this.offset + F_MULTI + 6 * i));
+    s.multi.forEach((m, i) => putMac(m, u8, this.offset + F_MULTI + 6 * i));
     for (const v of s.vlans) u8[this.offset + F_VLANS + (v >> 3)]! |= 1 << (v & 7);
     dv.setUint32(F_CAPS, caps, true);
   }
@@ -207,7 +208,9 @@ export class NetCtrlState {
   private table(countAt: number, at: number): string[] {
     const n = Math.min(this.dv.getUint32(countAt, true), MAC_TABLE_MAX);
     const u8 = this.mem();
-    return Array.from({ length: n }, (_, i) => macKey(u8, this.offset + at + 6 * i));
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) out.push(macAt(u8, this.offset + at + 6 * i));
+    return out;
   }
 }
 
@@ -245,12 +248,3 @@ export function checkNetCtrlSnapshot(v: unknown, maxPairs: number): NetCtrlSnaps
   return { rx: r, uni, multi, vlans: [...(vlans as number[])], pairs: o.pairs as number };
 }
 
-function macBytes(m: string): Uint8Array {
-  return Uint8Array.from(m.split(':').map((h) => parseInt(h, 16)));
-}
-
-function macKey(b: Uint8Array, o: number): string {
-  let s = '';
-  for (let i = 0; i < 6; i++) s += (i ? ':' : '') + b[o + i]!.toString(16).padStart(2, '0');
-  return s;
-}

@@ -25,6 +25,7 @@
 import { VirtioError, Code } from '../errors.ts';
 import type { VdpaSim, SimCoreState, SimPositions, ControlStateMark } from '../devices/sim-core.ts';
 import { RecordedChains } from '../ring/recorded-chains.ts';
+import { macAt, putMac } from '../virtio/mac.ts';
 import { VdpaSimNet } from '../devices/net.ts';
 import { VdpaSimBlk } from '../devices/blk.ts';
 import type { NetCtrlSnapshot } from '../devices/net-ctrl.ts';
@@ -536,6 +537,8 @@ class Writer {
   /** A u64 from a safe-integer number. */
   u64n(v: number): void { this.u32(v % 0x1_0000_0000); this.u32(Math.floor(v / 0x1_0000_0000)); }
   bytes(b: ArrayLike<number>): void { this.room(b.length); this.buf.set(b, this.n); this.n += b.length; }
+  /** A MAC string checkState accepted, as its six bytes. */
+  mac(m: string): void { this.room(6); putMac(m, this.buf, this.n); this.n += 6; }
   /** The bytes written so far (a view, valid until the next write). */
   view(): Uint8Array { return this.buf.subarray(0, this.n); }
   /** The bytes written: the buffer itself when it was sized exactly, else a copy. */
@@ -561,6 +564,8 @@ class Reader {
     return hi * 0x1_0000_0000 + lo;
   }
   bytes(k: number): Uint8Array { this.need(k); const v = this.b.slice(this.n, this.n + k); this.n += k; return v; }
+  /** Six bytes as a MAC string. */
+  mac(): string { this.need(6); const v = macAt(this.b, this.n); this.n += 6; return v; }
 }
 
 /** The stable binary encoding of a state (validated first). */
@@ -598,7 +603,7 @@ export function encodeState(state: DeviceState): Uint8Array {
     w.u8(fl);
     for (const t of [n.uni, n.multi]) {
       w.u8(t.length);
-      for (const m of t) w.bytes(m.split(':').map((h) => parseInt(h, 16)));
+      for (const m of t) w.mac(m);
     }
     w.u16(n.vlans.length);
     for (const v of n.vlans) w.u16(v);
@@ -651,7 +656,7 @@ export function decodeState(bytes: Uint8Array): DeviceState {
     RX_KEYS.forEach((k, i) => { rx[k] = (fl & (1 << i)) !== 0; });
     const table = (): string[] => {
       const out: string[] = [];
-      for (let k = r.u8(); k > 0; k--) out.push(Array.from(r.bytes(6), (x) => x.toString(16).padStart(2, '0')).join(':'));
+      for (let k = r.u8(); k > 0; k--) out.push(r.mac());
       return out;
     };
     const uni = table();

@@ -84,10 +84,17 @@ export class Allocator {
       const pad = start - r.offset;
       if (pad + size > r.size) continue;
       const tail = r.size - pad - size;
-      const repl: Range[] = [];
-      if (pad > 0) repl.push({ offset: r.offset, size: pad });
-      if (tail > 0) repl.push({ offset: start + size, size: tail });
-      this.free.splice(i, 1, ...repl);
+      // The free range shrinks in place (a new one only when the allocation splits it): a
+      // migration's load allocates every queue's state block inside the downtime.
+      if (pad > 0) {
+        r.size = pad;
+        if (tail > 0) this.free.splice(i + 1, 0, { offset: start + size, size: tail });
+      } else if (tail > 0) {
+        r.offset = start + size;
+        r.size = tail;
+      } else {
+        this.free.splice(i, 1);
+      }
       this.live.set(start, size);
       return start;
     }

@@ -21,6 +21,29 @@ export function parseMac(mac: string | Uint8Array): Uint8Array {
 
 /** "aa:bb:cc:dd:ee:ff". */
 export function formatMac(b: Uint8Array): string {
-  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+  return macAt(b, 0);
+}
+
+/** Two lower-case hex digits for every byte value. */
+const HEX2 = Array.from({ length: 256 }, (_, x) => x.toString(16).padStart(2, '0'));
+
+/**
+ * The six bytes at `b[o]` as "aa:bb:cc:dd:ee:ff" (no array made: a full control state turns a
+ * hundred or more of them into strings and back inside a migration).
+ */
+export function macAt(b: Uint8Array, o: number): string {
+  return `${HEX2[b[o]!]}:${HEX2[b[o + 1]!]}:${HEX2[b[o + 2]!]}:${HEX2[b[o + 3]!]}:${HEX2[b[o + 4]!]}:${HEX2[b[o + 5]!]}`;
+}
+
+/**
+ * Writes a MAC string already checked to be "xx:xx:xx:xx:xx:xx" (hex digits, either case) as
+ * six bytes at `out[at]`, without splitting it.
+ */
+export function putMac(m: string, out: Uint8Array, at: number): void {
+  for (let i = 0; i < 6; i++) out[at + i] = (hexDigit(m.charCodeAt(3 * i)) << 4) | hexDigit(m.charCodeAt(3 * i + 1));
+}
+
+function hexDigit(c: number): number {
+  return c <= 0x39 ? c - 0x30 : (c | 0x20) - 0x57; // '0'..'9', 'a'..'f' / 'A'..'F'
 }
 
