@@ -13,8 +13,8 @@
 // main thread stalls about as long as the compile takes (0.5–4.5 ms here, with --trace-opt:
 // every window over 0.5 ms in migrations 51–550 held a compile of a function the window
 // runs). So the table also gives the warm-up's own p99 ("tier-up p99", migrations 2…WARMUP),
-// and the very first switchover on its own ("cold"). Destinations are made before their switchover, as a VMM makes them during pre-copy,
-// and two devices take turns (the old source, reset, is the next destination), so the loop
+// and the very first switchover on its own ("cold"). Destinations are made before their
+// switchover, as a VMM makes them during pre-copy, and two devices take turns (the old source, reset, is the next destination), so the loop
 // does not pile up garbage from hundreds of destroyed devices that a single migration never has.
 // Run: node --import tsx bench/migration.bench.ts   (MIG_N=… migrations, BENCH_TIME=… ms per task)
 import { Bench } from 'tinybench';

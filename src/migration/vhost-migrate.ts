@@ -19,6 +19,7 @@ import type { VhostVdpaFile } from '../drivers/vhost-vdpa.ts';
 import { DriverQueue } from '../ring/driver-queue.ts';
 import { Doorbell, type DoorbellHandle } from '../worker/doorbell.ts';
 import * as U from '../vhost/uapi.ts';
+import { formatMac } from '../virtio/mac.ts';
 import {
   VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK,
   VIRTIO_F_RING_PACKED, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_MQ,
@@ -88,7 +89,6 @@ export interface VhostMigrationState {
   net?: NetShadowState;
 }
 
-const macStr = (b: Uint8Array): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 const macBytes = (s: string): number[] => s.split(':').map((h) => parseInt(h, 16));
 
 /** struct virtio_net_ctrl_mac × 2: u32 entries + MACs, unicast then multicast (VIRTIO 1.3 §5.1.6.5.2). */
@@ -144,7 +144,7 @@ export class VhostNetCvq {
     // The device's reset state (QEMU's virtio_net_reset: promiscuous, empty tables, 1 pair).
     const mac = f.getConfig(0, 6);
     this.state = {
-      mac: macStr(mac),
+      mac: formatMac(mac),
       rx: { promisc: true, allmulti: false, alluni: false, nomulti: false, nouni: false, nobcast: false },
       uni: [], multi: [], vlans: [], pairs: 1,
     };
@@ -278,13 +278,13 @@ export class VhostNetCvq {
     const s = this.state;
     const v = new DataView(d.buffer, d.byteOffset, d.byteLength);
     if (cls === VIRTIO_NET_CTRL_RX && cmd < RX_KEYS.length && d.length >= 1) s.rx[RX_KEYS[cmd]!] = d[0] !== 0;
-    else if (cls === VIRTIO_NET_CTRL_MAC && cmd === VIRTIO_NET_CTRL_MAC_ADDR_SET) s.mac = macStr(d.subarray(0, 6));
+    else if (cls === VIRTIO_NET_CTRL_MAC && cmd === VIRTIO_NET_CTRL_MAC_ADDR_SET) s.mac = formatMac(d.subarray(0, 6));
     else if (cls === VIRTIO_NET_CTRL_MAC && cmd === VIRTIO_NET_CTRL_MAC_TABLE_SET) {
       const nu = v.getUint32(0, true);
-      s.uni = Array.from({ length: nu }, (_, i) => macStr(d.subarray(4 + 6 * i, 10 + 6 * i)));
+      s.uni = Array.from({ length: nu }, (_, i) => formatMac(d.subarray(4 + 6 * i, 10 + 6 * i)));
       const o = 4 + 6 * nu;
       const nm = v.getUint32(o, true);
-      s.multi = Array.from({ length: nm }, (_, i) => macStr(d.subarray(o + 4 + 6 * i, o + 10 + 6 * i)));
+      s.multi = Array.from({ length: nm }, (_, i) => formatMac(d.subarray(o + 4 + 6 * i, o + 10 + 6 * i)));
     } else if (cls === VIRTIO_NET_CTRL_VLAN) {
       const id = v.getUint16(0, true);
       const set = new Set(s.vlans);
